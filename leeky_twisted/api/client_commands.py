@@ -1,0 +1,157 @@
+"""The AMP schema of the client API: shared by the server responders and the clients.
+
+Strings travel as :class:`ChunkedText`, because an AMP value is at most 65,535
+bytes and values may be up to 1 MiB. Writes carry an optional client session
+(``client_id``, ``seq``, ``ack``: see ``statemachine.commands.Session``).
+``forwarded`` is set by a follower that passes a request on to the leader; the
+leader then answers NotLeader instead of forwarding again.
+
+Errors: NotLeader's description carries the leader's id and client address as
+JSON, so the client rebuilds ``NotLeader(leader_id, leader_address)`` and can
+follow it (see ``api.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.protocols import amp
+
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
+
+__all__ = [
+    "CLIENT_ERRORS",
+    "Append",
+    "Cas",
+    "ChunkedText",
+    "Delete",
+    "Get",
+    "Put",
+    "Status",
+]
+
+
+class ChunkedText(amp.Argument):
+    """A text argument of any length, split over several AMP keys.
+
+    The UTF-8 bytes go in pieces of at most 65,535 bytes under ``name``,
+    ``name.1``, ``name.2``, ... Decoding never fails: bytes that are not UTF-8
+    come out as lone surrogates (``surrogateescape``), which the API rejects
+    with a clear InvalidRequest instead of AMP dropping the connection.
+    """
+
+    def fromBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
+        """Collect the pieces of ``name`` from ``strings`` into ``objects``."""
+        pieces = []
+        first = strings.pop(name, None)
+        if first is not None:
+            pieces.append(first)
+            n = 1
+            while (piece := strings.pop(name + b".%d" % n, None)) is not None:
+                pieces.append(piece)
+                n += 1
+        nk = amp._wireNameToPythonIdentifier(name)
+        if not pieces:
+            if not self.optional:
+                raise KeyError(name)
+            objects[nk] = None
+            return
+        objects[nk] = b"".join(pieces).decode("utf-8", "surrogateescape")
+
+    def toBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
+        """Write ``objects[name]`` into ``strings`` in pieces."""
+        nk = amp._wireNameToPythonIdentifier(name)
+        value = objects.pop(nk, None) if self.optional else objects.pop(nk)
+        if value is None:
+            if not self.optional:
+                raise TypeError(f"{nk} must not be None")
+            return
+        data = value.encode("utf-8", "surrogateescape")
+        limit = amp.MAX_VALUE_LENGTH
+        strings[name] = data[:limit]
+        for n, start in enumerate(range(limit, len(data), limit), 1):
+            strings[name + b".%d" % n] = data[start : start + limit]
+
+
+#: The errors every client command may answer with; LeekyError last, as a catch-all.
+CLIENT_ERRORS: dict[type[Exception], bytes] = {
+    NotLeader: b"NOT_LEADER",
+    CommitTimeout: b"COMMIT_TIMEOUT",
+    InvalidRequest: b"INVALID_REQUEST",
+    Unavailable: b"UNAVAILABLE",
+    LeekyError: b"ERROR",
+}
+
+_SESSION = [
+    (b"client_id", ChunkedText(optional=True)),
+    (b"seq", amp.Integer(optional=True)),
+    (b"ack", amp.Integer(optional=True)),
+    (b"forwarded", amp.Boolean(optional=True)),
+]
+
+
+class Put(amp.Command):
+    """Set ``key`` to ``value``."""
+
+    arguments = [(b"key", ChunkedText()), (b"value", ChunkedText()), *_SESSION]
+    response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class Get(amp.Command):
+    """Read ``key``: ``value`` is absent when the key is. Linearizable unless ``stale``."""
+
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"stale", amp.Boolean(optional=True)),
+        (b"forwarded", amp.Boolean(optional=True)),
+    ]
+    response = [(b"value", ChunkedText(optional=True))]
+    errors = CLIENT_ERRORS
+
+
+class Delete(amp.Command):
+    """Remove ``key``; ``existed`` says whether it was there."""
+
+    arguments = [(b"key", ChunkedText()), *_SESSION]
+    response = [(b"existed", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class Cas(amp.Command):
+    """Set ``key`` to ``new`` if it holds ``expected`` (absent ``expected``: if the key is absent)."""
+
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"expected", ChunkedText(optional=True)),
+        (b"new", ChunkedText()),
+        *_SESSION,
+    ]
+    response = [(b"swapped", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class Append(amp.Command):
+    """Append ``suffix`` to the value of ``key``; ``length`` is the new value's length."""
+
+    arguments = [(b"key", ChunkedText()), (b"suffix", ChunkedText()), *_SESSION]
+    response = [(b"length", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class Status(amp.Command):
+    """Return this node's status dictionary as JSON text."""
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response = [(b"status", ChunkedText())]
+    errors = CLIENT_ERRORS

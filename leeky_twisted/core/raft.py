@@ -1,0 +1,863 @@
+"""RaftCore: the Raft algorithm as a pure, deterministic object.
+
+Inputs: :meth:`RaftCore.tick`, :meth:`RaftCore.step`, :meth:`RaftCore.propose`,
+:meth:`RaftCore.read_index`, :meth:`RaftCore.propose_config_change`,
+:meth:`RaftCore.transfer_leadership`, :meth:`RaftCore.compact`. Output: a
+:class:`~leeky_twisted.core.messages.Ready` batch from :meth:`RaftCore.ready`,
+acknowledged with :meth:`RaftCore.advance` once handled.
+
+The structure follows the extended Raft paper and Ongaro's dissertation:
+PreVote and CheckQuorum (§9.6, §6.2), single-server membership changes that
+take effect when appended (§4.1), ReadIndex (§6.4), leadership transfer
+(§3.10). No clock, no I/O, no global randomness: time is ``tick()`` and
+randomness comes from the injected ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.log import RaftLog
+from leeky_twisted.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    ConfChange,
+    ConfChangeOp,
+    Configuration,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    NodeId,
+    ReadState,
+    Ready,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+    SnapshotMeta,
+    SoftState,
+    TimeoutNow,
+)
+from leeky_twisted.core.progress import Progress, ProgressState
+from leeky_twisted.core.quorum import committed_index, majority, vote_result
+
+
+class RaftError(Exception):
+    """Base of the errors the core raises to callers."""
+
+
+class NotLeaderError(RaftError):
+    """The request needs the leader; ``leader`` is who this node believes leads."""
+
+    def __init__(self, leader: NodeId | None) -> None:
+        super().__init__(f"not the leader (leader: {leader})")
+        self.leader = leader
+
+
+class TransferInProgressError(RaftError):
+    """Proposals are refused while leadership is being transferred."""
+
+
+class ConfigChangeInProgressError(RaftError):
+    """Only one configuration change may be uncommitted at a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStatus:
+    """A snapshot of the core's state for reports and tests."""
+
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId | None
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    voters: frozenset[NodeId]
+    learners: frozenset[NodeId]
+    progress: dict[NodeId, tuple[int, int, str]]
+
+
+_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
+
+
+def bootstrap_entries(voters: Sequence[tuple[NodeId, bytes]]) -> list[Entry]:
+    """Return the identical first entries every member of a new cluster starts with.
+
+    Each is a committed configuration entry adding one voter (with its
+    address as context), in the given order, at term 1. A node that joins an
+    existing cluster starts empty instead and learns these from the leader.
+    """
+    return [
+        Entry(i + 1, 1, EntryKind.CONFIG, ConfChange(ConfChangeOp.ADD_VOTER, nid, ctx).encode())
+        for i, (nid, ctx) in enumerate(voters)
+    ]
+
+
+class RaftCore:
+    """One Raft replica's state and rules, driven by its owner."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        rng: random.Random,
+        hard_state: HardState | None = None,
+        snapshot: SnapshotMeta | None = None,
+        entries: Sequence[Entry] = (),
+        logger: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = config
+        self.id = config.node_id
+        self._rng = rng
+        self._log_line = logger or (lambda line: None)
+        hs = hard_state or HardState()
+        if snapshot is not None:
+            entries = [e for e in entries if e.index > snapshot.index]
+            self.log = RaftLog(snapshot.index, snapshot.term, snapshot.config, entries)
+        else:
+            self.log = RaftLog(0, 0, None, entries)
+        self.snapshot_meta = snapshot
+        self.term = hs.term
+        self.voted_for = hs.voted_for
+        self.commit = min(max(hs.commit, self.log.start), self.log.last_index())
+        self.applied = self.log.start
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self.votes: dict[NodeId, bool] = {}
+        self.progress: dict[NodeId, Progress] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self.transferee: NodeId | None = None
+        self.ticks = 0
+        # outputs
+        self._msgs: list[Message] = []
+        self._msgs_after: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._dropped_reads: list[object] = []
+        self._pending_snapshot: SnapshotMeta | None = None
+        self._needs_append: set[NodeId] = set()
+        self._persisted_hs = hs
+        self._reported_soft: SoftState | None = None
+        self._in_ready = False
+        self._applying = self.applied
+        # ReadIndex: reads wait for a heartbeat round to be acknowledged by a quorum
+        self.read_round = 0
+        self._read_round_wanted = False
+        self._pending_reads: list[tuple[int, int, object]] = []  # (round, index, ctx)
+        self._reads_before_commit: list[object] = []
+        self._round_sent_tick: dict[int, int] = {}
+        self._lease_until = -1
+        self._reset_randomized_timeout()
+
+    # ================================================================ inputs
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.ticks += 1
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def step(self, m: Message) -> None:
+        """Handle a message from a peer. Messages for other nodes are ignored."""
+        if m.recipient != self.id:
+            return
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.leader_id is not None
+                    and self.election_elapsed < self.cfg.election_ticks
+                )
+                if not m.transfer and in_lease:
+                    # §4.2.3: a server that hears from a current leader ignores
+                    # disruptive vote requests.
+                    self._log(f"ignore vote request from {m.sender} (leader {self.leader_id})")
+                    return
+                if not m.pre_vote:
+                    self._become_follower(m.term, None)
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
+                pass  # a granted pre-vote carries the term we would campaign in
+            elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
+                self._become_follower(m.term, m.sender)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            if isinstance(m, (AppendEntries, Heartbeat)) and (
+                self.cfg.check_quorum or self.cfg.pre_vote
+            ):
+                # Tell a stale leader about the newer term so it steps down;
+                # without this a partitioned leader's pre-votes never win and
+                # it could never rejoin (etcd's reasoning, raft.go).
+                self._send(AppendEntriesResponse(self.id, m.sender, self.term, False))
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._send(RequestVoteResponse(self.id, m.sender, self.term, False, True))
+            return
+
+        if isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def propose(self, data: bytes, kind: EntryKind = EntryKind.NORMAL) -> tuple[int, int]:
+        """Append a command to the leader's log; return its (index, term).
+
+        Raises NotLeaderError on a non-leader and TransferInProgressError while
+        leadership is being handed over. The entry is committed once it is
+        durable on a majority; the caller learns that from committed_entries.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            raise TransferInProgressError(f"leadership is moving to {self.transferee}")
+        if kind is EntryKind.CONFIG:
+            raise ValueError("use propose_config_change for configuration entries")
+        return self._append_new(kind, data)
+
+    def propose_config_change(self, change: ConfChange) -> tuple[int, int]:
+        """Append a single-server configuration change; return its (index, term).
+
+        Refused while another change is uncommitted, and until the leader has
+        committed an entry of its own term (the fix to single-server changes
+        from the raft-dev list, 2015). ValueError for a change that does nothing.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            raise TransferInProgressError(f"leadership is moving to {self.transferee}")
+        if self.log.config_index() > self.commit:
+            raise ConfigChangeInProgressError("a configuration change is not yet committed")
+        if self.log.term_at(self.commit) != self.term:
+            raise ConfigChangeInProgressError("the leader has not committed in its term yet")
+        self.log.config().apply(change)  # validates; raises ValueError
+        return self._append_new(EntryKind.CONFIG, change.encode())
+
+    def read_index(self, context: object) -> None:
+        """Ask to serve a linearizable read (§6.4).
+
+        A ReadState(index, context) appears in a later Ready once this node is
+        confirmed as leader; serve the read after applying up to ``index``. If
+        leadership is lost first, ``context`` appears in ``dropped_reads``.
+        Raises NotLeaderError on a non-leader.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.log.term_at(self.commit) != self.term:
+            self._reads_before_commit.append(context)
+            return
+        self._queue_read(context)
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to the voter ``target`` (§3.10).
+
+        The leader brings the target up to date, then sends TimeoutNow.
+        Proposals are refused meanwhile; the transfer is abandoned after an
+        election timeout.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if target == self.id:
+            return
+        if target not in self.log.config().voters:
+            raise ValueError(f"{target} is not a voter")
+        if self.transferee == target:
+            return
+        self.transferee = target
+        self.election_elapsed = 0
+        self._lease_until = -1  # the target may win before we hear of it
+        self._log(f"transfer leadership to {target}")
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.id, target, self.term))
+        else:
+            self._needs_append.add(target)
+
+    def snapshot_meta_at(self, index: int) -> SnapshotMeta:
+        """Return the metadata a snapshot of the state at applied ``index`` carries."""
+        if index > self.applied or index < self.log.start:
+            raise ValueError(f"index {index} is not applied or is compacted")
+        term = self.log.term_at(index)
+        assert term is not None
+        return SnapshotMeta(index, term, self.log.config_at(index))
+
+    def compact(self, meta: SnapshotMeta, upto: int | None = None) -> None:
+        """Record the durable snapshot ``meta`` and forget log entries up to ``upto``.
+
+        ``upto`` defaults to ``meta.index``; keeping a few entries before it
+        lets slightly lagging followers catch up without a snapshot.
+        """
+        upto = meta.index if upto is None else min(upto, meta.index)
+        if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
+            self.snapshot_meta = meta
+        upto = min(upto, self.log.stable, self.applied)
+        if upto > self.log.start:
+            self.log.compact(upto)
+
+    # ================================================================ output
+
+    def has_ready(self) -> bool:
+        """Return True when :meth:`ready` would return work."""
+        self._flush()
+        return bool(
+            self._msgs
+            or self._msgs_after
+            or self.log.unstable_from <= self.log.last_index()
+            or self._hard_state() != self._persisted_hs
+            or self.commit > self._applying
+            or self._read_states
+            or self._dropped_reads
+            or self._pending_snapshot is not None
+            or self._soft_state() != self._reported_soft
+        )
+
+    def ready(self) -> Ready:
+        """Return the next batch of work. Call :meth:`advance` before the next."""
+        if self._in_ready:
+            raise RuntimeError("ready() called before advance() of the previous batch")
+        self._flush()
+        hs = self._hard_state()
+        soft = self._soft_state()
+        committed: list[Entry] = []
+        if self.commit > self._applying:
+            committed = self.log.slice(
+                self._applying + 1, self.commit + 1, self.cfg.max_apply_bytes
+            )
+        rd = Ready(
+            hard_state=hs if hs != self._persisted_hs else None,
+            entries=tuple(self.log.handed_to_storage()),
+            snapshot=self._pending_snapshot,
+            messages=tuple(self._msgs),
+            messages_after_persist=tuple(self._msgs_after),
+            committed_entries=tuple(committed),
+            read_states=tuple(self._read_states),
+            soft_state=soft if soft != self._reported_soft else None,
+            dropped_reads=tuple(self._dropped_reads),
+        )
+        if committed:
+            self._applying = committed[-1].index
+        self._reported_soft = soft
+        self._pending_snapshot = None
+        self._msgs = []
+        self._msgs_after = []
+        self._read_states = []
+        self._dropped_reads = []
+        self._in_ready = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Acknowledge that ``rd`` was persisted, sent and applied."""
+        self._in_ready = False
+        if rd.hard_state is not None:
+            self._persisted_hs = rd.hard_state
+        if rd.entries:
+            self.log.stable_to(rd.entries[-1].index)
+        if rd.committed_entries:
+            self.applied = max(self.applied, rd.committed_entries[-1].index)
+        if self.role is Role.LEADER:
+            self._self_match()
+
+    def status(self) -> CoreStatus:
+        """Return the core's state for reports."""
+        cfg = self.log.config()
+        return CoreStatus(
+            node_id=self.id,
+            role=self.role,
+            term=self.term,
+            leader=self.leader_id,
+            commit=self.commit,
+            applied=self.applied,
+            last_index=self.log.last_index(),
+            first_index=self.log.start + 1,
+            voters=cfg.voters,
+            learners=cfg.learners,
+            progress={
+                nid: (pr.match, pr.next, pr.state.value) for nid, pr in self.progress.items()
+            },
+        )
+
+    @property
+    def configuration(self) -> Configuration:
+        """Return the latest configuration in the log."""
+        return self.log.config()
+
+    # ============================================================ role changes
+
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        was_leader = self.role is Role.LEADER
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+        self.votes = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.transferee = None
+        self._reset_randomized_timeout()
+        if was_leader:
+            self.progress = {}
+            self._needs_append.clear()
+            self._drop_reads()
+        self._log(f"became follower in term {self.term} (leader {leader})")
+
+    def _become_pre_candidate(self) -> None:
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self._reset_randomized_timeout()
+        self._log(f"became pre-candidate at term {self.term}")
+
+    def _become_candidate(self) -> None:
+        self.role = Role.CANDIDATE
+        self.term += 1
+        self.voted_for = self.id
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self.election_elapsed = 0
+        self._reset_randomized_timeout()
+        self._log(f"became candidate at term {self.term}")
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.transferee = None
+        self.progress = {}
+        self._sync_progress()
+        self._self_match()
+        self._log(f"became leader at term {self.term}")
+        # §8: a no-op of the new term lets earlier entries commit and ReadIndex start.
+        self._append_new(EntryKind.NOOP, b"")
+
+    def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
+        voters = self.log.config().voters
+        if self.id not in voters:
+            return
+        if pre_vote:
+            self._become_pre_candidate()
+            term = self.term + 1
+        else:
+            self._become_candidate()
+            term = self.term
+        if vote_result(voters, self.votes):
+            self._won_election(pre_vote)
+            return
+        for nid in sorted(voters):
+            if nid != self.id:
+                self._send(
+                    RequestVote(
+                        self.id,
+                        nid,
+                        term,
+                        self.log.last_index(),
+                        self.log.last_term(),
+                        pre_vote,
+                        transfer,
+                    )
+                )
+
+    def _won_election(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self._campaign(False)
+        else:
+            self._become_leader()
+
+    # ================================================================== ticks
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_timeout and self.id in self.log.config().voters:
+            self.election_elapsed = 0
+            self._campaign(self.cfg.pre_vote)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                if not self._quorum_active():
+                    self._log("lost contact with a quorum; stepping down")
+                    self._become_follower(self.term, None)
+                    return
+                for nid, pr in self.progress.items():
+                    if nid != self.id:
+                        pr.recent_active = False
+            if self.transferee is not None:
+                self._log(f"abandon leadership transfer to {self.transferee}")
+                self.transferee = None
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        voters = self.log.config().voters
+        active = sum(
+            1
+            for v in voters
+            if v == self.id or (v in self.progress and self.progress[v].recent_active)
+        )
+        return active >= majority(len(voters))
+
+    # ================================================================== votes
+
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        can_vote = (
+            self.voted_for == m.sender
+            or (self.voted_for is None and self.leader_id is None)
+            or (m.pre_vote and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+            self._send(RequestVoteResponse(self.id, m.sender, m.term, True, m.pre_vote))
+            if not m.pre_vote:
+                self.election_elapsed = 0
+                self.voted_for = m.sender
+            self._log(f"grant {'pre-' if m.pre_vote else ''}vote to {m.sender} at {m.term}")
+        else:
+            self._send(RequestVoteResponse(self.id, m.sender, self.term, False, m.pre_vote))
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
+            self._become_follower(m.term, m.sender)
+            self._step_follower(m)
+        elif isinstance(m, RequestVoteResponse):
+            if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
+                return
+            self.votes.setdefault(m.sender, m.granted)
+            result = vote_result(self.log.config().voters, self.votes)
+            if result is True:
+                self._won_election(m.pre_vote)
+            elif result is False:
+                self._become_follower(self.term, None)
+
+    # =============================================================== follower
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.leader_id = m.sender
+            self._handle_append_entries(m)
+        elif isinstance(m, Heartbeat):
+            self.election_elapsed = 0
+            self.leader_id = m.sender
+            if m.commit > self.commit:
+                self.commit = min(m.commit, self.log.last_index())
+            self._send(
+                HeartbeatResponse(self.id, m.sender, self.term, m.read_round, self.log.last_index())
+            )
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader_id = m.sender
+            self._handle_snapshot(m)
+        elif isinstance(m, TimeoutNow) and self.id in self.log.config().voters:
+            self._log(f"TimeoutNow from {m.sender}: campaigning")
+            self._campaign(False, transfer=True)
+
+    def _handle_append_entries(self, m: AppendEntries) -> None:
+        prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
+        if prev < self.log.start:
+            # The prefix up to our compaction point is committed, hence identical.
+            skip = self.log.start - prev
+            if skip > len(entries):
+                self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, self.commit))
+                return
+            entries = entries[skip:]
+            prev, prev_term = self.log.start, self.log.start_term
+        if self.log.term_at(prev) != prev_term:
+            last = self.log.last_index()
+            if prev > last:
+                hint_term, hint_index = 0, last + 1
+            else:
+                hint_term = self.log.term_at(prev) or 0
+                hint_index = self.log.first_index_of_term(prev)
+            self._send(
+                AppendEntriesResponse(
+                    self.id, m.sender, self.term, False, 0, m.prev_log_index, hint_term, hint_index
+                )
+            )
+            return
+        last = self.log.last_index()
+        for i, e in enumerate(entries):
+            if e.index <= last and self.log.term_at(e.index) == e.term:
+                continue
+            if e.index <= last:
+                if e.index <= self.commit:
+                    raise AssertionError(
+                        f"{self.id}: leader {m.sender} conflicts with committed entry {e.index}"
+                    )
+                self.log.truncate_from(e.index)
+            self.log.append(entries[i:])
+            break
+        last_new = prev + len(entries)
+        if m.leader_commit > self.commit:
+            self.commit = min(m.leader_commit, last_new)
+        self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, last_new))
+
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        meta = m.meta
+        if meta.index <= self.commit:
+            self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, self.commit))
+            return
+        if self.log.term_at(meta.index) == meta.term:
+            # We hold the entry the snapshot ends at: keep our log, fast-forward commit.
+            self.commit = meta.index
+            self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, meta.index))
+            return
+        self._log(f"install snapshot at {meta.index} (term {meta.term}) from {m.sender}")
+        self.log.restore(meta)
+        self.snapshot_meta = meta
+        self.commit = meta.index
+        self.applied = meta.index
+        self._applying = meta.index
+        self._pending_snapshot = meta
+        self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, meta.index))
+
+    # ================================================================= leader
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.progress.get(m.sender)
+        if pr is None:
+            return
+        if isinstance(m, AppendEntriesResponse):
+            pr.recent_active = True
+            if m.success:
+                self._handle_append_success(m.sender, pr, m.match_index)
+            else:
+                self._handle_append_reject(pr, m)
+                self._needs_append.add(m.sender)
+        elif isinstance(m, HeartbeatResponse):
+            pr.recent_active = True
+            if m.read_round > pr.read_ack:
+                pr.read_ack = m.read_round
+                self._confirm_reads()
+            if pr.state is ProgressState.PROBE:
+                pr.probe_sent = False
+            if pr.match < self.log.last_index():
+                if pr.state is ProgressState.REPLICATE and m.last_log_index < pr.next - 1:
+                    # Possibly a lost message in the pipeline: probe the tail.
+                    self._send_append(m.sender, pr, empty=True)
+                else:
+                    self._needs_append.add(m.sender)
+
+    def _handle_append_success(self, nid: NodeId, pr: Progress, match: int) -> None:
+        grew = pr.update_match(match)
+        if pr.state is ProgressState.PROBE and grew:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe(pr.match + 1)
+            pr.become_replicate()
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = False
+        if grew:
+            self._maybe_commit()
+        if self.role is not Role.LEADER:
+            return
+        self._needs_append.add(nid)
+        if nid == self.transferee and pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.id, nid, self.term))
+
+    def _handle_append_reject(self, pr: Progress, m: AppendEntriesResponse) -> None:
+        if m.reject_index <= pr.match:
+            return  # stale
+        if pr.state is ProgressState.PROBE and m.reject_index != pr.next - 1:
+            return  # answer to an older probe
+        if pr.state is ProgressState.SNAPSHOT:
+            return
+        next_index = m.conflict_index
+        if m.conflict_term > 0:
+            found = self.log.last_index_of_term(m.conflict_term, m.reject_index)
+            if found is not None:
+                next_index = found + 1
+        next_index = max(min(next_index, m.reject_index), 1)
+        pr.become_probe(next_index)
+
+    def _self_match(self) -> None:
+        pr = self.progress.get(self.id)
+        if pr is not None and pr.update_match(self.log.stable):
+            self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        cfg = self.log.config()
+        match = {nid: pr.match for nid, pr in self.progress.items()}
+        index = committed_index(cfg.voters, match)
+        # Figure 8: only entries of the current term are committed by counting.
+        if index > self.commit and self.log.term_at(index) == self.term:
+            old = self.commit
+            self.commit = index
+            if self.log.term_at(old) != self.term:
+                self._on_first_commit_in_term()
+            if self.log.config_index() <= index and self.id not in cfg.voters:
+                self._log("removed from the configuration; stepping down")
+                self._become_follower(self.term, None)
+
+    def _on_first_commit_in_term(self) -> None:
+        waiting, self._reads_before_commit = self._reads_before_commit, []
+        for ctx in waiting:
+            self._queue_read(ctx)
+
+    def _append_new(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
+        index = self.log.last_index() + 1
+        entry = Entry(index, self.term, kind, data)
+        self.log.append((entry,))
+        if kind is EntryKind.CONFIG:
+            self._sync_progress()
+        self._needs_append.update(nid for nid in self.progress if nid != self.id)
+        return index, self.term
+
+    def _sync_progress(self) -> None:
+        members = self.log.config().members() | {self.id}
+        last = self.log.last_index()
+        for nid in members:
+            if nid not in self.progress:
+                self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
+        for nid in list(self.progress):
+            if nid not in members:
+                del self.progress[nid]
+                self._needs_append.discard(nid)
+
+    def _send_append(self, nid: NodeId, pr: Progress, empty: bool = False) -> bool:
+        """Send one AppendEntries (or InstallSnapshot) to ``nid``; False if nothing sent.
+
+        With ``empty``, send an entry-less AppendEntries ending at next - 1
+        even when paused: a follower that lost part of the pipeline rejects it
+        and the leader falls back to probing.
+        """
+        if pr.is_paused() and not empty:
+            return False
+        prev = pr.next - 1
+        prev_term = self.log.term_at(prev)
+        if prev_term is None and prev < self.log.start:
+            if self.snapshot_meta is None:
+                return False
+            pr.become_snapshot(self.snapshot_meta.index)
+            self._send(InstallSnapshot(self.id, nid, self.term, self.snapshot_meta))
+            return True
+        if prev_term is None:  # next beyond our log: restart from the end
+            pr.become_probe(self.log.last_index() + 1)
+            prev = pr.next - 1
+            prev_term = self.log.term_at(prev)
+            assert prev_term is not None
+        if empty:
+            entries = []
+        else:
+            entries = self.log.slice(pr.next, self.log.last_index() + 1, self.cfg.max_msg_bytes)
+            if not entries and pr.state is ProgressState.REPLICATE:
+                return False
+        self._send(
+            AppendEntries(self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit)
+        )
+        if entries:
+            pr.sent(entries[-1].index)
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _broadcast_heartbeat(self) -> None:
+        self.read_round += 1
+        if self.cfg.lease_read:
+            self._round_sent_tick[self.read_round] = self.ticks
+        self._read_round_wanted = False
+        for nid, pr in self.progress.items():
+            if nid != self.id:
+                self._send(
+                    Heartbeat(self.id, nid, self.term, min(pr.match, self.commit), self.read_round)
+                )
+        self._confirm_reads()  # a single voter confirms itself
+
+    def _flush(self) -> None:
+        """Send the AppendEntries and read rounds accumulated since the last batch."""
+        if self.role is not Role.LEADER:
+            self._needs_append.clear()
+            return
+        if self._read_round_wanted:
+            self._broadcast_heartbeat()
+        if self._needs_append:
+            for nid in sorted(self._needs_append):
+                pr = self.progress.get(nid)
+                if pr is None:
+                    continue
+                while self._send_append(nid, pr):
+                    if pr.state is not ProgressState.REPLICATE:
+                        break
+                    if pr.next > self.log.last_index():
+                        break
+            self._needs_append.clear()
+
+    # ================================================================== reads
+
+    def _queue_read(self, context: object) -> None:
+        if len(self.log.config().voters) == 1 and self.id in self.log.config().voters:
+            self._read_states.append(ReadState(self.commit, context))
+            return
+        if self.cfg.lease_read and self.transferee is None and self.ticks < self._lease_until:
+            self._read_states.append(ReadState(self.commit, context))
+            return
+        self._pending_reads.append((self.read_round + 1, self.commit, context))
+        self._read_round_wanted = True
+
+    def _confirm_reads(self) -> None:
+        voters = self.log.config().voters
+        acks = {nid: pr.read_ack for nid, pr in self.progress.items()}
+        acks[self.id] = self.read_round
+        confirmed = committed_index(voters, acks)
+        if confirmed in self._round_sent_tick:
+            # Followers will not elect another leader for election_ticks after
+            # they acknowledged this round, which was sent at that tick.
+            self._lease_until = max(
+                self._lease_until, self._round_sent_tick[confirmed] + self.cfg.election_ticks - 1
+            )
+        for r in [r for r in self._round_sent_tick if r < confirmed]:
+            del self._round_sent_tick[r]
+        if not self._pending_reads or self._pending_reads[0][0] > confirmed:
+            return
+        keep = []
+        for rnd, index, ctx in self._pending_reads:
+            if rnd <= confirmed:
+                self._read_states.append(ReadState(index, ctx))
+            else:
+                keep.append((rnd, index, ctx))
+        self._pending_reads = keep
+
+    def _drop_reads(self) -> None:
+        self._dropped_reads.extend(ctx for _, _, ctx in self._pending_reads)
+        self._dropped_reads.extend(self._reads_before_commit)
+        self._pending_reads = []
+        self._reads_before_commit = []
+        self._round_sent_tick.clear()
+        self._lease_until = -1
+        self._read_round_wanted = False
+
+    # ================================================================ helpers
+
+    def _send(self, m: Message) -> None:
+        if isinstance(m, _LEADER_MESSAGES):
+            self._msgs.append(m)
+        else:
+            self._msgs_after.append(m)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.voted_for, self.commit)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(self.role, self.leader_id, self.term)
+
+    def _reset_randomized_timeout(self) -> None:
+        e = self.cfg.election_ticks
+        self.randomized_timeout = e + self._rng.randrange(e)
+
+    def _log(self, line: str) -> None:
+        self._log_line(f"{self.id} [term {self.term}] {line}")

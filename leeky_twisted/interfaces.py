@@ -1,0 +1,148 @@
+"""The boundaries of Leeky Raft, as zope interfaces.
+
+Storage interfaces are synchronous and may block: the node service calls the
+writing methods from one writer thread, never from the reactor thread, while
+the reactor thread may read. Only the transport returns Deferreds.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class ILogStore(Interface):
+    """Durable, append-only storage of log entries (``core.messages.Entry``)."""
+
+    def first_index() -> int:
+        """Return the index of the first stored entry, or last_index()+1 when empty."""
+
+    def last_index() -> int:
+        """Return the index of the last stored entry, or first_index()-1 when empty."""
+
+    def entries(lo: int, hi: int) -> list:
+        """Return stored entries with lo <= index < hi, in order.
+
+        Raises IndexError when part of the range is compacted or missing.
+        """
+
+    def append(entries: list) -> None:
+        """Store ``entries`` (consecutive indexes); durable when this returns.
+
+        An entry at index i replaces every stored entry with index >= i; the
+        first entry's index must be at most last_index()+1.
+        """
+
+    def compact(upto: int) -> None:
+        """Drop entries with index <= ``upto`` (they are covered by a snapshot).
+
+        After compaction an empty log starts at ``upto + 1``.
+        """
+
+    def reset(next_index: int) -> None:
+        """Drop every entry; the next appended entry will be ``next_index``."""
+
+    def close() -> None:
+        """Release files; further calls are errors."""
+
+
+class IStableStore(Interface):
+    """Durable storage of the core's ``HardState`` (term, voted_for, commit)."""
+
+    def load() -> object:
+        """Return the last saved HardState, or HardState() when none was saved."""
+
+    def save(hard_state: object) -> None:
+        """Save ``hard_state``; durable (fsynced) when this returns."""
+
+    def close() -> None:
+        """Release files."""
+
+
+class ISnapshotSink(Interface):
+    """A snapshot being written; nothing is visible until ``close``."""
+
+    def write(data: bytes) -> None:
+        """Append ``data`` to the snapshot."""
+
+    def close() -> None:
+        """Make the snapshot durable and visible (fsync, atomic rename)."""
+
+    def cancel() -> None:
+        """Discard everything written."""
+
+
+class ISnapshotStore(Interface):
+    """Durable snapshots, each with its metadata (``core.messages.SnapshotMeta``)."""
+
+    def create(meta: object) -> ISnapshotSink:
+        """Start writing a snapshot described by ``meta``."""
+
+    def latest() -> object:
+        """Return the meta of the newest valid snapshot, or None.
+
+        Corrupt or half-written snapshots are skipped in favour of older ones.
+        """
+
+    def open(index: int) -> bytes:
+        """Return the verified data of the snapshot at ``index``.
+
+        Raises KeyError when there is none, ValueError when it is corrupt.
+        """
+
+
+class IStateMachine(Interface):
+    """The replicated application. Must be deterministic: no clock, I/O or randomness."""
+
+    def apply(index: int, command: bytes) -> object:
+        """Apply the committed ``command`` at log ``index`` and return its result."""
+
+    def query(request: object) -> object:
+        """Answer a read-only request from the current state."""
+
+    def snapshot() -> bytes:
+        """Return a consistent serialized copy of the whole state."""
+
+    def restore(data: bytes) -> None:
+        """Replace the whole state with one produced by ``snapshot``."""
+
+
+class IPeerTransport(Interface):
+    """Carries core messages between Raft peers. Delivery is best effort."""
+
+    def send(message: object) -> None:
+        """Send ``message`` to ``message.recipient``; never raises, may drop."""
+
+    def set_receiver(receiver: object) -> None:
+        """Deliver every incoming message by calling ``receiver(message)``."""
+
+    def close() -> object:
+        """Close every connection; return a Deferred that fires when done."""
+
+
+class IMembership(Interface):
+    """Advisory knowledge of who is out there and alive. Never decides quorum."""
+
+    def members() -> dict:
+        """Return a mapping of node id to member record (address, state, incarnation)."""
+
+    def subscribe(listener: object) -> None:
+        """Call ``listener(member)`` whenever a member's state changes."""
+
+
+class IRaftNode(Interface):
+    """What the client-facing APIs need from a running node."""
+
+    node_id = Attribute("This node's id (str).")
+
+    def propose(command: bytes, timeout: float) -> object:
+        """Replicate ``command``; Deferred firing with the state machine's result.
+
+        Errbacks with NotLeader (carrying the leader id/address when known) or
+        CommitTimeout ("timed out, outcome unknown").
+        """
+
+    def read(request: object, linearizable: bool, timeout: float) -> object:
+        """Answer a read-only query; ReadIndex first when ``linearizable``."""
+
+    def status() -> dict:
+        """Return a JSON-able status dictionary."""

@@ -1,0 +1,1 @@
+"""membership layer of Leeky Raft."""

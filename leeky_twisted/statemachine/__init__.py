@@ -1,0 +1,1 @@
+"""statemachine layer of Leeky Raft."""

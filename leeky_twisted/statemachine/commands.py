@@ -1,0 +1,242 @@
+"""The log encoding of key-value commands.
+
+A command is a compact JSON array, UTF-8 encoded (the stdlib ``json`` parser is
+in C, and the text stays readable in log dumps)::
+
+    ["put", key, value, session]
+    ["del", key, session]
+    ["cas", key, expected_or_null, new, session]
+    ["append", key, suffix, session]
+    ["get", key]
+
+``session`` is ``null`` or ``[client_id, seq, ack]`` (see :class:`Session`).
+The original Leeky Raft's text commands are accepted as well: ``PUT key
+value...`` (the value is the remaining words joined by single spaces),
+``GET key`` and ``DELETE key`` (verbs in any case).
+
+:func:`decode_command` is the only way bytes become a command and it raises
+only :class:`CommandDecodeError`, whatever the input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+__all__ = [
+    "Append",
+    "Cas",
+    "Command",
+    "CommandDecodeError",
+    "Delete",
+    "Get",
+    "Put",
+    "Session",
+    "WriteCommand",
+    "decode_command",
+    "encode_command",
+]
+
+
+class CommandDecodeError(ValueError):
+    """The bytes are not a well-formed key-value command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A client's identity and request number, for exactly-once writes.
+
+    ``seq`` numbers the client's requests (a retry reuses it). ``ack`` is the
+    lowest ``seq`` the client is still waiting for: it holds every answer below
+    it, so the state machine may forget them. A client with one request in
+    flight sends ``ack == seq``.
+    """
+
+    client_id: str
+    seq: int
+    ack: int
+
+    def __post_init__(self) -> None:
+        if not self.client_id:
+            raise ValueError("session client_id must not be empty")
+        if not 0 <= self.ack <= self.seq:
+            raise ValueError("session needs 0 <= ack <= seq")
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set ``key`` to ``value``; applies to None."""
+
+    key: str
+    value: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key``; applies to True when it existed."""
+
+    key: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Set ``key`` to ``new`` if it holds ``expected`` (None: if absent); applies to swapped."""
+
+    key: str
+    expected: str | None
+    new: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append ``suffix`` to the value of ``key`` (absent counts as ""); applies to the new length.
+
+    Not idempotent: the command that shows client sessions at work.
+    """
+
+    key: str
+    suffix: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Read ``key``; the value or None. Also the request object for ``IStateMachine.query``."""
+
+    key: str
+
+
+WriteCommand = Put | Delete | Cas | Append
+Command = Put | Delete | Cas | Append | Get
+
+
+def _session_json(session: Session | None) -> list[object] | None:
+    if session is None:
+        return None
+    return [session.client_id, session.seq, session.ack]
+
+
+def encode_command(command: Command) -> bytes:
+    """Return the log encoding of ``command``.
+
+    Raises ValueError when a string cannot be encoded as UTF-8 (lone surrogates).
+    """
+    fields: list[object]
+    if isinstance(command, Put):
+        fields = ["put", command.key, command.value, _session_json(command.session)]
+    elif isinstance(command, Delete):
+        fields = ["del", command.key, _session_json(command.session)]
+    elif isinstance(command, Cas):
+        fields = [
+            "cas",
+            command.key,
+            command.expected,
+            command.new,
+            _session_json(command.session),
+        ]
+    elif isinstance(command, Append):
+        fields = ["append", command.key, command.suffix, _session_json(command.session)]
+    elif isinstance(command, Get):
+        fields = ["get", command.key]
+    else:
+        raise TypeError(f"not a key-value command: {command!r}")
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"command holds text that is not valid UTF-8: {e}") from None
+
+
+def decode_command(data: bytes) -> Command:
+    """Parse bytes produced by :func:`encode_command` or an original text command.
+
+    Raises CommandDecodeError, and nothing else, for any malformed input.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CommandDecodeError(f"command must be bytes, not {type(data).__name__}")
+    raw = bytes(data)
+    if raw[:1] == b"[":
+        try:
+            fields = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise CommandDecodeError(f"malformed command: {e}") from None
+        return _from_fields(fields)
+    return _from_text(raw)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise CommandDecodeError(f"{what} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandDecodeError(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CommandDecodeError(f"{what} must be an integer")
+    return value
+
+
+def _session(value: object) -> Session | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 3:
+        raise CommandDecodeError("session must be null or [client_id, seq, ack]")
+    client_id = _text(value[0], "session client_id")
+    seq = _int(value[1], "session seq")
+    ack = _int(value[2], "session ack")
+    try:
+        return Session(client_id, seq, ack)
+    except ValueError as e:
+        raise CommandDecodeError(str(e)) from None
+
+
+_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2}
+
+
+def _from_fields(fields: object) -> Command:
+    if not isinstance(fields, list) or not fields or not isinstance(fields[0], str):
+        raise CommandDecodeError("command must be a JSON array starting with its name")
+    op = fields[0]
+    arity = _ARITY.get(op)
+    if arity is None:
+        raise CommandDecodeError(f"unknown command {op[:40]!r}")
+    if len(fields) != arity:
+        raise CommandDecodeError(f"{op} takes {arity - 1} fields, not {len(fields) - 1}")
+    key = _text(fields[1], "key")
+    if op == "put":
+        return Put(key, _text(fields[2], "value"), _session(fields[3]))
+    if op == "del":
+        return Delete(key, _session(fields[2]))
+    if op == "cas":
+        expected = None if fields[2] is None else _text(fields[2], "expected")
+        return Cas(key, expected, _text(fields[3], "new"), _session(fields[4]))
+    if op == "append":
+        return Append(key, _text(fields[2], "suffix"), _session(fields[3]))
+    return Get(key)
+
+
+def _from_text(raw: bytes) -> Command:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandDecodeError("text command is not valid UTF-8") from None
+    words = text.split()
+    if not words:
+        raise CommandDecodeError("empty command")
+    verb = words[0].upper()
+    if verb == "PUT":
+        if len(words) < 3:
+            raise CommandDecodeError("PUT needs a key and a value: PUT key value...")
+        return Put(words[1], " ".join(words[2:]))
+    if verb in ("GET", "DELETE"):
+        if len(words) != 2:
+            raise CommandDecodeError(f"{verb} needs exactly one key: {verb} key")
+        return Get(words[1]) if verb == "GET" else Delete(words[1])
+    raise CommandDecodeError(f"unknown command {words[0][:40]!r}")

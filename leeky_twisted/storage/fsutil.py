@@ -1,0 +1,85 @@
+"""Small durable-file helpers: fsync, atomic replace, directory locks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from leeky_twisted.storage.errors import StoreLockedError
+
+TEMP_SUFFIX = ".tmp"
+
+if hasattr(os, "fdatasync"):
+    fdatasync = os.fdatasync
+else:  # pragma: no cover - macOS has no fdatasync
+    fdatasync = os.fsync
+
+
+def fsync_dir(directory: str) -> None:
+    """Fsync ``directory`` so created, renamed and removed names are durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset``, looping over short writes."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace the file at ``path`` by ``data`` atomically and durably.
+
+    Write ``path + ".tmp"``, fsync it, rename it over ``path`` and fsync the
+    directory: after a crash ``path`` holds either the old or the new bytes.
+    """
+    tmp = path + TEMP_SUFFIX
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        pwrite_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_temp_files(directory: str) -> list[str]:
+    """Delete leftover ``*.tmp`` files (half-written by a crash); return their names."""
+    removed = sorted(name for name in os.listdir(directory) if name.endswith(TEMP_SUFFIX))
+    for name in removed:
+        os.unlink(os.path.join(directory, name))
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on a file, so two stores never share a directory.
+
+    The kernel drops the lock when the process dies, so a crash never leaves
+    a stale lock behind.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Take the lock at ``path``; raise StoreLockedError when it is held."""
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise StoreLockedError(f"{path} is locked by another store") from None
+
+    def release(self) -> None:
+        """Drop the lock; a second call does nothing."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,58 @@
+"""Argument rules shared by every ILogStore implementation.
+
+Keeping them in one place makes the memory and file stores agree on the
+edges, which the contract tests in ``tests/storage`` check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from leeky_twisted.core.messages import Entry
+
+
+def check_append(entries: Sequence[Entry], first_index: int, last_index: int) -> Sequence[Entry]:
+    """Validate a batch for ``append`` and return the part that must be stored.
+
+    Raise ValueError when the indexes are not consecutive, start below 1 or
+    leave a gap after ``last_index``. Entries below ``first_index`` are already
+    covered by a snapshot (so committed and identical) and are dropped, as
+    etcd's ``MemoryStorage.Append`` does.
+    """
+    if not entries:
+        return ()
+    start = entries[0].index
+    if start < 1:
+        raise ValueError(f"log indexes start at 1, got {start}")
+    for offset, entry in enumerate(entries):
+        if entry.index != start + offset:
+            raise ValueError(
+                f"appended indexes must be consecutive: {entry.index} follows {start + offset - 1}"
+            )
+        if entry.term < 0:
+            raise ValueError(f"entry {entry.index} has a negative term {entry.term}")
+    if start > last_index + 1:
+        raise ValueError(f"append at {start} would leave a gap after last index {last_index}")
+    if start < first_index:
+        return entries[first_index - start :]
+    return entries
+
+
+def check_range(lo: int, hi: int, first_index: int, last_index: int) -> None:
+    """Raise unless ``[lo, hi)`` lies within the stored entries.
+
+    ValueError when ``lo > hi``; IndexError when part of the range is compacted
+    (below ``first_index``) or missing (above ``last_index``).
+    """
+    if lo > hi:
+        raise ValueError(f"empty range: lo {lo} > hi {hi}")
+    if lo < first_index:
+        raise IndexError(f"entries before {first_index} are compacted (asked from {lo})")
+    if hi > last_index + 1:
+        raise IndexError(f"entries after {last_index} are missing (asked up to {hi - 1})")
+
+
+def check_max_bytes(max_bytes: int | None) -> None:
+    """Raise ValueError unless ``max_bytes`` is None or positive."""
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")

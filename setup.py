@@ -1,0 +1,25 @@
+"""Build script for Leeky Raft on Twisted."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="leeky-twisted",
+    version="0.1.0",
+    description="A Raft consensus key-value service on Twisted",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/leekyraft_plugin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=23.10,<27",
+        "txJSON-RPC>=0.5",
+        "treq>=23.11",
+        "zope.interface>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},
+)
