@@ -257,7 +257,12 @@ class Simulation:
     def core_config(self, nid: NodeId) -> CoreConfig:
         """Return the core settings every simulated node uses."""
         return CoreConfig(
-            nid, election_ticks=10, heartbeat_ticks=2, max_inflight=8, max_msg_bytes=200
+            nid,
+            election_ticks=10,
+            heartbeat_ticks=2,
+            max_inflight=8,
+            max_msg_bytes=200,
+            snapshot_retry_ticks=30,
         )
 
     def trace(self, line: str) -> None:
@@ -359,6 +364,14 @@ class Simulation:
         elif known != e:
             raise SafetyViolation(f"{node.id} applied {e} where {known} was applied")
 
+    def record_proposal(self, index: int, term: int, data: bytes) -> None:
+        """Track a proposal until the entry at its index is applied somewhere."""
+        known = self.committed.get(index)
+        if known is not None:  # a stale leader proposed at an index already decided
+            self.outcomes["committed" if known.term == term else "failed"] += 1
+            return
+        self.proposals.setdefault(index, []).append((term, data))
+
     def full_log_matching(self) -> None:
         """Check Log Matching across every pair of live logs."""
         seen: dict[tuple[int, int], tuple[Entry, int | None]] = {}
@@ -411,7 +424,7 @@ class Simulation:
                 except RaftError:
                     pass
                 else:
-                    self.proposals.setdefault(index, []).append((term, data))
+                    self.record_proposal(index, term, data)
             if r.random() < f.read_rate:
                 self.read_seq += 1
                 self.reads[self.read_seq] = self.max_committed
@@ -540,9 +553,14 @@ class Simulation:
                 node.start()
 
     def _check_liveness(self, limit_ticks: int = 200) -> None:
-        """After healing, a leader must commit a fresh proposal within ``limit_ticks``."""
-        marker: tuple[int, int] | None = None
-        for _ in range(limit_ticks):
+        """After healing, a leader must commit a fresh proposal within ``limit_ticks``.
+
+        A marker is proposed on the current leader every few ticks until one
+        commits (a marker given to a leader that is already deposed may never
+        be reached by the real log).
+        """
+        markers: list[tuple[int, int]] = []
+        for t in range(limit_ticks):
             for _ in range(SUBSTEPS):
                 self.step_substep()
             self.tick_count += 1
@@ -551,23 +569,21 @@ class Simulation:
                     node.core.tick()
                     node.pump()
             leaders = self.leaders_now()
-            if marker is None and leaders:
+            if leaders and t % 10 == 0:
                 core = leaders[0].core
                 assert core is not None
                 try:
-                    marker = core.propose(b"liveness=1")
+                    index, term = core.propose(b"liveness=1")
                 except RaftError:
-                    marker = None
+                    pass
                 else:
-                    self.proposals.setdefault(marker[0], []).append((marker[1], b"liveness=1"))
+                    self.record_proposal(index, term, b"liveness=1")
+                    markers.append((index, term))
                 leaders[0].pump()
-            if marker is not None:
-                got = self.committed.get(marker[0])
-                if got is not None:
-                    if got.term != marker[1]:
-                        marker = None  # lost to a new leader; propose again
-                        continue
-                    pending = [i for i in self.proposals if i <= marker[0]]
+            for index, term in markers:
+                got = self.committed.get(index)
+                if got is not None and got.term == term:
+                    pending = [i for i in self.proposals if i <= index]
                     if pending:
                         raise SafetyViolation(f"proposals at {pending} never resolved")
                     return

@@ -129,7 +129,7 @@ class Delete(amp.Command):
 
 
 class Cas(amp.Command):
-    """Set ``key`` to ``new`` if it holds ``expected`` (absent ``expected``: if the key is absent)."""
+    """Set ``key`` to ``new`` if it holds ``expected``; no ``expected``: if ``key`` is absent."""
 
     arguments = [
         (b"key", ChunkedText()),

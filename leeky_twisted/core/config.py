@@ -21,6 +21,7 @@ class CoreConfig:
     max_inflight: int = 64  #: AppendEntries messages in flight per follower
     max_msg_bytes: int = 512 * 1024  #: entries bytes per AppendEntries
     max_apply_bytes: int = 4 * 1024 * 1024  #: committed entries bytes per Ready
+    snapshot_retry_ticks: int = 100  #: resend an unanswered InstallSnapshot after this
     pre_vote: bool = True
     check_quorum: bool = True
     lease_read: bool = False  #: serve reads on a lease; relies on bounded clock drift

@@ -26,6 +26,7 @@ class Progress:
         "probe_sent",
         "read_ack",
         "recent_active",
+        "snapshot_sent_tick",
         "state",
     )
 
@@ -37,6 +38,7 @@ class Progress:
         self.inflight: deque[int] = deque()
         self.max_inflight = max_inflight
         self.pending_snapshot = 0
+        self.snapshot_sent_tick = 0
         self.recent_active = False
         self.read_ack = 0
 
@@ -62,10 +64,11 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
 
-    def become_snapshot(self, index: int) -> None:
-        """Wait for the follower to install the snapshot at ``index``."""
+    def become_snapshot(self, index: int, tick: int) -> None:
+        """Wait for the follower to install the snapshot at ``index`` sent at ``tick``."""
         self.state = ProgressState.SNAPSHOT
         self.pending_snapshot = index
+        self.snapshot_sent_tick = tick
         self.probe_sent = False
         self.inflight.clear()
 

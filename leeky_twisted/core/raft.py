@@ -646,6 +646,13 @@ class RaftCore:
                 self._confirm_reads()
             if pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
+            elif (
+                pr.state is ProgressState.SNAPSHOT
+                and self.ticks - pr.snapshot_sent_tick >= self.cfg.snapshot_retry_ticks
+            ):
+                # The snapshot (or its answer) was lost: probe again, which
+                # sends a fresh InstallSnapshot if entries are still compacted.
+                pr.become_probe(pr.match + 1)
             if pr.match < self.log.last_index():
                 if pr.state is ProgressState.REPLICATE and m.last_log_index < pr.next - 1:
                     # Possibly a lost message in the pipeline: probe the tail.
@@ -721,7 +728,7 @@ class RaftCore:
     def _sync_progress(self) -> None:
         members = self.log.config().members() | {self.id}
         last = self.log.last_index()
-        for nid in members:
+        for nid in sorted(members):
             if nid not in self.progress:
                 self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
         for nid in list(self.progress):
@@ -743,7 +750,7 @@ class RaftCore:
         if prev_term is None and prev < self.log.start:
             if self.snapshot_meta is None:
                 return False
-            pr.become_snapshot(self.snapshot_meta.index)
+            pr.become_snapshot(self.snapshot_meta.index, self.ticks)
             self._send(InstallSnapshot(self.id, nid, self.term, self.snapshot_meta))
             return True
         if prev_term is None:  # next beyond our log: restart from the end

@@ -8,11 +8,12 @@ Exactly-once writes (Raft dissertation §6.3): a write may carry a
 Per client the machine keeps the results of the requests the client has not
 acknowledged yet, so a retried ``(client_id, seq)`` returns the cached result
 without applying the command again. A request below the client's ``ack`` is
-answered with a :class:`CommandError` and never applied. A session unused for
-``session_ttl`` log indexes is dropped (expiry counts log indexes, never wall
-time), as is the least recently used one when there are more than
-``max_sessions``. These settings are replicated semantics: every replica must
-use the same values.
+answered with a :class:`CommandError` and never applied. A session last used
+at log index ``u`` is dropped when the entry at ``u + session_ttl`` (or later)
+is applied: expiry counts log indexes, never wall time. The least recently
+used session is dropped, too, when there are more than ``max_sessions``.
+These settings are replicated semantics: every replica must use the same
+values.
 """
 
 from __future__ import annotations

@@ -332,7 +332,9 @@ def _decode_install_snapshot(s: NodeId, r: NodeId, data: bytes, off: int) -> Ins
     voters, off = _decode_ids(data, off, n_voters, "voter")
     learners, off = _decode_ids(data, off, n_learners, "learner")
     _done(data, off, "InstallSnapshot")
-    return InstallSnapshot(s, r, term, SnapshotMeta(index, meta_term, Configuration(voters, learners)))
+    return InstallSnapshot(
+        s, r, term, SnapshotMeta(index, meta_term, Configuration(voters, learners))
+    )
 
 
 def _decode_timeout_now(s: NodeId, r: NodeId, data: bytes, off: int) -> TimeoutNow:

@@ -1,0 +1,492 @@
+"""The client API over AMP, and the request handling it shares with JSON-RPC.
+
+:class:`KeyValueFrontend` turns a client request into a call on an
+:class:`~leeky_twisted.interfaces.IRaftNode`: it validates the input, encodes
+the command (``statemachine.commands``), proposes it or reads, and turns the
+state machine's result into an answer. When the node is not the leader and
+knows who is, the frontend forwards the request to the leader's client AMP
+address (at most one hop) instead of bouncing it. Every request ends within
+``timeout`` (plus a small grace) with an answer or an error from
+``api.errors``.
+
+:class:`ClientLocator` holds the thin AMP responders; :func:`make_amp_factory`
+builds the server factory the service listens with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
+from leeky_twisted.client.library import (
+    AMPConnectionPool,
+    CallTimedOut,
+    Connector,
+    parse_address,
+    with_timeout,
+)
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.statemachine import commands as kv
+from leeky_twisted.statemachine.kv import CommandError
+
+__all__ = [
+    "ClientLocator",
+    "KeyValueFrontend",
+    "LeaderForwarder",
+    "RequestLimits",
+    "make_amp_factory",
+    "make_frontend",
+]
+
+T = TypeVar("T")
+
+_log = Logger()
+
+#: Extra time the frontend waits beyond the node's own timeout before it gives up.
+TIMEOUT_GRACE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Size limits on client input, in UTF-8 bytes. Keys must not be empty."""
+
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1 << 20
+    max_client_id_bytes: int = 128
+
+
+class LeaderForwarder:
+    """Pass a client request on to the leader over AMP, at most once."""
+
+    def __init__(self, pool: AMPConnectionPool, clock: IReactorTime, timeout: float) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._timeout = timeout
+
+    async def call(
+        self, leader_address: str, command: type[amp.Command], arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run ``command`` on the leader, marked as forwarded; return its response.
+
+        Raises Unavailable when the leader cannot be reached, CommitTimeout
+        when it does not answer in time or the connection drops after sending,
+        and the leader's own errors (e.g. NotLeader) as they are.
+        """
+        try:
+            address = parse_address(leader_address)
+        except ValueError:
+            raise Unavailable(f"leader address {leader_address!r} is malformed") from None
+        try:
+            proto = await with_timeout(self._pool.connection(address), self._timeout, self._clock)
+        except (error.ConnectError, error.DNSLookupError, OSError, CallTimedOut) as e:
+            raise Unavailable(f"leader at {leader_address} unreachable: {e}") from None
+        try:
+            response: dict[str, Any] = await with_timeout(
+                proto.callRemote(command, **{**arguments, "forwarded": True}),
+                self._timeout,
+                self._clock,
+            )
+        except CallTimedOut:
+            raise CommitTimeout() from None
+        except error.ConnectionClosed:
+            raise CommitTimeout("connection to the leader lost; outcome unknown") from None
+        except amp.RemoteAmpError as e:
+            raise LeekyError(f"leader failed: {e.description}") from None
+        return response
+
+    def close(self) -> Deferred[None]:
+        """Close the connections to leaders."""
+        return self._pool.close()
+
+
+class KeyValueFrontend:
+    """Validate, propose or read, interpret results, forward to the leader.
+
+    :param node: the local node.
+    :param clock: for the frontend's own guard timeout.
+    :param forwarder: where to send requests when this node is not the
+        leader; None to answer NotLeader instead.
+    :param timeout: seconds given to the node (``propose``/``read``).
+    """
+
+    def __init__(
+        self,
+        node: IRaftNode,
+        clock: IReactorTime,
+        *,
+        forwarder: LeaderForwarder | None = None,
+        limits: RequestLimits | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not IRaftNode.providedBy(node):
+            raise TypeError(f"{node!r} does not provide IRaftNode")
+        self.node = node
+        self.limits = limits if limits is not None else RequestLimits()
+        self.timeout = timeout
+        self._clock = clock
+        self._forwarder = forwarder
+
+    def close(self) -> Deferred[None]:
+        """Close the forwarding connections, if any."""
+        if self._forwarder is None:
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        return self._forwarder.close()
+
+    # ----------------------------------------------------------- validation
+
+    def _check_text(self, value: object, what: str, limit: int, *, empty: bool = True) -> str:
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{what} must be a string, not {_json_type(value)}")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{what} is not valid UTF-8") from None
+        if not empty and size == 0:
+            raise InvalidRequest(f"{what} must not be empty")
+        if size > limit:
+            raise InvalidRequest(f"{what} is {size} bytes; the limit is {limit}")
+        return value
+
+    def _key(self, key: object) -> str:
+        return self._check_text(key, "key", self.limits.max_key_bytes, empty=False)
+
+    def _value(self, value: object, what: str = "value") -> str:
+        return self._check_text(value, what, self.limits.max_value_bytes)
+
+    def _session(self, client_id: object, seq: object, ack: object) -> kv.Session | None:
+        if client_id is None and seq is None and ack is None:
+            return None
+        if client_id is None or seq is None:
+            raise InvalidRequest("a session needs both client_id and seq")
+        cid = self._check_text(client_id, "client_id", self.limits.max_client_id_bytes, empty=False)
+        if not _is_int(seq) or (ack is not None and not _is_int(ack)):
+            raise InvalidRequest("seq and ack must be integers")
+        try:
+            return kv.Session(cid, seq, seq if ack is None else ack)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+
+    # ------------------------------------------------------------ requests
+
+    async def put(
+        self,
+        key: object,
+        value: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> None:
+        """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None."""
+        command = kv.Put(self._key(key), self._value(value), self._session(*(session or _NONE3)))
+        wire = {"key": command.key, "value": command.value}
+        await self._write(command, cc.Put, wire, lambda r: None, forwarded)
+
+    async def delete(
+        self,
+        key: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> bool:
+        """Remove ``key``; return whether it existed."""
+        command = kv.Delete(self._key(key), self._session(*(session or _NONE3)))
+        wire = {"key": command.key}
+        existed: bool = await self._write(command, cc.Delete, wire, _field("existed"), forwarded)
+        return existed
+
+    async def cas(
+        self,
+        key: object,
+        expected: object,
+        new: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> bool:
+        """Set ``key`` to ``new`` if it holds ``expected`` (None: absent); return swapped."""
+        command = kv.Cas(
+            self._key(key),
+            None if expected is None else self._value(expected, "expected"),
+            self._value(new, "new"),
+            self._session(*(session or _NONE3)),
+        )
+        wire = {"key": command.key, "expected": command.expected, "new": command.new}
+        swapped: bool = await self._write(command, cc.Cas, wire, _field("swapped"), forwarded)
+        return swapped
+
+    async def append(
+        self,
+        key: object,
+        suffix: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> int:
+        """Append ``suffix`` to the value of ``key``; return the new length."""
+        command = kv.Append(
+            self._key(key), self._value(suffix, "suffix"), self._session(*(session or _NONE3))
+        )
+        wire = {"key": command.key, "suffix": command.suffix}
+        length: int = await self._write(command, cc.Append, wire, _field("length"), forwarded)
+        return length
+
+    async def get(self, key: object, *, stale: bool = False, forwarded: bool = False) -> str | None:
+        """Return the value of ``key`` or None; linearizable (ReadIndex) unless ``stale``."""
+        request = kv.Get(self._key(key))
+        try:
+            value = await self._guard(self.node.read(request, not stale, self.timeout))
+        except NotLeader as e:
+            arguments = {"key": request.key, "stale": stale}
+            response = await self._forward(e, forwarded, cc.Get, arguments)
+            return response.get("value")  # type: ignore[no-any-return]
+        if value is not None and not isinstance(value, str):
+            raise LeekyError(f"state machine answered a read with {type(value).__name__}")
+        return value
+
+    def status(self) -> dict[str, Any]:
+        """Return the node's status dictionary."""
+        return dict(self.node.status())
+
+    # ------------------------------------------------------------ internals
+
+    async def _write(
+        self,
+        command: kv.WriteCommand,
+        amp_command: type[amp.Command],
+        wire: dict[str, Any],
+        from_response: Callable[[dict[str, Any]], Any],
+        forwarded: bool,
+    ) -> Any:
+        try:
+            data = kv.encode_command(command)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        try:
+            result = await self._guard(self.node.propose(data, self.timeout))
+        except NotLeader as e:
+            session = command.session
+            if session is not None:
+                wire = {
+                    **wire,
+                    "client_id": session.client_id,
+                    "seq": session.seq,
+                    "ack": session.ack,
+                }
+            return from_response(await self._forward(e, forwarded, amp_command, wire))
+        if isinstance(result, CommandError):
+            raise InvalidRequest(result.message)
+        return result
+
+    async def _forward(
+        self,
+        not_leader: NotLeader,
+        forwarded: bool,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+    ) -> dict[str, Any]:
+        if forwarded or self._forwarder is None or not_leader.leader_address is None:
+            raise not_leader
+        return await self._forwarder.call(not_leader.leader_address, command, arguments)
+
+    async def _guard(self, d: Deferred[T]) -> T:
+        try:
+            return await with_timeout(d, self.timeout + TIMEOUT_GRACE, self._clock)
+        except CallTimedOut:
+            raise CommitTimeout() from None
+
+
+_NONE3: tuple[None, None, None] = (None, None, None)
+
+
+def _field(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda response: response[name]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def make_frontend(
+    node: IRaftNode,
+    reactor: Any,
+    *,
+    forward: bool = True,
+    limits: RequestLimits | None = None,
+    timeout: float = 5.0,
+    connect: Connector | None = None,
+) -> KeyValueFrontend:
+    """Build the frontend both APIs share; with ``forward``, it forwards to the leader.
+
+    ``reactor`` provides IReactorTime, and IReactorTCP unless ``connect`` is given.
+    Call ``frontend.close()`` on shutdown.
+    """
+    forwarder = None
+    if forward:
+        pool = AMPConnectionPool(reactor, connect, connect_timeout=timeout)
+        forwarder = LeaderForwarder(pool, reactor, timeout + TIMEOUT_GRACE)
+    return KeyValueFrontend(node, reactor, forwarder=forwarder, limits=limits, timeout=timeout)
+
+
+class ClientLocator(amp.CommandLocator):
+    """The AMP responders of the client API; each one decodes, calls the frontend, encodes."""
+
+    def __init__(self, frontend: KeyValueFrontend) -> None:
+        super().__init__()
+        self.frontend = frontend
+
+    def _run(
+        self, coroutine: Coroutine[Any, Any, T], encode: Callable[[T], dict[str, Any]]
+    ) -> Deferred[dict[str, Any]]:
+        d = Deferred.fromCoroutine(coroutine)
+        d.addErrback(_known_errors_only)
+        return d.addCallback(encode)
+
+    @cc.Put.responder
+    def put(
+        self,
+        key: str,
+        value: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Put."""
+        coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=bool(forwarded))
+        return self._run(coroutine, lambda _: {})
+
+    @cc.Get.responder
+    def get(self, key: str, stale: bool | None, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer Get."""
+        coroutine = self.frontend.get(key, stale=bool(stale), forwarded=bool(forwarded))
+        return self._run(coroutine, lambda value: {"value": value})
+
+    @cc.Delete.responder
+    def delete(
+        self,
+        key: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Delete."""
+        coroutine = self.frontend.delete(key, (client_id, seq, ack), forwarded=bool(forwarded))
+        return self._run(coroutine, lambda existed: {"existed": existed})
+
+    @cc.Cas.responder
+    def cas(
+        self,
+        key: str,
+        expected: str | None,
+        new: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Cas."""
+        coroutine = self.frontend.cas(
+            key, expected, new, (client_id, seq, ack), forwarded=bool(forwarded)
+        )
+        return self._run(coroutine, lambda swapped: {"swapped": swapped})
+
+    @cc.Append.responder
+    def append(
+        self,
+        key: str,
+        suffix: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Append."""
+        coroutine = self.frontend.append(
+            key, suffix, (client_id, seq, ack), forwarded=bool(forwarded)
+        )
+        return self._run(coroutine, lambda length: {"length": length})
+
+    @cc.Status.responder
+    def status(self) -> Deferred[dict[str, Any]]:
+        """Answer Status with the node's status as JSON text."""
+
+        async def status() -> dict[str, Any]:
+            return self.frontend.status()
+
+        return self._run(status(), lambda s: {"status": json.dumps(s, default=str)})
+
+
+def _known_errors_only(failure: Failure) -> Failure:
+    """Let LeekyErrors through; log anything else and answer a generic error.
+
+    An unmapped exception would make AMP drop the whole connection.
+    """
+    if failure.check(LeekyError):
+        return failure
+    _log.failure("client request failed", failure)
+    return Failure(LeekyError(f"internal error: {failure.getErrorMessage()}"))
+
+
+class _ClientAPIFactory(ServerFactory):
+    """Build one AMP protocol per client connection, all sharing one locator."""
+
+    def __init__(self, locator: ClientLocator) -> None:
+        self.locator = locator
+
+    def buildProtocol(self, addr: object) -> amp.AMP:
+        """Return an AMP protocol answering with the client API."""
+        proto = amp.AMP(locator=self.locator)
+        proto.factory = self
+        return proto
+
+
+def make_amp_factory(
+    node_or_frontend: IRaftNode | KeyValueFrontend, reactor: Any = None, **frontend_options: Any
+) -> ServerFactory:
+    """Return the server factory of the client AMP API.
+
+    Pass the shared :class:`KeyValueFrontend`, or a node plus ``reactor`` (and
+    any :func:`make_frontend` options) to build one.
+    """
+    if isinstance(node_or_frontend, KeyValueFrontend):
+        frontend = node_or_frontend
+    else:
+        if reactor is None:
+            raise TypeError("a reactor is needed to build a frontend")
+        frontend = make_frontend(node_or_frontend, reactor, **frontend_options)
+    return _ClientAPIFactory(ClientLocator(frontend))

@@ -1,0 +1,361 @@
+"""The client API over HTTP: JSON-RPC 2.0 at ``POST /jsonrpc``.
+
+Methods (positional params; named params work too)::
+
+    put(key, value)            -> true
+    get(key[, {"stale": true}]) -> the value, or null when absent
+    delete(key)                -> true when the key existed
+    cas(key, expected, new)    -> true when swapped (expected null: "absent")
+    append(key, suffix)        -> the new length
+    status()                   -> the node's status object
+
+Any node answers: a follower forwards the request to the leader (see
+``amp_api.KeyValueFrontend``). Errors are JSON-RPC 2.0 error objects:
+
+======= ===========================================================
+-32700  parse error (malformed JSON, not UTF-8)
+-32600  invalid request (not a request object, body too large, not POST)
+-32601  method not found
+-32602  invalid params (wrong count or types; key/value refused)
+-32603  internal error
+-32000  not the leader (``data``: ``leader_id``, ``leader_address``)
+-32001  unavailable: no leader known or reachable
+-32002  "timed out, outcome unknown"
+======= ===========================================================
+
+Why not txJSON-RPC's ``web.jsonrpc.JSONRPC`` as is: its ``render`` lets a
+malformed body, a batch (JSON array), a request without ``method`` or a
+non-numeric ``jsonrpc`` version raise out of ``render`` (Twisted then answers
+an HTML 500), reports wrong parameters as code 8002 instead of -32602, logs
+every request body in full, and has no body size limit; and its module imports
+the global reactor at import time. ``JSONRPC`` is ``Resource`` plus txJSON-RPC's
+``BaseSubhandler`` (the ``jsonrpc_*`` method lookup, ``_getFunction``) plus
+that ``render``. So the resource here is ``Resource`` plus ``BaseSubhandler``
+with its own ``render``: txJSON-RPC's method lookup, none of the above
+problems, and importing this module leaves the reactor alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from txjsonrpc import jsonrpclib
+from txjsonrpc.jsonrpc import BaseSubhandler
+
+from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
+from leeky_twisted.interfaces import IRaftNode
+
+__all__ = [
+    "COMMIT_TIMEOUT",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "NOT_LEADER",
+    "PARSE_ERROR",
+    "UNAVAILABLE",
+    "KeyValueJSONRPC",
+    "make_http_site",
+]
+
+_log = Logger()
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_LEADER = -32000
+UNAVAILABLE = -32001
+COMMIT_TIMEOUT = -32002
+
+#: At most this many calls in one batch request.
+MAX_BATCH = 100
+
+
+class _InvalidParams(Exception):
+    """The params do not fit the method."""
+
+
+def _error(code: int, message: str, data: object = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return error
+
+
+def _response(request_id: object, *, result: object = None, error: object = None) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "error": error, "id": request_id}
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+def _error_for(failure: Failure) -> dict[str, Any]:
+    """Return the JSON-RPC error object for a failed call."""
+    e = failure.value
+    if isinstance(e, NotLeader):
+        data = {"leader_id": e.leader_id, "leader_address": e.leader_address}
+        return _error(NOT_LEADER, str(e), data)
+    if isinstance(e, CommitTimeout):
+        return _error(COMMIT_TIMEOUT, str(e))
+    if isinstance(e, Unavailable):
+        return _error(UNAVAILABLE, str(e))
+    if isinstance(e, InvalidRequest | _InvalidParams):
+        return _error(INVALID_PARAMS, str(e))
+    if isinstance(e, LeekyError):
+        return _error(INTERNAL_ERROR, str(e))
+    _log.failure("JSON-RPC call failed", failure)
+    return _error(INTERNAL_ERROR, f"internal error: {failure.getErrorMessage()}")
+
+
+class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
+    """The JSON-RPC 2.0 resource of the key-value API (a leaf resource).
+
+    :param max_body_bytes: refuse larger request bodies (-32600, HTTP 413).
+    """
+
+    isLeaf = True
+
+    def __init__(self, frontend: KeyValueFrontend, max_body_bytes: int) -> None:
+        resource.Resource.__init__(self)
+        BaseSubhandler.__init__(self)
+        self.frontend = frontend
+        self.max_body_bytes = max_body_bytes
+
+    # ------------------------------------------------------------- methods
+
+    def jsonrpc_put(self, key: object, value: object) -> Deferred[bool]:
+        """Set ``key`` to ``value``; true once committed."""
+        d = Deferred.fromCoroutine(self.frontend.put(key, value))
+        return d.addCallback(lambda _: True)
+
+    def jsonrpc_get(self, key: object, options: object = None) -> Deferred[str | None]:
+        """Return the value of ``key`` or null; ``{"stale": true}`` reads locally."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict) or not set(options) <= {"stale"}:
+            raise _InvalidParams('options must be an object like {"stale": true}')
+        stale = options.get("stale", False)
+        if not isinstance(stale, bool):
+            raise _InvalidParams("stale must be true or false")
+        return Deferred.fromCoroutine(self.frontend.get(key, stale=stale))
+
+    def jsonrpc_delete(self, key: object) -> Deferred[bool]:
+        """Remove ``key``; true when it existed."""
+        return Deferred.fromCoroutine(self.frontend.delete(key))
+
+    def jsonrpc_cas(self, key: object, expected: object, new: object) -> Deferred[bool]:
+        """Set ``key`` to ``new`` if it holds ``expected`` (null: absent); true when swapped."""
+        return Deferred.fromCoroutine(self.frontend.cas(key, expected, new))
+
+    def jsonrpc_append(self, key: object, suffix: object) -> Deferred[int]:
+        """Append ``suffix`` to the value of ``key``; return the new length."""
+        return Deferred.fromCoroutine(self.frontend.append(key, suffix))
+
+    def jsonrpc_status(self) -> dict[str, Any]:
+        """Return this node's status."""
+        return self.frontend.status()
+
+    # -------------------------------------------------------------- render
+
+    def render(self, request: server.Request) -> int | bytes:
+        """Answer one JSON-RPC request or batch; never raise."""
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return self._finish(
+                request, 405, _response(None, error=_error(INVALID_REQUEST, "use POST"))
+            )
+        content = request.content
+        content.seek(0, io.SEEK_END)
+        too_large = getattr(request, "body_too_large", False) or (
+            content.tell() > self.max_body_bytes
+        )
+        if too_large:
+            message = f"request body too large (limit {self.max_body_bytes} bytes)"
+            return self._finish(
+                request, 413, _response(None, error=_error(INVALID_REQUEST, message))
+            )
+        content.seek(0)
+        try:
+            parsed = json.loads(content.read())
+        except (ValueError, RecursionError) as e:
+            return self._finish(
+                request, 200, _response(None, error=_error(PARSE_ERROR, f"parse error: {e}"))
+            )
+
+        if isinstance(parsed, list):
+            if not parsed or len(parsed) > MAX_BATCH:
+                message = f"a batch must hold 1 to {MAX_BATCH} requests"
+                error = _response(None, error=_error(INVALID_REQUEST, message))
+                return self._finish(request, 200, error)
+            d: Deferred[Any] = gatherResults([self._call(item) for item in parsed])
+            d.addCallback(lambda answers: [a for a in answers if a is not None] or None)
+        else:
+            d = self._call(parsed)
+
+        finished = {"gone": False}
+        request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
+
+        def send(answer: object) -> None:
+            if not finished["gone"]:
+                self._finish(request, 200, answer)
+
+        d.addCallback(send)
+        d.addErrback(lambda f: _log.failure("JSON-RPC response failed", f))
+        return server.NOT_DONE_YET
+
+    def _call(self, call: object) -> Deferred[dict[str, Any] | None]:
+        """Run one call; fire with its response object, or None for a notification."""
+        if not isinstance(call, dict):
+            return _now(_response(None, error=_error(INVALID_REQUEST, "not a request object")))
+        request_id = call.get("id")
+        notification = "id" not in call
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None):
+            problem = "id must be a string, a number or null"
+            return _now(_response(None, error=_error(INVALID_REQUEST, problem)))
+        method, params = call.get("method"), call.get("params", [])
+        problem = None
+        if call.get("jsonrpc", "2.0") != "2.0":
+            problem = 'only "jsonrpc": "2.0" is supported'
+        elif not isinstance(method, str):
+            problem = "method must be a string"
+        elif not isinstance(params, list | dict):
+            problem = "params must be an array or an object"
+        if problem is not None:
+            return _now(_response(request_id, error=_error(INVALID_REQUEST, problem)))
+        try:
+            function = self._getFunction(method)
+        except jsonrpclib.Fault:
+            error = _error(METHOD_NOT_FOUND, f"method not found: {method[:100]!r}")
+            return _now(None if notification else _response(request_id, error=error))
+        args, kwargs = (params, {}) if isinstance(params, list) else ([], params)
+        d = maybeDeferred(_checked_call, function, args, kwargs)
+
+        def answer(result: object) -> dict[str, Any] | None:
+            return None if notification else _response(request_id, result=result)
+
+        def fail(failure: Failure) -> dict[str, Any] | None:
+            error = _error_for(failure)
+            return None if notification else _response(request_id, error=error)
+
+        return d.addCallbacks(answer, fail)
+
+    def _finish(self, request: server.Request, code: int, answer: object) -> int:
+        """Write ``answer`` (None: nothing, 204) and finish the request."""
+        if answer is None:
+            request.setResponseCode(204)
+            request.finish()
+            return server.NOT_DONE_YET  # type: ignore[no-any-return]
+        try:
+            body = json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            body = json.dumps(answer, default=str).encode("ascii")
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        return server.NOT_DONE_YET  # type: ignore[no-any-return]
+
+
+def _checked_call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        inspect.signature(function).bind(*args, **kwargs)
+    except TypeError as e:
+        raise _InvalidParams(f"invalid params: {e}") from None
+    return function(*args, **kwargs)
+
+
+def _now(value: Any) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.callback(value)
+    return d
+
+
+class _CappedRequest(server.Request):
+    """A request that stops storing its body past the site's ``max_body_bytes``.
+
+    The body is still read (and discarded) so the client gets a proper answer;
+    the resource sees ``body_too_large`` and refuses the call.
+    """
+
+    body_too_large = False
+    _received = 0
+
+    def _limit(self) -> int | None:
+        return getattr(getattr(self.channel, "site", None), "max_body_bytes", None)
+
+    def gotLength(self, length: int | None) -> None:
+        """Refuse at once a declared length above the limit."""
+        limit = self._limit()
+        if limit is not None and length is not None and length > limit:
+            self.body_too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Store ``data`` while the body stays within the limit."""
+        if self.body_too_large:
+            return
+        self._received += len(data)
+        limit = self._limit()
+        if limit is not None and self._received > limit:
+            self.body_too_large = True
+            self.content.close()
+            self.content = io.BytesIO()
+            return
+        super().handleContentChunk(data)
+
+
+class _JSONRPCSite(server.Site):
+    """A site whose requests cap their bodies at ``max_body_bytes``."""
+
+    requestFactory = _CappedRequest
+
+    def __init__(self, root: resource.Resource, max_body_bytes: int) -> None:
+        super().__init__(root)
+        self.max_body_bytes = max_body_bytes
+        self.displayTracebacks = False
+
+
+def make_http_site(
+    node_or_frontend: IRaftNode | KeyValueFrontend,
+    reactor: Any = None,
+    *,
+    max_body_bytes: int | None = None,
+    **frontend_options: Any,
+) -> server.Site:
+    """Return a Site serving the JSON-RPC API at ``/jsonrpc``.
+
+    Pass the shared :class:`~leeky_twisted.api.amp_api.KeyValueFrontend`, or
+    a node plus ``reactor`` (and any ``make_frontend`` options). The body
+    limit defaults to room for two maximal values (a ``cas``) plus 64 KiB.
+    """
+    if isinstance(node_or_frontend, KeyValueFrontend):
+        frontend = node_or_frontend
+    else:
+        if reactor is None:
+            raise TypeError("a reactor is needed to build a frontend")
+        frontend = make_frontend(node_or_frontend, reactor, **frontend_options)
+    if max_body_bytes is None:
+        limits = frontend.limits if frontend.limits is not None else RequestLimits()
+        max_body_bytes = 2 * limits.max_value_bytes + 65536
+    root = resource.Resource()
+    root.putChild(b"jsonrpc", KeyValueJSONRPC(frontend, max_body_bytes))
+    return _JSONRPCSite(root, max_body_bytes)

@@ -1,0 +1,328 @@
+"""The ``leekyraft`` command: a client of a Leeky Raft cluster.
+
+Parsing (:func:`build_parser`), running a command against a client
+(:func:`run_command`) and formatting (``format_*``) are plain functions, so
+they are tested without a reactor; only :func:`main` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Any, NoReturn, Protocol
+
+from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
+from leeky_twisted.client.library import Address, NodeReport, parse_address
+
+__all__ = [
+    "CLUSTER_ENV",
+    "DEFAULT_CLUSTER",
+    "EXIT_CODES_HELP",
+    "build_parser",
+    "check_args",
+    "exit_code_for",
+    "format_put",
+    "format_status_json",
+    "format_status_table",
+    "main",
+    "parse_cluster",
+    "run_command",
+]
+
+#: The client (AMP) addresses of the cluster ``leekyraft local`` starts by default.
+DEFAULT_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005"
+CLUSTER_ENV = "LEEKYRAFT_CLUSTER"
+DEFAULT_TIMEOUT = 10.0
+
+EXIT_OK = 0
+EXIT_ERROR = 1  #: any other error
+EXIT_NOT_FOUND = 2  #: get/delete: no such key
+EXIT_UNREACHABLE = 3  #: no node reachable, or no leader
+EXIT_TIMEOUT = 4  #: timed out, outcome unknown
+EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...)
+EXIT_CAS_FAILED = 6  #: cas: the current value differed
+EXIT_USAGE = 64  #: bad command line (sysexits EX_USAGE)
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}   success
+  {EXIT_ERROR}   other error
+  {EXIT_NOT_FOUND}   key not found (get, delete)
+  {EXIT_UNREACHABLE}   cluster unreachable or no leader
+  {EXIT_TIMEOUT}   timed out, outcome unknown
+  {EXIT_REFUSED}   input refused (e.g. key or value too large)
+  {EXIT_CAS_FAILED}   cas: the current value differed
+  {EXIT_USAGE}  bad command line
+
+The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
+addresses); by default the local cluster: {DEFAULT_CLUSTER}
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit with EXIT_USAGE (2 means "not found")."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print usage and ``message`` to stderr; exit with EXIT_USAGE."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class KeyValueClient(Protocol):
+    """What the commands need of a client (``library.LeekyClient`` provides it)."""
+
+    def put(self, key: str, value: str) -> Any: ...
+    def get(self, key: str, stale: bool = False) -> Any: ...
+    def delete(self, key: str) -> Any: ...
+    def cas(self, key: str, expected: str | None, new: str) -> Any: ...
+    def status_all(self) -> Any: ...
+
+
+def parse_cluster(text: str) -> list[Address]:
+    """Parse ``HOST:PORT,HOST:PORT,...``; raise ValueError when malformed or empty."""
+    addresses = [parse_address(part) for part in text.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("the cluster list is empty")
+    return addresses
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``leekyraft`` command line."""
+    parser = _Parser(
+        prog="leekyraft",
+        description="Talk to a Leeky Raft cluster: a replicated key-value store.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cluster",
+        metavar="HOST:PORT,...",
+        help=f"the nodes' AMP client addresses (default: ${CLUSTER_ENV} or the local cluster)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("put", help="set KEY to the VALUE words joined by spaces")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE", nargs="+")
+
+    p = sub.add_parser("get", help="print the value of KEY")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument(
+        "--stale", action="store_true", help="read from any node, possibly outdated (faster)"
+    )
+
+    p = sub.add_parser("delete", help="remove KEY")
+    p.add_argument("key", metavar="KEY")
+
+    p = sub.add_parser(
+        "cas",
+        help="compare-and-set: cas KEY EXPECTED NEW, or cas --absent KEY NEW",
+        description="Set KEY to NEW only if it holds EXPECTED (with --absent: only if unset).",
+    )
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("values", metavar="EXPECTED NEW", nargs="+")
+    p.add_argument("--absent", action="store_true", help="expect KEY to be unset")
+
+    p = sub.add_parser("status", help="show every node: role, term, commit and applied index")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    add_local_parser(sub)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------
+# `leekyraft local --nodes N`: owned by the lead (issue #4). Register its parser in
+# add_local_parser and run it in run_local; main() calls run_local without a reactor.
+
+
+def add_local_parser(subparsers: Any) -> None:
+    """Register the ``local`` subcommand (not here yet)."""
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run ``leekyraft local``; return the exit code."""
+    print("leekyraft: local is not available in this build", file=sys.stderr)
+    return EXIT_ERROR
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def cluster_from(args: argparse.Namespace, environ: dict[str, str]) -> list[Address]:
+    """Return the cluster from --cluster, else the environment, else the default."""
+    text = args.cluster or environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
+    return parse_cluster(text)
+
+
+def format_put(key: str, value: str) -> str:
+    """Return the original's success line for a put."""
+    return f'Success! Set "{key}" to: "{value}"'
+
+
+_COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER")
+
+
+def _row(report: NodeReport) -> tuple[str, ...]:
+    st = report.status
+    if st is None:
+        return ("?", report.address, "unreachable", "-", "-", "-", "-")
+
+    def field(name: str) -> str:
+        value = st.get(name)
+        return "-" if value is None else str(value)
+
+    return (
+        field("id"),
+        report.address,
+        field("role"),
+        field("term"),
+        field("commit_index"),
+        field("applied_index"),
+        field("leader"),
+    )
+
+
+def format_status_table(reports: Sequence[NodeReport]) -> str:
+    """Return one aligned row per node, with a header; unreachable nodes say so."""
+    rows = [_COLUMNS, *(_row(r) for r in reports)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    errors = [f"{r.address}: {r.error}" for r in reports if r.status is None and r.error]
+    return "\n".join(line.rstrip() for line in lines + errors)
+
+
+def format_status_json(reports: Sequence[NodeReport]) -> str:
+    """Return a JSON array: per node its contacted address and status, or its error."""
+    items = [
+        {"address": r.address, "status": r.status}
+        if r.status is not None
+        else {"address": r.address, "error": r.error}
+        for r in reports
+    ]
+    return json.dumps(items, indent=2, sort_keys=True, default=str)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Return the exit code for a failed command."""
+    if isinstance(error, CommitTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, Unavailable):
+        return EXIT_UNREACHABLE
+    if isinstance(error, InvalidRequest):
+        return EXIT_REFUSED
+    return EXIT_ERROR
+
+
+async def run_command(
+    args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]
+) -> int:
+    """Run the parsed command with ``client``; print results; return the exit code."""
+    try:
+        return await _run(args, client, out, err)
+    except LeekyError as e:
+        print(f"leekyraft: {e}", file=err)
+        return exit_code_for(e)
+    except ValueError as e:
+        print(f"leekyraft: {e}", file=err)
+        return EXIT_USAGE
+
+
+async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]) -> int:
+    command = args.command
+    if command == "put":
+        value = " ".join(args.value)
+        await client.put(args.key, value)
+        print(format_put(args.key, value), file=out)
+        return EXIT_OK
+    if command == "get":
+        found = await client.get(args.key, stale=args.stale)
+        if found is None:
+            print(f'leekyraft: key "{args.key}" not found', file=err)
+            return EXIT_NOT_FOUND
+        print(found, file=out)
+        return EXIT_OK
+    if command == "delete":
+        if await client.delete(args.key):
+            print(f'Deleted "{args.key}"', file=out)
+            return EXIT_OK
+        print(f'leekyraft: key "{args.key}" not found', file=err)
+        return EXIT_NOT_FOUND
+    if command == "cas":
+        expected, new = _cas_values(args)
+        if await client.cas(args.key, expected, new):
+            print(format_put(args.key, new), file=out)
+            return EXIT_OK
+        wanted = "unset" if expected is None else f'"{expected}"'
+        print(f'leekyraft: not set: "{args.key}" was not {wanted}', file=err)
+        return EXIT_CAS_FAILED
+    if command == "status":
+        reports = await client.status_all()
+        print(format_status_json(reports) if args.json else format_status_table(reports), file=out)
+        if all(r.status is None for r in reports):
+            print("leekyraft: no node of the cluster answered", file=err)
+            return EXIT_UNREACHABLE
+        return EXIT_OK
+    print(f"leekyraft: unknown command {command!r}", file=err)
+    return EXIT_USAGE
+
+
+def _cas_values(args: argparse.Namespace) -> tuple[str | None, str]:
+    """Return (expected, new) of a cas command; raise ValueError on a wrong count."""
+    values: list[str] = args.values
+    if args.absent:
+        if len(values) != 1:
+            raise ValueError("cas --absent takes KEY NEW")
+        return None, values[0]
+    if len(values) != 2:
+        raise ValueError("cas takes KEY EXPECTED NEW (or --absent KEY NEW)")
+    return values[0], values[1]
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` (EXIT_USAGE) on arguments argparse cannot check."""
+    if getattr(args, "timeout", 1.0) <= 0:
+        parser.error("--timeout must be positive")
+    if args.command == "cas":
+        try:
+            _cas_values(args)
+        except ValueError as e:
+            parser.error(str(e))
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the ``leekyraft`` command line; exit with the command's exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "local":
+        sys.exit(run_local(args))
+    check_args(parser, args)
+    try:
+        cluster = cluster_from(args, dict(os.environ))
+    except ValueError as e:
+        parser.error(f"bad cluster address list: {e}")
+
+    from twisted.internet.task import react
+
+    from leeky_twisted.client.library import LeekyClient
+
+    async def session(reactor: Any) -> None:
+        client = LeekyClient(reactor, cluster, timeout=args.timeout)
+        try:
+            code = await run_command(args, client, sys.stdout, sys.stderr)
+        finally:
+            client.close()  # the reactor stops right after; don't wait for the close
+        if code:
+            raise SystemExit(code)
+
+    react(session)

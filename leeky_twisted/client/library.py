@@ -1,0 +1,490 @@
+"""A Deferred-returning client of a Leeky Raft cluster, over AMP.
+
+:class:`LeekyClient` finds the leader by itself: it starts anywhere, follows
+NotLeader hints to the leader's address, moves on to the next address when a
+node cannot be reached, and remembers the leader for later calls. Every call
+ends within its timeout with a result or an explicit error (``api.errors``):
+
+- ``InvalidRequest``: refused input; never retried.
+- ``Unavailable``: no node of the cluster could be reached (or no leader).
+- ``CommitTimeout``: no answer in time; a write's outcome is unknown.
+
+Reads are always safe to retry. Writes are retried too, because each carries
+the client's session ``(client_id, seq, ack)``: the state machine applies a
+given ``(client_id, seq)`` at most once and answers a retry from its cache.
+
+:class:`AMPConnectionPool` (one cached AMP connection per address) is also
+used by the servers to forward requests to the leader.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
+
+__all__ = [
+    "AMPConnectionPool",
+    "Address",
+    "CallTimedOut",
+    "Connector",
+    "LeekyClient",
+    "NodeReport",
+    "format_address",
+    "parse_address",
+    "tcp_connector",
+    "with_timeout",
+]
+
+T = TypeVar("T")
+
+Address = tuple[str, int]
+
+#: Connect ``protocol`` to ``address``; fire with the protocol once connected.
+Connector = Callable[[Address, amp.AMP], "Deferred[amp.AMP]"]
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``"host:port"`` (``"[v6]:port"`` for IPv6) into (host, port).
+
+    Raises ValueError when malformed.
+    """
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"not a HOST:PORT address: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+def format_address(address: Address) -> str:
+    """Return ``"host:port"``, bracketing IPv6 hosts."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class CallTimedOut(Exception):
+    """A step did not finish within the time it was given."""
+
+
+def with_timeout(d: Deferred[T], seconds: float, clock: IReactorTime) -> Deferred[T]:
+    """Return a Deferred firing like ``d``, or failing with CallTimedOut after ``seconds``.
+
+    ``d`` itself is never cancelled (cancelling an AMP call breaks the
+    connection when the late answer arrives); a late result is dropped.
+    """
+    out: Deferred[T] = Deferred()
+
+    def expire() -> None:
+        if not out.called:
+            out.errback(CallTimedOut(f"no answer within {seconds:g} s"))
+
+    call = clock.callLater(max(seconds, 0.0), expire)
+
+    def fire(result: object) -> None:
+        if call.active():
+            call.cancel()
+        if out.called:
+            return
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)  # type: ignore[arg-type]
+
+    d.addBoth(fire)
+    return out
+
+
+def tcp_connector(reactor: Any, timeout: float) -> Connector:
+    """Return a Connector that opens TCP connections (names resolved) on ``reactor``."""
+
+    def connect(address: Address, protocol: amp.AMP) -> Deferred[amp.AMP]:
+        host, port = address
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        return connectProtocol(endpoint, protocol)
+
+    return connect
+
+
+class _PooledAMP(amp.AMP):
+    """An AMP client connection that tells its pool when it closes."""
+
+    def __init__(self, on_lost: Callable[[_PooledAMP], None]) -> None:
+        super().__init__()
+        self._on_lost = on_lost
+        self.lost: Deferred[None] = Deferred()
+        self.is_lost = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Forget this connection, then fail the calls still waiting on it."""
+        self.is_lost = True
+        self._on_lost(self)
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class AMPConnectionPool:
+    """At most one AMP connection per address, opened on demand, reopened after loss."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        connect: Connector | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._connect = connect if connect is not None else tcp_connector(reactor, connect_timeout)
+        self._connected: dict[Address, _PooledAMP] = {}
+        self._waiting: dict[Address, list[Deferred[amp.AMP]]] = {}
+        self._closed = False
+
+    def connection(self, address: Address) -> Deferred[amp.AMP]:
+        """Return a Deferred firing with a connected AMP protocol to ``address``.
+
+        Concurrent callers share one connection attempt. Fails with the
+        connector's error (ConnectError, OSError, ...) when it cannot connect.
+        """
+        if self._closed:
+            return _failed(Unavailable("client is closed"))
+        proto = self._connected.get(address)
+        if proto is not None:
+            return succeed(proto)
+        waiter: Deferred[amp.AMP] = Deferred()
+        waiters = self._waiting.get(address)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._waiting[address] = [waiter]
+        proto = _PooledAMP(lambda p: self._forget(address, p))
+        try:
+            attempt = self._connect(address, proto)
+        except Exception:
+            attempt = _failed(Failure())
+
+        def connected(p: amp.AMP) -> None:
+            pending = self._waiting.pop(address, [])
+            if self._closed or proto.is_lost:
+                if not proto.is_lost and proto.transport is not None:
+                    proto.transport.loseConnection()
+                for w in pending:
+                    w.errback(error.ConnectionLost("connection closed while opening"))
+                return
+            self._connected[address] = proto
+            for w in pending:
+                w.callback(proto)
+
+        def failed(reason: Failure) -> None:
+            for w in self._waiting.pop(address, []):
+                w.errback(reason)
+
+        attempt.addCallbacks(connected, failed)
+        return waiter
+
+    def _forget(self, address: Address, proto: _PooledAMP) -> None:
+        if self._connected.get(address) is proto:
+            del self._connected[address]
+
+    def close(self) -> Deferred[None]:
+        """Close every connection; fire when all are closed. Later calls fail."""
+        self._closed = True
+        protos = list(self._connected.values())
+        self._connected.clear()
+        for proto in protos:
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+        d = gatherResults([p.lost for p in protos if not p.is_lost])
+        return d.addCallback(lambda _: None)
+
+
+def _failed(reason: Exception | Failure) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(reason)
+    return d
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What one node said about itself, or why it could not be asked."""
+
+    address: str
+    status: dict[str, Any] | None
+    error: str | None = None
+
+
+#: Errors while opening a connection: try another node.
+_CONNECT_ERRORS = (
+    error.ConnectError,
+    error.DNSLookupError,
+    error.ConnectionClosed,
+    OSError,
+    CallTimedOut,
+)
+
+
+class LeekyClient:
+    """A client of a whole cluster: finds and follows the leader, retries what is safe.
+
+    :param reactor: provides IReactorTime (and IReactorTCP unless ``connect``
+        is given).
+    :param addresses: the nodes' client (AMP) addresses.
+    :param timeout: the overall time limit of each call, retries included.
+    :param client_id: the session id; a random one by default. Two clients
+        must never share an id.
+    :param connect: how to open connections (tests pass an in-memory one).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        addresses: Iterable[Address],
+        timeout: float = 10.0,
+        client_id: str | None = None,
+        *,
+        connect: Connector | None = None,
+        connect_timeout: float | None = None,
+        retry_delay: float = 0.05,
+        max_retry_delay: float = 1.0,
+    ) -> None:
+        self.addresses: list[Address] = list(addresses)
+        if not self.addresses:
+            raise ValueError("a client needs at least one address")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        self.client_id = client_id if client_id is not None else uuid.uuid4().hex
+        self._clock: IReactorTime = reactor
+        self._pool = AMPConnectionPool(
+            reactor, connect, connect_timeout if connect_timeout is not None else min(timeout, 5.0)
+        )
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._seq = 0
+        self._pending: set[int] = set()
+        self._leader: Address | None = None
+        self._cursor = 0
+
+    @property
+    def leader(self) -> Address | None:
+        """Return the address of the last node that answered a request, if any."""
+        return self._leader
+
+    # ------------------------------------------------------------ public API
+
+    def put(self, key: str, value: str) -> Deferred[None]:
+        """Set ``key`` to ``value``; fire with None once committed and applied."""
+        return self._write(cc.Put, {"key": key, "value": value}).addCallback(lambda _: None)
+
+    def get(self, key: str, stale: bool = False) -> Deferred[str | None]:
+        """Fire with the value of ``key``, or None when absent.
+
+        Linearizable by default; ``stale=True`` lets any node answer from its
+        own, possibly outdated, state.
+        """
+        d = self._call(cc.Get, {"key": key, "stale": stale}, write=False, any_node=stale)
+        return d.addCallback(lambda r: r.get("value"))
+
+    def delete(self, key: str) -> Deferred[bool]:
+        """Remove ``key``; fire with True when it existed."""
+        return self._write(cc.Delete, {"key": key}).addCallback(lambda r: r["existed"])
+
+    def cas(self, key: str, expected: str | None, new: str) -> Deferred[bool]:
+        """Set ``key`` to ``new`` if it holds ``expected`` (None: absent); fire with swapped."""
+        arguments = {"key": key, "expected": expected, "new": new}
+        return self._write(cc.Cas, arguments).addCallback(lambda r: r["swapped"])
+
+    def append(self, key: str, suffix: str) -> Deferred[int]:
+        """Append ``suffix`` to the value of ``key``; fire with the new length."""
+        d = self._write(cc.Append, {"key": key, "suffix": suffix})
+        return d.addCallback(lambda r: r["length"])
+
+    def status(self) -> Deferred[dict[str, Any]]:
+        """Fire with the status of the first node that answers."""
+        d = self._call(cc.Status, {}, write=False, any_node=True)
+        return d.addCallback(lambda r: json.loads(r["status"]))
+
+    def status_all(self) -> Deferred[list[NodeReport]]:
+        """Ask every address for its status, in parallel; fire with one report each."""
+        return gatherResults([self._report(address) for address in self.addresses])
+
+    def close(self) -> Deferred[None]:
+        """Close every connection; fire when they are closed."""
+        return self._pool.close()
+
+    # ------------------------------------------------------------- internals
+
+    def _report(self, address: Address) -> Deferred[NodeReport]:
+        shown = format_address(address)
+
+        async def ask() -> NodeReport:
+            try:
+                proto = await with_timeout(
+                    self._pool.connection(address), self.timeout, self._clock
+                )
+                response = await with_timeout(
+                    proto.callRemote(cc.Status), self.timeout, self._clock
+                )
+                return NodeReport(shown, json.loads(response["status"]))
+            except CallTimedOut:
+                return NodeReport(shown, None, "timed out")
+            except Exception as e:
+                return NodeReport(shown, None, _describe(e))
+
+        return Deferred.fromCoroutine(ask())
+
+    def _write(self, command: type[amp.Command], arguments: dict[str, Any]) -> Deferred[Any]:
+        self._seq += 1
+        seq = self._seq
+        self._pending.add(seq)
+        arguments = {**arguments, "client_id": self.client_id, "seq": seq}
+        arguments["ack"] = min(self._pending)
+
+        def done(result: T) -> T:
+            self._pending.discard(seq)
+            return result
+
+        return self._call(command, arguments, write=True).addBoth(done)
+
+    def _call(
+        self,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+        *,
+        write: bool,
+        any_node: bool = False,
+    ) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self._attempt(command, arguments, write, any_node))
+
+    def _next_address(self, after: Address | None) -> Address:
+        if after in self.addresses:
+            self._cursor = self.addresses.index(after) + 1
+        address = self.addresses[self._cursor % len(self.addresses)]
+        self._cursor += 1
+        return address
+
+    async def _attempt(
+        self,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+        write: bool,
+        any_node: bool,
+    ) -> dict[str, Any]:
+        clock = self._clock
+        deadline = clock.seconds() + self.timeout
+        delay = self._retry_delay
+        hops = 0
+
+        async def pause() -> None:
+            nonlocal delay, hops
+            hops = 0
+            wait = min(delay, max(deadline - clock.seconds(), 0.0))
+            delay = min(delay * 2, self._max_retry_delay)
+            await deferLater(clock, wait, lambda: None)
+
+        address = self._leader if self._leader is not None else self._next_address(None)
+        unreachable: set[Address] = set()
+        full_rounds = 0
+        contacted = False
+        last: Exception | None = None
+        while True:
+            remaining = deadline - clock.seconds()
+            if remaining <= 0:
+                raise self._gave_up(write, contacted, last)
+            try:
+                proto = await with_timeout(self._pool.connection(address), remaining, clock)
+            except _CONNECT_ERRORS as e:
+                last = e
+                unreachable.add(address)
+                if address == self._leader:
+                    self._leader = None
+                if set(self.addresses) <= unreachable:
+                    unreachable.clear()
+                    full_rounds += 1
+                    if full_rounds >= 2:
+                        raise self._unreachable(write, contacted, last) from None
+                    await pause()
+                address = self._next_address(address)
+                continue
+            contacted = True
+            try:
+                response = await with_timeout(
+                    proto.callRemote(command, **arguments), remaining, clock
+                )
+            except NotLeader as e:
+                last = e
+                self._leader = None
+                hint = _parse_hint(e.leader_address)
+                if hint is not None and hint != address and hops < len(self.addresses):
+                    hops += 1
+                    address = hint
+                else:
+                    address = self._next_address(address)
+                    await pause()
+                continue
+            except (Unavailable, CommitTimeout, error.ConnectionClosed) as e:
+                # Retrying is safe: reads change nothing, writes carry a session.
+                last = e
+                if not isinstance(e, CommitTimeout):
+                    address = self._next_address(address)
+                await pause()
+                continue
+            except CallTimedOut:
+                raise self._gave_up(write, contacted, last) from None
+            except LeekyError:
+                raise
+            except amp.RemoteAmpError as e:
+                raise LeekyError(f"server error: {_describe(e)}") from None
+            if not any_node:
+                self._leader = address
+            return response
+
+    def _gave_up(self, write: bool, contacted: bool, last: Exception | None) -> LeekyError:
+        if not contacted:
+            return self._unreachable(write, contacted, last)
+        if write:
+            return CommitTimeout()
+        if isinstance(last, NotLeader | Unavailable):
+            return Unavailable(f"no leader found within {self.timeout:g} s")
+        return CommitTimeout(f"timed out after {self.timeout:g} s")
+
+    def _unreachable(self, write: bool, contacted: bool, last: Exception | None) -> LeekyError:
+        if write and contacted:
+            return CommitTimeout("cluster unreachable after the request was sent; outcome unknown")
+        where = ", ".join(format_address(a) for a in self.addresses)
+        reason = f": {_describe(last)}" if last is not None else ""
+        return Unavailable(f"cannot reach any node of the cluster ({where}){reason}")
+
+
+def _parse_hint(address: str | None) -> Address | None:
+    if address is None:
+        return None
+    try:
+        return parse_address(address)
+    except ValueError:
+        return None
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, amp.RemoteAmpError):
+        return f"{e.errorCode.decode('ascii', 'replace')} {e.description!r}"
+    text = str(e).strip()
+    return text or type(e).__name__

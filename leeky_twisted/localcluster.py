@@ -1,0 +1,244 @@
+"""Start and watch a cluster of real ``twistd -n leekyraft`` processes on loopback.
+
+Used by ``leekyraft local`` and by the integration tests. Every process it
+starts is tracked by PID and stopped by :meth:`LocalCluster.stop` (SIGTERM,
+then SIGKILL); nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_ports(n: int) -> list[int]:
+    """Return ``n`` distinct free TCP ports on loopback."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def twistd_path() -> str:
+    """Return the twistd next to this Python, else the one on PATH."""
+    candidate = Path(sys.executable).parent / "twistd"
+    return str(candidate) if candidate.exists() else "twistd"
+
+
+class RpcError(Exception):
+    """A JSON-RPC error answer; ``error`` is the error object."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def jsonrpc(port: int, method: str, *params: Any, timeout: float = 5.0) -> Any:
+    """Call a JSON-RPC 2.0 method on a node's HTTP port (blocking)."""
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
+    req = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}/jsonrpc",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        reply = json.loads(resp.read())
+    if reply.get("error") is not None:
+        raise RpcError(reply["error"])
+    return reply.get("result")
+
+
+@dataclass
+class NodeProcess:
+    """One node's ports, folders and process."""
+
+    node_id: str
+    peer_port: int
+    client_port: int
+    http_port: int
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """Return the node's log file."""
+        return self.folder / "node.log"
+
+    def alive(self) -> bool:
+        """Return True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LocalCluster:
+    """N nodes on loopback with data under ``root``; ports are kept in root/cluster.json."""
+
+    def __init__(self, root: Path, nodes: int = 3, extra_args: list[str] | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.extra_args = list(extra_args or [])
+        layout = self.root / "cluster.json"
+        if layout.exists():
+            saved = json.loads(layout.read_text())
+            self.nodes = [
+                NodeProcess(
+                    n["id"], n["peer"], n["client"], n["http"], self.root / f"node{n['id']}"
+                )
+                for n in saved["nodes"]
+            ]
+        else:
+            ports = free_ports(3 * nodes)
+            self.nodes = [
+                NodeProcess(
+                    str(i + 1),
+                    ports[i],
+                    ports[nodes + i],
+                    ports[2 * nodes + i],
+                    self.root / f"node{i + 1}",
+                )
+                for i in range(nodes)
+            ]
+            layout.write_text(
+                json.dumps(
+                    {
+                        "nodes": [
+                            {
+                                "id": n.node_id,
+                                "peer": n.peer_port,
+                                "client": n.client_port,
+                                "http": n.http_port,
+                            }
+                            for n in self.nodes
+                        ]
+                    },
+                    indent=1,
+                )
+            )
+
+    def peers_arg(self) -> str:
+        """Return the --peers value for this cluster."""
+        return ",".join(f"{n.node_id}={LOOPBACK}:{n.peer_port}" for n in self.nodes)
+
+    def argv(self, node: NodeProcess) -> list[str]:
+        """Return the command line that runs ``node``."""
+        return [
+            twistd_path(),
+            "-n",
+            "--pidfile=",
+            "leekyraft",
+            "--id",
+            node.node_id,
+            "--peers",
+            self.peers_arg(),
+            "--data-dir",
+            str(node.folder / "data"),
+            "--client-port",
+            str(node.client_port),
+            "--http-port",
+            str(node.http_port),
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        """Start every node that is not running."""
+        for node in self.nodes:
+            if not node.alive():
+                self.start_node(node)
+
+    def start_node(self, node: NodeProcess) -> None:
+        """Start one node's process, appending to its log file."""
+        node.folder.mkdir(parents=True, exist_ok=True)
+        with open(node.log_path, "ab") as logf:
+            node.proc = subprocess.Popen(
+                self.argv(node),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=node.folder,
+                start_new_session=True,
+            )
+
+    def kill(self, node: NodeProcess, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a node; for SIGKILL and SIGTERM wait for it to end."""
+        if node.proc is None or node.proc.poll() is not None:
+            return
+        node.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            try:
+                node.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop every process this cluster started: SIGTERM, then SIGKILL after 5 s."""
+        for node in self.nodes:
+            if node.alive():
+                assert node.proc is not None
+                node.proc.send_signal(signal.SIGCONT)
+                node.proc.terminate()
+        deadline = time.monotonic() + 5
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(timeout=10)
+
+    def status(self, node: NodeProcess, timeout: float = 1.0) -> dict[str, Any] | None:
+        """Return a node's status, or None when it does not answer."""
+        if not node.alive():
+            return None
+        try:
+            st = jsonrpc(node.http_port, "status", timeout=timeout)
+        except (OSError, RpcError, ValueError):
+            return None
+        return st if isinstance(st, dict) else None
+
+    def leader(self) -> NodeProcess | None:
+        """Return the node that reports itself leader (the highest term wins), or None."""
+        best: tuple[int, NodeProcess] | None = None
+        for node in self.nodes:
+            st = self.status(node)
+            if st and st.get("role") == "leader" and (best is None or st["term"] > best[0]):
+                best = (st["term"], node)
+        return best[1] if best else None
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Poll ``check`` until it returns something truthy; raise after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.05)  # noqa: TID251 - polling a condition under a deadline
+
+    def wait_for_leader(self, timeout: float = 30.0) -> NodeProcess:
+        """Wait until some node leads and return it."""
+        return self.wait_for("a leader", self.leader, timeout)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,546 @@
+"""RaftNode: drives one RaftCore on a Twisted reactor.
+
+The node owns the core and is the only code that calls it. It ticks the core
+with a LoopingCall, feeds it peer messages and client requests, and handles
+each Ready in the order the design requires: send ``messages`` at once, make
+entries and hard state durable on the disk thread, then send
+``messages_after_persist``, apply committed entries to the state machine (and
+answer the requests waiting on them), serve reads, and ``advance``. Only one
+Ready is in flight at a time, so every request that arrives while the disk is
+busy joins the next batch: that is group commit.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import (
+    ConfChange,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NodeId,
+    Ready,
+    Role,
+    SnapshotMeta,
+)
+from leeky_twisted.core.raft import (
+    ConfigChangeInProgressError,
+    NotLeaderError,
+    RaftCore,
+    TransferInProgressError,
+)
+from leeky_twisted.interfaces import (
+    ILogStore,
+    IPeerTransport,
+    IRaftNode,
+    ISnapshotStore,
+    IStableStore,
+    IStateMachine,
+)
+
+log = Logger()
+
+
+class NotCommitted(Exception):
+    """The entry was replaced by another leader's entry: it was never committed."""
+
+
+@dataclass
+class NodeSettings:
+    """Timing and limits of a node (seconds and counts)."""
+
+    tick_interval: float = 0.05
+    snapshot_entries: int = 10000  #: take a snapshot after this many applied entries
+    snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
+    addresses: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Waiter:
+    term: int
+    deferred: Deferred[Any]
+    timeout: Any
+
+
+def encode_snapshot(addresses: dict[str, dict[str, str]], state: bytes) -> bytes:
+    """Wrap the state machine's snapshot with the node's address book."""
+    head = json.dumps(addresses, sort_keys=True).encode()
+    return struct.pack(">I", len(head)) + head + state
+
+
+def decode_snapshot(data: bytes) -> tuple[dict[str, dict[str, str]], bytes]:
+    """Split a node snapshot into (address book, state machine bytes)."""
+    if len(data) < 4:
+        raise ValueError("snapshot too short")
+    (n,) = struct.unpack(">I", data[:4])
+    return json.loads(data[4 : 4 + n]), data[4 + n :]
+
+
+def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
+    return defer.maybeDeferred(fn)
+
+
+@implementer(IRaftNode)
+class RaftNode:
+    """One Raft replica running on a reactor."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        core_config: CoreConfig,
+        log_store: ILogStore,
+        stable_store: IStableStore,
+        snapshot_store: ISnapshotStore,
+        transport: IPeerTransport,
+        state_machine: IStateMachine,
+        settings: NodeSettings | None = None,
+        rng: random.Random | None = None,
+        run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.node_id = core_config.node_id
+        self.settings = settings or NodeSettings()
+        self.log_store = log_store
+        self.stable_store = stable_store
+        self.snapshot_store = snapshot_store
+        self.transport = transport
+        self.state_machine = state_machine
+        self._run_blocking = run_blocking or _synchronous
+        self.addresses: dict[str, dict[str, str]] = dict(self.settings.addresses)
+        self.core = self._recover(core_config, rng or random.Random())
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[int, tuple[object, Deferred[Any], Any]] = {}
+        self._ready_reads: list[tuple[int, int]] = []  # (index, ctx) waiting for apply
+        self._read_seq = 0
+        self._scheduled = False
+        self._inflight = False
+        self._snapshotting = False
+        self._ticker: task.LoopingCall | None = None
+        self._synced_hs = HardState(self.core.term, self.core.voted_for, 0)
+        self.leader_changes = 0
+        self.elections = 0
+        self._last_leader: NodeId | None = None
+        self.stopped = False
+        transport.set_receiver(self.receive)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _recover(self, cfg: CoreConfig, rng: random.Random) -> RaftCore:
+        hs = self.stable_store.load()
+        assert isinstance(hs, HardState)
+        meta = self.snapshot_store.latest()
+        if meta is not None:
+            assert isinstance(meta, SnapshotMeta)
+            addresses, state = decode_snapshot(self.snapshot_store.open(meta.index))
+            self.addresses.update(addresses)
+            self.state_machine.restore(state)
+        first, last = self.log_store.first_index(), self.log_store.last_index()
+        start = meta.index if meta is not None else 0
+        entries: list[Entry] = []
+        if last >= max(first, start + 1):
+            lo = max(first, start + 1)
+            if lo > start + 1:
+                log.error(
+                    "log store starts at {first} after snapshot {start}: discarding the log",
+                    first=first,
+                    start=start,
+                )
+            else:
+                entries = self.log_store.entries(lo, last + 1)
+        log.info(
+            "recovered term={term} commit={commit} snapshot={snap} entries={n}",
+            term=hs.term,
+            commit=hs.commit,
+            snap=start,
+            n=len(entries),
+        )
+        return RaftCore(cfg, rng, hs, meta, entries, logger=self._core_log)
+
+    def _core_log(self, line: str) -> None:
+        log.debug("{line}", line=line)
+
+    def start(self) -> None:
+        """Start ticking."""
+        self._ticker = task.LoopingCall(self.tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.settings.tick_interval, now=False)
+        self._schedule()
+
+    def stop(self) -> Deferred[None]:
+        """Stop ticking and fail every waiting request; persist the commit index."""
+        self.stopped = True
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        for index in list(self._waiters):
+            self._fail_waiter(index, Unavailable("node is shutting down"))
+        for ctx in list(self._reads):
+            self._fail_read(ctx, Unavailable("node is shutting down"))
+        hs = HardState(self.core.term, self.core.voted_for, self.core.commit)
+        return self._run_blocking(lambda: self.stable_store.save(hs))
+
+    def tick(self) -> None:
+        """Advance the core's clock by one tick."""
+        self.core.tick()
+        self._schedule()
+
+    # --------------------------------------------------------------- inputs
+
+    def receive(self, message: Message) -> None:
+        """Feed a peer's message to the core."""
+        if self.stopped:
+            return
+        try:
+            self.core.step(message)
+        except Exception:
+            log.failure("dropping message that broke the core: {m!r}", m=message)
+            raise
+        self._schedule()
+
+    def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
+        """Replicate ``command``; fire with the state machine's result once applied."""
+        try:
+            index, term = self.core.propose(command)
+        except NotLeaderError as e:
+            return defer.fail(self._not_leader(e.leader))
+        except TransferInProgressError as e:
+            return defer.fail(Unavailable(str(e)))
+        d: Deferred[Any] = Deferred()
+        call = self.reactor.callLater(timeout, self._fail_waiter, index, CommitTimeout())
+        self._waiters[index] = _Waiter(term, d, call)
+        self._schedule()
+        return d
+
+    def propose_config_change(self, change: ConfChange, timeout: float) -> Deferred[Any]:
+        """Replicate a membership change; fire once it is applied."""
+        try:
+            index, term = self.core.propose_config_change(change)
+        except NotLeaderError as e:
+            return defer.fail(self._not_leader(e.leader))
+        except (TransferInProgressError, ConfigChangeInProgressError) as e:
+            return defer.fail(Unavailable(str(e)))
+        except ValueError as e:
+            return defer.fail(e)
+        d: Deferred[Any] = Deferred()
+        call = self.reactor.callLater(timeout, self._fail_waiter, index, CommitTimeout())
+        self._waiters[index] = _Waiter(term, d, call)
+        self._schedule()
+        return d
+
+    def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
+        """Answer a query; with ``linearizable``, only after a ReadIndex round."""
+        if not linearizable:
+            return defer.maybeDeferred(self.state_machine.query, request)
+        self._read_seq += 1
+        ctx = self._read_seq
+        try:
+            self.core.read_index(ctx)
+        except NotLeaderError as e:
+            return defer.fail(self._not_leader(e.leader))
+        d: Deferred[Any] = Deferred()
+        call = self.reactor.callLater(timeout, self._fail_read, ctx, CommitTimeout())
+        self._reads[ctx] = (request, d, call)
+        self._schedule()
+        return d
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Ask the core to hand leadership to ``target``."""
+        try:
+            self.core.transfer_leadership(target)
+        except NotLeaderError as e:
+            raise self._not_leader(e.leader) from None
+        self._schedule()
+
+    # ----------------------------------------------------------- ready loop
+
+    def _schedule(self) -> None:
+        if self._scheduled or self._inflight or self.stopped:
+            return
+        self._scheduled = True
+        self.reactor.callLater(0, self._process)
+
+    def _process(self) -> None:
+        self._scheduled = False
+        if self._inflight or self.stopped or not self.core.has_ready():
+            return
+        rd = self.core.ready()
+        self._inflight = True
+        send = self.transport.send
+        for m in rd.messages:
+            send(m)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        if rd.must_persist():
+            d = self._run_blocking(lambda: self._persist(rd))
+            d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
+        else:
+            self._after_persist(rd)
+
+    def _persist(self, rd: Ready) -> None:
+        """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
+        if rd.snapshot is not None:
+            self.log_store.reset(rd.snapshot.index + 1)
+        if rd.entries:
+            self.log_store.append(list(rd.entries))
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.voted_for) != (
+            self._synced_hs.term,
+            self._synced_hs.voted_for,
+        ):
+            self.stable_store.save(hs)
+            self._synced_hs = hs
+
+    def _persist_failed(self, failure: Any) -> None:
+        log.failure("persisting failed; stopping the node to protect safety", failure)
+        self.stopped = True
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
+            self.reactor.stop()
+
+    def _after_persist(self, rd: Ready) -> None:
+        if self.stopped:
+            return
+        send = self.transport.send
+        for m in rd.messages_after_persist:
+            send(m)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        for e in rd.committed_entries:
+            self._apply(e)
+        for ctx in rd.dropped_reads:
+            assert isinstance(ctx, int)
+            self._fail_read(ctx, self._not_leader(self.core.leader_id))
+        for rs in rd.read_states:
+            assert isinstance(rs.context, int)
+            self._ready_reads.append((rs.index, rs.context))
+        self.core.advance(rd)
+        self._serve_reads()
+        self._inflight = False
+        self._maybe_snapshot()
+        self._schedule()
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        soft = rd.soft_state
+        assert soft is not None
+        if soft.role is Role.CANDIDATE:
+            self.elections += 1
+        if soft.role is Role.LEADER and soft.leader != self._last_leader:
+            self._announce()
+        if soft.leader != self._last_leader:
+            self.leader_changes += 1
+            self._last_leader = soft.leader
+            log.info(
+                "leader is now {leader} (term {term}, I am {role})",
+                leader=soft.leader,
+                term=soft.term,
+                role=soft.role.value,
+            )
+
+    # ---------------------------------------------------------------- apply
+
+    def _apply(self, e: Entry) -> None:
+        result: Any = None
+        if e.kind is EntryKind.NORMAL:
+            try:
+                result = self.state_machine.apply(e.index, e.data)
+            except Exception as exc:
+                log.failure("state machine failed on entry {index}", index=e.index)
+                result = exc
+        elif e.kind is EntryKind.CONFIG:
+            self._apply_config(e)
+        elif e.data:
+            self._apply_announcement(e)
+        w = self._waiters.pop(e.index, None)
+        if w is None:
+            return
+        if w.timeout.active():
+            w.timeout.cancel()
+        if w.term != e.term:
+            w.deferred.errback(NotCommitted(f"entry {e.index} was replaced by a new leader"))
+        elif isinstance(result, Exception):
+            w.deferred.errback(result)
+        else:
+            w.deferred.callback(result)
+
+    def _announce(self) -> None:
+        """Put this leader's addresses in the log so followers can forward to it."""
+        mine = self.addresses.get(self.node_id, {})
+        data = json.dumps({"announce": self.node_id, "addresses": mine}).encode()
+        try:
+            self.core.propose(data, EntryKind.NOOP)
+        except Exception:
+            log.failure("could not announce addresses")
+
+    def _apply_announcement(self, e: Entry) -> None:
+        try:
+            info = json.loads(e.data)
+            nid = str(info["announce"])
+            addrs = {str(k): str(v) for k, v in dict(info["addresses"]).items()}
+        except (ValueError, KeyError, TypeError):
+            return
+        if nid != self.node_id:
+            self.addresses.setdefault(nid, {}).update(addrs)
+
+    def _apply_config(self, e: Entry) -> None:
+        try:
+            change = ConfChange.decode(e.data)
+        except ValueError:
+            return
+        if change.context:
+            try:
+                info = json.loads(change.context)
+            except ValueError:
+                info = None
+            if isinstance(info, dict):
+                self.addresses.setdefault(change.node_id, {}).update(
+                    {str(k): str(v) for k, v in info.items()}
+                )
+        log.info(
+            "configuration change {op} {node} applied at {index}",
+            op=change.op.name,
+            node=change.node_id,
+            index=e.index,
+        )
+
+    def _serve_reads(self) -> None:
+        if not self._ready_reads:
+            return
+        applied = self.core.applied
+        keep = []
+        for index, ctx in self._ready_reads:
+            if index > applied:
+                keep.append((index, ctx))
+                continue
+            entry = self._reads.pop(ctx, None)
+            if entry is None:
+                continue
+            request, d, call = entry
+            if call.active():
+                call.cancel()
+            try:
+                result = self.state_machine.query(request)
+            except Exception as exc:
+                d.errback(exc)
+            else:
+                d.callback(result)
+        self._ready_reads = keep
+
+    def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        data = self.snapshot_store.open(meta.index)
+        addresses, state = decode_snapshot(data)
+        self.addresses.update(addresses)
+        self.state_machine.restore(state)
+        log.info("installed snapshot at {index}", index=meta.index)
+
+    def _maybe_snapshot(self) -> None:
+        core = self.core
+        base = core.snapshot_meta.index if core.snapshot_meta else 0
+        if self._snapshotting or core.applied - base < self.settings.snapshot_entries:
+            return
+        meta = core.snapshot_meta_at(core.applied)
+        data = encode_snapshot(self.addresses, self.state_machine.snapshot())
+        self._snapshotting = True
+        upto = max(meta.index - self.settings.snapshot_trailing, 0)
+
+        def write() -> None:
+            sink = self.snapshot_store.create(meta)
+            sink.write(data)
+            sink.close()
+
+        def done(_: object) -> Deferred[Any]:
+            self.core.compact(meta, upto)
+            start = self.core.log.start
+            return self._run_blocking(lambda: self.log_store.compact(start))
+
+        def finished(result: object) -> None:
+            self._snapshotting = False
+            log.info("snapshot at {index}; log compacted to {upto}", index=meta.index, upto=upto)
+
+        def failed(f: Any) -> None:
+            self._snapshotting = False
+            log.failure("snapshot failed", f)
+
+        d = self._run_blocking(write)
+        d.addCallback(done)
+        d.addCallbacks(finished, failed)
+
+    # -------------------------------------------------------------- helpers
+
+    def _fail_waiter(self, index: int, error: Exception) -> None:
+        w = self._waiters.pop(index, None)
+        if w is None:
+            return
+        if w.timeout.active():
+            w.timeout.cancel()
+        w.deferred.errback(error)
+
+    def _fail_read(self, ctx: int, error: Exception) -> None:
+        entry = self._reads.pop(ctx, None)
+        if entry is None:
+            return
+        _, d, call = entry
+        if call.active():
+            call.cancel()
+        d.errback(error)
+
+    def _not_leader(self, leader: NodeId | None) -> NotLeader:
+        if leader is None:
+            return NotLeader(None, None)
+        return NotLeader(leader, self.addresses.get(leader, {}).get("client"))
+
+    def address_of(self, nid: NodeId) -> dict[str, str]:
+        """Return what is known of a node's addresses (peer, client, http)."""
+        return dict(self.addresses.get(nid, {}))
+
+    def role_name(self) -> str:
+        """Return the role as users see it: leader, follower, candidate or learner."""
+        core = self.core
+        if core.role is Role.LEADER:
+            return "leader"
+        if core.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            return "candidate"
+        if self.node_id in core.configuration.learners:
+            return "learner"
+        return "follower"
+
+    def status(self) -> dict[str, Any]:
+        """Return a JSON-able status of this node."""
+        st = self.core.status()
+        mine = self.addresses.get(self.node_id, {})
+        leader_addr = self.addresses.get(st.leader, {}) if st.leader else {}
+        return {
+            "id": self.node_id,
+            "address": mine.get("peer"),
+            "client_address": mine.get("client"),
+            "http_address": mine.get("http"),
+            "role": self.role_name(),
+            "term": st.term,
+            "leader": st.leader,
+            "leader_address": leader_addr.get("client"),
+            "commit_index": st.commit,
+            "applied_index": st.applied,
+            "first_index": st.first_index,
+            "last_index": st.last_index,
+            "log_entries": st.last_index - st.first_index + 1,
+            "snapshot_index": self.core.snapshot_meta.index if self.core.snapshot_meta else 0,
+            "voters": sorted(st.voters),
+            "learners": sorted(st.learners),
+            "leader_changes": self.leader_changes,
+            "elections": self.elections,
+            "pending_requests": len(self._waiters),
+            "pending_reads": len(self._reads),
+        }

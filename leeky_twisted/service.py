@@ -1,0 +1,282 @@
+"""The node as a Twisted service tree: storage, peer transport, node, client APIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.threadpool import ThreadPool
+
+from leeky_twisted.api.amp_api import ClientLocator, RequestLimits, make_frontend
+from leeky_twisted.api.jsonrpc_api import make_http_site
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
+from leeky_twisted.core.raft import bootstrap_entries
+from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
+from leeky_twisted.transport.peers import AMPPeerTransport
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A voter named on the command line: its id and peer (Raft) address."""
+
+    node_id: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """Return ``host:port``."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class NodeOptions:
+    """Everything needed to run one node (what ``twistd leekyraft`` parses)."""
+
+    node_id: str
+    peers: list[PeerSpec]
+    data_dir: str
+    client_port: int = 0
+    http_port: int = 0
+    client_host: str | None = None
+    cluster_id: str = "leeky"
+    tick: float = 0.05
+    heartbeat_ticks: int = 2
+    election_ticks: int = 10
+    request_timeout: float = 5.0
+    snapshot_entries: int = 10000
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1024 * 1024
+    lease_read: bool = False
+    forward: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def own(self) -> PeerSpec:
+        """Return this node's own peer entry."""
+        for p in self.peers:
+            if p.node_id == self.node_id:
+                return p
+        raise ValueError(f"node {self.node_id} is not among the peers")
+
+
+def bootstrap_if_empty(
+    log_store: Any, stable_store: Any, snapshot_store: Any, peers: list[PeerSpec]
+) -> bool:
+    """Write the first configuration entries of a new cluster; False if data exists.
+
+    Every member of a static cluster writes the same entries (one voter each,
+    in --peers order, at term 1, committed), so their logs agree from the start.
+    """
+    hs = stable_store.load()
+    if log_store.last_index() > 0 or snapshot_store.latest() is not None or hs.term > 0:
+        return False
+    entries = bootstrap_entries(
+        [(NodeId(p.node_id), json.dumps({"peer": p.address}).encode()) for p in peers]
+    )
+    log_store.append(entries)
+    stable_store.save(HardState(1, None, len(entries)))
+    return True
+
+
+class _DiskThread(service.Service):
+    """A one-thread pool for every blocking disk operation, in order."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="leeky-disk")
+
+    def run(self, fn: Callable[[], Any]) -> Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.pool, fn)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class _Listener(service.Service):
+    """Listen on a TCP port at start; report the bound port (for port 0)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        factory: Any,
+        on_port: Callable[[int], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.on_port = on_port
+        self.listening: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.listening = self.reactor.listenTCP(self.port, self.factory, interface=self.host)
+        if self.on_port is not None:
+            self.on_port(self.listening.getHost().port)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.listening is not None:
+            return self.listening.stopListening()
+        return None
+
+
+class _NodeRunner(service.Service):
+    """Starts the node's ticking after the listeners, stops it first."""
+
+    def __init__(self, node: RaftNode, closers: list[Callable[[], Any]]) -> None:
+        self.node = node
+        self.closers = closers
+
+    def startService(self) -> None:
+        super().startService()
+        self.node.start()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        yield self.node.stop()
+        for close in self.closers:
+            try:
+                yield defer.maybeDeferred(close)
+            except Exception:
+                log.failure("error while closing")
+
+
+class LeekyRaftService(service.MultiService):
+    """The whole node: disk thread, listeners, the node itself."""
+
+    def __init__(self, node: RaftNode) -> None:
+        super().__init__()
+        self.node = node
+
+
+def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:
+    """Recover storage, bootstrap a new cluster if needed, and wire the service tree."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    own = opts.own()
+    client_host = opts.client_host or own.host
+    data = opts.data_dir
+    os.makedirs(data, exist_ok=True)
+    log_store = FileLogStore(os.path.join(data, "log"))
+    stable_store = FileStableStore(os.path.join(data, "hardstate"))
+    snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
+    if bootstrap_if_empty(log_store, stable_store, snapshot_store, opts.peers):
+        log.info("bootstrapped a new cluster of {n} voters", n=len(opts.peers))
+
+    addresses: dict[str, dict[str, str]] = {p.node_id: {"peer": p.address} for p in opts.peers}
+    addresses[opts.node_id].update(
+        {
+            "client": f"{client_host}:{opts.client_port}",
+            "http": f"{client_host}:{opts.http_port}",
+        }
+    )
+    settings = NodeSettings(
+        tick_interval=opts.tick, snapshot_entries=opts.snapshot_entries, addresses=addresses
+    )
+    core_config = CoreConfig(
+        NodeId(opts.node_id),
+        election_ticks=opts.election_ticks,
+        heartbeat_ticks=opts.heartbeat_ticks,
+        lease_read=opts.lease_read,
+    )
+    disk = _DiskThread(reactor)
+
+    holder: dict[str, RaftNode] = {}
+
+    def peer_address(nid: NodeId) -> tuple[str, int] | None:
+        addr = holder["node"].addresses.get(nid, {}).get("peer")
+        if not addr:
+            return None
+        host, _, port = addr.rpartition(":")
+        return host, int(port)
+
+    def is_known(nid: str) -> bool:
+        node = holder.get("node")
+        if node is None:
+            return False
+        return nid in node.addresses or nid in node.core.configuration.members()
+
+    def snapshot_source(meta: SnapshotMeta) -> bytes | None:
+        try:
+            return snapshot_store.open(meta.index)
+        except (KeyError, ValueError):
+            return None
+
+    def snapshot_receiver(meta: SnapshotMeta, payload: bytes) -> None:
+        sink = snapshot_store.create(meta)
+        sink.write(payload)
+        sink.close()
+
+    transport = AMPPeerTransport(
+        reactor,
+        cluster_id=opts.cluster_id,
+        node_id=NodeId(opts.node_id),
+        addresses=peer_address,
+        is_known=is_known,
+        snapshot_source=snapshot_source,
+        snapshot_receiver=snapshot_receiver,
+        rng=random.Random(),
+    )
+    node = RaftNode(
+        reactor,
+        core_config,
+        log_store,
+        stable_store,
+        snapshot_store,
+        transport,
+        KeyValueStateMachine(),
+        settings,
+        rng=random.Random(),
+        run_blocking=disk.run,
+    )
+    holder["node"] = node
+    top = LeekyRaftService(node)
+    disk.setServiceParent(top)
+
+    limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
+    frontend = make_frontend(
+        node, reactor, forward=opts.forward, limits=limits, timeout=opts.request_timeout
+    )
+    _Listener(reactor, own.host, own.port, transport.server_factory()).setServiceParent(top)
+
+    def set_port(kind: str) -> Callable[[int], None]:
+        def record(port: int) -> None:
+            node.addresses[opts.node_id][kind] = f"{client_host}:{port}"
+
+        return record
+
+    client_fac = Factory.forProtocol(lambda: amp.AMP(locator=ClientLocator(frontend)))
+    client_listener = _Listener(
+        reactor, client_host, opts.client_port, client_fac, set_port("client")
+    )
+    client_listener.setServiceParent(top)
+    site = make_http_site(frontend)
+    _Listener(reactor, client_host, opts.http_port, site, set_port("http")).setServiceParent(top)
+    _NodeRunner(node, [frontend.close, transport.close]).setServiceParent(top)
+    return top

@@ -1,0 +1,180 @@
+"""twistd options and service maker for ``twistd -n leekyraft``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from leeky_twisted.service import NodeOptions, PeerSpec, make_node_service
+
+
+def parse_peers(text: str) -> list[PeerSpec]:
+    """Parse ``ID=HOST:PORT,ID=HOST:PORT`` into peer specs; UsageError when malformed."""
+    peers: list[PeerSpec] = []
+    seen: set[str] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        nid, sep, addr = part.partition("=")
+        host, colon, port = addr.rpartition(":")
+        if not sep or not nid or not colon or not host or not port.isdigit():
+            raise usage.UsageError(f"bad peer {part!r}: expected ID=HOST:PORT")
+        if nid in seen:
+            raise usage.UsageError(f"peer id {nid!r} appears twice")
+        if not 0 < int(port) < 65536:
+            raise usage.UsageError(f"bad port in {part!r}")
+        seen.add(nid)
+        peers.append(PeerSpec(nid, host.strip("[]"), int(port)))
+    if not peers:
+        raise usage.UsageError("--peers lists no peers")
+    return peers
+
+
+def _positive(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(f"must be positive: {text}")
+        return value
+
+    return convert
+
+
+class Options(usage.Options):
+    """Command-line options of a Leeky Raft node."""
+
+    synopsis = "--id ID --peers ID=HOST:PORT,... --data-dir DIR --client-port PORT --http-port PORT"
+    longdesc = (
+        "Run one Leeky Raft node. --peers lists every voter's peer (Raft) address, "
+        "including this node's own; the node listens for peers on its own entry's port "
+        "and for clients on --client-port (AMP) and --http-port (JSON-RPC at /jsonrpc), "
+        "on the host of its own entry. Every option may also come from --config FILE, a "
+        "JSON object whose keys are the long option names; the command line wins."
+    )
+    optFlags = [
+        [
+            "lease-read",
+            None,
+            "Serve linearizable reads from a leader lease (relies on "
+            "bounded clock drift) instead of a ReadIndex round.",
+        ],
+        [
+            "no-forward",
+            None,
+            "Answer clients of a follower with the leader's address "
+            "instead of forwarding their requests.",
+        ],
+    ]
+    optParameters = [
+        ["id", None, None, "This node's id (stable, never reused)."],
+        ["peers", None, None, "Every voter: ID=HOST:PORT,... including this node."],
+        ["data-dir", None, None, "Folder for the log, hard state and snapshots."],
+        ["client-port", None, 0, "TCP port for AMP clients (0: any free port).", int],
+        ["http-port", None, 0, "TCP port for HTTP JSON-RPC (0: any free port).", int],
+        ["client-host", None, None, "Interface for the client ports (default: the peer host)."],
+        ["cluster-id", None, "leeky", "Cluster name; peers of another cluster are refused."],
+        ["tick", None, 0.05, "Seconds per Raft tick.", _positive(float)],
+        ["heartbeat", None, 0.1, "Seconds between leader heartbeats.", _positive(float)],
+        [
+            "election-timeout",
+            None,
+            0.5,
+            "Minimum election timeout in seconds; each node draws from [T, 2T).",
+            _positive(float),
+        ],
+        [
+            "request-timeout",
+            None,
+            5.0,
+            "Seconds before a client request ends as 'timed out, outcome unknown'.",
+            _positive(float),
+        ],
+        [
+            "snapshot-entries",
+            None,
+            10000,
+            "Take a snapshot after this many applied entries.",
+            _positive(int),
+        ],
+        ["max-key-bytes", None, 1024, "Largest key, in UTF-8 bytes.", _positive(int)],
+        ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
+        ["config", None, None, "JSON file with any of these options (like config.json)."],
+    ]
+
+    def postOptions(self) -> None:
+        """Merge --config, validate, and build the NodeOptions."""
+        if self["config"]:
+            self._merge_config(self["config"])
+        if not self["id"]:
+            raise usage.UsageError("--id is required")
+        if not self["peers"]:
+            raise usage.UsageError("--peers is required")
+        if not self["data-dir"]:
+            raise usage.UsageError("--data-dir is required")
+        peers = parse_peers(self["peers"])
+        if self["id"] not in {p.node_id for p in peers}:
+            raise usage.UsageError(f"--peers must include this node's own id {self['id']!r}")
+        if self["election-timeout"] <= self["heartbeat"]:
+            raise usage.UsageError("--election-timeout must exceed --heartbeat")
+        if self["heartbeat"] < self["tick"]:
+            raise usage.UsageError("--heartbeat must be at least one --tick")
+        for port in ("client-port", "http-port"):
+            if not 0 <= self[port] < 65536:
+                raise usage.UsageError(f"--{port} out of range")
+        self.node_options = NodeOptions(
+            node_id=self["id"],
+            peers=peers,
+            data_dir=self["data-dir"],
+            client_port=self["client-port"],
+            http_port=self["http-port"],
+            client_host=self["client-host"],
+            cluster_id=self["cluster-id"],
+            tick=self["tick"],
+            heartbeat_ticks=max(1, round(self["heartbeat"] / self["tick"])),
+            election_ticks=max(2, round(self["election-timeout"] / self["tick"])),
+            request_timeout=self["request-timeout"],
+            snapshot_entries=self["snapshot-entries"],
+            max_key_bytes=self["max-key-bytes"],
+            max_value_bytes=self["max-value-bytes"],
+            lease_read=bool(self["lease-read"]),
+            forward=not self["no-forward"],
+        )
+        if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
+            raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
+
+    def _merge_config(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"cannot read --config {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise usage.UsageError(f"--config {path} must hold a JSON object")
+        known = {name for name, *_ in self.optParameters} | {f[0] for f in self.optFlags}
+        for key, value in data.items():
+            name = key.replace("_", "-")
+            if name not in known or name == "config":
+                raise usage.UsageError(f"unknown option {key!r} in {path}")
+            if name == "peers" and isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in value.items())
+            elif name == "peers" and isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if name in {f[0] for f in self.optFlags}:
+                if self[name] == 0:
+                    self[name] = 1 if value else 0
+                continue
+            if self[name] == self.defaults.get(name):
+                coerce = self._dispatch[name].coerce if name in self._dispatch else None
+                try:
+                    self[name] = coerce(str(value)) if coerce else str(value)
+                except ValueError as e:
+                    raise usage.UsageError(f"bad value for {key!r} in {path}: {e}") from e
+
+
+def makeService(options: Options) -> IService:
+    """Build the node's service tree from parsed options."""
+    return make_node_service(options.node_options)

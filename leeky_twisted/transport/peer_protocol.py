@@ -1,0 +1,698 @@
+"""The AMP protocol between Raft peers: handshake, validation and delivery.
+
+The schema is in :mod:`~leeky_twisted.transport.peer_commands`; this module is
+the behaviour behind it:
+
+- :class:`PeerInbox` holds what every accepted connection shares: who we are,
+  who may talk to us, the receiver callbacks and half-received snapshots.
+- :class:`PeerLocator` holds the responders. They decode, check and deliver,
+  and never raise: a bad message is logged and the connection dropped.
+- :class:`PeerProtocol` is the AMP connection itself. It enforces the Hello
+  handshake and a size bound on every box, and turns any malformed input
+  into one clear log line and a dropped connection instead of an exception
+  escaping to the reactor.
+- :func:`frame_message` writes a one-way message box directly, so the sender
+  can coalesce many of them into one ``writeSequence``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from leeky_twisted.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    NodeId,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+)
+from leeky_twisted.transport.codec import CodecError, decode, encode, put_large
+from leeky_twisted.transport.peer_commands import (
+    AppendEntriesCmd,
+    AppendEntriesResponseCmd,
+    HeartbeatCmd,
+    HeartbeatResponseCmd,
+    Hello,
+    HelloRefused,
+    RequestVoteCmd,
+    RequestVoteResponseCmd,
+    SnapshotChunk,
+    TimeoutNowCmd,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_SNAPSHOT_BYTES",
+    "HELLO_FRAME_BYTES",
+    "MESSAGE_COMMANDS",
+    "PeerInbox",
+    "PeerLocator",
+    "PeerProtocol",
+    "PeerProtocolError",
+    "PeerServerFactory",
+    "frame_message",
+]
+
+#: Largest box (all keys and values) accepted before the Hello succeeds.
+HELLO_FRAME_BYTES = 4096
+#: Largest box the dialling side accepts: only answers come back on it.
+ANSWER_FRAME_BYTES = 64 * 1024
+#: Default largest box after the Hello: bounds one AppendEntries or chunk.
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: Default largest snapshot a peer may stream to us.
+DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
+
+#: The one-way command carrying each message type (InstallSnapshot rides on SnapshotChunk).
+MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
+    RequestVote: RequestVoteCmd,
+    RequestVoteResponse: RequestVoteResponseCmd,
+    AppendEntries: AppendEntriesCmd,
+    AppendEntriesResponse: AppendEntriesResponseCmd,
+    Heartbeat: HeartbeatCmd,
+    HeartbeatResponse: HeartbeatResponseCmd,
+    TimeoutNow: TimeoutNowCmd,
+}
+_COMMAND_NAMES: dict[type, bytes] = {
+    cls: command.commandName for cls, command in MESSAGE_COMMANDS.items()
+}
+
+Receiver = Callable[[Message], None]
+SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
+
+
+class PeerProtocolError(Exception):
+    """A peer broke the protocol; the connection it came on must be dropped."""
+
+
+def frame_message(message: Message) -> bytes:
+    """Return the serialized AMP box carrying ``message`` as a one-way command.
+
+    The bytes are what ``callRemote`` would write for the message's command,
+    without creating a Command, a tag or a Deferred. Raises CodecError for an
+    ``InstallSnapshot`` (it travels as snapshot chunks) or an unencodable message.
+    """
+    name = _COMMAND_NAMES.get(type(message))
+    if name is None:
+        raise CodecError(f"{type(message).__name__} has no one-way command")
+    box = amp.AmpBox()
+    box[amp.COMMAND] = name
+    put_large(box, b"m", encode(message))
+    return box.serialize()
+
+
+def _describe_address(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"{host}:{port}"
+
+
+# ------------------------------------------------------------------ shared state
+
+
+@dataclass
+class _PartialSnapshot:
+    """Snapshot bytes received so far from one sender."""
+
+    key: tuple[SnapshotMeta, int, int]  # meta, total, crc32
+    data: bytearray = field(default_factory=bytearray)
+
+
+class PeerInbox:
+    """What every accepted peer connection shares, and where messages go.
+
+    :param is_known: returns whether a node id may connect (a configured or
+        known peer); called for each Hello.
+    :param snapshot_receiver: called as ``snapshot_receiver(meta, data)`` when
+        a streamed snapshot is complete, before its InstallSnapshot message is
+        delivered. It may return a Deferred; the message is then delivered
+        (and later messages on that connection held back) until it fires.
+    :param clock: when given, an accepted connection that has not said Hello
+        within ``hello_timeout`` seconds is dropped.
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        node_id: NodeId,
+        is_known: Callable[[NodeId], bool],
+        snapshot_receiver: SnapshotReceiver,
+        *,
+        log: Logger | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+        clock: IReactorTime | None = None,
+        hello_timeout: float = 10.0,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.node_id = node_id
+        self.log = log if log is not None else Logger(namespace="leeky_twisted.transport.peers")
+        self.max_frame_bytes = max_frame_bytes
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self.clock = clock
+        self.hello_timeout = hello_timeout
+        self.receiver: Receiver | None = None
+        self.connections: set[PeerProtocol] = set()
+        self._is_known = is_known
+        self._snapshot_receiver = snapshot_receiver
+        self._partials: dict[NodeId, _PartialSnapshot] = {}
+
+    def refusal(self, cluster_id: str, node_id: NodeId) -> str | None:
+        """Return why a Hello from ``node_id`` of ``cluster_id`` is refused, or None."""
+        if cluster_id != self.cluster_id:
+            return f"node {node_id!r} is in cluster {cluster_id!r}, not ours ({self.cluster_id!r})"
+        if node_id == self.node_id:
+            return f"node id {node_id!r} is our own"
+        try:
+            known = bool(self._is_known(node_id))
+        except Exception:
+            self.log.failure("is_known({node_id!r}) raised", node_id=node_id)
+            known = False
+        if not known:
+            return f"node id {node_id!r} is not a known peer of cluster {self.cluster_id!r}"
+        return None
+
+    def deliver(self, message: Message) -> None:
+        """Hand ``message`` to the receiver; log and drop it if there is none or it raises."""
+        receiver = self.receiver
+        if receiver is None:
+            self.log.warn(
+                "no receiver set; dropping {kind} from {sender}",
+                kind=type(message).__name__,
+                sender=message.sender,
+            )
+            return
+        try:
+            receiver(message)
+        except Exception:
+            self.log.failure(
+                "receiver raised on {kind} from {sender}",
+                kind=type(message).__name__,
+                sender=message.sender,
+            )
+
+    def snapshot_chunk(
+        self, message: InstallSnapshot, offset: int, total: int, crc32: int, data: bytes, done: bool
+    ) -> int | Deferred[int]:
+        """Add one chunk of the snapshot ``message`` names; return the bytes now held.
+
+        A chunk at any offset other than the bytes already held is ignored (the
+        answer tells the sender where to continue). When the last chunk
+        completes the data and its checksum matches, call the snapshot
+        receiver, then deliver ``message``; answer 0 (start over) when the
+        checksum or the snapshot receiver fails.
+        Raises PeerProtocolError on inconsistent sizes or flags.
+        """
+        if not 0 <= total <= self.max_snapshot_bytes:
+            raise PeerProtocolError(
+                f"snapshot of {total} bytes exceeds the limit of {self.max_snapshot_bytes}"
+            )
+        if not 0 <= offset <= total or offset + len(data) > total:
+            raise PeerProtocolError(
+                f"chunk [{offset}, {offset + len(data)}) lies outside a {total}-byte snapshot"
+            )
+        if done != (offset + len(data) == total):
+            raise PeerProtocolError(f"done={done} disagrees with the chunk's end")
+        if not 0 <= crc32 <= 0xFFFFFFFF:
+            raise PeerProtocolError(f"crc32 {crc32} out of range")
+        sender = message.sender
+        key = (message.meta, total, crc32)
+        partial = self._partials.get(sender)
+        if partial is None or partial.key != key:
+            partial = self._partials[sender] = _PartialSnapshot(key)
+        held = len(partial.data)
+        if offset != held:
+            return held
+        partial.data += data
+        if not done:
+            return len(partial.data)
+        del self._partials[sender]
+        if zlib.crc32(partial.data) != crc32:
+            self.log.warn(
+                "snapshot {index} from {sender} failed its checksum; asking to start over",
+                index=message.meta.index,
+                sender=sender,
+            )
+            return 0
+        return self._store(message, bytes(partial.data))
+
+    def _store(self, message: InstallSnapshot, data: bytes) -> int | Deferred[int]:
+        meta = message.meta
+        try:
+            stored = self._snapshot_receiver(meta, data)
+        except Exception:
+            self.log.failure(
+                "snapshot_receiver failed on snapshot {index} from {sender}",
+                index=meta.index,
+                sender=message.sender,
+            )
+            return 0
+        if isinstance(stored, Deferred):
+
+            def ok(_: object) -> int:
+                self.deliver(message)
+                return len(data)
+
+            def failed(reason: Failure) -> int:
+                self.log.failure(
+                    "snapshot_receiver failed on snapshot {index} from {sender}",
+                    reason,
+                    index=meta.index,
+                    sender=message.sender,
+                )
+                return 0
+
+            return stored.addCallbacks(ok, failed)
+        self.deliver(message)
+        return len(data)
+
+    def forget_snapshots(self) -> None:
+        """Drop every half-received snapshot."""
+        self._partials.clear()
+
+
+# ------------------------------------------------------------------- responders
+
+
+def _dropped(reason: str) -> Deferred[Any]:
+    """Return the result of a responder whose connection is being dropped.
+
+    For an answered command AMP turns this fatal error into an error box and
+    closes the connection; for a one-way command it reaches
+    ``PeerProtocol.unhandledError``, which ignores it on a closing connection.
+    """
+    return fail(amp.RemoteAmpError(b"PROTOCOL_ERROR", reason, fatal=True))
+
+
+class PeerLocator(amp.CommandLocator):
+    """The responders of one peer connection.
+
+    Each decodes its message, checks it against the Hello (sender) and this
+    node (recipient), and delivers it through the inbox. None of them raises:
+    a violation drops the connection with a log line. On a dialled
+    (outgoing) connection, where ``inbox`` is None, every command is refused.
+    """
+
+    def __init__(self, protocol: PeerProtocol, inbox: PeerInbox | None) -> None:
+        self._protocol = protocol
+        self._inbox = inbox
+
+    def locateResponder(self, name: bytes) -> Callable[[amp.AmpBox], Any]:
+        """Return a responder for ``name`` that never raises (unknown names drop the connection)."""
+        protocol = self._protocol
+        responder = None
+        if self._inbox is not None:
+            responder = super().locateResponder(name)
+
+        def respond(box: amp.AmpBox) -> Any:
+            if responder is None:
+                reason = f"unexpected command {name!r}"
+                protocol.drop(reason)
+                return _dropped(reason)
+            try:
+                return responder(box)
+            except Exception as e:  # the box's arguments did not parse
+                reason = f"malformed {name.decode('ascii', 'replace')} arguments: {e!r}"
+                protocol.drop(reason)
+                return _dropped(reason)
+
+        return respond
+
+    @Hello.responder
+    def hello(self, cluster_id: str, node_id: str) -> dict[str, str]:
+        """Accept a known node of our cluster, or refuse it with HELLO_REFUSED."""
+        protocol = self._protocol
+        inbox = self._inbox
+        assert inbox is not None  # only accepting connections have responders
+        if protocol.peer_id is not None:
+            reason = "second Hello on one connection"
+            protocol.refuse(reason)
+            raise HelloRefused(reason)
+        reason_or_none = inbox.refusal(cluster_id, NodeId(node_id))
+        if reason_or_none is not None:
+            protocol.refuse(reason_or_none)
+            raise HelloRefused(reason_or_none)
+        protocol.accept(NodeId(node_id), inbox.max_frame_bytes)
+        return {"cluster_id": inbox.cluster_id, "node_id": inbox.node_id}
+
+    def _message(self, payload: bytes, expected: type) -> Message | None:
+        """Decode and check ``payload``; return None after dropping the connection."""
+        protocol = self._protocol
+        inbox = self._inbox
+        assert inbox is not None
+        try:
+            message = decode(payload)
+        except CodecError as e:
+            protocol.drop(f"undecodable {expected.__name__}: {e}")
+            return None
+        if type(message) is not expected:
+            protocol.drop(f"{type(message).__name__} sent as a {expected.__name__} command")
+            return None
+        if message.sender != protocol.peer_id:
+            protocol.drop(
+                f"message claims sender {message.sender!r} but Hello said {protocol.peer_id!r}"
+            )
+            return None
+        if message.recipient != inbox.node_id:
+            protocol.drop(f"message for {message.recipient!r} reached {inbox.node_id!r}")
+            return None
+        return message
+
+    def _one_way(self, payload: bytes, expected: type) -> dict[str, Any]:
+        assert self._inbox is not None
+        message = self._message(payload, expected)
+        if message is not None:
+            self._inbox.deliver(message)
+        return {}
+
+    @RequestVoteCmd.responder
+    def request_vote(self, m: bytes) -> dict[str, Any]:
+        """Deliver a RequestVote."""
+        return self._one_way(m, RequestVote)
+
+    @RequestVoteResponseCmd.responder
+    def request_vote_response(self, m: bytes) -> dict[str, Any]:
+        """Deliver a RequestVoteResponse."""
+        return self._one_way(m, RequestVoteResponse)
+
+    @AppendEntriesCmd.responder
+    def append_entries(self, m: bytes) -> dict[str, Any]:
+        """Deliver an AppendEntries."""
+        return self._one_way(m, AppendEntries)
+
+    @AppendEntriesResponseCmd.responder
+    def append_entries_response(self, m: bytes) -> dict[str, Any]:
+        """Deliver an AppendEntriesResponse."""
+        return self._one_way(m, AppendEntriesResponse)
+
+    @HeartbeatCmd.responder
+    def heartbeat(self, m: bytes) -> dict[str, Any]:
+        """Deliver a Heartbeat."""
+        return self._one_way(m, Heartbeat)
+
+    @HeartbeatResponseCmd.responder
+    def heartbeat_response(self, m: bytes) -> dict[str, Any]:
+        """Deliver a HeartbeatResponse."""
+        return self._one_way(m, HeartbeatResponse)
+
+    @TimeoutNowCmd.responder
+    def timeout_now(self, m: bytes) -> dict[str, Any]:
+        """Deliver a TimeoutNow."""
+        return self._one_way(m, TimeoutNow)
+
+    @SnapshotChunk.responder
+    def snapshot_chunk(
+        self, message: bytes, offset: int, total: int, crc32: int, data: bytes, done: bool
+    ) -> Any:
+        """Store a chunk; with the last one, store the snapshot and deliver InstallSnapshot."""
+        protocol = self._protocol
+        inbox = self._inbox
+        assert inbox is not None
+        install = self._message(message, InstallSnapshot)
+        if install is None:
+            return _dropped("bad InstallSnapshot in SnapshotChunk")
+        assert isinstance(install, InstallSnapshot)
+        try:
+            received = inbox.snapshot_chunk(install, offset, total, crc32, data, done)
+        except PeerProtocolError as e:
+            protocol.drop(str(e))
+            return _dropped(str(e))
+        if not isinstance(received, Deferred):
+            return {"received": received}
+        fired: list[int] = []
+        received.addCallbacks(fired.append, lambda _: fired.append(0))
+        if fired:  # stored synchronously after all
+            return {"received": fired[0]}
+        # Hold back later boxes until the snapshot is stored and InstallSnapshot
+        # delivered, so every message keeps its place in order.
+        protocol.pauseProducing()
+        answer: Deferred[dict[str, int]] = Deferred()
+
+        def stored(_: object) -> None:
+            answer.callback({"received": fired[0] if fired else 0})
+            protocol.resume()
+
+        received.addBoth(stored)
+        return answer
+
+
+# --------------------------------------------------------------------- protocol
+
+
+class PeerProtocol(amp.AMP):
+    """One AMP connection between two peers, either accepted or dialled.
+
+    An accepted connection (``inbox`` given) takes nothing but a Hello until
+    the Hello succeeds, and boxes of at most HELLO_FRAME_BYTES until then,
+    ``max_frame_bytes`` after. A dialled connection (``inbox`` None) takes only
+    answers. Any violation logs one line and drops the connection; nothing
+    raises out of ``dataReceived``.
+    """
+
+    def __init__(self, inbox: PeerInbox | None, log: Logger) -> None:
+        super().__init__(locator=PeerLocator(self, inbox))
+        self.inbox = inbox
+        self.log = log
+        #: The peer's node id once the Hello succeeded (or, dialling, the node we want).
+        self.peer_id: NodeId | None = None
+        #: True once the connection is being dropped; later input is ignored.
+        self.closing = False
+        #: Called with self once the connection is made.
+        self.on_made: Callable[[PeerProtocol], None] | None = None
+        #: Called with (self, reason) when the connection is lost.
+        self.on_lost: Callable[[PeerProtocol, Failure], None] | None = None
+        self._box_bytes = 0
+        self._box_limit = HELLO_FRAME_BYTES if inbox is not None else ANSWER_FRAME_BYTES
+        self._hello_timer: IDelayedCall | None = None
+
+    def describe(self) -> str:
+        """Return the peer's id and address for log lines."""
+        transport = self.transport
+        address = _describe_address(transport.getPeer()) if transport is not None else "?"
+        if self.peer_id is None:
+            return address
+        return f"{self.peer_id} ({address})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def connectionMade(self) -> None:
+        """Register an accepted connection, start its Hello timer, and tell ``on_made``."""
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:  # we coalesce writes ourselves; Nagle only adds latency
+            with contextlib.suppress(Exception):
+                set_no_delay(True)
+        inbox = self.inbox
+        if inbox is not None:
+            inbox.connections.add(self)
+            if inbox.clock is not None:
+                self._hello_timer = inbox.clock.callLater(
+                    inbox.hello_timeout, self._hello_timed_out
+                )
+        if self.on_made is not None:
+            try:
+                self.on_made(self)
+            except Exception:
+                self.log.failure("on_made callback raised")
+                self.drop("internal error on connect")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Fail outstanding calls, unregister, and tell ``on_lost``."""
+        self.closing = True
+        self._cancel_hello_timer()
+        try:
+            super().connectionLost(reason)
+        except Exception:
+            self.log.failure("error while closing peer connection")
+        if self.inbox is not None:
+            self.inbox.connections.discard(self)
+        callback, self.on_lost = self.on_lost, None
+        if callback is not None:
+            try:
+                callback(self, reason)
+            except Exception:
+                self.log.failure("on_lost callback raised")
+
+    def _hello_timed_out(self) -> None:
+        self._hello_timer = None
+        if self.peer_id is None:
+            assert self.inbox is not None
+            self.drop(f"no Hello within {self.inbox.hello_timeout} seconds")
+
+    def _cancel_hello_timer(self) -> None:
+        timer, self._hello_timer = self._hello_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def accept(self, peer_id: NodeId, max_frame_bytes: int) -> None:
+        """Record a successful Hello from ``peer_id`` and raise the box limit."""
+        self._cancel_hello_timer()
+        self.peer_id = peer_id
+        self._box_limit = max_frame_bytes
+        self.log.info("peer connection from {peer} accepted", peer=self.describe())
+
+    def refuse(self, reason: str) -> None:
+        """Log a refused Hello and ignore further input; the HELLO_REFUSED answer closes."""
+        if self.closing:
+            return
+        self.closing = True
+        self.paused = True
+        self.log.error(
+            "refused peer connection from {peer}: {reason}", peer=self.describe(), reason=reason
+        )
+
+    def drop(self, reason: str) -> None:
+        """Log ``reason`` and close the connection, ignoring any further input."""
+        if self.closing:
+            return
+        self.closing = True
+        self.paused = True  # stop parsing what is already buffered
+        self.log.error(
+            "dropping peer connection {peer}: {reason}", peer=self.describe(), reason=reason
+        )
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def resume(self) -> None:
+        """Resume parsing after ``pauseProducing``, unless the connection is closing."""
+        if self.closing or self.transport is None:
+            return
+        try:
+            self.resumeProducing()
+        except Exception:
+            self.log.failure("error resuming peer connection {peer}", peer=self.describe())
+            self.drop("internal error while resuming")
+
+    # -------------------------------------------------------------- sending
+
+    def write_frames(self, frames: list[bytes]) -> bool:
+        """Write already-serialized boxes in one call; return False when closed."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return False
+        transport.writeSequence(frames)
+        return True
+
+    def hello(self, cluster_id: str, node_id: NodeId, expected: NodeId) -> Deferred[bool]:
+        """Send our Hello on a dialled connection; fire True if ``expected`` answered.
+
+        Messages may be written right behind the Hello (they are processed
+        after it). The Deferred never fails: a refusal or a wrong peer is
+        logged, the connection dropped, and it fires False.
+        """
+        self.peer_id = expected
+        d: Deferred[dict[str, str]] = self.callRemote(Hello, cluster_id=cluster_id, node_id=node_id)
+
+        def check(answer: dict[str, str]) -> bool:
+            if answer["cluster_id"] != cluster_id or answer["node_id"] != expected:
+                self.drop(
+                    f"address reached node {answer['node_id']!r} of cluster "
+                    f"{answer['cluster_id']!r}, expected {expected!r} of {cluster_id!r}"
+                )
+                return False
+            return True
+
+        def failed(reason: Failure) -> bool:
+            if reason.check(HelloRefused):
+                self.log.error(
+                    "peer {peer} refused our Hello: {why}", peer=self.describe(), why=reason.value
+                )
+            elif not self.closing:
+                self.log.warn(
+                    "Hello to {peer} failed: {why}", peer=self.describe(), why=reason.value
+                )
+            self.closing = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return False
+
+        return d.addCallbacks(check, failed)
+
+    # ------------------------------------------------------------ receiving
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse boxes; drop the connection instead of raising on anything unexpected."""
+        if self.closing:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception:
+            self.log.failure("unexpected error on peer connection {peer}", peer=self.describe())
+            self.drop("internal error while parsing")
+
+    def stringReceived(self, string: bytes) -> None:
+        """Count each key and value toward the box size limit."""
+        if self.closing:
+            return
+        self._box_bytes += len(string) + 2
+        if self._box_bytes > self._box_limit:
+            self.drop(f"box larger than {self._box_limit} bytes")
+            return
+        super().stringReceived(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """Drop a connection whose key length prefix is over 255 (not AMP)."""
+        self.drop(f"AMP key length {length} over 255 (not an AMP peer?)")
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        """Check a complete box against the handshake, then dispatch it."""
+        self._box_bytes = 0
+        if self.closing:
+            return
+        command = box.get(amp.COMMAND)
+        if self.inbox is not None:
+            if command is None:
+                self.drop("box without a command")
+                return
+            if self.peer_id is None and command != Hello.commandName:
+                self.drop(f"{command.decode('ascii', 'replace')} before Hello")
+                return
+        elif command is not None:
+            self.drop(f"command {command.decode('ascii', 'replace')} on a dialled connection")
+            return
+        try:
+            super().ampBoxReceived(box)
+        except Exception as e:
+            self.drop(f"malformed box: {e!r}")
+
+    def unhandledError(self, failure: Failure) -> None:
+        """Close the connection on a failure no errback handled; log it unless expected."""
+        if not self.closing:
+            self.log.failure(
+                "unhandled failure on peer connection {peer}", failure, peer=self.describe()
+            )
+            self.drop("internal error")
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+
+class PeerServerFactory(Factory):
+    """Build accepting :class:`PeerProtocol` connections that share one inbox."""
+
+    noisy = False
+
+    def __init__(self, inbox: PeerInbox) -> None:
+        self.inbox = inbox
+
+    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
+        """Return a new accepting connection."""
+        protocol = PeerProtocol(self.inbox, self.inbox.log)
+        protocol.factory = self
+        return protocol

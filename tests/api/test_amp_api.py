@@ -1,0 +1,277 @@
+"""Tests for the client AMP API: responders, validation, chunking, forwarding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kvfakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
+from twisted.internet.defer import Deferred
+from twisted.protocols import amp
+from zope.interface.verify import verifyObject
+
+from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api.amp_api import RequestLimits, make_frontend
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.statemachine.commands import Append, Get, Put, Session, decode_command
+
+LEADER = ("10.0.0.1", 7001)
+FOLLOWER = ("10.0.0.2", 7002)
+
+
+class Harness:
+    """A fake leader (and optionally a follower) served over an in-memory network."""
+
+    def __init__(self, **options):
+        self.net = FakeNetwork()
+        self.leader = FakeRaftNode("1", "10.0.0.1:7001")
+        self.follower = FakeRaftNode("2", "10.0.0.2:7002")
+        self.follower.not_leader = NotLeader("1", "10.0.0.1:7001")
+        self.net.serve(LEADER, self.leader, **options)
+        self.net.serve(FOLLOWER, self.follower, **options)
+
+    def client(self, address=LEADER):
+        proto = amp.AMP()
+        self.net.connect(address, proto)
+        return proto
+
+    def call(self, proto, command, **arguments):
+        d = capture(proto.callRemote(command, **arguments))
+        self.net.run(d, limit=20)
+        return d
+
+
+@pytest.fixture
+def h():
+    return Harness()
+
+
+def test_fake_node_provides_iraftnode():
+    """The test fake provides IRaftNode."""
+    assert verifyObject(IRaftNode, FakeRaftNode())
+
+
+def test_put_get_delete_cas_append_and_status(h):
+    """Each command reaches the node and answers with the state machine's result."""
+    c = h.client()
+    assert result_of(h.call(c, cc.Put, key="k", value="v")) == {}
+    assert result_of(h.call(c, cc.Get, key="k")) == {"value": "v"}
+    assert result_of(h.call(c, cc.Get, key="nope")) == {"value": None}
+    assert result_of(h.call(c, cc.Cas, key="k", expected="x", new="w")) == {"swapped": False}
+    assert result_of(h.call(c, cc.Cas, key="k", expected="v", new="w")) == {"swapped": True}
+    assert result_of(h.call(c, cc.Cas, key="n", new="1")) == {"swapped": True}
+    assert result_of(h.call(c, cc.Append, key="n", suffix="23")) == {"length": 3}
+    assert result_of(h.call(c, cc.Delete, key="k")) == {"existed": True}
+    assert result_of(h.call(c, cc.Delete, key="k")) == {"existed": False}
+    status = json.loads(result_of(h.call(c, cc.Status))["status"])
+    assert (status["id"], status["role"], status["applied_index"]) == ("1", "leader", 7)
+
+
+def test_node_sees_encoded_commands_and_get_requests(h):
+    """Writes are proposed as encoded commands; reads pass Get(key) with the timeout."""
+    c = h.client()
+    h.call(c, cc.Put, key="k", value="v", client_id="c1", seq=4, ack=3)
+    h.call(c, cc.Get, key="k")
+    h.call(c, cc.Get, key="k", stale=True)
+    (propose, command, timeout), read, stale_read = h.leader.calls
+    assert propose == "propose" and timeout == 5.0
+    assert decode_command(command) == Put("k", "v", Session("c1", 4, 3))
+    assert read == ("read", Get("k"), True, 5.0)
+    assert stale_read == ("read", Get("k"), False, 5.0)
+
+
+def test_session_without_ack_uses_seq(h):
+    """A session with no ack acknowledges everything before its seq."""
+    c = h.client()
+    h.call(c, cc.Append, key="k", suffix="x", client_id="c1", seq=2)
+    assert decode_command(h.leader.calls[0][1]) == Append("k", "x", Session("c1", 2, 2))
+
+
+@pytest.mark.parametrize("size", [200_000, 1 << 20])
+def test_values_larger_than_an_amp_value_travel_in_chunks(h, size):
+    """A value past AMP's 65,535-byte limit (200 KB, 1 MiB) is put and read back intact."""
+    value = "".join(chr(ord("a") + i % 26) for i in range(size))
+    c = h.client()
+    assert result_of(h.call(c, cc.Put, key="big", value=value)) == {}
+    assert result_of(h.call(c, cc.Get, key="big"))["value"] == value
+
+
+def test_chunked_text_splits_into_numbered_keys():
+    """ChunkedText writes pieces of at most 65,535 bytes under name, name.1, ..."""
+    strings: dict[bytes, bytes] = {}
+    cc.ChunkedText().toBox(b"value", strings, {"value": "é" * 70_000}, None)
+    assert sorted(strings) == [b"value", b"value.1", b"value.2"]
+    assert all(len(piece) <= 65_535 for piece in strings.values())
+    objects: dict[str, object] = {}
+    cc.ChunkedText().fromBox(b"value", dict(strings), objects, None)
+    assert objects == {"value": "é" * 70_000}
+
+
+def test_chunked_text_keeps_empty_strings_and_omits_none():
+    """An empty string is sent; an optional None is left out."""
+    strings: dict[bytes, bytes] = {}
+    cc.ChunkedText().toBox(b"a", strings, {"a": ""}, None)
+    cc.ChunkedText(optional=True).toBox(b"b", strings, {"b": None}, None)
+    assert strings == {b"a": b""}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"key": "", "value": "v"}, "key must not be empty"),
+        ({"key": "k" * 1025, "value": "v"}, "key is 1025 bytes; the limit is 1024"),
+        ({"key": "k", "value": "v" * ((1 << 20) + 1)}, "the limit is 1048576"),
+        ({"key": "k", "value": "v", "seq": 1}, "needs both client_id and seq"),
+        ({"key": "k", "value": "v", "client_id": "c", "seq": 1, "ack": 2}, "ack <= seq"),
+    ],
+)
+def test_invalid_input_is_refused_and_the_connection_survives(h, arguments, message):
+    """Bad keys, values or sessions get INVALID_REQUEST; the next request still works."""
+    c = h.client()
+    f = failure_of(h.call(c, cc.Put, **arguments), InvalidRequest)
+    assert message in str(f.value)
+    assert h.leader.calls == []
+    assert result_of(h.call(c, cc.Get, key="k")) == {"value": None}
+
+
+def test_bytes_that_are_not_utf8_are_refused(h):
+    """A key that is not UTF-8 on the wire gets a clear INVALID_REQUEST."""
+    c = h.client()
+    d = capture(c.callRemoteString(b"Put", key=b"\xff\xfe", value=b"v"))
+    h.net.run(d)
+    f = failure_of(d, amp.RemoteAmpError)
+    assert f.value.errorCode == b"INVALID_REQUEST"
+    assert "not valid UTF-8" in f.value.description
+
+
+def test_limits_are_configurable():
+    """RequestLimits sets the key and value size limits."""
+    net = FakeNetwork()
+    net.serve(LEADER, FakeRaftNode(), limits=RequestLimits(max_key_bytes=3, max_value_bytes=4))
+    c = amp.AMP()
+    net.connect(LEADER, c)
+    d = capture(c.callRemote(cc.Put, key="abcd", value="v"))
+    net.run(d)
+    failure_of(d, InvalidRequest)
+    d = capture(c.callRemote(cc.Put, key="abc", value="vvvvv"))
+    net.run(d)
+    failure_of(d, InvalidRequest)
+
+
+def test_not_leader_carries_the_leader_address_when_not_forwarding():
+    """Without forwarding, a follower answers NotLeader with the leader's id and address."""
+    h = Harness(forward=False)
+    c = h.client(FOLLOWER)
+    f = failure_of(h.call(c, cc.Put, key="k", value="v"), NotLeader)
+    assert (f.value.leader_id, f.value.leader_address) == ("1", "10.0.0.1:7001")
+
+
+def test_follower_forwards_writes_and_reads_to_the_leader(h):
+    """A follower passes requests to the leader's client address and relays the answers."""
+    c = h.client(FOLLOWER)
+    assert result_of(h.call(c, cc.Put, key="k", value="v", client_id="c", seq=1)) == {}
+    assert result_of(h.call(c, cc.Get, key="k")) == {"value": "v"}
+    assert result_of(h.call(c, cc.Delete, key="k")) == {"existed": True}
+    assert result_of(h.call(c, cc.Cas, key="k", new="1")) == {"swapped": True}
+    assert result_of(h.call(c, cc.Append, key="k", suffix="2")) == {"length": 2}
+    assert h.leader.state_machine.query(Get("k")) == "12"
+    assert h.follower.state_machine.last_applied == 0
+    assert decode_command(h.leader.calls[0][1]) == Put("k", "v", Session("c", 1, 1))
+    assert h.net.connects == [FOLLOWER, LEADER]  # the test client, then one forwarding link
+
+
+def test_stale_reads_are_answered_by_the_follower(h):
+    """A stale get is served from the follower's own state, not forwarded."""
+    h.follower.state_machine.apply(1, b"PUT k local")
+    c = h.client(FOLLOWER)
+    assert result_of(h.call(c, cc.Get, key="k", stale=True)) == {"value": "local"}
+    assert h.leader.calls == []
+
+
+def test_forwarding_is_a_single_hop(h):
+    """A forwarded request that meets another non-leader comes back as NotLeader."""
+    h.leader.not_leader = NotLeader("3", "10.0.0.3:7003")
+    c = h.client(FOLLOWER)
+    f = failure_of(h.call(c, cc.Put, key="k", value="v"), NotLeader)
+    assert f.value.leader_address == "10.0.0.3:7003"
+    assert ("10.0.0.3", 7003) not in h.net.connects
+
+
+def test_unreachable_leader_is_unavailable(h):
+    """When the leader's address refuses connections, the follower answers UNAVAILABLE."""
+    h.follower.not_leader = NotLeader("9", "10.0.0.9:7009")
+    c = h.client(FOLLOWER)
+    f = failure_of(h.call(c, cc.Put, key="k", value="v"), Unavailable)
+    assert "unreachable" in str(f.value)
+
+
+def test_unknown_leader_is_not_leader_without_address(h):
+    """With no leader known, the follower answers NotLeader(None, None)."""
+    h.follower.not_leader = NotLeader()
+    c = h.client(FOLLOWER)
+    f = failure_of(h.call(c, cc.Get, key="k"), NotLeader)
+    assert (f.value.leader_id, f.value.leader_address) == (None, None)
+
+
+def test_commit_timeout_says_outcome_unknown(h):
+    """A node's CommitTimeout reaches the client as 'timed out, outcome unknown'."""
+    h.leader.commit_timeout = True
+    c = h.client()
+    f = failure_of(h.call(c, cc.Put, key="k", value="v"), CommitTimeout)
+    assert str(f.value) == "timed out, outcome unknown"
+
+
+def test_a_node_that_never_answers_still_gets_a_timeout(h):
+    """If the node never fires, the frontend gives up after its timeout plus grace."""
+    h.leader.hang = True
+    c = h.client()
+    d = capture(c.callRemote(cc.Put, key="k", value="v"))
+    h.net.flush()
+    h.net.clock.advance(5.9)
+    h.net.flush()
+    assert not d.called
+    h.net.clock.advance(0.2)
+    h.net.flush()
+    assert str(failure_of(d, CommitTimeout).value) == "timed out, outcome unknown"
+
+
+def test_state_machine_errors_become_invalid_request(h):
+    """A command the state machine refuses (a stale session seq) is an InvalidRequest."""
+    c = h.client()
+    h.call(c, cc.Put, key="k", value="1", client_id="c", seq=5)
+    f = failure_of(h.call(c, cc.Put, key="k", value="2", client_id="c", seq=3), InvalidRequest)
+    assert "stale request" in str(f.value)
+
+
+def test_unexpected_node_errors_are_generic_errors_and_keep_the_connection(h):
+    """A bug in the node answers a generic error instead of dropping the connection."""
+    h.leader.crash = RuntimeError("boom")
+    c = h.client()
+    f = failure_of(h.call(c, cc.Put, key="k", value="v"), LeekyError)
+    assert "internal error: boom" in str(f.value)
+    h.leader.crash = None
+    assert result_of(h.call(c, cc.Put, key="k", value="v")) == {}
+
+
+def test_frontend_rejects_objects_that_are_not_nodes():
+    """Wiring something that is not an IRaftNode fails at construction."""
+    with pytest.raises(TypeError):
+        make_frontend(object(), None, forward=False)  # type: ignore[arg-type]
+
+
+def test_frontend_close_closes_forwarding_connections(h):
+    """Closing the frontend closes its connections to the leader."""
+    frontend = make_frontend(h.follower, h.net.clock, connect=h.net.connect)
+    d = Deferred.fromCoroutine(frontend.get("k"))
+    h.net.run(d)
+    assert result_of(d) is None
+    closed = frontend.close()
+    h.net.flush()
+    assert result_of(closed) is None

@@ -1,0 +1,238 @@
+"""Tests for the leekyraft command line: parsing, output, exit codes (no reactor)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from twisted.internet.defer import Deferred, fail, succeed
+
+from leeky_twisted import cli
+from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
+from leeky_twisted.client.library import NodeReport
+
+
+class FakeClient:
+    """Answers from a dict; ``error`` makes every call fail with it. Records calls."""
+
+    def __init__(self, data=None, error=None, reports=None):
+        self.data = dict(data or {})
+        self.error = error
+        self.reports = reports or []
+        self.calls = []
+
+    def _answer(self, call, value):
+        self.calls.append(call)
+        return fail(self.error) if self.error else succeed(value)
+
+    def put(self, key, value):
+        self.data[key] = value
+        return self._answer(("put", key, value), None)
+
+    def get(self, key, stale=False):
+        return self._answer(("get", key, stale), self.data.get(key))
+
+    def delete(self, key):
+        return self._answer(("delete", key), self.data.pop(key, None) is not None)
+
+    def cas(self, key, expected, new):
+        swapped = self.data.get(key) == expected
+        if swapped:
+            self.data[key] = new
+        return self._answer(("cas", key, expected, new), swapped)
+
+    def status_all(self):
+        return self._answer(("status_all",), self.reports)
+
+
+def run(argv, client):
+    """Parse argv, run it against client; return (exit code, stdout, stderr)."""
+    args = cli.build_parser().parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+    codes = []
+    d.addBoth(codes.append)
+    assert codes, "run_command did not finish"
+    return codes[0], out.getvalue(), err.getvalue()
+
+
+def test_put_prints_the_original_success_line():
+    """put joins the VALUE words with spaces and prints the original's message."""
+    client = FakeClient()
+    argv = ["put", "pizzatoppings", "peporoni", "peppr", "cheddar", "anchoves", "onn", "it"]
+    code, out, err = run(argv, client)
+    assert code == 0 and err == ""
+    assert out == 'Success! Set "pizzatoppings" to: "peporoni peppr cheddar anchoves onn it"\n'
+    assert client.data == {"pizzatoppings": "peporoni peppr cheddar anchoves onn it"}
+
+
+def test_get_prints_the_value():
+    """get prints the value alone on stdout."""
+    code, out, _ = run(["get", "k"], FakeClient({"k": "hello world"}))
+    assert (code, out) == (0, "hello world\n")
+
+
+def test_get_stale_flag_reaches_the_client():
+    """get --stale asks for a stale read."""
+    client = FakeClient({"k": "v"})
+    run(["get", "--stale", "k"], client)
+    assert client.calls == [("get", "k", True)]
+
+
+def test_get_of_an_unknown_key_exits_2():
+    """An unknown key is a message on stderr and exit code 2."""
+    code, out, err = run(["get", "nope"], FakeClient())
+    assert (code, out, err) == (2, "", 'leekyraft: key "nope" not found\n')
+
+
+def test_delete_reports_whether_the_key_existed():
+    """delete prints Deleted, or exits 2 when there was nothing to delete."""
+    assert run(["delete", "k"], FakeClient({"k": "v"}))[:2] == (0, 'Deleted "k"\n')
+    assert run(["delete", "k"], FakeClient())[0] == 2
+
+
+def test_cas_swaps_or_exits_6():
+    """cas prints success when swapped, and exits 6 when the value differed."""
+    client = FakeClient({"k": "a"})
+    assert run(["cas", "k", "a", "b"], client)[:2] == (0, 'Success! Set "k" to: "b"\n')
+    code, _, err = run(["cas", "k", "a", "c"], client)
+    assert code == 6 and err == 'leekyraft: not set: "k" was not "a"\n'
+
+
+def test_cas_absent_expects_an_unset_key():
+    """cas --absent KEY NEW sends expected=None."""
+    client = FakeClient()
+    assert run(["cas", "--absent", "k", "v"], client)[0] == 0
+    assert client.calls == [("cas", "k", None, "v")]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (Unavailable("cannot reach any node of the cluster (h:1)"), 3),
+        (CommitTimeout(), 4),
+        (InvalidRequest("value is 2000000 bytes; the limit is 1048576"), 5),
+        (LeekyError("internal error: boom"), 1),
+    ],
+)
+def test_errors_are_one_line_on_stderr_with_distinct_exit_codes(error, code):
+    """Each failure kind prints one line on stderr and exits with its own code."""
+    result, out, err = run(["put", "k", "v"], FakeClient(error=error))
+    assert result == code
+    assert out == ""
+    assert err == f"leekyraft: {error}\n"
+    assert err.count("\n") == 1
+
+
+def test_exit_code_for_maps_the_error_types():
+    """exit_code_for gives the documented codes."""
+    assert cli.exit_code_for(Unavailable()) == cli.EXIT_UNREACHABLE == 3
+    assert cli.exit_code_for(CommitTimeout()) == cli.EXIT_TIMEOUT == 4
+    assert cli.exit_code_for(InvalidRequest()) == cli.EXIT_REFUSED == 5
+    assert cli.exit_code_for(RuntimeError()) == cli.EXIT_ERROR == 1
+
+
+REPORTS = [
+    NodeReport(
+        "127.0.0.1:7001",
+        {
+            "id": "1",
+            "role": "leader",
+            "term": 3,
+            "commit_index": 10,
+            "applied_index": 10,
+            "leader": "1",
+        },
+    ),
+    NodeReport(
+        "127.0.0.1:7002",
+        {
+            "id": "2",
+            "role": "follower",
+            "term": 3,
+            "commit_index": 9,
+            "applied_index": 8,
+            "leader": "1",
+        },
+    ),
+    NodeReport("127.0.0.1:7003", None, "Connection was refused"),
+]
+
+
+def test_status_table_lists_every_node():
+    """The status table has a header, one row per node and a note per unreachable node."""
+    assert cli.format_status_table(REPORTS).splitlines() == [
+        "ID  ADDRESS         ROLE         TERM  COMMIT  APPLIED  LEADER",
+        "1   127.0.0.1:7001  leader       3     10      10       1",
+        "2   127.0.0.1:7002  follower     3     9       8        1",
+        "?   127.0.0.1:7003  unreachable  -     -       -        -",
+        "127.0.0.1:7003: Connection was refused",
+    ]
+
+
+def test_status_json_lists_statuses_and_errors():
+    """status --json prints every node's status or error."""
+    code, out, _ = run(["status", "--json"], FakeClient(reports=REPORTS))
+    assert code == 0
+    items = json.loads(out)
+    assert items[0] == {"address": "127.0.0.1:7001", "status": REPORTS[0].status}
+    assert items[2] == {"address": "127.0.0.1:7003", "error": "Connection was refused"}
+
+
+def test_status_with_no_node_answering_exits_3():
+    """When no node answers status, the exit code says the cluster is unreachable."""
+    code, out, err = run(["status"], FakeClient(reports=[REPORTS[2]]))
+    assert code == 3
+    assert "unreachable" in out
+    assert err == "leekyraft: no node of the cluster answered\n"
+
+
+def test_cluster_comes_from_option_then_environment_then_default():
+    """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
+    parser = cli.build_parser()
+    env = {"LEEKYRAFT_CLUSTER": "10.0.0.1:1,10.0.0.2:2"}
+    args = parser.parse_args(["--cluster", "h:9", "get", "k"])
+    assert cli.cluster_from(args, env) == [("h", 9)]
+    args = parser.parse_args(["get", "k"])
+    assert cli.cluster_from(args, env) == [("10.0.0.1", 1), ("10.0.0.2", 2)]
+    assert cli.cluster_from(args, {}) == [("127.0.0.1", p) for p in range(7001, 7006)]
+
+
+def test_parse_cluster_rejects_garbage():
+    """A malformed or empty cluster list is a ValueError."""
+    for text in ["", ",", "host", "h:1,nope"]:
+        with pytest.raises(ValueError):
+            cli.parse_cluster(text)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["put", "k"],
+        ["get"],
+        ["frob", "k"],
+        ["cas", "k", "only-one"],
+        ["cas", "--absent", "k", "a", "b"],
+        ["--timeout", "0", "get", "k"],
+        ["--cluster", "nope", "get", "k"],
+    ],
+)
+def test_usage_errors_exit_64(argv, capsys, monkeypatch):
+    """Bad command lines exit with EX_USAGE (64), not 2, which means 'not found'."""
+    monkeypatch.delenv("LEEKYRAFT_CLUSTER", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 64
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes(capsys):
+    """--help lists every exit code."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for line in ["2   key not found", "3   cluster unreachable", "4   timed out", "5   input"]:
+        assert line in help_text

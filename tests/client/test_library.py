@@ -1,0 +1,309 @@
+"""Tests for LeekyClient: leader finding and following, retries, sessions, timeouts."""
+
+from __future__ import annotations
+
+import pytest
+from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+
+from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, NotLeader, Unavailable
+from leeky_twisted.client.library import (
+    CallTimedOut,
+    LeekyClient,
+    NodeReport,
+    format_address,
+    parse_address,
+    with_timeout,
+)
+from leeky_twisted.statemachine.commands import Get, Session, decode_command
+
+A = ("10.0.0.1", 7001)
+B = ("10.0.0.2", 7002)
+C = ("10.0.0.3", 7003)
+
+
+class Cluster:
+    """Fake nodes served without forwarding, so the client has to follow the leader itself."""
+
+    def __init__(self, leader=B, addresses=(A, B), forward=False):
+        self.net = FakeNetwork()
+        self.nodes = {}
+        for n, address in enumerate(addresses, 1):
+            node = FakeRaftNode(str(n), format_address(address))
+            self.nodes[address] = node
+            self.net.serve(address, node, forward=forward)
+        self.set_leader(leader)
+
+    def set_leader(self, leader):
+        hint = NotLeader(self.nodes[leader].node_id, format_address(leader)) if leader else None
+        for address, node in self.nodes.items():
+            node.not_leader = None if address == leader else (hint or NotLeader())
+
+    def client(self, addresses=(A, B), timeout=10.0, **options):
+        return LeekyClient(
+            self.net.clock,
+            list(addresses),
+            timeout=timeout,
+            client_id="client-1",
+            connect=self.net.connect,
+            **options,
+        )
+
+    def run(self, d):
+        self.net.run(d, limit=30)
+        return d
+
+
+def test_client_follows_not_leader_to_the_leader_and_remembers_it():
+    """A NotLeader hint sends the client to the leader; later calls go there directly."""
+    cluster = Cluster(leader=B)
+    client = cluster.client()
+    assert result_of(cluster.run(client.put("k", "v"))) is None
+    assert client.leader == B
+    assert result_of(cluster.run(client.get("k"))) == "v"
+    assert cluster.net.connects == [A, B]
+    assert cluster.nodes[B].state_machine.query(Get("k")) == "v"
+
+
+def test_client_follows_a_hint_to_an_address_it_was_not_given():
+    """The leader's address from a hint is used even if it is not in the address list."""
+    cluster = Cluster(leader=B)
+    client = cluster.client(addresses=[A])
+    assert result_of(cluster.run(client.put("k", "v"))) is None
+    assert client.leader == B
+
+
+def test_client_moves_on_when_a_node_refuses_connections():
+    """A refused connection makes the client try the next address."""
+    cluster = Cluster(leader=B)
+    client = cluster.client(addresses=[C, B])
+    assert result_of(cluster.run(client.get("k"))) is None
+    assert cluster.net.connects == [C, B]
+
+
+def test_client_follows_a_leader_change():
+    """After the leader moves, NotLeader from the old one leads to the new one."""
+    cluster = Cluster(leader=B)
+    client = cluster.client()
+    cluster.run(client.put("k", "1"))
+    cluster.set_leader(A)
+    cluster.nodes[A].state_machine.restore(cluster.nodes[B].state_machine.snapshot())
+    cluster.nodes[A].index = cluster.nodes[B].index
+    assert result_of(cluster.run(client.put("k", "2"))) is None
+    assert client.leader == A
+    assert cluster.nodes[A].state_machine.query(Get("k")) == "2"
+
+
+def test_client_waits_out_an_election():
+    """While no node knows a leader the client backs off and retries until one appears."""
+    cluster = Cluster(leader=None)
+    client = cluster.client()
+    d = client.put("k", "v")
+    cluster.net.flush()
+    cluster.net.clock.advance(0.5)
+    cluster.net.flush()
+    assert not d.called
+    cluster.set_leader(A)
+    cluster.run(d)
+    assert result_of(d) is None
+    assert cluster.nodes[A].state_machine.query(Get("k")) == "v"
+
+
+def test_no_leader_until_the_deadline_is_unavailable():
+    """A read that never finds a leader fails with Unavailable at its timeout."""
+    cluster = Cluster(leader=None)
+    client = cluster.client(timeout=2.0)
+    d = cluster.run(client.get("k"))
+    assert "no leader" in str(failure_of(d, Unavailable).value)
+    assert cluster.net.clock.seconds() == pytest.approx(2.0, abs=0.1)
+
+
+def test_unreachable_cluster_fails_fast_with_unavailable():
+    """When no address accepts a connection, the client gives up after two rounds."""
+    net = FakeNetwork()
+    client = LeekyClient(net.clock, [A, B], timeout=10.0, connect=net.connect)
+    d = client.put("k", "v")
+    net.run(d)
+    f = failure_of(d, Unavailable)
+    assert "cannot reach any node" in str(f.value)
+    assert net.clock.seconds() < 1.0
+    assert net.connects == [A, B, A, B]
+
+
+def test_write_retried_after_a_lost_answer_is_applied_once():
+    """A write whose answer was lost is retried with the same session and applied once."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    leader = cluster.nodes[A]
+    leader.lose_answers = 1
+    client = cluster.client(addresses=[A])
+    assert result_of(cluster.run(client.append("k", "x"))) == 1
+    assert leader.state_machine.query(Get("k")) == "x"
+    first, retry = (decode_command(call[1]) for call in leader.calls)
+    assert first == retry
+    assert first.session == Session("client-1", 1, 1)
+
+
+def test_each_write_gets_the_next_seq_and_acks_answered_ones():
+    """Writes number themselves; ack is the lowest seq still waiting for an answer."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    leader = cluster.nodes[A]
+    client = cluster.client(addresses=[A])
+    leader.hang = True
+    first = client.put("a", "1")
+    cluster.net.flush()
+    leader.hang = False
+    cluster.run(client.put("b", "2"))
+    cluster.run(client.delete("b"))
+    sessions = [decode_command(call[1]).session for call in leader.calls]
+    assert sessions == [
+        Session("client-1", 1, 1),
+        Session("client-1", 2, 1),
+        Session("client-1", 3, 1),
+    ]
+    cluster.run(first)  # the server gave up on it; the client retried it under seq 1
+    assert result_of(first) is None
+    assert decode_command(leader.calls[-1][1]).session == Session("client-1", 1, 1)
+    assert leader.state_machine.query(Get("a")) == "1"
+
+
+def test_write_that_gets_no_answer_times_out_with_outcome_unknown():
+    """A write that is never answered fails at the client's timeout: outcome unknown."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    cluster.nodes[A].hang = True
+    client = cluster.client(addresses=[A], timeout=3.0)
+    d = cluster.run(client.put("k", "v"))
+    assert str(failure_of(d, CommitTimeout).value) == "timed out, outcome unknown"
+    assert cluster.net.clock.seconds() == pytest.approx(3.0, abs=0.1)
+
+
+def test_read_that_gets_no_answer_times_out():
+    """A read that is never answered fails with CommitTimeout at the timeout."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    cluster.nodes[A].hang = True
+    client = cluster.client(addresses=[A], timeout=3.0)
+    failure_of(cluster.run(client.get("k")), CommitTimeout)
+
+
+def test_server_commit_timeouts_are_retried_until_the_deadline():
+    """CommitTimeout from the server is retried (safe with sessions), then reported."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    cluster.nodes[A].commit_timeout = True
+    client = cluster.client(addresses=[A], timeout=2.0)
+    d = cluster.run(client.put("k", "v"))
+    failure_of(d, CommitTimeout)
+    assert len(cluster.nodes[A].calls) > 2
+
+
+def test_invalid_requests_are_not_retried():
+    """InvalidRequest comes back at once, after a single attempt."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    d = cluster.run(client.put("", "v"))
+    assert "key must not be empty" in str(failure_of(d, InvalidRequest).value)
+    assert cluster.net.connects == [A]
+
+
+def test_a_connection_lost_mid_call_is_retried_elsewhere():
+    """When the connection drops before the answer, the client retries on another node."""
+    cluster = Cluster(leader=A, addresses=(A, B), forward=True)
+    cluster.nodes[A].hang = True
+    client = cluster.client(addresses=[A, B])
+    d = client.get("k")
+    cluster.net.flush()
+    cluster.set_leader(B)
+    cluster.net.drop(A)
+    cluster.run(d)
+    assert result_of(d) is None
+    assert client.leader == B
+
+
+def test_stale_reads_take_any_node():
+    """A stale read is answered by the first node reached, leader or not."""
+    cluster = Cluster(leader=B)
+    cluster.nodes[A].state_machine.apply(1, b"PUT k old")
+    client = cluster.client()
+    assert result_of(cluster.run(client.get("k", stale=True))) == "old"
+    assert client.leader is None
+
+
+def test_cas_delete_and_status():
+    """cas, delete and status return plain Python values."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    assert result_of(cluster.run(client.cas("k", None, "1"))) is True
+    assert result_of(cluster.run(client.cas("k", "2", "3"))) is False
+    assert result_of(cluster.run(client.delete("k"))) is True
+    assert result_of(cluster.run(client.status()))["id"] == "1"
+
+
+def test_a_200_kb_value_round_trips():
+    """Values beyond one AMP value go through the library intact."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    value = "v" * 200_000
+    cluster.run(client.put("big", value))
+    assert result_of(cluster.run(client.get("big"))) == value
+
+
+def test_status_all_reports_every_node_including_unreachable_ones():
+    """status_all asks every address and reports the ones that failed."""
+    cluster = Cluster(leader=A)
+    client = cluster.client(addresses=[A, B, C])
+    reports = result_of(cluster.run(client.status_all()))
+    assert [r.address for r in reports] == ["10.0.0.1:7001", "10.0.0.2:7002", "10.0.0.3:7003"]
+    assert [r.status["role"] if r.status else None for r in reports] == [
+        "leader",
+        "follower",
+        None,
+    ]
+    assert isinstance(reports[2], NodeReport) and "nothing at" in reports[2].error
+
+
+def test_close_disconnects_and_later_calls_fail():
+    """After close, connections are gone and calls fail with Unavailable."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    cluster.run(client.put("k", "v"))
+    closed = client.close()
+    cluster.net.flush()
+    assert result_of(closed) is None
+    failure_of(cluster.run(client.get("k")), Unavailable)
+
+
+def test_client_requires_addresses():
+    """A client without addresses is a programming error."""
+    with pytest.raises(ValueError):
+        LeekyClient(None, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [("127.0.0.1:7001", ("127.0.0.1", 7001)), ("[::1]:80", ("::1", 80)), (" h:1 ", ("h", 1))],
+)
+def test_parse_and_format_address(text, address):
+    """HOST:PORT parses, IPv6 in brackets; formatting brackets IPv6 again."""
+    assert parse_address(text) == address
+    assert parse_address(format_address(address)) == address
+
+
+@pytest.mark.parametrize("text", ["", "host", "host:", ":80", "h:0", "h:70000", "h:x"])
+def test_parse_address_rejects_malformed(text):
+    """Malformed addresses raise ValueError."""
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+def test_with_timeout_fires_on_time_and_drops_late_results():
+    """with_timeout fails after its delay and ignores (consumes) a late result."""
+    net = FakeNetwork()
+    inner: Deferred[str] = Deferred()
+    d = with_timeout(inner, 1.0, net.clock)
+    net.clock.advance(1.0)
+    failure_of(d, CallTimedOut)
+    inner.errback(error.ConnectionLost())  # late: must not surface as unhandled
+    fast: Deferred[str] = Deferred()
+    d = with_timeout(fast, 1.0, net.clock)
+    fast.callback("ok")
+    assert result_of(d) == "ok"
+    assert net.clock.getDelayedCalls() == []

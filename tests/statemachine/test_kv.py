@@ -1,0 +1,255 @@
+"""Tests for the key-value state machine: semantics, sessions, snapshots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from leeky_twisted.interfaces import IStateMachine
+from leeky_twisted.statemachine.commands import (
+    Append,
+    Cas,
+    Delete,
+    Get,
+    Put,
+    Session,
+    encode_command,
+)
+from leeky_twisted.statemachine.kv import CommandError, KeyValueStateMachine
+
+
+class Applier:
+    """Apply commands at consecutive indexes."""
+
+    def __init__(self, sm: KeyValueStateMachine, start: int = 1) -> None:
+        self.sm = sm
+        self.index = start - 1
+
+    def __call__(self, command):
+        self.index += 1
+        data = command if isinstance(command, bytes) else encode_command(command)
+        return self.sm.apply(self.index, data)
+
+
+@pytest.fixture
+def sm():
+    return KeyValueStateMachine()
+
+
+@pytest.fixture
+def apply(sm):
+    return Applier(sm)
+
+
+def test_provides_istatemachine(sm):
+    """KeyValueStateMachine provides IStateMachine."""
+    assert verifyObject(IStateMachine, sm)
+
+
+def test_put_then_query_returns_value(sm, apply):
+    """A put returns None and the value is then readable."""
+    assert apply(Put("k", "v")) is None
+    assert sm.query(Get("k")) == "v"
+    assert sm.query(Get("missing")) is None
+
+
+def test_delete_reports_whether_the_key_existed(sm, apply):
+    """Delete returns True for a present key and False for an absent one."""
+    apply(Put("k", "v"))
+    assert apply(Delete("k")) is True
+    assert apply(Delete("k")) is False
+    assert sm.query(Get("k")) is None
+
+
+def test_cas_swaps_only_on_a_match(sm, apply):
+    """Cas swaps when the current value equals expected; None expects absence."""
+    assert apply(Cas("k", "x", "1")) is False
+    assert apply(Cas("k", None, "1")) is True
+    assert apply(Cas("k", None, "2")) is False
+    assert apply(Cas("k", "1", "2")) is True
+    assert sm.query(Get("k")) == "2"
+
+
+def test_append_returns_the_new_length(sm, apply):
+    """Append treats an absent key as empty and returns the new length."""
+    assert apply(Append("k", "ab")) == 2
+    assert apply(Append("k", "c")) == 3
+    assert sm.query(Get("k")) == "abc"
+
+
+def test_get_through_the_log_returns_the_value(apply):
+    """A GET command in the log returns the value at that point."""
+    apply(b"PUT pizzatoppings peporoni peppr cheddar")
+    assert apply(b"GET pizzatoppings") == "peporoni peppr cheddar"
+    assert apply(b"DELETE pizzatoppings") is True
+    assert apply(b"GET pizzatoppings") is None
+
+
+def test_query_rejects_unknown_requests(sm):
+    """Anything but a Get query is a TypeError."""
+    with pytest.raises(TypeError):
+        sm.query(("get", "k"))
+
+
+def test_index_at_or_below_last_applied_is_ignored(sm):
+    """Re-applying an old index changes nothing; gaps are allowed."""
+    sm.apply(5, encode_command(Put("k", "v1")))
+    assert sm.last_applied == 5
+    assert sm.apply(5, encode_command(Put("k", "v2"))) is None
+    assert sm.apply(3, encode_command(Put("k", "v3"))) is None
+    assert sm.query(Get("k")) == "v1"
+    sm.apply(9, encode_command(Put("k", "v4")))
+    assert (sm.last_applied, sm.query(Get("k"))) == (9, "v4")
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"FROB x", b'["put"]', b"[[[["])
+def test_bad_commands_yield_an_error_result_and_advance(sm, data):
+    """A committed command that cannot be decoded yields a CommandError, deterministically."""
+    result = sm.apply(1, data)
+    assert isinstance(result, CommandError)
+    assert "rejected command" in result.message
+    other = KeyValueStateMachine()
+    assert other.apply(1, data) == result
+    assert sm.last_applied == 1
+
+
+def test_retried_session_command_returns_cached_result_without_reapplying(sm, apply):
+    """A retry of (client_id, seq) returns the first result and is not applied again."""
+    s = Session("c", 1, 1)
+    assert apply(Append("k", "x", s)) == 1
+    assert apply(Append("k", "x", s)) == 1
+    assert sm.query(Get("k")) == "x"
+    assert apply(Append("k", "x", Session("c", 2, 2))) == 2
+    assert sm.query(Get("k")) == "xx"
+
+
+def test_concurrent_requests_are_cached_until_acknowledged(sm, apply):
+    """Results stay cached for every seq at or above the client's ack."""
+    assert apply(Append("k", "a", Session("c", 1, 1))) == 1
+    assert apply(Append("k", "b", Session("c", 2, 1))) == 2
+    assert apply(Append("k", "a", Session("c", 1, 1))) == 1  # retry of seq 1 still cached
+    assert apply(Append("k", "c", Session("c", 3, 3))) == 3  # acknowledges 1 and 2
+    stale = apply(Append("k", "a", Session("c", 1, 1)))
+    assert isinstance(stale, CommandError)
+    assert "stale" in stale.message
+    assert sm.query(Get("k")) == "abc"
+
+
+def test_sessions_of_different_clients_are_independent(sm, apply):
+    """The same seq from two clients applies twice."""
+    apply(Append("k", "a", Session("c1", 1, 1)))
+    apply(Append("k", "b", Session("c2", 1, 1)))
+    assert sm.query(Get("k")) == "ab"
+
+
+def test_session_expires_after_ttl_log_indexes():
+    """A session last used at index u is dropped at index u + ttl: a late retry applies again."""
+    sm = KeyValueStateMachine(session_ttl=3)
+    s = Session("c", 1, 1)
+    assert sm.apply(1, encode_command(Append("k", "x", s))) == 1
+    assert sm.apply(3, encode_command(Append("k", "x", s))) == 1  # cached; used again at 3
+    sm.apply(5, encode_command(Put("other", "v")))
+    assert sm.session_ids() == ["c"]
+    sm.apply(6, encode_command(Put("other", "v")))
+    assert sm.session_ids() == []
+    assert sm.apply(7, encode_command(Append("k", "x", s))) == 2
+
+
+def test_session_expiry_is_the_same_on_every_replica():
+    """Two machines fed the same entries end with the same sessions and snapshot."""
+    entries = [
+        (i, encode_command(Put(f"k{i}", "v", Session(f"c{i % 4}", i, i)))) for i in range(1, 40)
+    ]
+    a = KeyValueStateMachine(session_ttl=5)
+    b = KeyValueStateMachine(session_ttl=5)
+    for index, data in entries:
+        assert a.apply(index, data) == b.apply(index, data)
+    assert a.session_ids() == b.session_ids()
+    assert a.snapshot() == b.snapshot()
+
+
+def test_least_recently_used_session_is_evicted_past_max_sessions():
+    """Beyond max_sessions, the least recently used session goes first."""
+    sm = KeyValueStateMachine(max_sessions=2)
+    apply = Applier(sm)
+    apply(Put("k", "1", Session("a", 1, 1)))
+    apply(Put("k", "2", Session("b", 1, 1)))
+    apply(Put("k", "3", Session("a", 2, 2)))
+    apply(Put("k", "4", Session("c", 1, 1)))
+    assert sm.session_ids() == ["a", "c"]
+
+
+def test_cached_results_per_client_are_bounded():
+    """Past max_results_per_session, the oldest results are forgotten."""
+    sm = KeyValueStateMachine(max_results_per_session=2)
+    apply = Applier(sm)
+    for seq in (1, 2, 3):
+        apply(Append("k", "x", Session("c", seq, 1)))
+    assert isinstance(apply(Append("k", "x", Session("c", 1, 1))), CommandError)
+    assert apply(Append("k", "x", Session("c", 2, 1))) == 2
+    assert sm.query(Get("k")) == "xxx"
+
+
+def test_snapshot_restore_round_trip_keeps_data_sessions_and_index():
+    """A restored machine answers, de-duplicates and snapshots like the original."""
+    sm = KeyValueStateMachine()
+    apply = Applier(sm)
+    apply(Put("k", "v"))
+    apply(Put("ключ", "☃"))
+    apply(Append("log", "a", Session("c", 1, 1)))
+    apply(b"garbage")
+    data = sm.snapshot()
+    restored = KeyValueStateMachine()
+    restored.restore(data)
+    assert restored.last_applied == sm.last_applied == 4
+    assert restored.query(Get("ключ")) == "☃"
+    assert restored.snapshot() == data
+    assert restored.apply(5, encode_command(Append("log", "a", Session("c", 1, 1)))) == 1
+    assert restored.query(Get("log")) == "a"
+
+
+def test_snapshot_keeps_cached_error_results():
+    """A cached CommandError result survives a snapshot."""
+    sm = KeyValueStateMachine(max_results_per_session=1)
+    apply = Applier(sm)
+    apply(Put("k", "1", Session("c", 2, 2)))
+    error = apply(Put("k", "2", Session("c", 1, 1)))
+    assert isinstance(error, CommandError)
+    restored = KeyValueStateMachine()
+    restored.restore(sm.snapshot())
+    assert restored.snapshot() == sm.snapshot()
+
+
+def test_snapshot_is_json_not_pickle():
+    """The snapshot is a UTF-8 JSON document with a format tag."""
+    sm = KeyValueStateMachine()
+    sm.apply(1, encode_command(Put("k", "v")))
+    document = json.loads(sm.snapshot())
+    assert document["format"] == "leeky-kv/1"
+    assert document["data"] == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"format":"other"}',
+        b'{"format":"leeky-kv/1","last_applied":-1,"data":{},"sessions":[]}',
+        b'{"format":"leeky-kv/1","last_applied":1,"data":{"k":1},"sessions":[]}',
+        b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":{}}',
+        b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":[["c",1,0]]}',
+        b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":[["c",1,0,[[1,[]]]]]}',
+    ],
+)
+def test_restore_rejects_bad_snapshots_and_keeps_state(data):
+    """A malformed snapshot raises ValueError and leaves the state alone."""
+    sm = KeyValueStateMachine()
+    sm.apply(1, encode_command(Put("k", "v")))
+    before = sm.snapshot()
+    with pytest.raises(ValueError):
+        sm.restore(data)
+    assert sm.snapshot() == before
