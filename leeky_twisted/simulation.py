@@ -17,6 +17,7 @@ bounded number of ticks, and every earlier proposal is resolved.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
@@ -434,10 +435,8 @@ class Simulation:
                     self.reads.pop(self.read_seq)
             if faults_on and r.random() < f.transfer_rate:
                 target = r.choice(sorted(core.configuration.voters))
-                try:
+                with contextlib.suppress(RaftError, ValueError):
                     core.transfer_leadership(target)
-                except (RaftError, ValueError):
-                    pass
             if faults_on and r.random() < f.config_rate:
                 self._random_config_change(leader)
             leader.pump()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet import error
+from twisted.internet import error, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
@@ -254,7 +254,9 @@ class KeyValueFrontend:
         """Return the value of ``key`` or None; linearizable (ReadIndex) unless ``stale``."""
         request = kv.Get(self._key(key))
         try:
-            value = await self._guard(self.node.read(request, not stale, self.timeout))
+            value = await self._local(
+                lambda: self.node.read(request, not stale, self.timeout), forwarded
+            )
         except NotLeader as e:
             arguments = {"key": request.key, "stale": stale}
             response = await self._forward(e, forwarded, cc.Get, arguments)
@@ -282,7 +284,7 @@ class KeyValueFrontend:
         except ValueError as e:
             raise InvalidRequest(str(e)) from None
         try:
-            result = await self._guard(self.node.propose(data, self.timeout))
+            result = await self._local(lambda: self.node.propose(data, self.timeout), forwarded)
         except NotLeader as e:
             session = command.session
             if session is not None:
@@ -308,6 +310,22 @@ class KeyValueFrontend:
             raise not_leader
         return await self._forwarder.call(not_leader.leader_address, command, arguments)
 
+    async def _local(self, attempt: Callable[[], Deferred[T]], forwarded: bool) -> T:
+        """Run ``attempt`` on the local node; while no leader (or its address) is
+        known yet, as during an election, wait a little and try again.
+
+        Retrying is safe: a refused request was never appended to the log.
+        """
+        deadline = self._clock.seconds() + min(self.timeout, LEADER_WAIT_LIMIT)
+        while True:
+            try:
+                return await self._guard(attempt())
+            except (NotLeader, Unavailable) as e:
+                known = isinstance(e, NotLeader) and e.leader_address is not None
+                if known or forwarded or self._clock.seconds() + LEADER_WAIT > deadline:
+                    raise
+            await task.deferLater(self._clock, LEADER_WAIT, lambda: None)
+
     async def _guard(self, d: Deferred[T]) -> T:
         try:
             return await with_timeout(d, self.timeout + TIMEOUT_GRACE, self._clock)
@@ -316,6 +334,8 @@ class KeyValueFrontend:
 
 
 _NONE3: tuple[None, None, None] = (None, None, None)
+LEADER_WAIT = 0.05  #: seconds between attempts while no leader is known
+LEADER_WAIT_LIMIT = 1.5  #: give up waiting for a leader after this (clients may retry)
 
 
 def _field(name: str) -> Callable[[dict[str, Any]], Any]:

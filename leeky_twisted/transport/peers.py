@@ -150,10 +150,11 @@ class _PeerLink:
         if protocol is None or protocol.closing or self.paused or not queue:
             return
         frames = []
+        limit = self.owner.max_frame_bytes
         while queue:
             message = queue.popleft()
             try:
-                frames.append(frame_message(message))
+                frame = frame_message(message)
             except CodecError as e:
                 self.log.error(
                     "cannot encode {kind} for {peer}, dropped: {error}",
@@ -161,6 +162,17 @@ class _PeerLink:
                     peer=self.peer_id,
                     error=e,
                 )
+                continue
+            if len(frame) > limit:  # the peer would drop the connection over it
+                self.log.error(
+                    "{kind} for {peer} is {size} bytes, over max_frame_bytes {limit}; dropped",
+                    kind=type(message).__name__,
+                    peer=self.peer_id,
+                    size=len(frame),
+                    limit=limit,
+                )
+                continue
+            frames.append(frame)
         if frames:
             protocol.write_frames(frames)
 
@@ -457,6 +469,8 @@ class AMPPeerTransport:
     :param max_queue: messages kept per peer while not connected or
         congested; the oldest is dropped beyond it.
     :param chunk_size: bytes of snapshot data per SnapshotChunk.
+    :param max_frame_bytes: largest AMP box accepted from a peer, and sent to
+        one (larger messages are dropped with an error). Keep it equal on all nodes.
     :param initial_backoff, max_backoff: reconnect delay bounds in seconds;
         each delay is drawn from [d/2, d) where d doubles per failure up to the cap.
     :param hello_timeout: seconds an accepted connection has to say Hello.
@@ -498,6 +512,7 @@ class AMPPeerTransport:
         self.log = log if log is not None else Logger(namespace=__name__)
         self.max_queue = max_queue
         self.chunk_size = chunk_size
+        self.max_frame_bytes = max_frame_bytes
         self.connect_timeout = connect_timeout
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff

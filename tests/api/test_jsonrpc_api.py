@@ -47,11 +47,13 @@ class Harness:
     def settle(self, d):
         outcome = []
         d.addBoth(lambda r: outcome.append(r) or r)
-        for _ in range(100):
+        for _ in range(400):
             if outcome:
                 break
             self.stub.flush()
             self.net.flush()
+            if not outcome:
+                self.net.clock.advance(0.05)  # let retries and timeouts run
         return result_of(d)
 
     def post(self, body: bytes, method: str = "POST"):
@@ -128,6 +130,16 @@ def test_not_leader_without_known_leader_is_an_error_with_data():
     error = h.error("put", "k", "v")
     assert error["code"] == NOT_LEADER
     assert error["data"] == {"leader_id": None, "leader_address": None}
+
+
+def test_follower_waits_for_the_leader_address_then_forwards():
+    """During an election the follower retries until the leader's address is known."""
+    h = Harness(follower=True)
+    h.node.not_leader = NotLeader("1", None)
+    h.net.clock.callLater(0.3, setattr, h.node, "not_leader", NotLeader("1", "10.0.0.1:7001"))
+    assert h.result("put", "k", "v") is True
+    assert h.net.clock.seconds() >= 0.3
+    assert h.result("get", "k") == "v"
 
 
 def test_unreachable_leader_is_unavailable():

@@ -47,7 +47,9 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 
 
 def entry(index: int, term: int = 1, data: bytes | None = None) -> Entry:
-    return Entry(index, term, EntryKind.NORMAL, f"e{index}t{term}".encode() if data is None else data)
+    return Entry(
+        index, term, EntryKind.NORMAL, f"e{index}t{term}".encode() if data is None else data
+    )
 
 
 def run(lo: int, hi: int, term: int = 1) -> list[Entry]:
@@ -134,7 +136,7 @@ def test_append_replacing_the_last_entry_keeps_the_rest(stores: Stores) -> None:
     store = stores.open()
     store.append(run(1, 10))
     store.append([entry(9, 2)])
-    assert stores.reopen().entries(1, 10) == run(1, 9) + [entry(9, 2)]
+    assert stores.reopen().entries(1, 10) == [*run(1, 9), entry(9, 2)]
 
 
 def test_append_rejects_gaps_and_non_consecutive_batches(stores: Stores) -> None:

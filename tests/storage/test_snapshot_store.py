@@ -26,7 +26,9 @@ def data_for(index: int) -> bytes:
 
 
 @pytest.fixture(params=["memory", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> MemorySnapshotStore | FileSnapshotStore:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> MemorySnapshotStore | FileSnapshotStore:
     if request.param == "memory":
         return MemorySnapshotStore()
     return FileSnapshotStore(tmp_path / "snapshots")

@@ -269,6 +269,21 @@ def test_send_never_raises(capture):
     assert any("cannot encode Heartbeat" in e for e in capture.errors())
 
 
+def test_message_over_max_frame_bytes_is_dropped_not_sent(capture):
+    """A message the peer would refuse as too large is dropped at the sender, with an error."""
+    reactor = MemoryReactorClock()
+    a = Node(reactor, N1, book(), capture, max_frame_bytes=200_000, chunk_size=1024)
+    b = Node(reactor, N2, book(), capture, max_frame_bytes=200_000, chunk_size=1024)
+    big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"x" * 300_000),), 0)
+    a.transport.send(big)
+    a.transport.send(hb(1))
+    pump = ConnectionCompleter(reactor).succeedOnce()
+    pump.flush()
+    assert b.received == [hb(1)]
+    assert not pump.clientIO.disconnected
+    assert any("over max_frame_bytes 200000" in e for e in capture.errors())
+
+
 def test_close_closes_connections_and_stops_dialling(capture):
     """close() fires once every connection is gone; nothing is sent or dialled afterwards."""
     reactor = MemoryReactorClock()
