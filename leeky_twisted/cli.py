@@ -147,13 +147,83 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_local_parser(subparsers: Any) -> None:
-    """Register the ``local`` subcommand (not here yet)."""
+    """Register the ``local`` subcommand."""
+    p = subparsers.add_parser(
+        "local",
+        help="run a whole cluster on this machine until Ctrl-C",
+        description=(
+            "Start N `twistd -n leekyraft` nodes on 127.0.0.1 (client ports 7001.., peer "
+            "ports 7101.., HTTP ports 7201..), wait for a leader, show leader changes, and "
+            "stop every node on Ctrl-C or SIGTERM. Running it again on the same folder "
+            "resumes the same cluster with its data."
+        ),
+    )
+    p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
+    p.add_argument(
+        "--dir", default="leekyraft-local", help="data folder (default ./leekyraft-local)"
+    )
+    p.add_argument("--base-port", type=int, default=7000, help="ports start after this")
+    p.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        help="extra option passed to every node (repeatable), e.g. --node-arg=--tick=0.02",
+    )
 
 
 def run_local(args: argparse.Namespace) -> int:
     """Run ``leekyraft local``; return the exit code."""
-    print("leekyraft: local is not available in this build", file=sys.stderr)
-    return EXIT_ERROR
+    import signal
+    import time
+    from pathlib import Path
+
+    from leeky_twisted.localcluster import LocalCluster
+
+    if not 1 <= args.nodes <= 9:
+        print("leekyraft: --nodes must be between 1 and 9", file=sys.stderr)
+        return EXIT_USAGE
+    cluster = LocalCluster(Path(args.dir), args.nodes, args.node_arg, base_port=args.base_port)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        cluster.start()
+        print(f"started {len(cluster.nodes)} nodes; data in {cluster.root.resolve()}")
+        for n in cluster.nodes:
+            print(
+                f"  node {n.node_id}: client 127.0.0.1:{n.client_port}  "
+                f"http 127.0.0.1:{n.http_port}  peer 127.0.0.1:{n.peer_port}  log {n.log_path}"
+            )
+        leader = cluster.wait_for_leader(timeout=30)
+        clients = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
+        print(f"leader: node {leader.node_id}")
+        if clients != DEFAULT_CLUSTER:
+            print(f"export {CLUSTER_ENV}={clients}")
+        print("try:  leekyraft put pizzatoppings peporoni peppr cheddar anchoves onn it")
+        print("      leekyraft get pizzatoppings; leekyraft status")
+        print("Ctrl-C stops the cluster.", flush=True)
+        last = leader.node_id
+        while True:
+            time.sleep(0.5)  # noqa: TID251 - a foreground CLI polling its cluster
+            for n in cluster.nodes:
+                if not n.alive():
+                    print(f"node {n.node_id} exited; see {n.log_path}", flush=True)
+                    return EXIT_ERROR
+            now = cluster.leader()
+            current = now.node_id if now else None
+            if current != last:
+                print(f"leader changed: {last} -> {current}", flush=True)
+                last = current
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+        return EXIT_OK
+    except TimeoutError as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        cluster.stop()
 
 
 # ------------------------------------------------------------------------------------------

@@ -90,7 +90,18 @@ class NodeProcess:
 class LocalCluster:
     """N nodes on loopback with data under ``root``; ports are kept in root/cluster.json."""
 
-    def __init__(self, root: Path, nodes: int = 3, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 3,
+        extra_args: list[str] | None = None,
+        base_port: int | None = None,
+    ) -> None:
+        """Lay out (or reload from root/cluster.json) ``nodes`` nodes.
+
+        With ``base_port`` B, node i (1-based) uses client port B+i, peer port
+        B+100+i and HTTP port B+200+i; otherwise free ports are picked.
+        """
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
@@ -104,7 +115,14 @@ class LocalCluster:
                 for n in saved["nodes"]
             ]
         else:
-            ports = free_ports(3 * nodes)
+            if base_port is not None:
+                ports = (
+                    [base_port + 100 + i for i in range(1, nodes + 1)]
+                    + [base_port + i for i in range(1, nodes + 1)]
+                    + [base_port + 200 + i for i in range(1, nodes + 1)]
+                )
+            else:
+                ports = free_ports(3 * nodes)
             self.nodes = [
                 NodeProcess(
                     str(i + 1),
@@ -235,7 +253,12 @@ class LocalCluster:
 
     def wait_for_leader(self, timeout: float = 30.0) -> NodeProcess:
         """Wait until some node leads and return it."""
-        return self.wait_for("a leader", self.leader, timeout)
+        def check() -> NodeProcess | None:
+            if not any(n.alive() for n in self.nodes):
+                raise RuntimeError(f"every node exited; see {self.nodes[0].log_path}")
+            return self.leader()
+
+        return self.wait_for("a leader", check, timeout)
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -67,6 +67,7 @@ class NodeSettings:
     snapshot_entries: int = 10000  #: take a snapshot after this many applied entries
     snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
+    unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
 
 
 @dataclass
@@ -242,7 +243,7 @@ class RaftNode:
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
-        if not linearizable:
+        if not linearizable or self.settings.unsafe_stale_reads:
             return defer.maybeDeferred(self.state_machine.query, request)
         self._read_seq += 1
         ctx = self._read_seq

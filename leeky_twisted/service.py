@@ -64,6 +64,7 @@ class NodeOptions:
     max_value_bytes: int = 1024 * 1024
     lease_read: bool = False
     forward: bool = True
+    unsafe_stale_reads: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -197,7 +198,10 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         }
     )
     settings = NodeSettings(
-        tick_interval=opts.tick, snapshot_entries=opts.snapshot_entries, addresses=addresses
+        tick_interval=opts.tick,
+        snapshot_entries=opts.snapshot_entries,
+        addresses=addresses,
+        unsafe_stale_reads=opts.unsafe_stale_reads,
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),

@@ -68,6 +68,12 @@ class Options(usage.Options):
             "Answer clients of a follower with the leader's address "
             "instead of forwarding their requests.",
         ],
+        [
+            "unsafe-stale-reads",
+            None,
+            "TESTING ONLY: serve every read from local state without ReadIndex. Breaks "
+            "linearizability; exists to prove the fault-injection checker catches it.",
+        ],
     ]
     optParameters = [
         ["id", None, None, "This node's id (stable, never reused)."],
@@ -142,6 +148,7 @@ class Options(usage.Options):
             max_value_bytes=self["max-value-bytes"],
             lease_read=bool(self["lease-read"]),
             forward=not self["no-forward"],
+            unsafe_stale_reads=bool(self["unsafe-stale-reads"]),
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
