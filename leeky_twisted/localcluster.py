@@ -253,6 +253,7 @@ class LocalCluster:
 
     def wait_for_leader(self, timeout: float = 30.0) -> NodeProcess:
         """Wait until some node leads and return it."""
+
         def check() -> NodeProcess | None:
             if not any(n.alive() for n in self.nodes):
                 raise RuntimeError(f"every node exited; see {self.nodes[0].log_path}")

@@ -284,11 +284,25 @@ class RaftNode:
             send(m)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if rd.must_persist():
+        if self._needs_disk(rd):
             d = self._run_blocking(lambda: self._persist(rd))
             d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
         else:
             self._after_persist(rd)
+
+    def _needs_disk(self, rd: Ready) -> bool:
+        """Return True when the Ready has something that must be made durable.
+
+        A change of the commit index alone is not fsynced (it is recovered from
+        the leader after a restart), so it costs no trip to the disk thread.
+        """
+        if rd.entries or rd.snapshot is not None:
+            return True
+        hs = rd.hard_state
+        return hs is not None and (hs.term, hs.voted_for) != (
+            self._synced_hs.term,
+            self._synced_hs.voted_for,
+        )
 
     def _persist(self, rd: Ready) -> None:
         """Make the Ready's snapshot, entries and hard state durable (disk thread)."""

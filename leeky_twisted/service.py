@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    # The disk thread hands each finished fsync back through the GIL; with the
+    # default 5 ms switch interval a busy reactor thread would delay it that long.
+    sys.setswitchinterval(0.0005)
     own = opts.own()
     client_host = opts.client_host or own.host
     data = opts.data_dir

@@ -155,6 +155,9 @@ class RaftCore:
         self._reads_before_commit: list[object] = []
         self._round_sent_tick: dict[int, int] = {}
         self._lease_until = -1
+        # Once a transfer starts, a TimeoutNow may be (or later arrive) in flight:
+        # no lease may be taken for the rest of the term (reads use ReadIndex).
+        self._lease_forfeited = False
         self._reset_randomized_timeout()
 
     # ================================================================ inputs
@@ -173,9 +176,15 @@ class RaftCore:
             return
         if m.term > self.term:
             if isinstance(m, RequestVote):
+                # With lease reads, a node that (re)started less than an
+                # election timeout ago may have acknowledged a leader's lease
+                # before it crashed and forgotten it: it must not vote yet.
                 in_lease = (
                     self.cfg.check_quorum
-                    and self.leader_id is not None
+                    and (
+                        self.leader_id is not None
+                        or (self.cfg.lease_read and self.ticks < self.cfg.election_ticks)
+                    )
                     and self.election_elapsed < self.cfg.election_ticks
                 )
                 if not m.transfer and in_lease:
@@ -278,6 +287,8 @@ class RaftCore:
         self.transferee = target
         self.election_elapsed = 0
         self._lease_until = -1  # the target may win before we hear of it
+        self._lease_forfeited = True
+        self._round_sent_tick.clear()
         self._log(f"transfer leadership to {target}")
         pr = self.progress[target]
         if pr.match == self.log.last_index():
@@ -436,6 +447,7 @@ class RaftCore:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.transferee = None
+        self._lease_forfeited = False
         self.progress = {}
         self._sync_progress()
         self._self_match()
@@ -775,7 +787,7 @@ class RaftCore:
 
     def _broadcast_heartbeat(self) -> None:
         self.read_round += 1
-        if self.cfg.lease_read:
+        if self.cfg.lease_read and not self._lease_forfeited:
             self._round_sent_tick[self.read_round] = self.ticks
         self._read_round_wanted = False
         for nid, pr in self.progress.items():

@@ -283,6 +283,14 @@ def test_follower_appends_entries_and_commits_from_leader():
     assert sent(core) == [AppendEntriesResponse(N2, N1, 2, True, 5)]
 
 
+def test_follower_commits_only_entries_the_append_verified():
+    """leader_commit covers only entries this AppendEntries proved to match, not a stale tail."""
+    core = make_core("n2", log=(2, 2), term=2)  # indexes 4, 5 from a deposed term-2 leader
+    core.step(AppendEntries(N1, N2, 3, 3, 1, (), 5))  # the term-3 leader's 4 and 5 differ
+    assert core.commit == 3
+    assert sent(core) == [AppendEntriesResponse(N2, N1, 3, True, 3)]
+
+
 def test_follower_rejects_append_with_mismatched_prev_and_gives_conflict_hints():
     """The consistency check fails and the reply names the conflicting term and its first index."""
     core = make_core("n2", log=(2, 2, 2), term=3)  # indexes 4..6 of term 2
@@ -395,7 +403,7 @@ def test_leader_commits_when_a_majority_stores_an_entry():
 
 
 def test_leader_commits_only_current_term_entries_by_counting():
-    """Figure 8: an old-term entry on a majority is not committed until one of the current term is."""
+    """Figure 8: an old-term entry on a majority commits only with one of the current term."""
     core = make_core(log=(2,), term=3)  # index 4 is from term 2
     make_leader(core)  # term 4, no-op at index 5
     assert core.term == 4 and core.log.entry_at(5).kind is EntryKind.NOOP
@@ -531,25 +539,84 @@ def test_read_index_is_dropped_when_leadership_is_lost():
     assert net.node("n1").dropped_reads == ["r"] and net.node("n1").read_states == []
 
 
+def _lease_cluster() -> tuple[Network, str, str, str]:
+    """A lease-read cluster with a committed entry; return it, the leader and the others."""
+    net = Network(IDS, lease_read=True)
+    leader = net.run_until_leader()
+    net.propose(leader, b"x")
+    net.sync()
+    a, b = (n for n in IDS if n != leader)
+    return net, leader, a, b
+
+
 def test_lease_read():
     """With lease_read, a leader confirmed within the lease serves reads at once, and not after."""
-    net = Network(IDS, lease_read=True)
-    net.elect("n1")
-    net.propose("n1", b"x")
-    net.stabilize()
+    net, leader, _, _ = _lease_cluster()
     net.tick(H)  # a heartbeat round confirms leadership and starts the lease
-    net.read("n1", "fast")
-    assert net.queue == [] and net.node("n1").read_states == [ReadState(5, "fast")]
-    net.isolate("n1")
-    net.tick(E - 1, nodes=["n1"])  # the lease has run out; still leader
-    assert net.core("n1").role is Role.LEADER
-    net.read("n1", "slow")
-    assert [rs.context for rs in net.node("n1").read_states] == ["fast"]
+    net.read(leader, "fast")
+    assert net.queue == [] and net.node(leader).read_states == [ReadState(5, "fast")]
+    net.isolate(leader)
+    net.tick(E - 1, nodes=[leader])  # the lease has run out; still leader
+    assert net.core(leader).role is Role.LEADER
+    net.read(leader, "slow")
+    assert [rs.context for rs in net.node(leader).read_states] == ["fast"]
     # Without the flag every read waits for a heartbeat round.
     net = _leader_with_commit()
     net.tick(H)
     net.read("n1", "r")
     assert net.node("n1").read_states == [] and any(isinstance(m, Heartbeat) for m in net.queue)
+
+
+def test_lease_is_not_renewed_once_a_transfer_starts():
+    """Regression: heartbeats acknowledged during a transfer must not grant a lease that
+    outlives the transfer, since the target may already lead (here, via a late TimeoutNow)."""
+    net, leader, _, target = _lease_cluster()
+    old = net.core(leader)
+    late: list[TimeoutNow] = []
+    net.filters.append(lambda m: isinstance(m, TimeoutNow) and not late.append(m))
+    net.transfer(leader, target)
+    net.tick(H)  # a heartbeat round during the transfer; the TimeoutNow is delayed
+    net.filters.clear()
+    net.isolate(leader)
+    net.blocked.discard((NodeId(leader), NodeId(target)))
+    net.queue.extend(late)  # the TimeoutNow finally arrives
+    net.stabilize()
+    assert net.core(target).role is Role.LEADER
+    newer, _ = net.propose(target, b"newer")
+    net.stabilize()
+    assert net.core(target).commit >= newer
+    net.blocked.add((NodeId(leader), NodeId(target)))
+    while old.transferee is not None:  # the old leader abandons the transfer...
+        net.tick(nodes=[leader])
+    assert old.role is Role.LEADER  # ...still leading, as far as it knows
+    net.read(leader, "stale?")
+    assert net.node(leader).read_states == []  # no lease: it must confirm, and cannot
+
+
+def test_restarted_voter_does_not_vote_within_an_election_timeout_under_lease_read():
+    """Regression: a voter that acknowledged the lease, crashed and restarted at once must
+    not help elect another leader before that lease has run out."""
+    net, leader, acker, rival = _lease_cluster()
+    old, rival_core = net.core(leader), net.core(rival)
+    net.blocked |= {(NodeId(leader), NodeId(rival)), (NodeId(rival), NodeId(leader))}
+    for _ in range(10 * E):  # until the rival is about to campaign right after a round
+        net.tick()
+        left = rival_core.randomized_timeout - rival_core.election_elapsed
+        if left == 1 and old.heartbeat_elapsed == 0:
+            break
+    else:
+        raise AssertionError("timing not reached")
+    net.isolate(leader)
+    net.crash(acker)
+    net.restart(acker)
+    net.tick(2, nodes=[acker, rival])
+    net.tick(2, nodes=[leader])
+    assert rival_core.role is not Role.LEADER
+    assert old.role is Role.LEADER
+    net.read(leader, "lease")  # served on the lease: safe because no one else leads
+    assert [rs.context for rs in net.node(leader).read_states] == ["lease"]
+    net.tick(3 * E, nodes=[acker, rival])  # once the lease is over, they elect a leader
+    assert net.leader() in (acker, rival)
 
 
 # ========================================================== leadership transfer
@@ -621,7 +688,7 @@ def _cluster_with_spare() -> Network:
 
 
 def test_learner_does_not_vote_or_count_for_quorum():
-    """A learner receives the log but never campaigns, is never asked to vote, and does not count."""
+    """A learner gets the log but never campaigns, is never asked to vote, and does not count."""
     net = _cluster_with_spare()
     index, _ = net.change("n1", ConfChange(ConfChangeOp.ADD_LEARNER, N4))
     net.sync()

@@ -406,10 +406,11 @@ def test_figure8_history_old_term_entry_on_a_majority_is_not_committed():
     s1, s2, s3, s4, s5 = FIVE
     net.elect(s1)
     net.sync()
-    net.core(s1).log.last_index()
-    # (a) S1 (term 2) replicates index base+1 to S2 only, then crashes.
-    net.partition([s1, s2], [s3], [s4], [s5])
+    base = net.core(s1).log.last_index()
+    # (a) S1 (term 2) appends index base+1 but crashes before replicating it.
+    net.partition([s1], [s2], [s3], [s4], [s5])
     idx, term2 = net.propose(s1, b"term2")
+    assert idx == base + 1
     net.stabilize()
     net.crash(s1)
     # (b) S5 wins term 3 with S3 and S4, appends at idx on its own log only, crashes.
@@ -419,7 +420,8 @@ def test_figure8_history_old_term_entry_on_a_majority_is_not_committed():
     net.drop()
     assert net.core(s5).log.term_at(idx) == 3
     net.crash(s5)
-    # (c) S1 restarts, wins a later term, and copies its old entry to S3 - but not its no-op.
+    # (c) S1 restarts, wins a later term, and copies its old entry to S2 and S3 - but
+    # not its own no-op (each AppendEntries carries one entry here).
     net.restart(s1)
     net.partition([s1, s2, s3], [s4], [s5])
     _win(net, s1)
@@ -491,7 +493,7 @@ def test_agreement_with_drops_reordering_and_long_delays(seed):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_churn_nodes_crash_and_restart_while_clients_propose(seed):
-    """Nodes crash and restart (some with stalled disks) while commands flow; all ends in agreement."""
+    """Nodes crash and restart (some with stalled disks) while commands flow; all agree."""
     rng = random.Random(seed)
     net = Network(FIVE, seed=seed)
     net.run_until_leader()

@@ -1,0 +1,350 @@
+"""A linearizability checker for histories of a key-value register.
+
+The search is Wing and Gong's, in the form Lowe gave it ("Testing for
+linearizability", 2017) and Porcupine implements: the history's invoke and
+completion events sit in one time-ordered doubly linked list; the search
+repeatedly picks an operation whose invoke comes before the first completion
+still in the list (a *minimal* operation), applies it to the model and, if the
+model accepts it, unlinks its two events (*lifting* it). When the first event of
+the list is a completion, the operation it belongs to can no longer be placed:
+the search backtracks. A cache of configurations already explored, each the set
+of linearized operations (a bitset) plus the model's state, keeps it from
+exploring the same configuration twice.
+
+The history is split by key first (P-compositionality, Horn and Kroening 2015):
+a history of independent registers is linearizable exactly when each key's
+sub-history is, and the small searches are much cheaper than one big one.
+
+Outcomes (see :mod:`leeky_twisted.checker.history`):
+
+* ``fail`` operations never took effect and are left out;
+* ``unknown`` gets are left out too (they change nothing and returned nothing);
+* ``unknown`` puts and cases complete at +infinity: they may take effect at any
+  point after their invoke, or never (placing them after every known operation is
+  the same as never), and any result is accepted for them.
+
+The checker is pure: no clock, no I/O. Its work is bounded by a step budget; a
+search that runs out of budget answers :attr:`Verdict.UNKNOWN`, never a guess.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from leeky_twisted.checker.history import OpKind, Operation, Outcome
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "CheckResult",
+    "KeyResult",
+    "Verdict",
+    "Violation",
+    "check_history",
+    "check_key",
+    "register_step",
+]
+
+#: Default budget of model steps for one key's search.
+DEFAULT_MAX_STEPS = 2_000_000
+
+#: How many operations of the best partial linearization a violation shows.
+_TAIL = 8
+#: At most this many concurrent operations and candidate values in a violation.
+_AROUND = 16
+
+
+class Verdict(enum.StrEnum):
+    """The checker's answer."""
+
+    LINEARIZABLE = "linearizable"
+    NOT_LINEARIZABLE = "not linearizable"
+    UNKNOWN = "unknown (search budget exhausted)"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Where the search got stuck, for a readable report.
+
+    ``op`` is the earliest-completing operation that no linearization of the
+    operations before it can place: every search path that got furthest stopped
+    there. ``linearized`` is the tail of one longest partial linearization (in
+    linearization order) and ``state`` the register's value after it;
+    ``possible_values`` lists the values the register could hold just before
+    ``op`` on any explored path. ``concurrent`` holds the operations whose
+    intervals overlap ``op``'s.
+    """
+
+    key: str
+    op: Operation
+    linearized: tuple[Operation, ...]
+    state: str | None
+    possible_values: tuple[str | None, ...]
+    concurrent: tuple[Operation, ...]
+
+    def render(self) -> str:
+        """Return a multi-line, human-readable account of the violation."""
+        values = ", ".join(repr(v) for v in self.possible_values)
+        lines = [
+            f"key {self.key!r}: no linearization gets past",
+            f"    {self.op.describe()}",
+            f"  the register could only hold one of: {values}",
+            "  a longest partial linearization ends with:",
+        ]
+        lines += [f"    {op.describe()}" for op in self.linearized] or ["    (nothing)"]
+        lines.append(f"  after which the register holds {self.state!r}")
+        lines.append("  operations concurrent with it:")
+        lines += [f"    {op.describe()}" for op in self.concurrent] or ["    (none)"]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    """The verdict on one key's sub-history.
+
+    ``operations`` counts the operations searched (failed operations and
+    unknown gets excluded), ``steps`` the model steps tried and
+    ``configurations`` the cache's size at the end.
+    """
+
+    key: str
+    verdict: Verdict
+    operations: int
+    steps: int
+    configurations: int
+    violation: Violation | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on a whole history: linearizable only if every key is."""
+
+    verdict: Verdict
+    keys: tuple[KeyResult, ...] = field(default_factory=tuple)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """Return the violations found, one per non-linearizable key."""
+        return [k.violation for k in self.keys if k.violation is not None]
+
+    def render(self) -> str:
+        """Return the verdict, one line per key, and each violation in full."""
+        lines = [f"verdict: {self.verdict.value}"]
+        for k in self.keys:
+            lines.append(
+                f"  key {k.key!r}: {k.verdict.value} ({k.operations} ops, "
+                f"{k.steps} steps, {k.configurations} configurations)"
+            )
+        for v in self.violations:
+            lines.append(v.render())
+        return "\n".join(lines)
+
+
+def register_step(state: str | None, op: Operation) -> tuple[bool, str | None]:
+    """Apply ``op`` to a register holding ``state`` (None: absent).
+
+    Return whether the register's sequential specification allows the
+    operation's recorded result here, and the state after it. An operation of
+    unknown outcome allows any result.
+    """
+    known = op.outcome is Outcome.OK
+    if op.kind is OpKind.GET:
+        return (not known or op.result == state), state
+    if op.kind is OpKind.PUT:
+        return True, op.value
+    swaps = state == op.expected
+    if known and op.result != swaps:
+        return False, state
+    return True, (op.new if swaps else state)
+
+
+def _searched(op: Operation) -> bool:
+    """Return whether the search must place ``op``."""
+    if op.outcome is Outcome.FAIL:
+        return False
+    return not (op.outcome is Outcome.UNKNOWN and op.kind is OpKind.GET)
+
+
+def check_key(
+    key: str,
+    ops: Iterable[Operation],
+    initial: str | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> KeyResult:
+    """Decide whether one key's operations are linearizable from ``initial``.
+
+    ``ops`` must all be on ``key``. Candidates are tried known operations
+    first, then unknown ones, so a history whose unknown writes were never
+    observed linearizes without backtracking over them.
+    """
+    every = [op for op in ops if op.key == key]
+    rel = [op for op in every if _searched(op)]
+    m = len(rel)
+    known = [op.outcome is Outcome.OK for op in rel]
+    remaining = sum(known)
+    if remaining == 0:
+        return KeyResult(key, Verdict.LINEARIZABLE, m, 0, 0)
+
+    # Events: (time, 0 for invoke / 1 for completion, op position). At equal
+    # times invokes sort first, so touching intervals count as concurrent.
+    events = sorted(
+        [(op.invoke, 0, pos) for pos, op in enumerate(rel)]
+        + [
+            (op.complete if op.complete is not None else math.inf, 1, pos)
+            for pos, op in enumerate(rel)
+        ]
+    )
+    n = len(events)
+    end = n + 1  # node 0 is the head sentinel, node n + 1 the tail sentinel
+    nxt = list(range(1, n + 2)) + [end]
+    prv = [0, *range(n + 1)]
+    is_call = [False] * (n + 2)
+    op_of = [-1] * (n + 2)
+    call_node = [0] * m
+    ret_node = [0] * m
+    for node, (_, kind, pos) in enumerate(events, start=1):
+        op_of[node] = pos
+        if kind == 0:
+            is_call[node] = True
+            call_node[pos] = node
+        else:
+            ret_node[pos] = node
+
+    def lift(pos: int) -> None:
+        for node in (call_node[pos], ret_node[pos]):
+            nxt[prv[node]] = nxt[node]
+            prv[nxt[node]] = prv[node]
+
+    def unlift(pos: int) -> None:
+        for node in (ret_node[pos], call_node[pos]):
+            nxt[prv[node]] = node
+            prv[nxt[node]] = node
+
+    def minimal() -> tuple[list[int], int]:
+        """Return the minimal operations (known first) and the blocking one (-1: none)."""
+        first: list[int] = []
+        later: list[int] = []
+        node = nxt[0]
+        while node != end and is_call[node]:
+            pos = op_of[node]
+            (first if known[pos] else later).append(pos)
+            node = nxt[node]
+        return first + later, (op_of[node] if node != end else -1)
+
+    state = initial
+    linearized = 0
+    cache: set[tuple[int, str | None]] = set()
+    stack: list[tuple[int, str | None, list[int], int, int]] = []
+    candidates, blocking = minimal()
+    tried = 0
+    steps = 0
+    best_node = -1
+    best_path: list[int] = []
+    best_state = initial
+    best_values: set[str | None] = set()
+
+    while True:
+        if remaining == 0:
+            return KeyResult(key, Verdict.LINEARIZABLE, m, steps, len(cache))
+        if blocking >= 0:
+            if ret_node[blocking] > best_node:
+                best_node = ret_node[blocking]
+                best_path = [frame[0] for frame in stack]
+                best_state = state
+                best_values = {state}
+            elif ret_node[blocking] == best_node and len(best_values) < _AROUND:
+                best_values.add(state)
+        advanced = False
+        while tried < len(candidates):
+            pos = candidates[tried]
+            tried += 1
+            steps += 1
+            allowed, new_state = register_step(state, rel[pos])
+            if not allowed:
+                continue
+            config = (linearized | (1 << pos), new_state)
+            if config in cache:
+                continue
+            cache.add(config)
+            stack.append((pos, state, candidates, tried, blocking))
+            lift(pos)
+            linearized, state = config
+            if known[pos]:
+                remaining -= 1
+            advanced = True
+            break
+        if steps > max_steps:
+            return KeyResult(key, Verdict.UNKNOWN, m, steps, len(cache))
+        if advanced:
+            candidates, blocking = minimal()
+            tried = 0
+            continue
+        if not stack:
+            violation = _violation(
+                key, every, rel, events[best_node - 1][2], best_path, best_state, best_values
+            )
+            return KeyResult(key, Verdict.NOT_LINEARIZABLE, m, steps, len(cache), violation)
+        pos, state, candidates, tried, blocking = stack.pop()
+        unlift(pos)
+        linearized &= ~(1 << pos)
+        if known[pos]:
+            remaining += 1
+
+
+def _violation(
+    key: str,
+    every: list[Operation],
+    rel: list[Operation],
+    culprit_pos: int,
+    path: list[int],
+    state: str | None,
+    values: set[str | None],
+) -> Violation:
+    culprit = rel[culprit_pos]
+    end = culprit.complete if culprit.complete is not None else math.inf
+
+    def overlaps(op: Operation) -> bool:
+        op_end = op.complete if op.complete is not None else math.inf
+        return op is not culprit and op.invoke <= end and op_end >= culprit.invoke
+
+    around = sorted(
+        (op for op in every if overlaps(op)),
+        key=lambda op: abs(op.invoke - culprit.invoke),
+    )[:_AROUND]
+    return Violation(
+        key=key,
+        op=culprit,
+        linearized=tuple(rel[p] for p in path[-_TAIL:]),
+        state=state,
+        possible_values=tuple(sorted(values, key=lambda v: (v is not None, v or ""))),
+        concurrent=tuple(sorted(around, key=lambda op: op.invoke)),
+    )
+
+
+def check_history(
+    ops: Iterable[Operation],
+    initial: Mapping[str, str | None] | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> CheckResult:
+    """Decide whether a whole history is linearizable, one key at a time.
+
+    :param initial: each key's value before the history (absent keys: None).
+    :param max_steps: the step budget of each key's search.
+    """
+    by_key: dict[str, list[Operation]] = defaultdict(list)
+    for op in ops:
+        by_key[op.key].append(op)
+    start = dict(initial or {})
+    results = tuple(
+        check_key(key, by_key[key], start.get(key), max_steps) for key in sorted(by_key)
+    )
+    if any(r.verdict is Verdict.NOT_LINEARIZABLE for r in results):
+        verdict = Verdict.NOT_LINEARIZABLE
+    elif any(r.verdict is Verdict.UNKNOWN for r in results):
+        verdict = Verdict.UNKNOWN
+    else:
+        verdict = Verdict.LINEARIZABLE
+    return CheckResult(verdict, results)
