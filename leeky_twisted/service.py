@@ -204,6 +204,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
+        snapshot_trailing=min(1000, opts.snapshot_entries // 4),
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,
     )

@@ -11,6 +11,22 @@ the search backtracks. A cache of configurations already explored, each the set
 of linearized operations (a bitset) plus the model's state, keeps it from
 exploring the same configuration twice.
 
+Operations of unknown outcome are what makes such searches blow up: each one
+stays pending to the end, so a plain cache tells apart every subset of them
+that happened to be linearized and then overwritten. Two refinements keep the
+search small, both sound because an unknown operation can always be moved to
+the very end of a linearization (it completes at +infinity and accepts any
+result):
+
+* a configuration is pruned when a configuration with the same known
+  operations, the same state and a *subset* of its unknown operations has
+  already failed (whatever the larger one could do, the smaller one could do
+  by placing the extra unknown operations last);
+* an unknown operation that would leave the state unchanged is not placed at
+  all (placing it last is equivalent);
+
+and candidates are tried known operations first.
+
 The history is split by key first (P-compositionality, Horn and Kroening 2015):
 a history of independent registers is linearizable exactly when each key's
 sub-history is, and the small searches are much cheaper than one big one.
@@ -107,7 +123,7 @@ class KeyResult:
 
     ``operations`` counts the operations searched (failed operations and
     unknown gets excluded), ``steps`` the model steps tried and
-    ``configurations`` the cache's size at the end.
+    ``configurations`` the configurations explored.
     """
 
     key: str
@@ -180,8 +196,7 @@ def check_key(
     first, then unknown ones, so a history whose unknown writes were never
     observed linearizes without backtracking over them.
     """
-    every = [op for op in ops if op.key == key]
-    rel = [op for op in every if _searched(op)]
+    rel = [op for op in ops if op.key == key and _searched(op)]
     m = len(rel)
     known = [op.outcome is Outcome.OK for op in rel]
     remaining = sum(known)
@@ -235,12 +250,15 @@ def check_key(
         return first + later, (op_of[node] if node != end else -1)
 
     state = initial
-    linearized = 0
-    cache: set[tuple[int, str | None]] = set()
+    known_bits = 0
+    unknown_bits = 0
+    # Configurations whose search failed: (known set, state) -> unknown sets.
+    failed: dict[tuple[int, str | None], list[int]] = defaultdict(list)
     stack: list[tuple[int, str | None, list[int], int, int]] = []
     candidates, blocking = minimal()
     tried = 0
     steps = 0
+    configurations = 0
     best_node = -1
     best_path: list[int] = []
     best_state = initial
@@ -248,7 +266,7 @@ def check_key(
 
     while True:
         if remaining == 0:
-            return KeyResult(key, Verdict.LINEARIZABLE, m, steps, len(cache))
+            return KeyResult(key, Verdict.LINEARIZABLE, m, steps, configurations)
         if blocking >= 0:
             if ret_node[blocking] > best_node:
                 best_node = ret_node[blocking]
@@ -265,44 +283,53 @@ def check_key(
             allowed, new_state = register_step(state, rel[pos])
             if not allowed:
                 continue
-            config = (linearized | (1 << pos), new_state)
-            if config in cache:
+            bit = 1 << pos
+            if known[pos]:
+                kbits, ubits = known_bits | bit, unknown_bits
+            elif new_state == state:
+                continue  # an unknown op that changes nothing here can as well come last
+            else:
+                kbits, ubits = known_bits, unknown_bits | bit
+            if any(f & ~ubits == 0 for f in failed.get((kbits, new_state), ())):
                 continue
-            cache.add(config)
+            configurations += 1
             stack.append((pos, state, candidates, tried, blocking))
             lift(pos)
-            linearized, state = config
+            known_bits, unknown_bits, state = kbits, ubits, new_state
             if known[pos]:
                 remaining -= 1
             advanced = True
             break
         if steps > max_steps:
-            return KeyResult(key, Verdict.UNKNOWN, m, steps, len(cache))
+            return KeyResult(key, Verdict.UNKNOWN, m, steps, configurations)
         if advanced:
             candidates, blocking = minimal()
             tried = 0
             continue
         if not stack:
             violation = _violation(
-                key, every, rel, events[best_node - 1][2], best_path, best_state, best_values
+                key, rel, events[best_node - 1][2], best_path, best_state, best_values
             )
-            return KeyResult(key, Verdict.NOT_LINEARIZABLE, m, steps, len(cache), violation)
+            return KeyResult(key, Verdict.NOT_LINEARIZABLE, m, steps, configurations, violation)
+        failed[(known_bits, state)].append(unknown_bits)
         pos, state, candidates, tried, blocking = stack.pop()
         unlift(pos)
-        linearized &= ~(1 << pos)
         if known[pos]:
+            known_bits &= ~(1 << pos)
             remaining += 1
+        else:
+            unknown_bits &= ~(1 << pos)
 
 
 def _violation(
     key: str,
-    every: list[Operation],
     rel: list[Operation],
     culprit_pos: int,
     path: list[int],
     state: str | None,
     values: set[str | None],
 ) -> Violation:
+    """Describe the furthest point the search reached (see :class:`Violation`)."""
     culprit = rel[culprit_pos]
     end = culprit.complete if culprit.complete is not None else math.inf
 
@@ -310,9 +337,10 @@ def _violation(
         op_end = op.complete if op.complete is not None else math.inf
         return op is not culprit and op.invoke <= end and op_end >= culprit.invoke
 
+    # Known operations first, then the unknown ones invoked nearest to it.
     around = sorted(
-        (op for op in every if overlaps(op)),
-        key=lambda op: abs(op.invoke - culprit.invoke),
+        (op for op in rel if overlaps(op)),
+        key=lambda op: (op.outcome is not Outcome.OK, abs(op.invoke - culprit.invoke)),
     )[:_AROUND]
     return Violation(
         key=key,
