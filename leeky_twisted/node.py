@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,14 @@ class RaftNode:
         self._synced_hs = HardState(self.core.term, self.core.voted_for, 0)
         self.leader_changes = 0
         self.elections = 0
+        self.stats = {
+            "readies": 0,
+            "persists": 0,
+            "entries_persisted": 0,
+            "applied": 0,
+            "persist_seconds": 0.0,
+            "messages_sent": 0,
+        }
         self._last_leader: NodeId | None = None
         self.stopped = False
         transport.set_receiver(self.receive)
@@ -279,6 +288,9 @@ class RaftNode:
             return
         rd = self.core.ready()
         self._inflight = True
+        stats = self.stats
+        stats["readies"] += 1
+        stats["messages_sent"] += len(rd.messages) + len(rd.messages_after_persist)
         send = self.transport.send
         for m in rd.messages:
             send(m)
@@ -306,6 +318,15 @@ class RaftNode:
 
     def _persist(self, rd: Ready) -> None:
         """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
+        started = time.perf_counter()
+        try:
+            self._write(rd)
+        finally:
+            self.stats["persists"] += 1
+            self.stats["entries_persisted"] += len(rd.entries)
+            self.stats["persist_seconds"] += time.perf_counter() - started
+
+    def _write(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.log_store.reset(rd.snapshot.index + 1)
         if rd.entries:
@@ -336,6 +357,7 @@ class RaftNode:
             self._install_snapshot(rd.snapshot)
         for e in rd.committed_entries:
             self._apply(e)
+        self.stats["applied"] += len(rd.committed_entries)
         for ctx in rd.dropped_reads:
             assert isinstance(ctx, int)
             self._fail_read(ctx, self._not_leader(self.core.leader_id))
@@ -558,4 +580,5 @@ class RaftNode:
             "elections": self.elections,
             "pending_requests": len(self._waiters),
             "pending_reads": len(self._reads),
+            "stats": dict(self.stats),
         }

@@ -183,7 +183,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         reactor = default_reactor
     # The disk thread hands each finished fsync back through the GIL; with the
     # default 5 ms switch interval a busy reactor thread would delay it that long.
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0001)
     own = opts.own()
     client_host = opts.client_host or own.host
     data = opts.data_dir

@@ -4,7 +4,7 @@ Every case makes each batch durable before the next (fdatasync, or a SQLite
 commit with ``synchronous=FULL``), writes 100-byte entries and runs for a
 fixed time. Run from the repository root::
 
-    python tools/storage_bench.py --seconds 3 --dir .
+    python tools/storage_bench.py --seconds 2 --repeat 3 --dir .
 
 and paste the printed Markdown into docs/storage.md.
 """
@@ -26,12 +26,13 @@ from leeky_twisted.storage.files import FileLogStore
 from leeky_twisted.storage.fsutil import fdatasync
 
 ENTRY_SIZE = 100
+PAYLOAD = os.urandom(ENTRY_SIZE)
 MAX_BATCHES = 10_000_000
 
 
 @dataclass(frozen=True)
 class Result:
-    """One measured case."""
+    """One measured run: ``batches`` durable batches of ``batch`` entries in ``seconds``."""
 
     name: str
     batch: int
@@ -47,69 +48,75 @@ class Result:
         return self.batches * self.batch / self.seconds
 
 
-def timed(name: str, batch: int, seconds: float, write_batch: Callable[[int], None]) -> Result:
-    """Call ``write_batch(first_index)`` for ``seconds`` (bounded) and count the batches."""
-    start = time.perf_counter()
-    deadline = start + seconds
+Writer = Callable[[list[Entry]], None]
+
+
+def make_batch(first: int, batch: int) -> list[Entry]:
+    """Return ``batch`` consecutive 100-byte entries starting at ``first``."""
+    return [Entry(index, 1, data=PAYLOAD) for index in range(first, first + batch)]
+
+
+def timed(name: str, batch: int, seconds: float, write: Writer) -> Result:
+    """Call ``write`` with fresh batches for about ``seconds`` (bounded); time only ``write``.
+
+    Building the Entry objects is left out: the node already holds them.
+    """
+    deadline = time.perf_counter() + seconds
+    writing = 0.0
     batches = 0
     index = 1
-    now = start
-    while now < deadline and batches < MAX_BATCHES:
-        write_batch(index)
+    while time.perf_counter() < deadline and batches < MAX_BATCHES:
+        entries = make_batch(index, batch)
+        started = time.perf_counter()
+        write(entries)
+        writing += time.perf_counter() - started
         index += batch
         batches += 1
-        now = time.perf_counter()
-    return Result(name, batch, batches, now - start)
+    return Result(name, batch, batches, writing)
 
 
 def bench_segmented_log(directory: str, batch: int, seconds: float) -> Result:
     """Append ``batch`` entries per FileLogStore.append (one fdatasync each)."""
-    store = FileLogStore(os.path.join(directory, f"log-{batch}"))
-    data = os.urandom(ENTRY_SIZE)
-
-    def write_batch(first: int) -> None:
-        store.append([Entry(index, 1, data=data) for index in range(first, first + batch)])
-
+    store = FileLogStore(tempfile.mkdtemp(prefix="log-", dir=directory))
     try:
-        return timed("segmented log (FileLogStore)", batch, seconds, write_batch)
+        return timed("segmented log (FileLogStore)", batch, seconds, store.append)
     finally:
         store.close()
 
 
 def bench_sqlite(directory: str, batch: int, seconds: float) -> Result:
     """Insert ``batch`` rows per transaction into SQLite in WAL mode with synchronous=FULL."""
-    connection = sqlite3.connect(os.path.join(directory, f"log-{batch}.sqlite"))
+    _, path = tempfile.mkstemp(prefix="log-", suffix=".sqlite", dir=directory)
+    connection = sqlite3.connect(path)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute(
         "CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER, kind INTEGER, data BLOB)"
     )
-    data = os.urandom(ENTRY_SIZE)
 
-    def write_batch(first: int) -> None:
-        with connection:
+    def write(entries: list[Entry]) -> None:
+        with connection:  # one transaction: BEGIN ... COMMIT (fsync of the WAL)
             connection.executemany(
-                "INSERT INTO log VALUES (?, 1, 0, ?)",
-                ((index, data) for index in range(first, first + batch)),
+                "INSERT INTO log VALUES (?, ?, ?, ?)",
+                [(e.index, e.term, int(e.kind), e.data) for e in entries],
             )
 
     try:
-        return timed("SQLite WAL, synchronous=FULL", batch, seconds, write_batch)
+        return timed("SQLite WAL, synchronous=FULL", batch, seconds, write)
     finally:
         connection.close()
 
 
 def bench_plain_file(directory: str, batch: int, seconds: float) -> Result:
-    """Append ``batch`` raw 100-byte records to one file, then fdatasync: the floor."""
-    fd = os.open(os.path.join(directory, f"plain-{batch}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    payload = os.urandom(ENTRY_SIZE) * batch
+    """Append the batch's raw data to one file, then fdatasync: the floor for any log."""
+    fd, _ = tempfile.mkstemp(prefix="plain-", dir=directory)
 
-    def write_batch(first: int) -> None:
-        os.write(fd, payload)
+    def write(entries: list[Entry]) -> None:
+        os.write(fd, b"".join(e.data for e in entries))
         fdatasync(fd)
 
     try:
-        return timed("plain file + fdatasync", batch, seconds, write_batch)
+        return timed("plain file + fdatasync", batch, seconds, write)
     finally:
         os.close(fd)
 
@@ -143,12 +150,12 @@ def filesystem(path: str) -> str:
 
 
 def main() -> None:
-    """Run every case and print a Markdown table with the machine's description."""
+    """Run every case ``--repeat`` times, interleaved, and print the medians as Markdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each case")
+    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median shown)")
     parser.add_argument("--dir", default=".", help="directory on the disk to measure")
     args = parser.parse_args()
-    directory = tempfile.mkdtemp(prefix="storage-bench-", dir=args.dir)
     cases = [
         (bench_segmented_log, 1),
         (bench_segmented_log, 64),
@@ -157,17 +164,23 @@ def main() -> None:
         (bench_plain_file, 1),
         (bench_plain_file, 64),
     ]
+    runs: list[list[Result]] = [[] for _ in cases]
+    directory = tempfile.mkdtemp(prefix="storage-bench-", dir=args.dir)
     try:
-        results = [bench(directory, batch, args.seconds) for bench, batch in cases]
+        for _ in range(args.repeat):
+            for position, (bench, batch) in enumerate(cases):
+                runs[position].append(bench(directory, batch, args.seconds))
     finally:
         shutil.rmtree(directory)
     print(f"- CPU: {cpu_model()}, nproc {os.cpu_count()}")
-    print(f"- filesystem: {filesystem(args.dir)}; Python {platform.python_version()}, ", end="")
-    print(f"SQLite {sqlite3.sqlite_version}; {ENTRY_SIZE}-byte entries, {args.seconds:g} s per case")
+    print(f"- filesystem: {filesystem(args.dir)}")
+    print(f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    print(f"- {ENTRY_SIZE}-byte entries; median of {args.repeat} runs of {args.seconds:g} s")
     print()
     print("| store | entries per sync | syncs/s | entries/s |")
     print("|---|---:|---:|---:|")
-    for result in results:
+    for results in runs:
+        result = sorted(results, key=lambda r: r.batches_per_second)[len(results) // 2]
         print(
             f"| {result.name} | {result.batch} | {result.batches_per_second:,.0f} "
             f"| {result.entries_per_second:,.0f} |"

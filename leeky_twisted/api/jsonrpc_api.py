@@ -37,6 +37,7 @@ problems, and importing this module leaves the reactor alone.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import json
@@ -273,9 +274,14 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         return server.NOT_DONE_YET  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=64)
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
+
+
 def _checked_call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
-        inspect.signature(function).bind(*args, **kwargs)
+        _signature(function).bind(*args, **kwargs)
     except TypeError as e:
         raise _InvalidParams(f"invalid params: {e}") from None
     return function(*args, **kwargs)
@@ -296,9 +302,6 @@ class _CappedRequest(server.Request):
 
     body_too_large = False
     _received = 0
-    # JSON-RPC bodies are never HTML forms: skip Twisted's form parsing, which
-    # costs a Content-Type parse through the email package on every request.
-    _parsePOSTFormSubmission = False
 
     def _limit(self) -> int | None:
         return getattr(getattr(self.channel, "site", None), "max_body_bytes", None)
@@ -332,7 +335,9 @@ class _JSONRPCSite(server.Site):
     requestFactory = _CappedRequest
 
     def __init__(self, root: resource.Resource, max_body_bytes: int) -> None:
-        super().__init__(root)
+        # JSON-RPC bodies are never HTML forms: skip Twisted's form parsing, which
+        # costs a Content-Type parse through the email package on every request.
+        super().__init__(root, parsePOSTFormSubmission=False)
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False
 

@@ -92,6 +92,10 @@ class FileLogStore:
     ``entries`` costs one ``pread`` per segment touched. Opening the store
     checks every record: a torn tail of the last segment is cut and logged;
     any other damage raises CorruptLogError. See docs/storage.md.
+
+    Threads: writes (append, compact, reset) are serialized and meant for one
+    writer thread; reads may come from any thread at any time, and never wait
+    for an fsync.
     """
 
     def __init__(
@@ -108,7 +112,8 @@ class FileLogStore:
             raise ValueError(f"segment_size {segment_size} is too small")
         self._dir = os.fspath(directory)
         self._segment_size = segment_size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the index below; held briefly, never over fsync
+        self._write_lock = threading.Lock()  # serializes writers (normally a single thread)
         self._closed = False
         self._failed: BaseException | None = None
         self._first_index = 1
@@ -328,6 +333,10 @@ class FileLogStore:
         dropped as compacted. After an I/O error the store raises
         StoreFailedError until reopened.
         """
+        with self._write_lock:
+            self._append(entries)
+
+    def _append(self, entries: Sequence[Entry]) -> None:
         with self._lock:
             self._check_writable()
             last = self._last_locked()
@@ -408,13 +417,17 @@ class FileLogStore:
         deletes the segments wholly below it. Compacting at or past
         last_index() is a reset(upto + 1).
         """
+        with self._write_lock:
+            self._compact(upto)
+
+    def _compact(self, upto: int) -> None:
         with self._lock:
             self._check_writable()
             first, last = self._first_index, self._last_locked()
         if upto < first:
             return
         if upto >= last:
-            self.reset(upto + 1)
+            self._reset(upto + 1)
             return
         new_first = upto + 1
         try:
@@ -446,6 +459,10 @@ class FileLogStore:
         the new segment and deleting the old ones, so a crash leaves either
         the old log or an empty one.
         """
+        with self._write_lock:
+            self._reset(next_index)
+
+    def _reset(self, next_index: int) -> None:
         if next_index < 1:
             raise ValueError(f"next_index must be at least 1, got {next_index}")
         with self._lock:
@@ -471,8 +488,11 @@ class FileLogStore:
             raise
 
     def close(self) -> None:
-        """Close every file and release the directory; further calls raise StoreClosedError."""
-        with self._lock:
+        """Wait for a write in progress, close every file and release the directory.
+
+        Further calls raise StoreClosedError; a second close() does nothing.
+        """
+        with self._write_lock, self._lock:
             if self._closed:
                 return
             self._closed = True

@@ -71,7 +71,7 @@ def test_random_clusters_with_lease_reads_serve_no_stale_read():
         try:
             reads += LeaseReadSimulation(seed, ticks=TICKS).run().reads
         except SafetyViolation as exc:
-            failures.append(f"lease seed {seed}: {exc}")
+            failures.append(f"LeaseReadSimulation({seed}, ticks={TICKS}).run(): {exc}")
     assert not failures, "\n".join(failures)
     assert reads > 100
 

@@ -124,7 +124,9 @@ class SimNetwork:
         """Return the cores that are up."""
         return [c for a, c in self.nodes.items() if a not in self.down]
 
-    def all_see(self, node_id: str, state: MemberState, among: list[GossipCore] | None = None) -> bool:
+    def all_see(
+        self, node_id: str, state: MemberState, among: list[GossipCore] | None = None
+    ) -> bool:
         """Return True when every live core (but ``node_id`` itself) holds it in ``state``."""
         for core in among if among is not None else self.live():
             if core.node_id == node_id:
@@ -139,7 +141,10 @@ class SimNetwork:
         ids = {c.node_id for c in self.live()}
         for core in self.live():
             members = core.members()
-            if any(members.get(nid) is None or members[nid].state is not MemberState.ALIVE for nid in ids):
+            if any(
+                members.get(nid) is None or members[nid].state is not MemberState.ALIVE
+                for nid in ids
+            ):
                 return False
             if core.pending_broadcasts():
                 return False
@@ -156,3 +161,98 @@ def build_cluster(n: int, seed: int, **kwargs: Any) -> SimNetwork:
     took = net.run_until(net.converged, 20000)
     assert took is not None, "cluster did not converge"
     return net
+
+
+# -------------------------------------------------------------------- measurements
+
+
+def periods(net: SimNetwork, ticks: int) -> float:
+    """Return ``ticks`` in protocol periods of this network's cores."""
+    first = next(iter(net.nodes.values()))
+    return ticks / first.config.probe_period_ticks
+
+
+def join_dissemination(n: int, seed: int, loss: float = 0.0) -> float:
+    """Return the periods until all of ``n`` members see a newcomer alive."""
+    net = build_cluster(n, seed)
+    net.loss = loss
+    newcomer = net.add(n)
+    newcomer.join([address_of(net.rng.randrange(n))])
+    net.flush()
+    took = net.run_until(lambda: net.all_see(f"n{n}", MemberState.ALIVE), 5000)
+    assert took is not None
+    return periods(net, took)
+
+
+def failure_detection(n: int, seed: int, loss: float = 0.0) -> tuple[float, float]:
+    """Crash a member; return periods until the first suspicion and until all see it DEAD."""
+    net = build_cluster(n, seed)
+    net.loss = loss
+    victim = f"n{n - 1}"
+    net.crash(n - 1)
+    first = net.run_until(
+        lambda: any(c.members()[NodeId(victim)].state is not MemberState.ALIVE for c in net.live()),
+        5000,
+    )
+    rest = net.run_until(lambda: net.all_see(victim, MemberState.DEAD), 5000)
+    assert first is not None and rest is not None
+    return periods(net, first), periods(net, first + rest)
+
+
+def false_positives(n: int, loss: float, rounds: int, seed: int) -> dict[str, float]:
+    """Run ``rounds`` periods of a healthy cluster under ``loss``; count wrong verdicts.
+
+    Nobody fails, so every suspicion and every DEAD verdict is false.
+    ``dead_per_probe`` is the number of times some member declared a live member
+    dead, divided by the number of probes sent.
+    """
+    net = build_cluster(n, seed)
+    net.loss = loss
+    before = {c.node_id: dict(c.counters) for c in net.live()}
+    ever_dead: set[NodeId] = set()
+
+    def watch(member: Any) -> None:
+        if member.state is MemberState.DEAD:
+            ever_dead.add(member.node_id)
+
+    for core in net.live():
+        core.subscribe(watch)
+    net.run(rounds * next(iter(net.nodes.values())).config.probe_period_ticks)
+
+    def total(name: str) -> int:
+        return sum(c.counters[name] - before[c.node_id][name] for c in net.live())
+
+    probes = total("probes")
+    return {
+        "probes": probes,
+        "probe_timeouts": total("probe_timeouts"),
+        "suspicions": total("suspicions"),
+        "dead_verdicts": total("deaths"),
+        "dead_per_probe": total("deaths") / probes,
+        "members_ever_declared_dead": len(ever_dead),
+        "refutations": total("refutations"),
+    }
+
+
+def main() -> None:
+    """Print the gossip figures (``python tests/membership/gossip_sim.py``)."""
+    seeds = range(10)
+    print("periods until every member knows of a join (mean / max over 10 seeds)")
+    for loss in (0.0, 0.1):
+        for n in (4, 8, 16, 32):
+            runs = [join_dissemination(n, s, loss) for s in seeds]
+            print(f"  loss {loss:.0%} N={n:2}: {sum(runs) / len(runs):.2f} / {max(runs):.1f}")
+    print("periods to detect a crashed member (first suspicion; all DEAD), mean over 10 seeds")
+    for n in (8, 16, 32):
+        runs = [failure_detection(n, s) for s in seeds]
+        first = sum(r[0] for r in runs) / len(runs)
+        dead = sum(r[1] for r in runs) / len(runs)
+        print(f"  N={n:2}: {first:.2f}; {dead:.2f} (max {max(r[1] for r in runs):.1f})")
+    print("false positives in a healthy cluster of 16 over 500 periods")
+    for loss in (0.1, 0.3):
+        fp = false_positives(16, loss, 500, seed=1)
+        print(f"  loss {loss:.0%}: {fp}")
+
+
+if __name__ == "__main__":
+    main()
