@@ -608,6 +608,8 @@ class GossipCore:
             return
         for rec in packet.records:
             self._apply(rec)
+        if kind in (PacketKind.PING, PacketKind.PING_REQ):
+            self._greet(src, packet.sender)
         if kind is PacketKind.PING:
             if packet.target != self.node_id:
                 self.counters["dropped_misdirected"] += 1
@@ -625,6 +627,21 @@ class GossipCore:
             self._send_gossip(
                 packet.target_address, Packet(PacketKind.PING, self.node_id, seq, packet.target)
             )
+
+    def _greet(self, src: Address, sender: NodeId) -> None:
+        """Swap records with a prober we do not know, or believe dead.
+
+        Its own record may have stopped being gossiped before it reached us;
+        and if it is alive after all, our DEAD record makes it refute. One
+        small datagram, sent to the true source only: no amplification.
+        """
+        node = self._members.get(sender)
+        if node is not None and node.state is not MemberState.DEAD:
+            return
+        records = [self._me.record()]
+        if node is not None:
+            records.append(node.record())
+        self._send_sync(src, records, reply_wanted=True)
 
     def _handle_ack(self, seq: int) -> None:
         probe = self._probe

@@ -37,9 +37,10 @@ REPLAY = "from leeky_twisted.simulation import Simulation\nprint(Simulation(92, 
 
 
 def test_replay_does_not_depend_on_string_hash_randomization():
-    """Regression: the leader built its per-follower table by iterating a frozenset of node
-    ids, whose order changes with PYTHONHASHSEED, so message order (and a failing seed such as
-    92) differed between processes and could not be replayed. Fixed by sorting the ids."""
+    """Regression: a seed replays identically whatever PYTHONHASHSEED is."""
+    # The leader built its per-follower table by iterating a frozenset of node ids, whose
+    # order changes with PYTHONHASHSEED, so message order (and whether seed 92 failed)
+    # differed between processes. Fixed by sorting the ids (core/raft.py, _sync_progress).
     outputs = set()
     for hash_seed in ("1", "2", "3"):
         proc = subprocess.run(

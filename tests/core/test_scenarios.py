@@ -197,8 +197,7 @@ def test_old_leader_rejoins_with_divergent_uncommitted_entries():
     new = net.leader()
     assert new is not None and new != old
     one(net, b"kept", expected=2)
-    net.isolate(new)  # the new leader goes away too; the old one comes back
-    net.heal()
+    net.heal()  # the old leader comes back; the new one goes away
     net.isolate(new)
     net.tick(4 * E)
     one(net, b"rejoined", expected=2)
@@ -400,8 +399,8 @@ def _win(net: Network, nid: str) -> None:
 
 
 def test_figure8_history_old_term_entry_on_a_majority_is_not_committed():
-    """Figure 8 step by step: a term-2 entry stored on a majority by the term-4 leader
-    is not committed by counting, and is safely overwritten by a later leader."""
+    """Figure 8 step by step: a term-2 entry on a majority is not committed by the term-4 leader."""
+    # ...and, never committed, it is safely overwritten by a later leader (step d).
     net = Network(FIVE, pre_vote=False, check_quorum=False, max_msg_bytes=1)
     s1, s2, s3, s4, s5 = FIVE
     net.elect(s1)

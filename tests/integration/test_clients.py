@@ -46,7 +46,9 @@ def cli(cluster: LocalCluster | None, *args: str, cluster_arg: str | None = None
 
 def test_cli_put_prints_the_original_success_line_and_get_reads_it(cluster):
     """`leekyraft put` joins the value words and prints the original's line."""
-    r = cli(cluster, "put", "pizzatoppings", "peporoni", "peppr", "cheddar", "anchoves", "onn", "it")
+    r = cli(
+        cluster, "put", "pizzatoppings", "peporoni", "peppr", "cheddar", "anchoves", "onn", "it"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == (
         'Success! Set "pizzatoppings" to: "peporoni peppr cheddar anchoves onn it"'
@@ -181,9 +183,21 @@ def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path):
     """`leekyraft local` elects, serves a put, and SIGTERM stops every node it started."""
     base = 20000 + (os.getpid() % 200) * 100
     proc = subprocess.Popen(
-        [CLI, "local", "--nodes", "3", "--dir", str(tmp_path / "local"),
-         "--base-port", str(base), *[f"--node-arg={a}" for a in FAST]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+        [
+            CLI,
+            "local",
+            "--nodes",
+            "3",
+            "--dir",
+            str(tmp_path / "local"),
+            "--base-port",
+            str(base),
+            *[f"--node-arg={a}" for a in FAST],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None

@@ -58,7 +58,10 @@ def test_readme_setup_and_local_cluster_work_on_a_fresh_clone(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "LEEKYRAFT_CLUSTER"}
         put = subprocess.run(
             [cli, "put", "pizzatoppings", "peporoni", "peppr", "cheddar"],
-            capture_output=True, text=True, timeout=60, env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
         assert put.returncode == 0, put.stderr
         assert put.stdout.strip() == 'Success! Set "pizzatoppings" to: "peporoni peppr cheddar"'

@@ -12,8 +12,14 @@ from leeky_twisted.localcluster import LocalCluster, jsonrpc
 pytestmark = pytest.mark.integration
 
 ARGS = [
-    "--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3",
-    "--snapshot-entries", "200",
+    "--tick",
+    "0.02",
+    "--heartbeat",
+    "0.06",
+    "--election-timeout",
+    "0.3",
+    "--snapshot-entries",
+    "200",
 ]
 
 
