@@ -277,14 +277,24 @@ class RaftNode:
     # ----------------------------------------------------------- ready loop
 
     def _schedule(self) -> None:
-        if self._scheduled or self._inflight or self.stopped:
+        if self._scheduled or self.stopped:
             return
         self._scheduled = True
         self.reactor.callLater(0, self._process)
 
     def _process(self) -> None:
         self._scheduled = False
-        if self._inflight or self.stopped or not self.core.has_ready():
+        if self.stopped:
+            return
+        if self._inflight:
+            # The disk is busy with the previous batch: still send what the
+            # leader may send at once (new entries to followers), so
+            # replication overlaps our own fsync.
+            send = self.transport.send
+            for m in self.core.take_messages():
+                send(m)
+            return
+        if not self.core.has_ready():
             return
         rd = self.core.ready()
         self._inflight = True

@@ -19,7 +19,8 @@ from twisted.protocols import amp
 from twisted.python.threadpool import ThreadPool
 
 from leeky_twisted.api.amp_api import ClientLocator, RequestLimits, make_frontend
-from leeky_twisted.api.jsonrpc_api import make_http_site
+from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
@@ -285,7 +286,10 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         reactor, client_host, opts.client_port, client_fac, set_port("client")
     )
     client_listener.setServiceParent(top)
-    site = make_http_site(frontend)
-    _Listener(reactor, client_host, opts.http_port, site, set_port("http")).setServiceParent(top)
+    rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
+    http_factory = JSONRPCHTTPFactory(rpc, node.status)
+    _Listener(
+        reactor, client_host, opts.http_port, http_factory, set_port("http")
+    ).setServiceParent(top)
     _NodeRunner(node, [frontend.close, transport.close]).setServiceParent(top)
     return top

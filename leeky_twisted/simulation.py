@@ -120,7 +120,12 @@ class SimNode:
     def pump(self) -> None:
         """Handle the next Ready if none is in flight."""
         core = self.core
-        if not self.up or core is None or self.inflight is not None:
+        if not self.up or core is None:
+            return
+        if self.inflight is not None:
+            # As the node does: leader messages go out while the disk is busy.
+            for m in core.take_messages():
+                self.sim.send(self, m)
             return
         if not core.has_ready():
             return

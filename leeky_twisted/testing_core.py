@@ -2,23 +2,25 @@
 
 Unlike :mod:`leeky_twisted.simulation`, nothing here happens by chance unless a
 test asks for it: messages wait in :attr:`Network.queue` until the test
-delivers, drops or reorders them; time passes only through :meth:`Network.tick`.
-Each node drives its core the way the node service does (send ``messages``,
-persist, send ``messages_after_persist``, apply, advance), synchronously, so a
-node's disk always holds everything the core handed out, and a crash loses
-only what the core had not yet handed out. Restarting rebuilds the core from
-that disk.
+delivers, drops or reorders them (:attr:`Network.filters` lose chosen messages
+on delivery, :meth:`Network.isolate`/:meth:`Network.partition` cut links); time
+passes only through :meth:`Network.tick`. Each node drives its core the way the
+node service does (send ``messages``, persist, send ``messages_after_persist``,
+apply, advance), synchronously, so its disk holds everything the core handed
+out. :meth:`Network.pause` stalls a node's disk: its core keeps running but
+nothing is persisted or sent. A crash loses whatever was not handed to the disk;
+:meth:`Network.restart` rebuilds the core from the disk.
 
 The harness checks Election Safety and State Machine Safety as it goes and
 raises :class:`AssertionError` when either breaks; :meth:`Network.check_logs`
-checks Log Matching on demand.
+checks Log Matching on demand. Every node's RNG is seeded from ``seed``.
 
 Typical use::
 
     net = Network(["n1", "n2", "n3"])
-    net.elect("n1")
-    index, _ = net.propose("n1", b"x=1")
-    net.stabilize()
+    leader = net.run_until_leader()
+    index, _ = net.propose(leader, b"x=1")
+    net.sync()  # deliver until quiet, then a heartbeat carries the commit index
     assert net.committed_on_all(index)
 """
 
@@ -316,7 +318,9 @@ class Network:
 
     def elect(self, nid: str, limit: int = 100) -> None:
         """Make ``nid`` time out (ticking only it) and campaign, then deliver until
-        quiet; fail unless it becomes the leader."""
+        quiet; fail unless it becomes the leader. Nodes that heard from a leader
+        (or, with lease reads, started) less than an election timeout ago ignore
+        it; use :meth:`run_until_leader` when that matters."""
         core = self.core(nid)
         for _ in range(limit):
             if core.role is not Role.FOLLOWER:

@@ -192,22 +192,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
                 request, 413, _response(None, error=_error(INVALID_REQUEST, message))
             )
         content.seek(0)
-        try:
-            parsed = json.loads(content.read())
-        except (ValueError, RecursionError) as e:
-            return self._finish(
-                request, 200, _response(None, error=_error(PARSE_ERROR, f"parse error: {e}"))
-            )
-
-        if isinstance(parsed, list):
-            if not parsed or len(parsed) > MAX_BATCH:
-                message = f"a batch must hold 1 to {MAX_BATCH} requests"
-                error = _response(None, error=_error(INVALID_REQUEST, message))
-                return self._finish(request, 200, error)
-            d: Deferred[Any] = gatherResults([self._call(item) for item in parsed])
-            d.addCallback(lambda answers: [a for a in answers if a is not None] or None)
-        else:
-            d = self._call(parsed)
+        d = self.answer(content.read())
 
         finished = {"gone": False}
         request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
@@ -219,6 +204,29 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         d.addCallback(send)
         d.addErrback(lambda f: _log.failure("JSON-RPC response failed", f))
         return server.NOT_DONE_YET
+
+    def answer(self, body: bytes) -> Deferred[Any]:
+        """Answer a JSON-RPC request body (one call or a batch); never fails.
+
+        Fires with the response object (or list, for a batch), or None when
+        nothing is to be sent back (notifications only).
+        """
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError) as e:
+            return _now(_response(None, error=_error(PARSE_ERROR, f"parse error: {e}")))
+        if isinstance(parsed, list):
+            if not parsed or len(parsed) > MAX_BATCH:
+                message = f"a batch must hold 1 to {MAX_BATCH} requests"
+                return _now(_response(None, error=_error(INVALID_REQUEST, message)))
+            d: Deferred[Any] = gatherResults([self._call(item) for item in parsed])
+            return d.addCallback(lambda answers: [a for a in answers if a is not None] or None)
+        return self._call(parsed)
+
+    def too_large(self) -> dict[str, Any]:
+        """Return the error response for a body over the limit."""
+        message = f"request body too large (limit {self.max_body_bytes} bytes)"
+        return _response(None, error=_error(INVALID_REQUEST, message))
 
     def _call(self, call: object) -> Deferred[dict[str, Any] | None]:
         """Run one call; fire with its response object, or None for a notification."""

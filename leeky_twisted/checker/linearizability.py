@@ -22,10 +22,16 @@ result):
   operations, the same state and a *subset* of its unknown operations has
   already failed (whatever the larger one could do, the smaller one could do
   by placing the extra unknown operations last);
-* an unknown operation that would leave the state unchanged is not placed at
-  all (placing it last is equivalent);
+* only *canonical* linearizations are searched. In them every run of unknown
+  operations comes right before a known operation that the state before the run
+  does not allow, and inside a run only the first operation may be a put and
+  every operation changes the state. Any linearization can be rewritten into
+  this form by moving unknown operations later: one that changes nothing, or
+  that a later write in its run overwrites, can go last; a run before a known
+  operation that was allowed anyway can go last too (that operation fixes the
+  state, or, for a failed cas, leaves it as it was, and the run can follow it).
 
-and candidates are tried known operations first.
+Candidates are tried known operations first.
 
 The history is split by key first (P-compositionality, Horn and Kroening 2015):
 a history of independent registers is linearizable exactly when each key's
@@ -51,7 +57,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from leeky_twisted.checker.history import OpKind, Operation, Outcome
+from leeky_twisted.checker.history import Operation, OpKind, Outcome
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -71,6 +77,8 @@ DEFAULT_MAX_STEPS = 2_000_000
 _TAIL = 8
 #: At most this many concurrent operations and candidate values in a violation.
 _AROUND = 16
+
+_NO_RUN = object()
 
 
 class Verdict(enum.StrEnum):
@@ -249,12 +257,16 @@ def check_key(
             node = nxt[node]
         return first + later, (op_of[node] if node != end else -1)
 
+    is_cas = [op.kind is OpKind.CAS for op in rel]
     state = initial
     known_bits = 0
     unknown_bits = 0
-    # Configurations whose search failed: (known set, state) -> unknown sets.
+    # The state before the current run of unknown operations (_NO_RUN: none).
+    run_start: object = _NO_RUN
+    # Configurations outside a run whose search failed: (known set, state) ->
+    # the unknown sets they had.
     failed: dict[tuple[int, str | None], list[int]] = defaultdict(list)
-    stack: list[tuple[int, str | None, list[int], int, int]] = []
+    stack: list[tuple[int, str | None, object, list[int], int, int]] = []
     candidates, blocking = minimal()
     tried = 0
     steps = 0
@@ -276,26 +288,31 @@ def check_key(
             elif ret_node[blocking] == best_node and len(best_values) < _AROUND:
                 best_values.add(state)
         advanced = False
+        in_run = run_start is not _NO_RUN
         while tried < len(candidates):
             pos = candidates[tried]
             tried += 1
             steps += 1
-            allowed, new_state = register_step(state, rel[pos])
+            op = rel[pos]
+            allowed, new_state = register_step(state, op)
             if not allowed:
                 continue
             bit = 1 << pos
             if known[pos]:
-                kbits, ubits = known_bits | bit, unknown_bits
-            elif new_state == state:
-                continue  # an unknown op that changes nothing here can as well come last
+                if in_run and register_step(run_start, op)[0]:  # type: ignore[arg-type]
+                    continue  # it needs no run before it: that run can move after it
+                kbits, ubits, new_run = known_bits | bit, unknown_bits, _NO_RUN
+            elif new_state == state or (in_run and not is_cas[pos]):
+                continue  # it could as well come last: a no-op, or overwritten
             else:
                 kbits, ubits = known_bits, unknown_bits | bit
+                new_run = run_start if in_run else state
             if any(f & ~ubits == 0 for f in failed.get((kbits, new_state), ())):
                 continue
             configurations += 1
-            stack.append((pos, state, candidates, tried, blocking))
+            stack.append((pos, state, run_start, candidates, tried, blocking))
             lift(pos)
-            known_bits, unknown_bits, state = kbits, ubits, new_state
+            known_bits, unknown_bits, state, run_start = kbits, ubits, new_state, new_run
             if known[pos]:
                 remaining -= 1
             advanced = True
@@ -311,8 +328,9 @@ def check_key(
                 key, rel, events[best_node - 1][2], best_path, best_state, best_values
             )
             return KeyResult(key, Verdict.NOT_LINEARIZABLE, m, steps, configurations, violation)
-        failed[(known_bits, state)].append(unknown_bits)
-        pos, state, candidates, tried, blocking = stack.pop()
+        if not in_run:
+            failed[(known_bits, state)].append(unknown_bits)
+        pos, state, run_start, candidates, tried, blocking = stack.pop()
         unlift(pos)
         if known[pos]:
             known_bits &= ~(1 << pos)

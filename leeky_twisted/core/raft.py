@@ -368,6 +368,19 @@ class RaftCore:
         self._in_ready = True
         return rd
 
+    def take_messages(self) -> tuple[Message, ...]:
+        """Return (and forget) the messages that may be sent before any persistence.
+
+        These are the leader's AppendEntries, heartbeats, snapshots and
+        TimeoutNow. A node may call this while a Ready is still being persisted,
+        so replication of new entries overlaps the leader's own fsync; the
+        leader counts itself toward a quorum only once its write is durable.
+        """
+        self._flush()
+        out = tuple(self._msgs)
+        self._msgs = []
+        return out
+
     def advance(self, rd: Ready) -> None:
         """Acknowledge that ``rd`` was persisted, sent and applied."""
         self._in_ready = False

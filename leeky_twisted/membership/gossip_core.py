@@ -89,7 +89,7 @@ class GossipConfig:
     suspicion_mult: float = 4.0
     suspicion_max_mult: float = 6.0
     suspicion_confirmations: int = 3
-    retransmit_mult: int = 4
+    retransmit_mult: int = 6
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
     push_pull_ticks: int = 300
     dead_retain_ticks: int = 36000
@@ -398,6 +398,19 @@ class GossipCore:
             self._send_sync(self._members[nid].address, [rec], reply_wanted=False)
         self._dispatch()
 
+    def set_address(self, address: Address) -> None:
+        """Advertise a new gossip address (e.g. the port bound for port 0); gossip it."""
+        address = (str(address[0]), int(address[1]))
+        codec.validate_record(Record(self.node_id, 0, MemberState.ALIVE, address))
+        me = self._me
+        if address == me.address:
+            return
+        me.address = address
+        me.incarnation += 1
+        self._queue_broadcast(me.record())
+        self._events.append(me.view())
+        self._dispatch()
+
     def set_metadata(self, metadata: Mapping[str, str]) -> None:
         """Advertise new metadata (e.g. a port bound late): bump the incarnation and gossip it."""
         wire = codec.metadata_from(metadata)
@@ -608,12 +621,12 @@ class GossipCore:
             return
         for rec in packet.records:
             self._apply(rec)
+        if kind is PacketKind.PING and packet.target != self.node_id:
+            self.counters["dropped_misdirected"] += 1
+            return
         if kind in (PacketKind.PING, PacketKind.PING_REQ):
             self._greet(src, packet.sender)
         if kind is PacketKind.PING:
-            if packet.target != self.node_id:
-                self.counters["dropped_misdirected"] += 1
-                return
             self._send_gossip(src, Packet(PacketKind.ACK, self.node_id, packet.seq))
         elif kind is PacketKind.ACK:
             self._handle_ack(packet.seq)

@@ -109,6 +109,8 @@ class GossipProtocol(DatagramProtocol):
 class GossipService(service.Service):
     """Listen for gossip on UDP ``port`` and tick ``core`` every ``tick_interval`` seconds.
 
+    A core configured to advertise port 0 advertises the port actually bound.
+
     The tick is one call per interval even when the reactor ran late: a busy
     node stretches its own gossip time rather than timing out acks that are
     waiting to be read.
@@ -137,6 +139,9 @@ class GossipService(service.Service):
         """Listen, start ticking, and send anything queued before (joins)."""
         super().startService()
         self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.interface)
+        host, advertised = self.core.config.address
+        if advertised == 0:  # "whatever port the OS picks": advertise the one it picked
+            self.core.set_address((host, int(self.listening.getHost().port)))
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.reactor
         self._loop.start(self.tick_interval, now=False)

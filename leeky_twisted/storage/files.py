@@ -266,11 +266,16 @@ class FileLogStore:
             return self._terms[index - self._first_index]
 
     def _segment_span(self, index: int) -> tuple[int, int]:
-        """Return (position in _segments, index after the segment's last record) for ``index``."""
+        """Return (position in _segments, index after its last published record) for ``index``.
+
+        A segment rolled over by a write in progress may already be listed;
+        its first index can lie past last_index()+1, hence the ``min``.
+        """
         position = bisect.bisect_right(self._firsts, index) - 1
+        stop = self._last_locked() + 1
         if position + 1 < len(self._segments):
-            return position, self._firsts[position + 1]
-        return position, self._last_locked() + 1
+            stop = min(stop, self._firsts[position + 1])
+        return position, stop
 
     def _record_end(self, index: int, position: int, stop: int) -> int:
         """Return the offset just past the record of ``index`` in segment ``position``."""
@@ -586,7 +591,7 @@ class FileStableStore:
             self._saved = _decode_hard_state(buf, self._path)
             return self._saved
 
-    def save(self, hard_state: HardState) -> None:
+    def save(self, hard_state: object) -> None:
         """Save ``hard_state``; durable when this returns (skipped if unchanged)."""
         if not isinstance(hard_state, HardState):
             raise TypeError(f"expected a HardState, got {type(hard_state).__name__}")
@@ -767,7 +772,7 @@ class FileSnapshotStore:
         if removed:
             log.warning("snapshots %s: removed half-written files %s", self._dir, removed)
 
-    def create(self, meta: SnapshotMeta) -> FileSnapshotSink:
+    def create(self, meta: object) -> FileSnapshotSink:
         """Start writing a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")

@@ -133,7 +133,7 @@ class MemoryStableStore:
                 raise StoreClosedError("MemoryStableStore is closed")
             return self._hard_state
 
-    def save(self, hard_state: HardState) -> None:
+    def save(self, hard_state: object) -> None:
         """Remember ``hard_state``."""
         if not isinstance(hard_state, HardState):
             raise TypeError(f"expected a HardState, got {type(hard_state).__name__}")
@@ -192,7 +192,7 @@ class MemorySnapshotStore:
         self._lock = threading.Lock()
         self._snapshots: dict[int, tuple[SnapshotMeta, bytes]] = {}
 
-    def create(self, meta: SnapshotMeta) -> MemorySnapshotSink:
+    def create(self, meta: object) -> MemorySnapshotSink:
         """Return a sink for a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")

@@ -336,6 +336,11 @@ def test_leader_backtracks_with_conflict_hints_in_few_round_trips():
         net.propose(new, f"kept{i}".encode())
     net.sync()
     assert net.node(new).state[-1] == b"kept49"
+    # A fresh leader starts each follower at the end of its (long) log: hand over to the other.
+    new = N3 if new == N2 else N2
+    net.transfer(net.leader(), new)
+    net.stabilize()
+    assert net.leader() == new and net.core(new).progress[N1].next > 50
     net.heal()
     before = net.sent["AppendEntriesResponse"]
     net.tick(3 * E)

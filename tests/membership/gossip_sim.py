@@ -91,6 +91,11 @@ class SimNetwork:
         self.down.add(address_of(i))
         self.core(i).take_outbox()
 
+    def restart(self, i: int, **config: Any) -> GossipCore:
+        """Replace node ``i`` by a fresh core (same id and address, no memory) and bring it up."""
+        self.down.discard(address_of(i))
+        return self.add(i, **config)
+
     def cut(self, a: int, b: int) -> None:
         """Drop every datagram between nodes ``a`` and ``b``."""
         self.cuts.add(frozenset((address_of(a), address_of(b))))

@@ -30,6 +30,11 @@ def sent(core: GossipCore, key: bytes | None = None) -> list[tuple[Address, Pack
     return [(a, codec.decode(d, CLUSTER, key)) for a, d in core.take_outbox()]
 
 
+def sent_but_greetings(core: GossipCore) -> list[tuple[Address, Packet]]:
+    """Return the outbox without the SYNCs sent to unknown probers."""
+    return [(a, p) for a, p in sent(core) if p.kind is not PacketKind.SYNC]
+
+
 def packet(kind: PacketKind, sender: str, **fields: object) -> bytes:
     """Encode a packet of this cluster."""
     return codec.encode(Packet(kind, NodeId(sender), **fields), CLUSTER)  # type: ignore[arg-type]
@@ -179,8 +184,37 @@ def test_ping_is_acked_with_the_same_sequence() -> None:
     """A PING addressed to this node gets an ACK with its seq, to the source address."""
     core = make(1)
     core.receive(("9.9.9.9", 1), packet(PacketKind.PING, "n2", seq=77, target=NodeId("n1")))
-    [(addr, p)] = sent(core)
+    [(addr, p)] = sent_but_greetings(core)
     assert addr == ("9.9.9.9", 1) and p.kind is PacketKind.ACK and p.seq == 77
+
+
+def test_an_unknown_prober_is_greeted_with_a_sync() -> None:
+    """A PING from an unknown member gets our record in a SYNC asking for its state."""
+    core = make(1)
+    core.receive(("9.9.9.9", 1), packet(PacketKind.PING, "n2", seq=77, target=NodeId("n1")))
+    [(addr, sync)] = [(a, p) for a, p in sent(core) if p.kind is PacketKind.SYNC]
+    assert addr == ("9.9.9.9", 1) and sync.reply_wanted
+    assert [r.node_id for r in sync.records] == ["n1"]
+    core.receive(
+        ("9.9.9.9", 1), packet(PacketKind.SYNC, "n2", records=(record(2, 0, MemberState.ALIVE),))
+    )
+    core.receive(("9.9.9.9", 1), packet(PacketKind.PING, "n2", seq=78, target=NodeId("n1")))
+    assert [p.kind for _, p in sent(core)] == [PacketKind.ACK]
+
+
+def test_a_prober_believed_dead_is_told_so() -> None:
+    """A PING from a member we hold DEAD gets its DEAD record, so that it refutes."""
+    core = make(1)
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n3", records=(record(2, 4, MemberState.DEAD),))
+    )
+    sent(core)
+    core.receive(address_of(2), packet(PacketKind.PING, "n2", seq=1, target=NodeId("n1")))
+    [sync] = [p for _, p in sent(core) if p.kind is PacketKind.SYNC]
+    assert [(r.node_id, r.state, r.incarnation) for r in sync.records] == [
+        ("n1", MemberState.ALIVE, 0),
+        ("n2", MemberState.DEAD, 4),
+    ]
 
 
 def test_ping_for_another_node_is_not_acked() -> None:
@@ -247,10 +281,10 @@ def test_ping_req_is_relayed_and_the_ack_forwarded() -> None:
             PacketKind.PING_REQ, "n2", seq=40, target=NodeId("n3"), target_address=("3.3.3.3", 30)
         ),
     )
-    [(addr, ping)] = sent(helper)
+    [(addr, ping)] = sent_but_greetings(helper)
     assert addr == ("3.3.3.3", 30) and ping.kind is PacketKind.PING and ping.target == "n3"
     helper.receive(("3.3.3.3", 30), packet(PacketKind.ACK, "n3", seq=ping.seq))
-    [(addr, ack)] = sent(helper)
+    [(addr, ack)] = sent_but_greetings(helper)
     assert addr == ("1.1.1.1", 10) and ack.kind is PacketKind.ACK and ack.seq == 40
 
 
@@ -263,12 +297,12 @@ def test_relays_expire_after_a_period() -> None:
             PacketKind.PING_REQ, "n2", seq=40, target=NodeId("n3"), target_address=("3.3.3.3", 30)
         ),
     )
-    [(_, ping)] = sent(helper)
+    [(_, ping)] = sent_but_greetings(helper)
     for _ in range(10):
         helper.tick()
-    sent(helper)
+    sent_but_greetings(helper)
     helper.receive(("3.3.3.3", 30), packet(PacketKind.ACK, "n3", seq=ping.seq))
-    assert sent(helper) == []
+    assert sent_but_greetings(helper) == []
 
 
 def test_probes_visit_every_member_once_per_round() -> None:
@@ -514,6 +548,16 @@ def test_metadata_change_reaches_everyone() -> None:
     )
     for core in net.live():
         assert core.members()[NodeId("n2")].incarnation == 1
+
+
+def test_address_change_reaches_everyone() -> None:
+    """set_address bumps the incarnation and every member learns the new address."""
+    net = build_cluster(4, seed=4)
+    net.core(1).set_address(("10.7.7.7", 9000))
+    assert net.core(1).incarnation == 1
+    net.run(100)
+    for core in net.live():
+        assert core.members()[NodeId("n1")].address == ("10.7.7.7", 9000)
 
 
 def test_reaped_members_are_not_brought_back_by_old_gossip() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -169,7 +171,18 @@ def test_zeros_after_the_last_record_are_cut(tmp_path: Path) -> None:
     (segment,) = segments(tmp_path)
     size = segment.stat().st_size
     with segment.open("ab") as grown:
-        grown.write(bytes(100_000))
+        grown.write(bytes(8 << 20))
+    assert read_all(tmp_path) == run(1, 4)
+    assert segment.stat().st_size == size
+
+
+def test_random_garbage_after_the_last_record_is_cut(tmp_path: Path) -> None:
+    """Noise after the tail (no intact record of a later batch inside) is cut."""
+    write_log(tmp_path, [run(1, 4)])
+    (segment,) = segments(tmp_path)
+    size = segment.stat().st_size
+    with segment.open("ab") as grown:
+        grown.write(random.Random(7).randbytes(64 * 1024))
     assert read_all(tmp_path) == run(1, 4)
     assert segment.stat().st_size == size
 
@@ -323,8 +336,6 @@ def test_unknown_record_version_is_never_cut(tmp_path: Path) -> None:
     (segment,) = segments(tmp_path)
     record = bytearray(encode_record(entry(3), 3))
     record[29] = 9  # version byte
-    import zlib
-
     record[:4] = zlib.crc32(bytes(record[4:])).to_bytes(4, "little")
     with segment.open("ab") as appended:
         appended.write(bytes(record))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from leeky_twisted.core.messages import Entry
-from leeky_twisted.storage import files
+from leeky_twisted.storage import files, fsutil
 from leeky_twisted.storage.errors import StoreFailedError, StoreLockedError
 from leeky_twisted.storage.files import FileLogStore
 
@@ -65,7 +65,7 @@ def test_replacing_a_suffix_deletes_later_segments(tmp_path: Path) -> None:
 def test_append_syncs_once_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Group commit: one append of many entries costs exactly one fdatasync."""
     calls: list[int] = []
-    real = files.fdatasync
+    real = fsutil.fdatasync
 
     def counting(fd: int) -> None:
         calls.append(fd)
@@ -136,3 +136,29 @@ def test_segment_size_must_hold_a_record(tmp_path: Path) -> None:
     """A segment_size smaller than a header and one record header is refused."""
     with pytest.raises(ValueError):
         FileLogStore(tmp_path, segment_size=10)
+
+
+def test_reads_during_a_rollover_see_only_published_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read between a mid-batch rollover and the batch's fsync sees the old log exactly."""
+    store = FileLogStore(tmp_path, segment_size=1024)
+    store.append(run(1, 11))
+    seen: list[tuple[int, list[Entry], list[Entry]]] = []
+    real = FileLogStore._add_segment
+
+    def add_then_read(self: FileLogStore, segment: files._Segment) -> None:
+        real(self, segment)
+        last = self.last_index()
+        seen.append((last, self.entries(1, last + 1), self.entries(1, last + 1, max_bytes=10**6)))
+
+    monkeypatch.setattr(FileLogStore, "_add_segment", add_then_read)
+    try:
+        store.append(run(11, 61))
+        assert seen
+        for last, read, limited in seen:
+            assert last == 10
+            assert read == limited == run(1, 11)
+        assert store.entries(1, 61) == run(1, 61)
+    finally:
+        store.close()

@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 
 from leeky_twisted.core.messages import HardState, NodeId
 from leeky_twisted.interfaces import IStableStore
-from leeky_twisted.storage import files
+from leeky_twisted.storage import files, fsutil
 from leeky_twisted.storage.errors import CorruptHardStateError, StoreClosedError
 from leeky_twisted.storage.files import FileStableStore
 from leeky_twisted.storage.memory import MemoryStableStore
@@ -70,7 +70,7 @@ def test_saved_hard_state_survives_a_restart(stores: Stores) -> None:
 def test_save_rejects_other_types(stores: Stores) -> None:
     """save() takes a HardState only."""
     with pytest.raises(TypeError):
-        stores.open().save((1, None, 0))  # type: ignore[arg-type]
+        stores.open().save((1, None, 0))
 
 
 def test_closed_stable_store_rejects_calls(stores: Stores) -> None:
@@ -122,7 +122,7 @@ def test_half_written_temp_file_is_ignored(tmp_path: Path) -> None:
 def test_unchanged_state_is_not_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Saving the state already on disk costs no write or fsync."""
     writes: list[str] = []
-    real = files.atomic_write
+    real = fsutil.atomic_write
 
     def counting(path: str, data: bytes) -> None:
         writes.append(path)

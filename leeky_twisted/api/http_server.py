@@ -1,0 +1,293 @@
+"""A small HTTP/1.1 server for the JSON-RPC API, built for the request hot path.
+
+twisted.web's general machinery (request objects, header registries, form
+parsing, access logs) costs about 100 µs per request, which is most of what a
+put costs the leader. This protocol does only what the API needs: ``POST
+/jsonrpc`` with a Content-Length body, ``GET /status``, keep-alive, pipelining
+(answers go out in request order), ``Expect: 100-continue``, and a body limit.
+Anything else gets a plain HTTP error. The JSON-RPC semantics themselves live
+in :class:`~leeky_twisted.api.jsonrpc_api.KeyValueJSONRPC`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+
+log = Logger()
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_PIPELINED = 256
+
+_REASONS = {
+    200: b"OK",
+    204: b"No Content",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    411: b"Length Required",
+    413: b"Payload Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def _encode(answer: object) -> bytes:
+    try:
+        return json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(answer, default=str).encode("ascii")
+
+
+class _Slot:
+    """One request's place in the ordered answer queue."""
+
+    __slots__ = ("close", "data")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.close = False
+
+
+class JSONRPCHTTPProtocol(Protocol):
+    """One HTTP connection: parse requests, answer them in order."""
+
+    def __init__(
+        self,
+        rpc: KeyValueJSONRPC,
+        status: Callable[[], object],
+        extra_routes: dict[bytes, Callable[[], tuple[bytes, bytes]]] | None = None,
+    ) -> None:
+        self.rpc = rpc
+        self.status = status
+        self.extra_routes = extra_routes or {}
+        self._buf = b""
+        self._need = -1  # body bytes still expected, -1 while reading headers
+        self._discard = 0  # body bytes to drop (over the limit)
+        self._pending: tuple[bytes, bytes, bool] | None = None  # method, path, keep-alive
+        self._slots: deque[_Slot] = deque()
+        self._closing = False
+        self._gone = False
+        self._paused = False
+
+    # ------------------------------------------------------------ parsing
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse as many whole requests as the buffer holds."""
+        if self._closing:
+            return
+        try:
+            self._buf += data
+            self._parse()
+        except Exception:
+            log.failure("HTTP protocol error")
+            self._error(500, b"internal error", close=True)
+
+    def _parse(self) -> None:
+        while not self._closing:
+            if self._discard:
+                dropped = min(self._discard, len(self._buf))
+                self._buf = self._buf[dropped:]
+                self._discard -= dropped
+                if self._discard:
+                    return
+                assert self._pending is not None
+                keep = self._pending[2]
+                self._pending = None
+                self._answer_now(413, _encode(self.rpc.too_large()), close=not keep)
+                continue
+            if self._need >= 0:
+                if len(self._buf) < self._need:
+                    return
+                body, self._buf = self._buf[: self._need], self._buf[self._need :]
+                self._need = -1
+                assert self._pending is not None
+                method, path, keep = self._pending
+                self._pending = None
+                self._dispatch(method, path, body, keep)
+                continue
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buf) > MAX_HEADER_BYTES:
+                    self._error(431, b"headers too large", close=True)
+                return
+            head, self._buf = self._buf[:end], self._buf[end + 4 :]
+            self._start_request(head)
+
+    def _start_request(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
+                self._error(505, b"HTTP/1.x only", close=True)
+            else:
+                self._error(400, b"malformed request line", close=True)
+            return
+        method, target, version = parts
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                self._error(400, b"malformed header", close=True)
+                return
+            headers[name.lower()] = value.strip()
+        connection = headers.get(b"connection", b"").lower()
+        if version == b"HTTP/1.1":
+            keep = b"close" not in connection
+        else:
+            keep = b"keep-alive" in connection
+        if b"transfer-encoding" in headers:
+            self._error(501, b"chunked bodies are not supported; send Content-Length", True)
+            return
+        length_text = headers.get(b"content-length", b"0")
+        if not length_text.isdigit() or len(length_text) > 12:
+            self._error(400, b"bad Content-Length", close=True)
+            return
+        length = int(length_text)
+        path = target.split(b"?", 1)[0]
+        self._pending = (method, path, keep)
+        if length > self.rpc.max_body_bytes:
+            self._discard = length  # read and drop it, then answer 413
+            return
+        if headers.get(b"expect", b"").lower() == b"100-continue" and len(self._buf) < length:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._need = length
+
+    # ----------------------------------------------------------- answering
+
+    def _dispatch(self, method: bytes, path: bytes, body: bytes, keep: bool) -> None:
+        if path == b"/jsonrpc":
+            if method != b"POST":
+                self._answer_now(405, b'{"error": "use POST"}', close=not keep, allow=b"POST")
+                return
+            slot = self._new_slot(not keep)
+            d: Deferred[Any] = self.rpc.answer(body)
+            d.addCallback(self._rpc_done, slot)
+            d.addErrback(self._rpc_failed, slot)
+            return
+        if method != b"GET":
+            self._answer_now(404 if path != b"/status" else 405, b"{}", close=not keep)
+            return
+        if path == b"/status":
+            self._answer_now(200, _encode(self.status()), close=not keep)
+        elif path in self.extra_routes:
+            content_type, data = self.extra_routes[path]()
+            self._answer_now(200, data, close=not keep, content_type=content_type)
+        else:
+            self._answer_now(404, b'{"error": "not found"}', close=not keep)
+
+    def _rpc_done(self, answer: object, slot: _Slot) -> None:
+        if answer is None:
+            slot.data = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+        else:
+            slot.data = self._frame(200, _encode(answer), slot.close)
+        self._flush()
+
+    def _rpc_failed(self, failure: Failure, slot: _Slot) -> None:
+        log.failure("JSON-RPC call failed", failure)
+        body = b'{"jsonrpc": "2.0", "error": {"code": -32603, "message": "internal error"}, '
+        slot.data = self._frame(200, body + b'"id": null}', slot.close)
+        self._flush()
+
+    def _new_slot(self, close: bool) -> _Slot:
+        slot = _Slot()
+        slot.close = close
+        self._slots.append(slot)
+        if close:
+            self._closing = True  # read no further requests
+        if len(self._slots) >= MAX_PIPELINED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        return slot
+
+    def _answer_now(
+        self,
+        code: int,
+        body: bytes,
+        close: bool,
+        allow: bytes | None = None,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        slot = self._new_slot(close)
+        slot.data = self._frame(code, body, close, allow, content_type)
+        self._flush()
+
+    def _error(self, code: int, message: bytes, close: bool) -> None:
+        body = b'{"error": "' + message.replace(b'"', b"'") + b'"}'
+        self._answer_now(code, body, close)
+
+    @staticmethod
+    def _frame(
+        code: int,
+        body: bytes,
+        close: bool,
+        allow: bytes | None = None,
+        content_type: bytes = b"application/json",
+    ) -> bytes:
+        head = [
+            b"HTTP/1.1 %d %s" % (code, _REASONS.get(code, b"Error")),
+            b"Content-Type: " + content_type,
+            b"Content-Length: %d" % len(body),
+        ]
+        if allow:
+            head.append(b"Allow: " + allow)
+        if close:
+            head.append(b"Connection: close")
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+    def _flush(self) -> None:
+        if self._gone:
+            self._slots.clear()
+            return
+        out = []
+        close = False
+        while self._slots and self._slots[0].data is not None:
+            slot = self._slots.popleft()
+            out.append(slot.data)
+            if slot.close:
+                close = True
+                self._slots.clear()
+                break
+        if out:
+            self.transport.writeSequence(out)
+        if close:
+            self.transport.loseConnection()
+        elif self._paused and len(self._slots) < MAX_PIPELINED // 2:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Forget pending answers; they have nowhere to go."""
+        self._gone = True
+        self._slots.clear()
+
+
+class JSONRPCHTTPFactory(Factory):
+    """Builds :class:`JSONRPCHTTPProtocol` for each connection."""
+
+    def __init__(
+        self,
+        rpc: KeyValueJSONRPC,
+        status: Callable[[], object],
+        extra_routes: dict[bytes, Callable[[], tuple[bytes, bytes]]] | None = None,
+    ) -> None:
+        self.rpc = rpc
+        self.status = status
+        self.extra_routes = extra_routes or {}
+
+    def buildProtocol(self, addr: object) -> JSONRPCHTTPProtocol:
+        """Return a protocol for a new connection."""
+        p = JSONRPCHTTPProtocol(self.rpc, self.status, self.extra_routes)
+        p.factory = self
+        return p

@@ -1,0 +1,144 @@
+"""The lean HTTP/1.1 server in front of the JSON-RPC API, over in-memory transports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from twisted.internet.testing import StringTransport
+
+from leeky_twisted.api.amp_api import make_frontend
+from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kvfakes import FakeNetwork, FakeRaftNode
+
+
+def make(max_body: int = 4096):
+    net = FakeNetwork()
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    frontend = make_frontend(node, net.clock, forward=False)
+    rpc = KeyValueJSONRPC(frontend, max_body)
+    proto = JSONRPCHTTPFactory(rpc, lambda: {"id": "1"}).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def post(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra)
+        + body
+    )
+
+
+def responses(raw: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        code = int(lines[0].split(b" ")[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        out.append((code, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+def call(method: str, *params: object, rid: int = 1) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "method": method, "params": list(params), "id": rid}
+    ).encode()
+
+
+def test_put_then_get_over_one_keep_alive_connection():
+    """Two requests on one connection get two answers, and the connection stays open."""
+    proto, t = make()
+    proto.dataReceived(post(call("put", "k", "v")) + post(call("get", "k", rid=2)))
+    answers = responses(t.value())
+    assert [code for code, _ in answers] == [200, 200]
+    assert json.loads(answers[0][1])["result"] is True
+    assert json.loads(answers[1][1]) == {"jsonrpc": "2.0", "result": "v", "id": 2}
+    assert not t.disconnecting
+
+
+def test_request_split_across_many_packets_is_reassembled():
+    """A request arriving a byte at a time is parsed once complete."""
+    proto, t = make()
+    for byte in post(call("put", "a", "b")):
+        proto.dataReceived(bytes([byte]))
+    assert json.loads(responses(t.value())[0][1])["result"] is True
+
+
+def test_connection_close_is_honoured():
+    """`Connection: close` gets an answer and then the connection is closed."""
+    proto, t = make()
+    proto.dataReceived(post(call("status"), b"Connection: close\r\n"))
+    assert responses(t.value())[0][0] == 200
+    assert t.disconnecting
+
+
+def test_expect_100_continue_is_answered_before_the_body():
+    """curl's Expect: 100-continue gets an interim answer so it sends the body at once."""
+    proto, t = make()
+    body = call("put", "k", "v")
+    head = b"POST /jsonrpc HTTP/1.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(
+        body
+    )
+    proto.dataReceived(head)
+    assert t.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    t.clear()
+    proto.dataReceived(body)
+    assert json.loads(responses(t.value())[0][1])["result"] is True
+
+
+def test_oversized_body_is_drained_and_refused_with_413():
+    """A body over the limit is read, dropped, and answered 413 with a JSON-RPC error."""
+    proto, t = make(max_body=100)
+    body = call("put", "k", "x" * 500)
+    proto.dataReceived(post(body) + post(call("get", "k", rid=2)))
+    (code1, b1), (code2, b2) = responses(t.value())
+    assert code1 == 413 and json.loads(b1)["error"]["code"] == -32600
+    assert code2 == 200 and json.loads(b2)["result"] is None
+
+
+def test_malformed_request_line_gets_400_and_close():
+    """Garbage instead of HTTP gets 400 and the connection is closed."""
+    proto, t = make()
+    proto.dataReceived(b"\x00\x01garbage\r\n\r\n")
+    assert responses(t.value())[0][0] == 400
+    assert t.disconnecting
+
+
+def test_chunked_body_is_refused_with_501():
+    """Chunked uploads are not supported and say so."""
+    proto, t = make()
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert responses(t.value())[0][0] == 501
+
+
+def test_unknown_path_is_404_and_get_on_jsonrpc_is_405():
+    """Only /jsonrpc (POST) and /status (GET) exist."""
+    proto, t = make()
+    proto.dataReceived(b"GET /nope HTTP/1.1\r\n\r\nGET /jsonrpc HTTP/1.1\r\n\r\n")
+    assert [code for code, _ in responses(t.value())] == [404, 405]
+
+
+def test_status_route_returns_json():
+    """GET /status answers the node's status as JSON."""
+    proto, t = make()
+    proto.dataReceived(b"GET /status HTTP/1.1\r\n\r\n")
+    assert json.loads(responses(t.value())[0][1]) == {"id": "1"}
+
+
+def test_oversized_headers_get_431():
+    """Headers past the limit are refused instead of buffered without end."""
+    proto, t = make()
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nX: " + b"a" * 20000)
+    assert responses(t.value())[0][0] == 431
+    assert t.disconnecting
