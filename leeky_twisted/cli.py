@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show every node: role, term, commit and applied index")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser(
+        "bench",
+        help="measure the cluster: throughput and latency percentiles",
+        description="Run a bounded benchmark (ops and time) with concurrent clients.",
+    )
+    p.add_argument("--workload", choices=("put", "get"), default="put")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    p.add_argument("--ops", type=int, default=5000, help="operations in all (default 5000)")
+    p.add_argument("--seconds", type=float, default=30.0, help="time limit (default 30)")
+    p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+
     add_local_parser(sub)
     return parser
 
@@ -387,6 +398,24 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from leeky_twisted.client.library import LeekyClient
 
     async def session(reactor: Any) -> None:
+        if args.command == "bench":
+            from leeky_twisted.bench import run_bench
+
+            if min(args.clients, args.ops, args.value_size) < 1 or args.seconds <= 0:
+                raise SystemExit(EXIT_USAGE)
+            result = await run_bench(
+                reactor,
+                cluster,
+                args.workload,
+                args.clients,
+                args.ops,
+                args.seconds,
+                args.value_size,
+            )
+            print(result.summary())
+            if result.errors:
+                raise SystemExit(EXIT_ERROR)
+            return
         client = LeekyClient(reactor, cluster, timeout=args.timeout)
         try:
             code = await run_command(args, client, sys.stdout, sys.stderr)

@@ -86,9 +86,9 @@ class Operation:
             raise ValueError(f"op {self.index}: a put needs a value")
         if self.kind is OpKind.CAS and self.new is None:
             raise ValueError(f"op {self.index}: a cas needs a new value")
-        if self.outcome is Outcome.OK and self.kind is OpKind.CAS:
-            if not isinstance(self.result, bool):
-                raise ValueError(f"op {self.index}: an ok cas needs a bool result")
+        ok_cas = self.outcome is Outcome.OK and self.kind is OpKind.CAS
+        if ok_cas and not isinstance(self.result, bool):
+            raise ValueError(f"op {self.index}: an ok cas needs a bool result")
 
     def with_outcome(
         self, outcome: Outcome, complete: float | None, result: str | bool | None = None

@@ -222,7 +222,7 @@ def check_key(
     )
     n = len(events)
     end = n + 1  # node 0 is the head sentinel, node n + 1 the tail sentinel
-    nxt = list(range(1, n + 2)) + [end]
+    nxt = [*range(1, n + 2), end]
     prv = [0, *range(n + 1)]
     is_call = [False] * (n + 2)
     op_of = [-1] * (n + 2)

@@ -228,3 +228,13 @@ def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_bench_reports_throughput_and_percentiles(cluster):
+    """`leekyraft bench` runs its bounded workload and prints rates and percentiles."""
+    r = cli(cluster, "bench", "--clients", "4", "--ops", "200", "--seconds", "20")
+    assert r.returncode == 0, r.stderr
+    assert "put: 200 ops (0 errors)" in r.stdout
+    assert "latency p50" in r.stdout and "p99" in r.stdout
+    r = cli(cluster, "bench", "--workload", "get", "--clients", "4", "--ops", "100")
+    assert r.returncode == 0 and "get: 100 ops (0 errors)" in r.stdout

@@ -253,6 +253,11 @@ def main() -> None:
         first = sum(r[0] for r in runs) / len(runs)
         dead = sum(r[1] for r in runs) / len(runs)
         print(f"  N={n:2}: {first:.2f}; {dead:.2f} (max {max(r[1] for r in runs):.1f})")
+    net = build_cluster(16, seed=1)
+    before = sum(c.counters["bytes_sent"] for c in net.live())
+    net.run(1000)
+    sent = sum(c.counters["bytes_sent"] for c in net.live()) - before
+    print(f"steady traffic, N=16, no loss: {sent / 16 / 100:.0f} bytes per member per period")
     print("false positives in a healthy cluster of 16 over 500 periods")
     for loss in (0.1, 0.3):
         fp = false_positives(16, loss, 500, seed=1)

@@ -1,0 +1,124 @@
+"""``leekyraft bench``: measure a running cluster from a user's seat.
+
+Runs a bounded number of operations (and at most a time limit) with a number
+of concurrent clients over the bundled AMP client library, shows a progress
+line while it runs, and prints throughput and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from twisted.internet import defer
+
+from leeky_twisted.client.library import Address, LeekyClient
+
+
+@dataclass
+class BenchResult:
+    """What one benchmark run measured."""
+
+    workload: str
+    clients: int
+    ops: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    def percentile(self, p: float) -> float:
+        """Return the nearest-rank percentile ``p`` (0-100) of latencies, in seconds."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+        return ordered[rank - 1]
+
+    def summary(self) -> str:
+        """Return the human-readable result lines."""
+        rate = self.ops / self.seconds if self.seconds else 0.0
+        ms = [self.percentile(p) * 1000 for p in (50, 90, 99)]
+        return (
+            f"{self.workload}: {self.ops} ops ({self.errors} errors) in {self.seconds:.1f} s "
+            f"with {self.clients} clients: {rate:,.0f} ops/s\n"
+            f"latency p50 {ms[0]:.2f} ms  p90 {ms[1]:.2f} ms  p99 {ms[2]:.2f} ms  "
+            f"max {max(self.latencies, default=0) * 1000:.2f} ms"
+        )
+
+
+async def run_bench(
+    reactor: Any,
+    cluster: list[Address],
+    workload: str = "put",
+    clients: int = 16,
+    ops: int = 5000,
+    seconds: float = 30.0,
+    value_size: int = 100,
+    keys: int = 1000,
+    out: TextIO | None = sys.stderr,
+) -> BenchResult:
+    """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster."""
+    if workload not in ("put", "get"):
+        raise ValueError("workload must be put or get")
+    rng = random.Random()
+    value = rng.randbytes(value_size // 2 + 1).hex()[:value_size]
+    prefix = f"bench/{os.getpid()}/"
+    conns = [LeekyClient(reactor, cluster, timeout=10.0) for _ in range(clients)]
+    if workload == "get":
+        await conns[0].put(prefix + "0", value)
+    latencies: list[float] = []
+    state = {"issued": 0, "errors": 0}
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def loop(client: LeekyClient) -> None:
+        while state["issued"] < ops and time.perf_counter() < deadline:
+            i = state["issued"]
+            state["issued"] += 1
+            key = prefix + str(i % keys if workload == "put" else 0)
+            t = time.perf_counter()
+            try:
+                if workload == "put":
+                    await client.put(key, value)
+                else:
+                    await client.get(key)
+            except Exception:
+                state["errors"] += 1
+                continue
+            latencies.append(time.perf_counter() - t)
+
+    def progress() -> None:
+        if out is not None:
+            done = len(latencies) + state["errors"]
+            width = 30
+            filled = int(width * done / ops) if ops else width
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{ops} {rate:,.0f}/s ")
+            out.flush()
+
+    from twisted.internet import task
+
+    ticker = task.LoopingCall(progress)
+    ticker.clock = reactor
+    ticker.start(0.25)
+    try:
+        await defer.gatherResults([defer.Deferred.fromCoroutine(loop(c)) for c in conns])
+    finally:
+        ticker.stop()
+        progress()
+        if out is not None:
+            out.write("\n")
+        for c in conns:
+            c.close()
+    return BenchResult(
+        workload,
+        clients,
+        len(latencies),
+        state["errors"],
+        time.perf_counter() - started,
+        latencies,
+    )
