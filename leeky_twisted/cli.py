@@ -137,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show every node: role, term, commit and applied index")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("members", help="every node: Raft role, gossip state, incarnation")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("add-server", help="add a node (as voter unless --learner)")
+    p.add_argument("node_id", metavar="ID")
+    p.add_argument("address", metavar="HOST:PORT", nargs="?", help="its peer (Raft) address")
+    p.add_argument("--learner", action="store_true", help="add as a non-voting learner")
+
+    p = sub.add_parser("remove-server", help="remove a node from the configuration")
+    p.add_argument("node_id", metavar="ID")
+
+    p = sub.add_parser("transfer-leader", help="hand leadership to the voter ID")
+    p.add_argument("node_id", metavar="ID")
+
     p = sub.add_parser(
         "bench",
         help="measure the cluster: throughput and latency percentiles",
@@ -354,8 +368,48 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             print("leekyraft: no node of the cluster answered", file=err)
             return EXIT_UNREACHABLE
         return EXIT_OK
+    if command == "members":
+        members = await client.members()  # type: ignore[attr-defined]
+        print(format_members(members, args.json), file=out)
+        return EXIT_OK
+    if command == "add-server":
+        await client.add_server(args.node_id, args.address, not args.learner)  # type: ignore[attr-defined]
+        kind = "learner" if args.learner else "voter"
+        print(f'Added "{args.node_id}" as {kind}', file=out)
+        return EXIT_OK
+    if command == "remove-server":
+        await client.remove_server(args.node_id)  # type: ignore[attr-defined]
+        print(f'Removed "{args.node_id}"', file=out)
+        return EXIT_OK
+    if command == "transfer-leader":
+        await client.transfer_leader(args.node_id)  # type: ignore[attr-defined]
+        print(f'Leadership transfer to "{args.node_id}" started', file=out)
+        return EXIT_OK
     print(f"leekyraft: unknown command {command!r}", file=err)
     return EXIT_USAGE
+
+
+def format_members(members: list[dict[str, Any]], as_json: bool) -> str:
+    """Return the members table (or JSON): id, Raft role, gossip state, incarnation, address."""
+    if as_json:
+        return json.dumps(members, indent=2, sort_keys=True)
+    rows = [("ID", "RAFT", "GOSSIP", "INCARNATION", "PEER", "CLIENT")]
+    for m in members:
+        addrs = m.get("addresses") or {}
+        rows.append(
+            (
+                str(m.get("id")),
+                str(m.get("raft")),
+                str(m.get("gossip") or "-"),
+                "-" if m.get("incarnation") is None else str(m["incarnation"]),
+                str(addrs.get("peer", "-")),
+                str(addrs.get("client", "-")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def _cas_values(args: argparse.Namespace) -> tuple[str | None, str]:

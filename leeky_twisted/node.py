@@ -25,10 +25,17 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     ConfChange,
+    ConfChangeOp,
     Entry,
     EntryKind,
     HardState,
@@ -69,6 +76,7 @@ class NodeSettings:
     snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
+    request_timeout: float = 5.0
 
 
 @dataclass
@@ -145,6 +153,7 @@ class RaftNode:
         }
         self._last_leader: NodeId | None = None
         self.stopped = False
+        self.membership: Any = None  #: an IMembership (gossip) when the node runs one
         transport.set_receiver(self.receive)
 
     # ------------------------------------------------------------ lifecycle
@@ -548,6 +557,64 @@ class RaftNode:
         if leader is None:
             return NotLeader(None, None)
         return NotLeader(leader, self.addresses.get(leader, {}).get("client"))
+
+    # ------------------------------------------------------------ membership
+
+    def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
+        """Add ``node_id`` as learner, or as voter (promoting a learner); leader only."""
+        op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
+        context = json.dumps({"peer": address}).encode() if address else b""
+        if address:
+            self.addresses.setdefault(node_id, {})["peer"] = address
+        return self._config_change(ConfChange(op, NodeId(node_id), context))
+
+    def remove_server(self, node_id: str) -> Deferred[Any]:
+        """Remove ``node_id`` from the configuration; leader only."""
+        return self._config_change(ConfChange(ConfChangeOp.REMOVE, NodeId(node_id)))
+
+    def transfer_leader(self, node_id: str) -> None:
+        """Start handing leadership to ``node_id``; raise NotLeader or InvalidRequest."""
+        try:
+            self.transfer_leadership(NodeId(node_id))
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+
+    def _config_change(self, change: ConfChange) -> Deferred[Any]:
+        d = self.propose_config_change(change, self.settings.request_timeout)
+
+        def refine(failure: Any) -> Any:
+            if failure.check(ValueError) and not failure.check(LeekyError):
+                raise InvalidRequest(str(failure.value))
+            return failure
+
+        return d.addErrback(refine)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        cfg = self.core.configuration
+        gossip = self.membership.members() if self.membership is not None else {}
+        ids = set(cfg.members()) | set(gossip) | {self.node_id}
+        out = []
+        for nid in sorted(ids):
+            if nid == self.core.leader_id and nid in cfg.voters:
+                role = "leader"
+            elif nid in cfg.voters:
+                role = "voter"
+            elif nid in cfg.learners:
+                role = "learner"
+            else:
+                role = "not in configuration"
+            m = gossip.get(nid)
+            out.append(
+                {
+                    "id": nid,
+                    "raft": role,
+                    "gossip": m.state.name.lower() if m is not None else None,
+                    "incarnation": getattr(m, "incarnation", None),
+                    "addresses": dict(self.addresses.get(nid, {})),
+                }
+            )
+        return out
 
     def address_of(self, nid: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""

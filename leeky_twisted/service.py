@@ -24,6 +24,9 @@ from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
+from leeky_twisted.membership.autopilot import Autopilot
+from leeky_twisted.membership.reconciler import ReconcilerSettings
+from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
@@ -67,6 +70,15 @@ class NodeOptions:
     lease_read: bool = False
     forward: bool = True
     unsafe_stale_reads: bool = False
+    address: PeerSpec | None = None  #: own peer address when grown by gossip
+    gossip_port: int | None = None
+    bootstrap: bool = False
+    join: list[tuple[str, int]] = field(default_factory=list)
+    gossip_key: bytes | None = None
+    max_voters: int = 5
+    min_voters: int = 3
+    dead_grace: float = 30.0
+    stabilization: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -74,7 +86,15 @@ class NodeOptions:
         for p in self.peers:
             if p.node_id == self.node_id:
                 return p
+        if self.address is not None:
+            return self.address
         raise ValueError(f"node {self.node_id} is not among the peers")
+
+    def initial_voters(self) -> list[PeerSpec]:
+        """Return the voters a brand-new data folder starts with (none for a joiner)."""
+        if self.peers:
+            return self.peers
+        return [self.own()] if self.bootstrap else []
 
 
 def bootstrap_if_empty(
@@ -168,6 +188,53 @@ class _NodeRunner(service.Service):
                 log.failure("error while closing")
 
 
+GOSSIP_TICK = 0.1  #: seconds per gossip tick
+
+
+def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> GossipService:
+    """Build the gossip service and let it feed the node's address book."""
+    assert opts.gossip_port is not None
+    gossip = make_gossip_service(
+        reactor,
+        opts.node_id,
+        (own.host, opts.gossip_port),
+        opts.cluster_id,
+        node.addresses[opts.node_id],
+        interface=own.host,
+        key=opts.gossip_key,
+        tick_interval=GOSSIP_TICK,
+        rng=random.Random(),
+    )
+
+    def on_member(member: Any) -> None:
+        if member.node_id != opts.node_id and member.metadata:
+            node.addresses.setdefault(member.node_id, {}).update(
+                {str(k): str(v) for k, v in member.metadata.items()}
+            )
+
+    gossip.core.subscribe(on_member)
+    node.membership = gossip.core
+    return gossip
+
+
+class _Hooks(service.Service):
+    """Run callables when the service tree starts and stops."""
+
+    def __init__(self, start: list[Callable[[], Any]], stop: list[Callable[[], Any]]) -> None:
+        self.start_hooks = start
+        self.stop_hooks = stop
+
+    def startService(self) -> None:
+        super().startService()
+        for hook in self.start_hooks:
+            hook()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for hook in self.stop_hooks:
+            hook()
+
+
 class LeekyRaftService(service.MultiService):
     """The whole node: disk thread, listeners, the node itself."""
 
@@ -192,10 +259,12 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     log_store = FileLogStore(os.path.join(data, "log"))
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
-    if bootstrap_if_empty(log_store, stable_store, snapshot_store, opts.peers):
-        log.info("bootstrapped a new cluster of {n} voters", n=len(opts.peers))
+    voters = opts.initial_voters()
+    if voters and bootstrap_if_empty(log_store, stable_store, snapshot_store, voters):
+        log.info("bootstrapped a new cluster of {n} voters", n=len(voters))
 
     addresses: dict[str, dict[str, str]] = {p.node_id: {"peer": p.address} for p in opts.peers}
+    addresses.setdefault(opts.node_id, {"peer": own.address})
     addresses[opts.node_id].update(
         {
             "client": f"{client_host}:{opts.client_port}",
@@ -208,6 +277,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         snapshot_trailing=min(1000, opts.snapshot_entries // 4),
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,
+        request_timeout=opts.request_timeout,
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),
@@ -275,9 +345,13 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     )
     _Listener(reactor, own.host, own.port, transport.server_factory()).setServiceParent(top)
 
+    gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
+
     def set_port(kind: str) -> Callable[[int], None]:
         def record(port: int) -> None:
             node.addresses[opts.node_id][kind] = f"{client_host}:{port}"
+            if gossip is not None:
+                gossip.set_metadata(node.addresses[opts.node_id])
 
         return record
 
@@ -291,5 +365,24 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     _Listener(
         reactor, client_host, opts.http_port, http_factory, set_port("http")
     ).setServiceParent(top)
+    if gossip is not None:
+        gossip.setServiceParent(top)
     _NodeRunner(node, [frontend.close, transport.close]).setServiceParent(top)
+    if gossip is not None:
+        autopilot = Autopilot(
+            reactor,
+            node,
+            gossip.core,
+            GOSSIP_TICK,
+            ReconcilerSettings(
+                min_voters=opts.min_voters,
+                max_voters=opts.max_voters,
+                dead_grace=opts.dead_grace,
+                stabilization_time=opts.stabilization,
+            ),
+        )
+        _Hooks(
+            start=[autopilot.start] + ([lambda: gossip.join(opts.join)] if opts.join else []),
+            stop=[autopilot.stop],
+        ).setServiceParent(top)
     return top

@@ -57,6 +57,12 @@ class Options(usage.Options):
     )
     optFlags = [
         [
+            "bootstrap",
+            None,
+            "Start a new cluster with this node as its only voter (the "
+            "introducer); others --join it.",
+        ],
+        [
             "lease-read",
             None,
             "Serve linearizable reads from a leader lease (relies on "
@@ -109,6 +115,48 @@ class Options(usage.Options):
         ["max-key-bytes", None, 1024, "Largest key, in UTF-8 bytes.", _positive(int)],
         ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
         ["config", None, None, "JSON file with any of these options (like config.json)."],
+        [
+            "address",
+            None,
+            None,
+            "This node's own peer (Raft) address HOST:PORT, for clusters grown by gossip "
+            "(--bootstrap or --join) instead of --peers.",
+        ],
+        ["gossip-port", None, None, "UDP port for gossip membership (on the peer host).", int],
+        [
+            "join",
+            None,
+            None,
+            "Join an existing cluster through any live member's gossip HOST:PORT (comma list).",
+        ],
+        [
+            "gossip-key-file",
+            None,
+            None,
+            "File holding a shared secret; gossip packets are authenticated with HMAC.",
+        ],
+        [
+            "max-voters",
+            None,
+            5,
+            "Autopilot: nodes past this many voters stay learners.",
+            _positive(int),
+        ],
+        ["min-voters", None, 3, "Autopilot: never remove voters below this many.", _positive(int)],
+        [
+            "dead-grace",
+            None,
+            30.0,
+            "Autopilot: seconds a member must be dead before it is removed.",
+            float,
+        ],
+        [
+            "stabilization",
+            None,
+            10.0,
+            "Autopilot: seconds a learner must be alive before promotion.",
+            float,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -117,13 +165,43 @@ class Options(usage.Options):
             self._merge_config(self["config"])
         if not self["id"]:
             raise usage.UsageError("--id is required")
-        if not self["peers"]:
-            raise usage.UsageError("--peers is required")
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir is required")
-        peers = parse_peers(self["peers"])
-        if self["id"] not in {p.node_id for p in peers}:
+        grown = bool(self["bootstrap"] or self["join"])
+        if self["bootstrap"] and self["join"]:
+            raise usage.UsageError("--bootstrap and --join exclude each other")
+        if not self["peers"] and not grown:
+            raise usage.UsageError("give --peers (a static cluster), or --bootstrap or --join")
+        if grown and not self["address"]:
+            raise usage.UsageError("--bootstrap and --join need --address HOST:PORT")
+        if grown and self["gossip-port"] is None:
+            raise usage.UsageError("--bootstrap and --join need --gossip-port")
+        if self["gossip-port"] is not None and not 0 < self["gossip-port"] < 65536:
+            raise usage.UsageError("--gossip-port out of range")
+        if self["min-voters"] > self["max-voters"]:
+            raise usage.UsageError("--min-voters exceeds --max-voters")
+        peers = parse_peers(self["peers"]) if self["peers"] else []
+        address = None
+        if self["address"]:
+            (address,) = parse_peers(f"{self['id']}={self['address']}")
+        if peers and self["id"] not in {p.node_id for p in peers}:
             raise usage.UsageError(f"--peers must include this node's own id {self['id']!r}")
+        join = []
+        if self["join"]:
+            for part in self["join"].split(","):
+                host, colon, port = part.strip().rpartition(":")
+                if not colon or not host or not port.isdigit():
+                    raise usage.UsageError(f"bad --join address {part!r}: expected HOST:PORT")
+                join.append((host.strip("[]"), int(port)))
+        key = None
+        if self["gossip-key-file"]:
+            try:
+                with open(self["gossip-key-file"], "rb") as f:
+                    key = f.read().strip()
+            except OSError as e:
+                raise usage.UsageError(f"cannot read --gossip-key-file: {e}") from e
+            if not key:
+                raise usage.UsageError("--gossip-key-file is empty")
         if self["election-timeout"] <= self["heartbeat"]:
             raise usage.UsageError("--election-timeout must exceed --heartbeat")
         if self["heartbeat"] < self["tick"]:
@@ -149,6 +227,15 @@ class Options(usage.Options):
             lease_read=bool(self["lease-read"]),
             forward=not self["no-forward"],
             unsafe_stale_reads=bool(self["unsafe-stale-reads"]),
+            address=address,
+            gossip_port=self["gossip-port"],
+            bootstrap=bool(self["bootstrap"]),
+            join=join,
+            gossip_key=key,
+            max_voters=self["max-voters"],
+            min_voters=self["min-voters"],
+            dead_grace=self["dead-grace"],
+            stabilization=self["stabilization"],
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")

@@ -470,6 +470,52 @@ class ClientLocator(amp.CommandLocator):
 
         return self._run(status(), lambda s: {"status": json.dumps(s, default=str)})
 
+    # ------------------------------------------------------------ membership
+
+    def _admin(self, name: str) -> Any:
+        method = getattr(self.frontend.node, name, None)
+        if method is None:
+            raise InvalidRequest(f"this node does not support {name}")
+        return method
+
+    @cc.Members.responder
+    def members(self) -> Deferred[dict[str, Any]]:
+        """Answer Members with this node's view of every member."""
+
+        async def members() -> list[dict[str, Any]]:
+            return list(self._admin("members")())
+
+        return self._run(members(), lambda m: {"members": json.dumps(m, default=str)})
+
+    @cc.AddServer.responder
+    def add_server(
+        self, node_id: str, address: str | None, voter: bool | None
+    ) -> Deferred[dict[str, Any]]:
+        """Answer AddServer once the change is committed."""
+
+        async def add() -> None:
+            await self._admin("add_server")(node_id, address, bool(voter))
+
+        return self._run(add(), lambda _: {})
+
+    @cc.RemoveServer.responder
+    def remove_server(self, node_id: str) -> Deferred[dict[str, Any]]:
+        """Answer RemoveServer once the change is committed."""
+
+        async def remove() -> None:
+            await self._admin("remove_server")(node_id)
+
+        return self._run(remove(), lambda _: {})
+
+    @cc.TransferLeader.responder
+    def transfer_leader(self, node_id: str) -> Deferred[dict[str, Any]]:
+        """Answer TransferLeader once the transfer has started."""
+
+        async def transfer() -> None:
+            self._admin("transfer_leader")(node_id)
+
+        return self._run(transfer(), lambda _: {})
+
 
 def _known_errors_only(failure: Failure) -> Failure:
     """Let LeekyErrors through; log anything else and answer a generic error.

@@ -27,13 +27,17 @@ from leeky_twisted.api.errors import (
 
 __all__ = [
     "CLIENT_ERRORS",
+    "AddServer",
     "Append",
     "Cas",
     "ChunkedText",
     "Delete",
     "Get",
+    "Members",
     "Put",
+    "RemoveServer",
     "Status",
+    "TransferLeader",
 ]
 
 
@@ -154,4 +158,43 @@ class Status(amp.Command):
 
     arguments: list[tuple[bytes, amp.Argument]] = []
     response = [(b"status", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Members(amp.Command):
+    """Return every known node (gossip state and Raft role) as JSON text."""
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response = [(b"members", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class AddServer(amp.Command):
+    """Add ``node_id`` at peer ``address`` as a learner, or as a voter with ``voter``.
+
+    Adding a voter that is already a learner promotes it. Leader only.
+    """
+
+    arguments = [
+        (b"node_id", amp.Unicode()),
+        (b"address", amp.Unicode(optional=True)),
+        (b"voter", amp.Boolean(optional=True)),
+    ]
+    response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class RemoveServer(amp.Command):
+    """Remove ``node_id`` (voter or learner) from the configuration. Leader only."""
+
+    arguments = [(b"node_id", amp.Unicode())]
+    response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class TransferLeader(amp.Command):
+    """Hand leadership to the voter ``node_id``. Leader only."""
+
+    arguments = [(b"node_id", amp.Unicode())]
+    response: list[tuple[bytes, amp.Argument]] = []
     errors = CLIENT_ERRORS

@@ -31,7 +31,9 @@ result):
   operation that was allowed anyway can go last too (that operation fixes the
   state, or, for a failed cas, leaves it as it was, and the run can follow it).
 
-Candidates are tried known operations first.
+Among *anonymous* unknown puts (whose values no operation reads or expects)
+only the earliest invoked one still pending is tried: any linearization using a
+later one can swap the two. Candidates are tried known operations first.
 
 The history is split by key first (P-compositionality, Horn and Kroening 2015):
 a history of independent registers is linearizable exactly when each key's
@@ -71,7 +73,7 @@ __all__ = [
 ]
 
 #: Default budget of model steps for one key's search.
-DEFAULT_MAX_STEPS = 2_000_000
+DEFAULT_MAX_STEPS = 10_000_000
 
 #: How many operations of the best partial linearization a violation shows.
 _TAIL = 8
@@ -192,6 +194,11 @@ def _searched(op: Operation) -> bool:
     return not (op.outcome is Outcome.UNKNOWN and op.kind is OpKind.GET)
 
 
+def known_op(op: Operation) -> bool:
+    """Return whether ``op``'s outcome is known (ok)."""
+    return op.outcome is Outcome.OK
+
+
 def check_key(
     key: str,
     ops: Iterable[Operation],
@@ -246,14 +253,33 @@ def check_key(
             nxt[prv[node]] = node
             prv[nxt[node]] = node
 
+    # An unknown put whose value no searched operation reads or expects is
+    # *anonymous*: no operation can tell its value from another anonymous one's.
+    referenced = {op.result for op in rel if op.kind is OpKind.GET and known_op(op)}
+    referenced |= {op.expected for op in rel if op.kind is OpKind.CAS}
+    anonymous = [
+        op.kind is OpKind.PUT and not known_op(op) and op.value not in referenced for op in rel
+    ]
+
     def minimal() -> tuple[list[int], int]:
-        """Return the minimal operations (known first) and the blocking one (-1: none)."""
+        """Return the minimal operations (known first) and the blocking one (-1: none).
+
+        Of the anonymous unknown puts only the earliest invoked is offered: in a
+        linearization that uses a later one, the two can swap places.
+        """
         first: list[int] = []
         later: list[int] = []
+        offered_anonymous = False
         node = nxt[0]
         while node != end and is_call[node]:
             pos = op_of[node]
-            (first if known[pos] else later).append(pos)
+            if known[pos]:
+                first.append(pos)
+            elif not anonymous[pos]:
+                later.append(pos)
+            elif not offered_anonymous:
+                later.append(pos)
+                offered_anonymous = True
             node = nxt[node]
         return first + later, (op_of[node] if node != end else -1)
 

@@ -322,6 +322,28 @@ class LeekyClient:
         d = self._call(cc.Status, {}, write=False, any_node=True)
         return d.addCallback(lambda r: json.loads(r["status"]))
 
+    def members(self) -> Deferred[list[dict[str, Any]]]:
+        """Fire with the first answering node's view of every member."""
+        d = self._call(cc.Members, {}, write=False, any_node=True)
+        return d.addCallback(lambda r: json.loads(r["members"]))
+
+    def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[None]:
+        """Add a node as learner (or voter); fire once the change is committed."""
+        args: dict[str, Any] = {"node_id": node_id, "voter": voter}
+        if address is not None:
+            args["address"] = address
+        return self._call(cc.AddServer, args, write=True).addCallback(lambda _: None)
+
+    def remove_server(self, node_id: str) -> Deferred[None]:
+        """Remove a node from the configuration; fire once committed."""
+        d = self._call(cc.RemoveServer, {"node_id": node_id}, write=True)
+        return d.addCallback(lambda _: None)
+
+    def transfer_leader(self, node_id: str) -> Deferred[None]:
+        """Ask the leader to hand leadership to ``node_id``."""
+        d = self._call(cc.TransferLeader, {"node_id": node_id}, write=True)
+        return d.addCallback(lambda _: None)
+
     def status_all(self) -> Deferred[list[NodeReport]]:
         """Ask every address for its status, in parallel; fire with one report each."""
         return gatherResults([self._report(address) for address in self.addresses])

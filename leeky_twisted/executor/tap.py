@@ -1,0 +1,105 @@
+"""Start the example executor: ``python -m leeky_twisted.executor`` or ``twistd leekyexecutor``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from leeky_twisted.executor.server import make_executor_site
+from leeky_twisted.executor.store import DurableExecutorState
+
+__all__ = ["ExecutorService", "Options", "main", "makeService"]
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """Command-line options of the example executor."""
+
+    synopsis = "--data-dir DIR [--port PORT] [--host HOST]"
+    longdesc = (
+        "Run the example file-metadata executor: a Raft node applies its committed "
+        "entries (ADD f, READ f, DELETE f) here over JSON-RPC at /jsonrpc. One executor "
+        "serves one node. It listens on loopback unless told otherwise: it trusts its caller."
+    )
+    optParameters = [
+        ["data-dir", "d", None, "Directory for the durable state (created if missing)."],
+        ["port", "p", 7070, "TCP port for JSON-RPC (0: any free port).", int],
+        ["host", None, "127.0.0.1", "Interface to listen on."],
+    ]
+
+    def postOptions(self) -> None:
+        """Check that a data directory was given and the port is valid."""
+        if not self["data-dir"]:
+            raise usage.UsageError("--data-dir is required")
+        if not 0 <= self["port"] < 65536:
+            raise usage.UsageError("--port must be 0..65535")
+
+
+class ExecutorService(service.Service):
+    """Open the durable state and listen for the node on start; close both on stop."""
+
+    def __init__(self, reactor: Any, data_dir: str, port: int, host: str) -> None:
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.port = port
+        self.host = host
+        self.state: DurableExecutorState | None = None
+        self.listening: Any = None
+
+    def startService(self) -> None:
+        """Load the state (skipping nothing: replays are refused by index) and listen."""
+        super().startService()
+        self.state = DurableExecutorState(self.data_dir)
+        site = make_executor_site(self.state)
+        self.listening = self.reactor.listenTCP(self.port, site, interface=self.host)
+        log.info(
+            "executor listening on {host}:{port}, last applied {index}, owner {owner}",
+            host=self.host,
+            port=self.listening.getHost().port,
+            index=self.state.last_applied,
+            owner=self.state.owner,
+        )
+
+    def stopService(self) -> Deferred[None] | None:
+        """Stop listening, then release the data directory."""
+        super().stopService()
+        d: Deferred[None] | None = None
+        if self.listening is not None:
+            d = self.listening.stopListening()
+        if self.state is not None:
+            self.state.close()
+        return d
+
+
+def makeService(options: Options, reactor: Any = None) -> ExecutorService:
+    """Return the executor service for ``twistd -n leekyexecutor``."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return ExecutorService(reactor, options["data-dir"], options["port"], options["host"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the executor in the foreground, logging to stdout, until SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        print(f"{options}\nerror: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    svc = makeService(options, reactor)
+    reactor.callWhenRunning(svc.startService)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
