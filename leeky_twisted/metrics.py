@@ -150,6 +150,8 @@ class _StatusCollector:
         for name, help_text, key in counters:
             yield CounterMetricFamily(name, help_text, value=_number(st, key))
 
+        yield from self._members()
+
         stats = st.get("stats") or {}
         stat_counters = (
             ("leeky_raft_readies", "Ready batches handled.", "readies"),
@@ -165,6 +167,34 @@ class _StatusCollector:
             count_value=_number(stats, "persists"),
             sum_value=_number(stats, "persist_seconds"),
         )
+
+    def _members(self) -> Iterator[Metric]:
+        """Yield gossip members by state and Raft role, when the node has ``members()``."""
+        members = getattr(self._node, "members", None)
+        if not callable(members):
+            return
+        gossip = GaugeMetricFamily(
+            "leeky_gossip_members",
+            "Nodes known through gossip, by gossip state.",
+            labels=["state"],
+        )
+        raft = GaugeMetricFamily(
+            "leeky_raft_members", "Known nodes, by Raft role.", labels=["raft_role"]
+        )
+        by_state: dict[str, int] = {}
+        by_role: dict[str, int] = {}
+        for m in members():
+            state = m.get("gossip")
+            if state is not None:
+                by_state[str(state)] = by_state.get(str(state), 0) + 1
+            role = str(m.get("raft", "unknown"))
+            by_role[role] = by_role.get(role, 0) + 1
+        for state, n in sorted(by_state.items()):
+            gossip.add_metric([state], n)
+        for role, n in sorted(by_role.items()):
+            raft.add_metric([role], n)
+        yield gossip
+        yield raft
 
 
 class NodeMetrics:

@@ -363,9 +363,10 @@ class Workload:
         keys: Sequence[str] | None = None,
         *,
         within: float = 30.0,
+        endpoints: Sequence[Endpoint] | None = None,
         stop: threading.Event | None = None,
     ) -> FinalReads:
-        """Read every key (default: all used) linearizably on every endpoint, retrying
+        """Read every key (default: all used) linearizably on each endpoint, retrying
         each until it answers or ``within`` seconds pass. The reads join the history.
 
         ``seconds`` is how long until the last key answered on the last endpoint.
@@ -375,7 +376,9 @@ class Workload:
         client = self.clients  # one past the workers' ids
         start = time.monotonic()
         deadline = start + within
-        pending = [(k, e) for k in keys for e in self.endpoints]
+        pending = [
+            (k, e) for k in keys for e in (self.endpoints if endpoints is None else endpoints)
+        ]
         attempts = 0
         unreadable = []
         for key, endpoint in pending:

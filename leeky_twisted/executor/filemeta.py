@@ -59,6 +59,8 @@ def _parse(command: bytes) -> tuple[str, str, list[str]]:
     if not words:
         raise CommandRejected("empty command")
     verb = words[0].upper()
+    if verb not in ("ADD", "READ", "DELETE"):
+        raise CommandRejected(f"unknown command {verb[:40]!r} (ADD, READ, DELETE)")
     if len(words) < 2:
         raise CommandRejected(f"{verb} needs a file name")
     name = words[1]
@@ -103,12 +105,10 @@ class FileMetadataMachine:
                 raise CommandRejected(f"no such file: {name}")
             found.reads += 1
             return found.to_json()
-        if verb == "DELETE":
-            gone = self._files.pop(name, None)
-            if gone is None:
-                raise CommandRejected(f"no such file: {name}")
-            return gone.to_json()
-        raise CommandRejected(f"unknown command {verb[:40]!r} (ADD, READ, DELETE)")
+        gone = self._files.pop(name, None)
+        if gone is None:
+            raise CommandRejected(f"no such file: {name}")
+        return gone.to_json()
 
     def query(self, request: str) -> Any:
         """Answer ``READ <name>`` (record or None) or ``LIST`` (sorted names).

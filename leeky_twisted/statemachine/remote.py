@@ -373,6 +373,7 @@ class ExecutorFeed:
         self._buffer: deque[tuple[int, bytes | None]] = deque()
         self._spill_from: int | None = None
         self._reported = 0
+        self._confirmed = 0  # the highest index the executor said it has applied
         self._controls: deque[_Control] = deque()
         self._waits: list[_Wait] = []
         self._wait_seq = itertools.count()
@@ -583,10 +584,11 @@ class ExecutorFeed:
                 await self._executor_call(self.executor.restore(base[0], base[1]))
                 index = base[0]
             self._positioned = True
+            self._confirmed = index
             self._base = None
             log.info("executor resumes after index {index}", index=index)
             self._advance(index)
-        elif index < self.applied_index:
+        elif index < self._confirmed:
             await self._repair(index)
         self._handshaken = True
 
@@ -594,7 +596,7 @@ class ExecutorFeed:
         """The executor went back to ``index``: redeliver from there, or restore a snapshot."""
         log.error(
             "executor went back from {applied} to {index} (it lost durable state): repairing",
-            applied=self.applied_index,
+            applied=self._confirmed,
             index=index,
         )
         restart = index + 1
@@ -611,7 +613,7 @@ class ExecutorFeed:
                 return
             await self._executor_call(self.executor.restore(snap[0], snap[1]))
             restart = snap[0] + 1
-        self.applied_index = restart - 1
+        self.applied_index = self._confirmed = restart - 1
         self._buffer.clear()
         self._spill_from = restart if restart <= self.committed_index else None
 
@@ -624,6 +626,7 @@ class ExecutorFeed:
             else:
                 if self.applied_index < control.index:
                     await self._executor_call(self.executor.restore(control.index, control.data))
+                    self._confirmed = control.index
                 self.committed_index = max(self.committed_index, control.index)
                 self._advance(control.index)
                 result = None
@@ -659,6 +662,7 @@ class ExecutorFeed:
             outcomes = await self._executor_call(self.executor.apply_batch(send))
             if len(outcomes) != len(send):
                 raise ExecutorError("the executor answered the wrong number of outcomes")
+            self._confirmed = max(self._confirmed, send[-1][0])
         for _ in batch:
             self._buffer.popleft()
         for (index, _), outcome in zip(send, outcomes, strict=True):

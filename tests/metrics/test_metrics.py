@@ -166,6 +166,22 @@ def test_odd_status_values_do_not_break_a_scrape() -> None:
     assert v["leeky_raft_persist_seconds_count"] == 0
 
 
+def test_gossip_members_are_counted_by_state_and_role() -> None:
+    """A node with members() gets member counts by gossip state and by Raft role."""
+    node = FakeNode()
+    node.members = lambda: [  # type: ignore[attr-defined]
+        {"id": "1", "raft": "leader", "gossip": "alive"},
+        {"id": "2", "raft": "voter", "gossip": "alive"},
+        {"id": "3", "raft": "voter", "gossip": "suspect"},
+        {"id": "4", "raft": "not in configuration", "gossip": None},
+    ]
+    v = scrape(metrics_route(node))
+    assert v["leeky_gossip_members{state=alive}"] == 2
+    assert v["leeky_gossip_members{state=suspect}"] == 1
+    assert v["leeky_raft_members{raft_role=voter}"] == 2
+    assert v["leeky_raft_members{raft_role=not in configuration}"] == 1
+
+
 def test_lean_http_server_serves_metrics_on_get() -> None:
     """GET /metrics through the lean HTTP server answers 200 with the Prometheus text."""
     node = FakeNode()
