@@ -10,16 +10,24 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/leekyraft_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"]
+    },
     include_package_data=True,
     install_requires=[
         "twisted>=23.10,<27",
         "txJSON-RPC>=0.5",
         "treq>=23.11",
         "zope.interface>=6.0",
+        # /metrics in the Prometheus text format (issue 9)
+        "prometheus-client>=0.17",
+        # TLS with mutual authentication for peers and clients (issue 9)
+        "pyOpenSSL>=24.0",
+        "service-identity>=24.1",
+        "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.5"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.5", "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},
 )

@@ -39,8 +39,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "CA_NAME",
     "CLIENT_ROLE",
-    "NODE_ROLE",
     "NODES_NAME",
+    "NODE_ROLE",
     "CertFiles",
     "client_dns_name",
     "make_client_cert",
@@ -196,7 +196,9 @@ def _issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = CertFiles(os.path.join(directory, f"{stem}.pem"), os.path.join(directory, f"{stem}.key"))
+    files = CertFiles(
+        os.path.join(directory, f"{stem}.pem"), os.path.join(directory, f"{stem}.key")
+    )
     _write(files.key, _key_pem(key), private=True)
     _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
     return files

@@ -32,7 +32,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     SummaryMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: The Content-Type of the exposition (text format 0.0.4, what every scraper reads).
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode("ascii")
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 #: The roles a node reports in ``status()["role"]``; one ``leeky_raft_role`` series each.
 ROLES = ("leader", "follower", "candidate", "learner")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,6 +192,15 @@ class _NodeRunner(service.Service):
 GOSSIP_TICK = 0.1  #: seconds per gossip tick
 
 
+def _listen_address(host: str) -> str:
+    """Return the IP address to listen on for ``host`` (a name is resolved once, at start)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return host
+    except OSError:
+        return socket.gethostbyname(host)
+
+
 def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> GossipService:
     """Build the gossip service and let it feed the node's address book."""
     assert opts.gossip_port is not None
@@ -200,7 +210,7 @@ def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> G
         (own.host, opts.gossip_port),
         opts.cluster_id,
         node.addresses[opts.node_id],
-        interface=own.host,
+        interface=_listen_address(own.host),
         key=opts.gossip_key,
         tick_interval=GOSSIP_TICK,
         rng=random.Random(),
@@ -253,7 +263,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     # default 5 ms switch interval a busy reactor thread would delay it that long.
     sys.setswitchinterval(0.0001)
     own = opts.own()
-    client_host = opts.client_host or own.host
+    client_listen = _listen_address(opts.client_host or own.host)
+    listen_host = _listen_address(own.host)
+    # The address others use to reach our client ports: a wildcard listen
+    # address is not one, so advertise the peer host then.
+    client_host = own.host if client_listen in ("0.0.0.0", "::") else (opts.client_host or own.host)
     data = opts.data_dir
     os.makedirs(data, exist_ok=True)
     log_store = FileLogStore(os.path.join(data, "log"))
@@ -343,7 +357,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     frontend = make_frontend(
         node, reactor, forward=opts.forward, limits=limits, timeout=opts.request_timeout
     )
-    _Listener(reactor, own.host, own.port, transport.server_factory()).setServiceParent(top)
+    _Listener(reactor, listen_host, own.port, transport.server_factory()).setServiceParent(top)
 
     gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
 
@@ -357,7 +371,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
 
     client_fac = Factory.forProtocol(lambda: amp.AMP(locator=ClientLocator(frontend)))
     client_listener = _Listener(
-        reactor, client_host, opts.client_port, client_fac, set_port("client")
+        reactor, client_listen, opts.client_port, client_fac, set_port("client")
     )
     client_listener.setServiceParent(top)
     rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)

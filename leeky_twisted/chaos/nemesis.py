@@ -328,11 +328,12 @@ def run_schedule(
     schedule = schedule or Schedule()
     faults = schedule.faults
     deadline = clock() + seconds
+    margin = min(1.0, seconds / 10)  # no fault starts this close to the end
     say = on_event or (lambda text: None)
     try:
         while not stop.is_set():
             stop.wait(rng.uniform(*schedule.quiet))
-            if stop.is_set() or clock() >= deadline - 1.0:
+            if stop.is_set() or clock() >= deadline - margin:
                 break
             detail, nodes = nemesis.inject(cluster, rng)
             fault = Fault(nemesis.name, detail, nodes, clock())

@@ -86,7 +86,7 @@ def netns_available() -> str | None:
         return "needs root"
     if shutil.which("ip") is None:
         return "needs iproute2 (ip)"
-    name = f"lkcprobe{os.getpid()}"
+    name = f"lcxprobe{os.getpid()}"
     try:
         _run(["ip", "netns", "add", name])
     except NetnsError as e:
@@ -149,7 +149,7 @@ class NetnsNetwork:
         if not 1 <= nodes <= 200:
             raise ValueError("nodes must be between 1 and 200")
         rng = rng or random.Random()
-        self.prefix = prefix or f"lkc{rng.getrandbits(24):06x}"
+        self.prefix = prefix or f"lcx{rng.getrandbits(24):06x}"
         if len(self.prefix) > 9 or not self.prefix.isalnum():
             raise ValueError("prefix must be at most 9 letters or digits")
         net = ipaddress.IPv4Network(subnet) if subnet else _pick_subnet(rng)

@@ -58,6 +58,8 @@ NODE_TIMING = [
 CLIENT_TIMEOUT = 4.5
 #: At most this many (key, node) final reads; older keys beyond it are read on one node.
 FINAL_READ_LIMIT = 1000
+#: The readable report shows this many violations in full (report.json has all).
+_SHOWN_VIOLATIONS = 3
 
 
 @dataclass
@@ -147,8 +149,10 @@ class ChaosReport:
             f"  verdict: {self.verdict} ({self.keys_checked} keys, "
             f"checked in {self.checker_seconds:.2f} s)"
         )
-        for text in self.violations:
-            lines.append(text)
+        lines += self.violations[:_SHOWN_VIOLATIONS]
+        if len(self.violations) > _SHOWN_VIOLATIONS:
+            more = len(self.violations) - _SHOWN_VIOLATIONS
+            lines.append(f"  ... and {more} more non-linearizable keys (report.json)")
         for text in self.problems:
             lines.append(f"  problem: {text}")
         lines.append(f"  result: {'PASS' if self.ok else 'FAIL'}")

@@ -117,9 +117,14 @@ def encode_record(entry: Entry, batch_first: int) -> bytes:
     data = entry.data
     if len(data) > MAX_RECORD_DATA:
         raise ValueError(f"entry {entry.index} has {len(data)} bytes, limit {MAX_RECORD_DATA}")
-    index, batch_offset, kind = entry.index, entry.index - batch_first, int(entry.kind)
-    tail = _RECORD_TAIL.pack(len(data), index, entry.term, batch_offset, kind, RECORD_VERSION, 0)
-    return _CRC.pack(zlib.crc32(data, zlib.crc32(tail))) + tail + data
+    index = entry.index
+    body = (
+        _RECORD_TAIL.pack(
+            len(data), index, entry.term, index - batch_first, entry.kind, RECORD_VERSION, 0
+        )
+        + data
+    )
+    return _CRC.pack(zlib.crc32(body)) + body
 
 
 def decode_record_header(buf: bytes | memoryview, pos: int) -> RecordHeader:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from test_feed import make_log, reference
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
 
@@ -18,8 +19,6 @@ from leeky_twisted.statemachine.remote import (
     RemoteStateMachineExecutor,
     ResultUnknown,
 )
-
-from .test_feed import make_log, reference
 
 pytestmark = pytest.mark.integration
 
