@@ -154,6 +154,7 @@ class RaftNode:
         self._last_leader: NodeId | None = None
         self.stopped = False
         self.membership: Any = None  #: an IMembership (gossip) when the node runs one
+        self.on_persist: Callable[[float, int], None] | None = None  #: disk-thread hook
         transport.set_receiver(self.receive)
 
     # ------------------------------------------------------------ lifecycle
@@ -341,9 +342,12 @@ class RaftNode:
         try:
             self._write(rd)
         finally:
+            elapsed = time.perf_counter() - started
             self.stats["persists"] += 1
             self.stats["entries_persisted"] += len(rd.entries)
-            self.stats["persist_seconds"] += time.perf_counter() - started
+            self.stats["persist_seconds"] += elapsed
+            if self.on_persist is not None:
+                self.on_persist(elapsed, len(rd.entries))
 
     def _write(self, rd: Ready) -> None:
         if rd.snapshot is not None:

@@ -28,6 +28,7 @@ from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
+from leeky_twisted.metrics import NodeMetrics
 from leeky_twisted.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
@@ -375,7 +376,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     )
     client_listener.setServiceParent(top)
     rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
-    http_factory = JSONRPCHTTPFactory(rpc, node.status)
+    metrics = NodeMetrics(node)
+    node.on_persist = metrics.observe_persist
+    http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
     _Listener(
         reactor, client_host, opts.http_port, http_factory, set_port("http")
     ).setServiceParent(top)

@@ -238,3 +238,28 @@ def test_cli_bench_reports_throughput_and_percentiles(cluster):
     assert "latency p50" in r.stdout and "p99" in r.stdout
     r = cli(cluster, "bench", "--workload", "get", "--clients", "4", "--ops", "100")
     assert r.returncode == 0 and "get: 100 ops (0 errors)" in r.stdout
+
+
+def test_metrics_endpoint_parses_and_follows_the_commit_index(cluster):
+    """GET /metrics is Prometheus text; a put raises the commit index metric."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(port: int) -> dict[str, float]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        return {
+            s.name: s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if not s.labels
+        }
+
+    leader = cluster.wait_for_leader()
+    before = scrape(leader.http_port)["leeky_raft_commit_index"]
+    jsonrpc(leader.http_port, "put", "metric", "moves")
+    after = scrape(leader.http_port)["leeky_raft_commit_index"]
+    assert after > before
