@@ -191,6 +191,7 @@ class _NodeRunner(service.Service):
 
 
 GOSSIP_TICK = 0.1  #: seconds per gossip tick
+LOG_SEGMENT_BYTES = 4 * 1024 * 1024  #: log segment file size
 
 
 def _listen_address(host: str) -> str:
@@ -271,7 +272,8 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     client_host = own.host if client_listen in ("0.0.0.0", "::") else (opts.client_host or own.host)
     data = opts.data_dir
     os.makedirs(data, exist_ok=True)
-    log_store = FileLogStore(os.path.join(data, "log"))
+    # Small segments let compaction give disk space back soon after each snapshot.
+    log_store = FileLogStore(os.path.join(data, "log"), segment_size=LOG_SEGMENT_BYTES)
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
     voters = opts.initial_voters()

@@ -7,8 +7,8 @@ every fault there could be (firewall rules, routes, qdiscs, paused or dead
 processes), whatever happened before, also on error.
 
 =================  ===========================================================
-``partition``      split the nodes into a random minority and majority; no
-                   packets cross, either way
+``partition``      split the nodes into a random minority (half the time with
+                   the leader) and majority; no packets cross, either way
 ``isolate-leader`` cut the current leader off from every other node
 ``one-way``        the leader (or a random minority) can no longer *send* to
                    the others, but still hears them
@@ -126,8 +126,12 @@ class Partition(_NetworkNemesis):
     name = "partition"
 
     def inject(self, cluster: NetnsCluster, rng: random.Random) -> tuple[str, list[str]]:
-        """Cut a random minority off from the rest, both ways."""
+        """Cut a random minority off from the rest, both ways; half the time the
+        minority holds the leader."""
         minority = _minority(cluster, rng)
+        leader = cluster.leader() if rng.random() < 0.5 else None
+        if leader is not None and leader not in minority:
+            minority[0] = leader
         _cut(cluster, minority)
         rest = [n for n in cluster.nodes if n not in minority]
         return f"partition {_ids(minority)} | {_ids(rest)}", _ids(minority)
@@ -266,7 +270,8 @@ _SIMPLE: list[type[Nemesis]] = [
     KillRestart,
     Pause,
 ]
-NEMESES: dict[str, type[Nemesis]] = {cls.name: cls for cls in [*_SIMPLE, Mixed]}
+_ALL: list[type[Nemesis]] = [*_SIMPLE, Mixed]
+NEMESES: dict[str, type[Nemesis]] = {cls.name: cls for cls in _ALL}
 
 
 def make_nemesis(names: str | Sequence[str]) -> Nemesis:

@@ -104,7 +104,7 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
         if word in ("default", "broadcast", "local", "unreachable", "blackhole", "prohibit"):
             word = line.split()[1] if len(line.split()) > 1 else ""
         try:
-            nets.append(ipaddress.ip_network(word, strict=False))
+            nets.append(ipaddress.IPv4Network(word, strict=False))
         except ValueError:
             continue
     return nets

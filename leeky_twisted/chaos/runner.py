@@ -212,6 +212,17 @@ def _final_reads(workload: Workload, within: float) -> FinalReads:
     )
 
 
+def _during(text: str, at: float, faults: Sequence[dict[str, Any]]) -> str:
+    """Append which faults were active at time ``at`` to a violation's text."""
+    active = [
+        f["detail"]
+        for f in faults
+        if f["start"] <= at <= (f["end"] if f["end"] is not None else at)
+    ]
+    where = "; ".join(active) if active else "none (healthy)"
+    return f"{text}\n  faults active when it was invoked (t={at:.3f}): {where}"
+
+
 def _judge(report: ChaosReport, workload: Workload, out: Path) -> None:
     """Check the history, fill in the report, write the three files."""
     history = workload.history()
@@ -223,7 +234,7 @@ def _judge(report: ChaosReport, workload: Workload, out: Path) -> None:
     report.checker_seconds = time.perf_counter() - started
     report.verdict = result.verdict.value
     report.keys_checked = len(result.keys)
-    report.violations = [v.render() for v in result.violations]
+    report.violations = [_during(v.render(), v.op.invoke, report.faults) for v in result.violations]
     report.violations += [
         f"key {k.key!r}: search budget exhausted after {k.steps} steps"
         for k in result.keys
@@ -302,6 +313,11 @@ def run_chaos(
         leader = cluster.wait_for_leader(30.0)
         say(f"leader: node {leader.node_id}")
         endpoints = [Endpoint(n.node_id, n.address, HTTP_PORT) for n in cluster.nodes]
+        origin = time.monotonic()
+
+        def clock() -> float:
+            return time.monotonic() - origin
+
         workload = Workload(
             endpoints,
             clients=clients,
@@ -311,6 +327,7 @@ def run_chaos(
             seed=seed,
             timeout=CLIENT_TIMEOUT,
             stale_reads=stale_reads,
+            clock=clock,
         )
         workload.start()
         current[0] = "healthy"
@@ -326,7 +343,6 @@ def run_chaos(
             current[0] = text.removeprefix("fault: ") if text.startswith("fault") else "healthy"
             say(text)
 
-        origin = time.monotonic()
         faults = run_schedule(
             the_nemesis,
             cluster,
@@ -334,10 +350,11 @@ def run_chaos(
             rng=rng,
             stop=threading.Event(),
             schedule=schedule,
+            clock=clock,
             on_event=on_event,
         )
         healed = time.monotonic()
-        report.faults = [f.to_dict(origin) for f in faults]
+        report.faults = [f.to_dict() for f in faults]
         try:
             cluster.wait_for_leader(heal_within)
             report.leader_after_heal_seconds = time.monotonic() - healed
@@ -516,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupted)
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         if verify:
             report = run_verify(
@@ -564,3 +581,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped and deleted")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

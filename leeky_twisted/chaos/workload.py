@@ -19,7 +19,9 @@ Values are unique (``c<client>.<n>``), which is what lets the checker tell
 writes apart. Keys rotate: each of ``keys`` slots moves to a fresh key after
 ``ops_per_key`` operations (as Jepsen's ``independent`` does), so the checker
 searches many short histories instead of a few long ones and soaks stay
-checkable. A cas expects the value its client last saw on that key.
+checkable. A cas expects the value its client last saw on that key. Clients
+pick a node at random for each call, but not the one whose last call to them
+failed or timed out, so the clients are not all stuck on a cut-off node at once.
 
 Every loop is bounded by a stop event, a deadline and a maximum count.
 """
@@ -34,7 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leeky_twisted.checker.history import Operation, OpKind, Outcome
@@ -195,6 +197,7 @@ class Workload:
         self._lock = threading.Lock()
         self._index = itertools.count()
         self._ops: list[Operation] = []
+        self._in_flight: dict[int, Operation] = {}
         self._counts: Counter[str] = Counter()
         self._generation = [0] * keys
         self._used = [0] * keys
@@ -232,9 +235,14 @@ class Workload:
             self.stop()
 
     def history(self) -> list[Operation]:
-        """Return the operations recorded so far, in invoke order."""
+        """Return the operations recorded so far, in invoke order.
+
+        Calls still in flight (a client that did not stop in time) are included
+        with an unknown outcome: they may yet take effect.
+        """
         with self._lock:
-            return sorted(self._ops, key=lambda o: (o.invoke, o.index))
+            ops = self._ops + list(self._in_flight.values())
+        return sorted(ops, key=lambda o: (o.invoke, o.index))
 
     def counts(self) -> dict[str, int]:
         """Return the number of operations by outcome so far."""
@@ -275,6 +283,7 @@ class Workload:
 
     def _record(self, op: Operation) -> None:
         with self._lock:
+            self._in_flight.pop(op.index, None)
             self._ops.append(op)
             self._counts[op.outcome.value] += 1
 
@@ -290,6 +299,7 @@ class Workload:
         stale: bool = False,
     ) -> Operation:
         """Run one operation now, record it and return it."""
+        params: list[object]
         if kind is OpKind.GET:
             method, params = "get", [key, {"stale": True}] if stale else [key]
         elif kind is OpKind.PUT:
@@ -298,6 +308,22 @@ class Workload:
             method, params = "cas", [key, expected, value]
         index = next(self._index)
         start = self.clock()
+        pending = Operation(
+            index=index,
+            client=client,
+            key=key,
+            kind=kind,
+            invoke=start,
+            complete=None,
+            outcome=Outcome.UNKNOWN,
+            value=value if kind is OpKind.PUT else None,
+            expected=expected if kind is OpKind.CAS else None,
+            new=value if kind is OpKind.CAS else None,
+            node=endpoint.node_id,
+            error="still in flight",
+        )
+        with self._lock:
+            self._in_flight[index] = pending
         res = call_jsonrpc(
             endpoint,
             method,
@@ -312,19 +338,11 @@ class Workload:
             outcome, error = Outcome.UNKNOWN, f"unexpected result {result!r}"
         if error is not None:
             self.errors[_error_class(error)] += 1
-        op = Operation(
-            index=index,
-            client=client,
-            key=key,
-            kind=kind,
-            invoke=start,
+        op = replace(
+            pending,
             complete=None if outcome is Outcome.UNKNOWN else end,
             outcome=outcome,
-            value=value if kind is OpKind.PUT else None,
-            expected=expected if kind is OpKind.CAS else None,
-            new=value if kind is OpKind.CAS else None,
             result=result if outcome is Outcome.OK and kind is not OpKind.PUT else None,
-            node=endpoint.node_id,
             error=error,
         )
         self._record(op)
@@ -334,10 +352,12 @@ class Workload:
         rng = random.Random(f"{self.seed}/{client}")
         seen: dict[str, str | None] = {}
         p_get, p_put, _ = self.mix
+        avoid: Endpoint | None = None
         for n in range(self.max_ops_per_client):
             if self._stop.is_set():
                 return
-            endpoint = rng.choice(self.endpoints)
+            choices = [e for e in self.endpoints if e != avoid] or self.endpoints
+            endpoint = rng.choice(choices)
             key = self._next_key(rng)
             roll = rng.random()
             value = f"c{client}.{n}"
@@ -354,6 +374,7 @@ class Workload:
                 op = self.invoke(client, endpoint, OpKind.CAS, key, value=value, expected=expected)
                 if op.outcome is Outcome.OK and op.result is True:
                     seen[key] = value
+            avoid = endpoint if op.outcome is not Outcome.OK else None
             self._stop.wait(rng.uniform(*self.think))
 
     # ---------------------------------------------------------- final reads

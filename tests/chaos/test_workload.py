@@ -143,3 +143,28 @@ def test_workload_on_a_healthy_loopback_cluster_is_linearizable(tmp_path: Path):
     assert sum(1 for op in history if op.outcome is Outcome.OK) > 100
     result = check_history(history)
     assert result.verdict is Verdict.LINEARIZABLE, result.render()
+
+
+def test_calls_still_in_flight_count_as_unknown():
+    """A call that has not returned when the history is taken is in it, as unknown."""
+    silent = socket.socket()
+    silent.bind((LOOPBACK, 0))
+    silent.listen(8)
+    endpoint = Endpoint("1", LOOPBACK, silent.getsockname()[1])
+    workload = Workload([endpoint], clients=1, timeout=2.0)
+    thread = threading.Thread(
+        target=workload.invoke, args=(0, endpoint, OpKind.PUT, "k"), kwargs={"value": "v"}
+    )
+    silent.settimeout(5)
+    try:
+        thread.start()
+        accepted, _ = silent.accept()  # the request is on its way: no answer will come
+        (op,) = workload.history()
+        assert (op.outcome, op.complete, op.value) == (Outcome.UNKNOWN, None, "v")
+        accepted.close()
+    finally:
+        silent.close()
+        thread.join(timeout=5)
+    (op,) = workload.history()
+    assert op.outcome is Outcome.UNKNOWN
+    assert op.error != "still in flight"
