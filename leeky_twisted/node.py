@@ -16,6 +16,7 @@ import json
 import random
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,6 @@ class NodeSettings:
 class _Waiter:
     term: int
     deferred: Deferred[Any]
-    timeout: Any
 
 
 def encode_snapshot(addresses: dict[str, dict[str, str]], state: bytes) -> bytes:
@@ -133,7 +133,9 @@ class RaftNode:
         self.addresses: dict[str, dict[str, str]] = dict(self.settings.addresses)
         self.core = self._recover(core_config, rng or random.Random())
         self._waiters: dict[int, _Waiter] = {}
-        self._reads: dict[int, tuple[object, Deferred[Any], Any]] = {}
+        self._reads: dict[int, tuple[object, Deferred[Any]]] = {}
+        # (deadline, is_read, index or read id), in arrival order; swept each tick
+        self._deadlines: deque[tuple[float, bool, int, Deferred[Any]]] = deque()
         self._ready_reads: list[tuple[int, int]] = []  # (index, ctx) waiting for apply
         self._read_seq = 0
         self._scheduled = False
@@ -213,9 +215,27 @@ class RaftNode:
         return self._run_blocking(lambda: self.stable_store.save(hs))
 
     def tick(self) -> None:
-        """Advance the core's clock by one tick."""
+        """Advance the core's clock by one tick; time out overdue requests."""
         self.core.tick()
+        self._expire()
         self._schedule()
+
+    def _expire(self) -> None:
+        """Fail requests past their deadline with "timed out, outcome unknown".
+
+        Deadlines are checked once per tick (cheaper than a timer per request),
+        so a request may outlive its timeout by up to one tick.
+        """
+        now = self.reactor.seconds()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, is_read, key, d = deadlines.popleft()
+            if is_read:
+                self._fail_read(key, CommitTimeout())
+            else:
+                w = self._waiters.get(key)
+                if w is not None and w.deferred is d:  # not a later request at that index
+                    self._fail_waiter(key, CommitTimeout())
 
     # --------------------------------------------------------------- inputs
 
@@ -239,8 +259,8 @@ class RaftNode:
         except TransferInProgressError as e:
             return defer.fail(Unavailable(str(e)))
         d: Deferred[Any] = Deferred()
-        call = self.reactor.callLater(timeout, self._fail_waiter, index, CommitTimeout())
-        self._waiters[index] = _Waiter(term, d, call)
+        self._waiters[index] = _Waiter(term, d)
+        self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
         self._schedule()
         return d
 
@@ -255,8 +275,8 @@ class RaftNode:
         except ValueError as e:
             return defer.fail(e)
         d: Deferred[Any] = Deferred()
-        call = self.reactor.callLater(timeout, self._fail_waiter, index, CommitTimeout())
-        self._waiters[index] = _Waiter(term, d, call)
+        self._waiters[index] = _Waiter(term, d)
+        self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
         self._schedule()
         return d
 
@@ -271,8 +291,8 @@ class RaftNode:
         except NotLeaderError as e:
             return defer.fail(self._not_leader(e.leader))
         d: Deferred[Any] = Deferred()
-        call = self.reactor.callLater(timeout, self._fail_read, ctx, CommitTimeout())
-        self._reads[ctx] = (request, d, call)
+        self._reads[ctx] = (request, d)
+        self._deadlines.append((self.reactor.seconds() + timeout, True, ctx, d))
         self._schedule()
         return d
 
@@ -427,8 +447,6 @@ class RaftNode:
         w = self._waiters.pop(e.index, None)
         if w is None:
             return
-        if w.timeout.active():
-            w.timeout.cancel()
         if w.term != e.term:
             w.deferred.errback(NotCommitted(f"entry {e.index} was replaced by a new leader"))
         elif isinstance(result, Exception):
@@ -488,9 +506,7 @@ class RaftNode:
             entry = self._reads.pop(ctx, None)
             if entry is None:
                 continue
-            request, d, call = entry
-            if call.active():
-                call.cancel()
+            request, d = entry
             try:
                 result = self.state_machine.query(request)
             except Exception as exc:
@@ -544,17 +560,13 @@ class RaftNode:
         w = self._waiters.pop(index, None)
         if w is None:
             return
-        if w.timeout.active():
-            w.timeout.cancel()
         w.deferred.errback(error)
 
     def _fail_read(self, ctx: int, error: Exception) -> None:
         entry = self._reads.pop(ctx, None)
         if entry is None:
             return
-        _, d, call = entry
-        if call.active():
-            call.cancel()
+        _, d = entry
         d.errback(error)
 
     def _not_leader(self, leader: NodeId | None) -> NotLeader:

@@ -354,7 +354,8 @@ class ClusterNode:
     paused: bool = False
     starts: int = 0
     kills: int = 0
-    exit_codes: list[int | None] = field(default_factory=list)
+    killed: bool = False  #: the process ended by our SIGKILL
+    deaths: list[int] = field(default_factory=list)  #: exit codes of unexpected ends
 
     @property
     def address(self) -> str:
@@ -414,6 +415,8 @@ class NetnsCluster:
         with self._lock:
             if node.alive():
                 return
+            if node.proc is not None and node.proc.returncode is not None and not node.killed:
+                node.deaths.append(node.proc.returncode)  # it died, and not by our hand
             node.folder.mkdir(parents=True, exist_ok=True)
             with open(node.log_path, "ab") as logf:
                 node.proc = subprocess.Popen(
@@ -422,9 +425,23 @@ class NetnsCluster:
                     stderr=subprocess.STDOUT,
                     cwd=node.folder,
                     start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
+            node.killed = False
             node.paused = False
             node.starts += 1
+
+    def unexpected_deaths(self) -> dict[str, list[int]]:
+        """Return, per node, the exit codes of processes that ended without our SIGKILL."""
+        out = {}
+        for node in self.nodes:
+            codes = list(node.deaths)
+            proc = node.proc
+            if proc is not None and proc.poll() is not None and not node.killed:
+                codes.append(proc.returncode)
+            if codes:
+                out[node.node_id] = codes
+        return out
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL a node and reap it."""
@@ -432,7 +449,8 @@ class NetnsCluster:
             if node.proc is None or node.proc.poll() is not None:
                 return
             node.proc.send_signal(signal.SIGKILL)
-            node.exit_codes.append(node.proc.wait(timeout=10))
+            node.proc.wait(timeout=10)
+            node.killed = True
             node.kills += 1
             node.paused = False
 

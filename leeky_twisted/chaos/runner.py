@@ -376,6 +376,8 @@ def run_chaos(
             if (st := cluster.status(n)) is not None
         }
         report.restarts = {n.node_id: n.starts - 1 for n in cluster.nodes}
+        for node_id, codes in cluster.unexpected_deaths().items():
+            report.problems.append(f"node {node_id} died unbidden (exit codes {codes})")
     finally:
         stop.set()
         if workload is not None:

@@ -116,14 +116,14 @@ def _post(port: int, body: bytes) -> tuple[int, dict]:
 def test_jsonrpc_bad_input_gets_errors_and_node_keeps_serving(cluster):
     """Malformed JSON, unknown method, wrong types, a several-MB body: errors, no crash."""
     node = cluster.nodes[0]
-    status, reply = _post(node.http_port, b"{not json")
+    _, reply = _post(node.http_port, b"{not json")
     assert reply["error"]["code"] == -32700
-    status, reply = _post(node.http_port, b'{"jsonrpc":"2.0","method":"nope","params":[],"id":1}')
+    _, reply = _post(node.http_port, b'{"jsonrpc":"2.0","method":"nope","params":[],"id":1}')
     assert reply["error"]["code"] == -32601
-    status, reply = _post(node.http_port, b'{"jsonrpc":"2.0","method":"put","params":[1,2],"id":2}')
+    _, reply = _post(node.http_port, b'{"jsonrpc":"2.0","method":"put","params":[1,2],"id":2}')
     assert reply["error"]["code"] == -32602
     big = json.dumps({"jsonrpc": "2.0", "method": "put", "params": ["k", "x" * 5_000_000], "id": 3})
-    status, reply = _post(node.http_port, big.encode())
+    _status, reply = _post(node.http_port, big.encode())
     assert reply["error"]["code"] in (-32600, -32602)
     assert jsonrpc(node.http_port, "put", "alive", "yes") is True
     assert jsonrpc(node.http_port, "get", "alive") == "yes"

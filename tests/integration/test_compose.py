@@ -104,11 +104,11 @@ def test_compose_services_form_a_five_voter_cluster(tmp_path):
             env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
             env["LEEKY_NODE_ID"] = env.get("LEEKY_NODE_ID", name) if name == "introducer" else name
             argv = ["sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]]
-            log = open(tmp_path / f"{name}.log", "wb")
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", name, *argv], env=env, stdout=log,
-                stderr=subprocess.STDOUT,
-            ))
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", name, *argv], env=env, stdout=log,
+                    stderr=subprocess.STDOUT,
+                ))
         cli = str(BIN / "leekyraft")
 
         def voters() -> set[str]:

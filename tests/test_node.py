@@ -1,0 +1,200 @@
+"""RaftNode on a task.Clock with in-memory stores and a recording transport."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import (
+    AppendEntriesResponse,
+    HardState,
+    NodeId,
+    RequestVote,
+    RequestVoteResponse,
+)
+from leeky_twisted.core.raft import bootstrap_entries
+from leeky_twisted.interfaces import IPeerTransport, IRaftNode
+from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.statemachine import commands as kv
+from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+
+
+@implementer(IPeerTransport)
+class RecordingTransport:
+    """Records sent messages, with the events log they share with the stores."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.sent: list[Any] = []
+        self.receiver: Any = None
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+        self.events.append(("send", type(message).__name__))
+
+    def set_receiver(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def close(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
+class RecordingStableStore(MemoryStableStore):
+    """A stable store that notes each save in the shared events log."""
+
+    def __init__(self, events: list[Any]) -> None:
+        super().__init__()
+        self.events = events
+
+    def save(self, hard_state: object) -> None:
+        self.events.append(("save", hard_state))
+        super().save(hard_state)
+
+
+def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10):
+    clock = task.Clock()
+    events: list[Any] = []
+    log_store = MemoryLogStore()
+    stable = RecordingStableStore(events)
+    entries = bootstrap_entries([(NodeId(v), b"") for v in voters])
+    log_store.append(entries)
+    stable.save(HardState(1, None, len(entries)))
+    events.clear()
+    transport = RecordingTransport(events)
+    node = RaftNode(
+        clock,
+        CoreConfig(NodeId(me), election_ticks=timeout_ticks, heartbeat_ticks=2),
+        log_store,
+        stable,
+        MemorySnapshotStore(),
+        transport,
+        KeyValueStateMachine(),
+        NodeSettings(tick_interval=0.05),
+        rng=random.Random(1),
+    )
+    node.start()
+    return node, clock, transport, events
+
+
+def run(clock: task.Clock, seconds: float, step: float = 0.01) -> None:
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+
+
+def outcome(d: Deferred[Any]) -> list[Any]:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    return out
+
+
+def test_node_provides_its_interface():
+    """RaftNode implements IRaftNode."""
+    node, *_ = make_node(["1"])
+    assert verifyObject(IRaftNode, node)
+
+
+def test_single_node_elects_itself_and_applies_a_put():
+    """A one-voter cluster elects itself and answers a put with the state machine's result."""
+    node, clock, _, _ = make_node(["1"])
+    run(clock, 2.0)
+    assert node.status()["role"] == "leader"
+    got = outcome(node.propose(kv.encode_command(kv.Put("k", "v", None)), timeout=5))
+    run(clock, 0.1)
+    assert got == [None]
+    read = outcome(node.read(kv.Get("k"), linearizable=True, timeout=5))
+    run(clock, 0.1)
+    assert read == ["v"]
+
+
+def lead_by_hand(node: RaftNode, clock: task.Clock) -> None:
+    """Make ``node`` leader of its 3-voter cluster by delivering votes from 2 and 3."""
+    run(clock, 1.5)  # time out and pre-campaign; nobody answers
+    for peer in ("2", "3"):
+        node.receive(RequestVoteResponse(NodeId(peer), NodeId("1"), node.core.term + 1, True, True))
+    run(clock, 0.05)
+    for peer in ("2", "3"):
+        node.receive(RequestVoteResponse(NodeId(peer), NodeId("1"), node.core.term, True, False))
+    run(clock, 0.05)
+    assert node.status()["role"] == "leader"
+
+
+def test_uncommittable_write_times_out_with_outcome_unknown():
+    """A leader that cannot reach a majority answers CommitTimeout at the deadline."""
+    node, clock, _, _ = make_node(["1", "2", "3"])
+    lead_by_hand(node, clock)
+    got = outcome(node.propose(kv.encode_command(kv.Put("k", "v", None)), timeout=0.3))
+    run(clock, 0.2)
+    assert got == []
+    run(clock, 0.2)
+    assert len(got) == 1 and got[0].check(CommitTimeout)
+    assert str(got[0].value) == "timed out, outcome unknown"
+
+
+def test_follower_refuses_writes_with_not_leader():
+    """A node that does not lead answers NotLeader at once."""
+    node, _clock, _, _ = make_node(["1", "2", "3"])
+    got = outcome(node.propose(b"x", timeout=1))
+    assert len(got) == 1 and got[0].check(NotLeader)
+
+
+def test_vote_is_saved_before_the_vote_response_is_sent():
+    """The node persists term and vote before the RequestVoteResponse leaves."""
+    node, clock, transport, events = make_node(["1", "2", "3"])
+    node.receive(RequestVote(NodeId("2"), NodeId("1"), 5, 10, 1, pre_vote=False))
+    run(clock, 0.05)
+    saves = [i for i, e in enumerate(events) if e[0] == "save" and e[1].voted_for == "2"]
+    sends = [i for i, e in enumerate(events) if e == ("send", "RequestVoteResponse")]
+    assert saves and sends and saves[0] < sends[0]
+    response = next(m for m in transport.sent if isinstance(m, RequestVoteResponse))
+    assert response.granted and response.term == 5
+
+
+def test_stop_fails_pending_requests():
+    """Stopping the node answers every waiting write and read instead of leaving them."""
+    node, clock, _, _ = make_node(["1", "2", "3"])
+    lead_by_hand(node, clock)
+    write = outcome(node.propose(kv.encode_command(kv.Put("k", "v", None)), timeout=5))
+    read = outcome(node.read(kv.Get("k"), linearizable=True, timeout=5))
+    run(clock, 0.1)
+    assert write == [] and read == []
+    node.stop()
+    assert len(write) == 1 and write[0].check(Unavailable)
+    assert len(read) == 1 and read[0].check(Unavailable)
+
+
+def test_leader_sends_new_entries_while_its_own_write_is_in_flight():
+    """With the disk busy, proposals still go out to followers (replication overlaps fsync)."""
+    pending: list[Deferred[None]] = []
+
+    def slow_disk(fn: Any) -> Deferred[Any]:
+        fn()
+        d: Deferred[None] = Deferred()
+        pending.append(d)
+        return d
+
+    node, clock2, transport, _ = make_node(["1", "2", "3"])
+    lead_by_hand(node, clock2)
+    last = node.core.log.last_index()
+    for peer in ("2", "3"):  # followers confirm the no-op: replication is pipelined now
+        node.receive(AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last))
+    run(clock2, 0.02)
+    node._run_blocking = slow_disk
+    node.propose(b"first", timeout=5)
+    run(clock2, 0.02)
+    assert pending, "the first batch is being written"
+    before = len([m for m in transport.sent if type(m).__name__ == "AppendEntries"])
+    node.propose(b"second", timeout=5)
+    run(clock2, 0.02)
+    appends = [m for m in transport.sent if type(m).__name__ == "AppendEntries"][before:]
+    assert any(e.data == b"second" for m in appends for e in m.entries)
+    assert len(pending) == 1, "the second batch waits for the first write to finish"
