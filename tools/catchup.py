@@ -1,6 +1,6 @@
 """Measure how a follower stopped during N writes catches up (snapshot, then log).
 
-    python tools/catchup.py [WRITES]
+python tools/catchup.py [WRITES]
 """
 
 import signal
@@ -25,24 +25,43 @@ def main() -> None:
             cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes if n is not lagger)
             cli = str(Path(sys.executable).parent / "leekyraft")
             subprocess.run(
-                [cli, "--cluster", cluster, "bench", "--clients", "32", "--ops", str(writes),
-                 "--seconds", "600"], check=True, stderr=subprocess.DEVNULL,
+                [
+                    cli,
+                    "--cluster",
+                    cluster,
+                    "bench",
+                    "--clients",
+                    "32",
+                    "--ops",
+                    str(writes),
+                    "--seconds",
+                    "600",
+                ],
+                check=True,
+                stderr=subprocess.DEVNULL,
             )
             target = c.status(leader)["commit_index"]
             started = time.monotonic()
             c.start_node(lagger)
-            st = c.wait_for("catch-up", lambda: (
-                (s := c.status(lagger)) and s["applied_index"] >= target and s), timeout=300)
+            st = c.wait_for(
+                "catch-up",
+                lambda: (s := c.status(lagger)) and s["applied_index"] >= target and s,
+                timeout=300,
+            )
             took = time.monotonic() - started
-            print(f"follower stopped during {writes} writes: restarted, applied {target} "
-                  f"entries in {took:.2f} s (process start included); its snapshot index "
-                  f"{st['snapshot_index']}, first log index {st['first_index']}")
+            print(
+                f"follower stopped during {writes} writes: restarted, applied {target} "
+                f"entries in {took:.2f} s (process start included); its snapshot index "
+                f"{st['snapshot_index']}, first log index {st['first_index']}"
+            )
             for i in range(100):
                 jsonrpc(leader.http_port, "put", f"after{i}", "x")
             target = c.status(leader)["commit_index"]
             c.wait_for("log catch-up", lambda: c.status(lagger)["applied_index"] >= target, 30)
-            print(f"then followed by log: applied {target} "
-                  f"(its own latest snapshot: {c.status(lagger)['snapshot_index']})")
+            print(
+                f"then followed by log: applied {target} "
+                f"(its own latest snapshot: {c.status(lagger)['snapshot_index']})"
+            )
         finally:
             c.stop()
 

@@ -29,9 +29,20 @@ def run(writes: int, extra: list[str]) -> list[int]:
             cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes)
             cli = str(Path(sys.executable).parent / "leekyraft")
             subprocess.run(
-                [cli, "--cluster", cluster, "bench", "--clients", "32", "--ops", str(writes),
-                 "--seconds", "600"],
-                check=True, stderr=subprocess.DEVNULL,
+                [
+                    cli,
+                    "--cluster",
+                    cluster,
+                    "bench",
+                    "--clients",
+                    "32",
+                    "--ops",
+                    str(writes),
+                    "--seconds",
+                    "600",
+                ],
+                check=True,
+                stderr=subprocess.DEVNULL,
             )
         finally:
             c.stop()
@@ -42,7 +53,10 @@ def main() -> None:
     writes = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     for label, extra in (
         ("with compaction (--snapshot-entries 10000)", []),
-        ("without compaction (--snapshot-entries 1000000000)", ["--snapshot-entries", "1000000000"]),
+        (
+            "without compaction (--snapshot-entries 1000000000)",
+            ["--snapshot-entries", "1000000000"],
+        ),
     ):
         sizes = run(writes, extra)
         mib = ", ".join(f"{s / 2**20:.1f} MiB" for s in sizes)

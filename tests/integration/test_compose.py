@@ -47,17 +47,25 @@ class Namespaces:
     def create(self) -> None:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "link", "set", BRIDGE, "up")
-        hosts = "127.0.0.1 localhost\n" + "".join(
-            f"{ip} {name}\n" for name, ip in self.ips.items()
-        )
+        hosts = "127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in self.ips.items())
         for i, name in enumerate(self.names):
             sh("ip", "netns", "add", name)
             veth = f"lkc{i}"
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
             sh("ip", "link", "set", veth, "master", BRIDGE)
             sh("ip", "link", "set", veth, "up")
-            sh("ip", "netns", "exec", name, "ip", "addr", "add", f"{self.ips[name]}/24",
-               "dev", "eth0")
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                name,
+                "ip",
+                "addr",
+                "add",
+                f"{self.ips[name]}/24",
+                "dev",
+                "eth0",
+            )
             sh("ip", "netns", "exec", name, "ip", "link", "set", "eth0", "up")
             sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
             etc = Path("/etc/netns") / name
@@ -105,10 +113,14 @@ def test_compose_services_form_a_five_voter_cluster(tmp_path):
             env["LEEKY_NODE_ID"] = env.get("LEEKY_NODE_ID", name) if name == "introducer" else name
             argv = ["sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]]
             with open(tmp_path / f"{name}.log", "wb") as log:
-                procs.append(subprocess.Popen(
-                    ["ip", "netns", "exec", name, *argv], env=env, stdout=log,
-                    stderr=subprocess.STDOUT,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", name, *argv],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         cli = str(BIN / "leekyraft")
 
         def voters() -> set[str]:
