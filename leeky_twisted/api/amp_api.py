@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet import error, task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -264,6 +264,45 @@ class KeyValueFrontend:
         if value is not None and not isinstance(value, str):
             raise LeekyError(f"state machine answered a read with {type(value).__name__}")
         return value
+
+    # ----------------------------------------------- fast paths (no coroutine)
+
+    def put_now(self, key: object, value: object) -> Deferred[None]:
+        """Like :meth:`put` without a session, on the hot path: straight to the node.
+
+        Only when the node refuses (not leader, or no leader yet) does the call
+        fall back to the full path, which waits for a leader or forwards.
+        """
+        try:
+            command = kv.Put(self._key(key), self._value(value), None)
+            data = kv.encode_command(command)
+        except ValueError as e:
+            return fail(InvalidRequest(str(e)))
+        except InvalidRequest as e:
+            return fail(e)
+        d = self.node.propose(data, self.timeout)
+        d.addCallbacks(_no_command_error, self._put_slowly, errbackArgs=(key, value))
+        return d
+
+    def _put_slowly(self, failure: Failure, key: object, value: object) -> Any:
+        if failure.check(NotLeader, Unavailable):  # refused: it was never proposed
+            return Deferred.fromCoroutine(self.put(key, value))
+        return failure
+
+    def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
+        """Like :meth:`get`, on the hot path: straight to the node unless it refuses."""
+        try:
+            request = kv.Get(self._key(key))
+        except InvalidRequest as e:
+            return fail(e)
+        d = self.node.read(request, not stale, self.timeout)
+        d.addErrback(self._get_slowly, key, stale)
+        return d
+
+    def _get_slowly(self, failure: Failure, key: object, stale: bool) -> Any:
+        if failure.check(NotLeader, Unavailable):
+            return Deferred.fromCoroutine(self.get(key, stale=stale))
+        return failure
 
     def status(self) -> dict[str, Any]:
         """Return the node's status dictionary."""
@@ -515,6 +554,12 @@ class ClientLocator(amp.CommandLocator):
             self._admin("transfer_leader")(node_id)
 
         return self._run(transfer(), lambda _: {})
+
+
+def _no_command_error(result: object) -> None:
+    if isinstance(result, CommandError):
+        raise InvalidRequest(result.message)
+    return None
 
 
 def _known_errors_only(failure: Failure) -> Failure:

@@ -142,8 +142,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
     def jsonrpc_put(self, key: object, value: object) -> Deferred[bool]:
         """Set ``key`` to ``value``; true once committed."""
-        d = Deferred.fromCoroutine(self.frontend.put(key, value))
-        return d.addCallback(lambda _: True)
+        return self.frontend.put_now(key, value).addCallback(lambda _: True)
 
     def jsonrpc_get(self, key: object, options: object = None) -> Deferred[str | None]:
         """Return the value of ``key`` or null; ``{"stale": true}`` reads locally."""
@@ -154,7 +153,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         stale = options.get("stale", False)
         if not isinstance(stale, bool):
             raise _InvalidParams("stale must be true or false")
-        return Deferred.fromCoroutine(self.frontend.get(key, stale=stale))
+        return self.frontend.get_now(key, stale=stale)
 
     def jsonrpc_delete(self, key: object) -> Deferred[bool]:
         """Remove ``key``; true when it existed."""

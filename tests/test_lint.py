@@ -1,0 +1,23 @@
+"""The code base stays ruff clean (lint and format), as the house style asks."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+
+
+@pytest.mark.skipif(RUFF is None, reason="ruff is installed with the test extras")
+def test_ruff_check_and_format_are_clean():
+    """`ruff check` and `ruff format --check` report nothing."""
+    paths = ["leeky_twisted", "tests", "tools", "twisted"]
+    check = subprocess.run([RUFF, "check", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = subprocess.run(
+        [RUFF, "format", "--check", *paths], cwd=ROOT, capture_output=True, text=True
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
