@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=int, default=5000, help="operations in all (default 5000)")
     p.add_argument("--seconds", type=float, default=30.0, help="time limit (default 30)")
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    p.add_argument("--keys", type=int, default=1000, help="distinct keys written (default 1000)")
 
     add_local_parser(sub)
     return parser
@@ -465,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 args.ops,
                 args.seconds,
                 args.value_size,
+                max(1, args.keys),
             )
             print(result.summary())
             if result.errors:
