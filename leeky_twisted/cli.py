@@ -249,6 +249,9 @@ def run_local(args: argparse.Namespace) -> int:
         print(f"leekyraft: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     finally:
+        # A second Ctrl-C must not interrupt the shutdown and leave nodes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cluster.stop()
 
 

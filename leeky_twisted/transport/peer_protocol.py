@@ -4,7 +4,8 @@ The schema is in :mod:`~leeky_twisted.transport.peer_commands`; this module is
 the behaviour behind it:
 
 - :class:`PeerInbox` holds what every accepted connection shares: who we are,
-  who may talk to us, the receiver callbacks and half-received snapshots.
+  who may talk to us (and, with TLS, which node id each connection's
+  certificate proves), the receiver callbacks and half-received snapshots.
 - :class:`PeerLocator` holds the responders. They decode, check and deliver,
   and never raise: a bad message is logged and the connection dropped.
 - :class:`PeerProtocol` is the AMP connection itself. It enforces the Hello
@@ -62,11 +63,13 @@ __all__ = [
     "DEFAULT_MAX_SNAPSHOT_BYTES",
     "HELLO_FRAME_BYTES",
     "MESSAGE_COMMANDS",
+    "Authenticator",
     "PeerInbox",
     "PeerLocator",
     "PeerProtocol",
     "PeerProtocolError",
     "PeerServerFactory",
+    "certificate_node_id",
     "frame_message",
 ]
 
@@ -95,6 +98,25 @@ _COMMAND_NAMES: dict[type, bytes] = {
 
 Receiver = Callable[[Message], None]
 SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
+#: Returns the node id an accepted connection's certificate proves, or None if none.
+Authenticator = Callable[[Any], "NodeId | None"]
+
+
+def certificate_node_id(transport: Any) -> NodeId | None:
+    """Return the node id in the TLS peer certificate of ``transport``, or None.
+
+    None when the transport is not TLS, the peer sent no certificate, or the
+    certificate's role is not ``node`` (a client certificate proves no node id).
+    The certificate chain itself was already checked against the cluster CA
+    during the handshake (:class:`~leeky_twisted.tls.MutualTLSServerEndpoint`).
+    """
+    from leeky_twisted.certs import NODE_ROLE
+    from leeky_twisted.tls import peer_identity
+
+    identity = peer_identity(transport)
+    if identity is None or identity[1] != NODE_ROLE or not identity[0]:
+        return None
+    return NodeId(identity[0])
 
 
 class PeerProtocolError(Exception):
@@ -147,6 +169,9 @@ class PeerInbox:
         (and later messages on that connection held back) until it fires.
     :param clock: when given, an accepted connection that has not said Hello
         within ``hello_timeout`` seconds is dropped.
+    :param authenticate: when given (TLS on), a Hello is accepted only if
+        ``authenticate(transport)`` returns the node id the Hello claims; use
+        :func:`certificate_node_id`. None: any known node id is believed.
     """
 
     def __init__(
@@ -161,6 +186,7 @@ class PeerInbox:
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
         clock: IReactorTime | None = None,
         hello_timeout: float = 10.0,
+        authenticate: Authenticator | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
@@ -172,6 +198,7 @@ class PeerInbox:
         self.receiver: Receiver | None = None
         self.connections: set[PeerProtocol] = set()
         self._is_known = is_known
+        self._authenticate = authenticate
         self._snapshot_receiver = snapshot_receiver
         self._partials: dict[NodeId, _PartialSnapshot] = {}
 
@@ -188,6 +215,25 @@ class PeerInbox:
             known = False
         if not known:
             return f"node id {node_id!r} is not a known peer of cluster {self.cluster_id!r}"
+        return None
+
+    def identity_refusal(self, node_id: NodeId, transport: Any) -> str | None:
+        """Return why ``transport`` may not speak for ``node_id``, or None.
+
+        Without an authenticator every connection may (plaintext: node ids are
+        believed). With one, the connection's certificate must name ``node_id``.
+        """
+        if self._authenticate is None:
+            return None
+        try:
+            proven = self._authenticate(transport)
+        except Exception:
+            self.log.failure("authenticating a Hello from {node_id!r} raised", node_id=node_id)
+            proven = None
+        if proven is None:
+            return f"Hello claims node {node_id!r} but the connection has no node certificate"
+        if proven != node_id:
+            return f"Hello claims node {node_id!r} but the certificate names node {proven!r}"
         return None
 
     def deliver(self, message: Message) -> None:
@@ -338,7 +384,11 @@ class PeerLocator(amp.CommandLocator):
 
     @Hello.responder
     def hello(self, cluster_id: str, node_id: str) -> dict[str, str]:
-        """Accept a known node of our cluster, or refuse it with HELLO_REFUSED."""
+        """Accept a known node of our cluster, or refuse it with HELLO_REFUSED.
+
+        With TLS, the node id claimed must also be the one in the connection's
+        certificate, so one node's key cannot speak for another node.
+        """
         protocol = self._protocol
         inbox = self._inbox
         assert inbox is not None  # only accepting connections have responders
@@ -347,6 +397,8 @@ class PeerLocator(amp.CommandLocator):
             protocol.refuse(reason)
             raise HelloRefused(reason)
         reason_or_none = inbox.refusal(cluster_id, NodeId(node_id))
+        if reason_or_none is None:
+            reason_or_none = inbox.identity_refusal(NodeId(node_id), protocol.transport)
         if reason_or_none is not None:
             protocol.refuse(reason_or_none)
             raise HelloRefused(reason_or_none)
