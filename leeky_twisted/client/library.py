@@ -15,6 +15,12 @@ given ``(client_id, seq)`` at most once and answers a retry from its cache.
 
 :class:`AMPConnectionPool` (one cached AMP connection per address) is also
 used by the servers to forward requests to the leader.
+
+With mutual TLS, pass ``connect=tls_connector(reactor, credentials)`` (or
+:func:`client_tls_connector` for a client certificate in a folder): each
+connection is handed to AMP only after the TLS handshake, so a handshake that
+fails is a connection error (the client tries the next node) and a node that
+refuses our certificate afterwards ends the call with ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.errors import (
@@ -41,6 +49,9 @@ from leeky_twisted.api.errors import (
     Unavailable,
 )
 
+if TYPE_CHECKING:
+    from leeky_twisted.tls import TLSCredentials
+
 __all__ = [
     "AMPConnectionPool",
     "Address",
@@ -48,9 +59,13 @@ __all__ = [
     "Connector",
     "LeekyClient",
     "NodeReport",
+    "TLSHandshakeFailed",
+    "TLSRefused",
+    "client_tls_connector",
     "format_address",
     "parse_address",
     "tcp_connector",
+    "tls_connector",
     "with_timeout",
 ]
 
@@ -125,6 +140,155 @@ def tcp_connector(reactor: Any, timeout: float) -> Connector:
         return connectProtocol(endpoint, protocol)
 
     return connect
+
+
+class TLSHandshakeFailed(error.ConnectError):
+    """The TLS handshake with a node failed (its certificate or ours was not accepted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args and self.args[0] else "TLS handshake failed"
+
+
+class TLSRefused(error.ConnectionLost):
+    """A node ended the connection with a TLS error after the handshake: it refused us.
+
+    With TLS 1.3 a server checks the client's certificate after the client
+    considers the handshake done, so its refusal arrives as the first answer.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args and self.args[0] else "refused by TLS"
+
+
+def _tls_reason(reason: Failure) -> str | None:
+    """Return OpenSSL's reasons for ``reason``, or None when it is no TLS error."""
+    from OpenSSL import SSL
+
+    if not reason.check(SSL.Error):
+        return None
+    args = reason.value.args
+    if args and isinstance(args[0], list):
+        texts = [str(r[-1]) for r in args[0] if isinstance(r, tuple) and r and r[-1]]
+        if texts:
+            return "; ".join(texts)
+    return reason.getErrorMessage() or "TLS error"
+
+
+@implementer(IHandshakeListener)
+class _AfterHandshake(Protocol):
+    """Sit under TLS; connect ``wrapped`` only once the handshake completed.
+
+    ``ready`` fires with ``wrapped`` after the handshake, or fails with
+    TLSHandshakeFailed when the connection ends (or ``timeout`` passes)
+    first. Afterwards a connection ending with a TLS error reaches
+    ``wrapped`` as TLSRefused.
+    """
+
+    def __init__(
+        self,
+        wrapped: amp.AMP,
+        ready: Deferred[amp.AMP],
+        where: str,
+        clock: IReactorTime,
+        timeout: float,
+    ) -> None:
+        self.wrapped = wrapped
+        self.ready = ready
+        self.where = where
+        self.done = False
+        self._clock = clock
+        self._timeout = timeout
+        self._timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """Start the handshake timer (the TLS layer started the handshake)."""
+        self._timer = self._clock.callLater(self._timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self.done and self.transport is not None:
+            self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        """Connect the AMP protocol and hand it over."""
+        self._stop_timer()
+        self.done = True
+        self.wrapped.makeConnection(self.transport)
+        if not self.ready.called:
+            self.ready.callback(self.wrapped)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Pass decrypted data to AMP."""
+        if self.done:
+            self.wrapped.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = error.connectionDone) -> None:  # type: ignore[assignment]
+        """Fail ``ready`` if the handshake never finished; else tell AMP why it ended."""
+        self._stop_timer()
+        why = _tls_reason(reason)
+        if not self.done:
+            text = why or (
+                "timed out" if reason.check(error.ConnectionAborted) else reason.getErrorMessage()
+            )
+            if not self.ready.called:
+                self.ready.errback(TLSHandshakeFailed(f"TLS handshake with {self.where}: {text}"))
+            return
+        if why is not None:
+            reason = Failure(TLSRefused(f"{self.where} refused the TLS connection: {why}"))
+        self.wrapped.connectionLost(reason)
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+def tls_connector(
+    reactor: Any,
+    credentials: TLSCredentials,
+    timeout: float = 5.0,
+    server_name: str | None = None,
+) -> Connector:
+    """Return a Connector that opens mutual-TLS connections with ``credentials``.
+
+    The server must present a certificate from the credentials' CA naming
+    ``server_name`` (default: ``leeky-node``, which every node certificate
+    carries). ``timeout`` bounds the TCP connect and the handshake each.
+    A failed handshake fails the connection attempt with TLSHandshakeFailed.
+    """
+    from twisted.internet.endpoints import wrapClientTLS
+
+    from leeky_twisted.certs import NODES_NAME
+
+    options = credentials.client_options(server_name or NODES_NAME)
+
+    def connect(address: Address, protocol: amp.AMP) -> Deferred[amp.AMP]:
+        host, port = address
+        endpoint = wrapClientTLS(options, HostnameEndpoint(reactor, host, port, timeout=timeout))
+        ready: Deferred[amp.AMP] = Deferred()
+        waiter = _AfterHandshake(protocol, ready, format_address(address), reactor, timeout)
+
+        def failed(reason: Failure) -> None:
+            if not ready.called:
+                ready.errback(reason)
+
+        connectProtocol(endpoint, waiter).addErrback(failed)
+        return ready
+
+    return connect
+
+
+def client_tls_connector(
+    reactor: Any, directory: str, name: str, timeout: float = 5.0
+) -> Connector:
+    """Return a TLS Connector using ``client-<name>.pem``/``.key`` and ``ca.pem`` in ``directory``.
+
+    Raises OSError or ValueError when the files are missing or do not load.
+    """
+    from leeky_twisted.tls import TLSCredentials, TLSFiles
+
+    credentials = TLSCredentials.load(TLSFiles.for_client(directory, name))
+    return tls_connector(reactor, credentials, timeout)
 
 
 class _PooledAMP(amp.AMP):
@@ -451,6 +615,9 @@ class LeekyClient:
                 response = await with_timeout(
                     proto.callRemote(command, **arguments), remaining, clock
                 )
+            except TLSRefused as e:
+                # The node refused our certificate: not something a retry mends.
+                raise Unavailable(str(e)) from None
             except NotLeader as e:
                 last = e
                 self._leader = None

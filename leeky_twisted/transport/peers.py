@@ -8,6 +8,12 @@ is retried with exponential backoff and jitter. Snapshots are streamed in
 answered chunks, one in flight at a time, and resume where the receiver left
 off after a reconnect. Incoming connections are accepted by
 :meth:`AMPPeerTransport.server_factory` (or :meth:`AMPPeerTransport.listen`).
+
+With TLS, peers are dialled through a ``connect_endpoint`` hook (e.g. a
+:func:`~leeky_twisted.tls.client_endpoint` that checks the peer's node id in
+its certificate), and an ``authenticate`` hook makes every accepted Hello
+prove its node id with the connection's certificate
+(:func:`~leeky_twisted.transport.peer_protocol.certificate_node_id`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTCP,
     IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import deferLater
@@ -41,6 +48,7 @@ from leeky_twisted.transport.codec import CodecError, encode
 from leeky_twisted.transport.peer_commands import SnapshotChunk
 from leeky_twisted.transport.peer_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
+    Authenticator,
     DEFAULT_MAX_SNAPSHOT_BYTES,
     PeerInbox,
     PeerProtocol,
@@ -50,7 +58,7 @@ from leeky_twisted.transport.peer_protocol import (
     frame_message,
 )
 
-__all__ = ["AMPPeerTransport", "Address", "AddressBook", "SnapshotSource"]
+__all__ = ["AMPPeerTransport", "Address", "AddressBook", "EndpointMaker", "SnapshotSource"]
 
 #: A peer's (host, port).
 Address = tuple[str, int]
@@ -58,6 +66,8 @@ Address = tuple[str, int]
 AddressBook = Callable[[NodeId], Address | None] | Mapping[NodeId, Address]
 #: Returns the data of the snapshot ``meta`` names (or a Deferred of it), or None.
 SnapshotSource = Callable[[SnapshotMeta], "bytes | Deferred[bytes | None] | None"]
+#: Returns the endpoint that dials peer ``peer_id`` at (host, port), e.g. over TLS.
+EndpointMaker = Callable[[str, int, NodeId], IStreamClientEndpoint]
 
 #: A snapshot stream gives up after this many failed chunks or connection attempts in a row.
 SNAPSHOT_MAX_FAILURES = 8
@@ -93,6 +103,26 @@ class _LinkFactory(ClientFactory):
         self.link.connect_failed(self, reason)
 
 
+class _EndpointAttempt:
+    """One connection attempt through an endpoint; stands in for an IConnector.
+
+    The link only ever calls ``stopConnecting`` on a connector: here it
+    cancels the endpoint's Deferred (a no-op once it fired).
+    """
+
+    def __init__(self, link: _PeerLink, factory: _LinkFactory, attempt: Deferred[Any]) -> None:
+        self._attempt = attempt
+        attempt.addErrback(self._failed, link, factory)
+
+    @staticmethod
+    def _failed(reason: Failure, link: _PeerLink, factory: _LinkFactory) -> None:
+        link.connect_failed(factory, reason)
+
+    def stopConnecting(self) -> None:
+        """Abandon the attempt if it is still under way."""
+        self._attempt.cancel()
+
+
 @implementer(IPushProducer)
 class _PeerLink:
     """The one dialled connection to one peer, its send queue and snapshot stream.
@@ -111,6 +141,7 @@ class _PeerLink:
         self.dropped = 0
         self.failures = 0
         self.protocol: PeerProtocol | None = None
+        self.hello_ok = False  #: the current connection's Hello was answered
         self.connector: IConnector | None = None
         self.factory: _LinkFactory | None = None
         self.retry: IDelayedCall | None = None
@@ -210,10 +241,17 @@ class _PeerLink:
             return
         host, port = address
         factory = self.factory = _LinkFactory(self)
+        make_endpoint = self.owner.connect_endpoint
         try:
-            self.connector = self.owner.reactor.connectTCP(
-                host, port, factory, timeout=self.owner.connect_timeout
-            )
+            if make_endpoint is None:
+                self.connector = self.owner.reactor.connectTCP(
+                    host, port, factory, timeout=self.owner.connect_timeout
+                )
+            else:
+                endpoint = make_endpoint(host, port, self.peer_id)
+                attempt = _EndpointAttempt(self, factory, endpoint.connect(factory))
+                if self.factory is factory and self.protocol is None:  # still under way
+                    self.connector = attempt  # type: ignore[assignment]
         except Exception:
             self.log.failure(
                 "cannot dial peer {peer} at {host}:{port}", peer=self.peer_id, host=host, port=port
@@ -264,6 +302,7 @@ class _PeerLink:
             protocol.drop("transport closed")
             return
         self.protocol = protocol
+        self.hello_ok = False
         self.paused = False
         transport = protocol.transport
         try:
@@ -281,6 +320,7 @@ class _PeerLink:
 
     def _hello_answered(self, ok: bool, protocol: PeerProtocol) -> None:
         if ok and protocol is self.protocol:
+            self.hello_ok = True
             if self.failures:
                 self.log.info(
                     "connected to peer {peer} again after {n} failures",
@@ -293,6 +333,15 @@ class _PeerLink:
         """Forget the connection and, unless closed, reconnect after a backoff."""
         if protocol is not self.protocol:
             return
+        if not self.hello_ok and self.failures == 0 and not self.closed:
+            # E.g. a TLS handshake that failed: the peer's certificate is not
+            # the one expected, or the peer refused ours. Once per outage.
+            self.log.warn(
+                "connection to peer {peer} closed before our Hello was answered: "
+                "{reason}; retrying with backoff",
+                peer=self.peer_id,
+                reason=_reason_text(reason),
+            )
         self.protocol = None
         self.factory = None
         if self.flush_call is not None and self.flush_call.active():
@@ -453,6 +502,16 @@ class _PeerLink:
             offset = received
 
 
+def _reason_text(reason: Failure) -> str:
+    """Return a short text for why a connection ended (OpenSSL errors made readable)."""
+    args = getattr(reason.value, "args", ())
+    if args and isinstance(args[0], list):  # OpenSSL.SSL.Error: [(lib, func, reason), ...]
+        texts = [str(r[-1]) for r in args[0] if isinstance(r, tuple) and r and r[-1]]
+        if texts:
+            return "; ".join(texts)
+    return reason.getErrorMessage()
+
+
 @implementer(IPeerTransport)
 class AMPPeerTransport:
     """Carry core messages to and from the other nodes of one cluster over AMP.
@@ -474,6 +533,13 @@ class AMPPeerTransport:
     :param initial_backoff, max_backoff: reconnect delay bounds in seconds;
         each delay is drawn from [d/2, d) where d doubles per failure up to the cap.
     :param hello_timeout: seconds an accepted connection has to say Hello.
+    :param connect_endpoint: how to dial a peer: called as
+        ``connect_endpoint(host, port, peer_id)`` for each attempt, it returns
+        an IStreamClientEndpoint (with TLS: one that checks the certificate
+        names ``peer_id``). None dials plain TCP with ``reactor.connectTCP``.
+    :param authenticate: with TLS, returns the node id an accepted
+        connection's certificate proves; a Hello claiming any other id is
+        refused (see :class:`~leeky_twisted.transport.peer_protocol.PeerInbox`).
 
     Raises ValueError on inconsistent limits.
     """
@@ -498,6 +564,8 @@ class AMPPeerTransport:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
         hello_timeout: float = 10.0,
+        connect_endpoint: EndpointMaker | None = None,
+        authenticate: Authenticator | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -516,6 +584,7 @@ class AMPPeerTransport:
         self.connect_timeout = connect_timeout
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
+        self.connect_endpoint = connect_endpoint
         self._rng = rng if rng is not None else random.Random()
         if isinstance(addresses, Mapping):
             self._lookup: Callable[[NodeId], Address | None] = addresses.get
@@ -532,6 +601,7 @@ class AMPPeerTransport:
             max_snapshot_bytes=max_snapshot_bytes,
             clock=self.clock,
             hello_timeout=hello_timeout,
+            authenticate=authenticate,
         )
         self._factory = PeerServerFactory(self._inbox)
         self._links: dict[NodeId, _PeerLink] = {}
