@@ -21,6 +21,8 @@ __all__ = [
     "CLUSTER_ENV",
     "DEFAULT_CLUSTER",
     "EXIT_CODES_HELP",
+    "TLS_DIR_ENV",
+    "TLS_NAME_ENV",
     "build_parser",
     "check_args",
     "exit_code_for",
@@ -29,12 +31,16 @@ __all__ = [
     "format_status_table",
     "main",
     "parse_cluster",
+    "run_certs",
     "run_command",
+    "tls_from",
 ]
 
 #: The client (AMP) addresses of the cluster ``leekyraft local`` starts by default.
 DEFAULT_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005"
 CLUSTER_ENV = "LEEKYRAFT_CLUSTER"
+TLS_DIR_ENV = "LEEKYRAFT_TLS_DIR"
+TLS_NAME_ENV = "LEEKYRAFT_TLS_NAME"
 DEFAULT_TIMEOUT = 10.0
 
 EXIT_OK = 0
@@ -59,6 +65,9 @@ exit codes:
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
 addresses); by default the local cluster: {DEFAULT_CLUSTER}
+
+With mutual TLS: --tls-dir DIR --tls-name NAME (or ${TLS_DIR_ENV}, ${TLS_NAME_ENV})
+use DIR/ca.pem and DIR/client-NAME.pem/.key, as `leekyraft certs` writes them.
 """
 
 
@@ -108,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help=f"connect with mutual TLS: DIR holds ca.pem and client-NAME.pem/.key "
+        f"(default: ${TLS_DIR_ENV}; none: plaintext)",
+    )
+    parser.add_argument(
+        "--tls-name",
+        metavar="NAME",
+        help=f"the client certificate to present, client-NAME.pem (default: ${TLS_NAME_ENV}, "
+        "or the only client certificate in the TLS folder)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -163,8 +184,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
     p.add_argument("--keys", type=int, default=1000, help="distinct keys written (default 1000)")
 
+    p = sub.add_parser(
+        "certs",
+        help="create a development CA and node/client certificates for mutual TLS",
+        description=(
+            "Create DIR/ca.pem and ca.key (unless DIR already holds a CA), then "
+            "node-ID.pem/.key for each --nodes id and client-NAME.pem/.key for each "
+            "--clients name. Existing certificates are kept unless --force. Start nodes "
+            "with `twistd leekyraft --tls-dir DIR`, and clients with --tls-dir DIR "
+            "--tls-name NAME. Keep ca.key offline: it can issue any certificate."
+        ),
+    )
+    p.add_argument("--dir", required=True, help="folder for the CA and the certificates")
+    p.add_argument("--nodes", default="", metavar="ID,...", help="node ids, e.g. 1,2,3")
+    p.add_argument("--clients", default="", metavar="NAME,...", help="client names, e.g. alice")
+    p.add_argument(
+        "--hosts",
+        default="localhost,127.0.0.1,::1",
+        metavar="HOST,...",
+        help="names and IP addresses added to every node certificate, for tools that "
+        "check them (curl, browsers); default localhost,127.0.0.1,::1",
+    )
+    p.add_argument("--force", action="store_true", help="reissue certificates that exist")
+
     add_local_parser(sub)
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def run_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run ``leekyraft certs``: make the CA if absent, then the requested certificates."""
+    from leeky_twisted.certs import make_client_cert, make_dev_ca, make_node_cert
+
+    directory: str = args.dir
+    hosts = _names(args.hosts)
+    try:
+        if os.path.exists(os.path.join(directory, "ca.pem")):
+            print(f"using the CA in {directory}", file=out)
+        else:
+            made = make_dev_ca(directory)
+            print(f"created CA {made.cert} (keep {made.key} offline)", file=out)
+        issued = [("node", n, f"node-{n}") for n in _names(args.nodes)]
+        issued += [("client", c, f"client-{c}") for c in _names(args.clients)]
+        for kind, name, stem in issued:
+            cert = os.path.join(directory, f"{stem}.pem")
+            if os.path.exists(cert) and not args.force:
+                print(f"kept {cert}", file=out)
+                continue
+            if kind == "node":
+                files = make_node_cert(directory, name, hosts)
+            else:
+                files = make_client_cert(directory, name)
+            print(f"created {kind} certificate {files.cert} and key {files.key}", file=out)
+    except (OSError, ValueError) as e:
+        print(f"leekyraft: certs: {e}", file=err)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def tls_from(args: argparse.Namespace, environ: dict[str, str]) -> tuple[str, str] | None:
+    """Return (folder, client name) for TLS from the options or environment, or None.
+
+    Without a name, the folder's only ``client-*.pem`` is used. Raises
+    ValueError when a name is given without a folder, or none can be chosen.
+    """
+    directory = args.tls_dir or environ.get(TLS_DIR_ENV) or None
+    name = args.tls_name or environ.get(TLS_NAME_ENV) or None
+    if directory is None:
+        if name is not None:
+            raise ValueError("--tls-name needs --tls-dir")
+        return None
+    if name is None:
+        try:
+            found = sorted(
+                f[len("client-") : -len(".pem")]
+                for f in os.listdir(directory)
+                if f.startswith("client-") and f.endswith(".pem")
+            )
+        except OSError as e:
+            raise ValueError(f"cannot read --tls-dir {directory}: {e}") from None
+        if len(found) != 1:
+            which = ", ".join(found) if found else "none"
+            raise ValueError(
+                f"give --tls-name: {directory} holds {len(found)} client certificates ({which})"
+            )
+        name = found[0]
+    return directory, name
 
 
 # ------------------------------------------------------------------------------------------
@@ -445,11 +553,28 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     if args.command == "local":
         sys.exit(run_local(args))
+    if args.command == "certs":
+        sys.exit(run_certs(args, sys.stdout, sys.stderr))
     check_args(parser, args)
     try:
         cluster = cluster_from(args, dict(os.environ))
     except ValueError as e:
         parser.error(f"bad cluster address list: {e}")
+    try:
+        tls = tls_from(args, dict(os.environ))
+    except ValueError as e:
+        parser.error(str(e))
+    credentials = None
+    if tls is not None:
+        from leeky_twisted.tls import TLSCredentials, TLSFiles
+
+        if args.command == "bench":
+            parser.error("bench does not support TLS yet; run it against a plaintext cluster")
+        try:
+            credentials = TLSCredentials.load(TLSFiles.for_client(*tls))
+        except (OSError, ValueError) as e:
+            print(f"leekyraft: cannot load the TLS client certificate: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
 
     from twisted.internet.task import react
 
@@ -475,7 +600,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             if result.errors:
                 raise SystemExit(EXIT_ERROR)
             return
-        client = LeekyClient(reactor, cluster, timeout=args.timeout)
+        connect = None
+        if credentials is not None:
+            from leeky_twisted.client.library import tls_connector
+
+            connect = tls_connector(reactor, credentials, timeout=min(args.timeout, 5.0))
+        client = LeekyClient(reactor, cluster, timeout=args.timeout, connect=connect)
         try:
             code = await run_command(args, client, sys.stdout, sys.stderr)
         finally:

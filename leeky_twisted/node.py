@@ -17,7 +17,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
     LeekyError,
+    NotCommitted,
     NotLeader,
     Unavailable,
 )
@@ -64,16 +65,12 @@ from leeky_twisted.interfaces import (
 log = Logger()
 
 
-class NotCommitted(Exception):
-    """The entry was replaced by another leader's entry: it was never committed."""
-
-
 @dataclass
 class NodeSettings:
     """Timing and limits of a node (seconds and counts)."""
 
     tick_interval: float = 0.05
-    snapshot_entries: int = 10000  #: take a snapshot after this many applied entries
+    snapshot_entries: int = 100000  #: take a snapshot after this many applied entries
     snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
@@ -208,7 +205,7 @@ class RaftNode:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for index in list(self._waiters):
-            self._fail_waiter(index, Unavailable("node is shutting down"))
+            self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
         for ctx in list(self._reads):
             self._fail_read(ctx, Unavailable("node is shutting down"))
         hs = HardState(self.core.term, self.core.voted_for, self.core.commit)
@@ -528,8 +525,29 @@ class RaftNode:
         if self._snapshotting or core.applied - base < self.settings.snapshot_entries:
             return
         meta = core.snapshot_meta_at(core.applied)
-        data = encode_snapshot(self.addresses, self.state_machine.snapshot())
         self._snapshotting = True
+        head = encode_snapshot(self.addresses, b"")
+        chunks = getattr(self.state_machine, "snapshot_chunks", None)
+        # The state is captured now (consistent at meta.index); serializing it
+        # happens a piece per reactor turn so a large state never stalls
+        # heartbeats (a stall would look like a dead leader).
+        pieces = iter(chunks()) if chunks is not None else iter([self.state_machine.snapshot()])
+        parts = [head]
+        self._serialize_step(meta, pieces, parts)
+
+    def _serialize_step(
+        self, meta: SnapshotMeta, pieces: Iterator[bytes], parts: list[bytes]
+    ) -> None:
+        if self.stopped:
+            self._snapshotting = False
+            return
+        for piece in pieces:
+            parts.append(piece)
+            self.reactor.callLater(0, self._serialize_step, meta, pieces, parts)
+            return
+        self._write_snapshot(meta, b"".join(parts))
+
+    def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         upto = max(meta.index - self.settings.snapshot_trailing, 0)
 
         def write() -> None:
@@ -544,7 +562,12 @@ class RaftNode:
 
         def finished(result: object) -> None:
             self._snapshotting = False
-            log.info("snapshot at {index}; log compacted to {upto}", index=meta.index, upto=upto)
+            log.info(
+                "snapshot at {index} ({size} bytes); log compacted to {upto}",
+                index=meta.index,
+                size=len(data),
+                upto=upto,
+            )
 
         def failed(f: Any) -> None:
             self._snapshotting = False

@@ -1,4 +1,13 @@
-"""The node as a Twisted service tree: storage, peer transport, node, client APIs."""
+"""The node as a Twisted service tree: storage, peer transport, node, client APIs.
+
+With ``NodeOptions.tls_dir`` every listener speaks mutual TLS
+(:class:`~leeky_twisted.tls.MutualTLSServerEndpoint`): the peer port accepts
+only node certificates, and a peer's Hello must name the node in its
+certificate; the AMP client port and the HTTP port (then HTTPS) accept node
+and client certificates. The node dials its peers, and forwards requests to
+the leader, with its own node certificate. Without it everything is
+plaintext and each listener logs a warning (:func:`~leeky_twisted.tls.warn_tls_disabled`).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +23,18 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from leeky_twisted.api.amp_api import ClientLocator, RequestLimits, make_frontend
 from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.certs import NODE_ROLE, node_dns_name
+from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
@@ -32,6 +45,15 @@ from leeky_twisted.metrics import NodeMetrics
 from leeky_twisted.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
+from leeky_twisted.tls import (
+    ALL_ROLES,
+    MutualTLSServerEndpoint,
+    TLSCredentials,
+    TLSFiles,
+    client_endpoint,
+    warn_tls_disabled,
+)
+from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
 
 log = Logger()
@@ -66,7 +88,7 @@ class NodeOptions:
     heartbeat_ticks: int = 2
     election_ticks: int = 10
     request_timeout: float = 5.0
-    snapshot_entries: int = 10000
+    snapshot_entries: int = 100000
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
     lease_read: bool = False
@@ -81,6 +103,8 @@ class NodeOptions:
     min_voters: int = 3
     dead_grace: float = 30.0
     stabilization: float = 10.0
+    #: Folder with ca.pem and node-<id>.pem/.key (``leekyraft certs``); None: plaintext.
+    tls_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -138,7 +162,10 @@ class _DiskThread(service.Service):
 
 
 class _Listener(service.Service):
-    """Listen on a TCP port at start; report the bound port (for port 0)."""
+    """Listen on a plaintext TCP port at start; report the bound port (for port 0).
+
+    Logs :func:`~leeky_twisted.tls.warn_tls_disabled` for ``what`` once it listens.
+    """
 
     def __init__(
         self,
@@ -147,25 +174,98 @@ class _Listener(service.Service):
         port: int,
         factory: Any,
         on_port: Callable[[int], None] | None = None,
+        what: str = "a port",
     ) -> None:
         self.reactor = reactor
         self.host = host
         self.port = port
         self.factory = factory
         self.on_port = on_port
+        self.what = what
         self.listening: Any = None
 
     def startService(self) -> None:
         super().startService()
         self.listening = self.reactor.listenTCP(self.port, self.factory, interface=self.host)
+        bound = self.listening.getHost().port
+        warn_tls_disabled(f"{self.what} ({self.host}:{bound})")
         if self.on_port is not None:
-            self.on_port(self.listening.getHost().port)
+            self.on_port(bound)
 
     def stopService(self) -> Any:
         super().stopService()
         if self.listening is not None:
             return self.listening.stopListening()
         return None
+
+
+class _EndpointListener(service.Service):
+    """Listen on a server endpoint at start (e.g. mutual TLS); report the bound port.
+
+    A TCP-based endpoint listens at once, so a port that cannot be bound
+    fails ``startService`` (and twistd's start) just as ``listenTCP`` does.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        on_port: Callable[[int], None] | None = None,
+        what: str = "a port",
+    ) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.on_port = on_port
+        self.what = what
+        self.listening: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        outcome: list[Any] = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:  # not expected of TCP endpoints; finish when it listens
+            raise RuntimeError(f"{self.what}: the endpoint did not listen at once")
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        self.listening = outcome[0]
+        bound = outcome[0].getHost().port
+        log.info("{what} listening with mutual TLS on port {port}", what=self.what, port=bound)
+        if self.on_port is not None:
+            self.on_port(bound)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.listening is not None:
+            return self.listening.stopListening()
+        return None
+
+
+def load_node_credentials(tls_dir: str, node_id: str) -> TLSCredentials:
+    """Load ``ca.pem`` and ``node-<id>.pem``/``.key`` from ``tls_dir``.
+
+    Raises OSError or ValueError when a file is missing or unusable, or when
+    the certificate names another node (never start half-secured).
+    """
+    credentials = TLSCredentials.load(TLSFiles.for_node(tls_dir, node_id))
+    if credentials.name != node_id:
+        raise ValueError(
+            f"node-{node_id}.pem in {tls_dir} is the certificate of {credentials.name!r}, "
+            f"not of node {node_id!r}"
+        )
+    return credentials
+
+
+def _peer_endpoint_maker(
+    reactor: Any, credentials: TLSCredentials, timeout: float
+) -> Callable[[str, int, NodeId], IStreamClientEndpoint]:
+    """Return the peer transport's dialler: TLS, expecting the peer's own node id."""
+
+    def make(host: str, port: int, peer_id: NodeId) -> IStreamClientEndpoint:
+        return client_endpoint(
+            reactor, host, port, credentials, node_dns_name(peer_id), timeout=timeout
+        )
+
+    return make
 
 
 class _NodeRunner(service.Service):
@@ -303,6 +403,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         lease_read=opts.lease_read,
     )
     disk = _DiskThread(reactor)
+    credentials = load_node_credentials(opts.tls_dir, opts.node_id) if opts.tls_dir else None
 
     holder: dict[str, RaftNode] = {}
 
@@ -339,6 +440,10 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         snapshot_source=snapshot_source,
         snapshot_receiver=snapshot_receiver,
         rng=random.Random(),
+        connect_endpoint=(
+            _peer_endpoint_maker(reactor, credentials, 5.0) if credentials is not None else None
+        ),
+        authenticate=certificate_node_id if credentials is not None else None,
     )
     node = RaftNode(
         reactor,
@@ -357,10 +462,37 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     disk.setServiceParent(top)
 
     limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
+    # Followers forward to the leader's client port with this node's own certificate.
+    forward_connect: Connector | None = None
+    if credentials is not None:
+        forward_connect = tls_connector(reactor, credentials, timeout=opts.request_timeout)
     frontend = make_frontend(
-        node, reactor, forward=opts.forward, limits=limits, timeout=opts.request_timeout
+        node,
+        reactor,
+        forward=opts.forward,
+        limits=limits,
+        timeout=opts.request_timeout,
+        connect=forward_connect,
     )
-    _Listener(reactor, listen_host, own.port, transport.server_factory()).setServiceParent(top)
+
+    def listener(
+        what: str,
+        host: str,
+        port: int,
+        factory: Any,
+        roles: tuple[str, ...],
+        on_port: Callable[[int], None] | None = None,
+    ) -> service.Service:
+        if credentials is None:
+            return _Listener(reactor, host, port, factory, on_port, what=what)
+        endpoint = MutualTLSServerEndpoint(
+            reactor, port, credentials, interface=host, allowed_roles=roles
+        )
+        return _EndpointListener(endpoint, factory, on_port, what=what)
+
+    listener(
+        "the peer (Raft) port", listen_host, own.port, transport.server_factory(), (NODE_ROLE,)
+    ).setServiceParent(top)
 
     gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
 
@@ -373,16 +505,22 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         return record
 
     client_fac = Factory.forProtocol(lambda: amp.AMP(locator=ClientLocator(frontend)))
-    client_listener = _Listener(
-        reactor, client_listen, opts.client_port, client_fac, set_port("client")
+    client_listener = listener(
+        "the AMP client port",
+        client_listen,
+        opts.client_port,
+        client_fac,
+        ALL_ROLES,
+        set_port("client"),
     )
     client_listener.setServiceParent(top)
     rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
-    _Listener(
-        reactor, client_host, opts.http_port, http_factory, set_port("http")
+    http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
+    listener(
+        http_what, client_host, opts.http_port, http_factory, ALL_ROLES, set_port("http")
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)

@@ -8,7 +8,12 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from leeky_twisted.service import NodeOptions, PeerSpec, make_node_service
+from leeky_twisted.service import (
+    NodeOptions,
+    PeerSpec,
+    load_node_credentials,
+    make_node_service,
+)
 
 
 def parse_peers(text: str) -> list[PeerSpec]:
@@ -53,7 +58,9 @@ class Options(usage.Options):
         "including this node's own; the node listens for peers on its own entry's port "
         "and for clients on --client-port (AMP) and --http-port (JSON-RPC at /jsonrpc), "
         "on the host of its own entry. Every option may also come from --config FILE, a "
-        "JSON object whose keys are the long option names; the command line wins."
+        "JSON object whose keys are the long option names; the command line wins. "
+        "With --tls-dir every port speaks mutual TLS (see docs/security.md); without "
+        "it the node runs in plaintext and logs a warning per port."
     )
     optFlags = [
         [
@@ -108,7 +115,7 @@ class Options(usage.Options):
         [
             "snapshot-entries",
             None,
-            10000,
+            100000,
             "Take a snapshot after this many applied entries.",
             _positive(int),
         ],
@@ -156,6 +163,13 @@ class Options(usage.Options):
             10.0,
             "Autopilot: seconds a learner must be alive before promotion.",
             float,
+        ],
+        [
+            "tls-dir",
+            None,
+            None,
+            "Folder with ca.pem and node-<id>.pem/.key (made by `leekyraft certs`): mutual "
+            "TLS on the peer, client and HTTP ports. Without it the node runs in plaintext.",
         ],
     ]
 
@@ -209,6 +223,11 @@ class Options(usage.Options):
         for port in ("client-port", "http-port"):
             if not 0 <= self[port] < 65536:
                 raise usage.UsageError(f"--{port} out of range")
+        if self["tls-dir"]:
+            try:  # fail here, with a clear message, rather than half-started
+                load_node_credentials(self["tls-dir"], self["id"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--tls-dir: cannot use the certificates: {e}") from e
         self.node_options = NodeOptions(
             node_id=self["id"],
             peers=peers,
@@ -236,6 +255,7 @@ class Options(usage.Options):
             min_voters=self["min-voters"],
             dead_grace=self["dead-grace"],
             stabilization=self["stabilization"],
+            tls_dir=self["tls-dir"] or None,
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")

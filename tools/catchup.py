@@ -16,7 +16,7 @@ from leeky_twisted.localcluster import LocalCluster, jsonrpc
 def main() -> None:
     writes = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     with tempfile.TemporaryDirectory() as d:
-        c = LocalCluster(Path(d), 3)
+        c = LocalCluster(Path(d), 3, ["--snapshot-entries", "10000"])
         try:
             c.start()
             leader = c.wait_for_leader()

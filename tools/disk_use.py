@@ -52,7 +52,7 @@ def run(writes: int, extra: list[str]) -> list[int]:
 def main() -> None:
     writes = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     for label, extra in (
-        ("with compaction (--snapshot-entries 10000)", []),
+        ("with compaction (--snapshot-entries 10000)", ["--snapshot-entries", "10000"]),
         (
             "without compaction (--snapshot-entries 1000000000)",
             ["--snapshot-entries", "1000000000"],

@@ -21,6 +21,7 @@ from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
     LeekyError,
+    NotCommitted,
     NotLeader,
     Unavailable,
 )
@@ -93,6 +94,7 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
     CommitTimeout: b"COMMIT_TIMEOUT",
     InvalidRequest: b"INVALID_REQUEST",
     Unavailable: b"UNAVAILABLE",
+    NotCommitted: b"NOT_COMMITTED",
     LeekyError: b"ERROR",
 }
 

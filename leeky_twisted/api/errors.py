@@ -14,6 +14,7 @@ __all__ = [
     "CommitTimeout",
     "InvalidRequest",
     "LeekyError",
+    "NotCommitted",
     "NotLeader",
     "Unavailable",
 ]
@@ -100,3 +101,12 @@ class Unavailable(LeekyError):
     """No leader is known or reachable right now; retrying later may succeed."""
 
     default_message = "no leader known"
+
+
+class NotCommitted(LeekyError):
+    """The write was replaced by another leader's entry: it was definitely not applied.
+
+    Unlike CommitTimeout, the outcome is known; retrying is safe.
+    """
+
+    default_message = "not committed: a new leader replaced the entry; safe to retry"

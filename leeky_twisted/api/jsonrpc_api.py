@@ -56,6 +56,7 @@ from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
     LeekyError,
+    NotCommitted,
     NotLeader,
     Unavailable,
 )
@@ -84,6 +85,7 @@ INTERNAL_ERROR = -32603
 NOT_LEADER = -32000
 UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
+NOT_COMMITTED = -32003
 
 #: At most this many calls in one batch request.
 MAX_BATCH = 100
@@ -116,6 +118,8 @@ def _error_for(failure: Failure) -> dict[str, Any]:
         return _error(COMMIT_TIMEOUT, str(e))
     if isinstance(e, Unavailable):
         return _error(UNAVAILABLE, str(e))
+    if isinstance(e, NotCommitted):
+        return _error(NOT_COMMITTED, str(e))
     if isinstance(e, InvalidRequest | _InvalidParams):
         return _error(INVALID_PARAMS, str(e))
     if isinstance(e, LeekyError):

@@ -35,7 +35,7 @@ from twisted.internet import error
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -45,6 +45,7 @@ from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.errors import (
     CommitTimeout,
     LeekyError,
+    NotCommitted,
     NotLeader,
     Unavailable,
 )
@@ -222,7 +223,7 @@ class _AfterHandshake(Protocol):
         if self.done:
             self.wrapped.dataReceived(data)
 
-    def connectionLost(self, reason: Failure = error.connectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail ``ready`` if the handshake never finished; else tell AMP why it ended."""
         self._stop_timer()
         why = _tls_reason(reason)
@@ -231,7 +232,9 @@ class _AfterHandshake(Protocol):
                 "timed out" if reason.check(error.ConnectionAborted) else reason.getErrorMessage()
             )
             if not self.ready.called:
-                self.ready.errback(TLSHandshakeFailed(f"TLS handshake with {self.where}: {text}"))
+                self.ready.errback(
+                    TLSHandshakeFailed(string=f"TLS handshake with {self.where} failed: {text}")
+                )
             return
         if why is not None:
             reason = Failure(TLSRefused(f"{self.where} refused the TLS connection: {why}"))
@@ -629,7 +632,7 @@ class LeekyClient:
                     address = self._next_address(address)
                     await pause()
                 continue
-            except (Unavailable, CommitTimeout, error.ConnectionClosed) as e:
+            except (Unavailable, CommitTimeout, NotCommitted, error.ConnectionClosed) as e:
                 # Retrying is safe: reads change nothing, writes carry a session.
                 last = e
                 if not isinstance(e, CommitTimeout):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from zope.interface import implementer
 
@@ -213,6 +215,47 @@ class KeyValueStateMachine:
             "sessions": sessions,
         }
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def snapshot_chunks(self, batch: int = 20000) -> Iterator[bytes]:
+        """Return the same bytes as :meth:`snapshot`, as a lazy series of pieces.
+
+        The state is captured when this is called (a shallow copy of the
+        data); the pieces are produced as the iterator is advanced, at most
+        ``batch`` keys each, so a node can serialize a large state a little at
+        a time without stalling its reactor.
+        """
+        data = dict(self._data)
+        head = self.snapshot_header()
+
+        def pieces() -> Iterator[bytes]:
+            yield head
+            items = iter(data.items())
+            first = True
+            while True:
+                chunk = dict(islice(items, batch))
+                if not chunk:
+                    break
+                body = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))[1:-1]
+                yield (body if first else "," + body).encode("utf-8")
+                first = False
+            yield b"}}"
+
+        return pieces()
+
+    def snapshot_header(self) -> bytes:
+        """Return the snapshot's opening: everything but the data, which follows."""
+        sessions = [
+            [
+                client_id,
+                state.last_used,
+                state.floor,
+                [[seq, _result_to_json(r)] for seq, r in state.results.items()],
+            ]
+            for client_id, state in self._sessions.items()
+        ]
+        head = {"format": SNAPSHOT_FORMAT, "last_applied": self._last_applied, "sessions": sessions}
+        text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
+        return (text[:-1] + ',"data":{').encode("utf-8")
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with one produced by :meth:`snapshot`.

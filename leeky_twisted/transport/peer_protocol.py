@@ -619,8 +619,20 @@ class PeerProtocol(amp.AMP):
         self.log.error(
             "dropping peer connection {peer}: {reason}", peer=self.describe(), reason=reason
         )
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self.lose_connection()
+
+    def lose_connection(self) -> None:
+        """Close the transport, unregistering its producer first.
+
+        A TLS transport does not close while a producer is registered (it
+        waits for it to unregister), and a dialled link registers itself.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        with contextlib.suppress(Exception):  # none registered
+            transport.unregisterProducer()
+        transport.loseConnection()
 
     def resume(self) -> None:
         """Resume parsing after ``pauseProducing``, unless the connection is closing."""
@@ -671,8 +683,7 @@ class PeerProtocol(amp.AMP):
                     "Hello to {peer} failed: {why}", peer=self.describe(), why=reason.value
                 )
             self.closing = True
-            if self.transport is not None:
-                self.transport.loseConnection()
+            self.lose_connection()
             return False
 
         return d.addCallbacks(check, failed)
@@ -731,8 +742,8 @@ class PeerProtocol(amp.AMP):
                 "unhandled failure on peer connection {peer}", failure, peer=self.describe()
             )
             self.drop("internal error")
-        elif self.transport is not None:
-            self.transport.loseConnection()
+        else:
+            self.lose_connection()
 
 
 class PeerServerFactory(Factory):

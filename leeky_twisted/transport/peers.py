@@ -48,8 +48,8 @@ from leeky_twisted.transport.codec import CodecError, encode
 from leeky_twisted.transport.peer_commands import SnapshotChunk
 from leeky_twisted.transport.peer_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
-    Authenticator,
     DEFAULT_MAX_SNAPSHOT_BYTES,
+    Authenticator,
     PeerInbox,
     PeerProtocol,
     PeerServerFactory,
@@ -393,7 +393,7 @@ class _PeerLink:
         done: Deferred[None] = Deferred()
         self._lost_waiters.append(done)
         protocol.closing = True
-        protocol.transport.loseConnection()
+        protocol.lose_connection()
         return done
 
     # ----------------------------------------------------------- snapshots
@@ -652,7 +652,7 @@ class AMPPeerTransport:
             lost: Deferred[None] = Deferred()
             protocol.on_lost = lambda _p, _r, lost=lost: lost.callback(None)
             protocol.closing = True
-            protocol.transport.loseConnection()
+            protocol.lose_connection()
             waits.append(lost)
         self._inbox.forget_snapshots()
         return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)

@@ -253,3 +253,25 @@ def test_restore_rejects_bad_snapshots_and_keeps_state(data):
     with pytest.raises(ValueError):
         sm.restore(data)
     assert sm.snapshot() == before
+
+
+def test_snapshot_in_pieces_restores_the_same_state_and_ignores_later_writes():
+    """snapshot_chunks captures the state when called and serializes it lazily."""
+    import json as _json
+
+    from leeky_twisted.statemachine.commands import Put, Session, encode_command
+    from leeky_twisted.statemachine.kv import KeyValueStateMachine as KV
+
+    sm = KV()
+    for i in range(1, 60):
+        sm.apply(i, encode_command(Put(f"k{i}", "v" * (i % 7), Session("c", i, i))))
+    pieces = sm.snapshot_chunks(batch=7)
+    expected = _json.loads(sm.snapshot())
+    sm.apply(60, encode_command(Put("late", "write", None)))  # after the capture
+    data = b"".join(pieces)
+    assert _json.loads(data) == expected
+    other = KV()
+    other.restore(data)
+    assert other.query(Get("k5")) == "vvvvv"
+    assert other.query(Get("late")) is None
+    assert other.last_applied == 59
