@@ -253,14 +253,14 @@ class KeyValueFrontend:
     async def get(self, key: object, *, stale: bool = False, forwarded: bool = False) -> str | None:
         """Return the value of ``key`` or None; linearizable (ReadIndex) unless ``stale``."""
         request = kv.Get(self._key(key))
-        try:
-            value = await self._local(
-                lambda: self.node.read(request, not stale, self.timeout), forwarded
-            )
-        except NotLeader as e:
-            arguments = {"key": request.key, "stale": stale}
-            response = await self._forward(e, forwarded, cc.Get, arguments)
-            return response.get("value")  # type: ignore[no-any-return]
+        where, value = await self._local_or_forward(
+            lambda: self.node.read(request, not stale, self.timeout),
+            forwarded,
+            cc.Get,
+            {"key": request.key, "stale": stale},
+        )
+        if where == "forwarded":
+            return value.get("value")  # type: ignore[no-any-return]
         if value is not None and not isinstance(value, str):
             raise LeekyError(f"state machine answered a read with {type(value).__name__}")
         return value
@@ -322,21 +322,44 @@ class KeyValueFrontend:
             data = kv.encode_command(command)
         except ValueError as e:
             raise InvalidRequest(str(e)) from None
-        try:
-            result = await self._local(lambda: self.node.propose(data, self.timeout), forwarded)
-        except NotLeader as e:
-            session = command.session
-            if session is not None:
-                wire = {
-                    **wire,
-                    "client_id": session.client_id,
-                    "seq": session.seq,
-                    "ack": session.ack,
-                }
-            return from_response(await self._forward(e, forwarded, amp_command, wire))
+        session = command.session
+        if session is not None:
+            wire = {**wire, "client_id": session.client_id, "seq": session.seq, "ack": session.ack}
+        where, result = await self._local_or_forward(
+            lambda: self.node.propose(data, self.timeout), forwarded, amp_command, wire
+        )
+        if where == "forwarded":
+            return from_response(result)
         if isinstance(result, CommandError):
             raise InvalidRequest(result.message)
         return result
+
+    async def _local_or_forward(
+        self,
+        attempt: Callable[[], Deferred[Any]],
+        forwarded: bool,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+    ) -> tuple[str, Any]:
+        """Run on the local node, or forward to the leader it names.
+
+        A leader hint can be stale (leadership just moved): the node it names
+        then refuses the forwarded request, which was therefore never
+        proposed, so it is safe to ask again after a short wait.
+        """
+        for round_ in range(FORWARD_ROUNDS):
+            try:
+                return "local", await self._local(attempt, forwarded)
+            except NotLeader as e:
+                if forwarded or self._forwarder is None or e.leader_address is None:
+                    raise
+                try:
+                    return "forwarded", await self._forward(e, forwarded, command, arguments)
+                except NotLeader:
+                    if round_ == FORWARD_ROUNDS - 1:
+                        raise
+            await task.deferLater(self._clock, LEADER_WAIT * (round_ + 1), lambda: None)
+        raise AssertionError("unreachable")
 
     async def _forward(
         self,
@@ -375,6 +398,7 @@ class KeyValueFrontend:
 _NONE3: tuple[None, None, None] = (None, None, None)
 LEADER_WAIT = 0.05  #: seconds between attempts while no leader is known
 LEADER_WAIT_LIMIT = 1.5  #: give up waiting for a leader after this (clients may retry)
+FORWARD_ROUNDS = 4  #: forwards tried when leader hints turn out stale
 
 
 def _field(name: str) -> Callable[[dict[str, Any]], Any]:
