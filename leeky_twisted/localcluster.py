@@ -3,6 +3,9 @@
 Used by ``leekyraft local`` and by the integration tests. Every process it
 starts is tracked by PID and stopped by :meth:`LocalCluster.stop` (SIGTERM,
 then SIGKILL); nothing is ever killed by name.
+
+With ``tls_dir`` (made by ``leekyraft certs``) the nodes run with
+``--tls-dir`` and the status helpers speak HTTPS with a client certificate.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,15 +55,34 @@ class RpcError(Exception):
         self.error = error
 
 
-def jsonrpc(port: int, method: str, *params: Any, timeout: float = 5.0) -> Any:
-    """Call a JSON-RPC 2.0 method on a node's HTTP port (blocking)."""
+def https_context(tls_dir: Path | str, client: str) -> ssl.SSLContext:
+    """Return an SSL context trusting ``tls_dir``/ca.pem, presenting client-<client>.pem.
+
+    The node's certificate must name the address dialled (``leekyraft
+    certs`` adds 127.0.0.1 and localhost by default).
+    """
+    folder = Path(tls_dir)
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    context.load_cert_chain(folder / f"client-{client}.pem", folder / f"client-{client}.key")
+    return context
+
+
+def jsonrpc(
+    port: int,
+    method: str,
+    *params: Any,
+    timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
+) -> Any:
+    """Call a JSON-RPC 2.0 method on a node's HTTP port (blocking); HTTPS with ``context``."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
+    scheme = "https" if context is not None else "http"
     req = urllib.request.Request(
-        f"http://{LOOPBACK}:{port}/jsonrpc",
+        f"{scheme}://{LOOPBACK}:{port}/jsonrpc",
         data=body.encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         reply = json.loads(resp.read())
     if reply.get("error") is not None:
         raise RpcError(reply["error"])
@@ -96,15 +119,25 @@ class LocalCluster:
         nodes: int = 3,
         extra_args: list[str] | None = None,
         base_port: int | None = None,
+        tls_dir: Path | str | None = None,
+        tls_client: str | None = None,
     ) -> None:
         """Lay out (or reload from root/cluster.json) ``nodes`` nodes.
 
         With ``base_port`` B, node i (1-based) uses client port B+i, peer port
-        B+100+i and HTTP port B+200+i; otherwise free ports are picked.
+        B+100+i and HTTP port B+200+i; otherwise free ports are picked. With
+        ``tls_dir``, nodes get ``--tls-dir`` and :meth:`status` uses HTTPS with
+        the client certificate ``tls_client`` from that folder.
         """
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
+        self.https: ssl.SSLContext | None = None
+        if tls_dir is not None:
+            if tls_client is None:
+                raise ValueError("tls_dir needs tls_client (a client certificate name)")
+            self.extra_args += ["--tls-dir", str(Path(tls_dir).resolve())]
+            self.https = https_context(tls_dir, tls_client)
         layout = self.root / "cluster.json"
         if layout.exists():
             saved = json.loads(layout.read_text())
@@ -226,7 +259,7 @@ class LocalCluster:
         if not node.alive():
             return None
         try:
-            st = jsonrpc(node.http_port, "status", timeout=timeout)
+            st = jsonrpc(node.http_port, "status", timeout=timeout, context=self.https)
         except (OSError, RpcError, ValueError):
             return None
         return st if isinstance(st, dict) else None

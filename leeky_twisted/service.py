@@ -223,7 +223,7 @@ class _EndpointListener(service.Service):
         super().startService()
         outcome: list[Any] = []
         self.endpoint.listen(self.factory).addBoth(outcome.append)
-        if not outcome:  # not expected of TCP endpoints; finish when it listens
+        if not outcome:  # TCP-based endpoints always answer at once
             raise RuntimeError(f"{self.what}: the endpoint did not listen at once")
         if isinstance(outcome[0], Failure):
             outcome[0].raiseException()

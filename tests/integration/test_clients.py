@@ -170,6 +170,7 @@ def test_five_node_cluster_elects_and_commits(tmp_path):
     try:
         c.start()
         leader = c.wait_for_leader()
+        c.wait_for("every node to answer", lambda: all(c.status(n) for n in c.nodes))
         jsonrpc(leader.http_port, "put", "five", "nodes")
         for n in c.nodes:
             assert jsonrpc(n.http_port, "get", "five") == "nodes"
