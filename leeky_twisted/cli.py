@@ -172,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer-leader", help="hand leadership to the voter ID")
     p.add_argument("node_id", metavar="ID")
 
+    sub.add_parser(
+        "chaos",
+        add_help=False,
+        help="run a local cluster in network namespaces under faults and check linearizability "
+        "(as root; see `leekyraft chaos --help`)",
+    )
+    sub.add_parser(
+        "verify",
+        add_help=False,
+        help="run a recorded workload against a running cluster and check linearizability "
+        "(see `leekyraft verify --help`)",
+    )
+
     p = sub.add_parser(
         "bench",
         help="measure the cluster: throughput and latency percentiles",
@@ -549,6 +562,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the ``leekyraft`` command line; exit with the command's exit code."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw and raw[0] in ("chaos", "verify"):
+        # The fault-injection rig and the history checker have their own options:
+        #   leekyraft chaos --nodes 5 --time 120 [--nemesis partition,kill,...]  (as root)
+        #   leekyraft verify --endpoints HOST:HTTPPORT,... --time 60
+        from leeky_twisted.chaos.runner import main as chaos_main
+
+        sys.exit(chaos_main(raw[1:] if raw[0] == "chaos" else raw))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "local":

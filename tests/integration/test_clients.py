@@ -264,3 +264,13 @@ def test_metrics_endpoint_parses_and_follows_the_commit_index(cluster):
     jsonrpc(leader.http_port, "put", "metric", "moves")
     after = scrape(leader.http_port)["leeky_raft_commit_index"]
     assert after > before
+
+
+def test_leekyraft_verify_checks_a_running_cluster(cluster, tmp_path):
+    """`leekyraft verify` runs its recorded workload and reports a linearizable verdict."""
+    endpoints = ",".join(f"{n.node_id}=127.0.0.1:{n.http_port}" for n in cluster.nodes)
+    r = cli(
+        cluster, "verify", "--endpoints", endpoints, "--time", "3", "--out", str(tmp_path / "v")
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "linearizable" in (r.stdout + r.stderr).lower()
