@@ -676,3 +676,44 @@ def test_membership_change_while_the_leader_crashes(replicated_to):
     net.change(final, ConfChange(op, NodeId("n4")))
     one(net, b"c")
     assert_agreement(net)
+
+
+def test_learner_promoted_while_a_partition_heals():
+    """A learner cut off with one voter is promoted as the partition heals; all agree."""
+    net = Network(THREE, spares=["n4"])
+    leader = net.run_until_leader()
+    net.change(leader, ConfChange(ConfChangeOp.ADD_LEARNER, NodeId("n4")))
+    one(net, b"a")
+    others = [n for n in THREE if n != leader]
+    # The learner and one voter fall behind the rest.
+    net.partition([leader, others[0]], [others[1], "n4"])
+    one(net, b"b", expected=2)
+    index, _ = net.change(leader, ConfChange(ConfChangeOp.ADD_VOTER, NodeId("n4")))
+    net.tick(2)
+    net.heal()
+    net.tick(4 * E)
+    now = net.leader()
+    assert now is not None
+    assert NodeId("n4") in net.core(now).configuration.voters
+    one(net, b"c")
+    assert_agreement(net)
+    assert net.node("n4").state == [b"a", b"b", b"c"]
+
+
+def test_follower_crash_during_a_change_then_restart():
+    """A follower that crashes mid-change restarts into the same final configuration."""
+    net = Network(THREE, spares=["n4"])
+    leader = net.run_until_leader()
+    one(net, b"a")
+    victim = next(n for n in THREE if n != leader)
+    net.change(leader, ConfChange(ConfChangeOp.ADD_LEARNER, NodeId("n4")))
+    net.crash(victim)
+    one(net, b"b", expected=2)
+    net.change(leader, ConfChange(ConfChangeOp.ADD_VOTER, NodeId("n4")))
+    one(net, b"c", expected=3)
+    net.restart(victim)
+    net.tick(4 * E)
+    one(net, b"d")
+    configs = {net.core(n).configuration for n in [*THREE, "n4"]}
+    assert len(configs) == 1
+    assert_agreement(net)
