@@ -688,7 +688,7 @@ def test_learner_promoted_while_a_partition_heals():
     # The learner and one voter fall behind the rest.
     net.partition([leader, others[0]], [others[1], "n4"])
     one(net, b"b", expected=2)
-    index, _ = net.change(leader, ConfChange(ConfChangeOp.ADD_VOTER, NodeId("n4")))
+    net.change(leader, ConfChange(ConfChangeOp.ADD_VOTER, NodeId("n4")))
     net.tick(2)
     net.heal()
     net.tick(4 * E)
