@@ -27,7 +27,14 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.5", "pyyaml>=6"],
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "ruff>=0.5",
+            "pyyaml>=6",  # reads docker-compose.yml in its test
+            "wheel",  # builds the package in the packaging test
+        ],
     },
     entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},
 )
