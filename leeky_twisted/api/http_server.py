@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.netutil import write_now
 
 log = Logger()
 
@@ -260,7 +261,7 @@ class JSONRPCHTTPProtocol(Protocol):
                 self._slots.clear()
                 break
         if out:
-            self.transport.writeSequence(out)
+            write_now(self.transport, b"".join(out))
         if close:
             self.transport.loseConnection()
         elif self._paused and len(self._slots) < MAX_PIPELINED // 2:

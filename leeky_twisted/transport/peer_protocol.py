@@ -44,6 +44,7 @@ from leeky_twisted.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
+from leeky_twisted.netutil import write_now
 from leeky_twisted.transport.codec import CodecError, decode, encode, put_large
 from leeky_twisted.transport.peer_commands import (
     AppendEntriesCmd,
@@ -651,7 +652,7 @@ class PeerProtocol(amp.AMP):
         transport = self.transport
         if transport is None or self.closing:
             return False
-        transport.writeSequence(frames)
+        write_now(transport, b"".join(frames))
         return True
 
     def hello(self, cluster_id: str, node_id: NodeId, expected: NodeId) -> Deferred[bool]:
