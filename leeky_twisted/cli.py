@@ -158,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show every node: role, term, commit and applied index")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser(
+        "submit",
+        help="replicate a raw entry, as the original's client did (PUT k v, or ADD f for "
+        "the example executor); prints the result as JSON",
+    )
+    p.add_argument("entry", metavar="WORD", nargs="+")
+
+    p = sub.add_parser("query", help="a linearizable read-only request (GET k, or READ f)")
+    p.add_argument("request", metavar="WORD", nargs="+")
+
     p = sub.add_parser("members", help="every node: Raft role, gossip state, incarnation")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -492,6 +502,14 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         if all(r.status is None for r in reports):
             print("leekyraft: no node of the cluster answered", file=err)
             return EXIT_UNREACHABLE
+        return EXIT_OK
+    if command == "submit":
+        result = await client.submit(" ".join(args.entry))  # type: ignore[attr-defined]
+        print(json.dumps(result, sort_keys=True), file=out)
+        return EXIT_OK
+    if command == "query":
+        result = await client.query(" ".join(args.request))  # type: ignore[attr-defined]
+        print(json.dumps(result, sort_keys=True), file=out)
         return EXIT_OK
     if command == "members":
         members = await client.members()  # type: ignore[attr-defined]

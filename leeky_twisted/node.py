@@ -117,8 +117,13 @@ class RaftNode:
         settings: NodeSettings | None = None,
         rng: random.Random | None = None,
         run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        executor: Any = None,
     ) -> None:
+        """``executor``, an IAsyncStateMachine (a remote process), replaces
+        ``state_machine`` for NORMAL entries when given."""
         self.reactor = reactor
+        self.executor = executor
+        self._base_snapshot: tuple[int, bytes] | None = None
         self.node_id = core_config.node_id
         self.settings = settings or NodeSettings()
         self.log_store = log_store
@@ -154,6 +159,18 @@ class RaftNode:
         self.stopped = False
         self.membership: Any = None  #: an IMembership (gossip) when the node runs one
         self.on_persist: Callable[[float, int], None] | None = None  #: disk-thread hook
+        self.feed: Any = None
+        self._entry_terms: dict[int, int] = {}  # NORMAL entries waiting on the executor
+        if executor is not None:
+            from leeky_twisted.statemachine.remote import ExecutorFeed
+
+            self.feed = ExecutorFeed(
+                reactor,
+                executor,
+                self._executor_applied,
+                fetch=self._fetch_for_executor,
+                snapshot_source=self._latest_snapshot_state,
+            )
         transport.set_receiver(self.receive)
 
     # ------------------------------------------------------------ lifecycle
@@ -166,7 +183,10 @@ class RaftNode:
             assert isinstance(meta, SnapshotMeta)
             addresses, state = decode_snapshot(self.snapshot_store.open(meta.index))
             self.addresses.update(addresses)
-            self.state_machine.restore(state)
+            if self.executor is None:
+                self.state_machine.restore(state)
+            else:
+                self._base_snapshot = (meta.index, state)
         first, last = self.log_store.first_index(), self.log_store.last_index()
         start = meta.index if meta is not None else 0
         entries: list[Entry] = []
@@ -197,6 +217,9 @@ class RaftNode:
         self._ticker = task.LoopingCall(self.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.tick_interval, now=False)
+        if self.feed is not None:
+            self.feed.start(base_snapshot=self._base_snapshot)
+            self._base_snapshot = None
         self._schedule()
 
     def stop(self) -> Deferred[None]:
@@ -209,7 +232,13 @@ class RaftNode:
         for ctx in list(self._reads):
             self._fail_read(ctx, Unavailable("node is shutting down"))
         hs = HardState(self.core.term, self.core.voted_for, self.core.commit)
-        return self._run_blocking(lambda: self.stable_store.save(hs))
+        d = self._run_blocking(lambda: self.stable_store.save(hs))
+        if self.feed is not None:
+            feed_stopped = self.feed.stop()
+            d.addCallback(lambda _: feed_stopped)
+            d.addCallback(lambda _: self.executor.close())
+            d.addCallback(lambda _: None)
+        return d
 
     def tick(self) -> None:
         """Advance the core's clock by one tick; time out overdue requests."""
@@ -280,7 +309,7 @@ class RaftNode:
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
         if not linearizable or self.settings.unsafe_stale_reads:
-            return defer.maybeDeferred(self.state_machine.query, request)
+            return self._query(request)
         self._read_seq += 1
         ctx = self._read_seq
         try:
@@ -398,12 +427,19 @@ class RaftNode:
         for e in rd.committed_entries:
             self._apply(e)
         self.stats["applied"] += len(rd.committed_entries)
+        if self.feed is not None and rd.committed_entries:
+            normal = EntryKind.NORMAL
+            self.feed.enqueue(
+                (e.index, e.data if e.kind is normal else None) for e in rd.committed_entries
+            )
         for ctx in rd.dropped_reads:
             assert isinstance(ctx, int)
             self._fail_read(ctx, self._not_leader(self.core.leader_id))
         for rs in rd.read_states:
             assert isinstance(rs.context, int)
             self._ready_reads.append((rs.index, rs.context))
+            if self.feed is not None:  # serve it once the executor has caught up
+                self.feed.wait_applied(rs.index).addBoth(lambda _: self._serve_reads())
         self.core.advance(rd)
         self._serve_reads()
         self._inflight = False
@@ -431,6 +467,10 @@ class RaftNode:
 
     def _apply(self, e: Entry) -> None:
         result: Any = None
+        if e.kind is EntryKind.NORMAL and self.feed is not None:
+            if e.index in self._waiters:
+                self._entry_terms[e.index] = e.term  # answered by _executor_applied
+            return
         if e.kind is EntryKind.NORMAL:
             try:
                 result = self.state_machine.apply(e.index, e.data)
@@ -494,7 +534,7 @@ class RaftNode:
     def _serve_reads(self) -> None:
         if not self._ready_reads:
             return
-        applied = self.core.applied
+        applied = self.feed.applied_index if self.feed is not None else self.core.applied
         keep = []
         for index, ctx in self._ready_reads:
             if index > applied:
@@ -504,25 +544,69 @@ class RaftNode:
             if entry is None:
                 continue
             request, d = entry
-            try:
-                result = self.state_machine.query(request)
-            except Exception as exc:
-                d.errback(exc)
-            else:
-                d.callback(result)
+            self._query(request).chainDeferred(d)
         self._ready_reads = keep
+
+    def _query(self, request: object) -> Deferred[Any]:
+        """Ask the state machine (or the remote executor) a read-only question."""
+        if self.feed is not None:
+            return self.executor.query(request)  # type: ignore[no-any-return]
+        return defer.maybeDeferred(self.state_machine.query, request)
+
+    # ------------------------------------------------------- remote executor
+
+    def _executor_applied(self, index: int, outcome: object) -> None:
+        """Answer the request waiting on ``index`` with the executor's outcome."""
+        from leeky_twisted.statemachine.remote import CommandFailed, ResultUnknown
+
+        term = self._entry_terms.pop(index, None)
+        w = self._waiters.get(index)
+        if w is not None and term is not None:
+            del self._waiters[index]
+            if w.term != term:
+                w.deferred.errback(NotCommitted())
+            elif isinstance(outcome, CommandFailed):
+                w.deferred.errback(InvalidRequest(str(outcome)))
+            elif isinstance(outcome, ResultUnknown):
+                w.deferred.errback(CommitTimeout(f"executor outcome unknown: {outcome}"))
+            else:
+                w.deferred.callback(outcome)
+        self._serve_reads()
+
+    def _fetch_for_executor(self, lo: int, hi: int) -> list[tuple[int, bytes | None]]:
+        """Return committed entries lo <= index < hi for the executor feed."""
+        hi = min(hi, self.core.commit + 1)
+        return [
+            (e.index, e.data if e.kind is EntryKind.NORMAL else None)
+            for e in self.core.log.slice(lo, hi)
+        ]
+
+    def _latest_snapshot_state(self) -> tuple[int, bytes] | None:
+        """Return the newest durable snapshot's (index, state) for the executor feed."""
+        meta = self.snapshot_store.latest()
+        if meta is None:
+            return None
+        assert isinstance(meta, SnapshotMeta)
+        _, state = decode_snapshot(self.snapshot_store.open(meta.index))
+        return meta.index, state
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         data = self.snapshot_store.open(meta.index)
         addresses, state = decode_snapshot(data)
         self.addresses.update(addresses)
-        self.state_machine.restore(state)
+        if self.feed is not None:
+            self.feed.install_snapshot(meta.index, state)
+        else:
+            self.state_machine.restore(state)
         log.info("installed snapshot at {index}", index=meta.index)
 
     def _maybe_snapshot(self) -> None:
         core = self.core
         base = core.snapshot_meta.index if core.snapshot_meta else 0
         if self._snapshotting or core.applied - base < self.settings.snapshot_entries:
+            return
+        if self.feed is not None:
+            self._snapshot_executor(base)
             return
         meta = core.snapshot_meta_at(core.applied)
         self._snapshotting = True
@@ -534,6 +618,28 @@ class RaftNode:
         pieces = iter(chunks()) if chunks is not None else iter([self.state_machine.snapshot()])
         parts = [head]
         self._serialize_step(meta, pieces, parts)
+
+    def _snapshot_executor(self, base: int) -> None:
+        """Snapshot the remote executor's state at the index it has applied."""
+        if self.feed.applied_index - base < self.settings.snapshot_entries:
+            return
+        self._snapshotting = True
+        d = self.feed.snapshot()
+
+        def taken(result: tuple[int, bytes]) -> None:
+            index, state = result
+            core = self.core
+            if index <= base or index > core.applied or index < core.log.start:
+                self._snapshotting = False
+                return
+            meta = core.snapshot_meta_at(index)
+            self._write_snapshot(meta, encode_snapshot(self.addresses, state))
+
+        def failed(f: Any) -> None:
+            self._snapshotting = False
+            log.info("executor snapshot not taken: {why}", why=f.getErrorMessage())
+
+        d.addCallbacks(taken, failed)
 
     def _serialize_step(
         self, meta: SnapshotMeta, pieces: Iterator[bytes], parts: list[bytes]
@@ -549,6 +655,9 @@ class RaftNode:
 
     def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         upto = max(meta.index - self.settings.snapshot_trailing, 0)
+        if self.feed is not None:
+            upto = min(upto, self.feed.applied_index - self.settings.snapshot_trailing)
+            upto = max(upto, 0)
 
         def write() -> None:
             sink = self.snapshot_store.create(meta)
@@ -697,4 +806,5 @@ class RaftNode:
             "pending_requests": len(self._waiters),
             "pending_reads": len(self._reads),
             "stats": dict(self.stats),
+            **(self.feed.status() if self.feed is not None else {}),
         }

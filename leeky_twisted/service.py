@@ -94,6 +94,7 @@ class NodeOptions:
     lease_read: bool = False
     forward: bool = True
     unsafe_stale_reads: bool = False
+    executor_url: str | None = None
     address: PeerSpec | None = None  #: own peer address when grown by gossip
     gossip_port: int | None = None
     bootstrap: bool = False
@@ -445,6 +446,13 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         ),
         authenticate=certificate_node_id if credentials is not None else None,
     )
+    executor = None
+    if opts.executor_url:
+        from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
+
+        executor = RemoteStateMachineExecutor(
+            reactor, opts.executor_url, owner=f"{opts.cluster_id}/{opts.node_id}"
+        )
     node = RaftNode(
         reactor,
         core_config,
@@ -456,6 +464,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         settings,
         rng=random.Random(),
         run_blocking=disk.run,
+        executor=executor,
     )
     holder["node"] = node
     top = LeekyRaftService(node)

@@ -123,6 +123,13 @@ class Options(usage.Options):
         ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
         ["config", None, None, "JSON file with any of these options (like config.json)."],
         [
+            "executor-url",
+            None,
+            None,
+            "Apply committed entries in a separate state-machine process reached over JSON-RPC "
+            "at this URL (e.g. http://127.0.0.1:7070/jsonrpc), instead of the built-in key-value store.",
+        ],
+        [
             "address",
             None,
             None,
@@ -246,6 +253,7 @@ class Options(usage.Options):
             lease_read=bool(self["lease-read"]),
             forward=not self["no-forward"],
             unsafe_stale_reads=bool(self["unsafe-stale-reads"]),
+            executor_url=self["executor-url"],
             address=address,
             gossip_port=self["gossip-port"],
             bootstrap=bool(self["bootstrap"]),

@@ -265,6 +265,48 @@ class KeyValueFrontend:
             raise LeekyError(f"state machine answered a read with {type(value).__name__}")
         return value
 
+    async def submit(self, command: object, *, forwarded: bool = False) -> Any:
+        """Replicate a raw command string and return the state machine's result.
+
+        With the built-in store the original's strings work (``PUT key value...``,
+        ``DELETE key``); with a remote executor, its own commands (``ADD f``).
+        """
+        text = self._value(command, "command")
+        if not text.strip():
+            raise InvalidRequest("command must not be empty")
+        data = text.encode("utf-8")
+        where, result = await self._local_or_forward(
+            lambda: self.node.propose(data, self.timeout),
+            forwarded,
+            cc.Submit,
+            {"command": text},
+        )
+        if where == "forwarded":
+            return json.loads(result["result"])
+        if isinstance(result, CommandError):
+            raise InvalidRequest(result.message)
+        return result
+
+    async def query(self, request: object, *, forwarded: bool = False) -> Any:
+        """Answer a raw read-only request, linearizably (``GET key``, or ``READ f``)."""
+        text = self._value(request, "request")
+        if getattr(self.node, "executor", None) is None:
+            words = text.split()
+            if len(words) != 2 or words[0].upper() != "GET":
+                raise InvalidRequest("the key-value store answers queries like: GET key")
+            question: object = kv.Get(self._key(words[1]))
+        else:
+            question = text
+        where, result = await self._local_or_forward(
+            lambda: self.node.read(question, True, self.timeout),
+            forwarded,
+            cc.Query,
+            {"request": text},
+        )
+        if where == "forwarded":
+            return json.loads(result["result"])
+        return result
+
     # ----------------------------------------------- fast paths (no coroutine)
 
     def put_now(self, key: object, value: object) -> Deferred[None]:
@@ -540,6 +582,18 @@ class ClientLocator(amp.CommandLocator):
         if method is None:
             raise InvalidRequest(f"this node does not support {name}")
         return method
+
+    @cc.Submit.responder
+    def submit(self, command: str, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer Submit with the result as JSON text."""
+        coroutine = self.frontend.submit(command, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda r: {"result": json.dumps(r, default=str)})
+
+    @cc.Query.responder
+    def query(self, request: str, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer Query with the result as JSON text."""
+        coroutine = self.frontend.query(request, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda r: {"result": json.dumps(r, default=str)})
 
     @cc.Members.responder
     def members(self) -> Deferred[dict[str, Any]]:

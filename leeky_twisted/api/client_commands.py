@@ -36,8 +36,10 @@ __all__ = [
     "Get",
     "Members",
     "Put",
+    "Query",
     "RemoveServer",
     "Status",
+    "Submit",
     "TransferLeader",
 ]
 
@@ -199,4 +201,20 @@ class TransferLeader(amp.Command):
 
     arguments = [(b"node_id", amp.Unicode())]
     response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class Submit(amp.Command):
+    """Replicate a raw command string; ``result`` is the state machine's result as JSON."""
+
+    arguments = [(b"command", ChunkedText()), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Query(amp.Command):
+    """Answer a raw read-only request (linearizable); ``result`` is JSON."""
+
+    arguments = [(b"request", ChunkedText()), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
     errors = CLIENT_ERRORS

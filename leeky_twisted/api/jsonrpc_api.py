@@ -171,6 +171,14 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         """Append ``suffix`` to the value of ``key``; return the new length."""
         return Deferred.fromCoroutine(self.frontend.append(key, suffix))
 
+    def jsonrpc_submit(self, command: object) -> Deferred[Any]:
+        """Replicate a raw command (``PUT k v``, or a remote executor's ``ADD f``)."""
+        return Deferred.fromCoroutine(self.frontend.submit(command))
+
+    def jsonrpc_query(self, request: object) -> Deferred[Any]:
+        """Answer a raw read-only request (``GET k``, or a remote executor's ``READ f``)."""
+        return Deferred.fromCoroutine(self.frontend.query(request))
+
     def jsonrpc_status(self) -> dict[str, Any]:
         """Return this node's status."""
         return self.frontend.status()

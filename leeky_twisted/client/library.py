@@ -489,6 +489,20 @@ class LeekyClient:
         d = self._call(cc.Status, {}, write=False, any_node=True)
         return d.addCallback(lambda r: json.loads(r["status"]))
 
+    def submit(self, command: str) -> Deferred[Any]:
+        """Replicate a raw command (``PUT k v``, or an executor's own, e.g. ``ADD f``).
+
+        Fire with the state machine's result. A submitted command carries no
+        session: after an unknown outcome it is not retried (CommitTimeout).
+        """
+        d = self._call(cc.Submit, {"command": command}, write=True, retry_unknown=False)
+        return d.addCallback(lambda r: json.loads(r["result"]))
+
+    def query(self, request: str) -> Deferred[Any]:
+        """Answer a read-only request (``GET k``, or an executor's own, e.g. ``READ f``)."""
+        d = self._call(cc.Query, {"request": request}, write=False)
+        return d.addCallback(lambda r: json.loads(r["result"]))
+
     def members(self) -> Deferred[list[dict[str, Any]]]:
         """Fire with the first answering node's view of every member."""
         d = self._call(cc.Members, {}, write=False, any_node=True)
@@ -560,8 +574,11 @@ class LeekyClient:
         *,
         write: bool,
         any_node: bool = False,
+        retry_unknown: bool = True,
     ) -> Deferred[dict[str, Any]]:
-        return Deferred.fromCoroutine(self._attempt(command, arguments, write, any_node))
+        return Deferred.fromCoroutine(
+            self._attempt(command, arguments, write, any_node, retry_unknown)
+        )
 
     def _next_address(self, after: Address | None) -> Address:
         if after in self.addresses:
@@ -576,6 +593,7 @@ class LeekyClient:
         arguments: dict[str, Any],
         write: bool,
         any_node: bool,
+        retry_unknown: bool = True,
     ) -> dict[str, Any]:
         clock = self._clock
         deadline = clock.seconds() + self.timeout
@@ -634,6 +652,9 @@ class LeekyClient:
                 continue
             except (Unavailable, CommitTimeout, NotCommitted, error.ConnectionClosed) as e:
                 # Retrying is safe: reads change nothing, writes carry a session.
+                # A write without a session whose outcome is unknown is not retried.
+                if not retry_unknown and isinstance(e, CommitTimeout | error.ConnectionClosed):
+                    raise
                 last = e
                 if not isinstance(e, CommitTimeout):
                     address = self._next_address(address)
