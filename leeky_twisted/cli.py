@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show every node: role, term, commit and applied index")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh the table every SECONDS (default 1) until Ctrl-C",
+    )
+    p.add_argument("--count", type=int, default=None, help="with --watch: stop after N tables")
 
     p = sub.add_parser(
         "submit",
@@ -496,6 +506,20 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         wanted = "unset" if expected is None else f'"{expected}"'
         print(f'leekyraft: not set: "{args.key}" was not {wanted}', file=err)
         return EXIT_CAS_FAILED
+    if command == "status" and getattr(args, "watch", None):
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        shown = 0
+        while args.count is None or shown < args.count:
+            if shown:
+                await deferLater(reactor, max(args.watch, 0.1), lambda: None)
+            reports = await client.status_all()
+            table = format_status_json(reports) if args.json else format_status_table(reports)
+            clear = "\x1b[H\x1b[2J" if out.isatty() else ""
+            print(f"{clear}{table}", file=out, flush=True)
+            shown += 1
+        return EXIT_OK
     if command == "status":
         reports = await client.status_all()
         print(format_status_json(reports) if args.json else format_status_table(reports), file=out)

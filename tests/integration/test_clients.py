@@ -274,3 +274,10 @@ def test_leekyraft_verify_checks_a_running_cluster(cluster, tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "linearizable" in (r.stdout + r.stderr).lower()
+
+
+def test_cli_status_watch_refreshes_the_table(cluster):
+    """`status --watch` prints a fresh table each interval (bounded here by --count)."""
+    r = cli(cluster, "status", "--watch", "0.2", "--count", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("ROLE") == 3
