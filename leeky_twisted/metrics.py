@@ -212,12 +212,23 @@ class NodeMetrics:
             buckets=PERSIST_BUCKETS,
             registry=self.registry,
         )
+        self._peer_rtt = Histogram(
+            "leeky_raft_peer_rtt_seconds",
+            "Heartbeat round trip from the leader to each peer.",
+            ["peer"],
+            buckets=PERSIST_BUCKETS,
+            registry=self.registry,
+        )
         self._persist_entries = Histogram(
             "leeky_raft_persist_batch_entries",
             "Log entries written per persist (group commit size).",
             buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+
+    def observe_peer_rtt(self, peer: str, seconds: float) -> None:
+        """Record one heartbeat round trip to ``peer`` (leader only)."""
+        self._peer_rtt.labels(peer=peer).observe(seconds)
 
     def observe_persist(self, seconds: float, entries: int = 0) -> None:
         """Record one persist that took ``seconds`` and wrote ``entries`` entries.

@@ -17,7 +17,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,8 @@ from leeky_twisted.core.messages import (
     Entry,
     EntryKind,
     HardState,
+    Heartbeat,
+    HeartbeatResponse,
     Message,
     NodeId,
     Ready,
@@ -159,6 +161,8 @@ class RaftNode:
         self.stopped = False
         self.membership: Any = None  #: an IMembership (gossip) when the node runs one
         self.on_persist: Callable[[float, int], None] | None = None  #: disk-thread hook
+        self.on_peer_rtt: Callable[[str, float], None] | None = None  #: heartbeat round trips
+        self._heartbeats_out: dict[tuple[str, int], float] = {}
         self.feed: Any = None
         self._entry_terms: dict[int, int] = {}  # NORMAL entries waiting on the executor
         if executor is not None:
@@ -265,10 +269,24 @@ class RaftNode:
 
     # --------------------------------------------------------------- inputs
 
+    def _note_heartbeats(self, messages: Sequence[Message]) -> None:
+        now = self.reactor.seconds()
+        out = self._heartbeats_out
+        for m in messages:
+            if isinstance(m, Heartbeat):
+                out[(m.recipient, m.read_round)] = now
+        if len(out) > 4096:  # answers that never came (a peer is down)
+            for key in sorted(out, key=out.__getitem__)[:2048]:
+                del out[key]
+
     def receive(self, message: Message) -> None:
         """Feed a peer's message to the core."""
         if self.stopped:
             return
+        if isinstance(message, HeartbeatResponse) and self.on_peer_rtt is not None:
+            sent = self._heartbeats_out.pop((message.sender, message.read_round), None)
+            if sent is not None:
+                self.on_peer_rtt(message.sender, self.reactor.seconds() - sent)
         try:
             self.core.step(message)
         except Exception:
@@ -360,6 +378,8 @@ class RaftNode:
         send = self.transport.send
         for m in rd.messages:
             send(m)
+        if self.on_peer_rtt is not None:
+            self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         if self._needs_disk(rd):

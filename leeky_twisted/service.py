@@ -526,6 +526,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
+    node.on_peer_rtt = metrics.observe_peer_rtt
     http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(

@@ -126,8 +126,9 @@ class Options(usage.Options):
             "executor-url",
             None,
             None,
-            "Apply committed entries in a separate state-machine process reached over JSON-RPC "
-            "at this URL (e.g. http://127.0.0.1:7070/jsonrpc), instead of the built-in key-value store.",
+            "Apply committed entries in a separate state-machine process reached over "
+            "JSON-RPC at this URL (e.g. http://127.0.0.1:7070/jsonrpc), instead of the "
+            "built-in key-value store.",
         ],
         [
             "address",

@@ -264,6 +264,19 @@ def test_metrics_endpoint_parses_and_follows_the_commit_index(cluster):
     jsonrpc(leader.http_port, "put", "metric", "moves")
     after = scrape(leader.http_port)["leeky_raft_commit_index"]
     assert after > before
+    conn = http.client.HTTPConnection("127.0.0.1", leader.http_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    rtt = [
+        s
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "leeky_raft_peer_rtt_seconds_count"
+    ]
+    assert len(rtt) == 2 and all(s.value > 0 for s in rtt)  # one per follower
 
 
 def test_leekyraft_verify_checks_a_running_cluster(cluster, tmp_path):
