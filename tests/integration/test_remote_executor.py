@@ -83,10 +83,16 @@ def test_executor_processes_apply_the_log_exactly_once_through_restarts(tmp_path
         c.kill_executor(follower.node_id)
         for i in range(20):
             jsonrpc(leader.http_port, "submit", f"ADD g{i}")
-        st = c.status(follower)
-        assert (
-            st["executor_reachable"] is False and st["commit_index"] > st["executor_applied_index"]
-        )
+
+        def noticed_down():
+            st = c.status(follower)
+            return (
+                st
+                and st["executor_reachable"] is False
+                and st["commit_index"] > st["executor_applied_index"]
+            )
+
+        c.wait_for("the follower to notice its executor is down", noticed_down, timeout=30)
         c.start_executor(follower.node_id)
 
         # The follower's node dies and comes back while writes go on.
