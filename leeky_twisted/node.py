@@ -367,6 +367,7 @@ class RaftNode:
             send = self.transport.send
             for m in self.core.take_messages():
                 send(m)
+            self._flush_transport()
             return
         if not self.core.has_ready():
             return
@@ -378,6 +379,7 @@ class RaftNode:
         send = self.transport.send
         for m in rd.messages:
             send(m)
+        self._flush_transport()
         if self.on_peer_rtt is not None:
             self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
@@ -428,6 +430,11 @@ class RaftNode:
             self.stable_store.save(hs)
             self._synced_hs = hs
 
+    def _flush_transport(self) -> None:
+        flush = getattr(self.transport, "flush", None)
+        if flush is not None:
+            flush()
+
     def _persist_failed(self, failure: Any) -> None:
         log.failure("persisting failed; stopping the node to protect safety", failure)
         self.stopped = True
@@ -442,6 +449,7 @@ class RaftNode:
         send = self.transport.send
         for m in rd.messages_after_persist:
             send(m)
+        self._flush_transport()
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         for e in rd.committed_entries:

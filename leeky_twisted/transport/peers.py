@@ -610,6 +610,18 @@ class AMPPeerTransport:
 
     # -------------------------------------------------------- IPeerTransport
 
+    def flush(self) -> None:
+        """Write every queued message now instead of at the end of this reactor turn.
+
+        The node calls this after handing over a whole batch: the batch still
+        goes out as one write per peer, a turn sooner.
+        """
+        for link in self._links.values():
+            call = link.flush_call
+            if call is not None and call.active():
+                call.cancel()
+                link.flush()
+
     def send(self, message: Message) -> None:
         """Send ``message`` to ``message.recipient``; never raises, may drop.
 
