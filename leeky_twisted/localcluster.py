@@ -73,12 +73,13 @@ def jsonrpc(
     *params: Any,
     timeout: float = 5.0,
     context: ssl.SSLContext | None = None,
+    host: str = LOOPBACK,
 ) -> Any:
     """Call a JSON-RPC 2.0 method on a node's HTTP port (blocking); HTTPS with ``context``."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
     scheme = "https" if context is not None else "http"
     req = urllib.request.Request(
-        f"{scheme}://{LOOPBACK}:{port}/jsonrpc",
+        f"{scheme}://{host}:{port}/jsonrpc",
         data=body.encode(),
         headers={"Content-Type": "application/json"},
     )

@@ -29,7 +29,6 @@ node's own) and can kill, pause, resume and restart nodes by process id.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import random
 import shutil
@@ -37,13 +36,13 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leeky_twisted.localcluster import twistd_path
+from leeky_twisted import localcluster
+from leeky_twisted.localcluster import RpcError, twistd_path
 
 __all__ = [
     "HTTP_PORT",
@@ -320,27 +319,9 @@ class NetnsNetwork:
 # --------------------------------------------------------------------- cluster
 
 
-class RpcError(Exception):
-    """A JSON-RPC error answer; ``error`` is the error object."""
-
-    def __init__(self, error: Any) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def jsonrpc(host: str, port: int, method: str, *params: Any, timeout: float = 2.0) -> Any:
-    """Call one JSON-RPC 2.0 method (blocking); RpcError on an error answer."""
-    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
-    req = urllib.request.Request(
-        f"http://{host}:{port}/jsonrpc",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        reply = json.loads(resp.read())
-    if reply.get("error") is not None:
-        raise RpcError(reply["error"])
-    return reply.get("result")
+    """Call one JSON-RPC 2.0 method on ``host`` (blocking); RpcError on an error answer."""
+    return localcluster.jsonrpc(port, method, *params, timeout=timeout, host=host)
 
 
 @dataclass
