@@ -34,6 +34,8 @@ setup(
             "ruff>=0.5",
             "pyyaml>=6",  # reads docker-compose.yml in its test
             "wheel",  # builds the package in the packaging test
+            "mypy>=1.8",  # strict typing of the core, storage and interfaces
+            "mypy-zope>=1.0",
         ],
     },
     entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},

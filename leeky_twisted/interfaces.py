@@ -7,6 +7,9 @@ the reactor thread may read. Only the transport returns Deferreds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 
@@ -19,13 +22,13 @@ class ILogStore(Interface):
     def last_index() -> int:
         """Return the index of the last stored entry, or first_index()-1 when empty."""
 
-    def entries(lo: int, hi: int) -> list:
+    def entries(lo: int, hi: int) -> list[Any]:
         """Return stored entries with lo <= index < hi, in order.
 
         Raises IndexError when part of the range is compacted or missing.
         """
 
-    def append(entries: list) -> None:
+    def append(entries: Sequence[Any]) -> None:
         """Store ``entries`` (consecutive indexes); durable when this returns.
 
         An entry at index i replaces every stored entry with index >= i; the
@@ -122,7 +125,7 @@ class IPeerTransport(Interface):
 class IMembership(Interface):
     """Advisory knowledge of who is out there and alive. Never decides quorum."""
 
-    def members() -> dict:
+    def members() -> dict[str, Any]:
         """Return a mapping of node id to member record (address, state, incarnation)."""
 
     def subscribe(listener: object) -> None:
@@ -144,5 +147,5 @@ class IRaftNode(Interface):
     def read(request: object, linearizable: bool, timeout: float) -> object:
         """Answer a read-only query; ReadIndex first when ``linearizable``."""
 
-    def status() -> dict:
+    def status() -> dict[str, Any]:
         """Return a JSON-able status dictionary."""
