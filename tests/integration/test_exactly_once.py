@@ -14,7 +14,9 @@ from leeky_twisted.localcluster import LocalCluster, jsonrpc
 
 pytestmark = pytest.mark.integration
 
-FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.6"]
+# A long election timeout: the leader must not give up (check-quorum) while its
+# followers are frozen for the length of one client call.
+FAST = ["--tick", "0.02", "--heartbeat", "0.1", "--election-timeout", "2.0"]
 HELPER = str(Path(__file__).with_name("amp_append.py"))
 
 
