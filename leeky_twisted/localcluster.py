@@ -295,6 +295,15 @@ class LocalCluster:
 
         return self.wait_for("a leader", check, timeout)
 
+    def bench(self, *args: str, without: NodeProcess | None = None) -> str:
+        """Run ``leekyraft bench ARGS`` on the cluster (minus ``without``); return its output."""
+        cluster = ",".join(f"{LOOPBACK}:{n.client_port}" for n in self.nodes if n is not without)
+        cli = str(Path(sys.executable).parent / "leekyraft")
+        done = subprocess.run(
+            [cli, "--cluster", cluster, "bench", *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
     def __enter__(self) -> LocalCluster:
         return self
 

@@ -126,6 +126,7 @@ class RaftNode:
         self.reactor = reactor
         self.executor = executor
         self._base_snapshot: tuple[int, bytes] | None = None
+        self._installing = b""  #: snapshot data read by the disk thread, to install
         self.node_id = core_config.node_id
         self.settings = settings or NodeSettings()
         self.log_store = log_store
@@ -419,6 +420,9 @@ class RaftNode:
 
     def _write(self, rd: Ready) -> None:
         if rd.snapshot is not None:
+            # Read the installed snapshot here, on the disk thread, for
+            # _install_snapshot to restore on the reactor thread afterwards.
+            self._installing = self.snapshot_store.open(rd.snapshot.index)
             self.log_store.reset(rd.snapshot.index + 1)
         if rd.entries:
             self.log_store.append(list(rd.entries))
@@ -619,7 +623,7 @@ class RaftNode:
         return meta.index, state
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        data = self.snapshot_store.open(meta.index)
+        data, self._installing = self._installing, b""
         addresses, state = decode_snapshot(data)
         self.addresses.update(addresses)
         if self.feed is not None:

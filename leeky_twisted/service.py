@@ -421,16 +421,23 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             return False
         return nid in node.addresses or nid in node.core.configuration.members()
 
-    def snapshot_source(meta: SnapshotMeta) -> bytes | None:
+    # Snapshot files are read and written on the disk thread, never the reactor's.
+    def read_snapshot(meta: SnapshotMeta) -> bytes | None:
         try:
             return snapshot_store.open(meta.index)
         except (KeyError, ValueError):
             return None
 
-    def snapshot_receiver(meta: SnapshotMeta, payload: bytes) -> None:
+    def write_snapshot(meta: SnapshotMeta, payload: bytes) -> None:
         sink = snapshot_store.create(meta)
         sink.write(payload)
         sink.close()
+
+    def snapshot_source(meta: SnapshotMeta) -> Deferred[bytes | None]:
+        return disk.run(lambda: read_snapshot(meta))
+
+    def snapshot_receiver(meta: SnapshotMeta, payload: bytes) -> Deferred[None]:
+        return disk.run(lambda: write_snapshot(meta, payload))
 
     transport = AMPPeerTransport(
         reactor,

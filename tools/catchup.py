@@ -4,7 +4,6 @@ python tools/catchup.py [WRITES]
 """
 
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,24 +21,7 @@ def main() -> None:
             leader = c.wait_for_leader()
             lagger = next(n for n in c.nodes if n is not leader)
             c.kill(lagger, signal.SIGKILL)
-            cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes if n is not lagger)
-            cli = str(Path(sys.executable).parent / "leekyraft")
-            subprocess.run(
-                [
-                    cli,
-                    "--cluster",
-                    cluster,
-                    "bench",
-                    "--clients",
-                    "32",
-                    "--ops",
-                    str(writes),
-                    "--seconds",
-                    "600",
-                ],
-                check=True,
-                stderr=subprocess.DEVNULL,
-            )
+            c.bench("--clients", "32", "--ops", str(writes), "--seconds", "600", without=lagger)
             target = c.status(leader)["commit_index"]
             started = time.monotonic()
             c.start_node(lagger)

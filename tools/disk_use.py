@@ -8,7 +8,6 @@ effectively off), writes WRITES 100-byte values over 1,000 keys with
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,24 +25,7 @@ def run(writes: int, extra: list[str]) -> list[int]:
         try:
             c.start()
             c.wait_for_leader()
-            cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes)
-            cli = str(Path(sys.executable).parent / "leekyraft")
-            subprocess.run(
-                [
-                    cli,
-                    "--cluster",
-                    cluster,
-                    "bench",
-                    "--clients",
-                    "32",
-                    "--ops",
-                    str(writes),
-                    "--seconds",
-                    "600",
-                ],
-                check=True,
-                stderr=subprocess.DEVNULL,
-            )
+            c.bench("--clients", "32", "--ops", str(writes), "--seconds", "600")
         finally:
             c.stop()
         return [folder_size(n.folder / "data") for n in c.nodes]

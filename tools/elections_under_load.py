@@ -6,8 +6,6 @@ A spurious election (the term moving while every node is up) would show as a
 term or leader change between the start and the end of the load.
 """
 
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,27 +23,19 @@ def snapshot(c: LocalCluster) -> list[tuple[str, int, int, int]]:
 
 
 def main() -> None:
-    cli = str(Path(sys.executable).parent / "leekyraft")
     with tempfile.TemporaryDirectory() as d:
         c = LocalCluster(Path(d), 3)
         try:
             c.start()
             c.wait_for_leader()
             c.wait_for("all nodes", lambda: all(c.status(n) for n in c.nodes))
-            cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes)
             before = snapshot(c)
             for args in (
                 ["--clients", "64", "--ops", "20000"],
                 ["--workload", "get", "--clients", "64", "--ops", "20000"],
                 ["--clients", "64", "--ops", "5000", "--value-size", "10240"],
             ):
-                r = subprocess.run(
-                    [cli, "--cluster", cluster, "bench", *args],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                print(r.stdout.strip())
+                print(c.bench(*args))
             after = snapshot(c)
         finally:
             c.stop()
