@@ -68,8 +68,14 @@ def start_executor(reactor: Any, data_dir: Path, port: int) -> Any:
     return proc
 
 
-def sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
+@defer.inlineCallbacks
+def wait_until(reactor: Any, what: str, check: Any) -> Any:
+    """Poll ``check()`` every 20 ms until it is true; fail after DEADLINE seconds."""
+    deadline = reactor.seconds() + DEADLINE
+    while not check():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 @pytest_twisted.inlineCallbacks
@@ -93,7 +99,11 @@ def test_kill_and_restart_the_executor_mid_stream(tmp_path: Path) -> Any:
         yield feed.wait_applied(100).addTimeout(DEADLINE, reactor)
         yield proc.kill()  # most likely in the middle of a batch
         feed.enqueue(log[300:])
-        yield sleep(reactor, 0.5)
+        yield wait_until(
+            reactor,
+            "the feed to notice the executor is gone",
+            lambda: not feed.reachable and feed.lag > 0,
+        )
         assert not feed.reachable
         assert feed.lag > 0
         held_at = feed.applied_index
