@@ -1,15 +1,17 @@
 """Build script for Leeky Raft on Twisted."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="leeky-twisted",
     version="0.1.0",
     description="A Raft consensus key-value service on Twisted",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     package_data={
         "twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"]
     },

@@ -24,6 +24,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from leeky_twisted.api.errors import (
@@ -66,6 +67,9 @@ from leeky_twisted.interfaces import (
 
 log = Logger()
 
+#: writes bigger than this always go to the disk thread (see _persist_inline)
+INLINE_PERSIST_BYTES = 32 * 1024
+
 
 @dataclass
 class NodeSettings:
@@ -77,6 +81,9 @@ class NodeSettings:
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
     request_timeout: float = 5.0
+    #: write small batches on the reactor thread while recent writes took less
+    #: than this many seconds (0: every write goes to the disk thread)
+    inline_persist_seconds: float = 0.002
 
 
 @dataclass
@@ -107,6 +114,8 @@ def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
 class RaftNode:
     """One Raft replica running on a reactor."""
 
+    timer: Callable[[], float] = staticmethod(time.perf_counter)  #: times each write
+
     def __init__(
         self,
         reactor: Any,
@@ -135,6 +144,8 @@ class RaftNode:
         self.transport = transport
         self.state_machine = state_machine
         self._run_blocking = run_blocking or _synchronous
+        self._disk_jobs = 0  #: jobs handed to the disk thread and not finished
+        self._recent_persist = 0.0  #: the slowest recent write, decaying (seconds)
         self.addresses: dict[str, dict[str, str]] = dict(self.settings.addresses)
         self.core = self._recover(core_config, rng or random.Random())
         self._waiters: dict[int, _Waiter] = {}
@@ -237,7 +248,7 @@ class RaftNode:
         for ctx in list(self._reads):
             self._fail_read(ctx, Unavailable("node is shutting down"))
         hs = HardState(self.core.term, self.core.voted_for, self.core.commit)
-        d = self._run_blocking(lambda: self.stable_store.save(hs))
+        d = self._on_disk(lambda: self.stable_store.save(hs))
         if self.feed is not None:
             feed_stopped = self.feed.stop()
             d.addCallback(lambda _: feed_stopped)
@@ -385,11 +396,56 @@ class RaftNode:
             self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if self._needs_disk(rd):
-            d = self._run_blocking(lambda: self._persist(rd))
-            d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
-        else:
+        if not self._needs_disk(rd):
             self._after_persist(rd)
+        elif self._persist_inline(rd):
+            try:
+                self._persist(rd)
+            except Exception:
+                self._persist_failed(Failure())
+                return
+            self._after_persist(rd)
+        else:
+            d = self._on_disk(lambda: self._persist(rd))
+            d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
+
+    def _on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
+        """Run ``job`` on the disk thread, counting it while it runs."""
+        self._disk_jobs += 1
+
+        def finished(result: Any) -> Any:
+            self._disk_jobs -= 1
+            return result
+
+        return self._run_blocking(job).addBoth(finished)
+
+    def _persist_inline(self, rd: Ready) -> bool:
+        """Return True to write ``rd`` on the reactor thread, not the disk thread.
+
+        A trip to the disk thread and back costs two thread wake-ups, which on
+        a busy machine is as long as a small fsync. It buys overlap only when
+        the reactor has work to do meanwhile. A follower has none: its answer
+        waits for this write, and entries arriving meanwhile are written
+        together next time. Neither has a leader writing one entry, the
+        low-load case where latency counts most. A leader's bigger batches go
+        to the disk thread, so it keeps sending, reading requests and answering
+        while the disk works, and so do big writes (over INLINE_PERSIST_BYTES),
+        whose fsync is long enough to overlap the decoding of the next batch.
+        Never inline while another disk job runs (the
+        stores have one writer at a time), for a snapshot, or while recent
+        writes were slow: a slow disk must not stall heartbeats and gossip.
+        """
+        budget = self.settings.inline_persist_seconds
+        if budget <= 0 or self._disk_jobs or rd.snapshot is not None:
+            return False
+        if self._recent_persist > budget:
+            return False
+        if self.core.role is Role.LEADER and len(rd.entries) > 1:
+            return False
+        size = 0
+        for e in rd.entries:
+            size += len(e.data)
+        return size <= INLINE_PERSIST_BYTES
 
     def _needs_disk(self, rd: Ready) -> bool:
         """Return True when the Ready has something that must be made durable.
@@ -407,11 +463,14 @@ class RaftNode:
 
     def _persist(self, rd: Ready) -> None:
         """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
-        started = time.perf_counter()
+        started = self.timer()
         try:
             self._write(rd)
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = self.timer() - started
+            # Peak-hold with decay: one slow write moves the next ones to the
+            # disk thread until about ten fast ones have passed.
+            self._recent_persist = max(elapsed, self._recent_persist * 0.75)
             self.stats["persists"] += 1
             self.stats["entries_persisted"] += len(rd.entries)
             self.stats["persist_seconds"] += elapsed
@@ -699,7 +758,7 @@ class RaftNode:
         def done(_: object) -> Deferred[Any]:
             self.core.compact(meta, upto)
             start = self.core.log.start
-            return self._run_blocking(lambda: self.log_store.compact(start))
+            return self._on_disk(lambda: self.log_store.compact(start))
 
         def finished(result: object) -> None:
             self._snapshotting = False
@@ -714,7 +773,7 @@ class RaftNode:
             self._snapshotting = False
             log.failure("snapshot failed", f)
 
-        d = self._run_blocking(write)
+        d = self._on_disk(write)
         d.addCallback(done)
         d.addCallbacks(finished, failed)
 

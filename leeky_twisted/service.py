@@ -89,6 +89,7 @@ class NodeOptions:
     election_ticks: int = 10
     request_timeout: float = 5.0
     snapshot_entries: int = 100000
+    inline_write_budget: float = 0.002
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
     lease_read: bool = False
@@ -396,6 +397,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,
         request_timeout=opts.request_timeout,
+        inline_persist_seconds=opts.inline_write_budget,
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),

@@ -49,6 +49,16 @@ def _positive(kind: type) -> Any:
     return convert
 
 
+def _not_negative(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise ValueError(f"must not be negative: {text}")
+        return value
+
+    return convert
+
+
 class Options(usage.Options):
     """Command-line options of a Leeky Raft node."""
 
@@ -118,6 +128,14 @@ class Options(usage.Options):
             100000,
             "Take a snapshot after this many applied entries.",
             _positive(int),
+        ],
+        [
+            "inline-write-budget",
+            None,
+            0.002,
+            "Write small batches on the reactor thread while recent writes took less "
+            "than this many seconds; 0 sends every write to the disk thread.",
+            _not_negative(float),
         ],
         ["max-key-bytes", None, 1024, "Largest key, in UTF-8 bytes.", _positive(int)],
         ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
@@ -249,6 +267,7 @@ class Options(usage.Options):
             election_ticks=max(2, round(self["election-timeout"] / self["tick"])),
             request_timeout=self["request-timeout"],
             snapshot_entries=self["snapshot-entries"],
+            inline_write_budget=self["inline-write-budget"],
             max_key_bytes=self["max-key-bytes"],
             max_value_bytes=self["max-value-bytes"],
             lease_read=bool(self["lease-read"]),

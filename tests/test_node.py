@@ -13,7 +13,9 @@ from zope.interface.verify import verifyObject
 from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
+    AppendEntries,
     AppendEntriesResponse,
+    Entry,
     HardState,
     NodeId,
     RequestVote,
@@ -21,7 +23,7 @@ from leeky_twisted.core.messages import (
 )
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.interfaces import IPeerTransport, IRaftNode
-from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.node import INLINE_PERSIST_BYTES, NodeSettings, RaftNode
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
@@ -189,6 +191,7 @@ def test_leader_sends_new_entries_while_its_own_write_is_in_flight():
         node.receive(AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last))
     run(clock2, 0.02)
     node._run_blocking = slow_disk
+    node.settings.inline_persist_seconds = 0  # every write on the disk thread
     node.propose(b"first", timeout=5)
     run(clock2, 0.02)
     assert pending, "the first batch is being written"
@@ -198,3 +201,150 @@ def test_leader_sends_new_entries_while_its_own_write_is_in_flight():
     appends = [m for m in transport.sent if type(m).__name__ == "AppendEntries"][before:]
     assert any(e.data == b"second" for m in appends for e in m.entries)
     assert len(pending) == 1, "the second batch waits for the first write to finish"
+
+
+class DiskThreadRecorder:
+    """A stand-in disk thread: counts the jobs handed to it, finishes them on demand."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Deferred[Any]]] = []
+
+    def __call__(self, fn: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((fn, d))
+        return d
+
+    def finish_all(self) -> None:
+        while self.jobs:
+            fn, d = self.jobs.pop(0)
+            d.callback(fn())
+
+
+class StepTimer:
+    """A write timer whose readings advance by ``step`` seconds per reading pair."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.write_seconds = 0.0001
+        self._start = True
+
+    def __call__(self) -> float:
+        if not self._start:
+            self.now += self.write_seconds
+        self._start = not self._start
+        return self.now
+
+
+def make_follower_on_a_disk_thread():
+    node, clock, transport, _events = make_node(["1", "2", "3"])
+    disk = DiskThreadRecorder()
+    node._run_blocking = disk
+    timer = StepTimer()
+    node.timer = timer
+    return node, clock, transport, disk, timer
+
+
+def append_from_leader(node: RaftNode, index: int, data: bytes = b"x") -> None:
+    """Deliver entry ``index`` (term 2) from leader 2; the bootstrap entries 1-3 are term 1."""
+    entry = Entry(index, 2, data=data)
+    prev_term = 2 if index > 4 else 1
+    node.receive(AppendEntries(NodeId("2"), NodeId("1"), 2, index - 1, prev_term, (entry,), 0))
+
+
+def answers(transport: RecordingTransport) -> list[AppendEntriesResponse]:
+    return [m for m in transport.sent if isinstance(m, AppendEntriesResponse)]
+
+
+def test_follower_writes_small_batches_inline_and_answers_after_the_write():
+    """A follower with a fast disk writes on the reactor thread: no disk-thread job, same order."""
+    node, clock, transport, disk, _ = make_follower_on_a_disk_thread()
+    first = node.core.log.last_index() + 1
+    append_from_leader(node, first)
+    run(clock, 0.02)
+    assert disk.jobs == []
+    assert node.log_store.last_index() == first
+    got = answers(transport)
+    assert len(got) == 1 and got[0].success and got[0].match_index == first
+    assert node.stats["persists"] == 1
+
+
+def test_a_slow_write_sends_the_next_writes_to_the_disk_thread_until_writes_are_fast_again():
+    """One write over the budget moves later writes off the reactor; fast ones bring them back."""
+    node, clock, transport, disk, timer = make_follower_on_a_disk_thread()
+    index = node.core.log.last_index() + 1
+    timer.write_seconds = 0.05  # a 50 ms fsync, done inline before anybody knew
+    append_from_leader(node, index)
+    run(clock, 0.02)
+    assert disk.jobs == [] and len(answers(transport)) == 1
+    timer.write_seconds = 0.0001
+    on_thread = 0
+    for _ in range(30):
+        index += 1
+        append_from_leader(node, index)
+        run(clock, 0.02)
+        if disk.jobs:
+            on_thread += 1
+            assert len(answers(transport)) == index - 4  # not answered before the write
+            disk.finish_all()
+            run(clock, 0.02)
+        assert len(answers(transport)) == index - 3
+    # 0.05 * 0.75**k falls under 2 ms after 12 writes; then they are inline again
+    assert on_thread == 12
+    assert node.log_store.last_index() == index
+
+
+def test_follower_writes_on_the_disk_thread_while_another_disk_job_runs():
+    """The stores have one writer at a time: no inline write beside a running disk job."""
+    node, clock, transport, disk, _ = make_follower_on_a_disk_thread()
+    busy: Deferred[Any] = node._on_disk(lambda: None)  # e.g. a snapshot being written
+    index = node.core.log.last_index() + 1
+    append_from_leader(node, index)
+    run(clock, 0.02)
+    assert len(disk.jobs) == 2 and answers(transport) == []
+    disk.finish_all()
+    run(clock, 0.02)
+    assert busy.called and len(answers(transport)) == 1
+
+
+def test_big_follower_batches_go_to_the_disk_thread():
+    """A batch over INLINE_PERSIST_BYTES is written on the disk thread."""
+    node, clock, transport, disk, _ = make_follower_on_a_disk_thread()
+    index = node.core.log.last_index() + 1
+    append_from_leader(node, index, b"v" * (INLINE_PERSIST_BYTES + 1))
+    run(clock, 0.02)
+    assert len(disk.jobs) == 1 and answers(transport) == []
+    disk.finish_all()
+    run(clock, 0.02)
+    assert len(answers(transport)) == 1
+
+
+def test_leader_writes_one_entry_inline_and_batches_on_the_disk_thread():
+    """A leader's lone entry is written inline; a batch of several goes to the disk thread."""
+    node, clock, _transport, _events = make_node(["1", "2", "3"])
+    lead_by_hand(node, clock)
+    disk = DiskThreadRecorder()
+    node._run_blocking = disk
+    node.timer = StepTimer()
+    last = node.core.log.last_index()
+    node.propose(b"alone", timeout=5)
+    run(clock, 0.02)
+    assert disk.jobs == [] and node.log_store.last_index() == last + 1
+    node.propose(b"one", timeout=5)
+    node.propose(b"two", timeout=5)
+    run(clock, 0.02)
+    assert len(disk.jobs) == 1 and node.log_store.last_index() == last + 1
+    disk.finish_all()
+    assert node.log_store.last_index() == last + 3
+
+
+def test_a_failed_inline_write_stops_the_node():
+    """An inline write that raises stops the node, as a failed disk-thread write does."""
+    node, clock, transport, _disk, _ = make_follower_on_a_disk_thread()
+
+    def broken(entries: Any) -> None:
+        raise OSError("disk on fire")
+
+    node.log_store.append = broken
+    append_from_leader(node, node.core.log.last_index() + 1)
+    run(clock, 0.02)
+    assert node.stopped and answers(transport) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
@@ -532,9 +533,107 @@ def test_command_on_dialled_connection_drops_it(capture):
     assert any("on a dialled connection" in e for e in capture.errors())
 
 
+# ------------------------------------------------ the receive fast path
+
+
+def after_hello(server):
+    """Return an accepted protocol whose Hello arrived alone (later input takes the fast path)."""
+    protocol, transport = server.raw()
+    protocol.dataReceived(HELLO_N1)
+    assert protocol.peer_id == N1
+    return protocol, transport
+
+
+def mixed_stream() -> tuple[bytes, list]:
+    """Return bytes of one-way boxes with a snapshot chunk between them, and what they deliver."""
+    messages = all_messages()
+    data = b"".join(frame_message(m) for m in messages[:3])
+    # a box the fast path leaves to AMP's parser, mid-stream (a small whole snapshot)
+    install = InstallSnapshot(N1, N2, 3, META)
+    payload = b"snapshot"
+    data += box(
+        _command=b"SnapshotChunk",
+        _ask=b"7",
+        message=encode(install),
+        offset=b"0",
+        total=b"%d" % len(payload),
+        crc32=b"%d" % zlib.crc32(payload),
+        data=payload,
+        done=b"True",
+    )
+    data += b"".join(frame_message(m) for m in messages[3:])
+    return data, [*messages[:3], install, *messages[3:]]
+
+
+def test_fast_path_delivers_what_the_amp_parser_delivers_at_every_split(capture):
+    """Split anywhere in two reads, a stream mixing both paths delivers every message in order."""
+    data, expected = mixed_stream()
+    for split in range(len(data) + 1):
+        server = Server(capture)
+        protocol, transport = after_hello(server)
+        protocol.dataReceived(data[:split])
+        protocol.dataReceived(data[split:])
+        assert server.received == expected, split
+        assert not transport.disconnecting
+    assert capture.errors() == []
+
+
+def test_fast_path_byte_at_a_time(capture):
+    """One byte per read still delivers every message."""
+    data, expected = mixed_stream()
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    for i in range(len(data)):
+        protocol.dataReceived(data[i : i + 1])
+    assert server.received == expected
+
+
+def test_fast_path_hands_a_value_split_over_keys_to_amp(capture):
+    """A message over 64 KiB (its value split over several keys) arrives whole after small ones."""
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"e" * 150_000),), 0)
+    small = Heartbeat(N1, N2, 1, 1)
+    protocol.dataReceived(frame_message(small) + frame_message(big) + frame_message(small))
+    assert server.received == [small, big, small]
+
+
+def test_fast_path_box_over_the_limit_drops_connection(capture):
+    """A single-value box over max_frame_bytes is refused on the fast path too."""
+    server = Server(capture, max_frame_bytes=1000)
+    protocol, transport = after_hello(server)
+    big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"e" * 2000),), 0)
+    protocol.dataReceived(frame_message(Heartbeat(N1, N2, 1, 1)) + frame_message(big))
+    assert len(server.received) == 1
+    assert transport.disconnecting
+    assert any("box larger than 1000" in e for e in capture.errors())
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (box(_command=b"AppendEntriesCmd", m=encode(Heartbeat(N1, N2, 1, 1))), "sent as a"),
+        (box(_command=b"HeartbeatCmd", m=b"\x05\x00"), "undecodable Heartbeat"),
+        (frame_message(Heartbeat(N3, N2, 1, 1)), "claims sender 'n3'"),
+        (frame_message(Heartbeat(N1, N3, 1, 1)), "message for 'n3' reached 'n2'"),
+        (box(_command=b"Bogus", m=b"x"), "unexpected command b'Bogus'"),
+        (box(_command=b"HeartbeatCmd", _ask=b"5", m=b"x"), "undecodable Heartbeat"),
+    ],
+)
+def test_fast_path_refuses_what_the_amp_path_refuses(capture, frame, reason):
+    """Bad one-way boxes after the Hello drop the connection, and nothing after them is read."""
+    server = Server(capture)
+    protocol, transport = after_hello(server)
+    good = Heartbeat(N1, N2, 1, 1)
+    protocol.dataReceived(frame_message(good) + frame + frame_message(good))
+    assert server.received == [good]
+    assert transport.disconnecting
+    assert any(reason in e for e in capture.errors()), capture.errors()
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    prefix=st.sampled_from([b"", HELLO_N1]),
+    prefix=st.sampled_from([b"", HELLO_N1, b"hello first"]),
     data=st.binary(max_size=300),
     split=st.integers(min_value=0, max_value=400),
 )
@@ -549,6 +648,9 @@ def test_random_bytes_never_raise_out_of_data_received(prefix, data, split):
     protocol.makeConnection(transport)
     globalLogPublisher.addObserver(events.append)
     try:
+        if prefix == b"hello first":  # later reads take the fast path
+            protocol.dataReceived(HELLO_N1)
+            prefix = b""
         stream = prefix + data
         protocol.dataReceived(stream[:split])
         protocol.dataReceived(stream[split:])
