@@ -298,7 +298,33 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(function)
 
 
+@functools.lru_cache(maxsize=64)
+def _positional_arity(function: Callable[..., Any]) -> tuple[int, int]:
+    """Return (fewest, most) positional arguments ``function`` accepts with no keywords."""
+    fewest = most = 0
+    for parameter in _signature(function).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            most = 1 << 30
+        elif parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            most += 1
+            if parameter.default is inspect.Parameter.empty:
+                fewest += 1
+        elif (
+            parameter.kind is inspect.Parameter.KEYWORD_ONLY
+            and parameter.default is inspect.Parameter.empty
+        ):
+            fewest = 1 << 30  # a required keyword: positional params never do
+    return fewest, most
+
+
 def _checked_call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if not kwargs:  # the usual call: positional params, checked by count alone
+        fewest, most = _positional_arity(function)
+        if fewest <= len(args) <= most:
+            return function(*args)
     try:
         _signature(function).bind(*args, **kwargs)
     except TypeError as e:

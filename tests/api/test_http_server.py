@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
 from leeky_twisted.api.amp_api import make_frontend
-from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+from leeky_twisted.api.http_server import JSONRPCHTTPFactory, _encode
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -142,3 +144,25 @@ def test_oversized_headers_get_431():
     proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nX: " + b"a" * 20000)
     assert responses(t.value())[0][0] == 431
     assert t.disconnecting
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request_id=st.one_of(st.integers(), st.text(max_size=5), st.none()),
+    result=st.one_of(
+        st.booleans(), st.none(), st.text(), st.integers(), st.lists(st.text(max_size=3))
+    ),
+    error=st.booleans(),
+)
+def test_answers_are_encoded_as_json_dumps_would(request_id, result, error):
+    """The shortcut for the usual answers gives json.dumps's bytes, for every answer shape."""
+    if error:
+        answer = {"jsonrpc": "2.0", "error": {"code": -32000, "message": result}, "id": request_id}
+    else:
+        answer = {"jsonrpc": "2.0", "result": result, "id": request_id}
+    try:
+        expected = json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped instead
+        expected = json.dumps(answer, default=str).encode("ascii")
+    assert _encode(answer) == expected
+    assert json.loads(_encode(answer)) == json.loads(expected)

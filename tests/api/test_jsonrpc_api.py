@@ -22,6 +22,7 @@ from leeky_twisted.api.jsonrpc_api import (
     NOT_LEADER,
     PARSE_ERROR,
     UNAVAILABLE,
+    _positional_arity,
     make_http_site,
 )
 from leeky_twisted.statemachine.commands import Get
@@ -324,3 +325,34 @@ def test_importing_the_api_modules_leaves_the_global_reactor_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert output.stdout.strip() == "False"
+
+
+def test_positional_arity_counts_what_a_call_may_pass():
+    """The count check behind positional calls agrees with the signatures it reads."""
+
+    def two(a, b): ...
+    def optional(a, b=None): ...
+    def spread(a, *rest): ...
+    def keyword_needed(a, *, b): ...
+    def keyword_optional(a, *, b=1): ...
+
+    assert _positional_arity(two) == (2, 2)
+    assert _positional_arity(optional) == (1, 2)
+    assert _positional_arity(spread) == (1, 1 << 30)
+    assert _positional_arity(keyword_needed)[0] > 1000  # never taken without keywords
+    assert _positional_arity(keyword_optional) == (1, 1)
+
+
+def test_named_params_are_checked_against_the_signature(h):
+    """Named params still go through the full signature check."""
+    _, answer = h.post(
+        json.dumps({"jsonrpc": "2.0", "method": "put", "params": {"key": "k"}, "id": 3}).encode()
+    )
+    assert answer["error"]["code"] == INVALID_PARAMS
+    assert "invalid params" in answer["error"]["message"]
+    _, answer = h.post(
+        json.dumps(
+            {"jsonrpc": "2.0", "method": "put", "params": {"key": "k", "value": "v"}, "id": 4}
+        ).encode()
+    )
+    assert answer["result"] is True
