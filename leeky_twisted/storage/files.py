@@ -46,6 +46,7 @@ from leeky_twisted.storage.fsutil import (
     atomic_write,
     fdatasync,
     fsync_dir,
+    preallocate,
     pwrite_all,
     remove_temp_files,
 )
@@ -99,19 +100,27 @@ class FileLogStore:
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, segment_size: int = DEFAULT_SEGMENT_SIZE
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        preallocate: bool = True,
     ) -> None:
         """Open (or create) the log in ``directory``, recovering from a crash.
 
         Segments roll over once a record would take them past
-        ``segment_size`` bytes. Raise CorruptLogError when the files are
-        damaged beyond a torn tail, StoreLockedError when another store holds
-        the directory.
+        ``segment_size`` bytes. With ``preallocate``, each segment's disk
+        space is reserved when it is created, so appends do not change the
+        file size (cheaper fsyncs); without, segments grow with each append.
+        Either layout opens either way. Raise CorruptLogError when the files
+        are damaged beyond a torn tail, StoreLockedError when another store
+        holds the directory.
         """
         if segment_size < SEGMENT_HEADER.size + RECORD_HEADER.size:
             raise ValueError(f"segment_size {segment_size} is too small")
         self._dir = os.fspath(directory)
         self._segment_size = segment_size
+        self._preallocate = preallocate
         self._lock = threading.Lock()  # guards the index below; held briefly, never over fsync
         self._write_lock = threading.Lock()  # serializes writers (normally a single thread)
         self._closed = False
@@ -201,6 +210,7 @@ class FileLogStore:
             cut, reason = len(buf) - scan.end, scan.cut_reason
             log.warning("log %s: cut %d bytes at offset %d: %s", path, cut, scan.end, reason)
             os.ftruncate(fd, scan.end)
+            self._reserve(fd)  # zeros again after the cut
             os.fsync(fd)
         skip = max(0, self._first_index - scan.first_index)
         self._offsets.extend(scan.offsets[skip:])
@@ -214,6 +224,7 @@ class FileLogStore:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             pwrite_all(fd, encode_segment_header(first_index), 0)
+            self._reserve(fd)
             fdatasync(fd)
             os.replace(tmp, path)
             fsync_dir(self._dir)
@@ -221,6 +232,10 @@ class FileLogStore:
             os.close(fd)
             raise
         return _Segment(seq, path, fd, first_index, SEGMENT_HEADER.size)
+
+    def _reserve(self, fd: int) -> None:
+        if self._preallocate:
+            preallocate(fd, self._segment_size)
 
     def _add_segment(self, segment: _Segment) -> None:
         with self._lock:
@@ -376,6 +391,7 @@ class FileLogStore:
             os.unlink(later.path)
             fsync_dir(self._dir)
         os.ftruncate(segment.fd, offset)
+        self._reserve(segment.fd)
         os.fsync(segment.fd)
 
     def _write(self, records: list[tuple[Entry, bytes]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 
@@ -31,6 +32,17 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def preallocate(fd: int, size: int) -> None:
+    """Reserve disk blocks for the file up to ``size`` bytes (they read as zeros).
+
+    Appends inside reserved space leave the file size alone, so their
+    fdatasync need not commit a metadata change: measurably cheaper on ext4.
+    Best effort: a file system without fallocate just grows on append.
+    """
+    with contextlib.suppress(OSError):  # e.g. not supported; ENOSPC shows at the append
+        os.posix_fallocate(fd, 0, size)
 
 
 def atomic_write(path: str, data: bytes) -> None:

@@ -1,6 +1,7 @@
 """The on-disk format of the segmented log: pure functions over bytes.
 
-A segment file is a 20-byte header followed by records::
+A segment file is a 20-byte header followed by records, then zeros up to the
+segment size (preallocated space, where later records go)::
 
     segment header  magic "LKSEG\\0\\0\\1" (8) | first_index u64 | crc32 u32
     record header   crc32 u32 | length u32 | index u64 | term u64
@@ -209,10 +210,12 @@ def find_later_batch(buf: bytes | memoryview, start: int, expected_index: int) -
 def scan_segment(buf: bytes, path: str, *, is_last: bool) -> SegmentScan:
     """Check every record of one segment file and index the intact ones.
 
-    In the last segment, a damaged record is a torn write, and it and
-    everything after it is reported for cutting, unless an intact record of a
-    *later* batch follows it. Any other damage, an impossible record, or
-    an index out of sequence raises CorruptLogError naming the file and offset.
+    Records end where only zeros follow (space preallocated when the segment
+    was created, not yet written). In the last segment, a damaged record is a
+    torn write, and it and everything after it is reported for cutting, unless
+    an intact record of a *later* batch follows it. Any other damage, an
+    impossible record, or an index out of sequence raises CorruptLogError
+    naming the file and offset.
     """
     first_index = decode_segment_header(buf, path)
     view = memoryview(buf)
@@ -221,6 +224,8 @@ def scan_segment(buf: bytes, path: str, *, is_last: bool) -> SegmentScan:
     expected = first_index
     pos = SEGMENT_HEADER.size
     while pos < len(buf):
+        if buf[pos] == 0 and _NONZERO.search(buf, pos) is None:
+            break  # preallocated space: a record always holds a nonzero index
         try:
             header = decode_record_header(view, pos)
         except InvalidRecord as error:

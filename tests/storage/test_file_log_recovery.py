@@ -1,4 +1,9 @@
-"""FileLogStore recovery: torn tails are cut, every other kind of damage stops the node."""
+"""FileLogStore recovery: torn tails are cut, every other kind of damage stops the node.
+
+Most tests here cut files short, the layout of segments that grow with each
+append (``preallocate=False``); the preallocated layout, where a torn write
+leaves zeros after it, has its own tests at the end.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ from leeky_twisted.storage.segments import (
 )
 
 
+def open_log(directory: Path, **options: int) -> FileLogStore:
+    """Open the store with growing (not preallocated) segments."""
+    return FileLogStore(directory, preallocate=False, **options)
+
+
 def entry(index: int, term: int = 1) -> Entry:
     return Entry(index, term, data=f"entry {index:03d} of term {term}".encode())
 
@@ -31,7 +41,7 @@ def run(lo: int, hi: int, term: int = 1) -> list[Entry]:
 
 
 def write_log(directory: Path, batches: list[list[Entry]], segment_size: int = 1 << 20) -> None:
-    store = FileLogStore(directory, segment_size=segment_size)
+    store = open_log(directory, segment_size=segment_size)
     try:
         for batch in batches:
             store.append(batch)
@@ -52,7 +62,7 @@ def record_offsets(entries: list[Entry]) -> list[int]:
 
 
 def read_all(directory: Path) -> list[Entry]:
-    store = FileLogStore(directory)
+    store = open_log(directory)
     try:
         return store.entries(store.first_index(), store.last_index() + 1)
     finally:
@@ -100,7 +110,7 @@ def test_log_cut_at_a_torn_tail_accepts_new_appends(tmp_path: Path) -> None:
     write_log(tmp_path, [[e] for e in written])
     (segment,) = segments(tmp_path)
     segment.write_bytes(segment.read_bytes()[:-3])
-    store = FileLogStore(tmp_path)
+    store = open_log(tmp_path)
     try:
         assert store.last_index() == 2
         store.append(run(3, 6, term=2))
@@ -133,7 +143,7 @@ def test_flipping_any_byte_of_a_middle_record_raises(tmp_path: Path) -> None:
         segment.write_bytes(original)
         flip(segment, offset)
         with pytest.raises(CorruptLogError) as caught:
-            FileLogStore(tmp_path)
+            open_log(tmp_path)
         assert caught.value.path == str(segment)
         assert caught.value.offset == offsets[2]
         assert str(segment) in str(caught.value)
@@ -162,18 +172,22 @@ def test_damage_before_the_final_batch_raises(tmp_path: Path) -> None:
     data[offsets[1] : offsets[2]] = bytes(offsets[2] - offsets[1])  # record 2 zeroed
     segment.write_bytes(bytes(data))
     with pytest.raises(CorruptLogError, match="later batch"):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
 
 
-def test_zeros_after_the_last_record_are_cut(tmp_path: Path) -> None:
-    """A file grown with zeros (size persisted, data not) is cut back to its records."""
+def test_zeros_after_the_last_record_are_free_space(tmp_path: Path) -> None:
+    """Zeros after the records (size persisted, data not) hold no entry; appends go there."""
     write_log(tmp_path, [run(1, 4)])
     (segment,) = segments(tmp_path)
-    size = segment.stat().st_size
     with segment.open("ab") as grown:
         grown.write(bytes(8 << 20))
     assert read_all(tmp_path) == run(1, 4)
-    assert segment.stat().st_size == size
+    store = open_log(tmp_path)
+    try:
+        store.append(run(4, 6))
+    finally:
+        store.close()
+    assert read_all(tmp_path) == run(1, 6)
 
 
 def test_random_garbage_after_the_last_record_is_cut(tmp_path: Path) -> None:
@@ -193,7 +207,7 @@ def test_damage_in_a_segment_that_is_not_the_last_raises(tmp_path: Path) -> None
     first = segments(tmp_path)[0]
     first.write_bytes(first.read_bytes()[:-1])
     with pytest.raises(CorruptLogError, match="not the last") as caught:
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
     assert caught.value.path == str(first)
 
 
@@ -203,7 +217,7 @@ def test_missing_segment_raises(tmp_path: Path) -> None:
     missing = segments(tmp_path)[2]
     missing.unlink()
     with pytest.raises(CorruptLogError, match=missing.name):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
 
 
 def test_record_out_of_sequence_raises(tmp_path: Path) -> None:
@@ -214,7 +228,7 @@ def test_record_out_of_sequence_raises(tmp_path: Path) -> None:
     with segment.open("ab") as appended:
         appended.write(encode_record(entry(5), 5))
     with pytest.raises(CorruptLogError, match="expected 4") as caught:
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
     assert caught.value.offset == size
 
 
@@ -225,7 +239,7 @@ def test_segment_starting_at_the_wrong_index_raises(tmp_path: Path) -> None:
     data = second.read_bytes()
     second.write_bytes(encode_segment_header(1000) + data[SEGMENT_HEADER.size :])
     with pytest.raises(CorruptLogError, match="expected"):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
 
 
 def test_corrupt_or_missing_meta_raises(tmp_path: Path) -> None:
@@ -235,10 +249,10 @@ def test_corrupt_or_missing_meta_raises(tmp_path: Path) -> None:
     original = meta.read_bytes()
     flip(meta, 10)
     with pytest.raises(CorruptLogError, match="meta"):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
     meta.unlink()
     with pytest.raises(CorruptLogError, match="missing"):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
     meta.write_bytes(original)
     assert read_all(tmp_path) == run(1, 4)
 
@@ -258,7 +272,7 @@ def test_crash_while_replacing_a_suffix_leaves_a_prefix(
     """A crash after deleting the newest segment, before the rest, leaves a valid prefix."""
     write_log(tmp_path, [run(1, 60)], segment_size=512)
     count = len(segments(tmp_path))
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
 
     def crash(directory: str) -> None:
         raise OSError("simulated crash")
@@ -280,12 +294,12 @@ def test_crash_during_reset_leaves_the_old_or_the_empty_log(
     """reset() is atomic: before its meta write the old log, after it an empty one."""
     write_log(tmp_path, [run(1, 30)], segment_size=512)
     saved = {path.name: path.read_bytes() for path in segments(tmp_path)}
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     store.reset(500)
     store.close()
     for name, data in saved.items():  # as if the deletions never reached the disk
         (tmp_path / name).write_bytes(data)
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     try:
         assert (store.first_index(), store.last_index()) == (500, 499)
         assert len(segments(tmp_path)) == 1
@@ -296,12 +310,12 @@ def test_crash_during_reset_leaves_the_old_or_the_empty_log(
         raise OSError("simulated crash")
 
     monkeypatch.setattr(FileLogStore, "_create_segment", crash)
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     with pytest.raises(OSError):
         store.reset(900)
     store.close()
     monkeypatch.undo()
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     try:
         assert (store.first_index(), store.last_index()) == (900, 899)
         store.append([entry(900)])
@@ -315,13 +329,13 @@ def test_crash_during_compaction_keeps_the_new_first_index(tmp_path: Path) -> No
     write_log(tmp_path, [run(1, 60)], segment_size=512)
     backup = tmp_path.parent / "backup"
     shutil.copytree(tmp_path, backup)
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     store.compact(40)
     store.close()
     for path in segments(backup):
         if not (tmp_path / path.name).exists():
             shutil.copy(path, tmp_path / path.name)
-    store = FileLogStore(tmp_path, segment_size=512)
+    store = open_log(tmp_path, segment_size=512)
     try:
         assert (store.first_index(), store.last_index()) == (41, 59)
         assert store.entries(41, 60) == run(41, 60)
@@ -340,13 +354,13 @@ def test_unknown_record_version_is_never_cut(tmp_path: Path) -> None:
     with segment.open("ab") as appended:
         appended.write(bytes(record))
     with pytest.raises(CorruptLogError, match="version"):
-        FileLogStore(tmp_path)
+        open_log(tmp_path)
 
 
 def test_reads_verify_checksums(tmp_path: Path) -> None:
     """Bytes damaged after open are reported by entries(), not returned."""
     write_log(tmp_path, [run(1, 4)])
-    store = FileLogStore(tmp_path)
+    store = open_log(tmp_path)
     try:
         (segment,) = segments(tmp_path)
         with segment.open("r+b") as damaged:
@@ -358,3 +372,96 @@ def test_reads_verify_checksums(tmp_path: Path) -> None:
     finally:
         store.close()
     assert os.path.exists(tmp_path / "meta")
+
+
+# ------------------------------------------------------- preallocated segments
+
+SEGMENT = 4096
+
+
+def open_preallocated(directory: Path) -> FileLogStore:
+    return FileLogStore(directory, segment_size=SEGMENT, preallocate=True)
+
+
+def write_preallocated(directory: Path, batches: list[list[Entry]]) -> None:
+    store = open_preallocated(directory)
+    try:
+        for batch in batches:
+            store.append(batch)
+    finally:
+        store.close()
+
+
+def read_preallocated(directory: Path) -> list[Entry]:
+    store = open_preallocated(directory)
+    try:
+        return store.entries(store.first_index(), store.last_index() + 1)
+    finally:
+        store.close()
+
+
+def test_preallocated_segment_keeps_its_size_and_reopens_without_a_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The segment is created at full size; appends and a clean reopen leave it so."""
+    store = open_preallocated(tmp_path)
+    (segment,) = segments(tmp_path)
+    assert segment.stat().st_size == SEGMENT
+    try:
+        store.append(run(1, 4))
+        store.append(run(4, 6))
+    finally:
+        store.close()
+    assert segment.stat().st_size == SEGMENT
+    with caplog.at_level("WARNING"):
+        assert read_preallocated(tmp_path) == run(1, 6)
+    assert "cut" not in caplog.text
+    assert segment.stat().st_size == SEGMENT
+
+
+def test_torn_write_into_preallocated_space_loses_exactly_the_torn_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record torn at any byte, zeros after it, is cut and logged; the space stays reserved."""
+    written = run(1, 6)
+    write_preallocated(tmp_path, [[e] for e in written])
+    (segment,) = segments(tmp_path)
+    original = segment.read_bytes()
+    offsets = record_offsets(written)
+    assert len(original) == SEGMENT and not any(original[offsets[-1] :])
+    caplog.set_level("WARNING")
+    for cut in range(offsets[-2], offsets[-1]):
+        torn = original[:cut] + bytes(SEGMENT - cut)
+        segment.write_bytes(torn)
+        assert read_preallocated(tmp_path) == written[:-1], cut
+        assert segment.stat().st_size == SEGMENT
+        assert not any(segment.read_bytes()[offsets[-2] :]), cut  # the torn bytes are gone
+    assert "torn write" in caplog.text
+
+
+def test_appends_after_a_torn_preallocated_tail_survive_a_restart(tmp_path: Path) -> None:
+    """After the cut, new records go where the torn one was and read back after a restart."""
+    written = run(1, 4)
+    write_preallocated(tmp_path, [[e] for e in written])
+    (segment,) = segments(tmp_path)
+    offsets = record_offsets(written)
+    data = bytearray(segment.read_bytes())
+    data[offsets[-1] - 3 : offsets[-1]] = bytes(3)  # the last record's end never landed
+    segment.write_bytes(bytes(data))
+    store = open_preallocated(tmp_path)
+    try:
+        assert store.last_index() == 2
+        store.append(run(3, 6, term=2))
+    finally:
+        store.close()
+    assert read_preallocated(tmp_path) == run(1, 3) + run(3, 6, term=2)
+
+
+def test_rollover_preallocates_each_new_segment(tmp_path: Path) -> None:
+    """Every segment is created at the segment size; all entries read back across them."""
+    written = [Entry(i, 1, data=b"x" * 700) for i in range(1, 30)]
+    write_preallocated(tmp_path, [written[i : i + 3] for i in range(0, len(written), 3)])
+    files_ = segments(tmp_path)
+    assert len(files_) > 3
+    assert all(path.stat().st_size == SEGMENT for path in files_)
+    assert read_preallocated(tmp_path) == written
