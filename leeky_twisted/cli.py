@@ -355,6 +355,8 @@ def run_local(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Started in the background by a script, SIGINT arrives ignored: take it anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cluster.start()
         print(f"started {len(cluster.nodes)} nodes; data in {cluster.root.resolve()}")

@@ -26,11 +26,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from leeky_twisted.api.amp_api import ClientLocator, RequestLimits, make_frontend
+from leeky_twisted.api.amp_api import (
+    ClientAPIProtocol,
+    ClientLocator,
+    RequestLimits,
+    make_frontend,
+)
 from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
@@ -522,7 +526,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
 
         return record
 
-    client_fac = Factory.forProtocol(lambda: amp.AMP(locator=ClientLocator(frontend)))
+    client_fac = Factory.forProtocol(lambda: ClientAPIProtocol(locator=ClientLocator(frontend)))
     client_listener = listener(
         "the AMP client port",
         client_listen,

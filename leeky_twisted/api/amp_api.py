@@ -44,10 +44,12 @@ from leeky_twisted.client.library import (
     with_timeout,
 )
 from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import CommandError
 
 __all__ = [
+    "ClientAPIProtocol",
     "ClientLocator",
     "KeyValueFrontend",
     "LeaderForwarder",
@@ -309,26 +311,36 @@ class KeyValueFrontend:
 
     # ----------------------------------------------- fast paths (no coroutine)
 
-    def put_now(self, key: object, value: object) -> Deferred[None]:
-        """Like :meth:`put` without a session, on the hot path: straight to the node.
+    def put_now(
+        self, key: object, value: object, session: tuple[object, object, object] | None = None
+    ) -> Deferred[None]:
+        """Like :meth:`put`, on the hot path: straight to the node.
 
         Only when the node refuses (not leader, or no leader yet) does the call
         fall back to the full path, which waits for a leader or forwards.
         """
         try:
-            command = kv.Put(self._key(key), self._value(value), None)
+            command = kv.Put(
+                self._key(key), self._value(value), self._session(*(session or _NONE3))
+            )
             data = kv.encode_command(command)
         except ValueError as e:
             return fail(InvalidRequest(str(e)))
         except InvalidRequest as e:
             return fail(e)
         d = self.node.propose(data, self.timeout)
-        d.addCallbacks(_no_command_error, self._put_slowly, errbackArgs=(key, value))
+        d.addCallbacks(_no_command_error, self._put_slowly, errbackArgs=(key, value, session))
         return d
 
-    def _put_slowly(self, failure: Failure, key: object, value: object) -> Any:
+    def _put_slowly(
+        self,
+        failure: Failure,
+        key: object,
+        value: object,
+        session: tuple[object, object, object] | None,
+    ) -> Any:
         if failure.check(NotLeader, Unavailable):  # refused: it was never proposed
-            return Deferred.fromCoroutine(self.put(key, value))
+            return Deferred.fromCoroutine(self.put(key, value, session))
         return failure
 
     def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
@@ -430,6 +442,16 @@ class KeyValueFrontend:
                     raise
             await task.deferLater(self._clock, LEADER_WAIT, lambda: None)
 
+    def guarded(self, d: Deferred[T]) -> Deferred[T]:
+        """Return ``d``, failing with CommitTimeout if the node has not answered in time.
+
+        The node answers every request by its own deadline; this is the
+        frontend's backstop, a little later, in case it does not.
+        """
+        out = with_timeout(d, self.timeout + TIMEOUT_GRACE, self._clock)
+        out.addErrback(_commit_timeout)
+        return out
+
     async def _guard(self, d: Deferred[T]) -> T:
         try:
             return await with_timeout(d, self.timeout + TIMEOUT_GRACE, self._clock)
@@ -511,14 +533,22 @@ class ClientLocator(amp.CommandLocator):
         forwarded: bool | None,
     ) -> Deferred[dict[str, Any]]:
         """Answer Put."""
-        coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=bool(forwarded))
-        return self._run(coroutine, lambda _: {})
+        if forwarded:  # from a follower: never forward again
+            coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=True)
+            return self._run(coroutine, _empty)
+        d = self.frontend.guarded(self.frontend.put_now(key, value, (client_id, seq, ack)))
+        d.addErrback(_known_errors_only)
+        return d.addCallback(_empty)
 
     @cc.Get.responder
     def get(self, key: str, stale: bool | None, forwarded: bool | None) -> Deferred[dict[str, Any]]:
         """Answer Get."""
-        coroutine = self.frontend.get(key, stale=bool(stale), forwarded=bool(forwarded))
-        return self._run(coroutine, lambda value: {"value": value})
+        if forwarded:
+            coroutine = self.frontend.get(key, stale=bool(stale), forwarded=True)
+            return self._run(coroutine, _value)
+        d = self.frontend.guarded(self.frontend.get_now(key, stale=bool(stale)))
+        d.addErrback(_known_errors_only)
+        return d.addCallback(_value)
 
     @cc.Delete.responder
     def delete(
@@ -640,6 +670,19 @@ def _no_command_error(result: object) -> None:
     return None
 
 
+def _commit_timeout(failure: Failure) -> Failure:
+    failure.trap(CallTimedOut)
+    return Failure(CommitTimeout())
+
+
+def _empty(_: object) -> dict[str, Any]:
+    return {}
+
+
+def _value(value: object) -> dict[str, Any]:
+    return {"value": value}
+
+
 def _known_errors_only(failure: Failure) -> Failure:
     """Let LeekyErrors through; log anything else and answer a generic error.
 
@@ -651,6 +694,22 @@ def _known_errors_only(failure: Failure) -> Failure:
     return Failure(LeekyError(f"internal error: {failure.getErrorMessage()}"))
 
 
+class ClientAPIProtocol(amp.AMP):
+    """The AMP connection of one client: answers go out on the socket at once.
+
+    AMP writes each answer through ``transport.write``, which waits for the
+    next reactor turn (and registers the socket for writability); like the
+    HTTP server, this sends at once when nothing is queued.
+    """
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        """Write ``box`` now, as ``BinaryBoxProtocol.sendBox`` would later."""
+        if self._locked or self._startingTLSBuffer is not None or self.transport is None:
+            super().sendBox(box)
+            return
+        write_now(self.transport, box.serialize())
+
+
 class _ClientAPIFactory(ServerFactory):
     """Build one AMP protocol per client connection, all sharing one locator."""
 
@@ -659,7 +718,7 @@ class _ClientAPIFactory(ServerFactory):
 
     def buildProtocol(self, addr: object) -> amp.AMP:
         """Return an AMP protocol answering with the client API."""
-        proto = amp.AMP(locator=self.locator)
+        proto = ClientAPIProtocol(locator=self.locator)
         proto.factory = self
         return proto
 

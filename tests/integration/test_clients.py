@@ -180,9 +180,19 @@ def test_five_node_cluster_elects_and_commits(tmp_path):
         c.stop()
 
 
-def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path):
-    """`leekyraft local` elects, serves a put, and SIGTERM stops every node it started."""
-    base = 20000 + (os.getpid() % 200) * 100
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started with `&` by a script
+
+
+@pytest.mark.parametrize(
+    ("stop", "background"), [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["term", "int"]
+)
+def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path, stop, background):
+    """`leekyraft local` elects, serves a put, and SIGTERM or SIGINT stops every node it started.
+
+    SIGINT works even when the launcher started with it ignored (run in the background).
+    """
+    base = 20000 + (os.getpid() % 200) * 100 + (50 if background else 0)
     proc = subprocess.Popen(
         [
             CLI,
@@ -199,6 +209,7 @@ def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         assert proc.stdout is not None
@@ -219,7 +230,7 @@ def test_leekyraft_local_starts_serves_and_stops_leaving_no_process(tmp_path):
             ["pgrep", "-f", str(tmp_path / "local")], capture_output=True, text=True
         ).stdout.split()
         assert len(pids) >= 3
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         assert proc.wait(timeout=30) == 0
         left = subprocess.run(
             ["pgrep", "-f", f"--data-dir {tmp_path / 'local'}"], capture_output=True, text=True
