@@ -61,6 +61,13 @@ from leeky_twisted.api.errors import (
     Unavailable,
 )
 from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.jsonrpc_codes import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+)
 
 __all__ = [
     "COMMIT_TIMEOUT",
@@ -77,11 +84,6 @@ __all__ = [
 
 _log = Logger()
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 NOT_LEADER = -32000
 UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002

@@ -31,6 +31,14 @@ import base64
 import binascii
 from typing import Any
 
+from leeky_twisted.jsonrpc_codes import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+)
+
 __all__ = [
     "COMMAND_REJECTED",
     "INTERNAL_ERROR",
@@ -45,11 +53,6 @@ __all__ = [
     "encode_snapshot_data",
 ]
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 #: The executor is bound to another node.
 OWNER_MISMATCH = -32010
 #: Used by ``query`` when the request itself is refused.
