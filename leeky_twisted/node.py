@@ -672,14 +672,18 @@ class RaftNode:
             for e in self.core.log.slice(lo, hi)
         ]
 
-    def _latest_snapshot_state(self) -> tuple[int, bytes] | None:
-        """Return the newest durable snapshot's (index, state) for the executor feed."""
-        meta = self.snapshot_store.latest()
-        if meta is None:
-            return None
-        assert isinstance(meta, SnapshotMeta)
-        _, state = decode_snapshot(self.snapshot_store.open(meta.index))
-        return meta.index, state
+    def _latest_snapshot_state(self) -> Deferred[tuple[int, bytes] | None]:
+        """Fire with the newest durable snapshot's (index, state), read on the disk thread."""
+
+        def read() -> tuple[int, bytes] | None:
+            meta = self.snapshot_store.latest()
+            if meta is None:
+                return None
+            assert isinstance(meta, SnapshotMeta)
+            _, state = decode_snapshot(self.snapshot_store.open(meta.index))
+            return meta.index, state
+
+        return self._on_disk(read)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         data, self._installing = self._installing, b""

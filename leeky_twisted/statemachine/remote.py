@@ -320,6 +320,7 @@ class _Wait:
 
 
 Fetch = Callable[[int, int], Sequence[tuple[int, bytes | None]]]
+SnapshotState = tuple[int, bytes] | None  #: (index, data) of a snapshot, or None
 
 
 class ExecutorFeed:
@@ -333,9 +334,9 @@ class ExecutorFeed:
         its log); raises IndexError when they are compacted. With it, the feed
         keeps at most ``max_buffered`` entries in memory while the executor
         is away, and can repair an executor that lost its state.
-    :param snapshot_source: returns the node's latest ``(index, data)``
-        snapshot, or None; used when the executor lost state the log no
-        longer holds.
+    :param snapshot_source: returns (or fires with) the node's latest
+        ``(index, data)`` snapshot, or None; used when the executor lost state
+        the log no longer holds.
     """
 
     def __init__(
@@ -345,7 +346,7 @@ class ExecutorFeed:
         on_applied: Callable[[int, object], None],
         *,
         fetch: Fetch | None = None,
-        snapshot_source: Callable[[], tuple[int, bytes] | None] | None = None,
+        snapshot_source: Callable[[], SnapshotState | Deferred[SnapshotState]] | None = None,
         max_batch: int = 256,
         max_buffered: int = 10_000,
         min_retry: float = 0.05,
@@ -605,7 +606,9 @@ class ExecutorFeed:
                 raise IndexError("no log to fetch from")
             self.fetch(restart, restart + 1)
         except IndexError:
-            snap = self.snapshot_source() if self.snapshot_source is not None else None
+            snap = None
+            if self.snapshot_source is not None:
+                snap = await defer.maybeDeferred(self.snapshot_source)
             if snap is None or snap[0] < index:
                 log.critical(
                     "cannot repair the executor: entries after {index} are gone", index=index

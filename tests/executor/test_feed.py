@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
@@ -415,10 +415,14 @@ def test_an_executor_that_lost_its_state_is_repaired_from_the_log(harness: Harne
     assert any("lost durable state" in e.get("log_format", "") for e in errors)
 
 
+@pytest.mark.parametrize("read_later", [False, True], ids=["at-once", "deferred"])
 def test_an_executor_that_lost_state_the_log_no_longer_has_gets_the_snapshot(
-    tmp_path: Path,
+    tmp_path: Path, read_later: bool
 ) -> None:
-    """When the log is compacted past the executor, the node's snapshot is restored first."""
+    """When the log is compacted past the executor, the node's snapshot is restored first.
+
+    The snapshot may come back at once or later (the node reads it on its disk thread).
+    """
     log = make_log(30)
     snap_machine = FileMetadataMachine()
     for i, d in log[:20]:
@@ -426,7 +430,15 @@ def test_an_executor_that_lost_state_the_log_no_longer_has_gets_the_snapshot(
             with contextlib.suppress(CommandRejected):
                 snap_machine.apply(i, d)
     snap = (20, json.dumps(snap_machine.to_json()).encode())
-    h = Harness(str(tmp_path / "ex"), snapshot_source=lambda: snap)
+    holder: list[Harness] = []
+
+    def source() -> Any:
+        if not read_later:
+            return snap
+        return task.deferLater(holder[0].clock, 0.3, lambda: snap)
+
+    h = Harness(str(tmp_path / "ex"), snapshot_source=source)
+    holder.append(h)
     h.log = log
     h.feed.start()
     h.feed.enqueue(log[:25])
