@@ -119,6 +119,10 @@ def _session_json(session: Session | None) -> list[object] | None:
     return [session.client_id, session.seq, session.ack]
 
 
+#: One encoder for every command (json.dumps with options builds a new one per call).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_command(command: Command) -> bytes:
     """Return the log encoding of ``command``.
 
@@ -143,7 +147,7 @@ def encode_command(command: Command) -> bytes:
         fields = ["get", command.key]
     else:
         raise TypeError(f"not a key-value command: {command!r}")
-    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    text = _COMPACT.encode(fields)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:
