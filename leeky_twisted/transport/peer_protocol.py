@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from leeky_twisted.ampframes import split_box
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -731,29 +732,15 @@ class PeerProtocol(amp.AMP):
         limit = self._box_limit
         locator = self.locator
         while not self.closing and not self.paused:
-            start = pos
-            box: dict[bytes, bytes] = {}
-            while True:
-                if pos + 2 > end:
-                    return data[start:]
-                size = (data[pos] << 8) | data[pos + 1]
-                pos += 2
-                if size == 0:
-                    break
-                if size > 255 or pos + size + 2 > end:  # not a key, or not all here
-                    return data[start:]
-                key = data[pos : pos + size]
-                pos += size
-                size = (data[pos] << 8) | data[pos + 1]
-                pos += 2
-                if pos + size > end:
-                    return data[start:]
-                box[key] = data[pos : pos + size]
-                pos += size
+            split = split_box(data, pos)
+            if split is None:
+                return data[pos:]
+            box, after = split
             kind = _COMMAND_TYPES.get(box.get(amp.COMMAND, b""))
-            if kind is None or box.keys() != _ONE_WAY_KEYS or pos - start - 2 > limit:
-                return data[start:]
+            if kind is None or box.keys() != _ONE_WAY_KEYS or after - pos - 2 > limit:
+                return data[pos:]
             locator._one_way(box[b"m"], kind)
+            pos = after
             if pos == end:
                 return b""
         return b"" if self.closing else data[pos:]

@@ -7,11 +7,13 @@ import json
 import pytest
 from kvfakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
 from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.amp_api import RequestLimits, make_frontend
+from leeky_twisted.api.amp_api import RequestLimits, make_amp_factory, make_frontend
 from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
@@ -275,3 +277,58 @@ def test_frontend_close_closes_forwarding_connections(h):
     closed = frontend.close()
     h.net.flush()
     assert result_of(closed) is None
+
+
+# ---------------------------------------------------- the hand-split box path
+
+
+def _request_stream() -> bytes:
+    """Return the bytes of several client requests, one with a value over 64 KiB."""
+    recorder = amp.AMP()
+    sent = StringTransport()
+    recorder.makeConnection(sent)
+    recorder.callRemote(cc.Put, key="a", value="1", client_id="c", seq=1, ack=1)
+    recorder.callRemote(cc.Get, key="a")
+    recorder.callRemote(cc.Put, key="big", value="v" * 100_000)  # value split over keys
+    recorder.callRemote(cc.Delete, key="a")
+    recorder.callRemote(cc.Get, key="big", stale=True)
+    recorder.callRemote(cc.Get, key="")  # refused: an error answer
+    return sent.value()
+
+
+def _serve(reads: list[bytes]) -> bytes:
+    """Feed ``reads`` to a fresh client-API connection; return all it answered."""
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    protocol = make_amp_factory(make_frontend(node, Clock(), forward=False)).buildProtocol(None)
+    answers = StringTransport()
+    protocol.makeConnection(answers)
+    for data in reads:
+        protocol.dataReceived(data)
+    assert not answers.disconnecting
+    return answers.value()
+
+
+def test_requests_split_anywhere_get_the_same_answers():
+    """Split in two reads at any offset, or read a byte at a time, the answers are the same."""
+    stream = _request_stream()
+    expected = _serve([stream])
+    assert expected.count(b"_answer") == 5 and expected.count(b"\x00\x06_error") == 1
+    big = stream.index(b"big")
+    tail = len(stream) - 400
+    # every offset around the small requests, a sample inside the big value
+    splits = [*range(big + 400), *range(big, tail, 997), *range(tail, len(stream) + 1)]
+    for split in splits:
+        assert _serve([stream[:split], stream[split:]]) == expected, split
+    assert _serve([stream[i : i + 1] for i in range(2000)] + [stream[2000:]]) == expected
+
+
+def test_a_key_over_255_bytes_drops_the_connection_as_amp_does():
+    """Not AMP: the connection is dropped, after answering the whole box before it."""
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    protocol = make_amp_factory(make_frontend(node, Clock(), forward=False)).buildProtocol(None)
+    answers = StringTransport()
+    protocol.makeConnection(answers)
+    good = amp.AmpBox(_command=b"Get", _ask=b"1", key=b"a").serialize()
+    protocol.dataReceived(good + b"\x01\x00" + b"k" * 256)
+    assert answers.value().count(b"_answer") == 1
+    assert answers.disconnecting

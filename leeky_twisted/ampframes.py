@@ -1,0 +1,38 @@
+"""Split AMP boxes out of received bytes by hand, for the hot paths.
+
+Twisted's AMP parser (``Int16StringReceiver`` plus ``BinaryBoxProtocol``)
+delivers a box one key or value at a time through several method calls;
+splitting whole boxes directly is several times cheaper. The wire format is
+AMP's own: each key and value has a 2-byte big-endian length, keys are 1 to
+255 bytes, and an empty key ends the box.
+"""
+
+from __future__ import annotations
+
+
+def split_box(data: bytes, pos: int) -> tuple[dict[bytes, bytes], int] | None:
+    """Return the box starting at ``data[pos]`` and the offset after it.
+
+    None when the box is not all there yet, or is not valid AMP (a key over
+    255 bytes): AMP's own parser then takes over at ``pos``, waiting for more
+    or refusing the connection as it always does.
+    """
+    end = len(data)
+    box: dict[bytes, bytes] = {}
+    while True:
+        if pos + 2 > end:
+            return None
+        size = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if size == 0:
+            return box, pos
+        if size > 255 or pos + size + 2 > end:
+            return None
+        key = data[pos : pos + size]
+        pos += size
+        size = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if pos + size > end:
+            return None
+        box[key] = data[pos : pos + size]
+        pos += size
