@@ -9,6 +9,24 @@ AMP's own: each key and value has a 2-byte big-endian length, keys are 1 to
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def between_boxes(protocol: Any) -> bool:
+    """Return True when an ``amp.BinaryBoxProtocol`` holds no part of a box.
+
+    Only then may boxes be split by hand: AMP's parser has nothing buffered,
+    is not paused, and has not handed the connection to another protocol.
+    """
+    return (
+        not protocol._unprocessed
+        and protocol.state == "init"
+        and not protocol.paused
+        and not protocol._locked
+        and not protocol._justStartedTLS
+        and protocol.innerProtocol is None
+    )
+
 
 def split_box(data: bytes, pos: int) -> tuple[dict[bytes, bytes], int] | None:
     """Return the box starting at ``data[pos]`` and the offset after it.

@@ -431,9 +431,9 @@ class RaftNode:
         to the disk thread, so it keeps sending, reading requests and answering
         while the disk works, and so do big writes (over INLINE_PERSIST_BYTES),
         whose fsync is long enough to overlap the decoding of the next batch.
-        Never inline while another disk job runs (the
-        stores have one writer at a time), for a snapshot, or while recent
-        writes were slow: a slow disk must not stall heartbeats and gossip.
+        Never inline while another disk job runs (the stores have one writer
+        at a time), for a snapshot, or while recent writes were slow: a slow
+        disk must not stall heartbeats and gossip.
         """
         budget = self.settings.inline_persist_seconds
         if budget <= 0 or self._disk_jobs or rd.snapshot is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
@@ -39,24 +40,22 @@ def parse_peers(text: str) -> list[PeerSpec]:
     return peers
 
 
-def _positive(kind: type) -> Any:
+def _checked(kind: type, acceptable: Callable[[Any], bool], requirement: str) -> Any:
     def convert(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise ValueError(f"must be positive: {text}")
+        if not acceptable(value):
+            raise ValueError(f"{requirement}: {text}")
         return value
 
     return convert
+
+
+def _positive(kind: type) -> Any:
+    return _checked(kind, lambda value: value > 0, "must be positive")
 
 
 def _not_negative(kind: type) -> Any:
-    def convert(text: str) -> Any:
-        value = kind(text)
-        if value < 0:
-            raise ValueError(f"must not be negative: {text}")
-        return value
-
-    return convert
+    return _checked(kind, lambda value: value >= 0, "must not be negative")
 
 
 class Options(usage.Options):

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import split_box
+from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.errors import (
     CommitTimeout,
@@ -454,10 +454,7 @@ class KeyValueFrontend:
         return out
 
     async def _guard(self, d: Deferred[T]) -> T:
-        try:
-            return await with_timeout(d, self.timeout + TIMEOUT_GRACE, self._clock)
-        except CallTimedOut:
-            raise CommitTimeout() from None
+        return await self.guarded(d)
 
 
 _NONE3: tuple[None, None, None] = (None, None, None)
@@ -519,7 +516,10 @@ class ClientLocator(amp.CommandLocator):
     def _run(
         self, coroutine: Coroutine[Any, Any, T], encode: Callable[[T], dict[str, Any]]
     ) -> Deferred[dict[str, Any]]:
-        d = Deferred.fromCoroutine(coroutine)
+        return self._answer(Deferred.fromCoroutine(coroutine), encode)
+
+    @staticmethod
+    def _answer(d: Deferred[T], encode: Callable[[T], dict[str, Any]]) -> Deferred[dict[str, Any]]:
         d.addErrback(_known_errors_only)
         return d.addCallback(encode)
 
@@ -537,9 +537,8 @@ class ClientLocator(amp.CommandLocator):
         if forwarded:  # from a follower: never forward again
             coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=True)
             return self._run(coroutine, _empty)
-        d = self.frontend.guarded(self.frontend.put_now(key, value, (client_id, seq, ack)))
-        d.addErrback(_known_errors_only)
-        return d.addCallback(_empty)
+        d = self.frontend.put_now(key, value, (client_id, seq, ack))
+        return self._answer(self.frontend.guarded(d), _empty)
 
     @cc.Get.responder
     def get(self, key: str, stale: bool | None, forwarded: bool | None) -> Deferred[dict[str, Any]]:
@@ -547,9 +546,8 @@ class ClientLocator(amp.CommandLocator):
         if forwarded:
             coroutine = self.frontend.get(key, stale=bool(stale), forwarded=True)
             return self._run(coroutine, _value)
-        d = self.frontend.guarded(self.frontend.get_now(key, stale=bool(stale)))
-        d.addErrback(_known_errors_only)
-        return d.addCallback(_value)
+        d = self.frontend.get_now(key, stale=bool(stale))
+        return self._answer(self.frontend.guarded(d), _value)
 
     @cc.Delete.responder
     def delete(
@@ -708,14 +706,7 @@ class ClientAPIProtocol(amp.AMP):
 
     def dataReceived(self, data: bytes) -> None:
         """Dispatch the whole boxes at the start of ``data``; AMP's parser gets the rest."""
-        if (
-            self._unprocessed
-            or self.state != "init"
-            or self.paused
-            or self._locked
-            or self._justStartedTLS
-            or self.innerProtocol is not None
-        ):
+        if not between_boxes(self):
             super().dataReceived(data)
             return
         pos = 0

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import split_box
+from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -700,13 +700,7 @@ class PeerProtocol(amp.AMP):
         if self.closing:
             return
         try:
-            if (
-                self.peer_id is not None
-                and self.inbox is not None
-                and not self.paused
-                and self.state == "init"
-                and not self._unprocessed
-            ):
+            if self.peer_id is not None and self.inbox is not None and between_boxes(self):
                 data = self._receive_messages(data)
                 if not data or self.closing:
                     return
