@@ -52,9 +52,11 @@ from leeky_twisted.core.messages import (
 )
 from leeky_twisted.core.raft import (
     ConfigChangeInProgressError,
+    InconsistentStateError,
     NotLeaderError,
     RaftCore,
     TransferInProgressError,
+    bootstrap_entries,
 )
 from leeky_twisted.interfaces import (
     ILogStore,
@@ -84,6 +86,27 @@ class NodeSettings:
     #: write small batches on the reactor thread while recent writes took less
     #: than this many seconds (0: every write goes to the disk thread)
     inline_persist_seconds: float = 0.002
+    #: the voters (id, address context) a brand-new cluster starts with, written
+    #: as its first log entries when the storage is empty; empty for a joiner
+    bootstrap: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class UnrecoverableStateError(Exception):
+    """The node's durable state is impossible; it must not run on it.
+
+    The message names the cause and the recovery: move the data folder away
+    and start the node again, empty. A node whose storage starts empty never
+    votes until it has caught up with a leader (see docs/core.md), so it comes
+    back safely as the same member.
+    """
+
+    def __init__(self, node_id: str, cause: str) -> None:
+        super().__init__(
+            f"node {node_id} refuses to run on its data: {cause}. To recover, move the "
+            "data folder away and start the node again with the same options: it starts "
+            "empty, does not vote until it has caught up with the leader, and is brought "
+            "back by the cluster."
+        )
 
 
 @dataclass
@@ -129,9 +152,15 @@ class RaftNode:
         rng: random.Random | None = None,
         run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
         executor: Any = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         """``executor``, an IAsyncStateMachine (a remote process), replaces
-        ``state_machine`` for NORMAL entries when given."""
+        ``state_machine`` for NORMAL entries when given. ``monotonic`` is the
+        clock ticks are counted on (default ``time.monotonic``): a stalled
+        reactor still ticks once per interval that passed.
+
+        Raises UnrecoverableStateError when the durable state is impossible.
+        """
         self.reactor = reactor
         self.executor = executor
         self._base_snapshot: tuple[int, bytes] | None = None
@@ -147,6 +176,13 @@ class RaftNode:
         self._disk_jobs = 0  #: jobs handed to the disk thread and not finished
         self._recent_persist = 0.0  #: the slowest recent write, decaying (seconds)
         self.addresses: dict[str, dict[str, str]] = dict(self.settings.addresses)
+        self.monotonic = monotonic or time.monotonic
+        self._last_tick_at = 0.0
+        self._tick_carry = 0.0
+        #: the index the state machine (or the executor's base) reflects
+        self.applied_index = 0
+        self.on_ready: Callable[[Ready], None] | None = None  #: observes each Ready (tests)
+        self.failure: str | None = None  #: why the node stopped itself, if it did
         self.core = self._recover(core_config, rng or random.Random())
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[int, tuple[object, Deferred[Any]]] = {}
@@ -157,6 +193,7 @@ class RaftNode:
         self._scheduled = False
         self._inflight = False
         self._snapshotting = False
+        self._trailing = self.settings.snapshot_trailing
         self._ticker: task.LoopingCall | None = None
         self._synced_hs = HardState(self.core.term, self.core.voted_for, 0)
         self.leader_changes = 0
@@ -195,6 +232,19 @@ class RaftNode:
         hs = self.stable_store.load()
         assert isinstance(hs, HardState)
         meta = self.snapshot_store.latest()
+        fresh = meta is None and hs == HardState() and self.log_store.last_index() == 0
+        if fresh and self.settings.bootstrap:
+            voters = [(NodeId(nid), ctx) for nid, ctx in self.settings.bootstrap]
+            boot = bootstrap_entries(voters)
+            self.log_store.append(boot)
+            hs = HardState(1, None, len(boot))
+            self.stable_store.save(hs)
+            log.info("bootstrapped a new cluster of {n} voters", n=len(boot))
+        if fresh:
+            log.warn(
+                "storage started empty: this node votes only in a brand-new cluster "
+                "until it has caught up with a leader"
+            )
         if meta is not None:
             assert isinstance(meta, SnapshotMeta)
             addresses, state = decode_snapshot(self.snapshot_store.open(meta.index))
@@ -203,19 +253,19 @@ class RaftNode:
                 self.state_machine.restore(state)
             else:
                 self._base_snapshot = (meta.index, state)
+            self.applied_index = meta.index
         first, last = self.log_store.first_index(), self.log_store.last_index()
         start = meta.index if meta is not None else 0
         entries: list[Entry] = []
         if last >= max(first, start + 1):
             lo = max(first, start + 1)
             if lo > start + 1:
-                log.error(
-                    "log store starts at {first} after snapshot {start}: discarding the log",
-                    first=first,
-                    start=start,
+                raise UnrecoverableStateError(
+                    self.node_id,
+                    f"the log starts at {first} but the newest readable snapshot ends at "
+                    f"{start} (a snapshot is missing or corrupt)",
                 )
-            else:
-                entries = self.log_store.entries(lo, last + 1)
+            entries = self.log_store.entries(lo, last + 1)
         log.info(
             "recovered term={term} commit={commit} snapshot={snap} entries={n}",
             term=hs.term,
@@ -223,13 +273,17 @@ class RaftNode:
             snap=start,
             n=len(entries),
         )
-        return RaftCore(cfg, rng, hs, meta, entries, logger=self._core_log)
+        try:
+            return RaftCore(cfg, rng, hs, meta, entries, logger=self._core_log, fresh=fresh)
+        except InconsistentStateError as e:
+            raise UnrecoverableStateError(self.node_id, str(e)) from None
 
     def _core_log(self, line: str) -> None:
         log.debug("{line}", line=line)
 
     def start(self) -> None:
         """Start ticking."""
+        self._last_tick_at = self.monotonic()
         self._ticker = task.LoopingCall(self.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.tick_interval, now=False)
@@ -247,7 +301,11 @@ class RaftNode:
             self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
         for ctx in list(self._reads):
             self._fail_read(ctx, Unavailable("node is shutting down"))
-        hs = HardState(self.core.term, self.core.voted_for, self.core.commit)
+        # Save only a commit index the durable log backs: entries past
+        # log.stable may still be in flight to the disk (or never get there).
+        # The disk thread runs jobs in order, so this lands after any write in flight.
+        core = self.core
+        hs = HardState(core.term, core.voted_for, min(core.commit, core.log.stable))
         d = self._on_disk(lambda: self.stable_store.save(hs))
         if self.feed is not None:
             feed_stopped = self.feed.stop()
@@ -257,8 +315,20 @@ class RaftNode:
         return d
 
     def tick(self) -> None:
-        """Advance the core's clock by one tick; time out overdue requests."""
-        self.core.tick()
+        """Tick the core once per interval that passed; time out overdue requests.
+
+        A reactor that stalled for several intervals ticks the core once for
+        each (up to a bound past every timeout), so leases and election timers
+        follow real time instead of counting one tick for the whole stall.
+        """
+        now = self.monotonic()
+        owed = (now - self._last_tick_at) / self.settings.tick_interval + self._tick_carry
+        self._last_tick_at = now
+        ticks = max(1, int(owed))
+        self._tick_carry = min(max(owed - ticks, 0.0), 1.0)
+        core = self.core
+        for _ in range(min(ticks, 2 * core.cfg.election_ticks + 2)):
+            core.tick()
         self._expire()
         self._schedule()
 
@@ -301,9 +371,9 @@ class RaftNode:
                 self.on_peer_rtt(message.sender, self.reactor.seconds() - sent)
         try:
             self.core.step(message)
-        except Exception:
-            log.failure("dropping message that broke the core: {m!r}", m=message)
-            raise
+        except Exception as e:
+            self._fail_stop(f"message {message!r} broke the core: {e}")
+            return
         self._schedule()
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
@@ -385,6 +455,8 @@ class RaftNode:
             return
         rd = self.core.ready()
         self._inflight = True
+        if self.on_ready is not None:
+            self.on_ready(rd)
         stats = self.stats
         stats["readies"] += 1
         stats["messages_sent"] += len(rd.messages) + len(rd.messages_after_persist)
@@ -499,10 +571,21 @@ class RaftNode:
             flush()
 
     def _persist_failed(self, failure: Any) -> None:
-        log.failure("persisting failed; stopping the node to protect safety", failure)
+        self._fail_stop(f"persisting failed: {failure.getErrorMessage()}")
+
+    def _fail_stop(self, why: str) -> None:
+        """Stop at once, with one error naming the cause: safety over availability."""
+        if self.failure is not None:
+            return
+        self.failure = why
+        log.critical("node {id} stopped itself to protect safety: {why}", id=self.node_id, why=why)
         self.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        for index in list(self._waiters):
+            self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
+        for ctx in list(self._reads):
+            self._fail_read(ctx, Unavailable("node stopped"))
         if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
             self.reactor.stop()
 
@@ -517,6 +600,7 @@ class RaftNode:
             self._install_snapshot(rd.snapshot)
         for e in rd.committed_entries:
             self._apply(e)
+            self.applied_index = e.index
         self.stats["applied"] += len(rd.committed_entries)
         if self.feed is not None and rd.committed_entries:
             normal = EntryKind.NORMAL
@@ -524,10 +608,8 @@ class RaftNode:
                 (e.index, e.data if e.kind is normal else None) for e in rd.committed_entries
             )
         for ctx in rd.dropped_reads:
-            assert isinstance(ctx, int)
             self._fail_read(ctx, self._not_leader(self.core.leader_id))
         for rs in rd.read_states:
-            assert isinstance(rs.context, int)
             self._ready_reads.append((rs.index, rs.context))
             if self.feed is not None:  # serve it once the executor has caught up
                 self.feed.wait_applied(rs.index).addBoth(lambda _: self._serve_reads())
@@ -625,7 +707,9 @@ class RaftNode:
     def _serve_reads(self) -> None:
         if not self._ready_reads:
             return
-        applied = self.feed.applied_index if self.feed is not None else self.core.applied
+        # The state machine's own index, not the core's: a snapshot received
+        # but not yet restored moves the core's applied index ahead of the state.
+        applied = self.feed.applied_index if self.feed is not None else self.applied_index
         keep = []
         for index, ctx in self._ready_reads:
             if index > applied:
@@ -693,6 +777,7 @@ class RaftNode:
             self.feed.install_snapshot(meta.index, state)
         else:
             self.state_machine.restore(state)
+        self.applied_index = meta.index
         log.info("installed snapshot at {index}", index=meta.index)
 
     def _maybe_snapshot(self) -> None:
@@ -703,6 +788,18 @@ class RaftNode:
         if self.feed is not None:
             self._snapshot_executor(base)
             return
+        self.snapshot_now()
+
+    def snapshot_now(self, trailing: int | None = None) -> bool:
+        """Start a snapshot of the state at the applied index; False if one can't start now.
+
+        ``trailing`` entries (default: the settings') stay in the log behind it.
+        """
+        core = self.core
+        if self._snapshotting or self.stopped or self.feed is not None:
+            return False
+        if self.applied_index != core.applied or core.applied <= core.log.start:
+            return False  # a received snapshot is not restored yet, or nothing new
         meta = core.snapshot_meta_at(core.applied)
         self._snapshotting = True
         head = encode_snapshot(self.addresses, b"")
@@ -712,7 +809,9 @@ class RaftNode:
         # heartbeats (a stall would look like a dead leader).
         pieces = iter(chunks()) if chunks is not None else iter([self.state_machine.snapshot()])
         parts = [head]
+        self._trailing = self.settings.snapshot_trailing if trailing is None else trailing
         self._serialize_step(meta, pieces, parts)
+        return True
 
     def _snapshot_executor(self, base: int) -> None:
         """Snapshot the remote executor's state at the index it has applied."""
@@ -749,7 +848,8 @@ class RaftNode:
         self._write_snapshot(meta, b"".join(parts))
 
     def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        upto = max(meta.index - self.settings.snapshot_trailing, 0)
+        trailing, self._trailing = self._trailing, self.settings.snapshot_trailing
+        upto = max(meta.index - trailing, 0)
         if self.feed is not None:
             upto = min(upto, self.feed.applied_index - self.settings.snapshot_trailing)
             upto = max(upto, 0)

@@ -40,8 +40,7 @@ from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.core.config import CoreConfig
-from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
-from leeky_twisted.core.raft import bootstrap_entries
+from leeky_twisted.core.messages import NodeId, SnapshotMeta
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
@@ -127,25 +126,6 @@ class NodeOptions:
         if self.peers:
             return self.peers
         return [self.own()] if self.bootstrap else []
-
-
-def bootstrap_if_empty(
-    log_store: Any, stable_store: Any, snapshot_store: Any, peers: list[PeerSpec]
-) -> bool:
-    """Write the first configuration entries of a new cluster; False if data exists.
-
-    Every member of a static cluster writes the same entries (one voter each,
-    in --peers order, at term 1, committed), so their logs agree from the start.
-    """
-    hs = stable_store.load()
-    if log_store.last_index() > 0 or snapshot_store.latest() is not None or hs.term > 0:
-        return False
-    entries = bootstrap_entries(
-        [(NodeId(p.node_id), json.dumps({"peer": p.address}).encode()) for p in peers]
-    )
-    log_store.append(entries)
-    stable_store.save(HardState(1, None, len(entries)))
-    return True
 
 
 class _DiskThread(service.Service):
@@ -383,8 +363,6 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
     voters = opts.initial_voters()
-    if voters and bootstrap_if_empty(log_store, stable_store, snapshot_store, voters):
-        log.info("bootstrapped a new cluster of {n} voters", n=len(voters))
 
     addresses: dict[str, dict[str, str]] = {p.node_id: {"peer": p.address} for p in opts.peers}
     addresses.setdefault(opts.node_id, {"peer": own.address})
@@ -402,6 +380,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         unsafe_stale_reads=opts.unsafe_stale_reads,
         request_timeout=opts.request_timeout,
         inline_persist_seconds=opts.inline_write_budget,
+        bootstrap=[(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters],
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),

@@ -317,5 +317,14 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Build the node's service tree from parsed options."""
-    return make_node_service(options.node_options)
+    """Build the node's service tree from parsed options.
+
+    A node whose data is impossible exits with one line naming the cause and
+    the recovery, never a traceback.
+    """
+    from leeky_twisted.node import UnrecoverableStateError
+
+    try:
+        return make_node_service(options.node_options)
+    except UnrecoverableStateError as e:
+        raise SystemExit(f"leekyraft: {e}") from None

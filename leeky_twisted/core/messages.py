@@ -13,6 +13,12 @@ from typing import NewType
 NodeId = NewType("NodeId", str)
 
 
+#: The largest term or index a message may carry: one past it cannot be encoded.
+MAX_TERM = 2**63 - 1
+#: The term of the bootstrap entries every member of a new cluster starts with.
+BOOTSTRAP_TERM = 1
+
+
 class EntryKind(enum.IntEnum):
     """What a log entry carries."""
 

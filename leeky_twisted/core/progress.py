@@ -84,6 +84,16 @@ class Progress:
             self.inflight.popleft()
         return grew
 
+    def free_one(self) -> None:
+        """Free the oldest slot of the window (its answer may be lost)."""
+        if self.inflight:
+            self.inflight.popleft()
+
+    def forget_match(self, last: int) -> None:
+        """The follower's log now ends at ``last``, below match: probe from there."""
+        self.match = min(self.match, last)
+        self.become_probe(last + 1)
+
     def sent(self, last_index: int) -> None:
         """Record an AppendEntries whose last entry is ``last_index``."""
         if self.state is ProgressState.REPLICATE:

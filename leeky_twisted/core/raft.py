@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.log import RaftLog
 from leeky_twisted.core.messages import (
+    BOOTSTRAP_TERM,
+    MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
     ConfChange,
@@ -68,6 +70,10 @@ class ConfigChangeInProgressError(RaftError):
     """Only one configuration change may be uncommitted at a time."""
 
 
+class InconsistentStateError(RaftError):
+    """The durable state contradicts itself; the node must not run on it."""
+
+
 @dataclass(frozen=True, slots=True)
 class CoreStatus:
     """A snapshot of the core's state for reports and tests."""
@@ -96,7 +102,12 @@ def bootstrap_entries(voters: Sequence[tuple[NodeId, bytes]]) -> list[Entry]:
     existing cluster starts empty instead and learns these from the leader.
     """
     return [
-        Entry(i + 1, 1, EntryKind.CONFIG, ConfChange(ConfChangeOp.ADD_VOTER, nid, ctx).encode())
+        Entry(
+            i + 1,
+            BOOTSTRAP_TERM,
+            EntryKind.CONFIG,
+            ConfChange(ConfChangeOp.ADD_VOTER, nid, ctx).encode(),
+        )
         for i, (nid, ctx) in enumerate(voters)
     ]
 
@@ -112,7 +123,11 @@ class RaftCore:
         snapshot: SnapshotMeta | None = None,
         entries: Sequence[Entry] = (),
         logger: Callable[[str], None] | None = None,
+        fresh: bool = False,
     ) -> None:
+        """``fresh`` says the storage was created empty in this run: the node
+        may have lost a disk it voted and acknowledged from, so it abstains
+        (see :attr:`abstaining`)."""
         self.cfg = config
         self.id = config.node_id
         self._rng = rng
@@ -126,7 +141,18 @@ class RaftCore:
         self.snapshot_meta = snapshot
         self.term = hs.term
         self.voted_for = hs.voted_for
-        self.commit = min(max(hs.commit, self.log.start), self.log.last_index())
+        if hs.commit > self.log.last_index():
+            raise InconsistentStateError(
+                f"saved commit index {hs.commit} is past the durable log, which ends at "
+                f"{self.log.last_index()}: entries this node acknowledged are lost"
+            )
+        self.commit = max(hs.commit, self.log.start)
+        #: True while this node's storage may have lost what it voted and
+        #: acknowledged before (it started empty). It then grants votes only to
+        #: a candidate of a brand-new cluster (a log of bootstrap entries only)
+        #: and stops abstaining once it holds its leader's log up to the
+        #: leader's commit index, an entry of the leader's term included.
+        self.abstaining = fresh
         self.applied = self.log.start
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
@@ -172,7 +198,7 @@ class RaftCore:
 
     def step(self, m: Message) -> None:
         """Handle a message from a peer. Messages for other nodes are ignored."""
-        if m.recipient != self.id:
+        if m.recipient != self.id or m.term > MAX_TERM:
             return
         if m.term > self.term:
             if isinstance(m, RequestVote):
@@ -470,7 +496,7 @@ class RaftCore:
 
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         voters = self.log.config().voters
-        if self.id not in voters:
+        if self.id not in voters or self.term >= MAX_TERM:
             return
         if pre_vote:
             self._become_pre_candidate()
@@ -541,6 +567,12 @@ class RaftCore:
     # ================================================================== votes
 
     def _handle_vote_request(self, m: RequestVote) -> None:
+        if self.abstaining and m.last_log_term > BOOTSTRAP_TERM:
+            # Our storage may have lost a vote or an acknowledgement: only a
+            # candidate that never saw a leader (a brand-new cluster) may count us.
+            self._log(f"abstain from voting for {m.sender}: storage started empty")
+            self._send(RequestVoteResponse(self.id, m.sender, m.term, False, m.pre_vote))
+            return
         can_vote = (
             self.voted_for == m.sender
             or (self.voted_for is None and self.leader_id is None)
@@ -629,7 +661,15 @@ class RaftCore:
             break
         last_new = prev + len(entries)
         if m.leader_commit > self.commit:
-            self.commit = min(m.leader_commit, last_new)
+            # Never backwards: a reordered, older append may end below commit.
+            self.commit = max(self.commit, min(m.leader_commit, last_new))
+        if (
+            self.abstaining
+            and last_new >= m.leader_commit
+            and self.log.term_at(last_new) == self.term
+        ):
+            self._log(f"caught up with leader {m.sender} at {last_new}: voting again")
+            self.abstaining = False
         self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, last_new))
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
@@ -669,6 +709,8 @@ class RaftCore:
             if m.read_round > pr.read_ack:
                 pr.read_ack = m.read_round
                 self._confirm_reads()
+            if m.last_log_index < pr.match and m.read_round == pr.read_ack:
+                self._follower_lost_log(m.sender, pr, m.last_log_index)
             if pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
             elif (
@@ -679,11 +721,13 @@ class RaftCore:
                 # sends a fresh InstallSnapshot if entries are still compacted.
                 pr.become_probe(pr.match + 1)
             if pr.match < self.log.last_index():
-                if pr.state is ProgressState.REPLICATE and m.last_log_index < pr.next - 1:
-                    # Possibly a lost message in the pipeline: probe the tail.
+                if pr.state is ProgressState.REPLICATE:
+                    # An append or its answer may have been lost: free a slot
+                    # of the window and send an empty append ending at next-1,
+                    # whose answer either repairs match or makes us probe.
+                    pr.free_one()
                     self._send_append(m.sender, pr, empty=True)
-                else:
-                    self._needs_append.add(m.sender)
+                self._needs_append.add(m.sender)
 
     def _handle_append_success(self, nid: NodeId, pr: Progress, match: int) -> None:
         grew = pr.update_match(match)
@@ -704,6 +748,9 @@ class RaftCore:
 
     def _handle_append_reject(self, pr: Progress, m: AppendEntriesResponse) -> None:
         if m.reject_index <= pr.match:
+            if m.conflict_term == 0 and m.conflict_index <= pr.match:
+                # The follower's log ends below what it acknowledged.
+                self._follower_lost_log(m.sender, pr, m.conflict_index - 1)
             return  # stale
         if pr.state is ProgressState.PROBE and m.reject_index != pr.next - 1:
             return  # answer to an older probe
@@ -716,6 +763,13 @@ class RaftCore:
                 next_index = found + 1
         next_index = max(min(next_index, m.reject_index), 1)
         pr.become_probe(next_index)
+
+    def _follower_lost_log(self, nid: NodeId, pr: Progress, last: int) -> None:
+        """``nid`` reports a log shorter than it acknowledged: its storage was
+        lost or cut. Forget what it held and probe from its real end."""
+        self._log(f"{nid} lost its log above {last} (match was {pr.match}); probing")
+        pr.forget_match(last)
+        self._needs_append.add(nid)
 
     def _self_match(self) -> None:
         pr = self.progress.get(self.id)
@@ -876,7 +930,14 @@ class RaftCore:
     # ================================================================ helpers
 
     def _send(self, m: Message) -> None:
-        if isinstance(m, _LEADER_MESSAGES):
+        # A leader's messages may leave before its own write of new entries,
+        # but never before the term and vote they carry are durable.
+        hs = self._persisted_hs
+        if (
+            isinstance(m, _LEADER_MESSAGES)
+            and hs.term == self.term
+            and hs.voted_for == self.voted_for
+        ):
             self._msgs.append(m)
         else:
             self._msgs_after.append(m)
