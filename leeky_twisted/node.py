@@ -321,16 +321,22 @@ class RaftNode:
         each (up to a bound past every timeout), so leases and election timers
         follow real time instead of counting one tick for the whole stall.
         """
+        self._catch_up(at_least=1)
+        self._expire()
+        self._schedule()
+
+    def _catch_up(self, at_least: int = 0) -> None:
+        """Tick the core for every whole interval that passed since the last tick."""
         now = self.monotonic()
         owed = (now - self._last_tick_at) / self.settings.tick_interval + self._tick_carry
+        ticks = max(at_least, int(owed))
+        if ticks == 0:
+            return
         self._last_tick_at = now
-        ticks = max(1, int(owed))
         self._tick_carry = min(max(owed - ticks, 0.0), 1.0)
         core = self.core
         for _ in range(min(ticks, 2 * core.cfg.election_ticks + 2)):
             core.tick()
-        self._expire()
-        self._schedule()
 
     def _expire(self) -> None:
         """Fail requests past their deadline with "timed out, outcome unknown".
@@ -410,6 +416,8 @@ class RaftNode:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
         if not linearizable or self.settings.unsafe_stale_reads:
             return self._query(request)
+        # A lease is judged on the ticks of real time: count any the reactor missed.
+        self._catch_up()
         self._read_seq += 1
         ctx = self._read_seq
         try:

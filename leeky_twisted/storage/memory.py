@@ -191,6 +191,7 @@ class MemorySnapshotStore:
         self._retain = retain
         self._lock = threading.Lock()
         self._snapshots: dict[int, tuple[SnapshotMeta, bytes]] = {}
+        self._corrupt: set[int] = set()
 
     def create(self, meta: object) -> MemorySnapshotSink:
         """Return a sink for a snapshot described by ``meta``; nothing is visible until close."""
@@ -201,19 +202,30 @@ class MemorySnapshotStore:
     def _put(self, meta: SnapshotMeta, data: bytes) -> None:
         with self._lock:
             self._snapshots[meta.index] = (meta, data)
+            self._corrupt.discard(meta.index)
             for index in sorted(self._snapshots)[: -self._retain]:
                 del self._snapshots[index]
 
     def latest(self) -> SnapshotMeta | None:
-        """Return the meta of the newest snapshot, or None."""
+        """Return the meta of the newest sound snapshot, or None (corrupt ones are skipped)."""
         with self._lock:
-            if not self._snapshots:
+            sound = [i for i in self._snapshots if i not in self._corrupt]
+            if not sound:
                 return None
-            return self._snapshots[max(self._snapshots)][0]
+            return self._snapshots[max(sound)][0]
 
     def open(self, index: int) -> bytes:
-        """Return the data of the snapshot at ``index``; KeyError when there is none."""
+        """Return the data of the snapshot at ``index``; KeyError when there is none,
+        ValueError when it is corrupt."""
         with self._lock:
             if index not in self._snapshots:
                 raise KeyError(index)
+            if index in self._corrupt:
+                raise ValueError(f"snapshot {index} is corrupt")
             return self._snapshots[index][1]
+
+    def corrupt(self, index: int) -> None:
+        """Damage the snapshot at ``index``, as a bad disk would (for fault injection)."""
+        with self._lock:
+            if index in self._snapshots:
+                self._corrupt.add(index)

@@ -1,0 +1,430 @@
+"""Run shipped RaftNodes on a deterministic reactor, an in-memory disk and a
+simulated network, with faults injected at the interfaces.
+
+:class:`SimReactor` is the one clock of a simulated world. Each node gets a
+:class:`NodeClock` over it, which can *stall* (the node's calls wait, as on a
+reactor blocked for seconds) and is *killed* on a crash (every pending call of
+that node is dropped, as when the process dies). :class:`SimDisk` holds the
+real in-memory stores (what survives a crash), wrapped so a write can fail,
+tear (only a prefix of an append lands, then the process dies) or be followed
+by a crash before the node hears it finished. :class:`NodeHost` builds a
+:class:`~leeky_twisted.node.RaftNode` over them and restarts, stops or wipes it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import Entry, HardState, Message, NodeId
+from leeky_twisted.interfaces import IPeerTransport, IStateMachine
+from leeky_twisted.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.storage.errors import StorageError
+from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+
+__all__ = [
+    "DiskFaults",
+    "NodeClock",
+    "NodeHost",
+    "SimCrash",
+    "SimDisk",
+    "SimReactor",
+    "SimStateMachine",
+]
+
+
+class SimCrash(BaseException):
+    """Raised inside a store to kill the node's process at that point.
+
+    A BaseException, so the node's own ``except Exception`` handlers do not
+    catch it: it unwinds to the host, which drops the node like a dead process.
+    """
+
+
+# ------------------------------------------------------------------ time
+
+
+class SimCall:
+    """A delayed call of :class:`SimReactor` (the parts LoopingCall uses)."""
+
+    __slots__ = ("args", "called", "cancelled", "func", "time")
+
+    def __init__(self, time: float, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.time = time
+        self.func = func
+        self.args = args
+        self.called = False
+        self.cancelled = False
+
+    def active(self) -> bool:
+        return not (self.called or self.cancelled)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def getTime(self) -> float:
+        return self.time
+
+
+class SimReactor:
+    """A deterministic clock: calls run in (time, order of scheduling) order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, int, SimCall]] = []
+        self._seq = 0
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callLater(self, delay: float, func: Callable[..., Any], *args: Any) -> SimCall:
+        call = SimCall(self.now + max(delay, 0.0), func, args)
+        self._seq += 1
+        heapq.heappush(self._heap, (call.time, self._seq, call))
+        return call
+
+    def run_until(self, when: float) -> None:
+        """Run every call due at or before ``when``; the clock ends at ``when``."""
+        heap = self._heap
+        while heap and heap[0][0] <= when:
+            t, _, call = heapq.heappop(heap)
+            if call.cancelled:
+                continue
+            self.now = t
+            call.called = True
+            call.func(*call.args)
+        self.now = when
+
+
+class NodeClock:
+    """One node's reactor: the shared clock, plus stalls and death."""
+
+    def __init__(self, reactor: SimReactor, on_crash: Callable[[], None]) -> None:
+        self.reactor = reactor
+        self.running = False  #: never True: the node must not stop the world
+        self._calls: list[SimCall] = []
+        self._dead = False
+        self._on_crash = on_crash
+        self.stalled_until = 0.0
+
+    def seconds(self) -> float:
+        return self.reactor.now
+
+    def callLater(self, delay: float, func: Callable[..., Any], *args: Any) -> SimCall:
+        if len(self._calls) > 256:
+            self._calls = [c for c in self._calls if c.active()]
+        call = self.reactor.callLater(delay, self._fire, func, args)
+        self._calls.append(call)
+        return call
+
+    def _fire(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self._dead:
+            return
+        now = self.reactor.now
+        if now < self.stalled_until:  # the reactor is blocked: run it when it wakes
+            self._calls.append(
+                self.reactor.callLater(self.stalled_until - now, self._fire, func, args)
+            )
+            return
+        try:
+            func(*args)
+        except SimCrash:
+            self._on_crash()
+
+    def kill(self) -> None:
+        """Drop every pending call: the process is gone."""
+        self._dead = True
+        for c in self._calls:
+            c.cancel()
+        self._calls = []
+
+
+# ------------------------------------------------------------------- disk
+
+
+class DiskFaults:
+    """Chances of disk faults, per write (all zero: a perfect disk)."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        fail: float = 0.0,
+        tear: float = 0.0,
+        crash_after_write: float = 0.0,
+        max_delay: float = 0.3,
+    ) -> None:
+        self.rng = rng
+        self.fail = fail
+        self.tear = tear
+        self.crash_after_write = crash_after_write
+        self.max_delay = max_delay
+
+    def draw(self) -> str | None:
+        r = self.rng.random()
+        if r < self.fail:
+            return "fail"
+        r -= self.fail
+        if r < self.tear:
+            return "tear"
+        r -= self.tear
+        if r < self.crash_after_write:
+            return "crash"
+        return None
+
+    def delay(self) -> float:
+        return self.rng.uniform(0.0, self.max_delay)
+
+
+class _FaultyLogStore(MemoryLogStore):
+    """The in-memory log, whose appends may fail, tear or be followed by a crash."""
+
+    faults: DiskFaults | None = None
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        fault = self.faults.draw() if self.faults is not None and entries else None
+        if fault == "fail":
+            raise StorageError("simulated write error")
+        if fault == "tear":
+            keep = self.faults.rng.randrange(len(entries)) if self.faults else 0
+            if keep:
+                super().append(entries[:keep])
+            raise SimCrash
+        super().append(entries)
+        if fault == "crash":
+            raise SimCrash
+
+
+class _FaultyStableStore(MemoryStableStore):
+    """The in-memory hard state, whose saves may fail or be followed by a crash."""
+
+    faults: DiskFaults | None = None
+
+    def save(self, hard_state: object) -> None:
+        fault = self.faults.draw() if self.faults is not None else None
+        if fault == "fail":
+            raise StorageError("simulated write error")
+        if fault == "tear":
+            raise SimCrash  # a hard state write is atomic: all or nothing
+        super().save(hard_state)
+        if fault == "crash":
+            raise SimCrash
+
+
+class SimDisk:
+    """What survives a crash: the real in-memory stores, fault-injecting."""
+
+    def __init__(self) -> None:
+        self.log = _FaultyLogStore()
+        self.stable = _FaultyStableStore()
+        self.snapshots = MemorySnapshotStore()
+
+    def arm(self, faults: DiskFaults | None) -> None:
+        """Inject ``faults`` into every write from now on (None: none)."""
+        self.log.faults = faults
+        self.stable.faults = faults
+
+    def hard_state(self) -> HardState:
+        hs = self.stable.load()
+        assert isinstance(hs, HardState)
+        return hs
+
+
+# ---------------------------------------------------------- state machine
+
+
+@implementer(IStateMachine)
+class SimStateMachine:
+    """A key-value store of ``key=value`` commands that knows its own index.
+
+    ``apply`` returns the index it applied (so a client learns where its write
+    landed); ``query`` returns ``(index of the last applied write, value)``, the
+    version of the state a read saw.
+    """
+
+    def __init__(self) -> None:
+        self.kv: dict[str, str] = {}
+        self.last_write = 0
+
+    def apply(self, index: int, command: bytes) -> object:
+        key, _, value = command.decode().partition("=")
+        self.kv[key] = value
+        self.last_write = index
+        return index
+
+    def query(self, request: object) -> object:
+        return self.last_write, self.kv.get(str(request))
+
+    def snapshot(self) -> bytes:
+        return json.dumps([self.last_write, self.kv], sort_keys=True).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.last_write, self.kv = json.loads(data)
+
+
+# --------------------------------------------------------------- transport
+
+
+@implementer(IPeerTransport)
+class SimTransport:
+    """Hands every message to the world's network."""
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        self._send = send
+        self.receiver: Callable[[Message], None] | None = None
+
+    def send(self, message: object) -> None:
+        assert isinstance(message, Message)
+        self._send(message)
+
+    def set_receiver(self, receiver: object) -> None:
+        assert callable(receiver)
+        self.receiver = receiver
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+# -------------------------------------------------------------------- host
+
+
+class NodeHost:
+    """One simulated machine: its disk survives; its RaftNode is the process.
+
+    ``send(host, message)`` puts a message on the network;
+    ``observe(host, ready)`` sees each Ready the node takes (for the checks).
+    """
+
+    def __init__(
+        self,
+        reactor: SimReactor,
+        node_id: NodeId,
+        core_config: Callable[[NodeId], CoreConfig],
+        settings: Callable[[NodeId], NodeSettings],
+        rng: random.Random,
+        send: Callable[[NodeHost, Message], None],
+        observe: Callable[[NodeHost, Any], None] | None = None,
+        disk_faults: DiskFaults | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.id = node_id
+        self._core_config = core_config
+        self._settings = settings
+        self.rng = rng
+        self._send = send
+        self._observe = observe
+        self.disk_faults = disk_faults
+        self.disk = SimDisk()
+        self.node: RaftNode | None = None
+        self.clock: NodeClock | None = None
+        self.sm: SimStateMachine | None = None
+        self.refused: str | None = None  #: why the node refused to start, if it did
+        self.incarnation = 0
+        self._disk_free_at = 0.0
+
+    @property
+    def up(self) -> bool:
+        """Return True while the node process runs (and has not stopped itself)."""
+        return self.node is not None and not self.node.stopped
+
+    def start(self) -> bool:
+        """Start the node process on this disk; False if it refused its data."""
+        if self.node is not None:
+            return True
+        self.incarnation += 1
+        self.clock = clock = NodeClock(self.reactor, self.crash)
+        self.sm = SimStateMachine()
+        self.disk.arm(None)  # recovery reads and bootstrap writes are not faulted
+        try:
+            node = RaftNode(
+                clock,
+                self._core_config(self.id),
+                self.disk.log,
+                self.disk.stable,
+                self.disk.snapshots,
+                SimTransport(lambda m: self._send(self, m)),
+                self.sm,
+                settings=self._settings(self.id),
+                rng=random.Random(self.rng.random()),
+                run_blocking=self._run_blocking,
+                monotonic=self.reactor.seconds,
+            )
+        except UnrecoverableStateError as e:
+            self.refused = str(e)
+            self.clock = None
+            self.sm = None
+            return False
+        self.refused = None
+        node.timer = self.reactor.seconds  # type: ignore[method-assign]
+        if self._observe is not None:
+            observe = self._observe
+            node.on_ready = lambda rd: observe(self, rd)
+        self.node = node
+        self.disk.arm(self.disk_faults)
+        clock.callLater(0, node.start)
+        return True
+
+    def crash(self) -> None:
+        """Kill the process: everything not on the disk is lost."""
+        if self.clock is not None:
+            self.clock.kill()
+        if self.node is not None:
+            self.node.stopped = True
+        self.node = None
+        self.clock = None
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop the node gracefully; the process exits when the stop is done."""
+        node = self.node
+        if node is None or node.stopped:
+            return None
+        d = node.stop()
+        d.addBoth(lambda _: self.crash() if self.node is node else None)
+        return d
+
+    def wipe(self) -> None:
+        """Lose the disk: the node comes back under the same id, empty."""
+        self.crash()
+        self.disk = SimDisk()
+
+    def stall(self, seconds: float) -> None:
+        """Block the node's reactor for ``seconds`` (its disk keeps working)."""
+        if self.clock is not None:
+            self.clock.stalled_until = max(self.clock.stalled_until, self.reactor.now + seconds)
+
+    def deliver(self, message: Message) -> None:
+        """Hand ``message`` to the node (through its reactor, so stalls delay it)."""
+        if self.clock is not None and self.node is not None:
+            self.clock.callLater(0, self._receive, self.node, message)
+
+    def _receive(self, node: RaftNode, message: Message) -> None:
+        if self.node is node:
+            node.receive(message)
+
+    def _run_blocking(self, job: Callable[[], Any]) -> Deferred[Any]:
+        """The disk thread: jobs run in order, each taking a while."""
+        d: Deferred[Any] = Deferred()
+        now = self.reactor.now
+        delay = self.disk_faults.delay() if self.disk_faults is not None else 0.0
+        at = max(now + delay, self._disk_free_at)
+        self._disk_free_at = at
+        assert self.clock is not None
+        self.clock.callLater(at - now, self._disk_job, job, d)
+        return d
+
+    def _disk_job(self, job: Callable[[], Any], d: Deferred[Any]) -> None:
+        try:
+            result = job()
+        except SimCrash:
+            raise
+        except Exception:
+            d.errback(Failure())
+            return
+        d.callback(result)
