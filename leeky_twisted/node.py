@@ -195,7 +195,7 @@ class RaftNode:
         self._snapshotting = False
         self._trailing = self.settings.snapshot_trailing
         self._ticker: task.LoopingCall | None = None
-        self._synced_hs = HardState(self.core.term, self.core.voted_for, 0)
+        self._synced_hs = HardState(self.core.term, self.core.voted_for, 0, self._loaded_abstaining)
         self.leader_changes = 0
         self.elections = 0
         self.stats = {
@@ -231,14 +231,16 @@ class RaftNode:
     def _recover(self, cfg: CoreConfig, rng: random.Random) -> RaftCore:
         hs = self.stable_store.load()
         assert isinstance(hs, HardState)
+        self._loaded_abstaining = hs.abstaining
         meta = self.snapshot_store.latest()
         fresh = meta is None and hs == HardState() and self.log_store.last_index() == 0
         if fresh and self.settings.bootstrap:
             voters = [(NodeId(nid), ctx) for nid, ctx in self.settings.bootstrap]
             boot = bootstrap_entries(voters)
             self.log_store.append(boot)
-            hs = HardState(1, None, len(boot))
+            hs = HardState(1, None, len(boot), abstaining=True)
             self.stable_store.save(hs)
+            self._loaded_abstaining = True
             log.info("bootstrapped a new cluster of {n} voters", n=len(boot))
         if fresh:
             log.warn(
@@ -305,7 +307,12 @@ class RaftNode:
         # log.stable may still be in flight to the disk (or never get there).
         # The disk thread runs jobs in order, so this lands after any write in flight.
         core = self.core
-        hs = HardState(core.term, core.voted_for, min(core.commit, core.log.stable))
+        hs = HardState(
+            core.term,
+            core.voted_for,
+            min(core.commit, core.log.stable),
+            core.abstaining or self._synced_hs.abstaining,
+        )
         d = self._on_disk(lambda: self.stable_store.save(hs))
         if self.feed is not None:
             feed_stopped = self.feed.stop()
@@ -536,9 +543,11 @@ class RaftNode:
         if rd.entries or rd.snapshot is not None:
             return True
         hs = rd.hard_state
-        return hs is not None and (hs.term, hs.voted_for) != (
-            self._synced_hs.term,
-            self._synced_hs.voted_for,
+        synced = self._synced_hs
+        return hs is not None and (hs.term, hs.voted_for, hs.abstaining) != (
+            synced.term,
+            synced.voted_for,
+            synced.abstaining,
         )
 
     def _persist(self, rd: Ready) -> None:
@@ -566,9 +575,11 @@ class RaftNode:
         if rd.entries:
             self.log_store.append(list(rd.entries))
         hs = rd.hard_state
-        if hs is not None and (hs.term, hs.voted_for) != (
-            self._synced_hs.term,
-            self._synced_hs.voted_for,
+        synced = self._synced_hs
+        if hs is not None and (hs.term, hs.voted_for, hs.abstaining) != (
+            synced.term,
+            synced.voted_for,
+            synced.abstaining,
         ):
             self.stable_store.save(hs)
             self._synced_hs = hs

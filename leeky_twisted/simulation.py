@@ -137,6 +137,9 @@ class Simulation:
         )
         founders = self.ids[:1] if f.single_voter else self.ids
         self._bootstrap = [(str(nid), b"") for nid in founders]
+        #: nodes that lost their disk where bootstrapping again would found a
+        #: second cluster (a single founder): they start again as joiners
+        self.rejoin: set[NodeId] = set()
         self.hosts: dict[NodeId, NodeHost] = {}
         for nid in self.ids + self.spares:
             self.hosts[nid] = NodeHost(
@@ -159,6 +162,7 @@ class Simulation:
         self.next_apply: dict[NodeId, int] = {}
         self.leader_last: dict[NodeId, tuple[int, int, int]] = {}
         self.formed: set[NodeId] = set()  #: nodes that have held an entry of a leader
+        self.formed_once: set[NodeId] = set()
         self.acked: dict[int, bytes] = {}
         self.pending: dict[int, tuple[NodeHost, object]] = {}  #: op -> (host, node)
         self.violations: list[str] = []  #: found inside callbacks, raised at the next tick
@@ -237,7 +241,7 @@ class Simulation:
             snapshot_trailing=self.rng.randint(0, 3),
             request_timeout=30 * TICK,
             inline_persist_seconds=0.0 if f.max_disk_delay > TICK else 0.002,
-            bootstrap=self._bootstrap if nid in self.ids else [],
+            bootstrap=self._bootstrap if nid in self.ids and nid not in self.rejoin else [],
         )
 
     def trace(self, line: str) -> None:
@@ -309,6 +313,7 @@ class Simulation:
             self.check_committed(nid, e)
         if core.log.last_term() > BOOTSTRAP_TERM:
             self.formed.add(nid)
+            self.formed_once.add(nid)
         for e in core.log.entries[-4:]:
             known = self.committed.get(e.index)
             if known is not None and known.term == e.term and known != e:
@@ -476,16 +481,33 @@ class Simulation:
             if not host.up and host.incarnation and r.random() < 0.05:
                 self._restart(host)
 
+    def _recovering(self, host: NodeHost) -> bool:
+        """Return True while ``host`` has lost its disk and not yet caught up."""
+        if host.refused is not None:
+            return True
+        if host.node is not None:
+            return host.node.core.abstaining
+        return host.disk.hard_state().abstaining and host.id in self.formed_once
+
+    def _disk_loss_allowed(self, host: NodeHost) -> bool:
+        """One lost disk at a time, in a cluster whose voters all heard from a
+        leader: a lost disk is a fault Raft alone does not survive, so the
+        rule of docs/core.md assumes no second one before the first recovers."""
+        if any(self._recovering(h) for h in self.hosts.values() if h is not host):
+            return False
+        voters = max(
+            (len(h.node.core.configuration.voters) for h in self.hosts.values() if h.node),
+            default=0,
+        )
+        return voters >= 3 and all(nid in self.formed for nid in self.ids)
+
     def _maybe_wipe(self, host: NodeHost) -> None:
-        """Lose one voter's disk, as long as no other node is still catching up
-        from a lost disk and every voter has joined the cluster (a disk lost
-        before a voter ever heard from a leader is beyond what Raft survives)."""
-        for h in self.hosts.values():
-            if h.refused or (h.node is not None and h.node.core.abstaining and h is not host):
-                return
-        if not all(nid in self.formed for nid in self.ids):
+        """Lose one voter's disk and start it again under the same id."""
+        if not self._disk_loss_allowed(host):
             return
         self.trace(f"wipe {host.id}")
+        if len(self._bootstrap) < 3:
+            self.rejoin.add(host.id)
         self.formed.discard(host.id)
         self.next_apply.pop(host.id, None)
         host.wipe()
@@ -493,13 +515,17 @@ class Simulation:
 
     def _restart(self, host: NodeHost) -> None:
         host.crash()
-        if self.rng.random() < self.faults.corrupt_snapshot:
+        if self.rng.random() < self.faults.corrupt_snapshot and self._disk_loss_allowed(host):
             newest = host.disk.snapshots.latest()
             if newest is not None:
-                host.disk.snapshots.corrupt(newest.index)  # type: ignore[attr-defined]
+                host.disk.snapshots.corrupt(newest.index)
         if host.refused is not None:
+            if not self._disk_loss_allowed(host):
+                return  # the operator waits for the other node to catch up first
             # The operator follows the error's advice: move the data away, start again.
             self.trace(f"{host.id} refused its data; wiping it: {host.refused}")
+            if len(self._bootstrap) < 3:
+                self.rejoin.add(host.id)
             self.formed.discard(host.id)
             host.wipe()
         self.next_apply.pop(host.id, None)

@@ -125,6 +125,9 @@ class HardState:
     term: int = 0
     voted_for: NodeId | None = None
     commit: int = 0
+    #: the storage started empty and has not caught up with a leader since:
+    #: the node must not vote (it may have lost votes and acknowledgements)
+    abstaining: bool = False
 
 
 class Role(enum.Enum):

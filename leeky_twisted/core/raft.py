@@ -152,7 +152,7 @@ class RaftCore:
         #: a candidate of a brand-new cluster (a log of bootstrap entries only)
         #: and stops abstaining once it holds its leader's log up to the
         #: leader's commit index, an entry of the leader's term included.
-        self.abstaining = fresh
+        self.abstaining = fresh or hs.abstaining
         self.applied = self.log.start
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
@@ -277,7 +277,14 @@ class RaftCore:
             raise ConfigChangeInProgressError("a configuration change is not yet committed")
         if self.log.term_at(self.commit) != self.term:
             raise ConfigChangeInProgressError("the leader has not committed in its term yet")
-        self.log.config().apply(change)  # validates; raises ValueError
+        cfg = self.log.config()
+        cfg.apply(change)  # validates; raises ValueError
+        if change.op is ConfChangeOp.ADD_VOTER and change.node_id in cfg.learners:
+            pr = self.progress.get(change.node_id)
+            if pr is None or pr.match < self.log.config_index():
+                # A voter must hold what it votes from: at least the entry that
+                # made it a learner (or it could restart empty, unable to vote).
+                raise ValueError(f"learner {change.node_id} has not caught up yet")
         return self._append_new(EntryKind.CONFIG, change.encode())
 
     def read_index(self, context: object) -> None:
@@ -490,6 +497,9 @@ class RaftCore:
         self.progress = {}
         self._sync_progress()
         self._self_match()
+        # Elected by voters whose logs it is at least as up to date as: its log
+        # holds every committed entry, so it need no longer abstain.
+        self.abstaining = False
         self._log(f"became leader at term {self.term}")
         # §8: a no-op of the new term lets earlier entries commit and ReadIndex start.
         self._append_new(EntryKind.NOOP, b"")
@@ -943,7 +953,7 @@ class RaftCore:
             self._msgs_after.append(m)
 
     def _hard_state(self) -> HardState:
-        return HardState(self.term, self.voted_for, self.commit)
+        return HardState(self.term, self.voted_for, self.commit, self.abstaining)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader_id, self.term)

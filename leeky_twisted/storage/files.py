@@ -531,10 +531,14 @@ _HARD_STATE_HEADER = struct.Struct("<8sII")  # magic, crc32 of the payload, payl
 
 
 def _encode_hard_state(hard_state: HardState) -> bytes:
-    payload = json.dumps(
-        {"term": hard_state.term, "voted_for": hard_state.voted_for, "commit": hard_state.commit},
-        sort_keys=True,
-    ).encode("utf-8")
+    fields: dict[str, object] = {
+        "term": hard_state.term,
+        "voted_for": hard_state.voted_for,
+        "commit": hard_state.commit,
+    }
+    if hard_state.abstaining:  # absent when false: files of earlier versions read the same
+        fields["abstaining"] = True
+    payload = json.dumps(fields, sort_keys=True).encode("utf-8")
     return _HARD_STATE_HEADER.pack(_HARD_STATE_MAGIC, zlib.crc32(payload), len(payload)) + payload
 
 
@@ -558,14 +562,21 @@ def _decode_hard_state(buf: bytes, path: str) -> HardState:
         fields = json.loads(payload)
     except ValueError as error:
         raise CorruptHardStateError(path, None, f"unparseable payload: {error}") from None
-    if not isinstance(fields, dict) or set(fields) != {"term", "voted_for", "commit"}:
+    if not isinstance(fields, dict) or set(fields) - {"abstaining"} != {
+        "term",
+        "voted_for",
+        "commit",
+    }:
         raise CorruptHardStateError(path, None, f"unexpected fields {fields!r}")
+    abstaining = fields.get("abstaining", False)
+    if not isinstance(abstaining, bool):
+        raise CorruptHardStateError(path, None, f"invalid values {fields!r}")
     term, voted_for, commit = fields["term"], fields["voted_for"], fields["commit"]
     if not (_is_count(term) and _is_count(commit)) or not (
         voted_for is None or isinstance(voted_for, str)
     ):
         raise CorruptHardStateError(path, None, f"invalid values {fields!r}")
-    return HardState(term, None if voted_for is None else NodeId(voted_for), commit)
+    return HardState(term, None if voted_for is None else NodeId(voted_for), commit, abstaining)
 
 
 @implementer(IStableStore)

@@ -83,6 +83,7 @@ def test_same_seed_replays_identically():
     ra, rb = a.run(), b.run()
     assert ra == rb
     assert a.committed == b.committed and a.messages_sent == b.messages_sent
+    assert a.acked == b.acked
 
 
 def test_default_seeds_cover_cluster_sizes_and_fault_settings():
@@ -100,6 +101,41 @@ def test_default_seeds_cover_cluster_sizes_and_fault_settings():
     assert any(f.transfer_rate > 0 for f in faults)
     assert any(f.compact_rate > 0 for f in faults)
     assert any(f.drop == f.partition_rate == f.crash_rate == 0 for f in faults)
+    # the fault classes of the shipped node, each in a share of the seeds
+    for name in (
+        "stop_rate",
+        "crash_after_write",
+        "disk_tear",
+        "disk_fail",
+        "oneway_rate",
+        "stall_rate",
+        "wipe_rate",
+        "corrupt_snapshot",
+    ):
+        share = sum(getattr(f, name) > 0 for f in faults)
+        assert 3 <= share <= 60, (name, share)
+    assert 5 <= sum(f.max_disk_delay > 1.0 for f in faults) <= 60  # slow disks
+    assert 5 <= sum(f.lease_read and f.stall_rate > 0 for f in faults) <= 60
+    assert 3 <= sum(f.single_voter for f in faults) <= 60
+    assert 3 <= sum(f.snapshot_entries < 100 for f in faults) <= 60
+
+
+def test_simulation_runs_the_shipped_node():
+    """Each simulated server is a RaftNode over the real in-memory stores: no copy
+    of the Ready loop exists in the simulation."""
+    import inspect
+
+    import leeky_twisted.simulation as simulation
+    from leeky_twisted.node import RaftNode
+    from leeky_twisted.storage.memory import MemoryLogStore
+
+    sim = Simulation(5, ticks=30)
+    sim.run()
+    nodes = [h.node for h in sim.hosts.values() if h.node is not None]
+    assert nodes and all(type(n) is RaftNode for n in nodes)
+    assert all(isinstance(h.disk.log, MemoryLogStore) for h in sim.hosts.values())
+    source = inspect.getsource(simulation)
+    assert ".ready()" not in source and ".advance(" not in source
 
 
 def test_simulation_makes_progress_under_faults():
@@ -114,10 +150,12 @@ def test_failure_names_seed_and_replay_command(monkeypatch):
     """A violation reports the seed and the one-line command that replays it."""
     sim = Simulation(3, ticks=20)
 
-    def broken(node: object) -> None:
+    def broken(host: object, rd: object) -> None:
         raise SafetyViolation("planted")
 
-    monkeypatch.setattr(sim, "check_node", broken)
+    monkeypatch.setattr(sim, "observe", broken)
+    for host in sim.hosts.values():
+        host._observe = broken
     with pytest.raises(SafetyViolation) as info:
         sim.run()
     assert "planted" in str(info.value)
@@ -135,5 +173,6 @@ def test_command_line_runs_seeds(capsys):
 def test_spare_nodes_start_outside_the_configuration():
     """Spare servers begin empty, so membership changes have somewhere to add to."""
     sim = Simulation(0, ticks=1)
-    assert [nid for nid in sim.nodes if nid.startswith("s")] == [NodeId("s1"), NodeId("s2")]
-    assert all(not sim.nodes[s].disk.entries for s in sim.spares)
+    assert [nid for nid in sim.hosts if nid.startswith("s")] == [NodeId("s1"), NodeId("s2")]
+    assert all(sim.hosts[s].disk.log.last_index() == 0 for s in sim.spares)
+    assert all(sim.node_settings(s).bootstrap == [] for s in sim.spares)
