@@ -37,13 +37,13 @@ from leeky_twisted.interfaces import IStateMachine
 from leeky_twisted.statemachine.commands import (
     Append,
     Cas,
-    Command,
     CommandDecodeError,
     Delete,
     Get,
     Put,
     RegisterSession,
     Session,
+    WriteCommand,
     decode_command,
 )
 
@@ -167,7 +167,7 @@ class KeyValueStateMachine:
 
     # ----------------------------------------------------------------- apply
 
-    def _execute(self, command: Command) -> Result:
+    def _execute(self, command: WriteCommand | Get) -> Result:
         data = self._data
         if isinstance(command, Put):
             data[command.key] = command.value
@@ -197,7 +197,9 @@ class KeyValueStateMachine:
             sessions.popitem(last=False)
         return state
 
-    def _apply_in_session(self, index: int, command: Command, session: Session) -> Result:
+    def _apply_in_session(
+        self, index: int, command: WriteCommand | Get, session: Session
+    ) -> Result:
         sessions = self._sessions
         state = sessions.get(session.client_id)
         if state is None:
