@@ -644,6 +644,8 @@ class LeekyClient:
         The write has not been sent yet, so a failure here is Unavailable
         (nothing was applied), never "outcome unknown".
         """
+        if self.session_id is not None:  # the usual case: no timer, no Deferred
+            return self.session_id
         remaining = deadline - self._clock.seconds()
         try:
             return await with_timeout(self.open_session(), max(remaining, 0.0), self._clock)
