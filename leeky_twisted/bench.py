@@ -68,6 +68,8 @@ async def run_bench(
     value = rng.randbytes(value_size // 2 + 1).hex()[:value_size]
     prefix = f"bench/{os.getpid()}/"
     conns = [LeekyClient(reactor, cluster, timeout=10.0) for _ in range(clients)]
+    if workload == "put":  # each writer registers its session (a log entry) before the clock
+        await defer.gatherResults([c.open_session() for c in conns])
     if workload == "get":
         await conns[0].put(prefix + "0", value)
     latencies: list[float] = []

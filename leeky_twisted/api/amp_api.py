@@ -16,6 +16,7 @@ builds the server factory the service listens with.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ from leeky_twisted.api.errors import (
     InvalidRequest,
     LeekyError,
     NotLeader,
+    SessionExpired,
     Unavailable,
 )
 from leeky_twisted.client.library import (
@@ -47,7 +49,7 @@ from leeky_twisted.client.library import (
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
-from leeky_twisted.statemachine.kv import CommandError
+from leeky_twisted.statemachine.kv import CommandError, UnknownSession
 
 __all__ = [
     "ClientAPIProtocol",
@@ -286,8 +288,24 @@ class KeyValueFrontend:
         )
         if where == "forwarded":
             return json.loads(result["result"])
+        return _checked(result)
+
+    async def register_session(self, *, forwarded: bool = False) -> str:
+        """Open a client session (one log entry); return its id.
+
+        The leader that proposes it adds a random nonce, so ids stay unique
+        even across clusters rebuilt from nothing.
+        """
+        data = kv.encode_command(kv.RegisterSession(secrets.token_hex(8)))
+        where, result = await self._local_or_forward(
+            lambda: self.node.propose(data, self.timeout), forwarded, cc.RegisterSession, {}
+        )
+        if where == "forwarded":
+            return result["session"]  # type: ignore[no-any-return]
         if isinstance(result, CommandError):
-            raise InvalidRequest(result.message)
+            raise InvalidRequest(f"this state machine has no sessions: {result.message}")
+        if not isinstance(result, str):
+            raise LeekyError(f"state machine answered a registration with {result!r:.80}")
         return result
 
     async def query(self, request: object, *, forwarded: bool = False) -> Any:
@@ -385,9 +403,7 @@ class KeyValueFrontend:
         )
         if where == "forwarded":
             return from_response(result)
-        if isinstance(result, CommandError):
-            raise InvalidRequest(result.message)
-        return result
+        return _checked(result)
 
     async def _local_or_forward(
         self,
@@ -522,6 +538,12 @@ class ClientLocator(amp.CommandLocator):
     def _answer(d: Deferred[T], encode: Callable[[T], dict[str, Any]]) -> Deferred[dict[str, Any]]:
         d.addErrback(_known_errors_only)
         return d.addCallback(encode)
+
+    @cc.RegisterSession.responder
+    def register_session(self, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer RegisterSession with the new session's id."""
+        coroutine = self.frontend.register_session(forwarded=bool(forwarded))
+        return self._run(coroutine, lambda session_id: {"session": session_id})
 
     @cc.Put.responder
     def put(
@@ -663,9 +685,17 @@ class ClientLocator(amp.CommandLocator):
         return self._run(transfer(), lambda _: {})
 
 
-def _no_command_error(result: object) -> None:
+def _checked(result: T) -> T:
+    """Return a state machine's result, or raise the error it stands for."""
+    if isinstance(result, UnknownSession):
+        raise SessionExpired(result.message)
     if isinstance(result, CommandError):
         raise InvalidRequest(result.message)
+    return result
+
+
+def _no_command_error(result: object) -> None:
+    _checked(result)
     return None
 
 

@@ -6,6 +6,11 @@ bytes and values may be up to 1 MiB. Writes carry an optional client session
 ``forwarded`` is set by a follower that passes a request on to the leader; the
 leader then answers NotLeader instead of forwarding again.
 
+A client opens a session with RegisterSession (one log entry) and sends its id
+as ``client_id``; a write in a session the cluster does not hold (never
+registered, expired, evicted) fails with SessionExpired (``SESSION_EXPIRED``)
+and is not applied.
+
 Errors: NotLeader's description carries the leader's id and client address as
 JSON, so the client rebuilds ``NotLeader(leader_id, leader_address)`` and can
 follow it (see ``api.errors``).
@@ -23,6 +28,7 @@ from leeky_twisted.api.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    SessionExpired,
     Unavailable,
 )
 
@@ -37,6 +43,7 @@ __all__ = [
     "Members",
     "Put",
     "Query",
+    "RegisterSession",
     "RemoveServer",
     "Status",
     "Submit",
@@ -97,6 +104,7 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
     InvalidRequest: b"INVALID_REQUEST",
     Unavailable: b"UNAVAILABLE",
     NotCommitted: b"NOT_COMMITTED",
+    SessionExpired: b"SESSION_EXPIRED",
     LeekyError: b"ERROR",
 }
 
@@ -106,6 +114,14 @@ _SESSION = [
     (b"ack", amp.Integer(optional=True)),
     (b"forwarded", amp.Boolean(optional=True)),
 ]
+
+
+class RegisterSession(amp.Command):
+    """Open a client session (a log entry); ``session`` is its id, for ``client_id``."""
+
+    arguments = [(b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"session", amp.Unicode())]
+    errors = CLIENT_ERRORS
 
 
 class Put(amp.Command):

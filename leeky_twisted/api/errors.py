@@ -16,6 +16,7 @@ __all__ = [
     "LeekyError",
     "NotCommitted",
     "NotLeader",
+    "SessionExpired",
     "Unavailable",
 ]
 
@@ -110,3 +111,16 @@ class NotCommitted(LeekyError):
     """
 
     default_message = "not committed: a new leader replaced the entry; safe to retry"
+
+
+class SessionExpired(LeekyError):
+    """The write names a session the cluster does not hold: it was not applied.
+
+    The session was never registered, or it expired or was evicted (see
+    docs/snapshots.md). The outcome of *this* attempt is known (nothing
+    changed); register a new session to go on. An earlier attempt of the same
+    write whose outcome was unknown may still have been applied: resending it
+    in a new session could apply it twice.
+    """
+
+    default_message = "session unknown or expired: register a new session"

@@ -2,12 +2,19 @@
 
 Methods (positional params; named params work too)::
 
-    put(key, value)            -> true
-    get(key[, {"stale": true}]) -> the value, or null when absent
-    delete(key)                -> true when the key existed
-    cas(key, expected, new)    -> true when swapped (expected null: "absent")
-    append(key, suffix)        -> the new length
-    status()                   -> the node's status object
+    put(key, value[, session])          -> true
+    get(key[, {"stale": true}])         -> the value, or null when absent
+    delete(key[, session])              -> true when the key existed
+    cas(key, expected, new[, session])  -> true when swapped (expected null: "absent")
+    append(key, suffix[, session])      -> the new length
+    register_session()                  -> a new session id (one log entry)
+    status()                            -> the node's status object
+
+``session`` is ``{"session": ID, "seq": N, "ack": M}`` (``ack`` defaults to
+``seq``): the write is applied at most once per (ID, N), a retry answers the
+first outcome. A write without it is applied once per request. A session the
+cluster does not hold (never registered, expired, evicted) is refused with
+-32004 and nothing changes.
 
 Any node answers: a follower forwards the request to the leader (see
 ``amp_api.KeyValueFrontend``). Errors are JSON-RPC 2.0 error objects:
@@ -21,6 +28,8 @@ Any node answers: a follower forwards the request to the leader (see
 -32000  not the leader (``data``: ``leader_id``, ``leader_address``)
 -32001  unavailable: no leader known or reachable
 -32002  "timed out, outcome unknown"
+-32003  not committed: a new leader replaced the entry; safe to retry
+-32004  session unknown or expired: register a new session
 ======= ===========================================================
 
 Why not txJSON-RPC's ``web.jsonrpc.JSONRPC`` as is: its ``render`` lets a
@@ -58,6 +67,7 @@ from leeky_twisted.api.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    SessionExpired,
     Unavailable,
 )
 from leeky_twisted.interfaces import IRaftNode
@@ -77,6 +87,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "NOT_LEADER",
     "PARSE_ERROR",
+    "SESSION_EXPIRED",
     "UNAVAILABLE",
     "KeyValueJSONRPC",
     "make_http_site",
@@ -88,6 +99,7 @@ NOT_LEADER = -32000
 UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
 NOT_COMMITTED = -32003
+SESSION_EXPIRED = -32004
 
 #: At most this many calls in one batch request.
 MAX_BATCH = 100
@@ -122,6 +134,8 @@ def _error_for(failure: Failure) -> dict[str, Any]:
         return _error(UNAVAILABLE, str(e))
     if isinstance(e, NotCommitted):
         return _error(NOT_COMMITTED, str(e))
+    if isinstance(e, SessionExpired):
+        return _error(SESSION_EXPIRED, str(e))
     if isinstance(e, InvalidRequest | _InvalidParams):
         return _error(INVALID_PARAMS, str(e))
     if isinstance(e, LeekyError):
@@ -146,9 +160,10 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
     # ------------------------------------------------------------- methods
 
-    def jsonrpc_put(self, key: object, value: object) -> Deferred[bool]:
+    def jsonrpc_put(self, key: object, value: object, session: object = None) -> Deferred[bool]:
         """Set ``key`` to ``value``; true once committed."""
-        return self.frontend.put_now(key, value).addCallback(lambda _: True)
+        d = self.frontend.put_now(key, value, _session_params(session))
+        return d.addCallback(lambda _: True)
 
     def jsonrpc_get(self, key: object, options: object = None) -> Deferred[str | None]:
         """Return the value of ``key`` or null; ``{"stale": true}`` reads locally."""
@@ -161,17 +176,24 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
             raise _InvalidParams("stale must be true or false")
         return self.frontend.get_now(key, stale=stale)
 
-    def jsonrpc_delete(self, key: object) -> Deferred[bool]:
+    def jsonrpc_delete(self, key: object, session: object = None) -> Deferred[bool]:
         """Remove ``key``; true when it existed."""
-        return Deferred.fromCoroutine(self.frontend.delete(key))
+        return Deferred.fromCoroutine(self.frontend.delete(key, _session_params(session)))
 
-    def jsonrpc_cas(self, key: object, expected: object, new: object) -> Deferred[bool]:
+    def jsonrpc_cas(
+        self, key: object, expected: object, new: object, session: object = None
+    ) -> Deferred[bool]:
         """Set ``key`` to ``new`` if it holds ``expected`` (null: absent); true when swapped."""
-        return Deferred.fromCoroutine(self.frontend.cas(key, expected, new))
+        coroutine = self.frontend.cas(key, expected, new, _session_params(session))
+        return Deferred.fromCoroutine(coroutine)
 
-    def jsonrpc_append(self, key: object, suffix: object) -> Deferred[int]:
+    def jsonrpc_append(self, key: object, suffix: object, session: object = None) -> Deferred[int]:
         """Append ``suffix`` to the value of ``key``; return the new length."""
-        return Deferred.fromCoroutine(self.frontend.append(key, suffix))
+        return Deferred.fromCoroutine(self.frontend.append(key, suffix, _session_params(session)))
+
+    def jsonrpc_register_session(self) -> Deferred[str]:
+        """Open a client session; return its id."""
+        return Deferred.fromCoroutine(self.frontend.register_session())
 
     def jsonrpc_submit(self, command: object) -> Deferred[Any]:
         """Replicate a raw command (``PUT k v``, or a remote executor's ``ADD f``)."""
@@ -293,6 +315,20 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         request.write(body)
         request.finish()
         return server.NOT_DONE_YET  # type: ignore[no-any-return]
+
+
+_SESSION_KEYS = frozenset({"session", "seq", "ack"})
+
+
+def _session_params(session: object) -> tuple[object, object, object] | None:
+    """Return (session id, seq, ack) from a write's session object, or None without one."""
+    if session is None:
+        return None
+    if not isinstance(session, dict) or not set(session) <= _SESSION_KEYS:
+        raise _InvalidParams('session must be an object like {"session": ID, "seq": 1, "ack": 1}')
+    if session.get("session") is None or session.get("seq") is None:
+        raise _InvalidParams("a session needs both session and seq")
+    return session["session"], session["seq"], session.get("ack")
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,10 +8,23 @@ ends within its timeout with a result or an explicit error (``api.errors``):
 - ``InvalidRequest``: refused input; never retried.
 - ``Unavailable``: no node of the cluster could be reached (or no leader).
 - ``CommitTimeout``: no answer in time; a write's outcome is unknown.
+- ``SessionExpired``: the cluster kept refusing the client's session (rare:
+  the client opens a new one by itself, see below).
 
 Reads are always safe to retry. Writes are retried too, because each carries
-the client's session ``(client_id, seq, ack)``: the state machine applies a
-given ``(client_id, seq)`` at most once and answers a retry from its cache.
+the client's session ``(session id, seq, ack)``: the state machine applies a
+given ``(session id, seq)`` at most once and answers a retry from its cache.
+
+The session is opened (registered, one log entry) before the first write. A
+cluster keeps a bounded number of sessions and drops the idle ones (see
+docs/snapshots.md); a write in a dropped session is refused with
+SessionExpired and changes nothing. The client then registers a new session
+and sends the write again under it, but only when every earlier attempt of
+that write was refused for certain (NotLeader, Unavailable, NotCommitted,
+SessionExpired). If an earlier attempt's outcome was unknown (a timeout, a
+lost connection), it may have been applied before the session was dropped,
+and its result went with the session: the write ends with CommitTimeout
+("outcome unknown") instead of being applied a second time.
 
 :class:`AMPConnectionPool` (one cached AMP connection per address) is also
 used by the servers to forward requests to the leader.
@@ -26,7 +39,6 @@ refuses our certificate afterwards ends the call with ``Unavailable``.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +59,7 @@ from leeky_twisted.api.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    SessionExpired,
     Unavailable,
 )
 
@@ -398,6 +411,9 @@ class NodeReport:
     error: str | None = None
 
 
+#: New sessions a write opens, at most, when the cluster keeps refusing its session.
+MAX_SESSION_RENEWALS = 3
+
 #: Errors while opening a connection: try another node.
 _CONNECT_ERRORS = (
     error.ConnectError,
@@ -414,9 +430,11 @@ class LeekyClient:
     :param reactor: provides IReactorTime (and IReactorTCP unless ``connect``
         is given).
     :param addresses: the nodes' client (AMP) addresses.
-    :param timeout: the overall time limit of each call, retries included.
-    :param client_id: the session id; a random one by default. Two clients
-        must never share an id.
+    :param timeout: the overall time limit of each call, retries included
+        (opening a session included).
+    :param session_id: a session registered earlier (by this program) to go
+        on with; by default the client registers one before its first write.
+        Two clients must never share a session.
     :param connect: how to open connections (tests pass an in-memory one).
     """
 
@@ -425,7 +443,7 @@ class LeekyClient:
         reactor: Any,
         addresses: Iterable[Address],
         timeout: float = 10.0,
-        client_id: str | None = None,
+        session_id: str | None = None,
         *,
         connect: Connector | None = None,
         connect_timeout: float | None = None,
@@ -438,7 +456,9 @@ class LeekyClient:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = timeout
-        self.client_id = client_id if client_id is not None else uuid.uuid4().hex
+        #: The session the next write goes out in; None until one is registered.
+        self.session_id = session_id
+        self._session_waiters: list[Deferred[str]] = []
         self._clock: IReactorTime = reactor
         self._pool = AMPConnectionPool(
             reactor, connect, connect_timeout if connect_timeout is not None else min(timeout, 5.0)
@@ -525,6 +545,32 @@ class LeekyClient:
         d = self._call(cc.TransferLeader, {"node_id": node_id}, write=True)
         return d.addCallback(lambda _: None)
 
+    def open_session(self) -> Deferred[str]:
+        """Fire with the client's session id, registering a session first if it has none.
+
+        Writes call this by themselves; call it ahead to keep the registration
+        (one log entry) out of the first write's latency. Concurrent callers
+        share one registration.
+        """
+        if self.session_id is not None:
+            return succeed(self.session_id)
+        waiter: Deferred[str] = Deferred()
+        self._session_waiters.append(waiter)
+        if len(self._session_waiters) == 1:
+            d = self._call(cc.RegisterSession, {}, write=True)
+            d.addBoth(self._registered)
+        return waiter
+
+    def _registered(self, outcome: dict[str, Any] | Failure) -> None:
+        waiters, self._session_waiters = self._session_waiters, []
+        if isinstance(outcome, Failure):
+            for waiter in waiters:
+                waiter.errback(outcome)
+            return
+        self.session_id = outcome["session"]
+        for waiter in waiters:
+            waiter.callback(outcome["session"])
+
     def status_all(self) -> Deferred[list[NodeReport]]:
         """Ask every address for its status, in parallel; fire with one report each."""
         return gatherResults([self._report(address) for address in self.addresses])
@@ -558,14 +604,55 @@ class LeekyClient:
         self._seq += 1
         seq = self._seq
         self._pending.add(seq)
-        arguments = {**arguments, "client_id": self.client_id, "seq": seq}
-        arguments["ack"] = min(self._pending)
 
         def done(result: T) -> T:
             self._pending.discard(seq)
             return result
 
-        return self._call(command, arguments, write=True).addBoth(done)
+        d = Deferred.fromCoroutine(self._write_in_session(command, arguments, seq))
+        return d.addBoth(done)
+
+    async def _write_in_session(
+        self, command: type[amp.Command], arguments: dict[str, Any], seq: int
+    ) -> dict[str, Any]:
+        """Send a write in the client's session; in a new one if the cluster dropped it.
+
+        ``_attempt`` lets SessionExpired through only when no attempt of this
+        write had an unknown outcome, so the write was never applied: sending
+        it again in a new session is safe. ``seq`` stays: it is at or above
+        every ``ack`` sent since it was issued.
+        """
+        clock = self._clock
+        deadline = clock.seconds() + self.timeout
+        renewals = 0
+        while True:
+            session_id = await self._session_before(deadline)
+            in_session = {**arguments, "client_id": session_id, "seq": seq}
+            in_session["ack"] = min(self._pending)
+            try:
+                return await self._attempt(command, in_session, True, False, deadline=deadline)
+            except SessionExpired:
+                if self.session_id == session_id:
+                    self.session_id = None
+                renewals += 1
+                if renewals > MAX_SESSION_RENEWALS:
+                    raise
+
+    async def _session_before(self, deadline: float) -> str:
+        """Return the session id, registering one if needed, by ``deadline``.
+
+        The write has not been sent yet, so a failure here is Unavailable
+        (nothing was applied), never "outcome unknown".
+        """
+        if self.session_id is not None:  # the usual case: no timer, no Deferred
+            return self.session_id
+        remaining = deadline - self._clock.seconds()
+        try:
+            return await with_timeout(self.open_session(), max(remaining, 0.0), self._clock)
+        except (CallTimedOut, CommitTimeout) as e:
+            raise Unavailable(
+                f"could not open a client session ({_describe(e)}); the write was not sent"
+            ) from None
 
     def _call(
         self,
@@ -594,9 +681,12 @@ class LeekyClient:
         write: bool,
         any_node: bool,
         retry_unknown: bool = True,
+        *,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         clock = self._clock
-        deadline = clock.seconds() + self.timeout
+        if deadline is None:
+            deadline = clock.seconds() + self.timeout
         delay = self._retry_delay
         hops = 0
 
@@ -611,6 +701,7 @@ class LeekyClient:
         unreachable: set[Address] = set()
         full_rounds = 0
         contacted = False
+        unknown = False  # an attempt of this write may have been applied
         last: Exception | None = None
         while True:
             remaining = deadline - clock.seconds()
@@ -653,8 +744,10 @@ class LeekyClient:
             except (Unavailable, CommitTimeout, NotCommitted, error.ConnectionClosed) as e:
                 # Retrying is safe: reads change nothing, writes carry a session.
                 # A write without a session whose outcome is unknown is not retried.
-                if not retry_unknown and isinstance(e, CommitTimeout | error.ConnectionClosed):
-                    raise
+                if isinstance(e, CommitTimeout | error.ConnectionClosed):
+                    if not retry_unknown:
+                        raise
+                    unknown = True
                 last = e
                 if not isinstance(e, CommitTimeout):
                     address = self._next_address(address)
@@ -662,6 +755,13 @@ class LeekyClient:
                 continue
             except CallTimedOut:
                 raise self._gave_up(write, contacted, last) from None
+            except SessionExpired as e:
+                if unknown:  # an earlier attempt may have been applied, its result is gone
+                    raise CommitTimeout(
+                        "outcome unknown: an earlier attempt timed out and the session has"
+                        f" since expired ({e}); the write may or may not have been applied"
+                    ) from None
+                raise
             except LeekyError:
                 raise
             except amp.RemoteAmpError as e:

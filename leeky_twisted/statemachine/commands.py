@@ -8,8 +8,15 @@ in C, and the text stays readable in log dumps)::
     ["cas", key, expected_or_null, new, session]
     ["append", key, suffix, session]
     ["get", key]
+    ["register", nonce]
 
-``session`` is ``null`` or ``[client_id, seq, ack]`` (see :class:`Session`).
+``session`` is ``null`` or ``{"id": session_id, "seq": seq, "ack": ack}`` (see
+:class:`Session`): a session opened by a ``register`` entry, refused by the
+state machine once it is unknown. Logs written before sessions had to be
+registered hold the older form ``[client_id, seq, ack]``; it decodes to a
+``Session`` with ``registered=False`` and keeps its old meaning (the session is
+created on first use), so replaying an old log gives the state it gave then.
+The API never writes that form.
 The original Leeky Raft's text commands are accepted as well: ``PUT key
 value...`` (the value is the remaining words joined by single spaces),
 ``GET key`` and ``DELETE key`` (verbs in any case).
@@ -31,6 +38,7 @@ __all__ = [
     "Delete",
     "Get",
     "Put",
+    "RegisterSession",
     "Session",
     "WriteCommand",
     "decode_command",
@@ -44,17 +52,20 @@ class CommandDecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A client's identity and request number, for exactly-once writes.
+    """A client's session and request number, for exactly-once writes.
 
-    ``seq`` numbers the client's requests (a retry reuses it). ``ack`` is the
-    lowest ``seq`` the client is still waiting for: it holds every answer below
-    it, so the state machine may forget them. A client with one request in
-    flight sends ``ack == seq``.
+    ``client_id`` is the session id a ``register`` entry returned. ``seq``
+    numbers the client's requests (a retry reuses it). ``ack`` is the lowest
+    ``seq`` the client is still waiting for: it holds every answer below it, so
+    the state machine may forget them. A client with one request in flight
+    sends ``ack == seq``. ``registered=False`` marks the legacy form found in
+    old logs only (see the module docstring).
     """
 
     client_id: str
     seq: int
     ack: int
+    registered: bool = True
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -103,6 +114,25 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterSession:
+    """Open a client session; applies to its id, ``"<log index>.<nonce>"``.
+
+    The id is unique within the cluster (the log index) and, thanks to the
+    random ``nonce`` the proposer picks, across clusters rebuilt from nothing.
+    """
+
+    nonce: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.nonce) <= MAX_NONCE_CHARS:
+            raise ValueError(f"a session nonce is 1 to {MAX_NONCE_CHARS} characters")
+
+
+#: The longest nonce of a RegisterSession (keeps session ids short).
+MAX_NONCE_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True)
 class Get:
     """Read ``key``; the value or None. Also the request object for ``IStateMachine.query``."""
 
@@ -110,13 +140,15 @@ class Get:
 
 
 WriteCommand = Put | Delete | Cas | Append
-Command = Put | Delete | Cas | Append | Get
+Command = Put | Delete | Cas | Append | Get | RegisterSession
 
 
-def _session_json(session: Session | None) -> list[object] | None:
+def _session_json(session: Session | None) -> object:
     if session is None:
         return None
-    return [session.client_id, session.seq, session.ack]
+    if not session.registered:
+        return [session.client_id, session.seq, session.ack]
+    return {"id": session.client_id, "seq": session.seq, "ack": session.ack}
 
 
 #: One encoder for every command (json.dumps with options builds a new one per call).
@@ -145,6 +177,8 @@ def encode_command(command: Command) -> bytes:
         fields = ["append", command.key, command.suffix, _session_json(command.session)]
     elif isinstance(command, Get):
         fields = ["get", command.key]
+    elif isinstance(command, RegisterSession):
+        fields = ["register", command.nonce]
     else:
         raise TypeError(f"not a key-value command: {command!r}")
     text = _COMPACT.encode(fields)
@@ -187,21 +221,30 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+_SESSION_FIELDS = frozenset({"id", "seq", "ack"})
+
+
 def _session(value: object) -> Session | None:
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) != 3:
-        raise CommandDecodeError("session must be null or [client_id, seq, ack]")
-    client_id = _text(value[0], "session client_id")
-    seq = _int(value[1], "session seq")
-    ack = _int(value[2], "session ack")
+    if isinstance(value, dict) and value.keys() == _SESSION_FIELDS:
+        client_id, seq, ack, registered = value["id"], value["seq"], value["ack"], True
+    elif isinstance(value, list) and len(value) == 3:
+        (client_id, seq, ack), registered = value, False
+    else:
+        raise CommandDecodeError('session must be null or {"id": ..., "seq": ..., "ack": ...}')
     try:
-        return Session(client_id, seq, ack)
+        return Session(
+            _text(client_id, "session id"),
+            _int(seq, "session seq"),
+            _int(ack, "session ack"),
+            registered,
+        )
     except ValueError as e:
         raise CommandDecodeError(str(e)) from None
 
 
-_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2}
+_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2, "register": 2}
 
 
 def _from_fields(fields: object) -> Command:
@@ -213,6 +256,11 @@ def _from_fields(fields: object) -> Command:
         raise CommandDecodeError(f"unknown command {op[:40]!r}")
     if len(fields) != arity:
         raise CommandDecodeError(f"{op} takes {arity - 1} fields, not {len(fields) - 1}")
+    if op == "register":
+        try:
+            return RegisterSession(_text(fields[1], "nonce"))
+        except ValueError as e:
+            raise CommandDecodeError(str(e)) from None
     key = _text(fields[1], "key")
     if op == "put":
         return Put(key, _text(fields[2], "value"), _session(fields[3]))

@@ -3,17 +3,24 @@
 Everything here is deterministic: the same commands at the same log indexes
 give the same state and results on every replica. Nothing reads a clock.
 
-Exactly-once writes (Raft dissertation §6.3): a write may carry a
-:class:`~leeky_twisted.statemachine.commands.Session` ``(client_id, seq, ack)``.
-Per client the machine keeps the results of the requests the client has not
-acknowledged yet, so a retried ``(client_id, seq)`` returns the cached result
+Exactly-once writes (Raft dissertation §6.3): a client first opens a session
+with a ``register`` entry (:class:`~leeky_twisted.statemachine.commands.RegisterSession`),
+which applies to a new session id. Its writes then carry a
+:class:`~leeky_twisted.statemachine.commands.Session` ``(session id, seq, ack)``.
+Per session the machine keeps the results of the requests the client has not
+acknowledged yet, so a retried ``(session id, seq)`` returns the cached result
 without applying the command again. A request below the client's ``ack`` is
-answered with a :class:`CommandError` and never applied. A session last used
-at log index ``u`` is dropped when the entry at ``u + session_ttl`` (or later)
-is applied: expiry counts log indexes, never wall time. The least recently
-used session is dropped, too, when there are more than ``max_sessions``.
-These settings are replicated semantics: every replica must use the same
-values.
+answered with a :class:`CommandError` and never applied. A write whose session
+the machine does not know (never registered, or expired) is answered with
+:class:`UnknownSession` and changes nothing: applying it as the first request
+of a fresh session could apply a retry a second time.
+
+A session last used at log index ``u`` is dropped when the entry at
+``u + session_ttl`` (or later) is applied: expiry counts log indexes, never
+wall time. The least recently used session is dropped, too, when there are
+more than ``max_sessions``. These settings are replicated semantics: every
+replica must use the same values. The session table, in least recently used
+order, is part of every snapshot.
 """
 
 from __future__ import annotations
@@ -30,16 +37,23 @@ from leeky_twisted.interfaces import IStateMachine
 from leeky_twisted.statemachine.commands import (
     Append,
     Cas,
-    Command,
     CommandDecodeError,
     Delete,
     Get,
     Put,
+    RegisterSession,
     Session,
+    WriteCommand,
     decode_command,
 )
 
-__all__ = ["SNAPSHOT_FORMAT", "CommandError", "KeyValueStateMachine", "Result"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "CommandError",
+    "KeyValueStateMachine",
+    "Result",
+    "UnknownSession",
+]
 
 SNAPSHOT_FORMAT = "leeky-kv/1"
 
@@ -53,6 +67,15 @@ class CommandError:
     """
 
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSession(CommandError):
+    """A write named a session this machine does not hold: refused, nothing changed.
+
+    The session was never registered, or it expired (``session_ttl``) or was
+    evicted (``max_sessions``). The client must register a new session.
+    """
 
 
 Result = None | bool | int | str | CommandError
@@ -110,7 +133,9 @@ class KeyValueStateMachine:
         """Apply the committed ``command`` at log ``index``; return its result.
 
         Results: put → None, delete → existed, cas → swapped, append → the new
-        length, get → the value or None. An index at or below
+        length, get → the value or None, register → the new session id. A
+        write in a session this machine does not hold → :class:`UnknownSession`.
+        An index at or below
         :attr:`last_applied` is ignored (None, nothing changes), so replaying
         entries a snapshot already covers is harmless. Undecodable or refused
         commands yield a :class:`CommandError`; this method never raises on
@@ -124,6 +149,8 @@ class KeyValueStateMachine:
             decoded = decode_command(command)
         except CommandDecodeError as e:
             return CommandError(f"rejected command: {e}")
+        if isinstance(decoded, RegisterSession):
+            return self._register(index, decoded.nonce)
         session = None if isinstance(decoded, Get) else decoded.session
         if session is None:
             return self._execute(decoded)
@@ -140,7 +167,7 @@ class KeyValueStateMachine:
 
     # ----------------------------------------------------------------- apply
 
-    def _execute(self, command: Command) -> Result:
+    def _execute(self, command: WriteCommand | Get) -> Result:
         data = self._data
         if isinstance(command, Put):
             data[command.key] = command.value
@@ -158,13 +185,29 @@ class KeyValueStateMachine:
             return len(value)
         return data.get(command.key)
 
-    def _apply_in_session(self, index: int, command: Command, session: Session) -> Result:
+    def _register(self, index: int, nonce: str) -> str:
+        session_id = f"{index}.{nonce}"
+        self._open(session_id, index)
+        return session_id
+
+    def _open(self, session_id: str, index: int) -> _ClientSession:
+        sessions = self._sessions
+        state = sessions[session_id] = _ClientSession(index)
+        while len(sessions) > self.max_sessions:
+            sessions.popitem(last=False)
+        return state
+
+    def _apply_in_session(
+        self, index: int, command: WriteCommand | Get, session: Session
+    ) -> Result:
         sessions = self._sessions
         state = sessions.get(session.client_id)
         if state is None:
-            state = sessions[session.client_id] = _ClientSession(index)
-            while len(sessions) > self.max_sessions:
-                sessions.popitem(last=False)
+            if session.registered:
+                return UnknownSession(
+                    f"session {session.client_id!r} is unknown or expired; register a new session"
+                )
+            state = self._open(session.client_id, index)  # a legacy entry of an old log
         else:
             sessions.move_to_end(session.client_id)
             state.last_used = index

@@ -19,10 +19,19 @@ from leeky_twisted.api.errors import (
     InvalidRequest,
     LeekyError,
     NotLeader,
+    SessionExpired,
     Unavailable,
 )
 from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.statemachine.commands import Append, Get, Put, Session, decode_command
+from leeky_twisted.statemachine.commands import (
+    Append,
+    Get,
+    Put,
+    RegisterSession,
+    Session,
+    decode_command,
+    encode_command,
+)
 
 LEADER = ("10.0.0.1", 7001)
 FOLLOWER = ("10.0.0.2", 7002)
@@ -178,14 +187,15 @@ def test_not_leader_carries_the_leader_address_when_not_forwarding():
 def test_follower_forwards_writes_and_reads_to_the_leader(h):
     """A follower passes requests to the leader's client address and relays the answers."""
     c = h.client(FOLLOWER)
-    assert result_of(h.call(c, cc.Put, key="k", value="v", client_id="c", seq=1)) == {}
+    s = result_of(h.call(c, cc.RegisterSession))["session"]
+    assert result_of(h.call(c, cc.Put, key="k", value="v", client_id=s, seq=1)) == {}
     assert result_of(h.call(c, cc.Get, key="k")) == {"value": "v"}
     assert result_of(h.call(c, cc.Delete, key="k")) == {"existed": True}
     assert result_of(h.call(c, cc.Cas, key="k", new="1")) == {"swapped": True}
     assert result_of(h.call(c, cc.Append, key="k", suffix="2")) == {"length": 2}
     assert h.leader.state_machine.query(Get("k")) == "12"
     assert h.follower.state_machine.last_applied == 0
-    assert decode_command(h.leader.calls[0][1]) == Put("k", "v", Session("c", 1, 1))
+    assert decode_command(h.leader.calls[1][1]) == Put("k", "v", Session(s, 1, 1))
     assert h.net.connects == [FOLLOWER, LEADER]  # the test client, then one forwarding link
 
 
@@ -244,11 +254,48 @@ def test_a_node_that_never_answers_still_gets_a_timeout(h):
     assert str(failure_of(d, CommitTimeout).value) == "timed out, outcome unknown"
 
 
+def test_register_session_is_a_log_entry_with_a_nonce_and_returns_its_id(h):
+    """RegisterSession proposes a register entry; ids differ even at the same index."""
+    c = h.client()
+    first = result_of(h.call(c, cc.RegisterSession))["session"]
+    ((propose, command, _),) = h.leader.calls
+    assert propose == "propose"
+    assert first == f"1.{decode_command(command).nonce}"
+    assert h.leader.state_machine.session_ids() == [first]
+    other = Harness()
+    again = result_of(other.call(other.client(), cc.RegisterSession))["session"]
+    assert again.startswith("1.") and again != first
+
+
+@pytest.mark.parametrize("command", [cc.Put, cc.Append, cc.Delete, cc.Cas])
+def test_a_write_in_an_unknown_session_is_session_expired_and_changes_nothing(h, command):
+    """Every write command answers SESSION_EXPIRED for a session the cluster does not hold."""
+    c = h.client()
+    arguments = {"key": "k", "value": "v", "suffix": "v", "new": "v"}
+    wanted = {name.decode() for name, _ in command.arguments}
+    arguments = {k: v for k, v in arguments.items() if k in wanted}
+    d = h.call(c, command, client_id="3.expired", seq=1, **arguments)
+    f = failure_of(d, SessionExpired)
+    assert "unknown or expired" in str(f.value)
+    assert h.leader.state_machine.query(Get("k")) is None
+    raw = capture(c.callRemoteString(b"Append", key=b"k", suffix=b"v", client_id=b"x", seq=b"1"))
+    h.net.run(raw)
+    assert failure_of(raw, amp.RemoteAmpError).value.errorCode == b"SESSION_EXPIRED"
+
+
+def test_session_expired_is_relayed_by_a_follower(h):
+    """A forwarded write in an unknown session comes back as SessionExpired, not a generic error."""
+    c = h.client(FOLLOWER)
+    f = failure_of(h.call(c, cc.Put, key="k", value="v", client_id="1.x", seq=1), SessionExpired)
+    assert "unknown or expired" in str(f.value)
+
+
 def test_state_machine_errors_become_invalid_request(h):
     """A command the state machine refuses (a stale session seq) is an InvalidRequest."""
     c = h.client()
-    h.call(c, cc.Put, key="k", value="1", client_id="c", seq=5)
-    f = failure_of(h.call(c, cc.Put, key="k", value="2", client_id="c", seq=3), InvalidRequest)
+    s = result_of(h.call(c, cc.RegisterSession))["session"]
+    h.call(c, cc.Put, key="k", value="1", client_id=s, seq=5)
+    f = failure_of(h.call(c, cc.Put, key="k", value="2", client_id=s, seq=3), InvalidRequest)
     assert "stale request" in str(f.value)
 
 
@@ -287,7 +334,7 @@ def _request_stream() -> bytes:
     recorder = amp.AMP()
     sent = StringTransport()
     recorder.makeConnection(sent)
-    recorder.callRemote(cc.Put, key="a", value="1", client_id="c", seq=1, ack=1)
+    recorder.callRemote(cc.Put, key="a", value="1", client_id="1.c", seq=1, ack=1)
     recorder.callRemote(cc.Get, key="a")
     recorder.callRemote(cc.Put, key="big", value="v" * 100_000)  # value split over keys
     recorder.callRemote(cc.Delete, key="a")
@@ -299,6 +346,8 @@ def _request_stream() -> bytes:
 def _serve(reads: list[bytes]) -> bytes:
     """Feed ``reads`` to a fresh client-API connection; return all it answered."""
     node = FakeRaftNode("1", "10.0.0.1:7001")
+    node.index = 1
+    node.state_machine.apply(1, encode_command(RegisterSession("c")))  # session "1.c"
     protocol = make_amp_factory(make_frontend(node, Clock(), forward=False)).buildProtocol(None)
     answers = StringTransport()
     protocol.makeConnection(answers)

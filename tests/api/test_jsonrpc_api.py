@@ -21,6 +21,7 @@ from leeky_twisted.api.jsonrpc_api import (
     METHOD_NOT_FOUND,
     NOT_LEADER,
     PARSE_ERROR,
+    SESSION_EXPIRED,
     UNAVAILABLE,
     _positional_arity,
     make_http_site,
@@ -107,6 +108,40 @@ def test_get_with_stale_option_reads_locally(h):
     assert h.leader.calls[-1] == ("read", Get("k"), False, 5.0)
 
 
+def test_writes_in_a_registered_session_are_applied_once(h):
+    """register_session opens a session; a retried (session, seq) answers its first result."""
+    session = h.result("register_session")
+    assert session.startswith("1.")
+    write = {"session": session, "seq": 1, "ack": 1}
+    assert h.result("append", "k", "x", write) == 1
+    assert h.result("append", "k", "x", write) == 1
+    assert h.result("put", "p", "v", {"session": session, "seq": 2}) is True
+    assert h.result("cas", "p", "v", "w", {"session": session, "seq": 3}) is True
+    assert h.result("delete", "p", {"session": session, "seq": 4}) is True
+    assert h.result("get", "k") == "x"
+
+
+def test_a_write_in_an_unknown_session_is_session_expired_and_changes_nothing(h):
+    """A session the cluster does not hold gets -32004, distinct from other errors."""
+    for method, params in [("put", ["k", "v"]), ("append", ["k", "v"]), ("delete", ["k"])]:
+        error = h.error(method, *params, {"session": "9.gone", "seq": 1})
+        assert error["code"] == SESSION_EXPIRED
+        assert "unknown or expired" in error["message"]
+    assert h.result("get", "k") is None
+    assert h.leader.state_machine.session_ids() == []
+
+
+def test_session_expired_is_relayed_by_a_follower():
+    """Forwarded through a follower, the refusal keeps its code."""
+    h = Harness(follower=True)
+    session = h.result("register_session")
+    assert h.leader.state_machine.session_ids() == [session]
+    assert h.result("append", "k", "x", {"session": session, "seq": 1}) == 1
+    error = h.error("append", "k", "x", {"session": "1.other", "seq": 1})
+    assert error["code"] == SESSION_EXPIRED
+    assert h.leader.state_machine.query(Get("k")) == "x"
+
+
 def test_named_params_work_too(h):
     """Params given as an object bind by name."""
     code, answer = h.post(
@@ -186,7 +221,12 @@ def test_unknown_method_is_method_not_found(h):
     ("method", "params", "message"),
     [
         ("put", ["k"], "invalid params"),
-        ("put", ["k", "v", "w"], "invalid params"),
+        ("put", ["k", "v", {}, "x"], "invalid params"),
+        ("put", ["k", "v", "w"], "session must be an object"),
+        ("put", ["k", "v", {"session": "1.a", "sequence": 1}], "session must be an object"),
+        ("put", ["k", "v", {"session": "1.a"}], "needs both session and seq"),
+        ("append", ["k", "v", {"session": 7, "seq": 1}], "client_id must be a string"),
+        ("delete", ["k", {"session": "1.a", "seq": 1, "ack": 2}], "ack <= seq"),
         ("put", [1, "v"], "key must be a string, not a number"),
         ("put", ["k", None], "value must be a string, not null"),
         ("put", ["", "v"], "key must not be empty"),

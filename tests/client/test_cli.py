@@ -6,11 +6,14 @@ import io
 import json
 
 import pytest
+from kvfakes import FakeNetwork, FakeRaftNode
 from twisted.internet.defer import Deferred, fail, succeed
 
 from leeky_twisted import cli
 from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
-from leeky_twisted.client.library import NodeReport
+from leeky_twisted.client.library import LeekyClient, NodeReport
+from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
+from leeky_twisted.statemachine.kv import KeyValueStateMachine
 
 
 class FakeClient:
@@ -236,3 +239,58 @@ def test_help_documents_the_exit_codes(capsys):
     help_text = capsys.readouterr().out
     for line in ["2   key not found", "3   cluster unreachable", "4   timed out", "5   input"]:
         assert line in help_text
+
+
+def _run_on(net, argv, client):
+    """Like run, against a LeekyClient on a FakeNetwork (the clock moves until it ends)."""
+    args = cli.build_parser().parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+    net.run(d, limit=30)
+    codes = []
+    d.addBoth(codes.append)
+    assert codes, "run_command did not finish"
+    return codes[0], out.getvalue(), err.getvalue()
+
+
+def _cli_cluster(max_sessions=100):
+    net = FakeNetwork()
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    node.state_machine = KeyValueStateMachine(max_sessions=max_sessions)
+    net.serve(("10.0.0.1", 7001), node, forward=False)
+    return net, node
+
+
+def test_put_in_an_expired_session_opens_a_new_one_and_succeeds():
+    """The CLI's client meets SessionExpired, registers a new session and the put succeeds."""
+    net, node = _cli_cluster()
+    client = LeekyClient(
+        net.clock, [("10.0.0.1", 7001)], session_id="7.expired", connect=net.connect
+    )
+    code, out, err = _run_on(net, ["put", "k", "v"], client)
+    assert (code, err) == (0, "")
+    assert out == 'Success! Set "k" to: "v"\n'
+    assert client.session_id != "7.expired"
+    assert node.state_machine.session_ids() == [client.session_id]
+
+
+def test_put_whose_outcome_became_unknown_when_the_session_expired_exits_4():
+    """Applied, answer lost, session evicted: exit 4 with "outcome unknown", applied once."""
+    net, node = _cli_cluster(max_sessions=1)
+    client = LeekyClient(net.clock, [("10.0.0.1", 7001)], connect=net.connect)
+    net.run(client.open_session())
+    node.lose_answers = 1
+    original = node.propose
+
+    def propose(command, timeout):  # evict the session right after the write is applied
+        d = original(command, timeout)
+        node.index += 1
+        node.state_machine.apply(node.index, encode_command(RegisterSession("other")))
+        node.propose = original
+        return d
+
+    node.propose = propose
+    code, out, err = _run_on(net, ["put", "k", "v"], client)
+    assert code == cli.EXIT_TIMEOUT == 4
+    assert "outcome unknown" in err and out == ""
+    assert node.state_machine.query(Get("k")) == "v"

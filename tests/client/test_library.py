@@ -7,7 +7,13 @@ from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, NotLeader, Unavailable
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
+)
 from leeky_twisted.client.library import (
     CallTimedOut,
     LeekyClient,
@@ -16,7 +22,15 @@ from leeky_twisted.client.library import (
     parse_address,
     with_timeout,
 )
-from leeky_twisted.statemachine.commands import Get, Session, decode_command
+from leeky_twisted.statemachine.commands import (
+    Append,
+    Get,
+    RegisterSession,
+    Session,
+    decode_command,
+    encode_command,
+)
+from leeky_twisted.statemachine.kv import KeyValueStateMachine
 
 A = ("10.0.0.1", 7001)
 B = ("10.0.0.2", 7002)
@@ -45,7 +59,6 @@ class Cluster:
             self.net.clock,
             list(addresses),
             timeout=timeout,
-            client_id="client-1",
             connect=self.net.connect,
             **options,
         )
@@ -135,13 +148,15 @@ def test_write_retried_after_a_lost_answer_is_applied_once():
     """A write whose answer was lost is retried with the same session and applied once."""
     cluster = Cluster(leader=A, addresses=(A,))
     leader = cluster.nodes[A]
-    leader.lose_answers = 1
     client = cluster.client(addresses=[A])
+    cluster.run(client.open_session())
+    leader.lose_answers = 1
     assert result_of(cluster.run(client.append("k", "x"))) == 1
     assert leader.state_machine.query(Get("k")) == "x"
-    first, retry = (decode_command(call[1]) for call in leader.calls)
+    register, first, retry = (decode_command(call[1]) for call in leader.calls)
+    assert isinstance(register, RegisterSession)
     assert first == retry
-    assert first.session == Session("client-1", 1, 1)
+    assert first.session == Session(client.session_id, 1, 1)
 
 
 def test_each_write_gets_the_next_seq_and_acks_answered_ones():
@@ -149,32 +164,134 @@ def test_each_write_gets_the_next_seq_and_acks_answered_ones():
     cluster = Cluster(leader=A, addresses=(A,))
     leader = cluster.nodes[A]
     client = cluster.client(addresses=[A])
+    s = result_of(cluster.run(client.open_session()))
     leader.hang = True
     first = client.put("a", "1")
     cluster.net.flush()
     leader.hang = False
     cluster.run(client.put("b", "2"))
     cluster.run(client.delete("b"))
-    sessions = [decode_command(call[1]).session for call in leader.calls]
-    assert sessions == [
-        Session("client-1", 1, 1),
-        Session("client-1", 2, 1),
-        Session("client-1", 3, 1),
-    ]
+    sessions = [decode_command(call[1]).session for call in leader.calls[1:]]
+    assert sessions == [Session(s, 1, 1), Session(s, 2, 1), Session(s, 3, 1)]
     cluster.run(first)  # the server gave up on it; the client retried it under seq 1
     assert result_of(first) is None
-    assert decode_command(leader.calls[-1][1]).session == Session("client-1", 1, 1)
+    assert decode_command(leader.calls[-1][1]).session == Session(s, 1, 1)
     assert leader.state_machine.query(Get("a")) == "1"
 
 
 def test_write_that_gets_no_answer_times_out_with_outcome_unknown():
     """A write that is never answered fails at the client's timeout: outcome unknown."""
     cluster = Cluster(leader=A, addresses=(A,))
-    cluster.nodes[A].hang = True
     client = cluster.client(addresses=[A], timeout=3.0)
+    cluster.run(client.open_session())
+    cluster.nodes[A].hang = True
+    started = cluster.net.clock.seconds()
     d = cluster.run(client.put("k", "v"))
     assert str(failure_of(d, CommitTimeout).value) == "timed out, outcome unknown"
-    assert cluster.net.clock.seconds() == pytest.approx(3.0, abs=0.1)
+    assert cluster.net.clock.seconds() - started == pytest.approx(3.0, abs=0.1)
+
+
+def _evict_all_sessions(node):
+    """Fill the node's session table (max_sessions=1) with a session of someone else."""
+    node.index += 1
+    node.state_machine.apply(node.index, encode_command(RegisterSession("other")))
+
+
+def test_a_fresh_session_is_registered_after_expiry_and_the_write_applied_once():
+    """A write refused as SessionExpired (never applied) goes out again in a new session."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    leader = cluster.nodes[A]
+    leader.state_machine = KeyValueStateMachine(max_sessions=1)
+    client = cluster.client(addresses=[A])
+    assert result_of(cluster.run(client.append("k", "x"))) == 1
+    old = client.session_id
+    _evict_all_sessions(leader)
+    assert result_of(cluster.run(client.append("k", "y"))) == 2
+    assert leader.state_machine.query(Get("k")) == "xy"
+    assert client.session_id not in (None, old)
+    proposals = [decode_command(call[1]) for call in leader.calls]
+    assert proposals[2:] == [
+        Append("k", "y", Session(old, 2, 2)),  # refused: the session was evicted
+        RegisterSession(proposals[3].nonce),
+        Append("k", "y", Session(client.session_id, 2, 2)),
+    ]
+
+
+def test_a_new_leader_without_the_session_gets_a_new_one():
+    """After a leader change to a node that lacks the session, the client registers again."""
+    cluster = Cluster(leader=A)
+    client = cluster.client()
+    cluster.run(client.put("k", "1"))
+    first = client.session_id
+    cluster.set_leader(B)  # B's state machine never saw the registration
+    cluster.run(client.put("k", "2"))
+    assert client.session_id != first
+    assert cluster.nodes[B].state_machine.session_ids() == [client.session_id]
+    assert cluster.nodes[B].state_machine.query(Get("k")) == "2"
+
+
+def test_a_write_with_an_unknown_outcome_is_not_reapplied_in_a_new_session():
+    """Applied, answer lost, session evicted before the retry: outcome unknown, never twice."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    leader = cluster.nodes[A]
+    leader.state_machine = KeyValueStateMachine(max_sessions=1)
+    client = cluster.client(addresses=[A])
+    cluster.run(client.open_session())
+    leader.lose_answers = 1
+    d = client.append("k", "x")
+    cluster.net.flush()  # applied, answered CommitTimeout; the client waits to retry
+    assert not d.called
+    _evict_all_sessions(leader)
+    cluster.run(d)
+    f = failure_of(d, CommitTimeout)
+    assert "outcome unknown" in str(f.value) and "session" in str(f.value)
+    assert leader.state_machine.query(Get("k")) == "x"
+    registrations = [c for c in leader.calls if isinstance(decode_command(c[1]), RegisterSession)]
+    assert len(registrations) == 1  # no new session was opened for this write
+
+
+def test_concurrent_writes_share_one_registration():
+    """Writes started together wait for one RegisterSession, then go out in it."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    writes = [client.put(f"k{i}", "v") for i in range(5)]
+    for d in writes:
+        cluster.run(d)
+        assert result_of(d) is None
+    proposals = [decode_command(call[1]) for call in cluster.nodes[A].calls]
+    assert isinstance(proposals[0], RegisterSession)
+    assert not any(isinstance(p, RegisterSession) for p in proposals[1:])
+    assert {p.session.client_id for p in proposals[1:]} == {client.session_id}
+
+
+def test_a_session_that_cannot_be_opened_is_unavailable_and_nothing_is_sent():
+    """If registration gets no answer, the write fails as Unavailable (it was never sent)."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    cluster.nodes[A].hang = True
+    client = cluster.client(addresses=[A], timeout=2.0)
+    d = cluster.run(client.put("k", "v"))
+    f = failure_of(d, Unavailable)
+    assert "could not open a client session" in str(f.value)
+    assert all(isinstance(decode_command(c[1]), RegisterSession) for c in cluster.nodes[A].calls)
+
+
+def test_a_session_refused_again_and_again_ends_in_session_expired():
+    """A cluster that drops every new session at once: SessionExpired after a few renewals."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    leader = cluster.nodes[A]
+    leader.state_machine = KeyValueStateMachine(max_sessions=1)
+    original = leader.propose
+
+    def propose(command, timeout):
+        d = original(command, timeout)
+        if isinstance(decode_command(command), RegisterSession):
+            _evict_all_sessions(leader)
+        return d
+
+    leader.propose = propose
+    client = cluster.client(addresses=[A])
+    failure_of(cluster.run(client.put("k", "v")), SessionExpired)
+    assert leader.state_machine.query(Get("k")) is None
 
 
 def test_read_that_gets_no_answer_times_out():
@@ -188,11 +305,12 @@ def test_read_that_gets_no_answer_times_out():
 def test_server_commit_timeouts_are_retried_until_the_deadline():
     """CommitTimeout from the server is retried (safe with sessions), then reported."""
     cluster = Cluster(leader=A, addresses=(A,))
-    cluster.nodes[A].commit_timeout = True
     client = cluster.client(addresses=[A], timeout=2.0)
+    cluster.run(client.open_session())
+    cluster.nodes[A].commit_timeout = True
     d = cluster.run(client.put("k", "v"))
     failure_of(d, CommitTimeout)
-    assert len(cluster.nodes[A].calls) > 2
+    assert len(cluster.nodes[A].calls) > 3
 
 
 def test_invalid_requests_are_not_retried():

@@ -1,7 +1,9 @@
 """Test helper: one AMP Append call with an explicit session; prints JSON and exits.
 
-Usage: amp_append.py HOST:PORT KEY SUFFIX CLIENT_ID|- SEQ TIMEOUT
+Usage: amp_append.py HOST:PORT KEY SUFFIX SESSION_ID|- SEQ TIMEOUT
 Prints {"length": N} on success, {"error": "..."} otherwise, {"timeout": true} on timeout.
+
+Or: amp_append.py HOST:PORT register   (prints {"session": ID}, a new session)
 """
 
 import json
@@ -15,9 +17,14 @@ from twisted.protocols import amp
 from leeky_twisted.api import client_commands as cc
 
 
-async def main(reactor, address, key, suffix, client_id, seq, timeout):
+async def main(reactor, address, key, suffix=None, client_id=None, seq=None, timeout=None):
     host, _, port = address.rpartition(":")
     proto = await connectProtocol(TCP4ClientEndpoint(reactor, host, int(port)), amp.AMP())
+    if key == "register":
+        answer = await proto.callRemote(cc.RegisterSession)
+        print(json.dumps({"session": answer["session"]}), flush=True)
+        proto.transport.abortConnection()
+        return
     args = {"key": key, "suffix": suffix}
     if client_id != "-":
         args.update(client_id=client_id, seq=int(seq), ack=int(seq))

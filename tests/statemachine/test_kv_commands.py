@@ -11,6 +11,7 @@ from leeky_twisted.statemachine.commands import (
     Delete,
     Get,
     Put,
+    RegisterSession,
     Session,
     decode_command,
     encode_command,
@@ -27,7 +28,9 @@ COMMANDS = [
     Cas("k", None, "new"),
     Cas("k", "old", "new", S),
     Append("k", "tail", S),
+    Append("k", "tail", Session("old", 1, 1, registered=False)),
     Get("k"),
+    RegisterSession("0123456789abcdef"),
 ]
 
 
@@ -38,8 +41,20 @@ def test_encode_then_decode_returns_the_same_command(command):
 
 
 def test_encoding_is_compact_json():
-    """A put is a short JSON array with the session as [client_id, seq, ack]."""
-    assert encode_command(Put("a", "b", Session("c", 2, 1))) == b'["put","a","b",["c",2,1]]'
+    """A put is a short JSON array with the session as an object."""
+    assert (
+        encode_command(Put("a", "b", Session("c", 2, 1)))
+        == b'["put","a","b",{"id":"c","seq":2,"ack":1}]'
+    )
+    assert encode_command(RegisterSession("n")) == b'["register","n"]'
+
+
+def test_legacy_sessions_of_old_logs_decode_as_unregistered_and_round_trip():
+    """The old form [client_id, seq, ack] decodes as registered=False and encodes back."""
+    old = b'["put","a","b",["c",2,1]]'
+    command = decode_command(old)
+    assert command == Put("a", "b", Session("c", 2, 1, registered=False))
+    assert encode_command(command) == old
     assert encode_command(Delete("a")) == b'["del","a",null]'
 
 
@@ -105,6 +120,14 @@ def test_session_rejects_ack_above_seq():
         b'["put","k","v",["c",1.5,1]]',
         b'["put","\\ud800","v",null]',
         b'["cas","k",1,"n",null]',
+        b'["put","k","v",{"id":"c","seq":1}]',
+        b'["put","k","v",{"id":"c","seq":1,"ack":1,"x":0}]',
+        b'["put","k","v",{"id":1,"seq":1,"ack":1}]',
+        b'["put","k","v",{"id":"c","seq":1,"ack":2}]',
+        b'["register"]',
+        b'["register",""]',
+        b'["register",7]',
+        b'["register","' + b"n" * 33 + b'"]',
         b"[" * 100000,
     ],
 )
