@@ -1,0 +1,361 @@
+"""Regression tests of the review's safety findings, on the shipped RaftNode.
+
+Each test runs real :class:`~leeky_twisted.node.RaftNode` objects on the
+deterministic hosts of :mod:`leeky_twisted.testing.hosts` (the simulation's
+machinery) over a network the test controls message by message.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from leeky_twisted.api.errors import NotLeader
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    InstallSnapshot,
+    Message,
+    NodeId,
+    Role,
+)
+from leeky_twisted.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.testing.hosts import NodeHost, SimReactor, SimStateMachine, SimTransport
+
+TICK = 1.0
+DELAY = 0.1
+
+
+class Cluster:
+    """Shipped nodes on hosts; messages take DELAY seconds unless ``drop`` says no."""
+
+    def __init__(self, ids: list[str], lease_read: bool = False, seed: int = 1) -> None:
+        self.reactor = SimReactor()
+        self.ids = [NodeId(i) for i in ids]
+        self.lease_read = lease_read
+        self.drop: Callable[[Message], bool] = lambda m: False
+        rng = random.Random(seed)
+        self.hosts = {
+            nid: NodeHost(
+                self.reactor,
+                nid,
+                self.core_config,
+                self.settings,
+                random.Random(rng.random()),
+                self.send,
+            )
+            for nid in self.ids
+        }
+        for host in self.hosts.values():
+            host.start()
+
+    def core_config(self, nid: NodeId) -> CoreConfig:
+        return CoreConfig(nid, election_ticks=10, heartbeat_ticks=2, lease_read=self.lease_read)
+
+    def settings(self, nid: NodeId) -> NodeSettings:
+        return NodeSettings(
+            tick_interval=TICK,
+            request_timeout=30.0,
+            bootstrap=[(str(i), b"") for i in self.ids],
+        )
+
+    def send(self, src: NodeHost, m: Message) -> None:
+        payload = None
+        if isinstance(m, InstallSnapshot):  # the transport carries the snapshot's data
+            payload = src.disk.snapshots.open(m.meta.index)
+        if not self.drop(m):
+            self.reactor.callLater(DELAY, self._deliver, m, payload)
+
+    def _deliver(self, m: Message, payload: bytes | None) -> None:
+        host = self.hosts.get(m.recipient)
+        if host is not None and host.up and not self.drop(m):
+            if payload is not None and isinstance(m, InstallSnapshot):
+                sink = host.disk.snapshots.create(m.meta)
+                sink.write(payload)
+                sink.close()
+            host.deliver(m)
+
+    def run(self, seconds: float) -> None:
+        self.reactor.run_until(self.reactor.now + seconds)
+
+    def node(self, nid: str) -> RaftNode:
+        node = self.hosts[NodeId(nid)].node
+        assert node is not None
+        return node
+
+    def leader(self) -> str | None:
+        leaders = [
+            str(h.id)
+            for h in self.hosts.values()
+            if h.up and h.node is not None and h.node.core.role is Role.LEADER
+        ]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def run_until_leader(self, limit: float = 100.0) -> str:
+        end = self.reactor.now + limit
+        while self.reactor.now < end:
+            self.run(TICK)
+            leader = self.leader()
+            if leader is not None:
+                return leader
+        raise AssertionError("no leader")
+
+    def put(self, nid: str, data: bytes) -> list[Any]:
+        """Propose ``data`` on ``nid``; return a list that gets the outcome."""
+        out: list[Any] = []
+        self.node(nid).propose(data, 30.0).addBoth(out.append)
+        return out
+
+
+def from_leader(cluster: Cluster, kind: type) -> Callable[[Message], bool]:
+    return lambda m: isinstance(m, kind)
+
+
+def test_a_leader_sends_nothing_of_its_term_before_the_term_is_durable():
+    """Finding a: a single voter wins in one tick; its messages to a learner must
+    wait for the write of its new term (no (index, term) reused after a crash)."""
+    from leeky_twisted.core.messages import ConfChange, ConfChangeOp, HardState
+    from leeky_twisted.core.raft import RaftCore, bootstrap_entries
+
+    boot = bootstrap_entries([(NodeId("a"), b"")])
+    learner = Entry(2, 1, EntryKind.CONFIG, ConfChange(ConfChangeOp.ADD_LEARNER, "b").encode())
+    core = RaftCore(
+        CoreConfig(NodeId("a")), random.Random(1), HardState(1, None, 2), None, [*boot, learner]
+    )
+    for _ in range(40):
+        core.tick()
+        if core.role is Role.LEADER:
+            break
+    rd = core.ready()
+    assert core.role is Role.LEADER
+    assert rd.hard_state is not None and rd.hard_state.term == core.term
+    assert not any(m.term == core.term for m in rd.messages)  # nothing before the write
+    assert any(isinstance(m, AppendEntries) for m in rd.messages_after_persist)
+    assert core.take_messages() == ()  # nor while the write is in flight
+
+
+def test_b_stop_saves_only_a_commit_index_the_durable_log_backs():
+    """Finding b: entries the node has not written yet must not be behind the saved commit."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    follower = next(i for i in ("a", "b", "c") if i != leader)
+    host = c.hosts[NodeId(follower)]
+    held: list[tuple[Callable[[], Any], Any]] = []
+    node = c.node(follower)
+    node._run_blocking = lambda job: _hold(held, job)
+    node.settings.inline_persist_seconds = 0.0
+    for i in range(5):
+        c.put(leader, f"k=v{i}".encode())
+        c.run(0.5)
+    assert node.core.commit > node.core.log.stable  # committed, not yet on disk
+    node.stop()
+    for job, d in held:  # the disk thread runs every job in order
+        d.callback(job())
+    saved = host.disk.stable.load()
+    assert saved.commit <= host.disk.log.last_index()
+    host.crash()
+    assert host.start()  # and it starts again
+
+
+def _hold(held: list[Any], job: Callable[[], Any]) -> Any:
+    from twisted.internet.defer import Deferred
+
+    d: Deferred[Any] = Deferred()
+    held.append((job, d))
+    return d
+
+
+def test_b_a_saved_commit_past_the_durable_log_is_refused_with_the_recovery():
+    """Finding b and item 4: an impossible start stops with one clear error."""
+    log_store, stable = MemoryLogStore(), MemoryStableStore(HardState(3, None, 9))
+    log_store.append([Entry(1, 1, EntryKind.NOOP, b""), Entry(2, 1, EntryKind.NOOP, b"")])
+    with pytest.raises(UnrecoverableStateError) as info:
+        RaftNode(
+            SimReactor(),
+            CoreConfig(NodeId("a")),
+            log_store,
+            stable,
+            MemorySnapshotStore(),
+            SimTransport(lambda m: None),
+            SimStateMachine(),
+        )
+    message = str(info.value)
+    assert "commit index 9" in message and "move the data folder away" in message
+
+
+def test_c_lost_answers_are_repaired_while_the_cluster_is_idle():
+    """Finding c: acks of an entry are lost; heartbeat answers must make the leader
+    probe, so the entry commits with no further traffic."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    c.drop = lambda m: isinstance(m, AppendEntriesResponse)
+    out = c.put(leader, b"k=1")
+    c.run(1.0)
+    c.drop = lambda m: False
+    c.run(10 * TICK)  # idle: only heartbeats
+    assert out and out[0] == c.node(leader).core.log.last_index()
+
+
+def test_c_a_full_window_of_lost_acks_does_not_stop_replication():
+    """Finding c: a one-way cut fills a follower's in-flight window; after it heals,
+    that follower alone must be enough, with the other follower down."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    one, other = (i for i in ("a", "b", "c") if i != leader)
+    c.drop = lambda m: isinstance(m, AppendEntriesResponse) and m.sender == one
+    for i in range(80):  # more than max_inflight appends
+        c.put(leader, f"k={i}".encode())
+        c.run(0.05)
+    c.run(1.0)
+    c.drop = lambda m: False
+    c.hosts[NodeId(other)].crash()
+    out = c.put(leader, b"after=1")
+    c.run(20 * TICK)
+    assert out and isinstance(out[0], int)
+
+
+def test_d_a_follower_commit_index_never_goes_backwards():
+    """Finding d: an old append reordered after a newer one must not lower commit."""
+    from leeky_twisted.core.raft import RaftCore
+
+    core = RaftCore(CoreConfig(NodeId("f")), random.Random(1), HardState(1, None, 0))
+    entries = tuple(Entry(i, 1, EntryKind.NOOP, b"") for i in range(1, 6))
+    core.step(AppendEntries(NodeId("l"), NodeId("f"), 1, 0, 0, entries, 5))
+    assert core.commit == 5
+    core.step(AppendEntries(NodeId("l"), NodeId("f"), 1, 0, 0, entries[:2], 5))
+    assert core.commit == 5
+
+
+def test_e_a_wiped_voter_does_not_vote_a_committed_write_away():
+    """Finding e: a voter's disk is lost while another voter lags; it must not
+    elect the laggard (which lacks an acknowledged write)."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    laggard, wiped = (i for i in ("a", "b", "c") if i != leader)
+    c.drop = lambda m: laggard in (m.sender, m.recipient)
+    out = c.put(leader, b"acked=1")
+    c.run(3)
+    assert out and isinstance(out[0], int)  # acknowledged, on leader and `wiped` only
+    index = out[0]
+    c.hosts[NodeId(wiped)].wipe()
+    c.hosts[NodeId(leader)].crash()
+    c.hosts[NodeId(wiped)].start()
+    c.drop = lambda m: leader in (m.sender, m.recipient)
+    c.run(60)
+    assert c.leader() is None  # the wiped voter abstains; no leader without the write
+    c.hosts[NodeId(leader)].start()
+    c.drop = lambda m: False
+    new = c.run_until_leader()
+    c.run(20)
+    for nid in ("a", "b", "c"):
+        assert c.node(nid).core.log.entry_at(index).data == b"acked=1", (nid, new)
+    assert not c.node(wiped).core.abstaining  # caught up, voting again
+
+
+def test_e_a_wiped_follower_is_caught_up_within_seconds():
+    """Finding e: the leader notices the shorter log and probes lower at once."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    for i in range(30):
+        c.put(leader, f"k={i}".encode())
+        c.run(0.2)
+    victim = next(i for i in ("a", "b", "c") if i != leader)
+    c.hosts[NodeId(victim)].wipe()
+    c.hosts[NodeId(victim)].start()
+    c.run(5 * TICK)
+    assert c.node(victim).core.log.last_index() == c.node(leader).core.log.last_index()
+    assert c.node(victim).core.commit == c.node(leader).core.commit
+
+
+def test_f_a_stalled_leader_serves_no_stale_lease_read():
+    """Finding f: a leader's reactor stalls for several election timeouts while a
+    new leader commits; its first read after the stall must not use the old lease."""
+    c = Cluster(["a", "b", "c"], lease_read=True)
+    old = c.run_until_leader()
+    c.run(5)
+    assert c.put(old, b"k0=before") or True
+    c.run(3)
+    c.hosts[NodeId(old)].stall(50 * TICK)
+    c.run(30 * TICK)
+    new = c.leader() if c.leader() != old else None
+    new = new or next(h for h in ("a", "b", "c") if h != old and c.node(h).core.role is Role.LEADER)
+    written = c.put(new, b"k0=after")
+    c.run(3)
+    assert written and isinstance(written[0], int)
+    c.run(21 * TICK)  # the old leader wakes up
+    answers: list[Any] = []
+    c.node(old).read("k0", True, 30.0).addBoth(answers.append)
+    c.run(3)
+    assert answers
+    answer = answers[0]
+    if not (hasattr(answer, "check") and answer.check(NotLeader)):
+        assert answer[1] == "after"
+
+
+def test_h_no_snapshot_of_a_state_not_yet_restored():
+    """Finding h: a snapshot received while a write is in flight moves the core's
+    applied index at once; the node must not read or snapshot the old state as new."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    lagger = next(i for i in ("a", "b", "c") if i != leader)
+    c.drop = lambda m: lagger in (m.sender, m.recipient)
+    for i in range(20):
+        c.put(leader, f"k={i}".encode())
+        c.run(0.2)
+    c.run(2)
+    assert c.node(leader).snapshot_now(trailing=0)
+    c.run(1)
+    host = c.hosts[NodeId(lagger)]
+    held: list[tuple[Callable[[], Any], Any]] = []
+    node = c.node(lagger)
+    node._run_blocking = lambda job: _hold(held, job)
+    node.settings.inline_persist_seconds = 0.0
+    before = node.applied_index
+    c.drop = lambda m: False
+    c.run(5)
+    snap = c.node(leader).core.snapshot_meta
+    assert snap is not None and node.core.applied >= snap.index > before
+    assert node.applied_index < snap.index  # the state machine is not restored yet
+    assert not node.snapshot_now()
+    while held:  # let the disk finish, in order
+        job, d = held.pop(0)
+        d.callback(job())
+        c.run(0.5)
+    assert node.applied_index >= snap.index
+    assert host.sm is not None and host.sm.last_write >= snap.index - 2
+
+
+def test_fail_stop_once_on_a_conflict_with_a_committed_entry():
+    """Item 4: an impossible message stops the node with one clear error."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    follower = next(i for i in ("a", "b", "c") if i != leader)
+    node = c.node(follower)
+    core = node.core
+    bad = AppendEntries(
+        NodeId(leader),
+        NodeId(follower),
+        core.term + 1,
+        0,
+        0,
+        tuple(Entry(i, core.term + 1, EntryKind.NOOP, b"x") for i in range(1, 3)),
+        0,
+    )
+    node.receive(bad)
+    assert node.stopped and node.failure is not None
+    assert "conflicts with committed entry" in node.failure
+    first = node.failure
+    node.receive(bad)
+    assert node.failure == first
