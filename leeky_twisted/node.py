@@ -398,7 +398,7 @@ class RaftNode:
         except TransferInProgressError as e:
             return defer.fail(Unavailable(str(e)))
         d: Deferred[Any] = Deferred()
-        self._waiters[index] = _Waiter(term, d)
+        self._wait_for(index, term, d)
         self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
         self._schedule()
         return d
@@ -414,7 +414,7 @@ class RaftNode:
         except ValueError as e:
             return defer.fail(e)
         d: Deferred[Any] = Deferred()
-        self._waiters[index] = _Waiter(term, d)
+        self._wait_for(index, term, d)
         self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
         self._schedule()
         return d
@@ -446,6 +446,10 @@ class RaftNode:
         self._schedule()
 
     # ----------------------------------------------------------- ready loop
+
+    def poke(self) -> None:
+        """Handle whatever the core has to do (after a caller stepped it directly)."""
+        self._schedule()
 
     def _schedule(self) -> None:
         if self._scheduled or self.stopped:
@@ -686,6 +690,8 @@ class RaftNode:
     def _announce(self) -> None:
         """Put this leader's addresses in the log so followers can forward to it."""
         mine = self.addresses.get(self.node_id, {})
+        if not mine:
+            return  # nothing to tell (a node without client addresses, as in tests)
         data = json.dumps({"announce": self.node_id, "addresses": mine}).encode()
         try:
             self.core.propose(data, EntryKind.NOOP)
@@ -902,6 +908,12 @@ class RaftNode:
 
     # -------------------------------------------------------------- helpers
 
+    def _wait_for(self, index: int, term: int, d: Deferred[Any]) -> None:
+        """Answer ``d`` when ``index`` is applied; an older request waiting on the
+        same index (proposed in an earlier term, since replaced) is told so."""
+        self._fail_waiter(index, NotCommitted(f"entry {index} was replaced by a new leader"))
+        self._waiters[index] = _Waiter(term, d)
+
     def _fail_waiter(self, index: int, error: Exception) -> None:
         w = self._waiters.pop(index, None)
         if w is None:
@@ -923,12 +935,31 @@ class RaftNode:
     # ------------------------------------------------------------ membership
 
     def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
-        """Add ``node_id`` as learner, or as voter (promoting a learner); leader only."""
-        op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
+        """Add ``node_id`` as learner, or as voter; leader only.
+
+        A new voter joins as a learner and is promoted once it holds the entry
+        that added it (within the request timeout): a voter never starts empty.
+        """
+        nid = NodeId(node_id)
         context = json.dumps({"peer": address}).encode() if address else b""
         if address:
             self.addresses.setdefault(node_id, {})["peer"] = address
-        return self._config_change(ConfChange(op, NodeId(node_id), context))
+        cfg = self.core.configuration
+        if voter and nid not in cfg.learners and nid not in cfg.voters:
+            return Deferred.fromCoroutine(self._add_voter(nid, context))
+        op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
+        return self._config_change(ConfChange(op, nid, context))
+
+    async def _add_voter(self, nid: NodeId, context: bytes) -> Any:
+        await self._config_change(ConfChange(ConfChangeOp.ADD_LEARNER, nid, context))
+        deadline = self.reactor.seconds() + self.settings.request_timeout
+        while True:
+            try:
+                return await self._config_change(ConfChange(ConfChangeOp.ADD_VOTER, nid))
+            except InvalidRequest as e:
+                if "not caught up" not in str(e) or self.reactor.seconds() >= deadline:
+                    raise
+            await task.deferLater(self.reactor, self.settings.tick_interval, lambda: None)
 
     def remove_server(self, node_id: str) -> Deferred[Any]:
         """Remove ``node_id`` from the configuration; leader only."""

@@ -1,15 +1,16 @@
-"""A small, explicit, step-by-step harness of RaftCores for readable scenario tests.
+"""A small, explicit, step-by-step harness of shipped RaftNodes for readable scenario tests.
 
 Unlike :mod:`leeky_twisted.simulation`, nothing here happens by chance unless a
 test asks for it: messages wait in :attr:`Network.queue` until the test
 delivers, drops or reorders them (:attr:`Network.filters` lose chosen messages
 on delivery, :meth:`Network.isolate`/:meth:`Network.partition` cut links); time
-passes only through :meth:`Network.tick`. Each node drives its core the way the
-node service does (send ``messages``, persist, send ``messages_after_persist``,
-apply, advance), synchronously, so its disk holds everything the core handed
-out. :meth:`Network.pause` stalls a node's disk: its core keeps running but
-nothing is persisted or sent. A crash loses whatever was not handed to the disk;
-:meth:`Network.restart` rebuilds the core from the disk.
+passes only through :meth:`Network.tick`. Each node is a real
+:class:`~leeky_twisted.node.RaftNode` (its Ready loop, persistence order, apply
+and snapshot code) over the in-memory stores, whose disk work completes at
+once, so its stores hold everything the core handed out. :meth:`Network.pause`
+stalls a node's disk: its writes wait (the node keeps running, and sends what
+may leave before a write) until :meth:`Network.resume`. A crash loses whatever
+was not written; :meth:`Network.restart` starts the node again from its stores.
 
 The harness checks Election Safety and State Machine Safety as it goes and
 raises :class:`AssertionError` when either breaks; :meth:`Network.check_logs`
@@ -26,18 +27,19 @@ Typical use::
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     ConfChange,
     Entry,
-    EntryKind,
-    HardState,
     InstallSnapshot,
     Message,
     NodeId,
@@ -46,112 +48,154 @@ from leeky_twisted.core.messages import (
     Role,
     SnapshotMeta,
 )
-from leeky_twisted.core.raft import RaftCore, bootstrap_entries
+from leeky_twisted.core.raft import RaftCore
+from leeky_twisted.interfaces import IStateMachine
+from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.testing.hosts import NodeClock, SimReactor, SimTransport
 
-__all__ = ["Disk", "Network", "Node"]
+__all__ = ["Network", "Node"]
 
 
-@dataclass
-class Disk:
-    """What survives a crash: hard state, log entries, and the latest snapshot."""
+@implementer(IStateMachine)
+class CommandList:
+    """The state machine of the scenarios: the list of applied commands."""
 
-    hard_state: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
-    snapshot: SnapshotMeta | None = None
-    snapshot_data: tuple[bytes, ...] = ()
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def apply(self, index: int, command: bytes) -> object:
+        self.commands.append(command)
+        return index
+
+    def query(self, request: object) -> object:
+        return list(self.commands)
+
+    def snapshot(self) -> bytes:
+        return json.dumps([c.decode("latin-1") for c in self.commands]).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.commands = [c.encode("latin-1") for c in json.loads(data)]
 
 
 class Node:
-    """One server: a core, its disk, and its state machine (the applied commands)."""
+    """One server: a shipped RaftNode over in-memory stores that survive its crash."""
 
-    def __init__(self, net: Network, nid: NodeId, disk: Disk) -> None:
+    def __init__(self, net: Network, nid: NodeId, bootstrap: list[tuple[str, bytes]]) -> None:
         self.net = net
         self.id = nid
-        self.disk = disk
-        self.core: RaftCore | None = None
+        self.bootstrap = bootstrap
+        self.log_store = MemoryLogStore()
+        self.stable_store = MemoryStableStore()
+        self.snapshot_store = MemorySnapshotStore()
+        self.raft: RaftNode | None = None
+        self.clock: NodeClock | None = None
+        self.machine = CommandList()
         self.incarnation = 0
-        self.state: list[bytes] = []  #: applied NORMAL commands, in order
-        self.applied_index = 0
         self.read_states: list[ReadState] = []
         self.dropped_reads: list[object] = []
         self.readies: list[Ready] = []  #: every Ready handled (for tests that inspect them)
-        self.staged_snapshot: dict[int, tuple[bytes, ...]] = {}
-        self.paused = False  #: a stalled disk: no Ready is taken until resumed
+        self.paused = False  #: a stalled disk: writes wait until resumed
+        self._held: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    @property
+    def core(self) -> RaftCore | None:
+        """Return the running node's core, or None while it is down."""
+        return self.raft.core if self.raft is not None else None
 
     @property
     def up(self) -> bool:
         """Return True while the node runs."""
-        return self.core is not None
+        return self.raft is not None
+
+    @property
+    def state(self) -> list[bytes]:
+        """Return the commands applied to the state machine, in order."""
+        return self.machine.commands
+
+    @property
+    def applied_index(self) -> int:
+        """Return the index the state machine reflects."""
+        return self.raft.applied_index if self.raft is not None else 0
 
     def start(self) -> None:
-        """Build the core from what is on disk."""
+        """Start the node from its stores (ticks come from the test, not a timer)."""
         self.incarnation += 1
         rng = random.Random(f"{self.net.seed}/{self.id}/{self.incarnation}")
-        self.state = list(self.disk.snapshot_data) if self.disk.snapshot else []
-        self.applied_index = self.disk.snapshot.index if self.disk.snapshot else 0
         self.read_states = []
         self.dropped_reads = []
-        self.core = RaftCore(
+        self.machine = CommandList()
+        self.clock = NodeClock(self.net.reactor, self.crash)
+        self.raft = RaftNode(
+            self.clock,
             self.net.core_config(self.id),
-            rng,
-            self.disk.hard_state,
-            self.disk.snapshot,
-            list(self.disk.entries),
+            self.log_store,
+            self.stable_store,
+            self.snapshot_store,
+            SimTransport(self.net.send),
+            self.machine,
+            settings=NodeSettings(inline_persist_seconds=0.0, bootstrap=self.bootstrap),
+            rng=rng,
+            run_blocking=self._run_blocking,
+            monotonic=lambda: 0.0,  # one tick per tick(): time is the test's
         )
+        self.raft.on_ready = self._on_ready
+        self._held = []
 
     def crash(self) -> None:
-        """Stop, losing everything the core had not handed to storage."""
-        self.core = None
+        """Stop, losing everything not yet written."""
+        if self.clock is not None:
+            self.clock.kill()
+        if self.raft is not None:
+            self.raft.stopped = True
+        self.raft = None
+        self.clock = None
         self.paused = False
+        self._held = []
 
     def process(self) -> None:
-        """Handle Ready batches until the core has none, in the service's order."""
-        core = self.core
-        while core is not None and not self.paused and core.has_ready():
-            rd = core.ready()
-            self.readies.append(rd)
-            for m in rd.messages:
-                self.net.send(m)
-            if rd.snapshot is not None:
-                data = self.staged_snapshot.pop(rd.snapshot.index)
-                self.disk.snapshot = rd.snapshot
-                self.disk.snapshot_data = data
-                self.disk.entries = []
-                self.state = list(data)
-                self.applied_index = rd.snapshot.index
-            if rd.entries:
-                first = rd.entries[0].index
-                self.disk.entries = [e for e in self.disk.entries if e.index < first]
-                self.disk.entries.extend(rd.entries)
-            if rd.hard_state is not None:
-                self.disk.hard_state = rd.hard_state
-            for m in rd.messages_after_persist:
-                self.net.send(m)
-            for e in rd.committed_entries:
-                self._apply(e)
-            self.read_states.extend(rd.read_states)
-            self.dropped_reads.extend(rd.dropped_reads)
-            core.advance(rd)
-            self.net.check_leader(self)
+        """Let the node handle everything it has to do now."""
+        if self.raft is not None:
+            self.raft.poke()
+        self.net.reactor.run_until(self.net.reactor.now)
 
-    def _apply(self, e: Entry) -> None:
-        if e.index != self.applied_index + 1:
-            raise AssertionError(f"{self.id} applied {e.index} after {self.applied_index}")
-        self.net.check_applied(self, e)
-        self.applied_index = e.index
-        if e.kind is EntryKind.NORMAL:
-            self.state.append(e.data)
+    def _run_blocking(self, job: Callable[[], Any]) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self._held.append((job, d))
+        if not self.paused:
+            self._flush_disk()
+        return d
+
+    def _flush_disk(self) -> None:
+        while self._held and not self.paused:
+            job, d = self._held.pop(0)
+            d.callback(job())
+
+    def _on_ready(self, rd: Ready) -> None:
+        self.readies.append(rd)
+        self.read_states.extend(rd.read_states)
+        self.dropped_reads.extend(rd.dropped_reads)
+        self.net.check_leader(self)
+        expected = self.net._next_apply.get(self.id)
+        if rd.snapshot is not None:
+            expected = rd.snapshot.index + 1
+        for e in rd.committed_entries:
+            if expected is not None and e.index != expected:
+                raise AssertionError(f"{self.id} applied {e.index} after {expected - 1}")
+            self.net.check_applied(self, e)
+            expected = e.index + 1
+        if expected is not None:
+            self.net._next_apply[self.id] = expected
 
     def take_snapshot(self, keep: int = 0) -> SnapshotMeta:
         """Snapshot the state machine at its applied index and compact the log,
         keeping ``keep`` entries before that index."""
-        core = self.core
-        assert core is not None
-        meta = core.snapshot_meta_at(core.applied)
-        self.disk.snapshot = meta
-        self.disk.snapshot_data = tuple(self.state)
-        core.compact(meta, meta.index - keep)
-        self.disk.entries = [e for e in self.disk.entries if e.index > core.log.start]
+        raft = self.raft
+        assert raft is not None
+        assert raft.snapshot_now(trailing=keep), "no snapshot can be taken now"
+        self.process()
+        meta = raft.core.snapshot_meta
+        assert meta is not None
         return meta
 
 
@@ -167,6 +211,8 @@ class Network:
         **config: Any,
     ) -> None:
         self.seed = seed
+        self.reactor = SimReactor()
+        self._next_apply: dict[NodeId, int] = {}
         self.config: dict[str, Any] = {"election_ticks": 10, "heartbeat_ticks": 2, **config}
         self.queue: list[Message] = []
         self.blocked: set[tuple[NodeId, NodeId]] = set()
@@ -176,14 +222,14 @@ class Network:
         self.delivered = 0
         self.leaders: dict[int, NodeId] = {}  #: the leader of each term seen
         self.committed: dict[int, Entry] = {}  #: every entry applied anywhere, by index
-        self._snapshot_data: dict[tuple[NodeId, int], tuple[bytes, ...]] = {}
+        self._snapshot_data: dict[tuple[NodeId, int], bytes] = {}
         ids = [NodeId(v) for v in voters]
-        boot = bootstrap_entries([(nid, b"") for nid in ids])
+        boot = [(str(nid), b"") for nid in ids]
         self.nodes: dict[NodeId, Node] = {}
         for nid in ids:
-            self.nodes[nid] = Node(self, nid, Disk(HardState(1, None, len(boot)), list(boot)))
+            self.nodes[nid] = Node(self, nid, boot)
         for s in spares:
-            self.nodes[NodeId(s)] = Node(self, NodeId(s), Disk())
+            self.nodes[NodeId(s)] = Node(self, NodeId(s), [])
         for node in self.nodes.values():
             node.start()
 
@@ -210,21 +256,27 @@ class Network:
         self.sent[type(m).__name__] += 1
         if isinstance(m, InstallSnapshot):
             src = self.nodes[m.sender]
-            if src.disk.snapshot is None or src.disk.snapshot.index != m.meta.index:
+            try:
+                data = src.snapshot_store.open(m.meta.index)
+            except (KeyError, ValueError):
                 return  # the snapshot moved on; the leader will send the newer one
-            self._snapshot_data[(m.sender, m.meta.index)] = src.disk.snapshot_data
+            self._snapshot_data[(m.sender, m.meta.index)] = data
         self.queue.append(m)
 
     def _deliver(self, m: Message) -> None:
         if (m.sender, m.recipient) in self.blocked or any(f(m) for f in self.filters):
             return
         node = self.nodes.get(m.recipient)
-        if node is None or node.core is None:
+        if node is None or node.raft is None:
             return
-        if isinstance(m, InstallSnapshot):
-            node.staged_snapshot[m.meta.index] = self._snapshot_data[(m.sender, m.meta.index)]
+        if isinstance(m, InstallSnapshot):  # the transport stores it, then hands it over
+            sink = node.snapshot_store.create(m.meta)
+            sink.write(self._snapshot_data[(m.sender, m.meta.index)])
+            sink.close()
         self.delivered += 1
-        node.core.step(m)
+        node.raft.receive(m)
+        if node.raft is not None and node.raft.failure is not None:
+            raise AssertionError(f"{node.id} stopped itself: {node.raft.failure}")
         node.process()
 
     def deliver(self, where: Callable[[Message], bool] | None = None) -> int:
@@ -310,8 +362,8 @@ class Network:
         for _ in range(n):
             for nid in list(nodes) if nodes is not None else list(self.nodes):
                 node = self.nodes[NodeId(nid)]
-                if node.core is not None:
-                    node.core.tick()
+                if node.raft is not None:
+                    node.raft.tick()
                     node.process()
             if settle:
                 self.stabilize()
@@ -322,11 +374,13 @@ class Network:
         (or, with lease reads, started) less than an election timeout ago ignore
         it; use :meth:`run_until_leader` when that matters."""
         core = self.core(nid)
+        node = self.nodes[NodeId(nid)]
         for _ in range(limit):
             if core.role is not Role.FOLLOWER:
                 break
-            core.tick()
-            self.nodes[NodeId(nid)].process()
+            assert node.raft is not None
+            node.raft.tick()
+            node.process()
         self.stabilize()
         assert core.role is Role.LEADER, f"{nid} did not win: {core.status()}"
 
@@ -378,6 +432,7 @@ class Network:
     def crash(self, nid: str) -> None:
         """Crash ``nid``: unpersisted state is lost; messages to it are lost."""
         self.nodes[NodeId(nid)].crash()
+        self._next_apply.pop(NodeId(nid), None)
 
     def pause(self, nid: str) -> None:
         """Stall ``nid``'s disk: its core keeps running but no Ready is handled, so
@@ -388,6 +443,7 @@ class Network:
         """Let ``nid`` handle its pending Ready batches again."""
         node = self.nodes[NodeId(nid)]
         node.paused = False
+        node._flush_disk()
         node.process()
 
     def restart(self, nid: str) -> None:
@@ -434,6 +490,10 @@ class Network:
             else [n for n in self.nodes.values() if n.core is not None]
         )
         return all(n.applied_index >= index for n in chosen)
+
+    def committed_index(self, data: bytes) -> int:
+        """Return the index at which the command ``data`` was committed."""
+        return next(i for i, e in self.committed.items() if e.data == data)
 
     def states(self) -> dict[NodeId, list[bytes]]:
         """Return each running node's applied commands."""

@@ -279,7 +279,9 @@ class RaftCore:
             raise ConfigChangeInProgressError("the leader has not committed in its term yet")
         cfg = self.log.config()
         cfg.apply(change)  # validates; raises ValueError
-        if change.op is ConfChangeOp.ADD_VOTER and change.node_id in cfg.learners:
+        if change.op is ConfChangeOp.ADD_VOTER and change.node_id not in cfg.voters:
+            if change.node_id not in cfg.learners:
+                raise ValueError(f"add {change.node_id} as a learner first")
             pr = self.progress.get(change.node_id)
             if pr is None or pr.match < self.log.config_index():
                 # A voter must hold what it votes from: at least the entry that

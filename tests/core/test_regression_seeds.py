@@ -23,6 +23,13 @@ REGRESSIONS = {
         "forever and the 4-voter configuration could never commit after healing. Fixed in "
         "core/raft.py + progress.py: resend after snapshot_retry_ticks without an answer."
     ),
+    43: (
+        "Found once the simulation drove the shipped RaftNode: a leader lost leadership "
+        "with a write pending at index i, won again and took a new write at the same "
+        "index; the first request was overwritten in the node's table and never "
+        "answered. Fixed in node.py (_wait_for): the older request is told its entry "
+        "was replaced."
+    ),
 }
 
 
