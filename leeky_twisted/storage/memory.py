@@ -14,7 +14,12 @@ from zope.interface import implementer
 from leeky_twisted.core.messages import Entry, HardState, SnapshotMeta
 from leeky_twisted.interfaces import ILogStore, ISnapshotSink, ISnapshotStore, IStableStore
 from leeky_twisted.storage.errors import StorageError, StoreClosedError
-from leeky_twisted.storage.logrules import check_append, check_max_bytes, check_range
+from leeky_twisted.storage.logrules import (
+    check_append,
+    check_max_bytes,
+    check_range,
+    hard_state_error,
+)
 
 
 @implementer(ILogStore)
@@ -137,6 +142,9 @@ class MemoryStableStore:
         """Remember ``hard_state``."""
         if not isinstance(hard_state, HardState):
             raise TypeError(f"expected a HardState, got {type(hard_state).__name__}")
+        problem = hard_state_error(hard_state)
+        if problem is not None:
+            raise ValueError(f"refusing to save hard state: {problem}")
         with self._lock:
             if self._closed:
                 raise StoreClosedError("MemoryStableStore is closed")
