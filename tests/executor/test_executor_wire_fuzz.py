@@ -37,7 +37,11 @@ json_values = st.recursive(
 entries = st.one_of(
     st.fixed_dictionaries(
         {"index": numbers},
-        optional={"command": st.one_of(st.text(max_size=5), json_values), "x": json_values},
+        optional={
+            "command": st.one_of(st.text(max_size=5), json_values),
+            "command_b64": st.one_of(st.sampled_from(["", "YQ==", "!!", "YQ"]), json_values),
+            "x": json_values,
+        },
     ),
     json_values,
 )
