@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 
 from leeky_twisted.core.messages import MAX_INDEX
 from leeky_twisted.executor import wire
+from leeky_twisted.executor.filemeta import SNAPSHOT_FORMAT
 from leeky_twisted.executor.server import ExecutorJSONRPC
 from leeky_twisted.executor.store import DurableExecutorState
 from leeky_twisted.statemachine import remote
 from leeky_twisted.statemachine.remote import ExecutorError
+from leeky_twisted.storage.errors import CorruptStorageError
 
 numbers = st.one_of(
     st.sampled_from([-1, 0, 1, MAX_INDEX, MAX_INDEX + 1, 2**64 - 1, 2**64]),
@@ -121,3 +123,53 @@ def test_fuzz_executor_server_bodies():
             check()
         finally:
             state.close()
+
+
+def _state_document(draw_fields: dict) -> dict:
+    document = {"format": "leeky-executor-state/1", "owner": "leeky/1", "last_applied": 3}
+    document["machine"] = {"format": SNAPSHOT_FORMAT, "files": []}
+    document["recent"] = [[3, {"index": 3, "result": None}]]
+    document.update(draw_fields)
+    return document
+
+
+def test_fuzz_executor_state_file():
+    """Any state.json opens within bounds or raises one CorruptStorageError naming the file."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/state.json"
+
+        @settings(max_examples=150, deadline=None)
+        @given(
+            fields=st.dictionaries(
+                st.sampled_from(["format", "owner", "last_applied", "machine", "recent"]),
+                json_values,
+                max_size=2,
+            ),
+            raw=st.one_of(st.none(), st.binary(max_size=20)),
+        )
+        def check(fields, raw):
+            with open(path, "wb") as f:
+                f.write(raw if raw is not None else json.dumps(_state_document(fields)).encode())
+            try:
+                state = DurableExecutorState(directory)
+            except CorruptStorageError as e:
+                assert e.path == path
+                return
+            try:
+                assert 0 <= state.last_applied <= MAX_INDEX
+                assert state.owner is None or isinstance(state.owner, str)
+            finally:
+                state.close()
+
+        check()
+
+
+def test_executor_state_with_huge_last_applied_is_a_clear_storage_error(tmp_path):
+    """A state.json claiming last_applied 2**64 names the file and the field."""
+    document = _state_document({"last_applied": 2**64})
+    (tmp_path / "state.json").write_text(json.dumps(document))
+    with pytest.raises(CorruptStorageError, match="last_applied") as caught:
+        DurableExecutorState(str(tmp_path))
+    assert caught.value.path == str(tmp_path / "state.json")
+    (tmp_path / "state.json").unlink()
+    DurableExecutorState(str(tmp_path)).close()  # the directory lock was released
