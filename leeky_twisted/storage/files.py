@@ -55,6 +55,7 @@ from leeky_twisted.storage.fsutil import (
 from leeky_twisted.storage.logrules import (
     check_append,
     check_max_bytes,
+    check_next_index,
     check_range,
     hard_state_error,
 )
@@ -449,6 +450,7 @@ class FileLogStore:
             self._compact(upto)
 
     def _compact(self, upto: int) -> None:
+        check_next_index(max(upto, 0) + 1)
         with self._lock:
             self._check_writable()
             first, last = self._first_index, self._last_locked()
@@ -491,8 +493,7 @@ class FileLogStore:
             self._reset(next_index)
 
     def _reset(self, next_index: int) -> None:
-        if next_index < 1:
-            raise ValueError(f"next_index must be at least 1, got {next_index}")
+        check_next_index(next_index)
         with self._lock:
             self._check_writable()
             seq = self._segments[-1].seq + 1

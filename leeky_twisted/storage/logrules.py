@@ -80,3 +80,9 @@ def hard_state_error(hard_state: HardState) -> str | None:
     if hard_state.voted_for is not None and not isinstance(hard_state.voted_for, str):
         return f"voted_for {hard_state.voted_for!r} is not a node id"
     return None
+
+
+def check_next_index(next_index: int) -> None:
+    """Raise ValueError unless ``next_index`` lies in [1, MAX_INDEX + 1] (reset, compaction)."""
+    if not 1 <= next_index <= MAX_INDEX + 1:
+        raise ValueError(f"next_index must be from 1 to {MAX_INDEX + 1}, got {next_index}")

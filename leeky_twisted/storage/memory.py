@@ -17,6 +17,7 @@ from leeky_twisted.storage.errors import StorageError, StoreClosedError
 from leeky_twisted.storage.logrules import (
     check_append,
     check_max_bytes,
+    check_next_index,
     check_range,
     hard_state_error,
 )
@@ -98,6 +99,7 @@ class MemoryLogStore:
 
     def compact(self, upto: int) -> None:
         """Drop entries with index <= ``upto``; an emptied log starts at ``upto + 1``."""
+        check_next_index(max(upto, 0) + 1)
         with self._lock:
             self._check_open()
             if upto < self._first_index:
@@ -108,8 +110,7 @@ class MemoryLogStore:
 
     def reset(self, next_index: int) -> None:
         """Drop every entry; the next appended entry will be ``next_index``."""
-        if next_index < 1:
-            raise ValueError(f"next_index must be at least 1, got {next_index}")
+        check_next_index(next_index)
         with self._lock:
             self._check_open()
             self._entries = []

@@ -297,3 +297,20 @@ def test_fuzz_snapshot_meta(index, term, voters, learners, extra) -> None:
         return
     assert 0 <= meta.index <= MAX_INDEX and 0 <= meta.term <= MAX_TERM
     assert all(isinstance(n, str) for n in meta.config.voters | meta.config.learners)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_log_stores_refuse_to_start_past_max_index(tmp_path: Path, kind: str) -> None:
+    """reset or compact past MAX_INDEX + 1 would write a first index no store reads back."""
+    store = MemoryLogStore() if kind == "memory" else FileLogStore(tmp_path, preallocate=False)
+    with pytest.raises(ValueError, match="next_index"):
+        store.reset(MAX_INDEX + 2)
+    with pytest.raises(ValueError, match="next_index"):
+        store.compact(HUGE)
+    store.reset(MAX_INDEX + 1)
+    assert store.first_index() == MAX_INDEX + 1
+    store.close()
+    if kind == "file":
+        reopened = FileLogStore(tmp_path, preallocate=False)
+        assert reopened.first_index() == MAX_INDEX + 1
+        reopened.close()
