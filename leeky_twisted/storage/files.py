@@ -57,6 +57,7 @@ from leeky_twisted.storage.logrules import (
     check_max_bytes,
     check_next_index,
     check_range,
+    check_snapshot_meta,
     hard_state_error,
 )
 from leeky_twisted.storage.segments import (
@@ -807,6 +808,7 @@ class FileSnapshotStore:
         """Start writing a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")
+        check_snapshot_meta(meta)
         return FileSnapshotSink(self, meta, self._dir)
 
     def _names(self) -> list[tuple[int, str]]:

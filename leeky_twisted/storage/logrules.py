@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from leeky_twisted.core.messages import MAX_INDEX, MAX_TERM, Entry, HardState
+from leeky_twisted.core.messages import MAX_INDEX, MAX_TERM, Entry, HardState, SnapshotMeta
 
 
 def check_append(entries: Sequence[Entry], first_index: int, last_index: int) -> Sequence[Entry]:
@@ -86,3 +86,9 @@ def check_next_index(next_index: int) -> None:
     """Raise ValueError unless ``next_index`` lies in [1, MAX_INDEX + 1] (reset, compaction)."""
     if not 1 <= next_index <= MAX_INDEX + 1:
         raise ValueError(f"next_index must be from 1 to {MAX_INDEX + 1}, got {next_index}")
+
+
+def check_snapshot_meta(meta: SnapshotMeta) -> None:
+    """Raise ValueError unless the snapshot's index and term are within the bounds."""
+    if not (_is_count(meta.index, MAX_INDEX) and _is_count(meta.term, MAX_TERM)):
+        raise ValueError(f"snapshot index {meta.index!r} or term {meta.term!r} out of bounds")

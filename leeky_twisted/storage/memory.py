@@ -19,6 +19,7 @@ from leeky_twisted.storage.logrules import (
     check_max_bytes,
     check_next_index,
     check_range,
+    check_snapshot_meta,
     hard_state_error,
 )
 
@@ -205,6 +206,7 @@ class MemorySnapshotStore:
         """Return a sink for a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")
+        check_snapshot_meta(meta)
         return MemorySnapshotSink(self, meta)
 
     def _put(self, meta: SnapshotMeta, data: bytes) -> None:

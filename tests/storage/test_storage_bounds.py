@@ -32,8 +32,8 @@ from leeky_twisted.storage.errors import (
     CorruptLogError,
     CorruptSnapshotError,
 )
-from leeky_twisted.storage.files import FileLogStore, FileStableStore
-from leeky_twisted.storage.memory import MemoryLogStore, MemoryStableStore
+from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
+from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 from leeky_twisted.storage.segments import (
     META,
     META_MAGIC,
@@ -314,3 +314,16 @@ def test_log_stores_refuse_to_start_past_max_index(tmp_path: Path, kind: str) ->
         reopened = FileLogStore(tmp_path, preallocate=False)
         assert reopened.first_index() == MAX_INDEX + 1
         reopened.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+@pytest.mark.parametrize(("index", "term"), [(MAX_INDEX + 1, 1), (5, MAX_TERM + 1), (5, HUGE)])
+def test_snapshot_stores_refuse_impossible_metas(
+    tmp_path: Path, kind: str, index: int, term: int
+) -> None:
+    """No snapshot is started whose index or term could not be read back."""
+    store = MemorySnapshotStore() if kind == "memory" else FileSnapshotStore(tmp_path)
+    meta = SnapshotMeta(index, term, Configuration(frozenset({NodeId("n1")})))
+    with pytest.raises(ValueError, match="out of bounds"):
+        store.create(meta)
+    assert store.latest() is None
