@@ -529,6 +529,10 @@ class ClientLocator(amp.CommandLocator):
         super().__init__()
         self.frontend = frontend
 
+    def locateResponder(self, name: bytes) -> Any:
+        """Return the responder of ``name``; malformed arguments get INVALID_REQUEST."""
+        return cc.refuse_malformed(name, super().locateResponder(name))
+
     def _run(
         self, coroutine: Coroutine[Any, Any, T], encode: Callable[[T], dict[str, Any]]
     ) -> Deferred[dict[str, Any]]:

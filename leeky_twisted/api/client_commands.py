@@ -2,7 +2,8 @@
 
 Strings travel as :class:`ChunkedText`, because an AMP value is at most 65,535
 bytes and values may be up to 1 MiB. Writes carry an optional client session
-(``client_id``, ``seq``, ``ack``: see ``statemachine.commands.Session``).
+(``client_id``, ``seq``, ``ack``: see ``statemachine.commands.Session``);
+``seq`` and ``ack`` lie in [0, MAX_SEQ].
 ``forwarded`` is set by a follower that passes a request on to the leader; the
 leader then answers NotLeader instead of forwarding again.
 
@@ -18,8 +19,10 @@ follow it (see ``api.errors``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.protocols import amp
 
 from leeky_twisted.api.errors import (
@@ -34,8 +37,10 @@ from leeky_twisted.api.errors import (
 
 __all__ = [
     "CLIENT_ERRORS",
+    "MAX_SEQ",
     "AddServer",
     "Append",
+    "BoundedInteger",
     "Cas",
     "ChunkedText",
     "Delete",
@@ -48,7 +53,11 @@ __all__ = [
     "Status",
     "Submit",
     "TransferLeader",
+    "refuse_malformed",
 ]
+
+#: The largest ``seq`` or ``ack`` of a client session.
+MAX_SEQ = 2**63 - 1
 
 
 class ChunkedText(amp.Argument):
@@ -97,6 +106,62 @@ class ChunkedText(amp.Argument):
             strings[name + b".%d" % n] = data[start : start + limit]
 
 
+class BoundedInteger(amp.Integer):
+    """An integer argument in [``minimum``, ``maximum``]: at most 20 ASCII digits, optional sign.
+
+    Anything else raises ValueError naming the bounds before any large number
+    is built; :func:`refuse_malformed` answers it with INVALID_REQUEST.
+    """
+
+    def __init__(self, minimum: int = 0, maximum: int = MAX_SEQ, optional: bool = False) -> None:
+        super().__init__(optional=optional)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def fromString(self, inString: bytes) -> int:
+        """Return the integer ``inString`` spells; ValueError unless it lies within the bounds."""
+        digits = inString[1:] if inString[:1] == b"-" else inString
+        if 0 < len(digits) <= 20 and digits.isdigit():
+            value = int(inString)
+            if self.minimum <= value <= self.maximum:
+                return value
+        raise ValueError(f"expected an integer from {self.minimum} to {self.maximum}")
+
+
+def refuse_malformed(
+    name: bytes, responder: Callable[[amp.AmpBox], Any] | None
+) -> Callable[[amp.AmpBox], Deferred[Any]]:
+    """Wrap the located ``responder`` of command ``name`` (None: an unknown command).
+
+    Arguments that do not parse (a missing argument, bad UTF-8, an integer
+    out of bounds) are answered INVALID_REQUEST and the connection stays
+    open; left to itself, AMP logs a traceback and closes the connection for
+    each such box. A box that asks for no answer gets none: its failures
+    (and unknown commands) are dropped instead of logged.
+    """
+
+    def respond(box: amp.AmpBox) -> Deferred[Any]:
+        asked = amp.ASK in box
+        if responder is None:
+            if not asked:
+                return succeed(None)
+            why = f"Unhandled Command: {name!r}"[:200]
+            return fail(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, why))
+        try:
+            result: Deferred[Any] = responder(box)
+        except Exception as e:  # the responder itself runs later, in a Deferred
+            if not asked:
+                return succeed(None)
+            command = name.decode("ascii", "replace")[:40]
+            why = f"malformed {command} arguments: {e}"[:200]
+            return fail(amp.RemoteAmpError(b"INVALID_REQUEST", why))
+        if not asked:
+            result.addErrback(lambda _: None)
+        return result
+
+    return respond
+
+
 #: The errors every client command may answer with; LeekyError last, as a catch-all.
 CLIENT_ERRORS: dict[type[Exception], bytes] = {
     NotLeader: b"NOT_LEADER",
@@ -110,8 +175,8 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
 
 _SESSION = [
     (b"client_id", ChunkedText(optional=True)),
-    (b"seq", amp.Integer(optional=True)),
-    (b"ack", amp.Integer(optional=True)),
+    (b"seq", BoundedInteger(optional=True)),
+    (b"ack", BoundedInteger(optional=True)),
     (b"forwarded", amp.Boolean(optional=True)),
 ]
 

@@ -20,8 +20,10 @@ Any node answers: a follower forwards the request to the leader (see
 ``amp_api.KeyValueFrontend``). Errors are JSON-RPC 2.0 error objects:
 
 ======= ===========================================================
--32700  parse error (malformed JSON, not UTF-8)
--32600  invalid request (not a request object, body too large, not POST)
+-32700  parse error (malformed JSON, not UTF-8, NaN or Infinity)
+-32600  invalid request (not a request object, body too large, not POST,
+        an id that is not null, a string of at most 256 characters, a
+        64-bit integer or a finite number)
 -32601  method not found
 -32602  invalid params (wrong count or types; key/value refused)
 -32603  internal error
@@ -50,6 +52,7 @@ import functools
 import inspect
 import io
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +106,30 @@ SESSION_EXPIRED = -32004
 
 #: At most this many calls in one batch request.
 MAX_BATCH = 100
+#: The longest string id a request may carry (ids are echoed in the answer).
+MAX_ID_CHARS = 256
+#: Integer ids are signed 64-bit.
+_ID_INTS = range(-(2**63), 2**63)
+
+
+def _refuse_constant(name: str) -> None:
+    """Refuse NaN and Infinity, which Python's parser accepts but JSON does not have."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _id_problem(request_id: object) -> str | None:
+    """Return why ``request_id`` is not an acceptable JSON-RPC id, or None."""
+    if request_id is None:
+        return None
+    if isinstance(request_id, str):
+        return None if len(request_id) <= MAX_ID_CHARS else f"id longer than {MAX_ID_CHARS}"
+    if isinstance(request_id, bool):
+        return "id must be a string, a number or null"
+    if isinstance(request_id, int):
+        return None if request_id in _ID_INTS else "id must be a 64-bit integer"
+    if isinstance(request_id, float):
+        return None if math.isfinite(request_id) else "id must be a finite number"
+    return "id must be a string, a number or null"
 
 
 class _InvalidParams(Exception):
@@ -247,7 +274,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         nothing is to be sent back (notifications only).
         """
         try:
-            parsed = json.loads(body)
+            parsed = json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as e:
             return _now(_response(None, error=_error(PARSE_ERROR, f"parse error: {e}")))
         if isinstance(parsed, list):
@@ -269,8 +296,8 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
             return _now(_response(None, error=_error(INVALID_REQUEST, "not a request object")))
         request_id = call.get("id")
         notification = "id" not in call
-        if isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None):
-            problem = "id must be a string, a number or null"
+        problem = _id_problem(request_id)
+        if problem is not None:
             return _now(_response(None, error=_error(INVALID_REQUEST, problem)))
         method, params = call.get("method"), call.get("params", [])
         problem = None

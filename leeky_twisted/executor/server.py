@@ -105,10 +105,10 @@ class ExecutorJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
     def jsonrpc_restore(self, owner: object, index: object, data: object) -> dict[str, Any]:
         """Replace the whole state by a snapshot taken at ``index``."""
         who = _owner(owner)
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise RPCError(wire.INVALID_PARAMS, "index must be a non-negative integer")
         try:
-            self.state.restore(who, index, wire.decode_snapshot_data(data))
+            self.state.restore(
+                who, wire.decode_index(index, "index"), wire.decode_snapshot_data(data)
+            )
         except ValueError as e:
             raise RPCError(wire.INVALID_PARAMS, str(e)) from None
         return {"last_applied": self.state.last_applied}

@@ -23,7 +23,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from leeky_twisted.executor import wire
 from leeky_twisted.executor.filemeta import CommandRejected, FileMetadataMachine
+from leeky_twisted.storage.errors import CorruptStorageError
 from leeky_twisted.storage.fsutil import DirectoryLock, atomic_write, remove_temp_files
 
 __all__ = ["RESULT_CACHE_SIZE", "STATE_FORMAT", "DurableExecutorState", "OwnerMismatch"]
@@ -57,7 +59,11 @@ class DurableExecutorState:
         self.last_applied = 0
         self.owner: str | None = None
         self._recent: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._lock.release()
+            raise
 
     # ------------------------------------------------------------ disk
 
@@ -67,13 +73,25 @@ class DurableExecutorState:
                 raw = f.read()
         except FileNotFoundError:
             return
-        document = json.loads(raw)
-        if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.path} is not a {STATE_FORMAT} file")
-        self.machine = FileMetadataMachine.from_json(document["machine"])
-        self.last_applied = int(document["last_applied"])
-        self.owner = document.get("owner")
-        self._recent = OrderedDict((int(i), r) for i, r in document.get("recent", []))
+        try:
+            document = json.loads(raw)
+            if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+                raise ValueError(f"not a {STATE_FORMAT} file")
+            machine = FileMetadataMachine.from_json(document["machine"])
+            last_applied = wire.decode_index(document["last_applied"], "last_applied")
+            owner = document.get("owner")
+            if owner is not None and not isinstance(owner, str):
+                raise ValueError(f"owner {owner!r:.40} is not a string")
+            recent = OrderedDict(
+                (wire.decode_index(i, "a recent result's index", 1), r)
+                for i, r in document.get("recent", [])
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise CorruptStorageError(self.path, None, f"unreadable executor state: {e}") from None
+        self.machine = machine
+        self.last_applied = last_applied
+        self.owner = owner
+        self._recent = recent
 
     def _save(self) -> None:
         document = {

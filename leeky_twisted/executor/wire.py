@@ -31,6 +31,7 @@ import base64
 import binascii
 from typing import Any
 
+from leeky_twisted.core.messages import MAX_INDEX
 from leeky_twisted.jsonrpc_codes import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -48,6 +49,7 @@ __all__ = [
     "OWNER_MISMATCH",
     "PARSE_ERROR",
     "decode_entry",
+    "decode_index",
     "decode_snapshot_data",
     "encode_entry",
     "encode_snapshot_data",
@@ -72,17 +74,26 @@ def encode_entry(index: int, command: bytes) -> dict[str, Any]:
         return {"index": index, "command_b64": base64.b64encode(command).decode("ascii")}
 
 
+def decode_index(value: object, what: str, minimum: int = 0) -> int:
+    """Return ``value`` if it is an integer log index in [``minimum``, MAX_INDEX].
+
+    Raises ValueError naming ``what`` otherwise (indexes beyond any log are
+    refused on both sides of the wire).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INDEX:
+        raise ValueError(f"{what} must be an integer from {minimum} to {MAX_INDEX}")
+    return value
+
+
 def decode_entry(value: object) -> tuple[int, bytes]:
     """Return ``(index, command)`` from :func:`encode_entry`'s form.
 
-    Raises ValueError for anything else (a positive integer index and exactly
-    one of ``command``/``command_b64`` are required).
+    Raises ValueError for anything else (an integer index in [1, MAX_INDEX]
+    and exactly one of ``command``/``command_b64`` are required).
     """
     if not isinstance(value, dict):
         raise ValueError("an entry must be an object")
-    index = value.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 1:
-        raise ValueError("an entry's index must be a positive integer")
+    index = decode_index(value.get("index"), "an entry's index", 1)
     keys = set(value) - {"index"}
     if keys == {"command"} and isinstance(value["command"], str):
         return index, value["command"].encode("utf-8")

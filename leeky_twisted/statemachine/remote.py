@@ -130,9 +130,17 @@ class IAsyncStateMachine(Interface):
 # ------------------------------------------------------------------ client
 
 
+def _index(value: object, what: str) -> int:
+    try:
+        return wire.decode_index(value, what)
+    except ValueError as e:
+        raise ExecutorError(f"malformed answer from the executor: {e}") from None
+
+
 def _outcome(item: object) -> object:
-    if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+    if not isinstance(item, dict):
         raise ExecutorError(f"malformed result from the executor: {item!r:.100}")
+    _index(item.get("index"), "a result's index")
     if "error" in item:
         return CommandFailed(str(item["error"]))
     if item.get("unknown"):
@@ -227,7 +235,10 @@ class RemoteStateMachineExecutor:
         if error is not None:
             if not isinstance(error, dict):
                 raise ExecutorError(f"{method}: malformed error {error!r:.100}")
-            raise ExecutorRemoteError(int(error.get("code", 0)), str(error.get("message", "")))
+            code = error.get("code", 0)
+            if not isinstance(code, int) or isinstance(code, bool) or not -(2**31) <= code < 2**31:
+                raise ExecutorError(f"{method}: malformed error {error!r:.100}")
+            raise ExecutorRemoteError(code, str(error.get("message", ""))[:1000])
         if "result" not in answer:
             raise ExecutorError(f"{method}: answer without a result")
         return answer["result"]
@@ -238,10 +249,9 @@ class RemoteStateMachineExecutor:
         """Fire with the executor's durable last applied index."""
 
         def pick(status: Any) -> int:
-            index = status.get("last_applied") if isinstance(status, dict) else None
-            if not isinstance(index, int) or index < 0:
+            if not isinstance(status, dict):
                 raise ExecutorError(f"malformed status: {status!r:.100}")
-            return index
+            return _index(status.get("last_applied"), "last_applied")
 
         return self.call("status").addCallback(pick)
 
@@ -281,10 +291,11 @@ class RemoteStateMachineExecutor:
         """Fire with ``(last_applied, data)`` of the whole state."""
 
         def unpack(answer: Any) -> tuple[int, bytes]:
-            if not isinstance(answer, dict) or not isinstance(answer.get("index"), int):
+            if not isinstance(answer, dict):
                 raise ExecutorError(f"malformed snapshot answer: {answer!r:.100}")
+            index = _index(answer.get("index"), "the snapshot's index")
             try:
-                return answer["index"], wire.decode_snapshot_data(answer.get("data"))
+                return index, wire.decode_snapshot_data(answer.get("data"))
             except ValueError as e:
                 raise ExecutorError(str(e)) from None
 

@@ -25,6 +25,8 @@ from typing import BinaryIO
 from zope.interface import implementer
 
 from leeky_twisted.core.messages import (
+    MAX_INDEX,
+    MAX_TERM,
     Configuration,
     Entry,
     HardState,
@@ -50,7 +52,14 @@ from leeky_twisted.storage.fsutil import (
     pwrite_all,
     remove_temp_files,
 )
-from leeky_twisted.storage.logrules import check_append, check_max_bytes, check_range
+from leeky_twisted.storage.logrules import (
+    check_append,
+    check_max_bytes,
+    check_next_index,
+    check_range,
+    check_snapshot_meta,
+    hard_state_error,
+)
 from leeky_twisted.storage.segments import (
     RECORD_HEADER,
     SEGMENT_HEADER,
@@ -442,6 +451,7 @@ class FileLogStore:
             self._compact(upto)
 
     def _compact(self, upto: int) -> None:
+        check_next_index(max(upto, 0) + 1)
         with self._lock:
             self._check_writable()
             first, last = self._first_index, self._last_locked()
@@ -484,8 +494,7 @@ class FileLogStore:
             self._reset(next_index)
 
     def _reset(self, next_index: int) -> None:
-        if next_index < 1:
-            raise ValueError(f"next_index must be at least 1, got {next_index}")
+        check_next_index(next_index)
         with self._lock:
             self._check_writable()
             seq = self._segments[-1].seq + 1
@@ -542,8 +551,8 @@ def _encode_hard_state(hard_state: HardState) -> bytes:
     return _HARD_STATE_HEADER.pack(_HARD_STATE_MAGIC, zlib.crc32(payload), len(payload)) + payload
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_count(value: object, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
 def _decode_hard_state(buf: bytes, path: str) -> HardState:
@@ -560,7 +569,7 @@ def _decode_hard_state(buf: bytes, path: str) -> HardState:
         raise CorruptHardStateError(path, None, "checksum mismatch")
     try:
         fields = json.loads(payload)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise CorruptHardStateError(path, None, f"unparseable payload: {error}") from None
     if not isinstance(fields, dict) or set(fields) - {"abstaining"} != {
         "term",
@@ -571,12 +580,11 @@ def _decode_hard_state(buf: bytes, path: str) -> HardState:
     abstaining = fields.get("abstaining", False)
     if not isinstance(abstaining, bool):
         raise CorruptHardStateError(path, None, f"invalid values {fields!r}")
-    term, voted_for, commit = fields["term"], fields["voted_for"], fields["commit"]
-    if not (_is_count(term) and _is_count(commit)) or not (
-        voted_for is None or isinstance(voted_for, str)
-    ):
-        raise CorruptHardStateError(path, None, f"invalid values {fields!r}")
-    return HardState(term, None if voted_for is None else NodeId(voted_for), commit, abstaining)
+    hard_state = HardState(fields["term"], fields["voted_for"], fields["commit"], abstaining)
+    problem = hard_state_error(hard_state)
+    if problem is not None:
+        raise CorruptHardStateError(path, None, f"impossible value: {problem}")
+    return hard_state
 
 
 @implementer(IStableStore)
@@ -622,6 +630,9 @@ class FileStableStore:
         """Save ``hard_state``; durable when this returns (skipped if unchanged)."""
         if not isinstance(hard_state, HardState):
             raise TypeError(f"expected a HardState, got {type(hard_state).__name__}")
+        problem = hard_state_error(hard_state)
+        if problem is not None:  # never persist what could not be loaded again
+            raise ValueError(f"refusing to save hard state to {self._path}: {problem}")
         data = _encode_hard_state(hard_state)
         with self._lock:
             self._check_open()
@@ -665,13 +676,18 @@ def _encode_snapshot_header(meta: SnapshotMeta) -> bytes:
 def _decode_snapshot_meta(body: bytes, path: str) -> SnapshotMeta:
     try:
         fields = json.loads(body)
-        voters = frozenset(NodeId(str(node)) for node in fields["voters"])
-        learners = frozenset(NodeId(str(node)) for node in fields["learners"])
+        voters, learners = fields["voters"], fields["learners"]
         index, term = fields["index"], fields["term"]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise CorruptSnapshotError(path, None, f"unparseable meta: {error!r}") from None
-    if not (_is_count(index) and _is_count(term)):
-        raise CorruptSnapshotError(path, None, f"invalid meta {fields!r}")
+    ids_ok = all(
+        isinstance(nodes, list) and all(isinstance(node, str) for node in nodes)
+        for nodes in (voters, learners)
+    )
+    if not (_is_count(index, MAX_INDEX) and _is_count(term, MAX_TERM) and ids_ok):
+        raise CorruptSnapshotError(path, None, f"impossible meta {fields!r:.200}")
+    voters = frozenset(NodeId(node) for node in voters)
+    learners = frozenset(NodeId(node) for node in learners)
     return SnapshotMeta(index, term, Configuration(voters, learners))
 
 
@@ -803,6 +819,7 @@ class FileSnapshotStore:
         """Start writing a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")
+        check_snapshot_meta(meta)
         return FileSnapshotSink(self, meta, self._dir)
 
     def _names(self) -> list[tuple[int, str]]:

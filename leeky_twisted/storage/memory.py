@@ -14,7 +14,14 @@ from zope.interface import implementer
 from leeky_twisted.core.messages import Entry, HardState, SnapshotMeta
 from leeky_twisted.interfaces import ILogStore, ISnapshotSink, ISnapshotStore, IStableStore
 from leeky_twisted.storage.errors import StorageError, StoreClosedError
-from leeky_twisted.storage.logrules import check_append, check_max_bytes, check_range
+from leeky_twisted.storage.logrules import (
+    check_append,
+    check_max_bytes,
+    check_next_index,
+    check_range,
+    check_snapshot_meta,
+    hard_state_error,
+)
 
 
 @implementer(ILogStore)
@@ -93,6 +100,7 @@ class MemoryLogStore:
 
     def compact(self, upto: int) -> None:
         """Drop entries with index <= ``upto``; an emptied log starts at ``upto + 1``."""
+        check_next_index(max(upto, 0) + 1)
         with self._lock:
             self._check_open()
             if upto < self._first_index:
@@ -103,8 +111,7 @@ class MemoryLogStore:
 
     def reset(self, next_index: int) -> None:
         """Drop every entry; the next appended entry will be ``next_index``."""
-        if next_index < 1:
-            raise ValueError(f"next_index must be at least 1, got {next_index}")
+        check_next_index(next_index)
         with self._lock:
             self._check_open()
             self._entries = []
@@ -137,6 +144,9 @@ class MemoryStableStore:
         """Remember ``hard_state``."""
         if not isinstance(hard_state, HardState):
             raise TypeError(f"expected a HardState, got {type(hard_state).__name__}")
+        problem = hard_state_error(hard_state)
+        if problem is not None:
+            raise ValueError(f"refusing to save hard state: {problem}")
         with self._lock:
             if self._closed:
                 raise StoreClosedError("MemoryStableStore is closed")
@@ -197,6 +207,7 @@ class MemorySnapshotStore:
         """Return a sink for a snapshot described by ``meta``; nothing is visible until close."""
         if not isinstance(meta, SnapshotMeta):
             raise TypeError(f"expected a SnapshotMeta, got {type(meta).__name__}")
+        check_snapshot_meta(meta)
         return MemorySnapshotSink(self, meta)
 
     def _put(self, meta: SnapshotMeta, data: bytes) -> None:

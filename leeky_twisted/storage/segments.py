@@ -24,7 +24,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 
-from leeky_twisted.core.messages import Entry, EntryKind
+from leeky_twisted.core.messages import MAX_INDEX, MAX_TERM, Entry, EntryKind
 from leeky_twisted.storage.errors import CorruptLogError
 
 SEGMENT_MAGIC = b"LKSEG\x00\x00\x01"
@@ -36,6 +36,8 @@ RECORD_VERSION = 1
 MAX_RECORD_DATA = 1 << 30
 META_MAGIC = b"LKMETA\x00\x01"
 META = struct.Struct("<8sQQI")
+#: Segment numbers are written with 16 digits in file names.
+MAX_SEGMENT_SEQ = 10**16 - 1
 _KINDS = frozenset(int(kind) for kind in EntryKind)
 _NONZERO = re.compile(rb"[^\x00]")
 
@@ -94,6 +96,8 @@ def decode_segment_header(buf: bytes, path: str) -> int:
         raise CorruptLogError(path, 0, f"not a log segment (magic {magic!r})")
     if crc != zlib.crc32(buf[: SEGMENT_HEADER.size - 4]):
         raise CorruptLogError(path, 0, "segment header checksum mismatch")
+    if not 1 <= first_index <= MAX_INDEX + 1:
+        raise CorruptLogError(path, 0, f"impossible first index {first_index}")
     return int(first_index)
 
 
@@ -110,6 +114,9 @@ def decode_meta(buf: bytes, path: str) -> tuple[int, int]:
     magic, first_index, first_seq, crc = META.unpack(buf)
     if magic != META_MAGIC or crc != zlib.crc32(buf[: META.size - 4]):
         raise CorruptLogError(path, None, "meta file checksum mismatch")
+    if not (1 <= first_index <= MAX_INDEX + 1 and 1 <= first_seq <= MAX_SEGMENT_SEQ):
+        reason = f"impossible first index {first_index} or segment {first_seq}"
+        raise CorruptLogError(path, None, reason)
     return int(first_index), int(first_seq)
 
 
@@ -149,8 +156,10 @@ def decode_record_header(buf: bytes | memoryview, pos: int) -> RecordHeader:
         raise InvalidRecord(f"unknown record version {version} (reserved {reserved})")
     if kind not in _KINDS:
         raise InvalidRecord(f"unknown entry kind {kind}")
-    if index < 1 or batch_offset >= index:
+    if not 1 <= index <= MAX_INDEX or batch_offset >= index:
         raise InvalidRecord(f"impossible index {index} (batch offset {batch_offset})")
+    if term > MAX_TERM:
+        raise InvalidRecord(f"impossible term {term} (above {MAX_TERM})")
     return RecordHeader(index, term, index - batch_offset, kind, pos + size, end)
 
 

@@ -11,7 +11,11 @@ data``); ``InstallSnapshot`` carries the voter and learner ids of its
 configuration as length-prefixed strings, sorted so the encoding is canonical.
 
 :func:`decode` treats its input as untrusted: anything malformed raises
-:class:`CodecError` and nothing else.
+:class:`CodecError` and nothing else. A well-formed message holding a value no
+valid peer sends (a term above ``MAX_TERM``, an index above ``MAX_INDEX``,
+entries that do not follow ``prev_log_index``: see
+:func:`~leeky_twisted.core.messages.bounds_error`) raises its subclass
+:class:`OutOfBounds`, so no such value reaches the core or the disk.
 
 :class:`LargeBytes` is the AMP argument type that carries encoded messages:
 AMP caps each value at 65,535 bytes, so it spreads longer values over several
@@ -41,12 +45,14 @@ from leeky_twisted.core.messages import (
     RequestVoteResponse,
     SnapshotMeta,
     TimeoutNow,
+    bounds_error,
 )
 
 __all__ = [
     "TAGS",
     "CodecError",
     "LargeBytes",
+    "OutOfBounds",
     "decode",
     "encode",
     "put_large",
@@ -55,6 +61,10 @@ __all__ = [
 
 class CodecError(ValueError):
     """Bytes that are not a valid encoded message, or a message that cannot be encoded."""
+
+
+class OutOfBounds(CodecError):
+    """A well-formed message holding a value no valid peer sends; refuse the message."""
 
 
 #: The tag byte of each message type. Never reuse a number: add new ones.
@@ -360,8 +370,8 @@ def decode(data: bytes) -> Message:
     """Parse bytes produced by :func:`encode` and return the message.
 
     ``data`` is untrusted: wrong lengths, unknown tags, flags or entry kinds,
-    invalid UTF-8 and trailing bytes all raise CodecError, and no other
-    exception escapes.
+    invalid UTF-8 and trailing bytes all raise CodecError; a value out of
+    bounds raises OutOfBounds (a CodecError). No other exception escapes.
     """
     try:
         if not isinstance(data, bytes):
@@ -380,6 +390,9 @@ def decode(data: bytes) -> Message:
         recipient = _text(data[off : off + recipient_len])
         off += recipient_len
         message: Message = decoder(sender, recipient, data, off)
+        problem = bounds_error(message)
+        if problem is not None:
+            raise OutOfBounds(f"{type(message).__name__} refused: {problem}")
         return message
     except CodecError:
         raise

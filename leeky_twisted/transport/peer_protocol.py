@@ -46,7 +46,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.netutil import write_now
-from leeky_twisted.transport.codec import CodecError, decode, encode, put_large
+from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.peer_commands import (
     AppendEntriesCmd,
     AppendEntriesResponseCmd,
@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_SNAPSHOT_BYTES",
     "HELLO_FRAME_BYTES",
     "MESSAGE_COMMANDS",
+    "REFUSAL_LOG_INTERVAL",
     "Authenticator",
     "PeerInbox",
     "PeerLocator",
@@ -83,6 +84,8 @@ ANSWER_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: Default largest snapshot a peer may stream to us.
 DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
+#: At most one log line per peer in this many seconds about refused messages.
+REFUSAL_LOG_INTERVAL = 60.0
 
 #: The one-way command carrying each message type (InstallSnapshot rides on SnapshotChunk).
 MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
@@ -206,6 +209,9 @@ class PeerInbox:
         self._authenticate = authenticate
         self._snapshot_receiver = snapshot_receiver
         self._partials: dict[NodeId, _PartialSnapshot] = {}
+        #: Messages refused for out-of-bounds values, per sending peer, since start.
+        self.refused: dict[NodeId, int] = {}
+        self._refusals_logged: dict[NodeId, tuple[float, int]] = {}  # peer: (when, count then)
 
     def refusal(self, cluster_id: str, node_id: NodeId) -> str | None:
         """Return why a Hello from ``node_id`` of ``cluster_id`` is refused, or None."""
@@ -240,6 +246,30 @@ class PeerInbox:
         if proven != node_id:
             return f"Hello claims node {node_id!r} but the certificate names node {proven!r}"
         return None
+
+    def refuse_message(self, peer: NodeId, reason: str) -> None:
+        """Count a message from ``peer`` refused for an out-of-bounds value.
+
+        Logs the first refusal from each peer, then at most one line per peer
+        every REFUSAL_LOG_INTERVAL seconds with the count since the last line
+        (without a clock: only the first), never one line per message.
+        """
+        count = self.refused.get(peer, 0) + 1
+        self.refused[peer] = count
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        last = self._refusals_logged.get(peer)
+        if last is not None and (self.clock is None or now - last[0] < REFUSAL_LOG_INTERVAL):
+            return
+        self._refusals_logged[peer] = (now, count)
+        since = count - (last[1] if last is not None else 0)
+        self.log.warn(
+            "refused {since} message(s) from peer {peer} ({count} in all) holding impossible "
+            "values; the latest: {reason}",
+            since=since,
+            peer=peer,
+            count=count,
+            reason=reason,
+        )
 
     def deliver(self, message: Message) -> None:
         """Hand ``message`` to the receiver; log and drop it if there is none or it raises."""
@@ -411,12 +441,22 @@ class PeerLocator(amp.CommandLocator):
         return {"cluster_id": inbox.cluster_id, "node_id": inbox.node_id}
 
     def _message(self, payload: bytes, expected: type) -> Message | None:
-        """Decode and check ``payload``; return None after dropping the connection."""
+        """Decode and check ``payload``; return None when it must not be delivered.
+
+        A message with out-of-bounds values is refused alone (counted, logged
+        at most once per interval); any other violation drops the connection.
+        """
         protocol = self._protocol
         inbox = self._inbox
         assert inbox is not None
         try:
             message = decode(payload)
+        except OutOfBounds as e:  # well-formed, but holding impossible values: drop it alone
+            if protocol.peer_id is None:  # cannot happen: messages wait for the Hello
+                protocol.drop(str(e))
+            else:
+                inbox.refuse_message(protocol.peer_id, str(e))
+            return None
         except CodecError as e:
             protocol.drop(f"undecodable {expected.__name__}: {e}")
             return None
@@ -484,8 +524,10 @@ class PeerLocator(amp.CommandLocator):
         inbox = self._inbox
         assert inbox is not None
         install = self._message(message, InstallSnapshot)
-        if install is None:
-            return _dropped("bad InstallSnapshot in SnapshotChunk")
+        if install is None:  # the chunk must be answered: drop the connection instead
+            reason = "bad InstallSnapshot in SnapshotChunk"
+            protocol.drop(reason)
+            return _dropped(reason)
         assert isinstance(install, InstallSnapshot)
         try:
             received = inbox.snapshot_chunk(install, offset, total, crc32, data, done)

@@ -705,6 +705,10 @@ class AMPPeerTransport:
             for node_id, link in self._links.items()
         }
 
+    def refused_messages(self) -> dict[NodeId, int]:
+        """Return, per peer, how many of its messages were refused for out-of-bounds values."""
+        return dict(self._inbox.refused)
+
     # ------------------------------------------------------------- helpers
 
     def address_of(self, node_id: NodeId) -> Address | None:

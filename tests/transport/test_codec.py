@@ -8,6 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peer_strategies import MESSAGES, any_message
 from twisted.protocols import amp
 
 from leeky_twisted.core.messages import (
@@ -27,42 +28,6 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.transport.codec import TAGS, CodecError, LargeBytes, decode, encode, put_large
-
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
-node_ids = st.text(max_size=12).map(NodeId)
-entries = st.builds(Entry, u64, u64, st.sampled_from(EntryKind), st.binary(max_size=40))
-configs = st.builds(
-    Configuration, st.frozensets(node_ids, max_size=5), st.frozensets(node_ids, max_size=3)
-)
-
-MESSAGES = {
-    RequestVote: st.builds(
-        RequestVote, node_ids, node_ids, u64, u64, u64, st.booleans(), st.booleans()
-    ),
-    RequestVoteResponse: st.builds(
-        RequestVoteResponse, node_ids, node_ids, u64, st.booleans(), st.booleans()
-    ),
-    AppendEntries: st.builds(
-        AppendEntries,
-        node_ids,
-        node_ids,
-        u64,
-        u64,
-        u64,
-        st.lists(entries, max_size=8).map(tuple),
-        u64,
-    ),
-    AppendEntriesResponse: st.builds(
-        AppendEntriesResponse, node_ids, node_ids, u64, st.booleans(), u64, u64, u64, u64
-    ),
-    Heartbeat: st.builds(Heartbeat, node_ids, node_ids, u64, u64, u64),
-    HeartbeatResponse: st.builds(HeartbeatResponse, node_ids, node_ids, u64, u64, u64),
-    InstallSnapshot: st.builds(
-        InstallSnapshot, node_ids, node_ids, u64, st.builds(SnapshotMeta, u64, u64, configs)
-    ),
-    TimeoutNow: st.builds(TimeoutNow, node_ids, node_ids, u64),
-}
-any_message = st.one_of(*MESSAGES.values())
 
 
 def test_every_core_message_type_has_a_tag_and_a_strategy():

@@ -427,3 +427,20 @@ def test_snapshot_stream_gives_up_when_the_receiver_keeps_failing(capture, chunk
         "giving up snapshot 500 to n2: sent back 4 times" in line for line in capture.lines()
     )
     assert a.transport.peer_status()[N2]["snapshot"] is None
+
+
+def test_out_of_bounds_messages_are_refused_counted_and_the_link_kept(capture):
+    """A peer sending term 2**64-1 (it fits the u64 field) is refused message by message."""
+    reactor = MemoryReactorClock()
+    a, b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
+    a.transport.send(hb(1))
+    pump = ConnectionCompleter(reactor).succeedOnce()
+    pump.flush()
+    for _ in range(3):
+        a.transport.send(Heartbeat(N1, N2, 2**64 - 1, 0))
+    a.transport.send(hb(2))
+    pump.flush()
+    assert b.received == [hb(1), hb(2)]
+    assert b.transport.refused_messages() == {N1: 3}
+    assert a.transport.peer_status()[N2]["connected"] is True
+    assert capture.errors() == []
