@@ -39,6 +39,15 @@ from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
+from leeky_twisted.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    ConnectionGuard,
+    GuardedFactory,
+    guard_metrics,
+    plan_caps,
+    raise_descriptor_limit,
+)
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
@@ -111,6 +120,14 @@ class NodeOptions:
     stabilization: float = 10.0
     #: Folder with ca.pem and node-<id>.pem/.key (``leekyraft certs``); None: plaintext.
     tls_dir: str | None = None
+    #: Seconds a client (AMP or HTTP) connection may stay silent before it is closed.
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds a new connection has for its first bytes and its TLS handshake.
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: Cap on each client port (AMP, HTTP); None: sized from the open-files limit.
+    max_client_connections: int | None = None
+    #: Cap on connections from one address to each client port; None: half the port's cap.
+    max_connections_per_host: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -272,6 +289,46 @@ def _peer_endpoint_maker(
         )
 
     return make
+
+
+class _GuardCollector:
+    """Prometheus collector of the listening ports' connection counters."""
+
+    def __init__(self, guards: list[ConnectionGuard]) -> None:
+        self.guards = guards
+
+    def collect(self) -> Any:
+        """Yield the connection metric families."""
+        return guard_metrics(self.guards)
+
+
+def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGuard]:
+    """Raise the open-files limit, size the caps from it, and build one guard per port.
+
+    The peer port has no idle timeout (a peer's Hello has its own, and a
+    connected peer is never idle while there is a leader), and a cap of its
+    own: client connections can never take a peer's place.
+    """
+    descriptors = raise_descriptor_limit()
+    plan = plan_caps(descriptors, opts.max_client_connections, opts.max_connections_per_host)
+    for warning in plan.warnings:
+        log.warn("{warning}", warning=warning)
+    log.info(
+        "open-files limit {n}: at most {peer} peer connections, {client} per client port "
+        "({host} from one address)",
+        n=descriptors,
+        peer=plan.peer.max_connections,
+        client=plan.client.max_connections,
+        host=plan.client.max_per_host,
+    )
+    client = {"idle_timeout": opts.idle_timeout, "handshake_timeout": opts.handshake_timeout}
+    return {
+        "peer": ConnectionGuard(
+            "peer", plan.peer, reactor, idle_timeout=None, handshake_timeout=opts.handshake_timeout
+        ),
+        "client": ConnectionGuard("client", plan.client, reactor, **client),  # type: ignore[arg-type]
+        "http": ConnectionGuard("http", plan.client, reactor, **client),  # type: ignore[arg-type]
+    }
 
 
 class _NodeRunner(service.Service):
@@ -497,23 +554,39 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         connect=forward_connect,
     )
 
+    guards = connection_guards(opts, reactor)
+
     def listener(
         what: str,
         host: str,
         port: int,
         factory: Any,
         roles: tuple[str, ...],
+        guard: ConnectionGuard,
         on_port: Callable[[int], None] | None = None,
     ) -> service.Service:
         if credentials is None:
-            return _Listener(reactor, host, port, factory, on_port, what=what)
+            return _Listener(
+                reactor, host, port, GuardedFactory(factory, guard), on_port, what=what
+            )
         endpoint = MutualTLSServerEndpoint(
-            reactor, port, credentials, interface=host, allowed_roles=roles
+            reactor,
+            port,
+            credentials,
+            interface=host,
+            allowed_roles=roles,
+            handshake_timeout=opts.handshake_timeout,
+            guard=guard,
         )
         return _EndpointListener(endpoint, factory, on_port, what=what)
 
     listener(
-        "the peer (Raft) port", listen_host, own.port, transport.server_factory(), (NODE_ROLE,)
+        "the peer (Raft) port",
+        listen_host,
+        own.port,
+        transport.server_factory(),
+        (NODE_ROLE,),
+        guards["peer"],
     ).setServiceParent(top)
 
     gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
@@ -533,6 +606,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         opts.client_port,
         client_fac,
         ALL_ROLES,
+        guards["client"],
         set_port("client"),
     )
     client_listener.setServiceParent(top)
@@ -540,10 +614,17 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt
+    metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
     http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
-        http_what, client_host, opts.http_port, http_factory, ALL_ROLES, set_port("http")
+        http_what,
+        client_host,
+        opts.http_port,
+        http_factory,
+        ALL_ROLES,
+        guards["http"],
+        set_port("http"),
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)
