@@ -42,13 +42,18 @@ def addr(host: str = "10.0.0.9", port: int = 40000) -> IPv4Address:
 
 def guarded(
     clock: Clock | None = None,
-    caps: PortCaps = PortCaps(4, 2),
+    caps: PortCaps | None = None,
     idle: float | None = 300.0,
     handshake: float | None = 10.0,
 ) -> tuple[GuardedFactory, ConnectionGuard, Clock]:
     clock = clock if clock is not None else Clock()
     guard = ConnectionGuard(
-        "client", caps, clock, idle_timeout=idle, handshake_timeout=handshake, log_interval=60
+        "client",
+        caps if caps is not None else PortCaps(4, 2),
+        clock,
+        idle_timeout=idle,
+        handshake_timeout=handshake,
+        log_interval=60,
     )
     return GuardedFactory(Factory.forProtocol(Recorder), guard), guard, clock
 
@@ -151,7 +156,7 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout():
 
 def test_without_an_idle_timeout_only_the_first_bytes_are_timed():
     """The peer port: once a peer spoke, silence never closes it (its Hello is timed apart)."""
-    factory, guard, clock = guarded(idle=None)
+    factory, _guard, clock = guarded(idle=None)
     proto = connect(factory)
     proto.dataReceived(b"hello")
     clock.advance(100_000)

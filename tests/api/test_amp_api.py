@@ -377,7 +377,7 @@ def test_a_request_over_the_byte_bound_is_refused_as_its_bytes_arrive():
 def test_a_request_just_under_the_bound_is_served():
     """A maximal value (over many reads) is still accepted: the bound leaves room for it."""
     limits = RequestLimits(max_value_bytes=300_000)
-    node, protocol, answers = _amp_server(limits)
+    _node, protocol, answers = _amp_server(limits)
     stream = _put_bytes(300_000)
     for start in range(0, len(stream), 65536):
         protocol.dataReceived(stream[start : start + 65536])
@@ -388,7 +388,7 @@ def test_a_request_just_under_the_bound_is_served():
 def test_many_requests_in_a_row_never_add_up_to_the_bound():
     """The bound is per request: the count starts again after every box."""
     limits = RequestLimits(max_value_bytes=70_000)
-    node, protocol, answers = _amp_server(limits)
+    _node, protocol, answers = _amp_server(limits)
     stream = _put_bytes(70_000) * 10
     for start in range(0, len(stream), 1000):
         protocol.dataReceived(stream[start : start + 1000])
