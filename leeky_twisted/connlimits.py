@@ -274,7 +274,7 @@ class GuardedProtocol(ProtocolWrapper):
     factory: GuardedFactory
 
     def __init__(self, factory: GuardedFactory, wrapped: Any, host: str) -> None:
-        super().__init__(factory, wrapped)
+        super().__init__(factory, wrapped)  # type: ignore[arg-type]
         self.host = host
         guard = factory.guard
         self._guard = guard
@@ -293,7 +293,7 @@ class GuardedProtocol(ProtocolWrapper):
             delay = guard.idle_timeout
         if delay is not None:
             self._timer = guard.clock.callLater(delay, self._check)
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
         """Note the time and pass ``data`` on."""
@@ -308,16 +308,20 @@ class GuardedProtocol(ProtocolWrapper):
         last = self.last_received
         if last is None and guard.handshake_timeout is not None:
             guard.timed_out("handshake", self.host)
-            self.transport.abortConnection()
+            self._abort()
             return
         if guard.idle_timeout is None:
             return
         silent = self._seconds() - (self._connected_at if last is None else last)
         if silent >= guard.idle_timeout - _SLACK:
             guard.timed_out("idle", self.host)
-            self.transport.abortConnection()
+            self._abort()
             return
         self._timer = guard.clock.callLater(guard.idle_timeout - silent, self._check)
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Stop the timer, give the slot back, and tell the wrapped protocol."""
@@ -325,7 +329,7 @@ class GuardedProtocol(ProtocolWrapper):
         if timer is not None and timer.active():
             timer.cancel()
         self._guard.release(self.host)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
 class GuardedFactory(WrappingFactory):
@@ -335,11 +339,11 @@ class GuardedFactory(WrappingFactory):
     protocol, TLS or other, is built for it.
     """
 
-    protocol = GuardedProtocol  # type: ignore[assignment]
+    protocol = GuardedProtocol
     noisy = False
 
     def __init__(self, wrapped: Any, guard: ConnectionGuard) -> None:
-        super().__init__(wrapped)
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.guard = guard
 
     def buildProtocol(self, addr: IAddress | None) -> GuardedProtocol | None:  # type: ignore[override]
