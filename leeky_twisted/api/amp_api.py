@@ -761,6 +761,17 @@ class ClientAPIProtocol(amp.AMP):
         self._held = 0  # bytes of keys and values of the unfinished box in AMP's parser
         self._oversized = False
 
+    def makeConnection(self, transport: Any) -> None:
+        """Connect without AMP's log line: a client churning connections would flood the log."""
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """Disconnect without AMP's log line."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
     def dataReceived(self, data: bytes) -> None:
         """Dispatch the whole boxes at the start of ``data``; AMP's parser gets the rest."""
         if self._oversized:

@@ -422,3 +422,21 @@ def test_raw_submitted_commands_pass_the_same_limits_as_put(command, message):
     net.run(d, limit=20)
     assert message in str(failure_of(d, InvalidRequest).value)
     assert node.calls == []
+
+
+def test_client_connections_come_and_go_without_a_log_line_each():
+    """AMP logs every connection made and lost; a client churning connections must not
+    fill the node's log, so the client API does not."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.logger import globalLogPublisher
+    from twisted.python.failure import Failure
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(3):
+            _node, protocol, _answers = _amp_server()
+            protocol.connectionLost(Failure(ConnectionDone()))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert not [e for e in events if "connection" in str(e.get("log_format", ""))]
