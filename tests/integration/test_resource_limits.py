@@ -183,3 +183,68 @@ def test_a_put_of_hundreds_of_mib_is_refused_early_and_memory_stays_flat(cluster
     assert node.alive()
     assert rss_bytes(node) - before < 64 * 1024 * 1024
     assert jsonrpc(node.http_port, "status")["id"] == node.node_id
+
+
+_EMFILE_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from twisted.internet import protocol, reactor, stdio
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+hog = []
+
+class Control(protocol.Protocol):
+    def dataReceived(self, data):
+        for f in hog:
+            f.close()
+        hog.clear()
+        print("freed", flush=True)
+
+port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+stdio.StandardIO(Control())
+try:
+    while True:
+        hog.append(open("/dev/null"))
+except OSError:
+    pass
+print(port.getHost().port, flush=True)
+reactor.run()
+"""
+
+
+def test_twisted_keeps_listening_through_emfile_on_accept(tmp_path):
+    """What the caps lean on: when accept() fails with EMFILE, Twisted closes the waiting
+    connection with its reserved descriptor and keeps listening; once descriptors are free
+    again, new connections are served."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EMFILE_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        port = int(proc.stdout.readline())  # every descriptor is taken now
+        for _ in range(3):
+            with socket.create_connection((LOOPBACK, port), timeout=5) as s:
+                s.settimeout(5)
+                try:
+                    assert s.recv(10) == b""  # closed, not left hanging
+                except ConnectionResetError:
+                    pass
+        assert proc.poll() is None
+        proc.stdin.write("free\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "freed"
+        with socket.create_connection((LOOPBACK, port), timeout=5) as s:
+            s.settimeout(5)
+            s.sendall(b"hi")
+            assert s.recv(10) == b"hi"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
