@@ -7,6 +7,11 @@ certificate; the AMP client port and the HTTP port (then HTTPS) accept node
 and client certificates. The node dials its peers, and forwards requests to
 the leader, with its own node certificate. Without it everything is
 plaintext and each listener logs a warning (:func:`~leeky_twisted.tls.warn_tls_disabled`).
+
+Every listener admits connections through a
+:class:`~leeky_twisted.connlimits.ConnectionGuard` of its own: caps sized from
+the open-files limit (raised to the hard limit at start), a first-bytes (and
+TLS handshake) timeout, and on the client ports an idle timeout.
 """
 
 from __future__ import annotations
@@ -321,13 +326,21 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
         client=plan.client.max_connections,
         host=plan.client.max_per_host,
     )
-    client = {"idle_timeout": opts.idle_timeout, "handshake_timeout": opts.handshake_timeout}
+
+    def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
+        caps = plan.peer if name == "peer" else plan.client
+        return ConnectionGuard(
+            name,
+            caps,
+            reactor,
+            idle_timeout=idle_timeout,
+            handshake_timeout=opts.handshake_timeout,
+        )
+
     return {
-        "peer": ConnectionGuard(
-            "peer", plan.peer, reactor, idle_timeout=None, handshake_timeout=opts.handshake_timeout
-        ),
-        "client": ConnectionGuard("client", plan.client, reactor, **client),  # type: ignore[arg-type]
-        "http": ConnectionGuard("http", plan.client, reactor, **client),  # type: ignore[arg-type]
+        "peer": guard("peer", None),
+        "client": guard("client", opts.idle_timeout),
+        "http": guard("http", opts.idle_timeout),
     }
 
 

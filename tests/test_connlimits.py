@@ -243,3 +243,46 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit():
         assert raised == now == expected
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -------------------------------------------------------------- wiring
+
+
+def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
+    """twistd options reach a guard on each of the three ports; the peer port has its own
+    cap and no idle timeout, the client ports the --idle-timeout and --max-client-connections."""
+    import sys
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from leeky_twisted.service import _Listener, make_node_service
+    from leeky_twisted.tap import Options
+
+    opts = Options()
+    opts.parseOptions(
+        [
+            "--id=1",
+            "--peers=1=127.0.0.1:7001",
+            f"--data-dir={tmp_path}",
+            "--idle-timeout=7",
+            "--handshake-timeout=3",
+            "--max-client-connections=50",
+            "--max-connections-per-host=20",
+        ]
+    )
+    switch = sys.getswitchinterval()
+    try:
+        top = make_node_service(opts.node_options, MemoryReactorClock())
+    finally:
+        sys.setswitchinterval(switch)
+    guards = {
+        s.factory.guard.name: s.factory.guard
+        for s in top
+        if isinstance(s, _Listener) and isinstance(s.factory, GuardedFactory)
+    }
+    assert set(guards) == {"peer", "client", "http"}
+    for name in ("client", "http"):
+        assert guards[name].caps == PortCaps(50, 20)
+        assert (guards[name].idle_timeout, guards[name].handshake_timeout) == (7, 3)
+    assert guards["peer"].idle_timeout is None and guards["peer"].handshake_timeout == 3
+    assert guards["peer"].caps != guards["client"].caps
