@@ -6,6 +6,8 @@ from typing import Any
 
 from twisted.internet import tcp
 
+from leeky_twisted.connlimits import GuardedProtocol
+
 _PLAIN_TCP = (tcp.Server, tcp.Client)
 
 
@@ -17,8 +19,12 @@ def write_now(transport: Any, data: bytes) -> None:
     turn of latency per answer. When the transport's buffer is empty, sending
     directly keeps the byte order and skips that; whatever the kernel does not
     take goes through the normal, buffered path. TLS transports and anything
-    without a plain socket always take the normal path.
+    without a plain socket always take the normal path. A connection guard's
+    wrapper (:class:`~leeky_twisted.connlimits.GuardedProtocol`) adds no bytes,
+    so writes go through it to the transport underneath.
     """
+    if type(transport) is GuardedProtocol:
+        transport = transport.transport
     # Only a plain TCP connection: wrappers (TLS) forward attribute lookups to
     # the socket underneath, and bytes sent there would bypass the encryption.
     # (Twisted also turns a tcp.Server itself into TLS with startTLS: its TLS flag.)

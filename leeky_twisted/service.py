@@ -7,6 +7,11 @@ certificate; the AMP client port and the HTTP port (then HTTPS) accept node
 and client certificates. The node dials its peers, and forwards requests to
 the leader, with its own node certificate. Without it everything is
 plaintext and each listener logs a warning (:func:`~leeky_twisted.tls.warn_tls_disabled`).
+
+Every listener admits connections through a
+:class:`~leeky_twisted.connlimits.ConnectionGuard` of its own: caps sized from
+the open-files limit (raised to the hard limit at start), a first-bytes (and
+TLS handshake) timeout, and on the client ports an idle timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
+from leeky_twisted.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    ConnectionGuard,
+    GuardedFactory,
+    guard_metrics,
+    plan_caps,
+    raise_descriptor_limit,
+)
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, SnapshotMeta
 from leeky_twisted.membership.autopilot import Autopilot
@@ -110,6 +124,14 @@ class NodeOptions:
     stabilization: float = 10.0
     #: Folder with ca.pem and node-<id>.pem/.key (``leekyraft certs``); None: plaintext.
     tls_dir: str | None = None
+    #: Seconds a client (AMP or HTTP) connection may stay silent before it is closed.
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds a new connection has for its first bytes and its TLS handshake.
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: Cap on each client port (AMP, HTTP); None: sized from the open-files limit.
+    max_client_connections: int | None = None
+    #: Cap on connections from one address to each client port; None: half the port's cap.
+    max_connections_per_host: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -252,6 +274,54 @@ def _peer_endpoint_maker(
         )
 
     return make
+
+
+class _GuardCollector:
+    """Prometheus collector of the listening ports' connection counters."""
+
+    def __init__(self, guards: list[ConnectionGuard]) -> None:
+        self.guards = guards
+
+    def collect(self) -> Any:
+        """Yield the connection metric families."""
+        return guard_metrics(self.guards)
+
+
+def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGuard]:
+    """Raise the open-files limit, size the caps from it, and build one guard per port.
+
+    The peer port has no idle timeout (a peer's Hello has its own, and a
+    connected peer is never idle while there is a leader), and a cap of its
+    own: client connections can never take a peer's place.
+    """
+    descriptors = raise_descriptor_limit()
+    plan = plan_caps(descriptors, opts.max_client_connections, opts.max_connections_per_host)
+    for warning in plan.warnings:
+        log.warn("{warning}", warning=warning)
+    log.info(
+        "open-files limit {n}: at most {peer} peer connections, {client} per client port "
+        "({host} from one address)",
+        n=descriptors,
+        peer=plan.peer.max_connections,
+        client=plan.client.max_connections,
+        host=plan.client.max_per_host,
+    )
+
+    def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
+        caps = plan.peer if name == "peer" else plan.client
+        return ConnectionGuard(
+            name,
+            caps,
+            reactor,
+            idle_timeout=idle_timeout,
+            handshake_timeout=opts.handshake_timeout,
+        )
+
+    return {
+        "peer": guard("peer", None),
+        "client": guard("client", opts.idle_timeout),
+        "http": guard("http", opts.idle_timeout),
+    }
 
 
 class _NodeRunner(service.Service):
@@ -476,23 +546,39 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         connect=forward_connect,
     )
 
+    guards = connection_guards(opts, reactor)
+
     def listener(
         what: str,
         host: str,
         port: int,
         factory: Any,
         roles: tuple[str, ...],
+        guard: ConnectionGuard,
         on_port: Callable[[int], None] | None = None,
     ) -> service.Service:
         if credentials is None:
-            return _Listener(reactor, host, port, factory, on_port, what=what)
+            return _Listener(
+                reactor, host, port, GuardedFactory(factory, guard), on_port, what=what
+            )
         endpoint = MutualTLSServerEndpoint(
-            reactor, port, credentials, interface=host, allowed_roles=roles
+            reactor,
+            port,
+            credentials,
+            interface=host,
+            allowed_roles=roles,
+            handshake_timeout=opts.handshake_timeout,
+            guard=guard,
         )
         return _EndpointListener(endpoint, factory, on_port, what=what)
 
     listener(
-        "the peer (Raft) port", listen_host, own.port, transport.server_factory(), (NODE_ROLE,)
+        "the peer (Raft) port",
+        listen_host,
+        own.port,
+        transport.server_factory(),
+        (NODE_ROLE,),
+        guards["peer"],
     ).setServiceParent(top)
 
     gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
@@ -512,6 +598,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         opts.client_port,
         client_fac,
         ALL_ROLES,
+        guards["client"],
         set_port("client"),
     )
     client_listener.setServiceParent(top)
@@ -519,10 +606,17 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt
+    metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
     http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
-        http_what, client_host, opts.http_port, http_factory, ALL_ROLES, set_port("http")
+        http_what,
+        client_host,
+        opts.http_port,
+        http_factory,
+        ALL_ROLES,
+        guards["http"],
+        set_port("http"),
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)

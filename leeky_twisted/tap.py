@@ -9,6 +9,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from leeky_twisted.service import (
     NodeOptions,
     PeerSpec,
@@ -190,6 +191,38 @@ class Options(usage.Options):
             float,
         ],
         [
+            "idle-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Close an AMP or HTTP client connection after this many seconds without a byte "
+            "from it (peer connections are never idle: a leader heartbeats).",
+            _positive(float),
+        ],
+        [
+            "handshake-timeout",
+            None,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            "Close a new connection on any port that has not sent its first bytes (and, with "
+            "TLS, completed its handshake) within this many seconds.",
+            _positive(float),
+        ],
+        [
+            "max-client-connections",
+            None,
+            None,
+            "Most connections open at once on each client port (AMP, HTTP); more are closed "
+            "at once. Default: sized from the open-files limit, at most 4096.",
+            _positive(int),
+        ],
+        [
+            "max-connections-per-host",
+            None,
+            None,
+            "Most connections from one source address on each client port "
+            "(default: half of --max-client-connections).",
+            _positive(int),
+        ],
+        [
             "tls-dir",
             None,
             None,
@@ -283,6 +316,10 @@ class Options(usage.Options):
             dead_grace=self["dead-grace"],
             stabilization=self["stabilization"],
             tls_dir=self["tls-dir"] or None,
+            idle_timeout=self["idle-timeout"],
+            handshake_timeout=self["handshake-timeout"],
+            max_client_connections=self["max-client-connections"],
+            max_connections_per_host=self["max-connections-per-host"],
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")

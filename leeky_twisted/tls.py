@@ -35,20 +35,29 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from leeky_twisted.certs import CLIENT_ROLE, NODE_ROLE, NODES_NAME, node_dns_name
+from leeky_twisted.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    ConnectionGuard,
+    GuardedFactory,
+    RateLimitedLog,
+)
 
 __all__ = [
     "ALL_ROLES",
@@ -185,10 +194,42 @@ class _CheckingProtocol(ProtocolWrapper):
         super().__init__(factory, wrapped)
         self._handshake_done = False
         self._refused = False
+        self._timed_out = False
+        self._timer: IDelayedCall | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        """Start the handshake deadline, then connect as usual."""
+        factory = self.factory
+        if factory.clock is not None and factory.handshake_timeout is not None:
+            self._timer = factory.clock.callLater(
+                factory.handshake_timeout, self._handshake_timed_out
+            )
+        super().makeConnection(transport)
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._handshake_done or self.transport is None:
+            return
+        self._timed_out = True
+        factory = self.factory
+        if factory.events is not None:
+            factory.events.warn(
+                "handshake",
+                "closed a connection from {peer}: no TLS handshake within {seconds} s",
+                peer=_address(self.transport),
+                seconds=factory.handshake_timeout,
+            )
+        self.transport.abortConnection()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def handshakeCompleted(self) -> None:
         """Check the role in the peer's (already CA-verified) certificate."""
         self._handshake_done = True
+        self._cancel_timer()
         identity = peer_identity(self.transport)
         allowed = self.factory.allowed_roles
         if identity is None or identity[1] not in allowed:
@@ -221,7 +262,8 @@ class _CheckingProtocol(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Log a handshake that failed (no certificate, another CA, not TLS)."""
-        if not self._handshake_done:
+        self._cancel_timer()
+        if not self._handshake_done and not self._timed_out:
             if reason is not None and reason.check(SSL.Error):
                 log.warn(
                     "refused TLS connection from {peer}: {why}",
@@ -249,15 +291,27 @@ class RefusalLoggingFactory(WrappingFactory):
     """Wrap an application factory: log refusals, accept only ``allowed_roles``.
 
     Must sit *inside* the TLS layer (as :class:`MutualTLSServerEndpoint` puts it).
+    With a ``clock``, a connection whose handshake has not completed within
+    ``handshake_timeout`` seconds is aborted (logged at most once a minute).
     """
 
     protocol = _CheckingProtocol  # type: ignore[assignment]
 
-    def __init__(self, wrapped: IProtocolFactory, allowed_roles: Iterable[str] = ALL_ROLES) -> None:
+    def __init__(
+        self,
+        wrapped: IProtocolFactory,
+        allowed_roles: Iterable[str] = ALL_ROLES,
+        *,
+        clock: IReactorTime | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
         super().__init__(wrapped)
         self.allowed_roles = tuple(allowed_roles)
         if not self.allowed_roles:
             raise ValueError("allowed_roles must name at least one role")
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.events = RateLimitedLog(clock.seconds) if clock is not None else None
 
 
 @implementer(IStreamServerEndpoint)
@@ -266,6 +320,10 @@ class MutualTLSServerEndpoint:
 
     :param allowed_roles: certificate roles accepted here: ``(NODE_ROLE,)``
         for the peer port, :data:`ALL_ROLES` for client ports.
+    :param handshake_timeout: seconds a connection has to complete the TLS
+        handshake before it is aborted; None: no limit.
+    :param guard: when given, admits each connection (caps, idle timeout)
+        before any TLS work is done for it.
     """
 
     def __init__(
@@ -276,6 +334,8 @@ class MutualTLSServerEndpoint:
         interface: str = "",
         allowed_roles: Iterable[str] = ALL_ROLES,
         backlog: int = 50,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        guard: ConnectionGuard | None = None,
     ) -> None:
         self.reactor = reactor
         self.port = port
@@ -283,19 +343,30 @@ class MutualTLSServerEndpoint:
         self.interface = interface
         self.allowed_roles = tuple(allowed_roles)
         self.backlog = backlog
+        self.handshake_timeout = handshake_timeout
+        self.guard = guard
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """Listen with TLS; every connection's refusal is logged."""
-        endpoint = SSL4ServerEndpoint(
-            self.reactor,
-            self.port,
-            self.credentials.server_options(),
-            backlog=self.backlog,
-            interface=self.interface,
+        """Listen with TLS; every connection's refusal is logged.
+
+        The layers, outermost first: the guard (if any), TLS, the role check
+        and handshake deadline, the application's factory.
+        """
+        checking = RefusalLoggingFactory(
+            protocolFactory,
+            self.allowed_roles,
+            clock=self.reactor,
+            handshake_timeout=self.handshake_timeout,
         )
-        d: Deferred[IListeningPort] = endpoint.listen(
-            RefusalLoggingFactory(protocolFactory, self.allowed_roles)
+        factory: IProtocolFactory = TLSMemoryBIOFactory(
+            self.credentials.server_options(), False, checking
         )
+        if self.guard is not None:
+            factory = GuardedFactory(factory, self.guard)
+        endpoint = TCP4ServerEndpoint(
+            self.reactor, self.port, backlog=self.backlog, interface=self.interface
+        )
+        d: Deferred[IListeningPort] = endpoint.listen(factory)
         return d
 
 

@@ -46,6 +46,7 @@ from leeky_twisted.client.library import (
     parse_address,
     with_timeout,
 )
+from leeky_twisted.connlimits import RateLimitedLog
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
@@ -68,6 +69,9 @@ _log = Logger()
 #: Extra time the frontend waits beyond the node's own timeout before it gives up.
 TIMEOUT_GRACE = 1.0
 
+#: Refused oversized requests, logged at most once a minute.
+_refusals = RateLimitedLog()
+
 
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
@@ -76,6 +80,15 @@ class RequestLimits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1 << 20
     max_client_id_bytes: int = 128
+
+    @property
+    def request_bytes(self) -> int:
+        """Return the most bytes one request may take on the AMP wire.
+
+        Room for a key, two values (a cas), a client id, and 64 KiB of
+        argument names, framing and small fields.
+        """
+        return self.max_key_bytes + 2 * self.max_value_bytes + self.max_client_id_bytes + (1 << 16)
 
 
 class LeaderForwarder:
@@ -280,6 +293,8 @@ class KeyValueFrontend:
         if not text.strip():
             raise InvalidRequest("command must not be empty")
         data = text.encode("utf-8")
+        if getattr(self.node, "executor", None) is None:
+            self._check_raw_command(data)
         where, result = await self._local_or_forward(
             lambda: self.node.propose(data, self.timeout),
             forwarded,
@@ -327,6 +342,31 @@ class KeyValueFrontend:
         if where == "forwarded":
             return json.loads(result["result"])
         return result
+
+    def _check_raw_command(self, data: bytes) -> None:
+        """Hold a raw key-value command to the limits of the typed requests.
+
+        ``PUT <key> <value>`` or a raw JSON command must not carry a key, a
+        value or a client id that ``put`` (or ``cas``, ``append``) would refuse.
+        """
+        try:
+            command = kv.decode_command(data)
+        except kv.CommandDecodeError as e:
+            raise InvalidRequest(str(e)) from None
+        self._key(command.key)
+        if isinstance(command, kv.Put):
+            self._value(command.value)
+        elif isinstance(command, kv.Cas):
+            if command.expected is not None:
+                self._value(command.expected, "expected")
+            self._value(command.new, "new")
+        elif isinstance(command, kv.Append):
+            self._value(command.suffix, "suffix")
+        session = getattr(command, "session", None)
+        if session is not None:
+            self._check_text(
+                session.client_id, "client_id", self.limits.max_client_id_bytes, empty=False
+            )
 
     # ----------------------------------------------- fast paths (no coroutine)
 
@@ -736,12 +776,43 @@ class ClientAPIProtocol(amp.AMP):
     And AMP writes each answer through ``transport.write``, which waits for
     the next reactor turn (and registers the socket for writability); like
     the HTTP server, this sends at once when nothing is queued.
+
+    One request (box) may hold at most ``max_request_bytes`` (default: what
+    the locator's limits allow, :attr:`RequestLimits.request_bytes`). Once the
+    bytes held for an unfinished box pass that, the request is answered
+    INVALID_REQUEST (when its ``_ask`` tag has arrived), what was held is
+    dropped, and the connection is closed: a large value is never buffered
+    whole before it is refused.
     """
+
+    def __init__(self, *args: Any, max_request_bytes: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if max_request_bytes is None:
+            frontend = getattr(self.locator, "frontend", None)
+            limits = frontend.limits if frontend is not None else RequestLimits()
+            max_request_bytes = limits.request_bytes
+        self.max_request_bytes = max_request_bytes
+        self._held = 0  # bytes of keys and values of the unfinished box in AMP's parser
+        self._oversized = False
+
+    def makeConnection(self, transport: Any) -> None:
+        """Connect without AMP's log line: a client churning connections would flood the log."""
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """Disconnect without AMP's log line."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
 
     def dataReceived(self, data: bytes) -> None:
         """Dispatch the whole boxes at the start of ``data``; AMP's parser gets the rest."""
+        if self._oversized:
+            return
         if not between_boxes(self):
             super().dataReceived(data)
+            self._check_held()
             return
         pos = 0
         end = len(data)
@@ -757,6 +828,48 @@ class ClientAPIProtocol(amp.AMP):
                 break
         if pos < end:
             super().dataReceived(data[pos:])
+            self._check_held()
+
+    def proto_value(self, string: bytes) -> str:
+        """Count each key and value of an unfinished box."""
+        self._held += len(self._currentKey) + len(string) + 4
+        return super().proto_value(string)  # type: ignore[no-any-return]
+
+    def proto_key(self, string: bytes) -> str:
+        """Forget the count when a box ends."""
+        if not string:
+            self._held = 0
+        return super().proto_key(string)  # type: ignore[no-any-return]
+
+    def _check_held(self) -> None:
+        held = self._held + len(self._unprocessed)
+        if held <= self.max_request_bytes or self.transport is None:
+            return
+        self._oversized = True
+        box = self._currentBox
+        tag = box.get(amp.ASK) if box is not None else None
+        # Give the memory back now: nothing of this request is kept.
+        self._currentBox = None
+        self._unprocessed = b""
+        self._held = 0
+        message = f"request larger than {self.max_request_bytes} bytes; connection closed"
+        _refusals.warn(
+            "oversized",
+            "closing AMP client connection from {peer}: {message}",
+            peer=_peer_of(self.transport),
+            message=message,
+        )
+        if tag is not None:
+            self.sendBox(
+                amp.AmpBox(
+                    {
+                        amp.ERROR: tag,
+                        amp.ERROR_CODE: cc.CLIENT_ERRORS[InvalidRequest],
+                        amp.ERROR_DESCRIPTION: message.encode("ascii"),
+                    }
+                )
+            )
+        self.transport.loseConnection()
 
     def sendBox(self, box: amp.AmpBox) -> None:
         """Write ``box`` now, as ``BinaryBoxProtocol.sendBox`` would later."""
@@ -764,6 +877,15 @@ class ClientAPIProtocol(amp.AMP):
             super().sendBox(box)
             return
         write_now(self.transport, box.serialize())
+
+
+def _peer_of(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "unknown"
+    host = getattr(peer, "host", None)
+    return f"{host}:{getattr(peer, 'port', '?')}" if host is not None else str(peer)
 
 
 class _ClientAPIFactory(ServerFactory):

@@ -28,6 +28,9 @@ log = Logger()
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PIPELINED = 256
+#: A body over the limit is answered 413 before it is read; this much of it is
+#: then read and dropped, so a client that sends it anyway can read the answer.
+MAX_DRAIN_BYTES = 16 * 1024 * 1024
 
 _REASONS = {
     200: b"OK",
@@ -68,6 +71,10 @@ def _encode(answer: object) -> bytes:
         return json.dumps(answer, default=str).encode("ascii")
 
 
+#: Headers that frame the body: a request may carry each at most once.
+_SINGLE_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+
+
 class _Slot:
     """One request's place in the ordered answer queue."""
 
@@ -92,7 +99,7 @@ class JSONRPCHTTPProtocol(Protocol):
         self.extra_routes = extra_routes or {}
         self._buf = b""
         self._need = -1  # body bytes still expected, -1 while reading headers
-        self._discard = 0  # body bytes to drop (over the limit)
+        self._discard = 0  # body bytes to drop (over the limit), then close
         self._pending: tuple[bytes, bytes, bool] | None = None  # method, path, keep-alive
         self._slots: deque[_Slot] = deque()
         self._closing = False
@@ -103,6 +110,9 @@ class JSONRPCHTTPProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse as many whole requests as the buffer holds."""
+        if self._discard:
+            self._drain(len(data))
+            return
         if self._closing:
             return
         try:
@@ -112,19 +122,14 @@ class JSONRPCHTTPProtocol(Protocol):
             log.failure("HTTP protocol error")
             self._error(500, b"internal error", close=True)
 
+    def _drain(self, received: int) -> None:
+        """Drop ``received`` bytes of a refused body; close once all of it came."""
+        self._discard = max(0, self._discard - received)
+        if not self._discard and not self._slots and not self._gone:
+            self.transport.loseConnection()
+
     def _parse(self) -> None:
         while not self._closing:
-            if self._discard:
-                dropped = min(self._discard, len(self._buf))
-                self._buf = self._buf[dropped:]
-                self._discard -= dropped
-                if self._discard:
-                    return
-                assert self._pending is not None
-                keep = self._pending[2]
-                self._pending = None
-                self._answer_now(413, _encode(self.rpc.too_large()), close=not keep)
-                continue
             if self._need >= 0:
                 if len(self._buf) < self._need:
                     return
@@ -159,28 +164,53 @@ class JSONRPCHTTPProtocol(Protocol):
             if not sep or not name or name != name.strip():
                 self._error(400, b"malformed header", close=True)
                 return
-            headers[name.lower()] = value.strip()
+            name = name.lower()
+            if name in headers and name in _SINGLE_HEADERS:
+                # Two framings for one body: the way requests are smuggled.
+                self._error(400, b"duplicate " + name + b" header", close=True)
+                return
+            headers[name] = value.strip()
         connection = headers.get(b"connection", b"").lower()
         if version == b"HTTP/1.1":
             keep = b"close" not in connection
         else:
             keep = b"keep-alive" in connection
         if b"transfer-encoding" in headers:
-            self._error(501, b"chunked bodies are not supported; send Content-Length", True)
+            if b"content-length" in headers:
+                self._error(400, b"both Transfer-Encoding and Content-Length", close=True)
+            else:
+                self._error(501, b"chunked bodies are not supported; send Content-Length", True)
             return
-        length_text = headers.get(b"content-length", b"0")
+        length_text = headers.get(b"content-length")
+        if length_text is None and method == b"POST":
+            self._error(411, b"a POST needs Content-Length", close=True)
+            return
+        if length_text is None:
+            length_text = b"0"
         if not length_text.isdigit() or len(length_text) > 12:
             self._error(400, b"bad Content-Length", close=True)
             return
         length = int(length_text)
         path = target.split(b"?", 1)[0]
-        self._pending = (method, path, keep)
         if length > self.rpc.max_body_bytes:
-            self._discard = length  # read and drop it, then answer 413
+            self._refuse_body(length)
             return
+        self._pending = (method, path, keep)
         if headers.get(b"expect", b"").lower() == b"100-continue" and len(self._buf) < length:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._need = length
+
+    def _refuse_body(self, length: int) -> None:
+        """Answer 413 before reading a body over the limit; drop it, then close.
+
+        Nothing of the body is kept. Up to MAX_DRAIN_BYTES of it are read and
+        dropped as they arrive (a client that sends the body before reading
+        the answer still gets it); a longer one is not read at all.
+        """
+        arrived = len(self._buf)
+        self._buf = b""
+        self._discard = max(0, length - arrived) if length <= MAX_DRAIN_BYTES else 0
+        self._answer_now(413, _encode(self.rpc.too_large()), close=True)
 
     # ----------------------------------------------------------- answering
 
@@ -224,6 +254,7 @@ class JSONRPCHTTPProtocol(Protocol):
         self._slots.append(slot)
         if close:
             self._closing = True  # read no further requests
+            self._buf = b""
         if len(self._slots) >= MAX_PIPELINED and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
@@ -279,7 +310,7 @@ class JSONRPCHTTPProtocol(Protocol):
                 break
         if out:
             write_now(self.transport, b"".join(out))
-        if close:
+        if close and not self._discard:
             self.transport.loseConnection()
         elif self._paused and len(self._slots) < MAX_PIPELINED // 2:
             self._paused = False

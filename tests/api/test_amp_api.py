@@ -381,3 +381,111 @@ def test_a_key_over_255_bytes_drops_the_connection_as_amp_does():
     protocol.dataReceived(good + b"\x01\x00" + b"k" * 256)
     assert answers.value().count(b"_answer") == 1
     assert answers.disconnecting
+
+
+# ------------------------------------------------------- bounds on one request
+
+
+def _amp_server(limits: RequestLimits | None = None):
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    frontend = make_frontend(node, Clock(), forward=False, limits=limits)
+    protocol = make_amp_factory(frontend).buildProtocol(None)
+    answers = StringTransport()
+    protocol.makeConnection(answers)
+    return node, protocol, answers
+
+
+def _put_bytes(value_size: int) -> bytes:
+    recorder = amp.AMP()
+    sent = StringTransport()
+    recorder.makeConnection(sent)
+    recorder.callRemote(cc.Put, key="k", value="v" * value_size)
+    return sent.value()
+
+
+def test_a_request_over_the_byte_bound_is_refused_as_its_bytes_arrive():
+    """A put far over the bound is answered INVALID_REQUEST and closed after the first
+    64 KiB reads past the bound, and nothing of it stays buffered."""
+    limits = RequestLimits(max_value_bytes=100_000)
+    node, protocol, answers = _amp_server(limits)
+    stream = _put_bytes(10 * 1024 * 1024)
+    bound = limits.request_bytes
+    read = 0
+    while not answers.disconnecting:
+        assert read <= bound + 65536, "still reading past the bound"
+        protocol.dataReceived(stream[read : read + 65536])
+        read += 65536
+    assert b"INVALID_REQUEST" in answers.value()
+    assert f"larger than {bound} bytes".encode() in answers.value()
+    assert protocol._unprocessed == b"" and protocol._currentBox is None
+    assert node.calls == []
+    protocol.dataReceived(stream[read : read + 65536])  # what was in flight is ignored
+    assert protocol._unprocessed == b""
+
+
+def test_a_request_just_under_the_bound_is_served():
+    """A maximal value (over many reads) is still accepted: the bound leaves room for it."""
+    limits = RequestLimits(max_value_bytes=300_000)
+    _node, protocol, answers = _amp_server(limits)
+    stream = _put_bytes(300_000)
+    for start in range(0, len(stream), 65536):
+        protocol.dataReceived(stream[start : start + 65536])
+    assert not answers.disconnecting
+    assert answers.value().count(b"_answer") == 1
+
+
+def test_many_requests_in_a_row_never_add_up_to_the_bound():
+    """The bound is per request: the count starts again after every box."""
+    limits = RequestLimits(max_value_bytes=70_000)
+    _node, protocol, answers = _amp_server(limits)
+    stream = _put_bytes(70_000) * 10
+    for start in range(0, len(stream), 1000):
+        protocol.dataReceived(stream[start : start + 1000])
+    assert not answers.disconnecting
+    assert answers.value().count(b"_answer") == 10
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("PUT " + "k" * 3000 + " v", "key is 3000 bytes; the limit is 1024"),
+        ('["put", "' + "k" * 3000 + '", "v", null]', "key is 3000 bytes"),
+        ('["cas", "' + "k" * 3000 + '", null, "v", null]', "key is 3000 bytes"),
+        ('["append", "k", "s", ["' + "c" * 200 + '", 1, 1]]', "client_id is 200 bytes"),
+        ("DELETE " + "k" * 3000, "key is 3000 bytes"),
+        ("GET " + "k" * 3000, "key is 3000 bytes"),
+        ("FROB k", "unknown command"),
+    ],
+)
+def test_raw_submitted_commands_pass_the_same_limits_as_put(command, message):
+    """``submit "PUT <3000-byte key> v"`` is refused as a put of that key is; nothing proposed.
+
+    (A value over the limit already makes the command itself over it.)
+    """
+    net = FakeNetwork()
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    net.serve(LEADER, node, limits=RequestLimits(max_key_bytes=1024))
+    c = amp.AMP()
+    net.connect(LEADER, c)
+    d = capture(c.callRemote(cc.Submit, command=command))
+    net.run(d, limit=20)
+    assert message in str(failure_of(d, InvalidRequest).value)
+    assert node.calls == []
+
+
+def test_client_connections_come_and_go_without_a_log_line_each():
+    """AMP logs every connection made and lost; a client churning connections must not
+    fill the node's log, so the client API does not."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.logger import globalLogPublisher
+    from twisted.python.failure import Failure
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(3):
+            _node, protocol, _answers = _amp_server()
+            protocol.connectionLost(Failure(ConnectionDone()))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert not [e for e in events if "connection" in str(e.get("log_format", ""))]

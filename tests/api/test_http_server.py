@@ -99,14 +99,61 @@ def test_expect_100_continue_is_answered_before_the_body():
     assert json.loads(responses(t.value())[0][1])["result"] is True
 
 
-def test_oversized_body_is_drained_and_refused_with_413():
-    """A body over the limit is read, dropped, and answered 413 with a JSON-RPC error."""
+def test_oversized_body_is_refused_with_413_before_it_is_read_then_closed():
+    """A Content-Length over the limit is answered 413 at once; the body is dropped, then close."""
     proto, t = make(max_body=100)
     body = call("put", "k", "x" * 500)
-    proto.dataReceived(post(body) + post(call("get", "k", rid=2)))
-    (code1, b1), (code2, b2) = responses(t.value())
-    assert code1 == 413 and json.loads(b1)["error"]["code"] == -32600
-    assert code2 == 200 and json.loads(b2)["result"] is None
+    head = post(body)[: -len(body)]
+    proto.dataReceived(head)
+    ((code, answer),) = responses(t.value())
+    assert code == 413 and json.loads(answer)["error"]["code"] == -32600
+    assert not t.disconnecting  # still reading: a client that sends the body reads the answer
+    proto.dataReceived(body[:200])
+    proto.dataReceived(body[200:] + post(call("get", "k", rid=2)))
+    assert proto._buf == b""  # nothing of the body was kept
+    assert len(responses(t.value())) == 1  # the pipelined request is not served
+    assert t.disconnecting
+
+
+def test_a_huge_content_length_is_refused_and_closed_without_reading():
+    """A body past the drain limit is not read at all: 413 and the connection closes."""
+    proto, t = make(max_body=100)
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nContent-Length: 100000000000\r\n\r\nxxxx")
+    assert responses(t.value())[0][0] == 413
+    assert t.disconnecting
+    assert proto._buf == b""
+
+
+def test_two_content_length_headers_get_400():
+    """Two Content-Length headers (a request-smuggling shape) are refused, not guessed."""
+    proto, t = make()
+    body = call("put", "k", "v")
+    proto.dataReceived(
+        b"POST /jsonrpc HTTP/1.1\r\nContent-Length: %d\r\ncontent-length: 2\r\n\r\n" % len(body)
+        + body
+    )
+    assert [code for code, _ in responses(t.value())] == [400]
+    assert t.disconnecting
+
+
+def test_content_length_with_transfer_encoding_gets_400():
+    """Content-Length and Transfer-Encoding together are refused with 400."""
+    proto, t = make()
+    proto.dataReceived(
+        b"POST /jsonrpc HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert [code for code, _ in responses(t.value())] == [400]
+    assert t.disconnecting
+
+
+def test_a_post_without_content_length_gets_411_and_its_body_is_not_buffered():
+    """A POST without Content-Length is refused at once; what follows is not read as requests."""
+    proto, t = make()
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\n\r\n" + b"y" * 100_000)
+    assert [code for code, _ in responses(t.value())] == [411]
+    assert t.disconnecting
+    proto.dataReceived(b"y" * 100_000)
+    assert proto._buf == b""
 
 
 def test_malformed_request_line_gets_400_and_close():

@@ -1,0 +1,288 @@
+"""Connection caps, first-bytes and idle timeouts, descriptor budget (leeky_twisted.connlimits)."""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.logger import LogLevel, globalLogPublisher
+
+from leeky_twisted.connlimits import (
+    RESERVED_DESCRIPTORS,
+    ConnectionGuard,
+    GuardedFactory,
+    PortCaps,
+    plan_caps,
+    raise_descriptor_limit,
+)
+from leeky_twisted.netutil import write_now
+from leeky_twisted.tls import RefusalLoggingFactory
+
+
+class Recorder(Protocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def addr(host: str = "10.0.0.9", port: int = 40000) -> IPv4Address:
+    return IPv4Address("TCP", host, port)
+
+
+def guarded(
+    clock: Clock | None = None,
+    caps: PortCaps | None = None,
+    idle: float | None = 300.0,
+    handshake: float | None = 10.0,
+) -> tuple[GuardedFactory, ConnectionGuard, Clock]:
+    clock = clock if clock is not None else Clock()
+    guard = ConnectionGuard(
+        "client",
+        caps if caps is not None else PortCaps(4, 2),
+        clock,
+        idle_timeout=idle,
+        handshake_timeout=handshake,
+        log_interval=60,
+    )
+    return GuardedFactory(Factory.forProtocol(Recorder), guard), guard, clock
+
+
+def connect(factory: GuardedFactory, host: str = "10.0.0.9", port: int = 40000) -> Any:
+    proto = factory.buildProtocol(addr(host, port))
+    if proto is None:
+        return None
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    return proto
+
+
+@pytest.fixture
+def warnings() -> Any:
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.warn:
+            from twisted.logger import formatEvent
+
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+# ----------------------------------------------------------------- caps
+
+
+def test_connections_over_the_port_cap_are_refused_at_once_and_counted():
+    """Past the cap, buildProtocol returns None (Twisted closes the socket); a slot freed
+    by a closed connection is given to the next one."""
+    factory, guard, _ = guarded(caps=PortCaps(3, 3))
+    open_ = [connect(factory, f"10.0.0.{i}") for i in range(3)]
+    assert all(p is not None for p in open_)
+    assert connect(factory, "10.0.0.7") is None
+    assert guard.refused["port_cap"] == 1 and guard.open == 3
+    open_[0].transport.loseConnection()
+    assert guard.open == 2
+    assert connect(factory, "10.0.0.7") is not None
+
+
+def test_one_source_address_may_not_take_more_than_its_share():
+    """The per-host cap refuses a third connection from one address, not from another."""
+    factory, guard, _ = guarded(caps=PortCaps(10, 2))
+    assert connect(factory, "10.0.0.1", 1) and connect(factory, "10.0.0.1", 2)
+    assert connect(factory, "10.0.0.1", 3) is None
+    assert guard.refused["host_cap"] == 1
+    assert connect(factory, "10.0.0.2", 1) is not None
+    assert guard.by_host == {"10.0.0.1": 2, "10.0.0.2": 1}
+
+
+def test_refusals_are_logged_at_most_once_per_interval(warnings):
+    """A flood of refused connections logs one line a minute, saying how many were not logged."""
+    factory, guard, clock = guarded(caps=PortCaps(1, 1))
+    connect(factory).dataReceived(b"x")
+    for port in range(1000):
+        connect(factory, "10.0.0.2", port)
+    assert guard.refused["port_cap"] == 1000
+    assert len(warnings) == 1 and "refused a connection from 10.0.0.2" in warnings[0]
+    clock.advance(61)
+    connect(factory, "10.0.0.3")
+    assert len(warnings) == 2 and "999 more like it not logged" in warnings[1]
+
+
+# ------------------------------------------------------------- timeouts
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout():
+    """No first bytes within 10 s: aborted, counted, and its slot given back."""
+    factory, guard, clock = guarded()
+    proto = connect(factory)
+    clock.advance(9.9)
+    assert not proto.transport.disconnected
+    clock.advance(0.1)
+    assert proto.transport.disconnected  # aborted, not a graceful close
+    assert guard.closed["handshake"] == 1 and guard.open == 0
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout():
+    """Bytes keep a connection open; idle_timeout seconds of silence close it."""
+    factory, guard, clock = guarded()
+    proto = connect(factory)
+    clock.advance(1)
+    proto.dataReceived(b"x")
+    for _ in range(10):  # a chatty client is never idle
+        clock.advance(200)
+        proto.dataReceived(b"y")
+    assert not proto.transport.disconnected
+    assert proto.wrappedProtocol.received == [b"x"] + [b"y"] * 10
+    clock.advance(299.9)
+    assert not proto.transport.disconnected
+    clock.advance(0.1)
+    assert proto.transport.disconnected
+    assert guard.closed["idle"] == 1 and guard.open == 0
+
+
+def test_without_an_idle_timeout_only_the_first_bytes_are_timed():
+    """The peer port: once a peer spoke, silence never closes it (its Hello is timed apart)."""
+    factory, _guard, clock = guarded(idle=None)
+    proto = connect(factory)
+    proto.dataReceived(b"hello")
+    clock.advance(100_000)
+    assert not proto.transport.disconnected
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_closed_connection_leaves_no_timer_behind():
+    """Closing cancels the connection's timer."""
+    factory, guard, clock = guarded()
+    proto = connect(factory)
+    proto.transport.loseConnection()
+    assert clock.getDelayedCalls() == []
+    assert proto.wrappedProtocol is None and guard.open == 0
+
+
+def test_timeouts_must_be_positive():
+    with pytest.raises(ValueError):
+        ConnectionGuard("x", PortCaps(1, 1), Clock(), idle_timeout=0)
+    with pytest.raises(ValueError):
+        PortCaps(0, 1)
+
+
+def test_write_now_writes_through_the_guard():
+    """The guard's wrapper adds no bytes: write_now reaches the transport underneath."""
+    factory, _, _ = guarded()
+    proto = factory.buildProtocol(addr())
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    write_now(proto.wrappedProtocol.transport, b"answer")
+    assert transport.value() == b"answer"
+
+
+def test_tls_handshake_must_complete_within_the_timeout():
+    """Sending bytes is not enough on a TLS port: no finished handshake in 10 s, aborted."""
+    clock = Clock()
+    factory = RefusalLoggingFactory(
+        Factory.forProtocol(Recorder), clock=clock, handshake_timeout=10.0
+    )
+    proto = factory.buildProtocol(addr())
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"half a ClientHello")
+    clock.advance(10)
+    assert transport.disconnected
+    # a completed handshake stops the clock
+    proto = factory.buildProtocol(addr())
+    proto.makeConnection(StringTransport())
+    proto.handshakeCompleted()
+    assert clock.getDelayedCalls() == []
+
+
+# ------------------------------------------------------- descriptor budget
+
+
+@pytest.mark.parametrize("descriptors", [64, 256, 1024, 4096, 20000, 1 << 20])
+def test_caps_leave_the_reserve_free_whatever_the_limit(descriptors):
+    """Every port full still leaves RESERVED_DESCRIPTORS (for the disk) below a sane limit."""
+    plan = plan_caps(descriptors)
+    used = plan.peer.max_connections + 2 * plan.client.max_connections
+    if descriptors >= 256:
+        assert used + RESERVED_DESCRIPTORS <= descriptors
+    assert plan.client.max_per_host <= plan.client.max_connections
+    assert plan.peer.max_connections >= 8 and plan.client.max_connections >= 8
+    assert not plan.warnings
+
+
+def test_a_client_cap_over_the_budget_is_lowered_with_a_warning():
+    plan = plan_caps(1024, max_client_connections=5000, max_per_host=10)
+    assert plan.client.max_connections + RESERVED_DESCRIPTORS + plan.peer.max_connections <= 1024
+    assert plan.client.max_per_host == 10
+    assert "lowered" in plan.warnings[0]
+    assert plan_caps(1024, max_client_connections=50).client == PortCaps(50, 25)
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lower = min(soft, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lower, hard))
+    try:
+        raised = raise_descriptor_limit()
+        now, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        expected = hard if hard != resource.RLIM_INFINITY else 65536
+        assert raised == now == expected
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -------------------------------------------------------------- wiring
+
+
+def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
+    """twistd options reach a guard on each of the three ports; the peer port has its own
+    cap and no idle timeout, the client ports the --idle-timeout and --max-client-connections."""
+    import sys
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from leeky_twisted.service import _Listener, make_node_service
+    from leeky_twisted.tap import Options
+
+    opts = Options()
+    opts.parseOptions(
+        [
+            "--id=1",
+            "--peers=1=127.0.0.1:7001",
+            f"--data-dir={tmp_path}",
+            "--idle-timeout=7",
+            "--handshake-timeout=3",
+            "--max-client-connections=50",
+            "--max-connections-per-host=20",
+        ]
+    )
+    switch = sys.getswitchinterval()
+    try:
+        top = make_node_service(opts.node_options, MemoryReactorClock())
+    finally:
+        sys.setswitchinterval(switch)
+    guards = {
+        s.factory.guard.name: s.factory.guard
+        for s in top
+        if isinstance(s, _Listener) and isinstance(s.factory, GuardedFactory)
+    }
+    assert set(guards) == {"peer", "client", "http"}
+    for name in ("client", "http"):
+        assert guards[name].caps == PortCaps(50, 20)
+        assert (guards[name].idle_timeout, guards[name].handshake_timeout) == (7, 3)
+    assert guards["peer"].idle_timeout is None and guards["peer"].handshake_timeout == 3
+    assert guards["peer"].caps != guards["client"].caps
