@@ -325,8 +325,9 @@ class RaftNode:
         """Tick the core once per interval that passed; time out overdue requests.
 
         A reactor that stalled for several intervals ticks the core once for
-        each (up to a bound past every timeout), so leases and election timers
-        follow real time instead of counting one tick for the whole stall.
+        each (up to one election timeout, which expires any lease), so leases
+        and election timers follow real time instead of counting one tick for
+        the whole stall.
         """
         self._catch_up(at_least=1)
         self._expire()
@@ -341,8 +342,11 @@ class RaftNode:
             return
         self._last_tick_at = now
         self._tick_carry = min(max(owed - ticks, 0.0), 1.0)
+        # One election timeout of ticks expires any lease; more would let a
+        # leader run two quorum checks with no message read in between, and
+        # step down although its followers never stopped answering.
         core = self.core
-        for _ in range(min(ticks, 2 * core.cfg.election_ticks + 2)):
+        for _ in range(min(ticks, core.cfg.election_ticks)):
             core.tick()
 
     def _expire(self) -> None:
