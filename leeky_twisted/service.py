@@ -43,6 +43,7 @@ from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.membership.autopilot import Autopilot
+from leeky_twisted.membership.contact import ContactTracker
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
@@ -480,6 +481,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         executor=executor,
     )
     holder["node"] = node
+    # the leader's own evidence for the autopilot: when each peer last spoke to us
+    contact = ContactTracker(reactor)
+    transport.set_receiver(contact.wrap(node.receive))
     top = LeekyRaftService(node)
     disk.setServiceParent(top)
 
@@ -554,6 +558,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             node,
             gossip.core,
             GOSSIP_TICK,
+            contact.last_heard,
             ReconcilerSettings(
                 min_voters=opts.min_voters,
                 max_voters=opts.max_voters,

@@ -1,0 +1,43 @@
+"""The leader's own evidence: when this node last heard each peer over the Raft transport.
+
+The autopilot removes a voter only when the leader itself has had no message
+from it for the grace period (issue 19): gossip can be forged by whoever holds
+the cluster key, a peer's answers over the authenticated Raft connection can
+not be made up by a third party. :class:`ContactTracker` wraps the node's
+receive callback and records the reactor time of every message, per sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from leeky_twisted.core.messages import NodeId
+
+
+class ContactTracker:
+    """Record ``clock.seconds()`` of the last message received from each peer."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._last: dict[NodeId, float] = {}
+
+    def wrap(self, receive: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Return a receiver that notes ``message.sender`` then calls ``receive(message)``.
+
+        Install it with ``transport.set_receiver(tracker.wrap(node.receive))``;
+        the peer transport has already checked the sender against the
+        connection's Hello (and its certificate, with TLS).
+        """
+
+        def receiver(message: Any) -> None:
+            self._last[NodeId(message.sender)] = self.clock.seconds()
+            receive(message)
+
+        return receiver
+
+    def last_heard(self, node_id: NodeId) -> float | None:
+        """Return when a message from ``node_id`` last arrived, or None if never."""
+        return self._last.get(node_id)
