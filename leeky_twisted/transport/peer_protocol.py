@@ -75,6 +75,9 @@ __all__ = [
     "frame_message",
 ]
 
+#: All a refused dialler is told: no cluster id, no reason (those go to our log).
+HELLO_REFUSAL = "refused"
+
 #: Largest box (all keys and values) accepted before the Hello succeeds.
 HELLO_FRAME_BYTES = 4096
 #: Largest box the dialling side accepts: only answers come back on it.
@@ -392,7 +395,9 @@ class PeerLocator(amp.CommandLocator):
         """Accept a known node of our cluster, or refuse it with HELLO_REFUSED.
 
         With TLS, the node id claimed must also be the one in the connection's
-        certificate, so one node's key cannot speak for another node.
+        certificate, so one node's key cannot speak for another node. A
+        refusal tells the dialler nothing (not our cluster id, not which
+        check failed): the reason goes to this node's log only.
         """
         protocol = self._protocol
         inbox = self._inbox
@@ -400,13 +405,13 @@ class PeerLocator(amp.CommandLocator):
         if protocol.peer_id is not None:
             reason = "second Hello on one connection"
             protocol.refuse(reason)
-            raise HelloRefused(reason)
+            raise HelloRefused(HELLO_REFUSAL)
         reason_or_none = inbox.refusal(cluster_id, NodeId(node_id))
         if reason_or_none is None:
             reason_or_none = inbox.identity_refusal(NodeId(node_id), protocol.transport)
         if reason_or_none is not None:
             protocol.refuse(reason_or_none)
-            raise HelloRefused(reason_or_none)
+            raise HelloRefused(HELLO_REFUSAL)
         protocol.accept(NodeId(node_id), inbox.max_frame_bytes)
         return {"cluster_id": inbox.cluster_id, "node_id": inbox.node_id}
 

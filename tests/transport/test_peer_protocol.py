@@ -314,6 +314,15 @@ def test_hello_from_another_cluster_is_refused_logged_and_dropped(capture):
     assert server.received == []
 
 
+def test_a_refused_hello_reveals_nothing(capture):
+    """Issue 19 finding 4: the refusal sent back names neither our cluster id nor the reason."""
+    server = Server(capture)
+    _, _, _pump, hello = dial(server, capture, cluster="guess")
+    assert result_of(hello) is False
+    told = [e for e in capture.errors() if "refused our Hello" in e]
+    assert told and all(server.inbox.cluster_id not in e and "guess" not in e for e in told)
+
+
 def test_hello_from_unknown_node_is_refused_logged_and_dropped(capture):
     """A node id outside the known peer set is refused."""
     server = Server(capture)
