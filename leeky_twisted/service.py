@@ -106,6 +106,9 @@ class NodeOptions:
     bootstrap: bool = False
     join: list[tuple[str, int]] = field(default_factory=list)
     gossip_key: bytes | None = None
+    gossip_key_path: str | None = None  #: where the key came from (for the log)
+    gossip_key_created: bool = False  #: True when this start created the key file
+    insecure: bool = False  #: gossip without a key was asked for explicitly
     max_voters: int = 5
     min_voters: int = 3
     dead_grace: float = 30.0
@@ -313,6 +316,19 @@ def _listen_address(host: str) -> str:
 def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> GossipService:
     """Build the gossip service and let it feed the node's address book."""
     assert opts.gossip_port is not None
+    if opts.gossip_key is None:
+        log.warn(
+            "gossip is NOT authenticated (--insecure): anyone who can send UDP to "
+            "{host}:{port} can join this cluster and, through the autopilot, become a voter",
+            host=own.host,
+            port=opts.gossip_port,
+        )
+    elif opts.gossip_key_created:
+        log.info(
+            "created the cluster key at {path} (mode 0600): give it to every node that "
+            "joins, with --gossip-key-file",
+            path=opts.gossip_key_path,
+        )
     gossip = make_gossip_service(
         reactor,
         opts.node_id,

@@ -34,6 +34,8 @@ class Grown:
         self.root = root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, dict[str, int]] = {}
+        #: the cluster key: the bootstrap node creates it, joiners are given it
+        self.key_path = root / "cluster.key"
 
     def start(self, nid: str, join: str | None) -> None:
         ports = self.ports.get(nid)
@@ -66,7 +68,10 @@ class Grown:
             str(ports["http"]),
             *FAST,
         ]
-        argv += ["--join", join] if join else ["--bootstrap"]
+        if join:
+            argv += ["--join", join, "--gossip-key-file", str(self.key_path)]
+        else:
+            argv += ["--bootstrap", "--gossip-key-file", str(self.key_path)]
         with open(folder / "node.log", "ab") as log:
             self.procs[nid] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
