@@ -111,6 +111,8 @@ def test_compose_services_form_a_five_voter_cluster(tmp_path):
                 "LEEKY_KEY_FILE": str(tmp_path / "secret" / "cluster.key"),
                 "LEEKY_EXTRA": "--stabilization 1",
             }
+            if os.environ.get("PYTHONPATH"):  # test this checkout, not the installed one
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
             env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
             env["LEEKY_NODE_ID"] = env.get("LEEKY_NODE_ID", name) if name == "introducer" else name
             argv = ["sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]]
