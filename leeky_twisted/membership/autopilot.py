@@ -44,7 +44,8 @@ class Autopilot:
     ) -> None:
         self.reactor = reactor
         self.last_heard = last_heard
-        self._leader_since: float | None = None
+        self._leader_since: float | None = None  #: when we were first seen leading
+        self._leader_term = -1  #: ... in this term
         self.node = node
         self.gossip = gossip_core
         self.tick_seconds = tick_seconds
@@ -72,8 +73,9 @@ class Autopilot:
             self._leader_since = None
             return
         now = self.reactor.seconds()
-        if self._leader_since is None:
-            self._leader_since = now
+        if self._leader_since is None or self._leader_term != core.term:
+            # a new term of leadership (even one won between two checks): count afresh
+            self._leader_since, self._leader_term = now, core.term
         if self._busy:
             return
         status = core.status()

@@ -47,6 +47,7 @@ class FakeCore:
 
     def __init__(self) -> None:
         self.role = Role.LEADER
+        self.term = 2
         self.configuration = Configuration(frozenset(NodeId(n) for n in VOTERS))
         self.commit = 0
         self.log = FakeLog()
@@ -142,6 +143,19 @@ def test_silence_counts_only_from_when_this_node_leads() -> None:
     run(clock, int(GRACE), contact, VOTERS[1:4])
     assert node.proposed == []
     run(clock, 2, contact, VOTERS[1:4])
+    assert node.proposed == [(ConfChangeOp.REMOVE, "e")]
+    pilot.stop()
+
+
+def test_a_leadership_won_again_between_two_checks_counts_afresh() -> None:
+    """Losing and winning leadership within one interval restarts the count (a new term)."""
+    clock, node, gossip, contact, pilot = setup()
+    forge_left(gossip, "e")
+    run(clock, int(GRACE) - 5, contact, VOTERS[1:4])
+    node.core.term = 3  # lost and won again, unseen by the 1 s checks
+    run(clock, int(GRACE) - 5, contact, VOTERS[1:4])
+    assert node.proposed == []
+    run(clock, 7, contact, VOTERS[1:4])
     assert node.proposed == [(ConfChangeOp.REMOVE, "e")]
     pilot.stop()
 
