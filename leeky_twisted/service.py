@@ -43,7 +43,7 @@ from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, SnapshotMeta
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.membership.autopilot import Autopilot
-from leeky_twisted.membership.contact import ContactTracker
+from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
@@ -376,6 +376,7 @@ class LeekyRaftService(service.MultiService):
     def __init__(self, node: RaftNode) -> None:
         super().__init__()
         self.node = node
+        self.autopilot: Autopilot | None = None  #: when the node runs gossip
 
 
 def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:
@@ -476,6 +477,8 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         ),
         authenticate=certificate_node_id if credentials is not None else None,
     )
+    # the leader's own evidence for the autopilot: when each peer last spoke to us
+    contact = ContactTracker(reactor)
     executor = None
     if opts.executor_url:
         from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
@@ -489,7 +492,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         log_store,
         stable_store,
         snapshot_store,
-        transport,
+        ContactTrackingTransport(transport, contact),
         KeyValueStateMachine(),
         settings,
         rng=random.Random(),
@@ -497,9 +500,6 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         executor=executor,
     )
     holder["node"] = node
-    # the leader's own evidence for the autopilot: when each peer last spoke to us
-    contact = ContactTracker(reactor)
-    transport.set_receiver(contact.wrap(node.receive))
     top = LeekyRaftService(node)
     disk.setServiceParent(top)
 
@@ -582,6 +582,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
                 stabilization_time=opts.stabilization,
             ),
         )
+        top.autopilot = autopilot
         _Hooks(
             start=[autopilot.start] + ([lambda: gossip.join(opts.join)] if opts.join else []),
             stop=[autopilot.stop],

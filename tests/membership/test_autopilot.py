@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from leeky_twisted.membership.codec import MemberState, Packet, PacketKind, Reco
 from leeky_twisted.membership.contact import ContactTracker
 from leeky_twisted.membership.gossip_core import GossipConfig, GossipCore
 from leeky_twisted.membership.reconciler import ReconcilerSettings
+from leeky_twisted.service import make_node_service
 
 CLUSTER = "unit"
 KEY = b"the cluster key"
@@ -173,3 +175,62 @@ def test_the_tracker_records_the_reactor_time_per_sender() -> None:
     assert [m.sender for m in got] == ["b", "c"]
     assert (contact.last_heard(NodeId("b")), contact.last_heard(NodeId("c"))) == (5.0, 7.0)
     assert contact.last_heard(NodeId("d")) is None
+
+
+class RecordingTransport:
+    """A peer transport that keeps its receiver and its sent messages."""
+
+    def __init__(self) -> None:
+        self.receiver: Any = None
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def set_receiver(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_tracking_transport_wraps_every_receiver_ever_set() -> None:
+    """Whatever receiver the node installs, and however often, the tracker sees each message."""
+    from zope.interface.verify import verifyObject
+
+    from leeky_twisted.interfaces import IPeerTransport
+    from leeky_twisted.membership.contact import ContactTrackingTransport
+
+    clock = task.Clock()
+    inner = RecordingTransport()
+    contact = ContactTracker(clock)
+    tracked = ContactTrackingTransport(inner, contact)
+    assert verifyObject(IPeerTransport, tracked)
+    assert tracked.send == inner.send and not hasattr(tracked, "flush")
+    got: list[Any] = []
+    tracked.set_receiver(lambda m: got.append(("first", m.sender)))
+    tracked.set_receiver(lambda m: got.append(("second", m.sender)))
+    clock.advance(3)
+    inner.receiver(Message("b"))
+    assert got == [("second", "b")] and contact.last_heard(NodeId("b")) == 3.0
+
+
+def test_the_node_service_feeds_the_autopilot_from_the_transport(tmp_path: Any) -> None:
+    """Wiring: the node's transport is tracked, and the autopilot reads that tracker."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from leeky_twisted.membership.contact import ContactTrackingTransport
+    from leeky_twisted.tap import Options
+
+    opts = Options()
+    argv = ["--id", "n1", "--address", "127.0.0.1:7100", "--gossip-port", "7300"]
+    opts.parseOptions([*argv, "--data-dir", str(tmp_path), "--bootstrap"])
+    switch = sys.getswitchinterval()
+    try:
+        top = make_node_service(opts.node_options, MemoryReactorClock())
+    finally:
+        sys.setswitchinterval(switch)  # the service tunes it for the whole process
+    transport = top.node.transport
+    assert isinstance(transport, ContactTrackingTransport)
+    assert top.autopilot is not None
+    assert top.autopilot.last_heard == transport.tracker.last_heard
