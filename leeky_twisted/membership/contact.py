@@ -1,9 +1,11 @@
 """The leader's own evidence: when this node last heard each peer over the Raft transport.
 
 The autopilot removes a voter only when the leader itself has had no message
-from it for the grace period (issue 19): gossip can be forged by whoever holds
-the cluster key, a peer's answers over the authenticated Raft connection can
-not be made up by a third party. :class:`ContactTracker` wraps the node's
+from it for the grace period (issue 19). Gossip can be forged by whoever holds
+the cluster key; this evidence cannot be forged in the harmful direction: a
+member that keeps answering the leader never looks silent. (Without TLS, a
+third party that says Hello as X can make a silent X look alive, which only
+delays its removal.) :class:`ContactTracker` wraps the node's
 receive callback and records the reactor time of every message, per sender;
 :class:`ContactTrackingTransport` is the peer transport decorated so that
 whatever receiver the node installs, and whenever, goes through the tracker.
