@@ -58,6 +58,7 @@ from leeky_twisted.tls import (
     client_endpoint,
     warn_tls_disabled,
 )
+from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
 
@@ -476,6 +477,8 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             _peer_endpoint_maker(reactor, credentials, 5.0) if credentials is not None else None
         ),
         authenticate=certificate_node_id if credentials is not None else None,
+        # with a cluster key, only its holders get past the Hello
+        hello_auth=HelloAuthenticator(opts.gossip_key, reactor) if opts.gossip_key else None,
     )
     # the leader's own evidence for the autopilot: when each peer last spoke to us
     contact = ContactTracker(reactor)
