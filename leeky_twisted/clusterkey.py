@@ -1,4 +1,4 @@
-"""The cluster key: a secret made with the cluster, that authenticates its gossip.
+"""The cluster key: a secret made with the cluster, that authenticates its members.
 
 A cluster grown by gossip gets its key when it is created: ``--bootstrap``
 writes 32 random bytes (as hex) to ``<data-dir>/cluster.key`` (or to the
@@ -6,7 +6,9 @@ writes 32 random bytes (as hex) to ``<data-dir>/cluster.key`` (or to the
 logs where. Joiners are given the same file with ``--gossip-key-file``.
 Every gossip datagram is signed with it (HMAC-SHA256), and datagrams without
 a valid signature are dropped, so only key holders are ever added or promoted
-by the autopilot. Running gossip without a key takes an explicit ``--insecure``.
+by the autopilot; and every peer Hello carries a proof of it
+(:mod:`leeky_twisted.transport.hello_auth`), so only key holders can send Raft
+messages. Running gossip without a key takes an explicit ``--insecure``.
 
 The cluster id, when not given, is derived from the key
 (:func:`cluster_id_from_key`): every node that holds the key agrees on it

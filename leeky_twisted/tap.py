@@ -178,8 +178,8 @@ class Options(usage.Options):
             "gossip-key-file",
             None,
             None,
-            "The cluster key: every gossip packet is signed with it (HMAC-SHA256) and "
-            "unsigned ones are dropped. --bootstrap creates it (default "
+            "The cluster key: gossip packets are signed with it and peer Hellos prove it "
+            "(HMAC-SHA256); others are dropped. --bootstrap creates it (default "
             "DATA-DIR/cluster.key); --join needs it (or --insecure).",
         ],
         [
