@@ -648,6 +648,7 @@ class GossipCore:
             for rec in packet.records:
                 self._apply(rec, sender)
             self._send_state(src, reply_wanted=False)
+            self._tell_buried(src, sender)
             return
         if kind is PacketKind.SYNC:
             for rec in packet.records:
@@ -691,7 +692,23 @@ class GossipCore:
         records = [self._me.record()]
         if node is not None:
             records.append(node.record())
+        elif sender in self._tombstones:
+            records.append(self._buried_record(sender, src))
         self._send_sync(src, records, reply_wanted=True)
+
+    def _buried_record(self, nid: NodeId, src: Address) -> Record:
+        """Return "``nid`` is DEAD" at its tombstone's incarnation (to make it refute)."""
+        return Record(nid, self._tombstones[nid], MemberState.DEAD, src)
+
+    def _tell_buried(self, src: Address, sender: NodeId) -> None:
+        """Tell a joiner we forgot, and whose record our tombstone refused, to refute it.
+
+        A member restarted with no memory starts at incarnation 0; once we have
+        reaped it, no full state carries its old incarnation back to it, so
+        without this it could never be heard again.
+        """
+        if sender not in self._members and sender in self._tombstones:
+            self._send_sync(src, [self._buried_record(sender, src)], reply_wanted=False)
 
     def _handle_ack(self, seq: int) -> None:
         probe = self._probe

@@ -580,6 +580,31 @@ def test_reaped_members_are_not_brought_back_by_old_gossip() -> None:
     assert core.members()[NodeId("n2")].state is MemberState.ALIVE
 
 
+def test_a_reaped_member_that_restarts_is_told_to_refute_and_comes_back() -> None:
+    """A member forgotten (tombstone at 3) rejoins at incarnation 0: told DEAD@3, it refutes."""
+    core = make(1, dead_retain_ticks=50)
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, 3, MemberState.DEAD),))
+    )
+    for _ in range(50):
+        core.tick()
+    core.take_outbox()
+    assert NodeId("n2") not in core.members()
+    fresh = make(2)
+    fresh.join([core.config.address])
+    for _ in range(30):  # JOIN, its answers, then the refutation piggybacked on a ping
+        for _, data in fresh.take_outbox():
+            core.receive(fresh.config.address, data)
+        for _, data in core.take_outbox():
+            fresh.receive(core.config.address, data)
+        if NodeId("n2") in core.members():
+            break
+        fresh.tick()
+        core.tick()
+    assert fresh.incarnation == 4
+    assert core.members()[NodeId("n2")].state is MemberState.ALIVE
+
+
 # ---------------------------------------------------------------- hostile input
 
 
