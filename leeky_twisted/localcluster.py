@@ -6,6 +6,10 @@ then SIGKILL); nothing is ever killed by name.
 
 With ``tls_dir`` (made by ``leekyraft certs``) the nodes run with
 ``--tls-dir`` and the status helpers speak HTTPS with a client certificate.
+
+Every cluster gets its own key, ``root/cluster.key`` (made on first use, mode
+0600), passed to every node with ``--gossip-key-file``: the nodes derive one
+random cluster id from it, and gossip, if turned on, is authenticated.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from leeky_twisted.clusterkey import KEY_FILE_NAME, create_key_file
 
 LOOPBACK = "127.0.0.1"
 
@@ -132,7 +138,11 @@ class LocalCluster:
         """
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.extra_args = list(extra_args or [])
+        self.key_path = self.root / KEY_FILE_NAME
+        if not self.key_path.exists():
+            create_key_file(str(self.key_path))
+        self.extra_args = ["--gossip-key-file", str(self.key_path.resolve())]
+        self.extra_args += list(extra_args or [])
         self.https: ssl.SSLContext | None = None
         if tls_dir is not None:
             if tls_client is None:

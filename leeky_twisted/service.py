@@ -56,6 +56,7 @@ from leeky_twisted.connlimits import (
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, SnapshotMeta
 from leeky_twisted.membership.autopilot import Autopilot
+from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
@@ -70,6 +71,7 @@ from leeky_twisted.tls import (
     client_endpoint,
     warn_tls_disabled,
 )
+from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
 
@@ -118,6 +120,9 @@ class NodeOptions:
     bootstrap: bool = False
     join: list[tuple[str, int]] = field(default_factory=list)
     gossip_key: bytes | None = None
+    gossip_key_path: str | None = None  #: where the key came from (for the log)
+    gossip_key_created: bool = False  #: True when this start created the key file
+    insecure: bool = False  #: gossip without a key was asked for explicitly
     max_voters: int = 5
     min_voters: int = 3
     dead_grace: float = 30.0
@@ -362,6 +367,19 @@ def _listen_address(host: str) -> str:
 def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> GossipService:
     """Build the gossip service and let it feed the node's address book."""
     assert opts.gossip_port is not None
+    if opts.gossip_key is None:
+        log.warn(
+            "gossip is NOT authenticated (--insecure): anyone who can send UDP to "
+            "{host}:{port} can join this cluster and, through the autopilot, become a voter",
+            host=own.host,
+            port=opts.gossip_port,
+        )
+    elif opts.gossip_key_created:
+        log.info(
+            "created the cluster key at {path} (mode 0600): give it to every node that "
+            "joins, with --gossip-key-file",
+            path=opts.gossip_key_path,
+        )
     gossip = make_gossip_service(
         reactor,
         opts.node_id,
@@ -409,6 +427,7 @@ class LeekyRaftService(service.MultiService):
     def __init__(self, node: RaftNode) -> None:
         super().__init__()
         self.node = node
+        self.autopilot: Autopilot | None = None  #: when the node runs gossip
 
 
 def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:
@@ -507,7 +526,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             _peer_endpoint_maker(reactor, credentials, 5.0) if credentials is not None else None
         ),
         authenticate=certificate_node_id if credentials is not None else None,
+        # with a cluster key, only its holders get past the Hello
+        hello_auth=HelloAuthenticator(opts.gossip_key, reactor) if opts.gossip_key else None,
     )
+    # the leader's own evidence for the autopilot: when each peer last spoke to us
+    contact = ContactTracker(reactor)
     executor = None
     if opts.executor_url:
         from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
@@ -521,7 +544,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         log_store,
         stable_store,
         snapshot_store,
-        transport,
+        ContactTrackingTransport(transport, contact),
         KeyValueStateMachine(),
         settings,
         rng=random.Random(),
@@ -627,6 +650,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             node,
             gossip.core,
             GOSSIP_TICK,
+            contact.last_heard,
             ReconcilerSettings(
                 min_voters=opts.min_voters,
                 max_voters=opts.max_voters,
@@ -634,6 +658,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
                 stabilization_time=opts.stabilization,
             ),
         )
+        top.autopilot = autopilot
         _Hooks(
             start=[autopilot.start] + ([lambda: gossip.join(opts.join)] if opts.join else []),
             stop=[autopilot.stop],

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
 from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from leeky_twisted.service import (
     NodeOptions,
@@ -92,6 +93,12 @@ class Options(usage.Options):
             "instead of forwarding their requests.",
         ],
         [
+            "insecure",
+            None,
+            "Run gossip without the cluster key: anyone who can send UDP to the gossip "
+            "port can then join the cluster and become a voter. Logs a warning at start.",
+        ],
+        [
             "unsafe-stale-reads",
             None,
             "TESTING ONLY: serve every read from local state without ReadIndex. Breaks "
@@ -105,7 +112,13 @@ class Options(usage.Options):
         ["client-port", None, 0, "TCP port for AMP clients (0: any free port).", int],
         ["http-port", None, 0, "TCP port for HTTP JSON-RPC (0: any free port).", int],
         ["client-host", None, None, "Interface for the client ports (default: the peer host)."],
-        ["cluster-id", None, "leeky", "Cluster name; peers of another cluster are refused."],
+        [
+            "cluster-id",
+            None,
+            None,
+            "Cluster name; peers of another cluster are refused. Default: derived from "
+            "the cluster key when there is one, else 'leeky'.",
+        ],
         ["tick", None, 0.05, "Seconds per Raft tick.", _positive(float)],
         ["heartbeat", None, 0.1, "Seconds between leader heartbeats.", _positive(float)],
         [
@@ -166,7 +179,9 @@ class Options(usage.Options):
             "gossip-key-file",
             None,
             None,
-            "File holding a shared secret; gossip packets are authenticated with HMAC.",
+            "The cluster key: gossip packets are signed with it and peer Hellos prove it "
+            "(HMAC-SHA256); others are dropped. --bootstrap creates it (default "
+            "DATA-DIR/cluster.key); --join needs it (or --insecure).",
         ],
         [
             "max-voters",
@@ -265,15 +280,6 @@ class Options(usage.Options):
                 if not colon or not host or not port.isdigit():
                     raise usage.UsageError(f"bad --join address {part!r}: expected HOST:PORT")
                 join.append((host.strip("[]"), int(port)))
-        key = None
-        if self["gossip-key-file"]:
-            try:
-                with open(self["gossip-key-file"], "rb") as f:
-                    key = f.read().strip()
-            except OSError as e:
-                raise usage.UsageError(f"cannot read --gossip-key-file: {e}") from e
-            if not key:
-                raise usage.UsageError("--gossip-key-file is empty")
         if self["election-timeout"] <= self["heartbeat"]:
             raise usage.UsageError("--election-timeout must exceed --heartbeat")
         if self["heartbeat"] < self["tick"]:
@@ -286,6 +292,25 @@ class Options(usage.Options):
                 load_node_credentials(self["tls-dir"], self["id"])
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--tls-dir: cannot use the certificates: {e}") from e
+        try:
+            resolved = resolve_key(
+                self["gossip-key-file"],
+                self["data-dir"],
+                bool(self["bootstrap"]),
+                bool(self["insecure"]),
+            )
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"cannot use the cluster key (--gossip-key-file): {e}") from e
+        key = resolved.key
+        if self["gossip-port"] is not None and key is None and not self["insecure"]:
+            raise usage.UsageError(
+                "gossip needs the cluster key: give --gossip-key-file FILE (the cluster's "
+                "--bootstrap node wrote it to its DATA-DIR/cluster.key), or --insecure to "
+                "run unauthenticated"
+            )
+        cluster_id = self["cluster-id"] or (
+            cluster_id_from_key(key) if key is not None else DEFAULT_CLUSTER_ID
+        )
         self.node_options = NodeOptions(
             node_id=self["id"],
             peers=peers,
@@ -293,7 +318,7 @@ class Options(usage.Options):
             client_port=self["client-port"],
             http_port=self["http-port"],
             client_host=self["client-host"],
-            cluster_id=self["cluster-id"],
+            cluster_id=cluster_id,
             tick=self["tick"],
             heartbeat_ticks=max(1, round(self["heartbeat"] / self["tick"])),
             election_ticks=max(2, round(self["election-timeout"] / self["tick"])),
@@ -311,6 +336,9 @@ class Options(usage.Options):
             bootstrap=bool(self["bootstrap"]),
             join=join,
             gossip_key=key,
+            gossip_key_path=resolved.path,
+            gossip_key_created=resolved.created,
+            insecure=bool(self["insecure"]),
             max_voters=self["max-voters"],
             min_voters=self["min-voters"],
             dead_grace=self["dead-grace"],

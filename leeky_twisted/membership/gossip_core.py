@@ -30,6 +30,20 @@ memberlist):
 - DEAD and LEFT records are kept ``dead_retain_ticks`` ticks, then forgotten;
   a tombstone (the last incarnation) stops old gossip from bringing them back.
 
+Hostile input (issue 19): gossip is advice, and a forger should not be able to
+make that advice permanent.
+
+- LEFT about member X is accepted only from a datagram whose sender is X: a
+  member says it left itself; no one else can say so (with a shared key, a
+  key holder can still forge the sender, which is why nothing removes a voter
+  on gossip alone: see :mod:`leeky_twisted.membership.reconciler`).
+- Incarnations are 32-bit serial numbers (RFC 1982): they wrap, and "newer"
+  means at most 2^31 - 1 ahead modulo 2^32. There is no maximum to forge, so a
+  member can always refute (it answers with the claimed incarnation + 1).
+- A record about X relayed by someone other than X is refused when its
+  incarnation is more than ``MAX_INCARNATION_JUMP`` ahead of what we know of X
+  (only X itself raises its incarnation, one step at a time).
+
 Malformed, foreign-cluster and badly-authenticated datagrams are dropped and
 counted in :attr:`GossipCore.counters`; :meth:`receive` never raises.
 """
@@ -66,6 +80,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PACKET_BYTES = 1400
+#: how far ahead of the known incarnation a record relayed by a third party may be
+MAX_INCARNATION_JUMP = 1 << 16
+_SERIAL = codec.MAX_INCARNATION + 1  # incarnations are serial numbers modulo 2^32
+_HALF = _SERIAL // 2
 
 
 @dataclass(frozen=True)
@@ -225,14 +243,33 @@ COUNTERS = (
     "refutations",
     "deaths",
     "conflicts",
+    "refused_left_claims",
+    "refused_incarnation_jumps",
     "joins_sent",
     "syncs_sent",
     "listener_errors",
 )
 
 
-def _rank(state: MemberState, incarnation: int) -> tuple[int, int]:
-    return (incarnation, int(state))
+def ahead(a: int, b: int) -> int:
+    """Return how far incarnation ``a`` is ahead of ``b`` (serial arithmetic, RFC 1982).
+
+    Positive (1 .. 2^31 - 1) when ``a`` is newer, 0 when equal, negative when
+    ``a`` is older (a distance of exactly 2^31 counts as older both ways).
+    """
+    d = (a - b) % _SERIAL
+    return d if d < _HALF else d - _SERIAL
+
+
+def next_incarnation(incarnation: int) -> int:
+    """Return the incarnation after ``incarnation`` (it wraps: there is no last one)."""
+    return (incarnation + 1) % _SERIAL
+
+
+def _newer(rec: Record, node: _Node) -> bool:
+    """Return True if ``rec`` overrides ``node``: a newer incarnation, or a later state in it."""
+    d = ahead(rec.incarnation, node.incarnation)
+    return d > 0 or (d == 0 and rec.state > node.state)
 
 
 @implementer(IMembership)
@@ -388,13 +425,12 @@ class GossipCore:
             return
         self._left = True
         me = self._me
-        me.incarnation += 1
+        me.incarnation = next_incarnation(me.incarnation)
         self._set_state(me, MemberState.LEFT)
         rec = me.record()
         self._queue_broadcast(rec)
-        others = self._live_others()
-        fanout = max(self.config.indirect_probes, 1)
-        for nid in self._rng.sample(others, min(fanout, len(others))):
+        # only a member's own word counts for LEFT, so others cannot relay it: tell everyone
+        for nid in sorted(self._live_others()):
             self._send_sync(self._members[nid].address, [rec], reply_wanted=False)
         self._dispatch()
 
@@ -406,7 +442,7 @@ class GossipCore:
         if address == me.address:
             return
         me.address = address
-        me.incarnation += 1
+        me.incarnation = next_incarnation(me.incarnation)
         self._queue_broadcast(me.record())
         self._events.append(me.view())
         self._dispatch()
@@ -418,7 +454,7 @@ class GossipCore:
         if wire == me.metadata:
             return
         me.metadata = wire
-        me.incarnation += 1
+        me.incarnation = next_incarnation(me.incarnation)
         self._queue_broadcast(me.record())
         self._events.append(me.view())
         self._dispatch()
@@ -607,20 +643,22 @@ class GossipCore:
 
     def _handle(self, src: Address, packet: Packet) -> None:
         kind = packet.kind
+        sender = packet.sender
         if kind is PacketKind.JOIN:
             for rec in packet.records:
-                self._apply(rec)
+                self._apply(rec, sender)
             self._send_state(src, reply_wanted=False)
+            self._tell_buried(src, sender)
             return
         if kind is PacketKind.SYNC:
             for rec in packet.records:
-                self._apply(rec)
+                self._apply(rec, sender)
             self._joined = True
             if packet.reply_wanted:
                 self._send_state(src, reply_wanted=False)
             return
         for rec in packet.records:
-            self._apply(rec)
+            self._apply(rec, sender)
         if kind is PacketKind.PING and packet.target != self.node_id:
             self.counters["dropped_misdirected"] += 1
             return
@@ -654,7 +692,23 @@ class GossipCore:
         records = [self._me.record()]
         if node is not None:
             records.append(node.record())
+        elif sender in self._tombstones:
+            records.append(self._buried_record(sender, src))
         self._send_sync(src, records, reply_wanted=True)
+
+    def _buried_record(self, nid: NodeId, src: Address) -> Record:
+        """Return "``nid`` is DEAD" at its tombstone's incarnation (to make it refute)."""
+        return Record(nid, self._tombstones[nid], MemberState.DEAD, src)
+
+    def _tell_buried(self, src: Address, sender: NodeId) -> None:
+        """Tell a joiner we forgot, and whose record our tombstone refused, to refute it.
+
+        A member restarted with no memory starts at incarnation 0; once we have
+        reaped it, no full state carries its old incarnation back to it, so
+        without this it could never be heard again.
+        """
+        if sender not in self._members and sender in self._tombstones:
+            self._send_sync(src, [self._buried_record(sender, src)], reply_wanted=False)
 
     def _handle_ack(self, seq: int) -> None:
         probe = self._probe
@@ -666,19 +720,42 @@ class GossipCore:
             requester, their_seq, _ = relay
             self._send_gossip(requester, Packet(PacketKind.ACK, self.node_id, their_seq))
 
-    def _apply(self, rec: Record) -> None:
-        """Merge one gossiped record; re-gossip it when it was news (SWIM §4.2)."""
+    def _refused(self, rec: Record, sender: NodeId | None, known: int | None) -> bool:
+        """Return True (and count it) if ``rec`` from ``sender`` must not be believed.
+
+        ``sender`` is None for this node's own verdicts; ``known`` is the
+        incarnation we hold for the record's member (None: never heard of).
+        """
+        if sender is None or sender == rec.node_id:
+            return False  # our own verdict, or a member speaking for itself
+        if rec.state is MemberState.LEFT:
+            self.counters["refused_left_claims"] += 1
+            self._log(f"{sender} claims {rec.node_id} left: only {rec.node_id} can say so")
+            return True
+        if known is not None and ahead(rec.incarnation, known) > MAX_INCARNATION_JUMP:
+            self.counters["refused_incarnation_jumps"] += 1
+            self._log(f"{sender} relays {rec.node_id} at incarnation {rec.incarnation}: too far")
+            return True
+        return False
+
+    def _apply(self, rec: Record, sender: NodeId | None = None) -> None:
+        """Merge one gossiped record; re-gossip it when it was news (SWIM §4.2).
+
+        ``sender`` is the member whose datagram carried it (None: this node's
+        own verdict); see :meth:`_refused`.
+        """
         if rec.node_id == self.node_id:
             self._apply_about_me(rec)
             return
         node = self._members.get(rec.node_id)
+        buried = self._tombstones.get(rec.node_id) if node is None else None
+        if self._refused(rec, sender, node.incarnation if node is not None else buried):
+            return
         if node is None:
-            buried = self._tombstones.get(rec.node_id)
-            if buried is not None and (
-                rec.incarnation < buried
-                or (rec.incarnation == buried and rec.state >= MemberState.DEAD)
-            ):
-                return
+            if buried is not None:
+                d = ahead(rec.incarnation, buried)
+                if d < 0 or (d == 0 and rec.state >= MemberState.DEAD):
+                    return
             self._tombstones.pop(rec.node_id, None)
             node = _Node(rec, self._now)
             self._members[rec.node_id] = node
@@ -696,7 +773,7 @@ class GossipCore:
         ):
             self._confirm_suspicion(node, rec)
             return
-        if _rank(rec.state, rec.incarnation) <= _rank(node.state, node.incarnation):
+        if not _newer(rec, node):
             if (
                 rec.incarnation == node.incarnation
                 and rec.state is node.state
@@ -723,20 +800,20 @@ class GossipCore:
         me = self._me
         if self._left:
             return
+        d = ahead(rec.incarnation, me.incarnation)
         if rec.state is MemberState.ALIVE:
-            if rec.incarnation < me.incarnation:
+            if d < 0:
                 return
-            if rec.incarnation == me.incarnation and (
-                rec.address == me.address and rec.metadata == me.metadata
-            ):
+            if d == 0 and (rec.address == me.address and rec.metadata == me.metadata):
                 return
             # a record of an older life of mine, or a twin with my id
             self.counters["conflicts"] += 1
-        elif rec.incarnation < me.incarnation:
+        elif d < 0:
             return
         self.counters["refutations"] += 1
         self._log(f"refuting {rec.state.name} at incarnation {rec.incarnation}")
-        me.incarnation = min(rec.incarnation + 1, codec.MAX_INCARNATION)
+        # serial numbers wrap: even a forged 2^32 - 1 is answered (with 0)
+        me.incarnation = next_incarnation(rec.incarnation)
         self._queue_broadcast(me.record())
 
     def _insert_probe_target(self, nid: NodeId) -> None:

@@ -27,9 +27,15 @@ class Hello(amp.Command):
 
     Answered with the accepting node's own cluster id and node id, so the
     dialler can check that the address it used still belongs to that peer.
+    With a cluster key, ``proof`` shows the dialler holds it
+    (:mod:`~leeky_twisted.transport.hello_auth`).
     """
 
-    arguments = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Unicode())]
+    arguments = [
+        (b"cluster_id", amp.Unicode()),
+        (b"node_id", amp.Unicode()),
+        (b"proof", amp.String(optional=True)),
+    ]
     response = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Unicode())]
     fatalErrors = {HelloRefused: b"HELLO_REFUSED"}
 

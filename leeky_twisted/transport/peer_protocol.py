@@ -47,6 +47,7 @@ from leeky_twisted.core.messages import (
 )
 from leeky_twisted.netutil import write_now
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
+from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import (
     AppendEntriesCmd,
     AppendEntriesResponseCmd,
@@ -75,6 +76,9 @@ __all__ = [
     "certificate_node_id",
     "frame_message",
 ]
+
+#: All a refused dialler is told: no cluster id, no reason (those go to our log).
+HELLO_REFUSAL = "refused"
 
 #: Largest box (all keys and values) accepted before the Hello succeeds.
 HELLO_FRAME_BYTES = 4096
@@ -180,6 +184,8 @@ class PeerInbox:
     :param authenticate: when given (TLS on), a Hello is accepted only if
         ``authenticate(transport)`` returns the node id the Hello claims; use
         :func:`certificate_node_id`. None: any known node id is believed.
+    :param hello_auth: when given (a cluster key), a Hello is accepted only
+        with a valid proof that the dialler holds the key.
     """
 
     def __init__(
@@ -195,9 +201,11 @@ class PeerInbox:
         clock: IReactorTime | None = None,
         hello_timeout: float = 10.0,
         authenticate: Authenticator | None = None,
+        hello_auth: HelloAuthenticator | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
+        self.hello_auth = hello_auth
         self.log = log if log is not None else Logger(namespace="leeky_twisted.transport.peers")
         self.max_frame_bytes = max_frame_bytes
         self.max_snapshot_bytes = max_snapshot_bytes
@@ -227,6 +235,12 @@ class PeerInbox:
         if not known:
             return f"node id {node_id!r} is not a known peer of cluster {self.cluster_id!r}"
         return None
+
+    def proof_refusal(self, cluster_id: str, node_id: NodeId, proof: bytes | None) -> str | None:
+        """Return why a Hello's key ``proof`` is refused, or None (also None without a key)."""
+        if self.hello_auth is None:
+            return None
+        return self.hello_auth.refusal(proof, cluster_id, node_id, self.node_id)
 
     def identity_refusal(self, node_id: NodeId, transport: Any) -> str | None:
         """Return why ``transport`` may not speak for ``node_id``, or None.
@@ -418,11 +432,13 @@ class PeerLocator(amp.CommandLocator):
         return respond
 
     @Hello.responder
-    def hello(self, cluster_id: str, node_id: str) -> dict[str, str]:
+    def hello(self, cluster_id: str, node_id: str, proof: bytes | None = None) -> dict[str, str]:
         """Accept a known node of our cluster, or refuse it with HELLO_REFUSED.
 
         With TLS, the node id claimed must also be the one in the connection's
-        certificate, so one node's key cannot speak for another node.
+        certificate, so one node's key cannot speak for another node. A
+        refusal tells the dialler nothing (not our cluster id, not which
+        check failed): the reason goes to this node's log only.
         """
         protocol = self._protocol
         inbox = self._inbox
@@ -430,13 +446,15 @@ class PeerLocator(amp.CommandLocator):
         if protocol.peer_id is not None:
             reason = "second Hello on one connection"
             protocol.refuse(reason)
-            raise HelloRefused(reason)
+            raise HelloRefused(HELLO_REFUSAL)
         reason_or_none = inbox.refusal(cluster_id, NodeId(node_id))
+        if reason_or_none is None:
+            reason_or_none = inbox.proof_refusal(cluster_id, NodeId(node_id), proof)
         if reason_or_none is None:
             reason_or_none = inbox.identity_refusal(NodeId(node_id), protocol.transport)
         if reason_or_none is not None:
             protocol.refuse(reason_or_none)
-            raise HelloRefused(reason_or_none)
+            raise HelloRefused(HELLO_REFUSAL)
         protocol.accept(NodeId(node_id), inbox.max_frame_bytes)
         return {"cluster_id": inbox.cluster_id, "node_id": inbox.node_id}
 
@@ -701,15 +719,21 @@ class PeerProtocol(amp.AMP):
         write_now(transport, b"".join(frames))
         return True
 
-    def hello(self, cluster_id: str, node_id: NodeId, expected: NodeId) -> Deferred[bool]:
+    def hello(
+        self, cluster_id: str, node_id: NodeId, expected: NodeId, proof: bytes | None = None
+    ) -> Deferred[bool]:
         """Send our Hello on a dialled connection; fire True if ``expected`` answered.
 
-        Messages may be written right behind the Hello (they are processed
-        after it). The Deferred never fails: a refusal or a wrong peer is
-        logged, the connection dropped, and it fires False.
+        ``proof`` (with a cluster key) shows that we hold the key. Messages
+        may be written right behind the Hello (they are processed after it).
+        The Deferred never fails: a refusal or a wrong peer is logged, the
+        connection dropped, and it fires False.
         """
         self.peer_id = expected
-        d: Deferred[dict[str, str]] = self.callRemote(Hello, cluster_id=cluster_id, node_id=node_id)
+        extra = {} if proof is None else {"proof": proof}
+        d: Deferred[dict[str, str]] = self.callRemote(
+            Hello, cluster_id=cluster_id, node_id=node_id, **extra
+        )
 
         def check(answer: dict[str, str]) -> bool:
             if answer["cluster_id"] != cluster_id or answer["node_id"] != expected:

@@ -45,6 +45,7 @@ from zope.interface import implementer
 from leeky_twisted.core.messages import InstallSnapshot, Message, NodeId, SnapshotMeta
 from leeky_twisted.interfaces import IPeerTransport
 from leeky_twisted.transport.codec import CodecError, encode
+from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import SnapshotChunk
 from leeky_twisted.transport.peer_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -310,7 +311,9 @@ class _PeerLink:
         except Exception:  # flow control is an optimisation; carry on without it
             self.log.failure("cannot register producer for {peer}", peer=self.peer_id)
         owner = self.owner
-        protocol.hello(owner.cluster_id, owner.node_id, self.peer_id).addCallback(
+        auth = owner.hello_auth
+        proof = None if auth is None else auth.proof(owner.cluster_id, owner.node_id, self.peer_id)
+        protocol.hello(owner.cluster_id, owner.node_id, self.peer_id, proof).addCallback(
             self._hello_answered, protocol
         )
         self.flush()
@@ -540,6 +543,9 @@ class AMPPeerTransport:
     :param authenticate: with TLS, returns the node id an accepted
         connection's certificate proves; a Hello claiming any other id is
         refused (see :class:`~leeky_twisted.transport.peer_protocol.PeerInbox`).
+    :param hello_auth: with a cluster key, our Hellos carry a proof that we
+        hold it, and Hellos without a valid one are refused
+        (:mod:`~leeky_twisted.transport.hello_auth`).
 
     Raises ValueError on inconsistent limits.
     """
@@ -566,6 +572,7 @@ class AMPPeerTransport:
         hello_timeout: float = 10.0,
         connect_endpoint: EndpointMaker | None = None,
         authenticate: Authenticator | None = None,
+        hello_auth: HelloAuthenticator | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -585,6 +592,7 @@ class AMPPeerTransport:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.connect_endpoint = connect_endpoint
+        self.hello_auth = hello_auth
         self._rng = rng if rng is not None else random.Random()
         if isinstance(addresses, Mapping):
             self._lookup: Callable[[NodeId], Address | None] = addresses.get
@@ -602,6 +610,7 @@ class AMPPeerTransport:
             clock=self.clock,
             hello_timeout=hello_timeout,
             authenticate=authenticate,
+            hello_auth=hello_auth,
         )
         self._factory = PeerServerFactory(self._inbox)
         self._links: dict[NodeId, _PeerLink] = {}

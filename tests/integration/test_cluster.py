@@ -158,3 +158,37 @@ def test_jsonrpc_errors_are_explicit(cluster3: LocalCluster):
     with pytest.raises(RpcError):
         jsonrpc(leader.http_port, "put", 1, 2)
     put(leader.http_port, "ok", "yes")
+
+
+def test_a_hello_without_the_cluster_key_is_refused_and_reveals_nothing(cluster3: LocalCluster):
+    """Issue 19 finding 4: the right cluster id and node id, but no key proof: refused, no id."""
+    import socket
+
+    from twisted.protocols import amp
+
+    from leeky_twisted.clusterkey import cluster_id_from_key, read_key_file
+
+    cluster_id = cluster_id_from_key(read_key_file(str(cluster3.key_path)))
+    leader = cluster3.wait_for_leader()
+    member = followers(cluster3, leader)[0].node_id.encode()  # a known id, not the leader's
+    hello = amp.AmpBox(
+        {
+            b"_command": b"Hello",
+            b"_ask": b"1",
+            b"cluster_id": cluster_id.encode(),
+            b"node_id": member,
+        }
+    )
+    with socket.create_connection(("127.0.0.1", leader.peer_port), timeout=5) as s:
+        s.sendall(hello.serialize())
+        s.settimeout(5)
+        answer = b""
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert b"HELLO_REFUSED" in answer
+    assert cluster_id.encode() not in answer
+    assert b"no proof" in leader.log_path.read_bytes()
+    put(leader.http_port, "still", "serving")

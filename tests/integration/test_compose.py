@@ -107,8 +107,12 @@ def test_compose_services_form_a_five_voter_cluster(tmp_path):
                 "LEEKY_NODE_ID": name,
                 "LEEKY_HOST": name,
                 "LEEKY_DATA": str(tmp_path / name),
+                # the shared volume cluster-secret, where the introducer puts the key
+                "LEEKY_KEY_FILE": str(tmp_path / "secret" / "cluster.key"),
                 "LEEKY_EXTRA": "--stabilization 1",
             }
+            if os.environ.get("PYTHONPATH"):  # test this checkout, not the installed one
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
             env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
             env["LEEKY_NODE_ID"] = env.get("LEEKY_NODE_ID", name) if name == "introducer" else name
             argv = ["sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]]
@@ -141,6 +145,7 @@ def test_compose_services_form_a_five_voter_cluster(tmp_path):
             for p in procs:
                 assert p.poll() is None, "a node exited; see its log in " + str(tmp_path)
             time.sleep(0.5)  # noqa: TID251 - polling a condition under a deadline
+        assert (tmp_path / "secret" / "cluster.key").stat().st_mode & 0o077 == 0
         put = in_ns("worker-2", cli, "--cluster", "127.0.0.1:7000", "put", "compose", "works")
         assert put.returncode == 0, put.stderr
         get = in_ns("worker-4", cli, "--cluster", "127.0.0.1:7000", "get", "compose")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ class Grown:
         self.root = root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, dict[str, int]] = {}
+        #: the cluster key: the bootstrap node creates it, joiners are given it
+        self.key_path = root / "cluster.key"
 
     def start(self, nid: str, join: str | None) -> None:
         ports = self.ports.get(nid)
@@ -66,7 +69,10 @@ class Grown:
             str(ports["http"]),
             *FAST,
         ]
-        argv += ["--join", join] if join else ["--bootstrap"]
+        if join:
+            argv += ["--join", join, "--gossip-key-file", str(self.key_path)]
+        else:
+            argv += ["--bootstrap", "--gossip-key-file", str(self.key_path)]
         with open(folder / "node.log", "ab") as log:
             self.procs[nid] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
@@ -156,5 +162,83 @@ def test_grow_fail_remove_rejoin_and_lose_the_introducer(tmp_path):
             "n6 to have the data",
             lambda: jsonrpc(g.ports["n6"]["http"], "get", "grown", {"stale": True}) == "yes",
         )
+    finally:
+        g.stop()
+
+
+def send_gossip(g: Grown, sender: str, records: tuple, key: bytes | None, to: list[str]) -> None:
+    """Send one forged SYNC datagram to the gossip ports of ``to``, signed with ``key``."""
+    from leeky_twisted.clusterkey import cluster_id_from_key, read_key_file
+    from leeky_twisted.membership import codec
+
+    cluster = cluster_id_from_key(read_key_file(str(g.key_path)))
+    packet = codec.Packet(codec.PacketKind.SYNC, sender, records=records)
+    data = codec.encode(packet, cluster, key)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for nid in to:
+            s.sendto(data, ("127.0.0.1", g.ports[nid]["gossip"]))
+
+
+def members_seen_by(g: Grown, nid: str) -> set[str]:
+    """Return the voters and learners in ``nid``'s configuration."""
+    st = g.status(nid) or {}
+    return set(st.get("voters") or []) | set(st.get("learners") or [])
+
+
+def test_forged_joins_never_add_an_outsider(tmp_path):
+    """Issue 19 finding 1: unsigned and wrong-key JOINs are dropped; only key holders join."""
+    from leeky_twisted.membership import codec
+
+    g = Grown(tmp_path)
+    try:
+        g.start("n1", None)
+        g.wait("the introducer to lead", lambda: (g.status("n1") or {}).get("role") == "leader")
+        (evil_peer,) = free_ports(1)
+        evil = codec.Record(
+            "evil",
+            0,
+            codec.MemberState.ALIVE,
+            ("127.0.0.1", 9),
+            codec.metadata_from({"peer": f"127.0.0.1:{evil_peer}"}),
+        )
+        for key in (None, b"a guessed key"):
+            send_gossip(g, "evil", (evil,), key, ["n1"])
+        g.start("n2", g.gossip_address("n1"))
+        # the barrier: a real joiner goes all the way to voter
+        g.wait("n2 to become a voter", lambda: g.voters_seen_by("n1") == {"n1", "n2"})
+        assert "evil" not in members_seen_by(g, "n1")
+    finally:
+        g.stop()
+
+
+def test_a_forged_left_never_removes_a_healthy_voter(tmp_path):
+    """Issue 19 finding 2: "n4 LEFT" signed with the real key, even as n4, leaves n4 a voter."""
+    from leeky_twisted.clusterkey import read_key_file
+    from leeky_twisted.membership import codec
+
+    g = Grown(tmp_path)
+    try:
+        g.start("n1", None)
+        g.wait("the introducer to lead", lambda: (g.status("n1") or {}).get("role") == "leader")
+        for nid in ("n2", "n3", "n4"):
+            g.start(nid, g.gossip_address("n1"))
+        everyone = {"n1", "n2", "n3", "n4"}
+        g.wait("four voters", lambda: g.voters_seen_by("n1") == everyone)
+        key = read_key_file(str(g.key_path))
+
+        def left(inc: int) -> codec.Record:
+            return codec.Record(
+                "n4", inc, codec.MemberState.LEFT, ("127.0.0.1", g.ports["n4"]["gossip"])
+            )
+
+        # a key holder's forgeries: as a third party at the maximum, and as n4 itself
+        send_gossip(g, "evil", (left(codec.MAX_INCARNATION),), key, sorted(everyone))
+        send_gossip(g, "n4", (left(2**31 - 1),), key, sorted(everyone))
+        # the barrier: a voter that really died is removed (after its 3 s grace) ...
+        g.kill("n3")
+        g.wait("n3 to be removed", lambda: g.voters_seen_by("n1") == everyone - {"n3"}, 60)
+        # ... while n4, which kept answering the leader, is still a voter
+        assert g.voters_seen_by("n1") == {"n1", "n2", "n4"}
+        jsonrpc(g.ports["n4"]["http"], "put", "still", "here")
     finally:
         g.stop()

@@ -472,8 +472,10 @@ def test_updates_are_ordered_by_incarnation_then_state(
     core.receive(
         address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, have[1], have[0]),))
     )
+    # only n2 itself may say that it left
+    by = "n2" if update[0] is MemberState.LEFT else "n3"
     core.receive(
-        address_of(3), packet(PacketKind.SYNC, "n3", records=(record(2, update[1], update[0]),))
+        address_of(3), packet(PacketKind.SYNC, by, records=(record(2, update[1], update[0]),))
     )
     m = core.members()[NodeId("n2")]
     assert (m.state, m.incarnation) == (update if wins else have)
@@ -578,7 +580,113 @@ def test_reaped_members_are_not_brought_back_by_old_gossip() -> None:
     assert core.members()[NodeId("n2")].state is MemberState.ALIVE
 
 
+def test_a_reaped_member_that_restarts_is_told_to_refute_and_comes_back() -> None:
+    """A member forgotten (tombstone at 3) rejoins at incarnation 0: told DEAD@3, it refutes."""
+    core = make(1, dead_retain_ticks=50)
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, 3, MemberState.DEAD),))
+    )
+    for _ in range(50):
+        core.tick()
+    core.take_outbox()
+    assert NodeId("n2") not in core.members()
+    fresh = make(2)
+    fresh.join([core.config.address])
+    for _ in range(30):  # JOIN, its answers, then the refutation piggybacked on a ping
+        for _, data in fresh.take_outbox():
+            core.receive(fresh.config.address, data)
+        for _, data in core.take_outbox():
+            fresh.receive(core.config.address, data)
+        if NodeId("n2") in core.members():
+            break
+        fresh.tick()
+        core.tick()
+    assert fresh.incarnation == 4
+    assert core.members()[NodeId("n2")].state is MemberState.ALIVE
+
+
 # ---------------------------------------------------------------- hostile input
+
+
+MAX_INC = codec.MAX_INCARNATION
+
+
+def knows_n2(core: GossipCore, inc: int = 0) -> None:
+    """Teach ``core`` that n2 is alive at ``inc`` (n2 says so itself)."""
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, inc, MemberState.ALIVE),))
+    )
+
+
+def test_a_left_claim_by_someone_else_is_refused() -> None:
+    """Issue 19 finding 2: "n2 LEFT" from n3 (or an outsider) changes nothing; n2's own counts."""
+    core = make(1)
+    knows_n2(core)
+    forged = record(2, MAX_INC, MemberState.LEFT)
+    for sender in ("n3", "attacker"):
+        core.receive(("6.6.6.6", 6), packet(PacketKind.SYNC, sender, records=(forged,)))
+        core.receive(("6.6.6.6", 6), packet(PacketKind.JOIN, sender, records=(forged,)))
+    m = core.members()[NodeId("n2")]
+    assert (m.state, m.incarnation) == (MemberState.ALIVE, 0)
+    assert core.counters["refused_left_claims"] == 4
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, 1, MemberState.LEFT),))
+    )
+    assert core.members()[NodeId("n2")].state is MemberState.LEFT
+
+
+def test_a_forged_maximum_incarnation_is_refuted() -> None:
+    """Issue 19 finding 2: "you left/died at 2^32-1" is answered with a newer incarnation (0)."""
+    core = make(1)
+    knows_n2(core)
+    for state in (MemberState.DEAD, MemberState.SUSPECT):
+        core.receive(
+            address_of(2), packet(PacketKind.SYNC, "n2", records=(record(1, MAX_INC, state),))
+        )
+    assert core.incarnation == 0  # wrapped past the "maximum"
+    # and the refutation wins wherever the forged record was believed
+    other = make(3)
+    other.receive(
+        address_of(1),
+        packet(PacketKind.SYNC, "n1", records=(record(1, MAX_INC, MemberState.LEFT),)),
+    )
+    assert other.members()[NodeId("n1")].state is MemberState.LEFT
+    core.receive(address_of(3), packet(PacketKind.PING, "n3", seq=7, target=NodeId("n1")))
+    for _, data in core.take_outbox():
+        other.receive(address_of(1), data)
+    m = other.members()[NodeId("n1")]
+    assert (m.state, m.incarnation) == (MemberState.ALIVE, 0)
+
+
+def test_a_relayed_incarnation_jump_is_refused() -> None:
+    """A third party cannot move a member's incarnation far ahead; the member itself can."""
+    from leeky_twisted.membership.gossip_core import MAX_INCARNATION_JUMP
+
+    core = make(1)
+    knows_n2(core, 5)
+    far = record(2, 5 + MAX_INCARNATION_JUMP + 1, MemberState.DEAD)
+    core.receive(address_of(3), packet(PacketKind.SYNC, "n3", records=(far,)))
+    assert core.members()[NodeId("n2")].incarnation == 5
+    assert core.counters["refused_incarnation_jumps"] == 1
+    near = record(2, 5 + MAX_INCARNATION_JUMP, MemberState.SUSPECT)
+    core.receive(address_of(3), packet(PacketKind.SYNC, "n3", records=(near,)))
+    assert core.members()[NodeId("n2")].state is MemberState.SUSPECT
+    own = near.incarnation + 2**30
+    core.receive(
+        address_of(2), packet(PacketKind.SYNC, "n2", records=(record(2, own, MemberState.ALIVE),))
+    )
+    assert core.members()[NodeId("n2")].incarnation == own
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [(1, 0, 1), (0, 1, -1), (0, MAX_INC, 1), (MAX_INC, 0, -1), (5, 5, 0), (2**31, 0, -(2**31))],
+)
+def test_incarnations_compare_as_serial_numbers(a: int, b: int, expected: int) -> None:
+    """ahead() is RFC 1982 serial arithmetic modulo 2^32; half way round counts as older."""
+    from leeky_twisted.membership.gossip_core import ahead
+
+    assert ahead(a, b) == expected
 
 
 def test_bad_datagrams_are_dropped_and_counted() -> None:

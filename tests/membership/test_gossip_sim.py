@@ -11,6 +11,7 @@ import statistics
 
 import pytest
 from gossip_sim import (
+    CLUSTER,
     SimNetwork,
     address_of,
     build_cluster,
@@ -20,6 +21,8 @@ from gossip_sim import (
 )
 
 from leeky_twisted.core.messages import NodeId
+from leeky_twisted.membership import codec
+from leeky_twisted.membership.codec import Packet, PacketKind, Record
 from leeky_twisted.membership.gossip_core import Member, MemberState
 
 SEEDS = range(5)
@@ -127,3 +130,18 @@ def test_lossy_delayed_network_converges() -> None:
     assert net.run_until(everyone_known, 1000) is not None
     net.loss = 0.0  # suspicions raised under loss are all refuted once it stops
     assert net.run_until(net.converged, 1000) is not None
+
+
+@pytest.mark.parametrize("forged", [2**31 - 1, 2**31 + 5, 2**32 - 1])
+def test_a_member_refutes_a_forged_left_even_after_a_restart(forged: int) -> None:
+    """Issue 19 finding 2: "n5 LEFT" at any incarnation, signed as n5 itself, is undone."""
+    net = build_cluster(6, seed=5)
+    rec = Record(NodeId("n5"), forged, MemberState.LEFT, address_of(5))
+    data = codec.encode(Packet(PacketKind.SYNC, NodeId("n5"), records=(rec,)), CLUSTER)
+    for i in range(5):
+        net.core(i).receive(("6.6.6.6", 6), data)
+    net.crash(5)  # and n5 restarts with no memory of anything
+    fresh = net.restart(5)
+    fresh.join([address_of(2)])
+    net.flush()
+    assert net.run_until(lambda: net.all_see("n5", MemberState.ALIVE), 500) is not None

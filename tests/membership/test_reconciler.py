@@ -50,15 +50,35 @@ def decide(
     settings: ReconcilerSettings = SETTINGS,
     pending: bool = False,
     leader: str = "a",
+    silence: dict[str, float] | None = None,
 ) -> Decision | None:
-    """Run the reconciler; every voter and learner is alive unless ``members`` says otherwise."""
+    """Run the reconciler; every voter and learner is alive unless ``members`` says otherwise.
+
+    Unless ``silence`` says otherwise, the leader has just heard from every
+    member gossip has alive or suspect, and not since gossip's verdict from
+    the dead and left.
+    """
     config = Configuration(ids(*voters), ids(*learners))
     view = {NodeId(n): health() for n in voters + learners}
     view.update({NodeId(k): v for k, v in (members or {}).items()})
     matches = {NodeId(n): last_index for n in voters + learners}
     matches.update({NodeId(k): v for k, v in (match or {}).items()})
+    quiet = {
+        nid: (NOW - h.since if h.state in (DEAD, LEFT) else 0.0)
+        for nid, h in view.items()
+        if nid in config.members()
+    }
+    quiet.update({NodeId(k): v for k, v in (silence or {}).items()})
     return next_change(
-        NodeId(leader), config, view, matches, last_index, NOW, settings, change_pending=pending
+        NodeId(leader),
+        config,
+        view,
+        matches,
+        last_index,
+        NOW,
+        settings,
+        change_pending=pending,
+        silence=quiet,
     )
 
 
@@ -315,8 +335,9 @@ def test_growing_from_one_to_five_voters_one_change_at_a_time() -> None:
     matches = {NodeId(n): 100 for n in "abcdefg"}
     steps = []
     settings = ReconcilerSettings(max_lag=10, min_voters=3, max_voters=5)
+    heard = dict.fromkeys(view, 0.0)
     for _ in range(30):
-        d = next_change(NodeId("a"), config, view, matches, 100, NOW, settings)
+        d = next_change(NodeId("a"), config, view, matches, 100, NOW, settings, silence=heard)
         if d is None:
             break
         steps.append(change(d))
@@ -340,3 +361,57 @@ def test_decision_explains_itself() -> None:
     d = decide("abcde", members={"e": health(DEAD, age=42)})
     assert d is not None and "e" in d.reason and "42" in d.reason
     assert isinstance(d.change, ConfChange)
+
+
+# ------------------------------------------------------------------ the leader's own evidence
+
+
+@pytest.mark.parametrize("state", [DEAD, LEFT])
+def test_gossip_alone_never_removes_a_voter_the_leader_hears(state: MemberState) -> None:
+    """Issue 19 finding 2: "e left/dead" for ages, but e answers the leader: e stays."""
+    members = {"e": health(state, age=10_000)}
+    assert decide("abcde", members=members, silence={"e": 0.0}) is None
+    assert decide("abcde", members=members, silence={"e": 29.9}) is None
+    assert change(decide("abcde", members=members, silence={"e": 30.0})) == (
+        ConfChangeOp.REMOVE,
+        "e",
+    )
+
+
+def test_gossip_alone_never_removes_a_learner_the_leader_hears() -> None:
+    """A learner reported dead but heard by the leader stays."""
+    members = {"d": health(DEAD, age=10_000)}
+    assert decide("abc", "d", members=members, silence={"d": 1.0}) is None
+
+
+def test_silence_without_a_gossip_verdict_removes_nobody() -> None:
+    """The leader's evidence is needed, not sufficient: gossip must report the member gone."""
+    assert decide("abcde", silence={"e": 10_000.0}) is None
+
+
+def test_no_evidence_means_no_removal_and_no_promotion() -> None:
+    """Without silence figures the reconciler removes and promotes nobody."""
+    config = Configuration(ids(*"abcde"), ids("f"))
+    view = {NodeId(n): health() for n in "abcdf"}
+    view[NodeId("e")] = health(DEAD, age=1000)
+    matches = {NodeId(n): 100 for n in "abcdef"}
+    assert next_change(NodeId("a"), config, view, matches, 100, NOW, SETTINGS) is None
+    config = Configuration(ids(*"abcd"), ids("f"))
+    assert next_change(NodeId("a"), config, view, matches, 100, NOW, SETTINGS) is None
+
+
+def test_a_learner_the_leader_does_not_hear_is_not_promoted() -> None:
+    """Issue 19 finding 1: gossip "alive" is not enough; the learner must answer the leader."""
+    assert decide("abc", "d", silence={"d": 5.0}) is None
+    assert change(decide("abc", "d", silence={"d": 4.9})) == (ConfChangeOp.ADD_VOTER, "d")
+
+
+def test_voters_the_leader_does_not_hear_do_not_count_as_healthy() -> None:
+    """The quorum health check counts only voters alive in gossip AND heard by the leader."""
+    members = {"e": health(DEAD, age=100)}
+    # rest = a b c d: a (leader) and b heard; c, d silent -> 2 of 4 is not a majority
+    assert decide("abcde", members=members, silence={"c": 10.0, "d": 10.0}) is None
+    assert change(decide("abcde", members=members, silence={"c": 10.0})) == (
+        ConfChangeOp.REMOVE,
+        "e",
+    )

@@ -86,7 +86,7 @@ class Server:
         return protocol, transport
 
 
-def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2):
+def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2, proof=None):
     """Dial a new server protocol; return (client, server protocol, pump, hello result)."""
     client = PeerProtocol(None, capture.log)
     server_protocol = server.factory.buildProtocol(None)
@@ -98,7 +98,7 @@ def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2):
         greet=False,
         clock=Clock(),
     )
-    hello = client.hello(cluster, node, expect)
+    hello = client.hello(cluster, node, expect, proof)
     pump.flush()
     return client, server_protocol, pump, hello
 
@@ -312,6 +312,15 @@ def test_hello_from_another_cluster_is_refused_logged_and_dropped(capture):
     assert any("refused peer connection" in e and "'other'" in e for e in errors)
     assert any("refused our Hello" in e for e in errors)
     assert server.received == []
+
+
+def test_a_refused_hello_reveals_nothing(capture):
+    """Issue 19 finding 4: the refusal sent back names neither our cluster id nor the reason."""
+    server = Server(capture)
+    _, _, _pump, hello = dial(server, capture, cluster="guess")
+    assert result_of(hello) is False
+    told = [e for e in capture.errors() if "refused our Hello" in e]
+    assert told and all(server.inbox.cluster_id not in e and "guess" not in e for e in told)
 
 
 def test_hello_from_unknown_node_is_refused_logged_and_dropped(capture):
