@@ -133,9 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("put", help="set KEY to the VALUE words joined by spaces")
+    p = sub.add_parser(
+        "put",
+        help="set KEY to the VALUE words joined by spaces (- or --file F: read it)",
+        description="Set KEY to the VALUE words joined by spaces. With a single - the "
+        "value is read from standard input, with --file F from the file F, byte for "
+        "byte (a trailing newline included; values are UTF-8 text).",
+    )
     p.add_argument("key", metavar="KEY")
-    p.add_argument("value", metavar="VALUE", nargs="+")
+    p.add_argument("value", metavar="VALUE", nargs="*")
+    p.add_argument("--file", metavar="F", help="read the value from the file F")
 
     p = sub.add_parser("get", help="print the value of KEY")
     p.add_argument("key", metavar="KEY")
@@ -407,9 +414,46 @@ def cluster_from(args: argparse.Namespace, environ: dict[str, str]) -> list[Addr
     return parse_cluster(text)
 
 
+#: The most characters of a value the success line of put echoes.
+MAX_ECHO = 80
+
+
 def format_put(key: str, value: str) -> str:
-    """Return the original's success line for a put."""
+    """Return the original's success line for a put.
+
+    A value longer than MAX_ECHO characters is cut there, with an ellipsis
+    and its size in bytes: a 1 MiB value is not echoed back in full.
+    """
+    if len(value) > MAX_ECHO:
+        size = len(value.encode("utf-8", "surrogateescape"))
+        return f'Success! Set "{key}" to: "{value[:MAX_ECHO]}…" ({size} bytes)'
     return f'Success! Set "{key}" to: "{value}"'
+
+
+def put_value(args: argparse.Namespace, stdin: IO[bytes]) -> str:
+    """Return the value of a put: the VALUE words, standard input (``-``) or ``--file``.
+
+    Raises ValueError on a bad combination or a value that is not UTF-8,
+    OSError when the file cannot be read.
+    """
+    words: list[str] = args.value
+    if args.file is not None:
+        if words:
+            raise ValueError("put takes VALUE words or --file F, not both")
+        with open(args.file, "rb") as f:
+            data = f.read()
+        where = args.file
+    elif words == ["-"]:
+        data = stdin.read()
+        where = "standard input"
+    elif words:
+        return " ".join(words)
+    else:
+        raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
 _COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER")
@@ -483,6 +527,8 @@ async def run_command(
 async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]) -> int:
     command = args.command
     if command == "put":
+        if not args.value:
+            raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
         value = " ".join(args.value)
         await client.put(args.key, value)
         print(format_put(args.key, value), file=out)
@@ -613,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         #   leekyraft verify --endpoints HOST:HTTPPORT,... --time 60
         from leeky_twisted.chaos.runner import main as chaos_main
 
-        sys.exit(chaos_main(raw[1:] if raw[0] == "chaos" else raw))
+        sys.exit(chaos_main(raw[1:] if raw[0] == "chaos" else raw, prog=f"leekyraft {raw[0]}"))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "local":
@@ -621,6 +667,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "certs":
         sys.exit(run_certs(args, sys.stdout, sys.stderr))
     check_args(parser, args)
+    if args.command == "put":
+        try:
+            args.value = [put_value(args, sys.stdin.buffer)]
+        except ValueError as e:
+            parser.error(str(e))
+        except OSError as e:
+            print(f"leekyraft: cannot read the value: {e}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
     try:
         cluster = cluster_from(args, dict(os.environ))
     except ValueError as e:
