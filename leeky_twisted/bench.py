@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from twisted.internet import defer
 
-from leeky_twisted.client.library import Address, LeekyClient
+from leeky_twisted.client.library import DEFAULT_ATTEMPT_TIMEOUT, Address, LeekyClient
 
 
 @dataclass
@@ -94,14 +94,22 @@ async def run_bench(
     value_size: int = 100,
     keys: int = 1000,
     out: TextIO | None = sys.stderr,
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
 ) -> BenchResult:
-    """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster."""
+    """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster.
+
+    Each client moves on from a node that cannot be reached or falls silent
+    after ``attempt_timeout`` (see :class:`LeekyClient`).
+    """
     if workload not in ("put", "get"):
         raise ValueError("workload must be put or get")
     rng = random.Random()
     value = rng.randbytes(value_size // 2 + 1).hex()[:value_size]
     prefix = f"bench/{os.getpid()}/"
-    conns = [LeekyClient(reactor, cluster, timeout=10.0) for _ in range(clients)]
+    conns = [
+        LeekyClient(reactor, cluster, timeout=10.0, attempt_timeout=attempt_timeout)
+        for _ in range(clients)
+    ]
     if workload == "put":  # each writer registers its session (a log entry) before the clock
         await defer.gatherResults([c.open_session() for c in conns])
     if workload == "get":

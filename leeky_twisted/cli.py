@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
 from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
-from leeky_twisted.client.library import Address, NodeReport, parse_address
+from leeky_twisted.client.library import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    Address,
+    NodeReport,
+    parse_address,
+)
 
 __all__ = [
     "CLUSTER_ENV",
@@ -117,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=DEFAULT_ATTEMPT_TIMEOUT,
+        metavar="SECONDS",
+        help="what one node may cost: the time to connect, then the longest silence of a "
+        "connected node before the next node is tried (a paused or unreachable node); "
+        f"default {DEFAULT_ATTEMPT_TIMEOUT:g}",
     )
     parser.add_argument(
         "--tls-dir",
@@ -643,6 +657,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Exit through ``parser.error`` (EXIT_USAGE) on arguments argparse cannot check."""
     if getattr(args, "timeout", 1.0) <= 0:
         parser.error("--timeout must be positive")
+    if getattr(args, "attempt_timeout", 1.0) <= 0:
+        parser.error("--attempt-timeout must be positive")
     if args.command == "cas":
         try:
             _cas_values(args)
@@ -714,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 args.seconds,
                 args.value_size,
                 max(1, args.keys),
+                attempt_timeout=args.attempt_timeout,
             )
             print(result.summary())
             if result.errors:
@@ -723,8 +740,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if credentials is not None:
             from leeky_twisted.client.library import tls_connector
 
-            connect = tls_connector(reactor, credentials, timeout=min(args.timeout, 5.0))
-        client = LeekyClient(reactor, cluster, timeout=args.timeout, connect=connect)
+            connect = tls_connector(
+                reactor, credentials, timeout=min(args.timeout, args.attempt_timeout)
+            )
+        client = LeekyClient(
+            reactor,
+            cluster,
+            timeout=args.timeout,
+            connect=connect,
+            attempt_timeout=args.attempt_timeout,
+        )
         try:
             code = await run_command(args, client, sys.stdout, sys.stderr)
         finally:
