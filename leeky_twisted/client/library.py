@@ -930,7 +930,10 @@ class LeekyClient:
                     unknown = unknown or write
                 if closed and getattr(proto, "boxes", 1) == 0:
                     # Closed before it ever answered: as good as unreachable.
-                    last = error.ConnectionClosed(f"{shown} closed the connection unanswered")
+                    last = error.ConnectionClosed(
+                        f"{shown} closed the connection without answering"
+                        " (a TLS port, reached without TLS?)"
+                    )
                     address = await move_on(address)
                     continue
                 answered = True
