@@ -866,7 +866,16 @@ class LeekyClient:
                 if full_rounds >= 2:
                     raise self._unreachable(write and unknown, last)
                 await pause()
-            return self._next_address(failed)
+            return next_after(failed)
+
+        def next_after(after: Address) -> Address:
+            """Return the next address, passing over nodes that fell silent in this call."""
+            address = self._next_address(after)
+            if set(self.addresses) <= silent:
+                return address
+            while address in silent:
+                address = self._next_address(address)
+            return address
 
         while True:
             remaining = deadline - clock.seconds()
@@ -915,7 +924,7 @@ class LeekyClient:
                     hops += 1
                     address = hint
                 else:
-                    address = self._next_address(address)
+                    address = next_after(address)
                     await pause()
                 continue
             except (Unavailable, CommitTimeout, NotCommitted, error.ConnectionClosed) as e:
@@ -939,7 +948,7 @@ class LeekyClient:
                 answered = True
                 last = e
                 if not isinstance(e, CommitTimeout):
-                    address = self._next_address(address)
+                    address = next_after(address)
                 await pause()
                 continue
             except CallTimedOut:

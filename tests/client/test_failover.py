@@ -252,3 +252,18 @@ def test_attempt_timeout_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--attempt-timeout", "0", "get", "k"])
     assert exit_info.value.code == cli.EXIT_USAGE
+
+
+def test_a_silent_node_is_passed_over_for_the_rest_of_the_call():
+    """While the client waits out an election, it does not go back to the silent node."""
+    net = Net()
+    net.follower.not_leader = NotLeader()  # no leader known yet
+    client = net.client([HUNG, B])
+    d = client.get("k")
+    net.net.run(d, step=0.01, limit=3.0)
+    assert not d.called
+    net.follower.not_leader = None  # B is elected
+    net.run(d)
+    assert result_of(d) is None
+    assert net.net.connects.count(HUNG) == 1
+    assert net.clock.seconds() < 4.2
