@@ -2,8 +2,13 @@
 
 :class:`LeekyClient` finds the leader by itself: it starts anywhere, follows
 NotLeader hints to the leader's address, moves on to the next address when a
-node cannot be reached, and remembers the leader for later calls. Every call
-ends within its timeout with a result or an explicit error (``api.errors``):
+node cannot be reached, and remembers the leader for later calls. One node
+costs a call at most about ``attempt_timeout`` (1 s by default): the time to
+connect, then the longest silence of a connected node (:func:`call_while_alive`
+probes a slow node with Status rather than give up on it), so a paused,
+black-holed or half-open node, or an endpoint that is not Leeky Raft at all,
+is left for the next. Every call ends within its timeout with a result or an
+explicit error (``api.errors``):
 
 - ``InvalidRequest``: refused input; never retried.
 - ``Unavailable``: no node of the cluster could be reached (or no leader).
@@ -933,9 +938,11 @@ class LeekyClient:
                 closed = isinstance(e, error.ConnectionClosed)
                 if isinstance(e, CommitTimeout) or closed:
                     if write and not retry_unknown:
-                        raise CommitTimeout(
-                            f"outcome unknown: {_describe(e)}; the write may or may not be applied"
-                        ) from None
+                        if closed:
+                            raise CommitTimeout(
+                                f"outcome unknown: the connection to {shown} was lost"
+                            ) from None
+                        raise
                     unknown = unknown or write
                 if closed and getattr(proto, "boxes", 1) == 0:
                     # Closed before it ever answered: as good as unreachable.
