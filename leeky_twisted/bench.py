@@ -16,7 +16,12 @@ from typing import Any, TextIO
 
 from twisted.internet import defer
 
-from leeky_twisted.client.library import DEFAULT_ATTEMPT_TIMEOUT, Address, LeekyClient
+from leeky_twisted.client.library import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    Address,
+    Connector,
+    LeekyClient,
+)
 
 
 @dataclass
@@ -95,11 +100,13 @@ async def run_bench(
     keys: int = 1000,
     out: TextIO | None = sys.stderr,
     attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    connect: Connector | None = None,
 ) -> BenchResult:
     """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster.
 
     Each client moves on from a node that cannot be reached or falls silent
-    after ``attempt_timeout`` (see :class:`LeekyClient`).
+    after ``attempt_timeout`` (see :class:`LeekyClient`); ``connect`` opens
+    its connections (tests pass an in-memory one).
     """
     if workload not in ("put", "get"):
         raise ValueError("workload must be put or get")
@@ -107,7 +114,9 @@ async def run_bench(
     value = rng.randbytes(value_size // 2 + 1).hex()[:value_size]
     prefix = f"bench/{os.getpid()}/"
     conns = [
-        LeekyClient(reactor, cluster, timeout=10.0, attempt_timeout=attempt_timeout)
+        LeekyClient(
+            reactor, cluster, timeout=10.0, attempt_timeout=attempt_timeout, connect=connect
+        )
         for _ in range(clients)
     ]
     if workload == "put":  # each writer registers its session (a log entry) before the clock

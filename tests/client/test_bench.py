@@ -41,3 +41,27 @@ def test_no_progress_without_an_output():
     shown = Progress(None, ops=10)
     shown.update(5, 1.0)
     shown.finish()
+
+
+def test_bench_with_a_silent_node_first_loses_about_one_attempt_timeout():
+    """`leekyraft bench --cluster paused,live`: every client moves on; no operation fails."""
+    from kvfakes import FakeNetwork, FakeRaftNode, result_of
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Factory, Protocol
+
+    from leeky_twisted.bench import run_bench
+
+    net = FakeNetwork()
+    hung, live = ("10.0.0.9", 7009), ("10.0.0.1", 7001)
+    net.listen(hung, Factory.forProtocol(Protocol))  # accepts, never answers (paused)
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    net.serve(live, node, forward=False)
+    d = Deferred.fromCoroutine(
+        run_bench(
+            net.clock, [hung, live], "put", clients=4, ops=40, keys=5, out=None, connect=net.connect
+        )
+    )
+    net.run(d, step=0.01, limit=30)
+    result = result_of(d)
+    assert (result.ops, result.errors) == (40, 0)
+    assert net.clock.seconds() < 1.5
