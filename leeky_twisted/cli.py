@@ -444,9 +444,10 @@ def format_put(key: str, value: str) -> str:
     return f'Success! Set "{key}" to: "{value}"'
 
 
-def put_value(args: argparse.Namespace, stdin: IO[bytes]) -> str:
+def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = None) -> str:
     """Return the value of a put: the VALUE words, standard input (``-``) or ``--file``.
 
+    Reading a terminal, it first tells ``err`` how to end the value.
     Raises ValueError on a bad combination or a value that is not UTF-8,
     OSError when the file cannot be read.
     """
@@ -458,6 +459,8 @@ def put_value(args: argparse.Namespace, stdin: IO[bytes]) -> str:
             data = f.read()
         where = args.file
     elif words == ["-"]:
+        if err is not None and stdin.isatty():
+            print("leekyraft: reading the value from the terminal; end it with Ctrl-D", file=err)
         data = stdin.read()
         where = "standard input"
     elif words:
@@ -685,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     check_args(parser, args)
     if args.command == "put":
         try:
-            args.value = [put_value(args, sys.stdin.buffer)]
+            args.value = [put_value(args, sys.stdin.buffer, sys.stderr)]
         except ValueError as e:
             parser.error(str(e))
         except OSError as e:

@@ -365,3 +365,18 @@ def test_chaos_and_verify_help_name_the_leekyraft_command(command, capsys):
     help_text = capsys.readouterr().out
     assert help_text.startswith(f"usage: leekyraft {command} ")
     assert "python -m" not in help_text
+
+
+def test_put_dash_on_a_terminal_says_how_to_end_the_value():
+    """Reading the value from a terminal, put first says to end it with Ctrl-D."""
+
+    class Terminal(io.BytesIO):
+        def isatty(self):
+            return True
+
+    err = io.StringIO()
+    assert cli.put_value(_put_args("k", "-"), Terminal(b"typed\n"), err) == "typed\n"
+    assert "Ctrl-D" in err.getvalue()
+    quiet = io.StringIO()
+    cli.put_value(_put_args("k", "-"), io.BytesIO(b"piped"), quiet)
+    assert quiet.getvalue() == ""
