@@ -16,7 +16,12 @@ from typing import Any, TextIO
 
 from twisted.internet import defer
 
-from leeky_twisted.client.library import Address, LeekyClient
+from leeky_twisted.client.library import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    Address,
+    Connector,
+    LeekyClient,
+)
 
 
 @dataclass
@@ -50,6 +55,40 @@ class BenchResult:
         )
 
 
+class Progress:
+    """Show how far a run is: a bar redrawn in place on a terminal, plain lines elsewhere.
+
+    Written to a file or a pipe, ``\\r`` frames would pile up on one line, so
+    there each update is a line of its own.
+    """
+
+    def __init__(self, out: TextIO | None, ops: int) -> None:
+        self.out = out
+        self.ops = ops
+        isatty = getattr(out, "isatty", None)
+        self.live = bool(isatty()) if isatty is not None else False
+
+    def update(self, done: int, elapsed: float) -> None:
+        """Show ``done`` of ``ops`` operations after ``elapsed`` seconds."""
+        if self.out is None:
+            return
+        rate = done / max(elapsed, 1e-9)
+        if self.live:
+            width = 30
+            filled = int(width * done / self.ops) if self.ops else width
+            bar = f"[{'#' * filled}{'.' * (width - filled)}]"
+            self.out.write(f"\r{bar} {done}/{self.ops} {rate:,.0f}/s ")
+        else:
+            self.out.write(f"{elapsed:.1f} s: {done}/{self.ops} ops, {rate:,.0f}/s\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        """End the in-place bar with a newline (plain lines need none)."""
+        if self.out is not None and self.live:
+            self.out.write("\n")
+            self.out.flush()
+
+
 async def run_bench(
     reactor: Any,
     cluster: list[Address],
@@ -60,14 +99,26 @@ async def run_bench(
     value_size: int = 100,
     keys: int = 1000,
     out: TextIO | None = sys.stderr,
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    connect: Connector | None = None,
 ) -> BenchResult:
-    """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster."""
+    """Drive ``clients`` concurrent loops of ``workload`` (put or get) against the cluster.
+
+    Each client moves on from a node that cannot be reached or falls silent
+    after ``attempt_timeout`` (see :class:`LeekyClient`); ``connect`` opens
+    its connections (tests pass an in-memory one).
+    """
     if workload not in ("put", "get"):
         raise ValueError("workload must be put or get")
     rng = random.Random()
     value = rng.randbytes(value_size // 2 + 1).hex()[:value_size]
     prefix = f"bench/{os.getpid()}/"
-    conns = [LeekyClient(reactor, cluster, timeout=10.0) for _ in range(clients)]
+    conns = [
+        LeekyClient(
+            reactor, cluster, timeout=10.0, attempt_timeout=attempt_timeout, connect=connect
+        )
+        for _ in range(clients)
+    ]
     if workload == "put":  # each writer registers its session (a log entry) before the clock
         await defer.gatherResults([c.open_session() for c in conns])
     if workload == "get":
@@ -93,27 +144,22 @@ async def run_bench(
                 continue
             latencies.append(time.perf_counter() - t)
 
+    shown = Progress(out, ops)
+
     def progress() -> None:
-        if out is not None:
-            done = len(latencies) + state["errors"]
-            width = 30
-            filled = int(width * done / ops) if ops else width
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{ops} {rate:,.0f}/s ")
-            out.flush()
+        shown.update(len(latencies) + state["errors"], time.perf_counter() - started)
 
     from twisted.internet import task
 
     ticker = task.LoopingCall(progress)
     ticker.clock = reactor
-    ticker.start(0.25)
+    ticker.start(0.25 if shown.live else 1.0)
     try:
         await defer.gatherResults([defer.Deferred.fromCoroutine(loop(c)) for c in conns])
     finally:
         ticker.stop()
         progress()
-        if out is not None:
-            out.write("\n")
+        shown.finish()
         for c in conns:
             c.close()
     return BenchResult(

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
 from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
-from leeky_twisted.client.library import Address, NodeReport, parse_address
+from leeky_twisted.client.library import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    Address,
+    NodeReport,
+    parse_address,
+)
 
 __all__ = [
     "CLUSTER_ENV",
@@ -119,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=DEFAULT_ATTEMPT_TIMEOUT,
+        metavar="SECONDS",
+        help="what one node may cost: the time to connect, then the longest silence of a "
+        "connected node before the next node is tried (a paused or unreachable node); "
+        f"default {DEFAULT_ATTEMPT_TIMEOUT:g}",
+    )
+    parser.add_argument(
         "--tls-dir",
         metavar="DIR",
         help=f"connect with mutual TLS: DIR holds ca.pem and client-NAME.pem/.key "
@@ -133,9 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("put", help="set KEY to the VALUE words joined by spaces")
+    p = sub.add_parser(
+        "put",
+        help="set KEY to the VALUE words joined by spaces (- or --file F: read it)",
+        description="Set KEY to the VALUE words joined by spaces. With a single - the "
+        "value is read from standard input, with --file F from the file F, byte for "
+        "byte (a trailing newline included; values are UTF-8 text).",
+    )
     p.add_argument("key", metavar="KEY")
-    p.add_argument("value", metavar="VALUE", nargs="+")
+    p.add_argument("value", metavar="VALUE", nargs="*")
+    p.add_argument("--file", metavar="F", help="read the value from the file F")
 
     p = sub.add_parser("get", help="print the value of KEY")
     p.add_argument("key", metavar="KEY")
@@ -407,9 +428,49 @@ def cluster_from(args: argparse.Namespace, environ: dict[str, str]) -> list[Addr
     return parse_cluster(text)
 
 
+#: The most characters of a value the success line of put echoes.
+MAX_ECHO = 80
+
+
 def format_put(key: str, value: str) -> str:
-    """Return the original's success line for a put."""
+    """Return the original's success line for a put.
+
+    A value longer than MAX_ECHO characters is cut there, with an ellipsis
+    and its size in bytes: a 1 MiB value is not echoed back in full.
+    """
+    if len(value) > MAX_ECHO:
+        size = len(value.encode("utf-8", "surrogateescape"))
+        return f'Success! Set "{key}" to: "{value[:MAX_ECHO]}…" ({size} bytes)'
     return f'Success! Set "{key}" to: "{value}"'
+
+
+def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = None) -> str:
+    """Return the value of a put: the VALUE words, standard input (``-``) or ``--file``.
+
+    Reading a terminal, it first tells ``err`` how to end the value.
+    Raises ValueError on a bad combination or a value that is not UTF-8,
+    OSError when the file cannot be read.
+    """
+    words: list[str] = args.value
+    if args.file is not None:
+        if words:
+            raise ValueError("put takes VALUE words or --file F, not both")
+        with open(args.file, "rb") as f:
+            data = f.read()
+        where = args.file
+    elif words == ["-"]:
+        if err is not None and stdin.isatty():
+            print("leekyraft: reading the value from the terminal; end it with Ctrl-D", file=err)
+        data = stdin.read()
+        where = "standard input"
+    elif words:
+        return " ".join(words)
+    else:
+        raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
 _COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER")
@@ -483,6 +544,8 @@ async def run_command(
 async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]) -> int:
     command = args.command
     if command == "put":
+        if not args.value:
+            raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
         value = " ".join(args.value)
         await client.put(args.key, value)
         print(format_put(args.key, value), file=out)
@@ -597,6 +660,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Exit through ``parser.error`` (EXIT_USAGE) on arguments argparse cannot check."""
     if getattr(args, "timeout", 1.0) <= 0:
         parser.error("--timeout must be positive")
+    if getattr(args, "attempt_timeout", 1.0) <= 0:
+        parser.error("--attempt-timeout must be positive")
     if args.command == "cas":
         try:
             _cas_values(args)
@@ -613,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         #   leekyraft verify --endpoints HOST:HTTPPORT,... --time 60
         from leeky_twisted.chaos.runner import main as chaos_main
 
-        sys.exit(chaos_main(raw[1:] if raw[0] == "chaos" else raw))
+        sys.exit(chaos_main(raw[1:] if raw[0] == "chaos" else raw, prog=f"leekyraft {raw[0]}"))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "local":
@@ -621,6 +686,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "certs":
         sys.exit(run_certs(args, sys.stdout, sys.stderr))
     check_args(parser, args)
+    if args.command == "put":
+        try:
+            args.value = [put_value(args, sys.stdin.buffer, sys.stderr)]
+        except ValueError as e:
+            parser.error(str(e))
+        except OSError as e:
+            print(f"leekyraft: cannot read the value: {e}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
     try:
         cluster = cluster_from(args, dict(os.environ))
     except ValueError as e:
@@ -660,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 args.seconds,
                 args.value_size,
                 max(1, args.keys),
+                attempt_timeout=args.attempt_timeout,
             )
             print(result.summary())
             if result.errors:
@@ -669,8 +743,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if credentials is not None:
             from leeky_twisted.client.library import tls_connector
 
-            connect = tls_connector(reactor, credentials, timeout=min(args.timeout, 5.0))
-        client = LeekyClient(reactor, cluster, timeout=args.timeout, connect=connect)
+            connect = tls_connector(
+                reactor, credentials, timeout=min(args.timeout, args.attempt_timeout)
+            )
+        client = LeekyClient(
+            reactor,
+            cluster,
+            timeout=args.timeout,
+            connect=connect,
+            attempt_timeout=args.attempt_timeout,
+        )
         try:
             code = await run_command(args, client, sys.stdout, sys.stderr)
         finally:

@@ -41,6 +41,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
@@ -134,8 +135,17 @@ class TLSCredentials:
         return str(names[0].value) if names else ""
 
     def server_options(self) -> ssl.CertificateOptions:
-        """Return server options that present our certificate and require a CA-signed peer."""
-        return ssl.CertificateOptions(trustRoot=self.ca, **self._own_options())
+        """Return server options that present our certificate and require a CA-signed peer.
+
+        A client offering ALPN (curl, browsers, Prometheus) gets the first of
+        the listening factory's protocols it offered (``IProtocolNegotiationFactory``;
+        ``http/1.1`` on the HTTP port), or no protocol at all: never the
+        ``internal error`` alert Twisted's own callback causes by answering
+        an empty protocol name when nothing overlaps.
+        """
+        options = ssl.CertificateOptions(trustRoot=self.ca, **self._own_options())
+        options.getContext().set_alpn_select_callback(select_alpn)
+        return options
 
     def client_options(self, server_name: str) -> Any:
         """Return client options: present our certificate; verify ``server_name`` and the CA."""
@@ -158,6 +168,22 @@ class TLSCredentials:
     def cluster_options(self) -> Any:
         """Return client options for dialing any node of the cluster."""
         return self.client_options(NODES_NAME)
+
+
+def select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """Choose the ALPN protocol for a server connection, or none when nothing overlaps.
+
+    The server's protocols are those of the application factory inside the
+    TLS layer, when it provides ``IProtocolNegotiationFactory``.
+    """
+    tls_protocol = connection.get_app_data()
+    factory = getattr(getattr(tls_protocol, "factory", None), "wrappedFactory", None)
+    negotiating = IProtocolNegotiationFactory(factory, None)
+    ours = list(negotiating.acceptableProtocols()) if negotiating is not None else []
+    for protocol in ours:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def peer_identity(transport: Any) -> tuple[str, str] | None:
@@ -287,8 +313,12 @@ def _address(transport: Any) -> str:
     return f"{host}:{port}" if host is not None else str(peer)
 
 
+@implementer(IProtocolNegotiationFactory)
 class RefusalLoggingFactory(WrappingFactory):
     """Wrap an application factory: log refusals, accept only ``allowed_roles``.
+
+    The ALPN protocols it accepts are the wrapped factory's (none if it
+    does not provide ``IProtocolNegotiationFactory``).
 
     Must sit *inside* the TLS layer (as :class:`MutualTLSServerEndpoint` puts it).
     With a ``clock``, a connection whose handshake has not completed within
@@ -312,6 +342,11 @@ class RefusalLoggingFactory(WrappingFactory):
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.events = RateLimitedLog(clock.seconds) if clock is not None else None
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """Return the ALPN protocols of the wrapped factory, if it names any."""
+        negotiating = IProtocolNegotiationFactory(self.wrappedFactory, None)
+        return list(negotiating.acceptableProtocols()) if negotiating is not None else []
 
 
 @implementer(IStreamServerEndpoint)

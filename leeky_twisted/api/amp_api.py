@@ -40,9 +40,12 @@ from leeky_twisted.api.errors import (
     Unavailable,
 )
 from leeky_twisted.client.library import (
+    DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
     CallTimedOut,
     Connector,
+    NodeUnresponsive,
+    call_while_alive,
     parse_address,
     with_timeout,
 )
@@ -92,12 +95,24 @@ class RequestLimits:
 
 
 class LeaderForwarder:
-    """Pass a client request on to the leader over AMP, at most once."""
+    """Pass a client request on to the leader over AMP, at most once.
 
-    def __init__(self, pool: AMPConnectionPool, clock: IReactorTime, timeout: float) -> None:
+    A leader that cannot be reached, or falls silent (paused, half-open),
+    costs ``attempt_timeout``, not the whole ``timeout``: the client then
+    tries again, by when the cluster may have elected another leader.
+    """
+
+    def __init__(
+        self,
+        pool: AMPConnectionPool,
+        clock: IReactorTime,
+        timeout: float,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> None:
         self._pool = pool
         self._clock = clock
         self._timeout = timeout
+        self._attempt_timeout = min(attempt_timeout, timeout)
 
     async def call(
         self, leader_address: str, command: type[amp.Command], arguments: dict[str, Any]
@@ -112,16 +127,25 @@ class LeaderForwarder:
             address = parse_address(leader_address)
         except ValueError:
             raise Unavailable(f"leader address {leader_address!r} is malformed") from None
+        clock = self._clock
+        deadline = clock.seconds() + self._timeout
         try:
-            proto = await with_timeout(self._pool.connection(address), self._timeout, self._clock)
+            proto = await with_timeout(self._pool.connection(address), self._attempt_timeout, clock)
         except (error.ConnectError, error.DNSLookupError, OSError, CallTimedOut) as e:
             raise Unavailable(f"leader at {leader_address} unreachable: {e}") from None
         try:
-            response: dict[str, Any] = await with_timeout(
-                proto.callRemote(command, **{**arguments, "forwarded": True}),
-                self._timeout,
-                self._clock,
+            response: dict[str, Any] = await call_while_alive(
+                proto,
+                clock,
+                command,
+                {**arguments, "forwarded": True},
+                self._attempt_timeout,
+                deadline,
             )
+        except NodeUnresponsive:
+            raise CommitTimeout(
+                f"the leader at {leader_address} is not answering; outcome unknown"
+            ) from None
         except CallTimedOut:
             raise CommitTimeout() from None
         except error.ConnectionClosed:

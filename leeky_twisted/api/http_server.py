@@ -17,9 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.netutil import write_now
@@ -322,8 +324,9 @@ class JSONRPCHTTPProtocol(Protocol):
         self._slots.clear()
 
 
+@implementer(IProtocolNegotiationFactory)
 class JSONRPCHTTPFactory(Factory):
-    """Builds :class:`JSONRPCHTTPProtocol` for each connection."""
+    """Builds :class:`JSONRPCHTTPProtocol` for each connection; speaks ``http/1.1`` (ALPN)."""
 
     def __init__(
         self,
@@ -334,6 +337,10 @@ class JSONRPCHTTPFactory(Factory):
         self.rpc = rpc
         self.status = status
         self.extra_routes = extra_routes or {}
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """Return the one protocol this server speaks, for ALPN under TLS."""
+        return [b"http/1.1"]
 
     def buildProtocol(self, addr: object) -> JSONRPCHTTPProtocol:
         """Return a protocol for a new connection."""

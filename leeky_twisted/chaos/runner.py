@@ -470,8 +470,11 @@ def _endpoints(text: str) -> list[Endpoint]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: ``python -m leeky_twisted.chaos [verify] ...``; return the exit code.
+
+    ``prog`` names the command in help and errors (``leekyraft chaos`` when
+    started from the ``leekyraft`` command line).
 
     0: the run passed; 1: it failed (non-linearizable, unreadable, or a
     problem); 2: it could not run (not root, bad arguments).
@@ -488,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if verify:
         args_in = args_in[1:]
     parser = argparse.ArgumentParser(
-        prog="python -m leeky_twisted.chaos" + (" verify" if verify else ""),
+        prog=prog or "python -m leeky_twisted.chaos" + (" verify" if verify else ""),
         description=(
             "Run the recorded workload against a running cluster and check it."
             if verify

@@ -2,8 +2,13 @@
 
 :class:`LeekyClient` finds the leader by itself: it starts anywhere, follows
 NotLeader hints to the leader's address, moves on to the next address when a
-node cannot be reached, and remembers the leader for later calls. Every call
-ends within its timeout with a result or an explicit error (``api.errors``):
+node cannot be reached, and remembers the leader for later calls. One node
+costs a call at most about ``attempt_timeout`` (1 s by default): the time to
+connect, then the longest silence of a connected node (:func:`call_while_alive`
+probes a slow node with Status rather than give up on it), so a paused,
+black-holed or half-open node, or an endpoint that is not Leeky Raft at all,
+is left for the next. Every call ends within its timeout with a result or an
+explicit error (``api.errors``):
 
 - ``InvalidRequest``: refused input; never retried.
 - ``Unavailable``: no node of the cluster could be reached (or no leader).
@@ -67,14 +72,18 @@ if TYPE_CHECKING:
     from leeky_twisted.tls import TLSCredentials
 
 __all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT",
     "AMPConnectionPool",
     "Address",
     "CallTimedOut",
     "Connector",
     "LeekyClient",
     "NodeReport",
+    "NodeUnresponsive",
+    "NotLeekyRaft",
     "TLSHandshakeFailed",
     "TLSRefused",
+    "call_while_alive",
     "client_tls_connector",
     "format_address",
     "parse_address",
@@ -308,13 +317,34 @@ def client_tls_connector(
 
 
 class _PooledAMP(amp.AMP):
-    """An AMP client connection that tells its pool when it closes."""
+    """An AMP client connection that tells its pool when it closes.
 
-    def __init__(self, on_lost: Callable[[_PooledAMP], None]) -> None:
+    It notes when it last received an AMP box (``last_heard``: the node is
+    alive) and the first bytes it received, to say what answered when they
+    were no AMP (an SSH or HTTP server).
+    """
+
+    def __init__(self, on_lost: Callable[[_PooledAMP], None], clock: IReactorTime) -> None:
         super().__init__()
         self._on_lost = on_lost
+        self._clock = clock
         self.lost: Deferred[None] = Deferred()
         self.is_lost = False
+        self.boxes = 0
+        self.last_heard = float("-inf")
+        self.first_bytes = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep the first bytes (for error messages), then parse as AMP."""
+        if self.boxes == 0 and len(self.first_bytes) < _FIRST_BYTES:
+            self.first_bytes += data[: _FIRST_BYTES - len(self.first_bytes)]
+        super().dataReceived(data)
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        """Note that the node is alive, then dispatch the box."""
+        self.boxes += 1
+        self.last_heard = self._clock.seconds()
+        super().ampBoxReceived(box)
 
     def connectionLost(self, reason: Failure) -> None:
         """Forget this connection, then fail the calls still waiting on it."""
@@ -334,6 +364,7 @@ class AMPConnectionPool:
         connect_timeout: float = 5.0,
     ) -> None:
         self._connect = connect if connect is not None else tcp_connector(reactor, connect_timeout)
+        self._clock: IReactorTime = reactor
         self._connected: dict[Address, _PooledAMP] = {}
         self._waiting: dict[Address, list[Deferred[amp.AMP]]] = {}
         self._closed = False
@@ -355,7 +386,7 @@ class AMPConnectionPool:
             waiters.append(waiter)
             return waiter
         self._waiting[address] = [waiter]
-        proto = _PooledAMP(lambda p: self._forget(address, p))
+        proto = _PooledAMP(lambda p: self._forget(address, p), self._clock)
         try:
             attempt = self._connect(address, proto)
         except Exception:
@@ -396,6 +427,93 @@ class AMPConnectionPool:
         return d.addCallback(lambda _: None)
 
 
+#: How many of the first bytes an endpoint sent are kept to describe it.
+_FIRST_BYTES = 40
+
+
+class NodeUnresponsive(Exception):
+    """A node accepted the connection but sent nothing for a whole attempt timeout.
+
+    It may be paused (SIGSTOP), overloaded, or the connection half-open.
+    """
+
+
+class NotLeekyRaft(Exception):
+    """The endpoint answered with something that is not Leeky Raft's client AMP."""
+
+
+def call_while_alive(
+    proto: amp.AMP,
+    clock: IReactorTime,
+    command: type[amp.Command],
+    arguments: dict[str, Any],
+    attempt_timeout: float,
+    deadline: float,
+) -> Deferred[dict[str, Any]]:
+    """Call ``command`` on ``proto``; give up when the node falls silent or at ``deadline``.
+
+    A slow answer is waited for as long as the node shows it is alive: when
+    nothing has come back for half of ``attempt_timeout``, a Status probe
+    goes out, and any AMP box received counts. After ``attempt_timeout``
+    of silence the call fails with NodeUnresponsive (the connection is
+    aborted); at ``deadline`` with CallTimedOut. The call itself is never
+    cancelled: a late answer is dropped. ``proto`` should be a pooled
+    connection (it keeps ``last_heard``); any other AMP is judged by the
+    answer alone.
+    """
+    out: Deferred[dict[str, Any]] = Deferred()
+    sent = clock.seconds()
+    half = attempt_timeout / 2
+    timer: IDelayedCall | None = None
+    probing = False
+
+    def heard() -> float:
+        return max(sent, getattr(proto, "last_heard", sent))
+
+    def fire(result: object) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
+        if out.called:
+            return
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)  # type: ignore[arg-type]
+
+    def probed(_: object) -> None:
+        nonlocal probing
+        probing = False
+
+    def check() -> None:
+        nonlocal timer, probing
+        timer = None
+        if out.called:
+            return
+        now = clock.seconds()
+        silent = now - heard()
+        if now >= deadline:
+            out.errback(CallTimedOut(f"no answer within {deadline - sent:g} s"))
+            return
+        if silent >= attempt_timeout:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            out.errback(NodeUnresponsive(f"no answer within {attempt_timeout:g} s"))
+            return
+        if silent >= half and not probing:
+            probing = True
+            proto.callRemote(cc.Status).addBoth(probed)
+        next_check = heard() + (attempt_timeout if silent >= half else half)
+        timer = clock.callLater(max(min(next_check, deadline) - now, 0.0), check)
+
+    timer = clock.callLater(max(min(sent + half, deadline) - sent, 0.0), check)
+    try:
+        call = proto.callRemote(command, **arguments)
+    except Exception:
+        call = _failed(Failure())
+    call.addBoth(fire)
+    return out
+
+
 def _failed(reason: Exception | Failure) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(reason)
@@ -410,6 +528,9 @@ class NodeReport:
     status: dict[str, Any] | None
     error: str | None = None
 
+
+#: Seconds one node may cost a call: to connect, and to stay silent once connected.
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
 
 #: New sessions a write opens, at most, when the cluster keeps refusing its session.
 MAX_SESSION_RENEWALS = 3
@@ -436,6 +557,14 @@ class LeekyClient:
         on with; by default the client registers one before its first write.
         Two clients must never share a session.
     :param connect: how to open connections (tests pass an in-memory one).
+    :param attempt_timeout: what one node may cost a call when it cannot be
+        reached or falls silent: the time to connect, then the longest
+        silence of a connected node (a slow answer from a node that still
+        answers Status probes is waited for, up to ``timeout``). The client
+        then tries the next node. A write left on a silent node has an
+        unknown outcome: it is sent again elsewhere in its session (applied
+        at most once) or, without a session (``submit``), ends with
+        CommitTimeout at once.
     """
 
     def __init__(
@@ -449,19 +578,25 @@ class LeekyClient:
         connect_timeout: float | None = None,
         retry_delay: float = 0.05,
         max_retry_delay: float = 1.0,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         self.addresses: list[Address] = list(addresses)
         if not self.addresses:
             raise ValueError("a client needs at least one address")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if attempt_timeout <= 0:
+            raise ValueError("attempt_timeout must be positive")
         self.timeout = timeout
+        self.attempt_timeout = min(attempt_timeout, timeout)
         #: The session the next write goes out in; None until one is registered.
         self.session_id = session_id
         self._session_waiters: list[Deferred[str]] = []
         self._clock: IReactorTime = reactor
         self._pool = AMPConnectionPool(
-            reactor, connect, connect_timeout if connect_timeout is not None else min(timeout, 5.0)
+            reactor,
+            connect,
+            connect_timeout if connect_timeout is not None else self.attempt_timeout,
         )
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -585,18 +720,31 @@ class LeekyClient:
         shown = format_address(address)
 
         async def ask() -> NodeReport:
+            clock = self._clock
+            deadline = clock.seconds() + self.timeout
             try:
                 proto = await with_timeout(
-                    self._pool.connection(address), self.timeout, self._clock
+                    self._pool.connection(address), self.attempt_timeout, clock
                 )
-                response = await with_timeout(
-                    proto.callRemote(cc.Status), self.timeout, self._clock
+            except CallTimedOut:
+                return NodeReport(shown, None, f"no connection within {self.attempt_timeout:g} s")
+            except Exception as e:
+                return NodeReport(shown, None, _describe(e))
+            try:
+                response = await call_while_alive(
+                    proto, clock, cc.Status, {}, self.attempt_timeout, deadline
                 )
                 return NodeReport(shown, json.loads(response["status"]))
             except CallTimedOut:
                 return NodeReport(shown, None, "timed out")
-            except Exception as e:
+            except NodeUnresponsive as e:
+                return NodeReport(shown, None, f"connected but sent nothing: {e}")
+            except (LeekyError, error.ConnectionClosed) as e:
                 return NodeReport(shown, None, _describe(e))
+            except amp.RemoteAmpError as e:
+                return NodeReport(shown, None, f"server error: {_describe(e)}")
+            except Exception as e:
+                return NodeReport(shown, None, _not_leeky(shown, e, proto))
 
         return Deferred.fromCoroutine(ask())
 
@@ -684,6 +832,12 @@ class LeekyClient:
         *,
         deadline: float | None = None,
     ) -> dict[str, Any]:
+        """Send ``command`` to the leader (or any node), moving on from what fails.
+
+        Each attempt has ``attempt_timeout`` to connect and then to hear from
+        the node (see :func:`call_while_alive`): a paused, black-holed or
+        half-open node costs one attempt timeout, not the whole call.
+        """
         clock = self._clock
         if deadline is None:
             deadline = clock.seconds() + self.timeout
@@ -698,63 +852,115 @@ class LeekyClient:
             await deferLater(clock, wait, lambda: None)
 
         address = self._leader if self._leader is not None else self._next_address(None)
-        unreachable: set[Address] = set()
+        unreachable: set[Address] = set()  # failed this round: no connection, silent, not Leeky
+        silent: set[Address] = set()  # fell silent during this call: hints to them are ignored
         full_rounds = 0
-        contacted = False
+        answered = False  # some node answered (with a result or a Leeky error)
         unknown = False  # an attempt of this write may have been applied
         last: Exception | None = None
+
+        async def move_on(failed: Address) -> Address:
+            """Count ``failed`` as unreachable this round; return the next address to try."""
+            nonlocal full_rounds
+            unreachable.add(failed)
+            if failed == self._leader:
+                self._leader = None
+            if set(self.addresses) <= unreachable:
+                unreachable.clear()
+                full_rounds += 1
+                if full_rounds >= 2:
+                    raise self._unreachable(write and unknown, last)
+                await pause()
+            return next_after(failed)
+
+        def next_after(after: Address) -> Address:
+            """Return the next address, passing over nodes that fell silent in this call."""
+            address = self._next_address(after)
+            if set(self.addresses) <= silent:
+                return address
+            while address in silent:
+                address = self._next_address(address)
+            return address
+
         while True:
             remaining = deadline - clock.seconds()
             if remaining <= 0:
-                raise self._gave_up(write, contacted, last)
+                raise self._gave_up(write, answered, unknown, last)
+            shown = format_address(address)
             try:
-                proto = await with_timeout(self._pool.connection(address), remaining, clock)
-            except _CONNECT_ERRORS as e:
-                last = e
-                unreachable.add(address)
-                if address == self._leader:
-                    self._leader = None
-                if set(self.addresses) <= unreachable:
-                    unreachable.clear()
-                    full_rounds += 1
-                    if full_rounds >= 2:
-                        raise self._unreachable(write, contacted, last) from None
-                    await pause()
-                address = self._next_address(address)
-                continue
-            contacted = True
-            try:
-                response = await with_timeout(
-                    proto.callRemote(command, **arguments), remaining, clock
+                proto = await with_timeout(
+                    self._pool.connection(address), min(self.attempt_timeout, remaining), clock
                 )
+            except _CONNECT_ERRORS as e:
+                if isinstance(e, CallTimedOut):
+                    e = CallTimedOut(f"{shown}: no connection within {self.attempt_timeout:g} s")
+                last = e
+                address = await move_on(address)
+                continue
+            try:
+                response = await call_while_alive(
+                    proto, clock, command, arguments, self.attempt_timeout, deadline
+                )
+            except NodeUnresponsive as e:
+                last = NodeUnresponsive(f"{shown} connected but sent nothing: {e}")
+                silent.add(address)
+                if write:  # it may be applied when the node wakes up
+                    if not retry_unknown:
+                        raise CommitTimeout(
+                            f"outcome unknown: {last}; the write may or may not be applied"
+                        ) from None
+                    unknown = True
+                address = await move_on(address)
+                continue
             except TLSRefused as e:
                 # The node refused our certificate: not something a retry mends.
                 raise Unavailable(str(e)) from None
             except NotLeader as e:
+                answered = True
                 last = e
                 self._leader = None
                 hint = _parse_hint(e.leader_address)
-                if hint is not None and hint != address and hops < len(self.addresses):
+                if (
+                    hint is not None
+                    and hint != address
+                    and hint not in silent
+                    and hops < len(self.addresses)
+                ):
                     hops += 1
                     address = hint
                 else:
-                    address = self._next_address(address)
+                    address = next_after(address)
                     await pause()
                 continue
             except (Unavailable, CommitTimeout, NotCommitted, error.ConnectionClosed) as e:
                 # Retrying is safe: reads change nothing, writes carry a session.
                 # A write without a session whose outcome is unknown is not retried.
-                if isinstance(e, CommitTimeout | error.ConnectionClosed):
-                    if not retry_unknown:
+                closed = isinstance(e, error.ConnectionClosed)
+                if isinstance(e, CommitTimeout) or closed:
+                    if write and not retry_unknown:
+                        if closed:
+                            raise CommitTimeout(
+                                f"outcome unknown: the connection to {shown} was lost"
+                            ) from None
                         raise
-                    unknown = True
+                    unknown = unknown or write
+                if closed and getattr(proto, "boxes", 1) == 0:
+                    # Closed before it ever answered: as good as unreachable.
+                    last = error.ConnectionClosed(
+                        f"{shown} closed the connection without answering"
+                        " (a TLS port, reached without TLS?)"
+                    )
+                    address = await move_on(address)
+                    continue
+                answered = True
                 last = e
                 if not isinstance(e, CommitTimeout):
-                    address = self._next_address(address)
+                    address = next_after(address)
                 await pause()
                 continue
             except CallTimedOut:
-                raise self._gave_up(write, contacted, last) from None
+                answered = answered or getattr(proto, "boxes", 1) > 0
+                raise self._gave_up(write, answered, unknown or write, last) from None
             except SessionExpired as e:
                 if unknown:  # an earlier attempt may have been applied, its result is gone
                     raise CommitTimeout(
@@ -765,26 +971,50 @@ class LeekyClient:
             except LeekyError:
                 raise
             except amp.RemoteAmpError as e:
+                if e.errorCode == amp.UNHANDLED_ERROR_CODE:
+                    # An AMP server, but not ours (or far too old): it does not know the command.
+                    last = NotLeekyRaft(f"{shown} is not a Leeky Raft client port: {_describe(e)}")
+                    address = await move_on(address)
+                    continue
                 raise LeekyError(f"server error: {_describe(e)}") from None
+            except Exception as e:
+                # Not AMP at all (amp.TooLong from an SSH or HTTP server, a parse error).
+                last = NotLeekyRaft(_not_leeky(shown, e, proto))
+                address = await move_on(address)
+                continue
             if not any_node:
                 self._leader = address
             return response
 
-    def _gave_up(self, write: bool, contacted: bool, last: Exception | None) -> LeekyError:
-        if not contacted:
-            return self._unreachable(write, contacted, last)
-        if write:
+    def _gave_up(
+        self, write: bool, answered: bool, unknown: bool, last: Exception | None
+    ) -> LeekyError:
+        """Return the error of a call whose deadline passed."""
+        if write and unknown:
             return CommitTimeout()
-        if isinstance(last, NotLeader | Unavailable):
+        if not answered:
+            return self._unreachable(False, last)
+        if write or isinstance(last, NotLeader | Unavailable):
             return Unavailable(f"no leader found within {self.timeout:g} s")
         return CommitTimeout(f"timed out after {self.timeout:g} s")
 
-    def _unreachable(self, write: bool, contacted: bool, last: Exception | None) -> LeekyError:
-        if write and contacted:
-            return CommitTimeout("cluster unreachable after the request was sent; outcome unknown")
-        where = ", ".join(format_address(a) for a in self.addresses)
+    def _unreachable(self, unknown: bool, last: Exception | None) -> LeekyError:
+        """Return the error of a call no node answered: Unavailable, or outcome unknown."""
         reason = f": {_describe(last)}" if last is not None else ""
+        if unknown:
+            return CommitTimeout(
+                f"outcome unknown: the write was sent but no node answered{reason}"
+            )
+        where = ", ".join(format_address(a) for a in self.addresses)
         return Unavailable(f"cannot reach any node of the cluster ({where}){reason}")
+
+
+def _not_leeky(shown: str, e: BaseException, proto: Any) -> str:
+    """Describe an endpoint whose answer was not Leeky Raft's AMP."""
+    first = getattr(proto, "first_bytes", b"")
+    sent = f" (it sent {first.decode('ascii', 'replace')!r})" if first else ""
+    what = type(e).__name__ if isinstance(e, amp.AmpError) else _describe(e)
+    return f"{shown} does not speak Leeky Raft's client protocol{sent}: {what}"
 
 
 def _parse_hint(address: str | None) -> Address | None:

@@ -489,3 +489,16 @@ def test_client_connections_come_and_go_without_a_log_line_each():
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert not [e for e in events if "connection" in str(e.get("log_format", ""))]
+
+
+def test_forwarding_to_a_silent_leader_gives_up_after_the_attempt_timeout(h):
+    """A paused leader costs the forwarding follower one attempt timeout, not the whole timeout."""
+    from twisted.internet.protocol import Factory, Protocol
+
+    h.net.listen(LEADER, Factory.forProtocol(Protocol))  # accepts, never answers
+    c = h.client(FOLLOWER)
+    d = capture(c.callRemote(cc.Get, key="k"))
+    h.net.run(d, step=0.01, limit=20)
+    f = failure_of(d, CommitTimeout)
+    assert "10.0.0.1:7001 is not answering" in str(f.value)
+    assert h.net.clock.seconds() < 1.2

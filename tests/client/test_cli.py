@@ -294,3 +294,89 @@ def test_put_whose_outcome_became_unknown_when_the_session_expired_exits_4():
     assert code == cli.EXIT_TIMEOUT == 4
     assert "outcome unknown" in err and out == ""
     assert node.state_machine.query(Get("k")) == "v"
+
+
+def _put_args(*argv):
+    return cli.build_parser().parse_args(["put", *argv])
+
+
+def test_put_dash_reads_the_value_from_standard_input():
+    """`put KEY -` takes the value, byte for byte, from standard input."""
+    value = "line one\nline two\n"
+    assert cli.put_value(_put_args("k", "-"), io.BytesIO(value.encode())) == value
+
+
+def test_put_file_reads_the_value_from_a_file(tmp_path):
+    """`put KEY --file F` takes a 1 MiB value from a file."""
+    path = tmp_path / "value"
+    path.write_bytes(b"x" * (1 << 20))
+    assert cli.put_value(_put_args("k", "--file", str(path)), io.BytesIO()) == "x" * (1 << 20)
+
+
+def test_put_value_words_are_still_joined():
+    """VALUE words are joined with spaces, and a lone - only means stdin when alone."""
+    assert cli.put_value(_put_args("k", "a", "-", "b"), io.BytesIO(b"unused")) == "a - b"
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (["k"], b"", "needs a VALUE"),
+        (["k", "v", "--file", "f"], b"", "not both"),
+        (["k", "-"], b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_put_value_refuses_bad_combinations(argv, stdin, message):
+    """No value, words with --file, or bytes that are not UTF-8: a clear ValueError."""
+    with pytest.raises(ValueError, match=message):
+        cli.put_value(_put_args(*argv), io.BytesIO(stdin))
+
+
+def test_put_from_stdin_through_main_reaches_the_client(monkeypatch, capsys):
+    """main() reads `put k -` from stdin before it connects; a bad file exits 1 in one line."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff")))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--cluster", "127.0.0.1:1", "put", "k", "-"])
+    assert exit_info.value.code == 64
+    assert "not UTF-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--cluster", "127.0.0.1:1", "put", "k", "--file", "/nonexistent/value"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("leekyraft: cannot read the value:") and err.count("\n") == 1
+
+
+def test_put_does_not_echo_a_huge_value_in_full():
+    """The success line cuts a long value with an ellipsis and gives its size in bytes."""
+    value = "é" * 600_000
+    code, out, _ = run(["put", "big", value], FakeClient())
+    assert code == 0
+    assert out == f'Success! Set "big" to: "{"é" * cli.MAX_ECHO}…" (1200000 bytes)\n'
+    _, short, _ = run(["put", "k", "x" * cli.MAX_ECHO], FakeClient())
+    assert short == f'Success! Set "k" to: "{"x" * cli.MAX_ECHO}"\n'
+
+
+@pytest.mark.parametrize("command", ["chaos", "verify"])
+def test_chaos_and_verify_help_name_the_leekyraft_command(command, capsys):
+    """`leekyraft chaos --help` says `leekyraft chaos`, not `python -m ...`."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith(f"usage: leekyraft {command} ")
+    assert "python -m" not in help_text
+
+
+def test_put_dash_on_a_terminal_says_how_to_end_the_value():
+    """Reading the value from a terminal, put first says to end it with Ctrl-D."""
+
+    class Terminal(io.BytesIO):
+        def isatty(self):
+            return True
+
+    err = io.StringIO()
+    assert cli.put_value(_put_args("k", "-"), Terminal(b"typed\n"), err) == "typed\n"
+    assert "Ctrl-D" in err.getvalue()
+    quiet = io.StringIO()
+    cli.put_value(_put_args("k", "-"), io.BytesIO(b"piped"), quiet)
+    assert quiet.getvalue() == ""

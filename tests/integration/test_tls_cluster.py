@@ -279,3 +279,30 @@ def test_a_node_without_tls_cannot_join_the_tls_cluster(
             except subprocess.TimeoutExpired:
                 impostor.kill()
                 impostor.wait(timeout=10)
+
+
+def test_an_alpn_client_like_curl_gets_jsonrpc_over_https(
+    cluster: LocalCluster, certs: Path
+) -> None:
+    """A client offering ALPN h2 + http/1.1 (curl's default) is served, not sent a TLS alert."""
+    good = certs / "good"
+    context = ssl.create_default_context(cafile=str(good / "ca.pem"))
+    context.load_cert_chain(str(good / "client-alice.pem"), str(good / "client-alice.key"))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    node = cluster.nodes[0]
+    body = b'{"jsonrpc": "2.0", "method": "status", "params": [], "id": 1}'
+    request = (
+        b"POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    with (
+        socket.create_connection((LOOPBACK, node.http_port), timeout=DEADLINE) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as conn,
+    ):
+        assert conn.selected_alpn_protocol() == "http/1.1"
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"result"' in answer

@@ -265,3 +265,60 @@ def test_refusal_factory_needs_a_role() -> None:
     """An empty role list is a configuration error."""
     with pytest.raises(ValueError):
         RefusalLoggingFactory(EchoFactory(), ())
+
+
+def _alpn_request(port: int, certs: Path, request: bytes) -> tuple[str | None, bytes]:
+    """Connect as curl does (ALPN offering h2 and http/1.1); send ``request``; read the answer."""
+    import socket
+    import ssl
+
+    good = certs / "good"
+    context = ssl.create_default_context(cafile=str(good / "ca.pem"))
+    context.load_cert_chain(str(good / "client-alice.pem"), str(good / "client-alice.key"))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    with raw, context.wrap_socket(raw, server_hostname="localhost") as conn:
+        chosen = conn.selected_alpn_protocol()
+        if not request:
+            return chosen, b""
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return chosen, answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_alpn_client_gets_http_1_1_from_the_http_port(certs: Path) -> None:
+    """A client offering ALPN h2 + http/1.1 (curl) is served HTTP/1.1, not a TLS alert."""
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+
+    rpc = type("RPC", (), {"max_body_bytes": 1024})()
+    factory = JSONRPCHTTPFactory(rpc, lambda: {"role": "leader"})
+    endpoint = MutualTLSServerEndpoint(reactor, 0, load(certs, "good", "1"), "127.0.0.1")
+    port = await endpoint.listen(factory)
+    try:
+        request = b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        chosen, answer = await deferToThread(_alpn_request, port.getHost().port, certs, request)
+    finally:
+        await port.stopListening()
+    assert chosen == "http/1.1"
+    assert answer.startswith(b"HTTP/1.1 200") and b'"leader"' in answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_alpn_client_is_accepted_without_a_protocol_on_the_amp_port(
+    certs: Path,
+) -> None:
+    """A port that names no ALPN protocol completes the handshake and chooses none."""
+    from twisted.internet.threads import deferToThread
+
+    port = await serve(load(certs, "good", "1"))
+    try:
+        chosen, _ = await deferToThread(_alpn_request, port.getHost().port, certs, b"")
+    finally:
+        await port.stopListening()
+    assert chosen is None
