@@ -79,6 +79,9 @@ class NodeSettings:
 
     tick_interval: float = 0.05
     snapshot_entries: int = 100000  #: take a snapshot after this many applied entries
+    #: also take one once the entries applied since the last snapshot hold this
+    #: many bytes of data (large values must not grow the log to gigabytes)
+    snapshot_bytes: int = 64 * 1024 * 1024
     snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
@@ -194,6 +197,11 @@ class RaftNode:
         self._inflight = False
         self._snapshotting = False
         self._trailing = self.settings.snapshot_trailing
+        #: bytes of entry data applied since start, and that count when the latest
+        #: snapshot (or the one being taken) was taken: cheap to keep on the hot path
+        self._applied_bytes = 0
+        self._bytes_at_snapshot = 0
+        self._bytes_mark = 0
         self._ticker: task.LoopingCall | None = None
         self._synced_hs = HardState(self.core.term, self.core.voted_for, 0, self._loaded_abstaining)
         self.leader_changes = 0
@@ -625,6 +633,7 @@ class RaftNode:
             self._apply(e)
             self.applied_index = e.index
         self.stats["applied"] += len(rd.committed_entries)
+        self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
         if self.feed is not None and rd.committed_entries:
             normal = EntryKind.NORMAL
             self.feed.enqueue(
@@ -803,12 +812,21 @@ class RaftNode:
         else:
             self.state_machine.restore(state)
         self.applied_index = meta.index
+        self._bytes_at_snapshot = self._applied_bytes
         log.info("installed snapshot at {index}", index=meta.index)
+
+    def _snapshot_due(self, applied: int, base: int) -> bool:
+        """Whether the log since the snapshot at ``base`` is long or large enough to compact."""
+        if applied <= base:
+            return False
+        if applied - base >= self.settings.snapshot_entries:
+            return True
+        return self._applied_bytes - self._bytes_at_snapshot >= self.settings.snapshot_bytes
 
     def _maybe_snapshot(self) -> None:
         core = self.core
         base = core.snapshot_meta.index if core.snapshot_meta else 0
-        if self._snapshotting or core.applied - base < self.settings.snapshot_entries:
+        if self._snapshotting or not self._snapshot_due(core.applied, base):
             return
         if self.feed is not None:
             self._snapshot_executor(base)
@@ -827,6 +845,7 @@ class RaftNode:
             return False  # a received snapshot is not restored yet, or nothing new
         meta = core.snapshot_meta_at(core.applied)
         self._snapshotting = True
+        self._bytes_mark = self._applied_bytes
         head = encode_snapshot(self.addresses, b"")
         chunks = getattr(self.state_machine, "snapshot_chunks", None)
         # The state is captured now (consistent at meta.index); serializing it
@@ -840,9 +859,10 @@ class RaftNode:
 
     def _snapshot_executor(self, base: int) -> None:
         """Snapshot the remote executor's state at the index it has applied."""
-        if self.feed.applied_index - base < self.settings.snapshot_entries:
+        if not self._snapshot_due(self.feed.applied_index, base):
             return
         self._snapshotting = True
+        self._bytes_mark = self._applied_bytes
         d = self.feed.snapshot()
 
         def taken(result: tuple[int, bytes]) -> None:
@@ -860,6 +880,25 @@ class RaftNode:
 
         d.addCallbacks(taken, failed)
 
+    def _trailing_entries(self, index: int, trailing: int) -> int:
+        """Return how many of the ``trailing`` entries up to ``index`` to keep.
+
+        At most ``trailing``, and no more than a quarter of ``snapshot_bytes``
+        of data: large values must not keep gigabytes behind each snapshot.
+        Reads the in-memory log once per snapshot, never on the hot path.
+        """
+        budget = self.settings.snapshot_bytes // 4
+        log_ = self.core.log
+        kept = 0
+        i = index
+        while kept < trailing and i > log_.start:
+            budget -= len(log_.entry_at(i).data)
+            if budget < 0:
+                break
+            kept += 1
+            i -= 1
+        return kept
+
     def _serialize_step(
         self, meta: SnapshotMeta, pieces: Iterator[bytes], parts: list[bytes]
     ) -> None:
@@ -874,10 +913,11 @@ class RaftNode:
 
     def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         trailing, self._trailing = self._trailing, self.settings.snapshot_trailing
-        upto = max(meta.index - trailing, 0)
-        if self.feed is not None:
-            upto = min(upto, self.feed.applied_index - self.settings.snapshot_trailing)
-            upto = max(upto, 0)
+        kept = self._trailing_entries(meta.index, trailing)
+        upto = max(meta.index - kept, 0)
+        mark = self._bytes_mark
+        if self.feed is not None:  # never past what the feed may still read back
+            upto = max(min(upto, self.feed.applied_index - kept), 0)
 
         def write() -> None:
             sink = self.snapshot_store.create(meta)
@@ -891,6 +931,7 @@ class RaftNode:
 
         def finished(result: object) -> None:
             self._snapshotting = False
+            self._bytes_at_snapshot = max(self._bytes_at_snapshot, mark)
             log.info(
                 "snapshot at {index} ({size} bytes); log compacted to {upto}",
                 index=meta.index,

@@ -106,6 +106,7 @@ class NodeOptions:
     election_ticks: int = 10
     request_timeout: float = 5.0
     snapshot_entries: int = 100000
+    snapshot_bytes: int = 64 * 1024 * 1024
     inline_write_budget: float = 0.002
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
@@ -445,6 +446,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
+        snapshot_bytes=opts.snapshot_bytes,
         snapshot_trailing=min(1000, opts.snapshot_entries // 4),
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,

@@ -130,6 +130,14 @@ class Options(usage.Options):
             _positive(int),
         ],
         [
+            "snapshot-bytes",
+            None,
+            64 * 1024 * 1024,
+            "Also take a snapshot once the entries applied since the last one hold "
+            "this many bytes (keys, values, commands), so large values cannot grow the log.",
+            _positive(int),
+        ],
+        [
             "inline-write-budget",
             None,
             0.002,
@@ -299,6 +307,7 @@ class Options(usage.Options):
             election_ticks=max(2, round(self["election-timeout"] / self["tick"])),
             request_timeout=self["request-timeout"],
             snapshot_entries=self["snapshot-entries"],
+            snapshot_bytes=self["snapshot-bytes"],
             inline_write_budget=self["inline-write-budget"],
             max_key_bytes=self["max-key-bytes"],
             max_value_bytes=self["max-value-bytes"],
