@@ -132,6 +132,13 @@ def decode_snapshot(data: bytes) -> tuple[dict[str, dict[str, str]], bytes]:
     return json.loads(data[4 : 4 + n]), data[4 + n :]
 
 
+def check_peer_address(address: str) -> None:
+    """Raise ValueError unless ``address`` is ``HOST:PORT`` with a port in 1-65535."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
+
+
 def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
     return defer.maybeDeferred(fn)
 
@@ -980,26 +987,47 @@ class RaftNode:
 
         A new voter joins as a learner and is promoted once it holds the entry
         that added it (within the request timeout): a voter never starts empty.
+        A new member needs a peer address (given, or already known): without one
+        nobody could reach it. The address enters the address book only when the
+        entry that adds the member is applied, so a refused request leaves none.
         """
         nid = NodeId(node_id)
-        context = json.dumps({"peer": address}).encode() if address else b""
         if address:
-            self.addresses.setdefault(node_id, {})["peer"] = address
+            try:
+                check_peer_address(address)
+            except ValueError as e:
+                return defer.fail(InvalidRequest(f"add-server {node_id}: {e}"))
         cfg = self.core.configuration
+        known = address or self.addresses.get(node_id, {}).get("peer")
+        if not known and nid not in cfg.members():
+            return defer.fail(
+                InvalidRequest(
+                    f"add-server {node_id}: no peer address is known for it, so nobody could "
+                    f"reach it; give its Raft peer address: add-server {node_id} HOST:PORT"
+                )
+            )
+        context = json.dumps({"peer": address}).encode() if address else b""
         if voter and nid not in cfg.learners and nid not in cfg.voters:
-            return Deferred.fromCoroutine(self._add_voter(nid, context))
+            return Deferred.fromCoroutine(self._add_voter(nid, context, known or "?"))
         op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
         return self._config_change(ConfChange(op, nid, context))
 
-    async def _add_voter(self, nid: NodeId, context: bytes) -> Any:
+    async def _add_voter(self, nid: NodeId, context: bytes, address: str) -> Any:
         await self._config_change(ConfChange(ConfChangeOp.ADD_LEARNER, nid, context))
         deadline = self.reactor.seconds() + self.settings.request_timeout
         while True:
             try:
                 return await self._config_change(ConfChange(ConfChangeOp.ADD_VOTER, nid))
             except InvalidRequest as e:
-                if "not caught up" not in str(e) or self.reactor.seconds() >= deadline:
+                if "not caught up" not in str(e):
                     raise
+                if self.reactor.seconds() >= deadline:
+                    raise InvalidRequest(
+                        f"node {nid} joined as a learner but has not caught up within "
+                        f"{self.settings.request_timeout:g}s (is it running at {address}?); "
+                        "it stays a learner and does not count toward the quorum: run "
+                        f"add-server {nid} again once it has caught up, or remove-server {nid}"
+                    ) from None
             await task.deferLater(self.reactor, self.settings.tick_interval, lambda: None)
 
     def remove_server(self, node_id: str) -> Deferred[Any]:
