@@ -512,11 +512,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     )
     executor = None
     if opts.executor_url:
+        from leeky_twisted.statemachine.owner import node_executor_owner
         from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
 
-        executor = RemoteStateMachineExecutor(
-            reactor, opts.executor_url, owner=f"{opts.cluster_id}/{opts.node_id}"
-        )
+        owner = node_executor_owner(data, opts.cluster_id, opts.node_id)
+        executor = RemoteStateMachineExecutor(reactor, opts.executor_url, owner=owner)
     node = RaftNode(
         reactor,
         core_config,

@@ -369,8 +369,9 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.statemachine.owner import OwnerFileError
 
     try:
         return make_node_service(options.node_options)
-    except UnrecoverableStateError as e:
+    except (UnrecoverableStateError, OwnerFileError) as e:
         raise SystemExit(f"leekyraft: {e}") from None

@@ -251,6 +251,11 @@ class RemoteStateMachineExecutor:
         def pick(status: Any) -> int:
             if not isinstance(status, dict):
                 raise ExecutorError(f"malformed status: {status!r:.100}")
+            owner = status.get("owner")
+            if owner is not None and owner != self.owner:
+                # Its last_applied counts someone else's log: never position on it.
+                message = f"this executor serves {str(owner)[:300]!r}, not {self.owner!r}"
+                raise ExecutorRemoteError(wire.OWNER_MISMATCH, message)
             return _index(status.get("last_applied"), "last_applied")
 
         return self.call("status").addCallback(pick)
@@ -382,6 +387,8 @@ class ExecutorFeed:
         self.reachable = False
         #: Consecutive failed calls.
         self.failures = 0
+        #: Why the last call failed, until one succeeds (for the node's status).
+        self.last_error: str | None = None
         self._buffer: deque[tuple[int, bytes | None]] = deque()
         self._spill_from: int | None = None
         self._reported = 0
@@ -498,6 +505,7 @@ class ExecutorFeed:
             "executor_lag": self.lag,
             "executor_reachable": self.reachable,
             "executor_failures": self.failures,
+            "executor_error": self.last_error,
         }
 
     # ------------------------------------------------------------------ loop
@@ -524,6 +532,11 @@ class ExecutorFeed:
             try:
                 if not self._handshaken:
                     await self._handshake()
+                    if self._has_work():
+                        # It answers; a failure streak ends only once a call that
+                        # changes something succeeds (no fast loop on a refusal).
+                        self.reachable = True
+                        continue
                 elif self._controls:
                     await self._run_control(self._controls[0])
                 else:
@@ -559,7 +572,18 @@ class ExecutorFeed:
     def _failed(self, e: Exception) -> None:
         self.failures += 1
         self._handshaken = False
-        if isinstance(e, ExecutorUnavailable):
+        self.last_error = str(e)
+        if isinstance(e, ExecutorRemoteError) and e.code == wire.OWNER_MISMATCH:
+            self.last_error = f"the executor refuses this node: {e.message}"
+            if self.reachable or self.failures == 1:
+                log.critical(
+                    "the executor refuses this node ({why}): it is bound to another owner, "
+                    "so its state was written by someone else (by hand, or another node) "
+                    "and is not this node's log. Give this node its own executor with an "
+                    "empty --data-dir: it catches up from the log or a snapshot. Retrying.",
+                    why=e.message,
+                )
+        elif isinstance(e, ExecutorUnavailable):
             if self.reachable or self.failures == 1:
                 log.warn(
                     "executor unreachable ({why}); holding back {lag} entries, retrying",
@@ -578,6 +602,7 @@ class ExecutorFeed:
                 lag=self.lag,
             )
         self.failures = 0
+        self.last_error = None
         self.reachable = True
 
     # ------------------------------------------------------------ handshake
