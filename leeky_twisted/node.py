@@ -89,6 +89,9 @@ class NodeSettings:
     #: write small batches on the reactor thread while recent writes took less
     #: than this many seconds (0: every write goes to the disk thread)
     inline_persist_seconds: float = 0.002
+    #: a remote executor that has kept the feed waiting this many seconds is down:
+    #: its node, if leader, refuses new requests and hands leadership on
+    executor_down_after: float = 3.0
     #: the voters (id, address context) a brand-new cluster starts with, written
     #: as its first log entries when the storage is empty; empty for a joiner
     bootstrap: list[tuple[str, bytes]] = field(default_factory=list)
@@ -228,6 +231,7 @@ class RaftNode:
         self.on_peer_rtt: Callable[[str, float], None] | None = None  #: heartbeat round trips
         self._heartbeats_out: dict[tuple[str, int], float] = {}
         self.feed: Any = None
+        self._executor_handoff_at = -1e18  #: when leadership was last handed on for it
         self._entry_terms: dict[int, int] = {}  # NORMAL entries waiting on the executor
         if executor is not None:
             from leeky_twisted.statemachine.remote import ExecutorFeed
@@ -345,6 +349,8 @@ class RaftNode:
         """
         self._catch_up(at_least=1)
         self._expire()
+        if self.feed is not None:
+            self._check_executor()
         self._schedule()
 
     def _catch_up(self, at_least: int = 0) -> None:
@@ -406,6 +412,9 @@ class RaftNode:
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
+        down = self._executor_down()
+        if down is not None:
+            return defer.fail(down)
         try:
             index, term = self.core.propose(command)
         except NotLeaderError as e:
@@ -436,6 +445,9 @@ class RaftNode:
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
+        down = self._executor_down()
+        if down is not None:
+            return defer.fail(down)
         if not linearizable or self.settings.unsafe_stale_reads:
             return self._query(request)
         # A lease is judged on the ticks of real time: count any the reactor missed.
@@ -766,10 +778,70 @@ class RaftNode:
     def _query(self, request: object) -> Deferred[Any]:
         """Ask the state machine (or the remote executor) a read-only question."""
         if self.feed is not None:
-            return self.executor.query(request)  # type: ignore[no-any-return]
+            from leeky_twisted.statemachine.remote import ExecutorUnavailable
+
+            def unavailable(f: Failure) -> Failure:
+                if f.check(ExecutorUnavailable):
+                    raise Unavailable(f"this node's executor cannot answer: {f.value}")
+                return f
+
+            return self.executor.query(request).addErrback(unavailable)  # type: ignore[no-any-return]
         return defer.maybeDeferred(self.state_machine.query, request)
 
     # ------------------------------------------------------- remote executor
+
+    def _executor_down(self) -> Unavailable | None:
+        """The error for a request this leader cannot serve: its executor is down."""
+        if self.feed is None or self.core.role is not Role.LEADER:
+            return None
+        stalled = self.feed.stalled_for()
+        if stalled < self.settings.executor_down_after:
+            return None
+        why = self.feed.last_error or "no answer"
+        return Unavailable(
+            f"executor down: this leader's executor has not answered for {stalled:.1f}s "
+            f"({why}); leadership moves to another voter if one can take it, retry"
+        )
+
+    def _check_executor(self) -> None:
+        """While this leader's executor is down, hand leadership to another voter.
+
+        A leader whose executor does not apply can commit but answer nobody:
+        clients would only see timeouts. The best-placed voter (recently heard
+        from, longest log) takes over; the core brings it up to date first. Its
+        executor's health is not known here: if it is down too, that node hands
+        leadership on in its turn. At most one attempt per ``executor_down_after``.
+        """
+        core = self.core
+        if core.role is not Role.LEADER or core.transferee is not None:
+            return
+        if self.feed.stalled_for() < self.settings.executor_down_after:
+            return
+        for index in [i for i in self._waiters if i <= core.commit]:
+            self._fail_waiter(
+                index,
+                CommitTimeout(
+                    f"entry {index} is committed, but this leader's executor is down: it is "
+                    "applied once the executor is back; its result is unknown"
+                ),
+            )
+        now = self.reactor.seconds()
+        if now - self._executor_handoff_at < self.settings.executor_down_after:
+            return
+        candidates = [
+            (pr.match, nid)
+            for nid, pr in core.progress.items()
+            if nid != self.node_id and nid in core.configuration.voters and pr.recent_active
+        ]
+        if not candidates:
+            return  # none heard from lately (or a single voter): clients get Unavailable
+        self._executor_handoff_at = now
+        _, target = max(candidates)
+        log.warn("executor down: handing leadership to {target}", target=target)
+        try:
+            self.transfer_leadership(target)
+        except (LeekyError, ValueError) as e:
+            log.warn("could not hand leadership on: {why}", why=str(e))
 
     def _executor_applied(self, index: int, outcome: object) -> None:
         """Answer the request waiting on ``index`` with the executor's outcome."""

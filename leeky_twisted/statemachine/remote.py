@@ -389,6 +389,8 @@ class ExecutorFeed:
         self.failures = 0
         #: Why the last call failed, until one succeeds (for the node's status).
         self.last_error: str | None = None
+        self._ok_at: float | None = None  # when a call last succeeded (or the feed started)
+        self._call_at = 0.0  # when the call in flight was sent
         self._buffer: deque[tuple[int, bytes | None]] = deque()
         self._spill_from: int | None = None
         self._reported = 0
@@ -416,6 +418,7 @@ class ExecutorFeed:
         if self._loop is not None:
             raise RuntimeError("already started")
         self._base = base_snapshot
+        self._ok_at = self.reactor.seconds()
         if base_snapshot is not None:
             # Entries up to the snapshot are in it: the node will not replay them.
             self.committed_index = max(self.committed_index, base_snapshot[0])
@@ -498,6 +501,23 @@ class ExecutorFeed:
         """Committed entries not applied yet."""
         return max(self.committed_index - self.applied_index, 0)
 
+    def stalled_for(self) -> float:
+        """Seconds the executor has kept the feed waiting: 0 while it answers.
+
+        Counted from the last successful call while calls fail, and from the
+        sending of the call in flight while one hangs (a paused executor
+        fails nothing until its call times out). The node judges the
+        executor down from this (``NodeSettings.executor_down_after``).
+        """
+        if self._ok_at is None or self._stopped:
+            return 0.0
+        now = float(self.reactor.seconds())
+        if not self.reachable:
+            return now - self._ok_at
+        if self._current is not None:
+            return now - self._call_at
+        return 0.0
+
     def status(self) -> dict[str, Any]:
         """Return the feed's figures for the node's status (JSON-able)."""
         return {
@@ -554,6 +574,7 @@ class ExecutorFeed:
 
     async def _executor_call(self, d: Deferred[Any]) -> Any:
         self._current = d
+        self._call_at = self.reactor.seconds()
         try:
             return await d
         finally:
@@ -604,6 +625,7 @@ class ExecutorFeed:
         self.failures = 0
         self.last_error = None
         self.reachable = True
+        self._ok_at = self.reactor.seconds()
 
     # ------------------------------------------------------------ handshake
 
