@@ -778,11 +778,15 @@ class RaftNode:
     def _query(self, request: object) -> Deferred[Any]:
         """Ask the state machine (or the remote executor) a read-only question."""
         if self.feed is not None:
-            from leeky_twisted.statemachine.remote import ExecutorUnavailable
+            from leeky_twisted.executor.wire import COMMAND_REJECTED
+            from leeky_twisted.statemachine.remote import ExecutorRemoteError, ExecutorUnavailable
 
             def unavailable(f: Failure) -> Failure:
                 if f.check(ExecutorUnavailable):
                     raise Unavailable(f"this node's executor cannot answer: {f.value}")
+                e = f.value
+                if isinstance(e, ExecutorRemoteError) and e.code == COMMAND_REJECTED:
+                    raise InvalidRequest(e.message)  # the executor refused the query itself
                 return f
 
             return self.executor.query(request).addErrback(unavailable)  # type: ignore[no-any-return]

@@ -9,15 +9,18 @@ from typing import Any
 
 import pytest
 from twisted.internet import task
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, NotLeader, Unavailable
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, TimeoutNow
 from leeky_twisted.core.raft import bootstrap_entries
+from leeky_twisted.executor import wire
+from leeky_twisted.executor.filemeta import CommandRejected
 from leeky_twisted.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.statemachine.remote import ExecutorRemoteError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 from tests.executor.test_feed import ControlledExecutor
 from tests.test_node import RecordingTransport, lead_by_hand, outcome, run
@@ -29,6 +32,13 @@ class Executor(ControlledExecutor):
 
     def close(self) -> Deferred[None]:
         return succeed(None)
+
+    def query(self, request: object) -> Deferred[object]:
+        """Refuse a bad query as the real client does: a JSON-RPC error."""
+        try:
+            return succeed(self.state.machine.query(str(request)))
+        except CommandRejected as e:
+            return fail(ExecutorRemoteError(wire.COMMAND_REJECTED, str(e)))
 
 
 class Cluster:
@@ -161,3 +171,13 @@ def test_a_hung_executor_counts_as_down_before_its_call_times_out(tmp_path: Path
     finally:
         c.node.stop()
         c.executor.state.close()
+
+
+def test_a_query_the_executor_refuses_is_invalid_request_not_an_internal_error(
+    cluster: Cluster,
+) -> None:
+    """``query FROB``: the executor's refusal reaches the client as InvalidRequest."""
+    got = outcome(cluster.node.read("FROB", linearizable=True, timeout=5))
+    cluster.run(0.2)
+    assert len(got) == 1 and got[0].check(InvalidRequest), got
+    assert "queries are READ <name> or LIST" in str(got[0].value)
