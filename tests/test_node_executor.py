@@ -44,7 +44,7 @@ class Executor(ControlledExecutor):
 class Cluster:
     """Node 1 with a controlled executor, leader of ``voters`` by hand; peers ack by hand."""
 
-    def __init__(self, directory: Path, voters: list[str]) -> None:
+    def __init__(self, directory: Path, voters: list[str], **settings: Any) -> None:
         self.clock = task.Clock()
         self.executor = Executor(str(directory))
         log_store, stable = MemoryLogStore(), MemoryStableStore()
@@ -61,7 +61,7 @@ class Cluster:
             MemorySnapshotStore(),
             self.transport,
             KeyValueStateMachine(),
-            NodeSettings(tick_interval=0.05, executor_down_after=2.0),
+            NodeSettings(tick_interval=0.05, executor_down_after=2.0, **settings),
             rng=random.Random(1),
             executor=self.executor,
         )
@@ -181,3 +181,20 @@ def test_a_query_the_executor_refuses_is_invalid_request_not_an_internal_error(
     cluster.run(0.2)
     assert len(got) == 1 and got[0].check(InvalidRequest), got
     assert "queries are READ <name> or LIST" in str(got[0].value)
+
+
+def test_an_executor_cluster_snapshots_by_bytes_too(tmp_path: Path) -> None:
+    """Large commands reach --snapshot-bytes long before the entry count: the executor's
+    state is snapshotted and the log compacted."""
+    c = Cluster(tmp_path / "ex", ["1"], snapshot_bytes=4000, snapshot_trailing=1000)
+    try:
+        for i in range(30):
+            assert c.submit(f"ADD {'f' * 200}{i} 1".encode())[0]["size"] == 1
+        c.run(0.5)
+        status = c.node.status()
+        assert status["snapshot_index"] > 0
+        assert c.node.snapshot_store.latest() is not None
+        assert status["log_entries"] < 30
+    finally:
+        c.node.stop()
+        c.executor.state.close()
