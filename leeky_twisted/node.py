@@ -821,7 +821,11 @@ class RaftNode:
             return
         if self.feed.stalled_for() < self.settings.executor_down_after:
             return
-        for index in [i for i in self._waiters if i <= core.commit]:
+        for index in [i for i in self._waiters if i in self._entry_terms]:  # committed
+            term = self._entry_terms.pop(index)
+            if self._waiters[index].term != term:
+                self._fail_waiter(index, NotCommitted(f"entry {index} was replaced"))
+                continue
             self._fail_waiter(
                 index,
                 CommitTimeout(
