@@ -246,7 +246,11 @@ class RemoteStateMachineExecutor:
     # ---------------------------------------------------- IAsyncStateMachine
 
     def last_applied(self) -> Deferred[int]:
-        """Fire with the executor's durable last applied index."""
+        """Fire with the executor's durable last applied index.
+
+        Errbacks with ExecutorRemoteError (OWNER_MISMATCH) when the executor is
+        bound to another owner: its index counts someone else's entries.
+        """
 
         def pick(status: Any) -> int:
             if not isinstance(status, dict):
