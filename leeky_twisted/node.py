@@ -79,6 +79,9 @@ class NodeSettings:
 
     tick_interval: float = 0.05
     snapshot_entries: int = 100000  #: take a snapshot after this many applied entries
+    #: also take one once the entries applied since the last snapshot hold this
+    #: many bytes of data (large values must not grow the log to gigabytes)
+    snapshot_bytes: int = 64 * 1024 * 1024
     snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
@@ -86,6 +89,9 @@ class NodeSettings:
     #: write small batches on the reactor thread while recent writes took less
     #: than this many seconds (0: every write goes to the disk thread)
     inline_persist_seconds: float = 0.002
+    #: a remote executor that has kept the feed waiting this many seconds is down:
+    #: its node, if leader, refuses new requests and hands leadership on
+    executor_down_after: float = 3.0
     #: the voters (id, address context) a brand-new cluster starts with, written
     #: as its first log entries when the storage is empty; empty for a joiner
     bootstrap: list[tuple[str, bytes]] = field(default_factory=list)
@@ -127,6 +133,13 @@ def decode_snapshot(data: bytes) -> tuple[dict[str, dict[str, str]], bytes]:
         raise ValueError("snapshot too short")
     (n,) = struct.unpack(">I", data[:4])
     return json.loads(data[4 : 4 + n]), data[4 + n :]
+
+
+def check_peer_address(address: str) -> None:
+    """Raise ValueError unless ``address`` is ``HOST:PORT`` with a port in 1-65535."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
 
 
 def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
@@ -194,6 +207,11 @@ class RaftNode:
         self._inflight = False
         self._snapshotting = False
         self._trailing = self.settings.snapshot_trailing
+        #: bytes of entry data applied since start, and that count when the latest
+        #: snapshot (or the one being taken) was taken: cheap to keep on the hot path
+        self._applied_bytes = 0
+        self._bytes_at_snapshot = 0
+        self._bytes_mark = 0
         self._ticker: task.LoopingCall | None = None
         self._synced_hs = HardState(self.core.term, self.core.voted_for, 0, self._loaded_abstaining)
         self.leader_changes = 0
@@ -213,6 +231,7 @@ class RaftNode:
         self.on_peer_rtt: Callable[[str, float], None] | None = None  #: heartbeat round trips
         self._heartbeats_out: dict[tuple[str, int], float] = {}
         self.feed: Any = None
+        self._executor_handoff_at = -1e18  #: when leadership was last handed on for it
         self._entry_terms: dict[int, int] = {}  # NORMAL entries waiting on the executor
         if executor is not None:
             from leeky_twisted.statemachine.remote import ExecutorFeed
@@ -331,6 +350,8 @@ class RaftNode:
         """
         self._catch_up(at_least=1)
         self._expire()
+        if self.feed is not None:
+            self._check_executor()
         self._schedule()
 
     def _catch_up(self, at_least: int = 0) -> None:
@@ -395,6 +416,9 @@ class RaftNode:
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
+        down = self._executor_down()
+        if down is not None:
+            return defer.fail(down)
         try:
             index, term = self.core.propose(command)
         except NotLeaderError as e:
@@ -425,6 +449,9 @@ class RaftNode:
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
+        down = self._executor_down()
+        if down is not None:
+            return defer.fail(down)
         if not linearizable or self.settings.unsafe_stale_reads:
             return self._query(request)
         # A lease is judged on the ticks of real time: count any the reactor missed.
@@ -629,6 +656,7 @@ class RaftNode:
             self._apply(e)
             self.applied_index = e.index
         self.stats["applied"] += len(rd.committed_entries)
+        self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
         if self.feed is not None and rd.committed_entries:
             normal = EntryKind.NORMAL
             self.feed.enqueue(
@@ -754,10 +782,78 @@ class RaftNode:
     def _query(self, request: object) -> Deferred[Any]:
         """Ask the state machine (or the remote executor) a read-only question."""
         if self.feed is not None:
-            return self.executor.query(request)  # type: ignore[no-any-return]
+            from leeky_twisted.executor.wire import COMMAND_REJECTED
+            from leeky_twisted.statemachine.remote import ExecutorRemoteError, ExecutorUnavailable
+
+            def unavailable(f: Failure) -> Failure:
+                if f.check(ExecutorUnavailable):
+                    raise Unavailable(f"this node's executor cannot answer: {f.value}")
+                e = f.value
+                if isinstance(e, ExecutorRemoteError) and e.code == COMMAND_REJECTED:
+                    raise InvalidRequest(e.message)  # the executor refused the query itself
+                return f
+
+            return self.executor.query(request).addErrback(unavailable)  # type: ignore[no-any-return]
         return defer.maybeDeferred(self.state_machine.query, request)
 
     # ------------------------------------------------------- remote executor
+
+    def _executor_down(self) -> Unavailable | None:
+        """The error for a request this leader cannot serve: its executor is down."""
+        if self.feed is None or self.core.role is not Role.LEADER:
+            return None
+        stalled = self.feed.stalled_for()
+        if stalled < self.settings.executor_down_after:
+            return None
+        why = self.feed.last_error or "no answer"
+        return Unavailable(
+            f"executor down: this leader's executor has not answered for {stalled:.1f}s "
+            f"({why}); leadership moves to another voter if one can take it, retry"
+        )
+
+    def _check_executor(self) -> None:
+        """While this leader's executor is down, hand leadership to another voter.
+
+        A leader whose executor does not apply can commit but answer nobody:
+        clients would only see timeouts. The best-placed voter (recently heard
+        from, longest log) takes over; the core brings it up to date first. Its
+        executor's health is not known here: if it is down too, that node hands
+        leadership on in its turn. At most one attempt per ``executor_down_after``.
+        """
+        core = self.core
+        if core.role is not Role.LEADER or core.transferee is not None:
+            return
+        if self.feed.stalled_for() < self.settings.executor_down_after:
+            return
+        for index in [i for i in self._waiters if i in self._entry_terms]:  # committed
+            term = self._entry_terms.pop(index)
+            if self._waiters[index].term != term:
+                self._fail_waiter(index, NotCommitted(f"entry {index} was replaced"))
+                continue
+            self._fail_waiter(
+                index,
+                CommitTimeout(
+                    f"entry {index} is committed, but this leader's executor is down: it is "
+                    "applied once the executor is back; its result is unknown"
+                ),
+            )
+        now = self.reactor.seconds()
+        if now - self._executor_handoff_at < self.settings.executor_down_after:
+            return
+        candidates = [
+            (pr.match, nid)
+            for nid, pr in core.progress.items()
+            if nid != self.node_id and nid in core.configuration.voters and pr.recent_active
+        ]
+        if not candidates:
+            return  # none heard from lately (or a single voter): clients get Unavailable
+        self._executor_handoff_at = now
+        _, target = max(candidates)
+        log.warn("executor down: handing leadership to {target}", target=target)
+        try:
+            self.transfer_leadership(target)
+        except (LeekyError, ValueError) as e:
+            log.warn("could not hand leadership on: {why}", why=str(e))
 
     def _executor_applied(self, index: int, outcome: object) -> None:
         """Answer the request waiting on ``index`` with the executor's outcome."""
@@ -807,12 +903,21 @@ class RaftNode:
         else:
             self.state_machine.restore(state)
         self.applied_index = meta.index
+        self._bytes_at_snapshot = self._applied_bytes
         log.info("installed snapshot at {index}", index=meta.index)
+
+    def _snapshot_due(self, applied: int, base: int) -> bool:
+        """Whether the log since the snapshot at ``base`` is long or large enough to compact."""
+        if applied <= base:
+            return False
+        if applied - base >= self.settings.snapshot_entries:
+            return True
+        return self._applied_bytes - self._bytes_at_snapshot >= self.settings.snapshot_bytes
 
     def _maybe_snapshot(self) -> None:
         core = self.core
         base = core.snapshot_meta.index if core.snapshot_meta else 0
-        if self._snapshotting or core.applied - base < self.settings.snapshot_entries:
+        if self._snapshotting or not self._snapshot_due(core.applied, base):
             return
         if self.feed is not None:
             self._snapshot_executor(base)
@@ -831,6 +936,7 @@ class RaftNode:
             return False  # a received snapshot is not restored yet, or nothing new
         meta = core.snapshot_meta_at(core.applied)
         self._snapshotting = True
+        self._bytes_mark = self._applied_bytes
         head = encode_snapshot(self.addresses, b"")
         chunks = getattr(self.state_machine, "snapshot_chunks", None)
         # The state is captured now (consistent at meta.index); serializing it
@@ -844,9 +950,10 @@ class RaftNode:
 
     def _snapshot_executor(self, base: int) -> None:
         """Snapshot the remote executor's state at the index it has applied."""
-        if self.feed.applied_index - base < self.settings.snapshot_entries:
+        if not self._snapshot_due(self.feed.applied_index, base):
             return
         self._snapshotting = True
+        self._bytes_mark = self._applied_bytes
         d = self.feed.snapshot()
 
         def taken(result: tuple[int, bytes]) -> None:
@@ -864,6 +971,25 @@ class RaftNode:
 
         d.addCallbacks(taken, failed)
 
+    def _trailing_entries(self, index: int, trailing: int) -> int:
+        """Return how many of the ``trailing`` entries up to ``index`` to keep.
+
+        At most ``trailing``, and no more than a quarter of ``snapshot_bytes``
+        of data: large values must not keep gigabytes behind each snapshot.
+        Reads the in-memory log once per snapshot, never on the hot path.
+        """
+        budget = self.settings.snapshot_bytes // 4
+        log_ = self.core.log
+        kept = 0
+        i = index
+        while kept < trailing and i > log_.start:
+            budget -= len(log_.entry_at(i).data)
+            if budget < 0:
+                break
+            kept += 1
+            i -= 1
+        return kept
+
     def _serialize_step(
         self, meta: SnapshotMeta, pieces: Iterator[bytes], parts: list[bytes]
     ) -> None:
@@ -878,10 +1004,11 @@ class RaftNode:
 
     def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         trailing, self._trailing = self._trailing, self.settings.snapshot_trailing
-        upto = max(meta.index - trailing, 0)
-        if self.feed is not None:
-            upto = min(upto, self.feed.applied_index - self.settings.snapshot_trailing)
-            upto = max(upto, 0)
+        kept = self._trailing_entries(meta.index, trailing)
+        upto = max(meta.index - kept, 0)
+        mark = self._bytes_mark
+        if self.feed is not None:  # never past what the feed may still read back
+            upto = max(min(upto, self.feed.applied_index - kept), 0)
 
         def write() -> None:
             sink = self.snapshot_store.create(meta)
@@ -895,6 +1022,7 @@ class RaftNode:
 
         def finished(result: object) -> None:
             self._snapshotting = False
+            self._bytes_at_snapshot = max(self._bytes_at_snapshot, mark)
             log.info(
                 "snapshot at {index} ({size} bytes); log compacted to {upto}",
                 index=meta.index,
@@ -943,26 +1071,47 @@ class RaftNode:
 
         A new voter joins as a learner and is promoted once it holds the entry
         that added it (within the request timeout): a voter never starts empty.
+        A new member needs a peer address (given, or already known): without one
+        nobody could reach it. The address enters the address book only when the
+        entry that adds the member is applied, so a refused request leaves none.
         """
         nid = NodeId(node_id)
-        context = json.dumps({"peer": address}).encode() if address else b""
         if address:
-            self.addresses.setdefault(node_id, {})["peer"] = address
+            try:
+                check_peer_address(address)
+            except ValueError as e:
+                return defer.fail(InvalidRequest(f"add-server {node_id}: {e}"))
         cfg = self.core.configuration
+        known = address or self.addresses.get(node_id, {}).get("peer")
+        if not known and nid not in cfg.members():
+            return defer.fail(
+                InvalidRequest(
+                    f"add-server {node_id}: no peer address is known for it, so nobody could "
+                    f"reach it; give its Raft peer address: add-server {node_id} HOST:PORT"
+                )
+            )
+        context = json.dumps({"peer": address}).encode() if address else b""
         if voter and nid not in cfg.learners and nid not in cfg.voters:
-            return Deferred.fromCoroutine(self._add_voter(nid, context))
+            return Deferred.fromCoroutine(self._add_voter(nid, context, known or "?"))
         op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
         return self._config_change(ConfChange(op, nid, context))
 
-    async def _add_voter(self, nid: NodeId, context: bytes) -> Any:
+    async def _add_voter(self, nid: NodeId, context: bytes, address: str) -> Any:
         await self._config_change(ConfChange(ConfChangeOp.ADD_LEARNER, nid, context))
         deadline = self.reactor.seconds() + self.settings.request_timeout
         while True:
             try:
                 return await self._config_change(ConfChange(ConfChangeOp.ADD_VOTER, nid))
             except InvalidRequest as e:
-                if "not caught up" not in str(e) or self.reactor.seconds() >= deadline:
+                if "not caught up" not in str(e):
                     raise
+                if self.reactor.seconds() >= deadline:
+                    raise InvalidRequest(
+                        f"node {nid} joined as a learner but has not caught up within "
+                        f"{self.settings.request_timeout:g}s (is it running at {address}?); "
+                        "it stays a learner and does not count toward the quorum: run "
+                        f"add-server {nid} again once it has caught up, or remove-server {nid}"
+                    ) from None
             await task.deferLater(self.reactor, self.settings.tick_interval, lambda: None)
 
     def remove_server(self, node_id: str) -> Deferred[Any]:

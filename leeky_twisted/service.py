@@ -108,6 +108,7 @@ class NodeOptions:
     election_ticks: int = 10
     request_timeout: float = 5.0
     snapshot_entries: int = 100000
+    snapshot_bytes: int = 64 * 1024 * 1024
     inline_write_budget: float = 0.002
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
@@ -464,6 +465,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
+        snapshot_bytes=opts.snapshot_bytes,
         snapshot_trailing=min(1000, opts.snapshot_entries // 4),
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,
@@ -533,11 +535,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     contact = ContactTracker(reactor)
     executor = None
     if opts.executor_url:
+        from leeky_twisted.statemachine.owner import node_executor_owner
         from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
 
-        executor = RemoteStateMachineExecutor(
-            reactor, opts.executor_url, owner=f"{opts.cluster_id}/{opts.node_id}"
-        )
+        owner = node_executor_owner(data, opts.cluster_id, opts.node_id)
+        executor = RemoteStateMachineExecutor(reactor, opts.executor_url, owner=owner)
     node = RaftNode(
         reactor,
         core_config,

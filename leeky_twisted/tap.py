@@ -143,6 +143,14 @@ class Options(usage.Options):
             _positive(int),
         ],
         [
+            "snapshot-bytes",
+            None,
+            64 * 1024 * 1024,
+            "Also take a snapshot once the entries applied since the last one hold "
+            "this many bytes (keys, values, commands), so large values cannot grow the log.",
+            _positive(int),
+        ],
+        [
             "inline-write-budget",
             None,
             0.002,
@@ -324,6 +332,7 @@ class Options(usage.Options):
             election_ticks=max(2, round(self["election-timeout"] / self["tick"])),
             request_timeout=self["request-timeout"],
             snapshot_entries=self["snapshot-entries"],
+            snapshot_bytes=self["snapshot-bytes"],
             inline_write_budget=self["inline-write-budget"],
             max_key_bytes=self["max-key-bytes"],
             max_value_bytes=self["max-value-bytes"],
@@ -388,8 +397,9 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.statemachine.owner import OwnerFileError
 
     try:
         return make_node_service(options.node_options)
-    except UnrecoverableStateError as e:
+    except (UnrecoverableStateError, OwnerFileError) as e:
         raise SystemExit(f"leekyraft: {e}") from None

@@ -56,6 +56,7 @@ from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import CommandError, UnknownSession
 
 __all__ = [
+    "EXECUTOR_REFUSES_KV",
     "ClientAPIProtocol",
     "ClientLocator",
     "KeyValueFrontend",
@@ -185,6 +186,8 @@ class KeyValueFrontend:
         self.timeout = timeout
         self._clock = clock
         self._forwarder = forwarder
+        #: the node applies entries in an executor process: no key-value store here
+        self.executor = getattr(node, "executor", None) is not None
 
     def close(self) -> Deferred[None]:
         """Close the forwarding connections, if any."""
@@ -195,6 +198,11 @@ class KeyValueFrontend:
         return self._forwarder.close()
 
     # ----------------------------------------------------------- validation
+
+    def _key_value_only(self) -> None:
+        """Refuse a key-value request on a cluster whose state machine is an executor."""
+        if self.executor:
+            raise InvalidRequest(EXECUTOR_REFUSES_KV)
 
     def _check_text(self, value: object, what: str, limit: int, *, empty: bool = True) -> str:
         if not isinstance(value, str):
@@ -239,6 +247,7 @@ class KeyValueFrontend:
         forwarded: bool = False,
     ) -> None:
         """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None."""
+        self._key_value_only()
         command = kv.Put(self._key(key), self._value(value), self._session(*(session or _NONE3)))
         wire = {"key": command.key, "value": command.value}
         await self._write(command, cc.Put, wire, lambda r: None, forwarded)
@@ -251,6 +260,7 @@ class KeyValueFrontend:
         forwarded: bool = False,
     ) -> bool:
         """Remove ``key``; return whether it existed."""
+        self._key_value_only()
         command = kv.Delete(self._key(key), self._session(*(session or _NONE3)))
         wire = {"key": command.key}
         existed: bool = await self._write(command, cc.Delete, wire, _field("existed"), forwarded)
@@ -266,6 +276,7 @@ class KeyValueFrontend:
         forwarded: bool = False,
     ) -> bool:
         """Set ``key`` to ``new`` if it holds ``expected`` (None: absent); return swapped."""
+        self._key_value_only()
         command = kv.Cas(
             self._key(key),
             None if expected is None else self._value(expected, "expected"),
@@ -285,6 +296,7 @@ class KeyValueFrontend:
         forwarded: bool = False,
     ) -> int:
         """Append ``suffix`` to the value of ``key``; return the new length."""
+        self._key_value_only()
         command = kv.Append(
             self._key(key), self._value(suffix, "suffix"), self._session(*(session or _NONE3))
         )
@@ -294,6 +306,7 @@ class KeyValueFrontend:
 
     async def get(self, key: object, *, stale: bool = False, forwarded: bool = False) -> str | None:
         """Return the value of ``key`` or None; linearizable (ReadIndex) unless ``stale``."""
+        self._key_value_only()
         request = kv.Get(self._key(key))
         where, value = await self._local_or_forward(
             lambda: self.node.read(request, not stale, self.timeout),
@@ -317,7 +330,7 @@ class KeyValueFrontend:
         if not text.strip():
             raise InvalidRequest("command must not be empty")
         data = text.encode("utf-8")
-        if getattr(self.node, "executor", None) is None:
+        if not self.executor:
             self._check_raw_command(data)
         where, result = await self._local_or_forward(
             lambda: self.node.propose(data, self.timeout),
@@ -335,6 +348,7 @@ class KeyValueFrontend:
         The leader that proposes it adds a random nonce, so ids stay unique
         even across clusters rebuilt from nothing.
         """
+        self._key_value_only()
         data = kv.encode_command(kv.RegisterSession(secrets.token_hex(8)))
         where, result = await self._local_or_forward(
             lambda: self.node.propose(data, self.timeout), forwarded, cc.RegisterSession, {}
@@ -350,7 +364,7 @@ class KeyValueFrontend:
     async def query(self, request: object, *, forwarded: bool = False) -> Any:
         """Answer a raw read-only request, linearizably (``GET key``, or ``READ f``)."""
         text = self._value(request, "request")
-        if getattr(self.node, "executor", None) is None:
+        if not self.executor:
             words = text.split()
             if len(words) != 2 or words[0].upper() != "GET":
                 raise InvalidRequest("the key-value store answers queries like: GET key")
@@ -403,6 +417,7 @@ class KeyValueFrontend:
         fall back to the full path, which waits for a leader or forwards.
         """
         try:
+            self._key_value_only()
             command = kv.Put(
                 self._key(key), self._value(value), self._session(*(session or _NONE3))
             )
@@ -429,6 +444,7 @@ class KeyValueFrontend:
     def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
         """Like :meth:`get`, on the hot path: straight to the node unless it refuses."""
         try:
+            self._key_value_only()
             request = kv.Get(self._key(key))
         except InvalidRequest as e:
             return fail(e)
@@ -538,6 +554,11 @@ class KeyValueFrontend:
 
 
 _NONE3: tuple[None, None, None] = (None, None, None)
+#: The answer to a key-value request on a cluster that runs an executor.
+EXECUTOR_REFUSES_KV = (
+    "this cluster runs an executor, not the key-value store: use submit/query "
+    "(e.g. leekyraft submit 'ADD f 100', leekyraft query 'READ f')"
+)
 LEADER_WAIT = 0.05  #: seconds between attempts while no leader is known
 LEADER_WAIT_LIMIT = 1.5  #: give up waiting for a leader after this (clients may retry)
 FORWARD_ROUNDS = 4  #: forwards tried when leader hints turn out stale

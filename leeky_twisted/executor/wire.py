@@ -20,9 +20,12 @@ Requests are JSON-RPC 2.0 calls with named params, ``POST``\\ed to ``/jsonrpc``:
 ``restore(owner, index, data)``
     Replace the whole state by a ``snapshot()``'s data taken at ``index``.
 
-``owner`` names the one Raft node an executor serves (``cluster/node``). The
-first mutating call binds the executor to it; calls from any other owner are
-refused with :data:`OWNER_MISMATCH`, so two nodes can never feed one executor.
+``owner`` names the one Raft node an executor serves (``cluster/node/token``,
+the token made once with the node's data: see
+:mod:`leeky_twisted.statemachine.owner`). The first mutating call binds the
+executor to it; calls from any other owner are refused with
+:data:`OWNER_MISMATCH`, so neither a second node nor a hand-driven call can
+write into a node's executor.
 """
 
 from __future__ import annotations

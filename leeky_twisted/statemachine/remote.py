@@ -246,11 +246,20 @@ class RemoteStateMachineExecutor:
     # ---------------------------------------------------- IAsyncStateMachine
 
     def last_applied(self) -> Deferred[int]:
-        """Fire with the executor's durable last applied index."""
+        """Fire with the executor's durable last applied index.
+
+        Errbacks with ExecutorRemoteError (OWNER_MISMATCH) when the executor is
+        bound to another owner: its index counts someone else's entries.
+        """
 
         def pick(status: Any) -> int:
             if not isinstance(status, dict):
                 raise ExecutorError(f"malformed status: {status!r:.100}")
+            owner = status.get("owner")
+            if owner is not None and owner != self.owner:
+                # Its last_applied counts someone else's log: never position on it.
+                message = f"this executor serves {str(owner)[:300]!r}, not {self.owner!r}"
+                raise ExecutorRemoteError(wire.OWNER_MISMATCH, message)
             return _index(status.get("last_applied"), "last_applied")
 
         return self.call("status").addCallback(pick)
@@ -382,6 +391,10 @@ class ExecutorFeed:
         self.reachable = False
         #: Consecutive failed calls.
         self.failures = 0
+        #: Why the last call failed, until one succeeds (for the node's status).
+        self.last_error: str | None = None
+        self._ok_at: float | None = None  # when a call last succeeded (or the feed started)
+        self._call_at = 0.0  # when the call in flight was sent
         self._buffer: deque[tuple[int, bytes | None]] = deque()
         self._spill_from: int | None = None
         self._reported = 0
@@ -409,6 +422,7 @@ class ExecutorFeed:
         if self._loop is not None:
             raise RuntimeError("already started")
         self._base = base_snapshot
+        self._ok_at = self.reactor.seconds()
         if base_snapshot is not None:
             # Entries up to the snapshot are in it: the node will not replay them.
             self.committed_index = max(self.committed_index, base_snapshot[0])
@@ -491,6 +505,23 @@ class ExecutorFeed:
         """Committed entries not applied yet."""
         return max(self.committed_index - self.applied_index, 0)
 
+    def stalled_for(self) -> float:
+        """Seconds the executor has kept the feed waiting: 0 while it answers.
+
+        Counted from the last successful call while calls fail, and from the
+        sending of the call in flight while one hangs (a paused executor
+        fails nothing until its call times out). The node judges the
+        executor down from this (``NodeSettings.executor_down_after``).
+        """
+        if self._ok_at is None or self._stopped:
+            return 0.0
+        now = float(self.reactor.seconds())
+        if not self.reachable:
+            return now - self._ok_at
+        if self._current is not None:
+            return now - self._call_at
+        return 0.0
+
     def status(self) -> dict[str, Any]:
         """Return the feed's figures for the node's status (JSON-able)."""
         return {
@@ -498,6 +529,7 @@ class ExecutorFeed:
             "executor_lag": self.lag,
             "executor_reachable": self.reachable,
             "executor_failures": self.failures,
+            "executor_error": self.last_error,
         }
 
     # ------------------------------------------------------------------ loop
@@ -524,6 +556,11 @@ class ExecutorFeed:
             try:
                 if not self._handshaken:
                     await self._handshake()
+                    if self._has_work():
+                        # It answers; a failure streak ends only once a call that
+                        # changes something succeeds (no fast loop on a refusal).
+                        self.reachable = True
+                        continue
                 elif self._controls:
                     await self._run_control(self._controls[0])
                 else:
@@ -541,6 +578,7 @@ class ExecutorFeed:
 
     async def _executor_call(self, d: Deferred[Any]) -> Any:
         self._current = d
+        self._call_at = self.reactor.seconds()
         try:
             return await d
         finally:
@@ -559,7 +597,18 @@ class ExecutorFeed:
     def _failed(self, e: Exception) -> None:
         self.failures += 1
         self._handshaken = False
-        if isinstance(e, ExecutorUnavailable):
+        self.last_error = str(e)
+        if isinstance(e, ExecutorRemoteError) and e.code == wire.OWNER_MISMATCH:
+            self.last_error = f"the executor refuses this node: {e.message}"
+            if self.reachable or self.failures == 1:
+                log.critical(
+                    "the executor refuses this node ({why}): it is bound to another owner, "
+                    "so its state was written by someone else (by hand, or another node) "
+                    "and is not this node's log. Give this node its own executor with an "
+                    "empty --data-dir: it catches up from the log or a snapshot. Retrying.",
+                    why=e.message,
+                )
+        elif isinstance(e, ExecutorUnavailable):
             if self.reachable or self.failures == 1:
                 log.warn(
                     "executor unreachable ({why}); holding back {lag} entries, retrying",
@@ -578,7 +627,9 @@ class ExecutorFeed:
                 lag=self.lag,
             )
         self.failures = 0
+        self.last_error = None
         self.reachable = True
+        self._ok_at = self.reactor.seconds()
 
     # ------------------------------------------------------------ handshake
 

@@ -502,3 +502,30 @@ def test_forwarding_to_a_silent_leader_gives_up_after_the_attempt_timeout(h):
     f = failure_of(d, CommitTimeout)
     assert "10.0.0.1:7001 is not answering" in str(f.value)
     assert h.net.clock.seconds() < 1.2
+
+
+@pytest.mark.parametrize(
+    "command, arguments",
+    [
+        (cc.Put, {"key": "k", "value": "v"}),
+        (cc.Get, {"key": "k"}),
+        (cc.Get, {"key": "k", "stale": True}),
+        (cc.Delete, {"key": "k"}),
+        (cc.Cas, {"key": "k", "new": "v"}),
+        (cc.Append, {"key": "k", "suffix": "v"}),
+        (cc.RegisterSession, {}),
+    ],
+)
+def test_key_value_requests_on_an_executor_cluster_are_refused_clearly(command, arguments):
+    """On a node with an executor, KV requests get one clear InvalidRequest; nothing is proposed."""
+    h = Harness()
+    h.leader.executor = object()  # the node applies entries in an executor process
+    h.follower.executor = object()
+    h.net.serve(LEADER, h.leader)
+    h.net.serve(FOLLOWER, h.follower)
+    for address, node in ((LEADER, h.leader), (FOLLOWER, h.follower)):
+        f = failure_of(h.call(h.client(address), command, **arguments), InvalidRequest)
+        assert "this cluster runs an executor" in str(f.value)
+        assert "use submit/query" in str(f.value)
+        assert node.calls == []
+    assert h.leader.calls == []

@@ -396,3 +396,28 @@ def test_named_params_are_checked_against_the_signature(h):
         ).encode()
     )
     assert answer["result"] is True
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("put", ["k", "v"]),
+        ("get", ["k"]),
+        ("get", ["k", {"stale": True}]),
+        ("delete", ["k"]),
+        ("cas", ["k", None, "v"]),
+        ("append", ["k", "v"]),
+        ("register_session", []),
+    ],
+)
+def test_key_value_methods_on_an_executor_cluster_are_refused_clearly(method, params):
+    """On a node with an executor, KV methods answer invalid params naming submit/query."""
+    h = Harness()
+    h.leader.executor = object()  # set after the harness's frontend was built
+    frontend = make_frontend(h.leader, h.net.clock, connect=h.net.connect)
+    h.stub = StubTreq(make_http_site(frontend).resource)
+    error = h.error(method, *params)
+    assert error["code"] == INVALID_PARAMS
+    assert "this cluster runs an executor" in error["message"]
+    assert "use submit/query" in error["message"]
+    assert h.leader.calls == []

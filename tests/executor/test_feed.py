@@ -510,3 +510,20 @@ def test_a_no_op_tail_does_not_look_like_lost_state(harness: Harness) -> None:
         globalLogPublisher.removeObserver(observer)
     assert errors == []
     assert harness.executor.state.machine.query("READ a")["reads"] == 1
+
+
+def test_a_call_refused_every_time_backs_off_although_the_handshake_answers(
+    harness: Harness,
+) -> None:
+    """The executor answers ``status`` but refuses every batch (here: bound to another
+    owner): the retries back off as for an executor that is down, and the status says why."""
+    harness.executor.state.execute_batch("someone-else", [(1, b"ADD x")])
+    harness.feed.start()
+    harness.run()
+    harness.feed.enqueue([(2, b"ADD a")])
+    harness.run(10.0)
+    batches = [c for c in harness.executor.calls if c[0] == "apply_batch"]
+    assert len(batches) <= 15  # 0.1, 0.2, 0.4, 0.8, then 1 s apart: not every 0.1 s
+    assert harness.feed.failures >= len(batches)
+    assert harness.feed.status()["executor_error"] is not None
+    assert harness.reported == []

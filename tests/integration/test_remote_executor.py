@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, NodeProcess, free_ports, jsonrpc
+from leeky_twisted.localcluster import LocalCluster, NodeProcess, RpcError, free_ports, jsonrpc
 
 pytestmark = pytest.mark.integration
 
@@ -117,5 +117,57 @@ def test_executor_processes_apply_the_log_exactly_once_through_restarts(tmp_path
             record = c.executor_rpc(n.node_id, "query", "READ f")
             assert record["reads"] == 1  # READ f was applied exactly once everywhere
         assert jsonrpc(leader.http_port, "query", "READ f")["reads"] == 1
+    finally:
+        c.stop()
+
+
+def leekyraft(c: ExecutorCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``leekyraft`` command line against the cluster's client ports."""
+    cli = str(Path(sys.executable).parent / "leekyraft")
+    cluster = ",".join(f"127.0.0.1:{n.client_port}" for n in c.nodes)
+    return subprocess.run(
+        [cli, "--cluster", cluster, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_kv_commands_are_refused_and_a_leader_without_executor_hands_over(tmp_path):
+    """`get`/`put` on an executor cluster: exit 5 naming submit/query. Then the leader's
+    executor dies: writes are answered (Unavailable at worst, never a hang), leadership
+    moves to a node whose executor applies, and writes succeed again."""
+    c = ExecutorCluster(tmp_path / "exec")
+    try:
+        for n in c.nodes:
+            c.start_executor(n.node_id)
+        c.start()
+        leader = c.wait_for_leader()
+        assert jsonrpc(leader.http_port, "submit", "ADD f 1")["name"] == "f"
+        for args in (["get", "k"], ["put", "k", "v"]):
+            r = leekyraft(c, *args)
+            assert r.returncode == 5, (r.stdout, r.stderr)
+            assert "this cluster runs an executor" in r.stderr + r.stdout
+            assert "Traceback" not in r.stderr + r.stdout
+
+        c.kill_executor(leader.node_id)
+        attempts = iter(range(1000))
+
+        def a_write_lands():
+            name = f"g{next(attempts)}"  # each attempt a new file: a retry may have landed
+            try:
+                jsonrpc(leader.http_port, "submit", f"ADD {name}", timeout=10)
+            except RpcError as e:  # refused or unknown while the leadership moves: retry
+                assert e.error["code"] != -32603, e.error  # never an internal error
+                assert "executor" in e.error["message"] or "leader" in e.error["message"]
+                return False
+            new = c.leader()
+            return new is not None and new is not leader
+
+        c.wait_for("a write through a new leader", a_write_lands, timeout=60)
+        new_leader = c.leader()
+        assert new_leader is not None and new_leader is not leader
+        assert jsonrpc(new_leader.http_port, "query", "READ f")["reads"] == 0
     finally:
         c.stop()
