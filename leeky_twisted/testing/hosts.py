@@ -87,9 +87,18 @@ class SimReactor:
 
     def callLater(self, delay: float, func: Callable[..., Any], *args: Any) -> SimCall:
         call = SimCall(self.now + max(delay, 0.0), func, args)
+        self._push(call)
+        return call
+
+    def postpone(self, call: SimCall, when: float) -> None:
+        """Run ``call`` again at ``when`` (it stays the same call: cancelling it works)."""
+        call.time = when
+        call.called = False
+        self._push(call)
+
+    def _push(self, call: SimCall) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (call.time, self._seq, call))
-        return call
 
     def run_until(self, when: float) -> None:
         """Run every call due at or before ``when``; the clock ends at ``when``."""
@@ -122,17 +131,15 @@ class NodeClock:
         if len(self._calls) > 256:
             self._calls = [c for c in self._calls if c.active()]
         call = self.reactor.callLater(delay, self._fire, func, args)
+        call.args = (func, args, call)
         self._calls.append(call)
         return call
 
-    def _fire(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def _fire(self, func: Callable[..., Any], args: tuple[Any, ...], call: SimCall) -> None:
         if self._dead:
             return
-        now = self.reactor.now
-        if now < self.stalled_until:  # the reactor is blocked: run it when it wakes
-            self._calls.append(
-                self.reactor.callLater(self.stalled_until - now, self._fire, func, args)
-            )
+        if self.reactor.now < self.stalled_until:  # the reactor is blocked: run it when it wakes
+            self.reactor.postpone(call, self.stalled_until)
             return
         try:
             func(*args)
