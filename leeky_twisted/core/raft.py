@@ -583,7 +583,9 @@ class RaftCore:
             # Our storage may have lost a vote or an acknowledgement: only a
             # candidate that never saw a leader (a brand-new cluster) may count us.
             self._log(f"abstain from voting for {m.sender}: storage started empty")
-            self._send(RequestVoteResponse(self.id, m.sender, m.term, False, m.pre_vote))
+            # Our own term, as any refusal: a pre-vote answered with the
+            # candidate's next term would end its pre-candidacy.
+            self._send(RequestVoteResponse(self.id, m.sender, self.term, False, m.pre_vote))
             return
         can_vote = (
             self.voted_for == m.sender

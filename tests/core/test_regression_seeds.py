@@ -30,6 +30,13 @@ REGRESSIONS = {
         "answered. Fixed in node.py (_wait_for): the older request is told its entry "
         "was replaced."
     ),
+    1182: (
+        "Found by the 20,000-seed soak: a voter whose disk was wiped abstains from votes, "
+        "but answered a pre-vote with the candidate's next term, which ended the "
+        "candidate's pre-candidacy every time; with the wiped voter's vote never needed, "
+        "the two healthy voters still never elected a leader. Fixed in core/raft.py: an "
+        "abstaining node refuses with its own term, as any refusal does."
+    ),
 }
 
 
