@@ -414,11 +414,13 @@ def _oversized_http(host: str, port: int, stop: threading.Event, out: dict[str, 
             continue
         try:
             sock.sendall(oversized_http_post(100 << 20, host))
-            got = _read_for(sock, 1.0)
+            got = _read_for(sock, 3.0)
         except OSError:
             got = b""
         finally:
             sock.close()
+        if not got and stop.is_set():
+            break  # cut short by the end of the attack, not by the node
         code = got[9:12].decode(errors="replace") if got.startswith(b"HTTP/1.1 ") else "none"
         codes[code] = codes.get(code, 0) + 1
         stop.wait(0.2)

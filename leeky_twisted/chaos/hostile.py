@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -91,6 +92,18 @@ def _rss(node: ClusterNode) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def _connect_probe(host: str, port: int, tries: int = 5) -> str:
+    """Return how many of ``tries`` TCP connects from here completed within 1 s ("k/n")."""
+    done = 0
+    for _ in range(tries):
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            done += 1
+        except OSError:
+            pass
+    return f"{done}/{tries}"
 
 
 class _Attack(Nemesis):
@@ -346,6 +359,7 @@ class ConnectionFlood(_Attack):
         super().__init__()
         self._target: ClusterNode | None = None
         self._per_host: dict[int, int] = {}
+        self._probe = ""
 
     def _plan(
         self, cluster: NetnsCluster, rng: random.Random
@@ -377,12 +391,15 @@ class ConnectionFlood(_Attack):
         if final:
             if target.alive() and not target.paused and cluster.status(target, 3.0) is None:
                 self._note(f"conn-flood: follower {target.node_id} did not answer a status call")
+            self._probe = _connect_probe(target.address, HTTP_PORT)
             self._leader_during(cluster)
 
     def _judge(self, cluster: NetnsCluster, result: dict[str, Any]) -> None:
         target = self._target
         if target is None:
             return
+        # information, not a check: others' connects that found the accept queue full
+        result["others_connects_within_1s"] = self._probe
         for port, cap in self._per_host.items():
             still = result.get("still_open", {}).get(f"{target.address}:{port}")
             if still is not None and still > cap:

@@ -163,9 +163,9 @@ def test_rig_catches_a_broken_read_path_under_partitions(tmp_path: Path):
 
 HOSTILE_SECONDS = float(os.environ.get("LEEKY_HOSTILE_SECONDS", "8"))
 HOSTILE_SCHEDULE = (3.0, 4.0), (1.0, 1.5)  # fault, quiet (seconds)
-#: The flood must get past the per-address cap within one fault: a cap of 200
-#: per port (100 per address) instead of the default sized from the open-files limit.
-HOSTILE_ARGS = {"conn-flood": [*NODE_TIMING, "--max-client-connections", "200"]}
+#: The flood must get past the per-address cap within one fault: a cap of 100
+#: per port (50 per address) instead of the default sized from the open-files limit.
+HOSTILE_ARGS = {"conn-flood": [*NODE_TIMING, "--max-client-connections", "100"]}
 
 
 def _hostile(nemesis: str, out: Path, seconds: float = HOSTILE_SECONDS, **kwargs: object):
