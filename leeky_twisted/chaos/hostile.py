@@ -272,7 +272,7 @@ class ForgedGossip(_Attack):
                 outsiders = sorted(config - ids)
                 if outsiders:
                     self._note(f"outsider(s) {outsiders} in node {node.node_id}'s configuration")
-                gone = sorted(voters - {str(v) for v in st.get("voters", [])}, key=int)
+                gone = sorted(voters - {str(v) for v in st.get("voters", [])})
                 if gone:
                     self._note(f"voter(s) {gone} removed (node {node.node_id}'s configuration)")
             samples = cluster.metrics(node)
@@ -350,7 +350,12 @@ class HugeTermPeer(_Attack):
 
 
 class ConnectionFlood(_Attack):
-    """Idle connections past the per-address cap on a follower's client ports."""
+    """Idle connections past the per-address cap on a follower's client ports.
+
+    The per-address cap is taken as half the port's cap (``leeky_connections_cap``),
+    the node's default; a cluster run with ``--max-connections-per-host`` would
+    need it told.
+    """
 
     name = "conn-flood"
     kind = "flood"

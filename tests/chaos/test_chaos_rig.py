@@ -109,6 +109,44 @@ def test_network_connects_blocks_heals_and_is_deleted():
     assert net.host_link not in links
 
 
+def test_attacker_namespace_reaches_the_nodes_and_is_deleted():
+    """The attacker's namespace is made on first use, on the bridge, and deleted with the rest."""
+    net = NetnsNetwork(1)
+    net.create()
+    try:
+        assert net.attacker_slot.namespace not in _namespaces()
+        attacker = net.attacker()
+        assert net.attacker() is attacker  # made once
+        assert attacker.namespace in _namespaces()
+        node = net.slots[0]
+        server = subprocess.Popen(
+            net.exec_argv(node, ["python3", "-m", "http.server", "--bind", node.address, "8000"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            probe = [
+                "python3", "-c",
+                "import socket,sys,time\n"
+                "for _ in range(50):\n"
+                "    try:\n"
+                f"        s = socket.create_connection(('{node.address}', 8000), timeout=0.5)\n"
+                "        print(s.getsockname()[0]); sys.exit(0)\n"
+                "    except OSError:\n"
+                "        time.sleep(0.1)\n"
+                "sys.exit(1)",
+            ]  # fmt: skip
+            done = subprocess.run(net.exec_argv(attacker, probe), capture_output=True, text=True)
+            assert done.returncode == 0
+            assert done.stdout.strip() == attacker.address  # its own address, not the host's
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    finally:
+        assert net.delete() == []
+    assert attacker.namespace not in _namespaces()
+
+
 def test_network_that_fails_half_way_deletes_what_it_made():
     """A create() that fails part way leaves nothing of its own behind."""
     probe = NetnsNetwork(3)
