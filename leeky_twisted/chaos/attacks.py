@@ -11,7 +11,8 @@ each prints one JSON line saying what it did and what the node answered.
 =================  ==========================================================
 ``gossip``         forged JOIN / SYNC datagrams (a fake node joining; real
                    members LEFT, SUSPECT, DEAD at high incarnations), sent
-                   unsigned or signed with a wrong key
+                   unsigned or signed with a wrong key (and, given the key,
+                   the claims about real members signed with it)
 ``peer``           a Hello on a peer port (with no proof, a forged proof, or
                    a real one for a key holder), then RequestVote, Heartbeat
                    and AppendEntries with terms 2**64-1 and 2**63
@@ -245,6 +246,9 @@ def attack_gossip(args: dict[str, Any], stop: threading.Event) -> dict[str, Any]
     wrong_key = secrets.token_hex(32).encode()
     packets = forged_gossip(args["cluster_id"], members, fake, None)
     packets += forged_gossip(args["cluster_id"], members, fake, wrong_key)
+    if args.get("key"):  # a key holder: the claims about the victims, validly signed
+        victims = {k: v for k, v in members.items() if k in args.get("victims", members)}
+        packets += forged_gossip(args["cluster_id"], victims, fake, args["key"].encode())[2:]
     targets = [(h, int(p)) for h, p in args["targets"]]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((args.get("bind", "0.0.0.0"), int(args["fake_port"])))

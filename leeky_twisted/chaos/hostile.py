@@ -29,7 +29,11 @@ the runner adds to the report (a run with a problem fails).
                    cut off (the AMP one before it is all sent, the HTTP one
                    answered 413), the node keeps answering, its memory stays
                    within SLOW_RSS_GROWTH
-``hostile``        one of the four above, chosen at random for each fault
+``forged-gossip-keyed``  the same, plus the claims about real members signed
+                   with the cluster key (a key holder); nodes run with
+                   ``--dead-grace 2 --min-voters 1``. Checks the same, except
+                   that gossip may now believe a member LEFT: no voter removed
+``hostile``        one of the four above (not the keyed one), chosen at random
 =================  ===========================================================
 """
 
@@ -59,6 +63,7 @@ __all__ = [
     "HOSTILE",
     "ConnectionFlood",
     "ForgedGossip",
+    "ForgedGossipKeyed",
     "Hostile",
     "HugeTermPeer",
     "SlowClient",
@@ -237,6 +242,8 @@ class ForgedGossip(_Attack):
     def __init__(self) -> None:
         super().__init__()
         self._voters: set[str] = set()
+        #: the most members any node's gossip held in each state, during the faults
+        self._states_seen: dict[str, int] = {}
 
     def _plan(
         self, cluster: NetnsCluster, rng: random.Random
@@ -260,6 +267,9 @@ class ForgedGossip(_Attack):
         st = cluster.status(leader) if leader is not None else None
         return {str(v) for v in st.get("voters", [])} if st else _ids(cluster)
 
+    #: whether a member seen LEFT is a problem (not when the attacker holds the key)
+    left_is_wrong: ClassVar[bool] = True
+
     def _observe(self, cluster: NetnsCluster, final: bool) -> None:
         self._check(cluster, self._voters or _ids(cluster))
 
@@ -279,11 +289,14 @@ class ForgedGossip(_Attack):
             if samples is None:
                 continue
             gossip = {k: v for k, v in samples.items() if k.startswith("leeky_gossip_members{")}
+            for name, count in gossip.items():
+                state = name.split('"')[1] if '"' in name else name
+                self._states_seen[state] = max(self._states_seen.get(state, 0), int(count))
             if sum(gossip.values()) > len(ids):
                 self._note(
                     f"node {node.node_id}'s gossip knows more members than the {len(ids)} nodes"
                 )
-            if samples.get('leeky_gossip_members{state="left"}', 0) > 0:
+            if self.left_is_wrong and samples.get('leeky_gossip_members{state="left"}', 0) > 0:
                 self._note(f"node {node.node_id}'s gossip sees a member LEFT")
             if samples.get('leeky_raft_members{raft_role="not in configuration"}', 0) > 0:
                 self._note(f"node {node.node_id} knows a node outside the configuration")
@@ -294,8 +307,42 @@ class ForgedGossip(_Attack):
             self._check(cluster, self._voters or _ids(cluster))
 
     def _judge(self, cluster: NetnsCluster, result: dict[str, Any]) -> None:
+        result["gossip_states_seen"] = dict(self._states_seen)
         if not result.get("datagrams"):
             self._note("forged-gossip: no datagram was sent")
+
+
+class ForgedGossipKeyed(ForgedGossip):
+    """Forged gossip, plus the claims about real members signed with the cluster key.
+
+    A key holder can make gossip believe a member (a follower picked for each
+    fault) LEFT (sent as that member), SUSPECT or DEAD; what it must never do is
+    make the autopilot remove a voter the leader still hears. The nodes run
+    with ``--dead-grace 2 --min-voters 1`` so that a removal on gossip's word
+    alone would happen within one fault. Not part of ``hostile``: that grace
+    would let the autopilot remove a voter another nemesis killed.
+    """
+
+    name = "forged-gossip-keyed"
+    left_is_wrong = False
+
+    def _plan(
+        self, cluster: NetnsCluster, rng: random.Random
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        args, detail, nodes = super()._plan(cluster, rng)
+        if cluster.key is not None:
+            # one victim, a follower: claims about every member would leave no healthy
+            # quorum to remove it from, and the autopilot would refuse for that alone
+            leader = cluster.leader()
+            victim = rng.choice([n for n in cluster.nodes if n is not leader] or cluster.nodes)
+            args["key"] = cluster.key.decode()
+            args["victims"] = [victim.node_id]
+            detail += f"; signed with the cluster key: {victim.node_id} LEFT/SUSPECT/DEAD"
+        return args, detail, nodes
+
+    def node_args(self) -> list[str]:
+        """A grace short enough for a removal on gossip's word to show within a fault."""
+        return ["--dead-grace", "2", "--min-voters", "1"]
 
 
 class HugeTermPeer(_Attack):

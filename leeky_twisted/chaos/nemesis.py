@@ -105,6 +105,10 @@ class Nemesis:
         """Return what each attack of this nemesis reported (hostile nemeses only)."""
         return []
 
+    def node_args(self) -> list[str]:
+        """Return options the nodes must run with for this nemesis (appended last)."""
+        return []
+
 
 def _ids(nodes: Sequence[ClusterNode]) -> list[str]:
     return sorted((n.node_id for n in nodes), key=int)
@@ -298,6 +302,10 @@ class Mixed(Nemesis):
         """Return every choice's attack reports."""
         return [r for choice in self.choices for r in choice.reports()]
 
+    def node_args(self) -> list[str]:
+        """Return every choice's node options."""
+        return [a for choice in self.choices for a in choice.node_args()]
+
 
 _SIMPLE: list[type[Nemesis]] = [
     Partition,
@@ -308,9 +316,9 @@ _SIMPLE: list[type[Nemesis]] = [
     Pause,
 ]
 # The hostile nemeses build on the classes above (a late import, not a cycle).
-from leeky_twisted.chaos.hostile import HOSTILE, Hostile  # noqa: E402
+from leeky_twisted.chaos.hostile import HOSTILE, ForgedGossipKeyed, Hostile  # noqa: E402
 
-_ALL: list[type[Nemesis]] = [*_SIMPLE, Mixed, *HOSTILE, Hostile]
+_ALL: list[type[Nemesis]] = [*_SIMPLE, Mixed, *HOSTILE, ForgedGossipKeyed, Hostile]
 NEMESES: dict[str, type[Nemesis]] = {cls.name: cls for cls in _ALL}
 
 

@@ -285,6 +285,7 @@ def run_chaos(
     extra = list(NODE_TIMING if node_args is None else node_args)
     if unsafe_stale_reads:
         extra.append("--unsafe-stale-reads")
+    extra += the_nemesis.node_args()
     report = ChaosReport(
         nemesis=the_nemesis.name,
         nodes=nodes,

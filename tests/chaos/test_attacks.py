@@ -26,6 +26,7 @@ from leeky_twisted.chaos.hostile import (
     TERM_BOUND,
     ConnectionFlood,
     ForgedGossip,
+    ForgedGossipKeyed,
     Hostile,
     HugeTermPeer,
     SlowClient,
@@ -103,6 +104,61 @@ def test_forged_gossip_with_a_wrong_key_fails_the_real_key():
         assert gossip_codec.decode(p, CLUSTER, wrong).sender in ("intruder7", "1", "2")
         with pytest.raises(gossip_codec.BadAuthentication):
             gossip_codec.decode(p, CLUSTER, KEY)
+
+
+def _gossip_args(port: int, **more: Any) -> dict[str, Any]:
+    return {
+        "cluster_id": CLUSTER,
+        "members": {k: list(v) for k, v in MEMBERS.items()},
+        "fake_id": "intruder7",
+        "fake_host": "127.0.0.1",
+        "fake_port": 0,
+        "bind": "127.0.0.1",
+        "targets": [["127.0.0.1", port]],
+        "interval": 0.01,
+        **more,
+    }
+
+
+def _collect(args: dict[str, Any], sink: socket.socket, n: int) -> tuple[list[bytes], dict]:
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(attacks.attack_gossip(args, stop)))
+    worker.start()
+    try:
+        got = [sink.recv(2048) for _ in range(n)]
+    finally:
+        stop.set()
+        worker.join(10)
+    return got, result
+
+
+def test_key_holder_signs_only_the_claims_about_its_victims():
+    """Given the key, the attack adds validly signed LEFT/SUSPECT/DEAD about the victims only."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    args = _gossip_args(sink.getsockname()[1], key=KEY.decode(), victims=["2"])
+    try:
+        got, result = _collect(args, sink, 200)
+    finally:
+        sink.close()
+    signed = []
+    for data in got:
+        try:
+            signed.append(gossip_codec.decode(data, CLUSTER, KEY))
+        except gossip_codec.BadAuthentication:
+            continue
+    assert signed
+    about = {r.node_id for p in signed for r in p.records}
+    assert about == {"2"}  # never the fake node, never another member
+    assert {r.state for p in signed for r in p.records} == {
+        MemberState.LEFT,
+        MemberState.SUSPECT,
+        MemberState.DEAD,
+    }
+    per_member = len(attacks.FORGED_INCARNATIONS) * 2
+    assert result["kinds"] == 2 * (2 + 2 * per_member) + per_member
 
 
 def test_gossip_attack_sends_until_stopped():
@@ -360,6 +416,30 @@ def test_slow_client_judge_catches_an_oversized_request_read_whole():
     bad = {"amp_never_closed": 1, "http_oversized_answers": {"200": 1}}
     nemesis._judge(_Cluster({}, {}), bad)  # type: ignore[arg-type]
     assert len(nemesis.problems()) == 3
+
+
+def test_keyed_forged_gossip_runs_the_nodes_with_a_short_grace():
+    """The keyed variant needs a removal on gossip's word to show within one fault."""
+    nemesis = make_nemesis("forged-gossip-keyed")
+    assert isinstance(nemesis, ForgedGossipKeyed)
+    assert nemesis.node_args() == ["--dead-grace", "2", "--min-voters", "1"]
+    assert make_nemesis("partition,forged-gossip-keyed").node_args() == nemesis.node_args()
+    assert make_nemesis("hostile").node_args() == []
+    assert "forged-gossip-keyed" not in {c.name for c in Hostile().choices}
+
+
+def test_keyed_forged_gossip_allows_a_member_seen_left_but_not_a_removal():
+    """A key holder can make gossip believe LEFT; a voter removed is still a problem."""
+    nemesis = ForgedGossipKeyed()
+    left = 'leeky_gossip_members{state="alive"} 2.0\nleeky_gossip_members{state="left"} 1.0\n'
+    cluster = _Cluster({"1": _status(["1", "2", "3"])}, {"1": left})
+    cluster.nodes += [_Node("2"), _Node("3")]
+    nemesis._check(cluster, {"1", "2", "3"})  # type: ignore[arg-type]
+    assert nemesis.problems() == []
+    cluster = _Cluster({"1": _status(["1", "3"])}, {"1": left})
+    cluster.nodes += [_Node("2"), _Node("3")]
+    nemesis._check(cluster, {"1", "2", "3"})  # type: ignore[arg-type]
+    assert nemesis.problems() == ["voter(s) ['2'] removed (node 1's configuration)"]
 
 
 def test_mixed_gathers_the_problems_of_its_choices():

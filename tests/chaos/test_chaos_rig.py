@@ -9,7 +9,7 @@ caught. Set ``LEEKY_CHAOS_OUT`` to keep each run's folder (history, report, node
 logs); by default they go to pytest's tmp_path.
 
 The hostile nemeses run shorter (``LEEKY_HOSTILE_SECONDS``, default 8) on 3
-nodes, so the four of them and the rig's own check take about 80 s.
+nodes, so the five of them and the rig's own check take about 90 s.
 
 Run: ``sudo .venv/bin/pytest -m netns tests/chaos -s`` (``-s`` shows each report).
 """
@@ -249,6 +249,20 @@ def test_cluster_keeps_every_write_and_stays_available_under_hostile(nemesis: st
     else:
         assert attack["amp_closed_after"] and not attack.get("amp_never_closed"), summary
         assert set(attack["http_oversized_answers"]) == {"413"}, summary
+    assert report.ok
+
+
+def test_a_key_holders_forged_gossip_never_removes_a_voter(tmp_path: Path):
+    """Signed with the cluster key, "follower X LEFT" (as X), SUSPECT and DEAD reach gossip;
+    with a 2 s grace and no floor on voters, the autopilot still removes no voter the
+    leader hears (and every write is kept)."""
+    report = _hostile("forged-gossip-keyed", _out(tmp_path, "forged-gossip-keyed"))
+    summary = report.render()
+    assert report.faults and report.attacks, summary
+    assert "--dead-grace" in report.options["node_args"], summary
+    assert report.attacks[0]["kinds"] > 52, summary  # the signed claims went out too
+    assert report.verdict == Verdict.LINEARIZABLE.value, summary
+    assert not report.problems, summary
     assert report.ok
 
 
