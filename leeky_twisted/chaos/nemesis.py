@@ -20,6 +20,11 @@ processes), whatever happened before, also on error.
 ``mixed``          one of the above, chosen at random for each fault
 =================  ===========================================================
 
+The hostile nemeses (``forged-gossip``, ``huge-term``, ``conn-flood``,
+``slow-client``, and ``hostile`` for one of them at random) attack from a
+namespace of their own: see :mod:`leeky_twisted.chaos.hostile`. A nemesis
+reports what it saw go wrong through :meth:`Nemesis.problems`.
+
 Clients are never partitioned: rules match only the nodes' own addresses, so
 the host's clients keep reaching every node (and see what a minority does).
 """
@@ -85,6 +90,24 @@ class Nemesis:
     def heal(self, cluster: NetnsCluster) -> None:
         """End the fault started last (harmless when there is none)."""
         raise NotImplementedError
+
+    def stop(self, cluster: NetnsCluster) -> None:
+        """End anything of its own still running (an attack process); no checks."""
+
+    def final_check(self, cluster: NetnsCluster) -> None:
+        """Check the healed cluster for what this nemesis may have broken."""
+
+    def problems(self) -> list[str]:
+        """Return what this nemesis saw go wrong (the runner fails a run that has any)."""
+        return []
+
+    def reports(self) -> list[dict[str, object]]:
+        """Return what each attack of this nemesis reported (hostile nemeses only)."""
+        return []
+
+    def node_args(self) -> list[str]:
+        """Return options the nodes must run with for this nemesis (appended last)."""
+        return []
 
 
 def _ids(nodes: Sequence[ClusterNode]) -> list[str]:
@@ -261,6 +284,28 @@ class Mixed(Nemesis):
             self._current.heal(cluster)
         self._current = None
 
+    def stop(self, cluster: NetnsCluster) -> None:
+        """Stop whatever any of the choices still runs."""
+        for choice in self.choices:
+            choice.stop(cluster)
+
+    def final_check(self, cluster: NetnsCluster) -> None:
+        """Run every choice's final check."""
+        for choice in self.choices:
+            choice.final_check(cluster)
+
+    def problems(self) -> list[str]:
+        """Return every choice's problems."""
+        return [p for choice in self.choices for p in choice.problems()]
+
+    def reports(self) -> list[dict[str, object]]:
+        """Return every choice's attack reports."""
+        return [r for choice in self.choices for r in choice.reports()]
+
+    def node_args(self) -> list[str]:
+        """Return every choice's node options."""
+        return [a for choice in self.choices for a in choice.node_args()]
+
 
 _SIMPLE: list[type[Nemesis]] = [
     Partition,
@@ -270,7 +315,10 @@ _SIMPLE: list[type[Nemesis]] = [
     KillRestart,
     Pause,
 ]
-_ALL: list[type[Nemesis]] = [*_SIMPLE, Mixed]
+# The hostile nemeses build on the classes above (a late import, not a cycle).
+from leeky_twisted.chaos.hostile import HOSTILE, ForgedGossipKeyed, Hostile  # noqa: E402
+
+_ALL: list[type[Nemesis]] = [*_SIMPLE, Mixed, *HOSTILE, ForgedGossipKeyed, Hostile]
 NEMESES: dict[str, type[Nemesis]] = {cls.name: cls for cls in _ALL}
 
 
@@ -353,6 +401,7 @@ def run_schedule(
         for fault in faults:
             if fault.end is None:
                 fault.end = clock()
+        nemesis.stop(cluster)
         errors = heal_everything(cluster)
         say("healed everything" + (f" (errors: {errors})" if errors else ""))
     return faults

@@ -36,15 +36,25 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from leeky_twisted import localcluster
+from leeky_twisted.clusterkey import (
+    DEFAULT_CLUSTER_ID,
+    KEY_FILE_NAME,
+    cluster_id_from_key,
+    create_key_file,
+    read_key_file,
+)
 from leeky_twisted.localcluster import RpcError, twistd_path
 
 __all__ = [
+    "CLIENT_PORT",
+    "GOSSIP_PORT",
     "HTTP_PORT",
     "PEER_PORT",
     "NetnsCluster",
@@ -52,12 +62,15 @@ __all__ = [
     "NetnsNetwork",
     "NodeSlot",
     "netns_available",
+    "parse_metrics",
 ]
 
 PEER_PORT = 7000  #: every node's Raft port, on its own address
 CLIENT_PORT = 7001  #: every node's AMP client port
 HTTP_PORT = 7002  #: every node's JSON-RPC port
+GOSSIP_PORT = 7003  #: every node's gossip (UDP) port
 _HOST_OCTET = 254  #: the host end's last octet
+_ATTACKER_OCTET = 200  #: the attacker namespace's last octet (see NetnsNetwork.attacker)
 
 
 class NetnsError(RuntimeError):
@@ -145,8 +158,8 @@ class NetnsNetwork:
         prefix: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not 1 <= nodes <= 200:
-            raise ValueError("nodes must be between 1 and 200")
+        if not 1 <= nodes < _ATTACKER_OCTET:
+            raise ValueError(f"nodes must be between 1 and {_ATTACKER_OCTET - 1}")
         rng = rng or random.Random()
         self.prefix = prefix or f"lcx{rng.getrandbits(24):06x}"
         if len(self.prefix) > 9 or not self.prefix.isalnum():
@@ -162,6 +175,8 @@ class NetnsNetwork:
         self.slots = [
             NodeSlot(i, f"{self.prefix}-n{i}", f"{base}.{i}") for i in range(1, nodes + 1)
         ]
+        self.attacker_slot = NodeSlot(0, f"{self.prefix}-x", f"{base}.{_ATTACKER_OCTET}")
+        self._attacker_made = False
         self._namespaces: list[str] = []
         self._host_link_made = False
         self.iptables = shutil.which("iptables") is not None
@@ -222,6 +237,7 @@ class NetnsNetwork:
             except NetnsError as e:
                 errors.append(str(e))
         self._namespaces = []
+        self._attacker_made = False
         return errors
 
     def __enter__(self) -> NetnsNetwork:
@@ -252,6 +268,28 @@ class NetnsNetwork:
             return False
         _run([*tc, "del", "dev", "eth0", "root"], check=False)
         return True
+
+    def attacker(self) -> NodeSlot:
+        """Return the attacker's namespace on the bridge, made on first use.
+
+        A hostile nemesis runs its processes there: an address of its own on
+        the nodes' network, never one of the nodes', and never the host's
+        (whose clients must not share the attacker's per-address caps).
+        :meth:`delete` removes it with the rest.
+        """
+        slot = self.attacker_slot
+        if not self._attacker_made:
+            self._add_namespace(slot.namespace)
+            self._ip(
+                self.hub, "link", "add", "vx", "type", "veth",
+                "peer", "name", "eth0", "netns", slot.namespace,
+            )  # fmt: skip
+            self._ip(self.hub, "link", "set", "vx", "master", "br0", "up")
+            self._ip(slot.namespace, "addr", "add", f"{slot.address}/24", "dev", "eth0")
+            self._ip(slot.namespace, "link", "set", "eth0", "up")
+            self._ip(slot.namespace, "link", "set", "lo", "up")
+            self._attacker_made = True
+        return slot
 
     # ------------------------------------------------------------- commands
 
@@ -324,6 +362,20 @@ def jsonrpc(host: str, port: int, method: str, *params: Any, timeout: float = 2.
     return localcluster.jsonrpc(port, method, *params, timeout=timeout, host=host)
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Return the samples of a Prometheus text page: ``name{labels}`` -> value."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
 @dataclass
 class ClusterNode:
     """One node of a :class:`NetnsCluster`: its slot, folder, process and history."""
@@ -358,17 +410,47 @@ class NetnsCluster:
 
     Every process is tracked by its id; :meth:`stop` ends them all (SIGCONT,
     SIGTERM, then SIGKILL). Nothing is ever signalled by name.
+
+    Like a real cluster, it runs with a cluster key (``root/cluster.key``, the
+    same file for every node: the peer Hello proves it, gossip is signed with
+    it, the cluster id derives from it) and with gossip and the autopilot on
+    (every node joins the others' gossip ports). ``key=False`` runs without a
+    key, and then gossip with ``--insecure``; ``gossip=False`` without gossip.
     """
 
-    def __init__(self, network: NetnsNetwork, root: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        network: NetnsNetwork,
+        root: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        key: bool = True,
+        gossip: bool = True,
+    ) -> None:
         self.network = network
         self.root = Path(root)
         self.extra_args = list(extra_args)
+        self.gossip = gossip
         self.nodes = [
             ClusterNode(str(slot.index), slot, self.root / f"node{slot.index}")
             for slot in network.slots
         ]
+        self.key_path: Path | None = None
+        self.key: bytes | None = None
+        if key:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.key_path = self.root / KEY_FILE_NAME
+            self.key = (
+                read_key_file(str(self.key_path))
+                if self.key_path.exists()
+                else create_key_file(str(self.key_path))
+            )
         self._lock = threading.Lock()
+
+    @property
+    def cluster_id(self) -> str:
+        """Return the cluster id the nodes run with (derived from the key when there is one)."""
+        return cluster_id_from_key(self.key) if self.key is not None else DEFAULT_CLUSTER_ID
 
     def peers_arg(self) -> str:
         """Return the --peers value: every node's bridge address and Raft port."""
@@ -381,8 +463,20 @@ class NetnsCluster:
             "--id", node.node_id, "--peers", self.peers_arg(),
             "--data-dir", str(node.folder / "data"),
             "--client-port", str(CLIENT_PORT), "--http-port", str(HTTP_PORT),
-            *self.extra_args,
         ]  # fmt: skip
+        if self.key_path is not None:
+            twistd += ["--gossip-key-file", str(self.key_path.resolve())]
+        if self.gossip:
+            others = [f"{n.address}:{GOSSIP_PORT}" for n in self.nodes if n is not node]
+            twistd += [
+                "--address",
+                f"{node.address}:{PEER_PORT}",
+                "--gossip-port",
+                str(GOSSIP_PORT),
+            ]
+            twistd += ["--join", ",".join(others)] if others else []
+            twistd += [] if self.key_path is not None else ["--insecure"]
+        twistd += self.extra_args
         return self.network.exec_argv(node.slot, twistd)
 
     def start(self) -> None:
@@ -479,6 +573,17 @@ class NetnsCluster:
         except (OSError, RpcError, ValueError):
             return None
         return st if isinstance(st, dict) else None
+
+    def metrics(self, node: ClusterNode, timeout: float = 2.0) -> dict[str, float] | None:
+        """Return a node's Prometheus samples (``name{labels}`` -> value), or None."""
+        if not node.alive() or node.paused:
+            return None
+        url = f"http://{node.address}:{HTTP_PORT}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                return parse_metrics(answer.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return None
 
     def leader(self) -> ClusterNode | None:
         """Return the node claiming leadership with the highest term, or None."""

@@ -84,6 +84,7 @@ class ChaosReport:
     restarts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
+    attacks: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -134,6 +135,8 @@ class ChaosReport:
         ]
         lines += [f"    {_span(f['start'], f['end'])}  {f['detail']}" for f in self.faults]
         lines.append(f"  node starts/kills: {self.restarts}")
+        for attack in self.attacks:
+            lines.append(f"  attack report: {json.dumps(attack, sort_keys=True)[:300]}")
         if self.leader_after_heal_seconds is not None:
             lines.append(f"  leader after healing: {self.leader_after_heal_seconds:.2f} s")
         lines.append(
@@ -260,11 +263,14 @@ def run_chaos(
     schedule: Schedule | None = None,
     heal_within: float = 30.0,
     subnet: str | None = None,
+    key: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> ChaosReport:
     """Run ``nodes`` nodes in namespaces under ``nemesis`` for ``seconds``; return the report.
 
-    Needs root (see :func:`~leeky_twisted.chaos.netns.netns_available`).
+    Needs root (see :func:`~leeky_twisted.chaos.netns.netns_available`). The
+    nodes share a cluster key and gossip; ``key=False`` runs them without one
+    (gossip ``--insecure``), to show what the hostile nemeses catch then.
     ``stale_reads`` makes the clients ask for stale reads, ``unsafe_stale_reads``
     starts the nodes with the test-only ``--unsafe-stale-reads``: either breaks
     linearizability on purpose, to show the rig catches it. Every process
@@ -279,6 +285,7 @@ def run_chaos(
     extra = list(NODE_TIMING if node_args is None else node_args)
     if unsafe_stale_reads:
         extra.append("--unsafe-stale-reads")
+    extra += the_nemesis.node_args()
     report = ChaosReport(
         nemesis=the_nemesis.name,
         nodes=nodes,
@@ -292,6 +299,7 @@ def run_chaos(
             "node_args": extra,
             "stale_reads": stale_reads,
             "heal_within": heal_within,
+            "cluster_key": key,
         },
     )
     network = NetnsNetwork(nodes, subnet=subnet, rng=rng)
@@ -308,7 +316,7 @@ def run_chaos(
             "netem": network.netem,
         }
         say(f"network {network.subnet} ({network.prefix}); starting {nodes} nodes")
-        cluster = NetnsCluster(network, out, extra)
+        cluster = NetnsCluster(network, out, extra, key=key)
         cluster.start()
         leader = cluster.wait_for_leader(30.0)
         say(f"leader: node {leader.node_id}")
@@ -360,6 +368,7 @@ def run_chaos(
             report.leader_after_heal_seconds = time.monotonic() - healed
         except TimeoutError:
             report.problems.append(f"no leader within {heal_within} s of healing")
+        the_nemesis.final_check(cluster)
         threading.Event().wait(2.0)  # let the clients see the healed cluster
         if not workload.stop():
             report.problems.append("some clients did not stop in time")
@@ -380,6 +389,10 @@ def run_chaos(
             report.problems.append(f"node {node_id} died unbidden (exit codes {codes})")
     finally:
         stop.set()
+        if cluster is not None:
+            the_nemesis.stop(cluster)
+        report.problems += the_nemesis.problems()
+        report.attacks = [dict(r) for r in the_nemesis.reports()]
         if workload is not None:
             workload.stop()
         if cluster is not None:
@@ -526,6 +539,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         parser.add_argument("--subnet", default=None, help="private /24 (default 10.99.X.0/24)")
         parser.add_argument("--unsafe-stale-reads", action="store_true", help="break reads")
         parser.add_argument("--stale-reads", action="store_true", help="ask for stale reads")
+        parser.add_argument(
+            "--no-cluster-key",
+            action="store_true",
+            help="run the nodes without a cluster key (gossip --insecure): what an "
+            "unauthenticated cluster suffers under the hostile nemeses",
+        )
     try:
         args = parser.parse_args(args_in)
     except SystemExit as e:
@@ -575,6 +594,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 schedule=Schedule(fault=args.fault, quiet=args.quiet),
                 heal_within=args.heal_within,
                 subnet=args.subnet,
+                key=not args.no_cluster_key,
                 progress=say,
             )
             print(report.render(), flush=True)
