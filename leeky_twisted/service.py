@@ -75,6 +75,10 @@ from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
 
+#: pending connections the kernel holds per port while the node accepts: a
+#: flood of connections must not make every other client's connect wait
+LISTEN_BACKLOG = 1024
+
 log = Logger()
 
 
@@ -200,7 +204,9 @@ class _Listener(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.listening = self.reactor.listenTCP(self.port, self.factory, interface=self.host)
+        self.listening = self.reactor.listenTCP(
+            self.port, self.factory, backlog=LISTEN_BACKLOG, interface=self.host
+        )
         bound = self.listening.getHost().port
         warn_tls_disabled(f"{self.what} ({self.host}:{bound})")
         if self.on_port is not None:
@@ -591,6 +597,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             port,
             credentials,
             interface=host,
+            backlog=LISTEN_BACKLOG,
             allowed_roles=roles,
             handshake_timeout=opts.handshake_timeout,
             guard=guard,

@@ -286,3 +286,17 @@ def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
         assert (guards[name].idle_timeout, guards[name].handshake_timeout) == (7, 3)
     assert guards["peer"].idle_timeout is None and guards["peer"].handshake_timeout == 3
     assert guards["peer"].caps != guards["client"].caps
+
+
+def test_plain_listeners_ask_for_a_deep_backlog():
+    """A flood of connections must not fill the kernel's queue for everyone else:
+    the node's listeners ask for LISTEN_BACKLOG, not Twisted's default of 50."""
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    from leeky_twisted.service import LISTEN_BACKLOG, _Listener
+
+    reactor = MemoryReactor()
+    _Listener(reactor, "127.0.0.1", 0, Factory()).startService()
+    (_port, _factory, backlog, _interface) = reactor.tcpServers[0]
+    assert backlog == LISTEN_BACKLOG >= 1024
