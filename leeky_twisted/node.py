@@ -278,15 +278,16 @@ class RaftNode:
         first, last = self.log_store.first_index(), self.log_store.last_index()
         start = meta.index if meta is not None else 0
         entries: list[Entry] = []
-        if last >= max(first, start + 1):
-            lo = max(first, start + 1)
-            if lo > start + 1:
-                raise UnrecoverableStateError(
-                    self.node_id,
-                    f"the log starts at {first} but the newest readable snapshot ends at "
-                    f"{start} (a snapshot is missing or corrupt)",
-                )
-            entries = self.log_store.entries(lo, last + 1)
+        if first > start + 1:
+            # Entries up to first - 1 were compacted into a snapshot we cannot
+            # read (also when the log is empty): running on would forget them.
+            raise UnrecoverableStateError(
+                self.node_id,
+                f"the log starts at {first} but the newest readable snapshot ends at "
+                f"{start} (a snapshot is missing or corrupt)",
+            )
+        if last >= start + 1:
+            entries = self.log_store.entries(start + 1, last + 1)
         log.info(
             "recovered term={term} commit={commit} snapshot={snap} entries={n}",
             term=hs.term,

@@ -370,3 +370,32 @@ def test_fail_stop_once_on_a_conflict_with_a_committed_entry():
     first = node.failure
     node.receive(bad)
     assert node.failure == first
+
+
+def test_a_compacted_log_behind_a_corrupt_snapshot_is_refused_even_when_empty():
+    """Found by the soak (seed 12314): the newest snapshot (15) is corrupt, the log
+    was compacted through it and is empty; the node silently started from the older
+    snapshot (11), forgetting entries it had acknowledged, and then voted a committed
+    write away. It must refuse to start."""
+    from leeky_twisted.core.messages import Configuration, SnapshotMeta
+    from leeky_twisted.node import encode_snapshot
+
+    log_store, snapshots = MemoryLogStore(), MemorySnapshotStore()
+    config = Configuration(frozenset({NodeId("a"), NodeId("b"), NodeId("c")}), frozenset())
+    for index in (11, 15):
+        sink = snapshots.create(SnapshotMeta(index, 2, config))
+        sink.write(encode_snapshot({}, SimStateMachine().snapshot()))
+        sink.close()
+    snapshots.corrupt(15)
+    log_store.compact(15)  # empty, starts at 16
+    with pytest.raises(UnrecoverableStateError) as info:
+        RaftNode(
+            SimReactor(),
+            CoreConfig(NodeId("a")),
+            log_store,
+            MemoryStableStore(HardState(2, None, 3)),
+            snapshots,
+            SimTransport(lambda m: None),
+            SimStateMachine(),
+        )
+    assert "the log starts at 16" in str(info.value)

@@ -37,6 +37,14 @@ REGRESSIONS = {
         "the two healthy voters still never elected a leader. Fixed in core/raft.py: an "
         "abstaining node refuses with its own term, as any refusal does."
     ),
+    12314: (
+        "Found by the soak: a node restarted with its newest snapshot corrupt and its log "
+        "compacted through that snapshot (so empty); recovery checked the log's start "
+        "against the older snapshot only when the log held entries, so it started from "
+        "the older snapshot, forgot four acknowledged entries, and voted for a leader "
+        "without a committed write. Fixed in node.py (_recover): a log that starts past "
+        "the newest readable snapshot is refused, empty or not."
+    ),
 }
 
 
