@@ -184,3 +184,10 @@ def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
     assert len(layout["nodes"]) == 3
     assert (folder / "node1" / "data").is_dir()
     assert not (folder / "node1" / str(folder).lstrip("/")).exists()
+    # Logs: info by default (the role changes above were debug lines), and the CLI's
+    # connections, the forwarding pool's and the peers' add no AMP or factory lines.
+    for n in (1, 2, 3):
+        text = (folder / f"node{n}" / "node.log").read_text()
+        assert "#debug]" not in text
+        assert "connection established" not in text and "connection lost" not in text
+        assert "OneShotFactory" not in text
