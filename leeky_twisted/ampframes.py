@@ -71,9 +71,9 @@ class QuietAMP(amp.AMP):
         """Connect as AMP does, without its log line."""
         self._transportPeer = transport.getPeer()
         self._transportHost = transport.getHost()
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
+        amp.BinaryBoxProtocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Disconnect as AMP does, without its log line."""
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        amp.BinaryBoxProtocol.connectionLost(self, reason)  # type: ignore[no-untyped-call]
         self.transport = None

@@ -40,7 +40,8 @@ def parse_level(name: str) -> LogLevel:
     """Return the LogLevel called ``name`` (any case); ValueError naming the choices."""
     if name.lower() not in LEVELS:
         raise ValueError(f"unknown log level {name!r}: use one of {', '.join(LEVELS)}")
-    return LogLevel.levelWithName(name.lower())
+    level: LogLevel = LogLevel.levelWithName(name.lower())
+    return level
 
 
 def _from_argv(argv: Sequence[str], name: str) -> str | None:
@@ -93,7 +94,8 @@ def level_from(argv: Sequence[str], environ: dict[str, str] | None = None) -> Lo
     try:
         return parse_level(name)
     except ValueError:
-        return LogLevel.info
+        info: LogLevel = LogLevel.info
+        return info
 
 
 def filtered(observer: Callable[[dict[str, Any]], None], level: LogLevel) -> ILogObserver:
@@ -103,12 +105,15 @@ def filtered(observer: Callable[[dict[str, Any]], None], level: LogLevel) -> ILo
 
 
 def twistd_default_observer(twistd_options: Any, level: LogLevel) -> ILogObserver:
-    """Return the observer twistd would use with these options (stdout, --logfile,
-    --syslog), showing only events at ``level`` or more severe."""
-    from twisted.scripts.twistd import _SomeApplicationRunner
+    """Return twistd's own observer for these options, showing events at ``level`` or above.
 
-    app_logger = _SomeApplicationRunner.loggerFactory(twistd_options)
-    observer = app_logger._getLogObserver()
+    That is stdout with ``-n``, else ``--logfile`` (twistd.log), or ``--syslog``.
+    """
+    from twisted.scripts import twistd
+
+    factory = twistd._SomeApplicationRunner.loggerFactory  # type: ignore[attr-defined]
+    app_logger = factory(twistd_options)  # type: ignore[no-untyped-call]
+    observer = app_logger._getLogObserver()  # type: ignore[no-untyped-call]
     if not ILogObserver.providedBy(observer):  # --syslog gives a legacy observer
         observer = LegacyLogObserverWrapper(observer)
     return filtered(observer, level)
