@@ -177,3 +177,17 @@ def test_bad_requests_get_one_clear_error(tmp_path):
     assert sup.handle({"action": "resume", "node": "2"})["error"] == "node 2 is not paused"
     assert sup.handle({"action": "explode", "node": "2"})["error"] == "unknown action 'explode'"
     assert not sup.handle({"node": "2"})["ok"]
+
+
+def test_local_refuses_another_size_on_an_existing_folder_before_starting_anything(
+    tmp_path, capsys
+):
+    """`leekyraft local --nodes 3` on a 5-node folder: exit 1, one line, no node started."""
+    from leeky_twisted import cli
+
+    LocalCluster(tmp_path, 5, base_port=8000)
+    args = cli.build_parser().parse_args(["local", "--nodes", "3", "--dir", str(tmp_path)])
+    assert cli.run_local(args) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a 5-node cluster, not 3 nodes" in err
+    assert not (tmp_path / "node1").exists()
