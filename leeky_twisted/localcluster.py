@@ -373,7 +373,7 @@ class Supervisor:
 
     A node that dies is reported, never followed by the others: the cluster
     keeps running without it until ``restart``. :meth:`watch` reports deaths,
-    leader changes and restarted nodes that answer again; :meth:`act` kills
+    leader changes and restarted nodes once they know the leader again; :meth:`act` kills
     (SIGKILL), pauses (SIGSTOP), resumes (SIGCONT) or restarts a node, named
     by id or as ``leader``. Paused nodes are not polled (they cannot answer).
     """
@@ -493,8 +493,9 @@ class Supervisor:
             self.leader_term = found[1] if found else None
         for nid in sorted(self.coming_back):
             st = self.status(self.node(nid))
-            if st:
+            # Back means back in the cluster: it knows (or is) the leader of today.
+            if st and st.get("leader") is not None:
                 self.coming_back.discard(nid)
-                leader = st.get("leader")
-                of = f" of node {leader}" if leader and st.get("role") == "follower" else ""
-                self.say(f"node {nid} is back: {st.get('role')}{of} (term {st.get('term')})")
+                role = st.get("role")
+                of = f" of node {st['leader']}" if role == "follower" else ""
+                self.say(f"node {nid} is back: {role}{of} (term {st.get('term')})")

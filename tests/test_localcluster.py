@@ -120,7 +120,7 @@ def test_a_dead_leader_is_reported_once_and_the_others_keep_running(tmp_path):
 
 
 def test_restart_brings_a_node_back_and_reports_it_answering(tmp_path):
-    """restart N starts the node again on its data; it is reported once it answers."""
+    """restart N starts the node again on its data; reported back once it knows the leader."""
     cluster = FakeCluster(tmp_path)
     said: list[str] = []
     sup = Supervisor(cluster, said.append)
@@ -132,6 +132,10 @@ def test_restart_brings_a_node_back_and_reports_it_answering(tmp_path):
     reply = sup.handle({"action": "restart", "node": "2"})
     assert reply["ok"] and reply["message"].startswith("restarted node 2 on its data (pid ")
     assert cluster.nodes[1].alive()
+    cluster.statuses["2"] = {"role": "follower", "term": 2, "leader": None}  # not caught up
+    sup.watch()
+    assert said == [reply["message"]]
+    lead(cluster, "3", 3)
     sup.watch()
     assert said == [reply["message"], "node 2 is back: follower of node 3 (term 3)"]
     said.clear()
