@@ -74,7 +74,8 @@ exit codes:
   {EXIT_USAGE}  bad command line
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
-addresses); by default the local cluster: {DEFAULT_CLUSTER}
+addresses); by default the local cluster recorded in ./{LOCAL_DIR} (its real
+size and ports), else {DEFAULT_CLUSTER}
 
 With mutual TLS: --tls-dir DIR --tls-name NAME (or ${TLS_DIR_ENV}, ${TLS_NAME_ENV})
 use DIR/ca.pem and DIR/client-NAME.pem/.key, as `leekyraft certs` writes them.
@@ -404,10 +405,11 @@ def run_local_action(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
 def run_local(args: argparse.Namespace) -> int:
     """Run ``leekyraft local`` (the supervisor) or ``local ACTION N``; return the exit code."""
     import signal
+    import time
     from pathlib import Path
 
     from leeky_twisted.localcluster import LocalCluster, Supervisor, saved_layout
-    from leeky_twisted.localcontrol import AlreadyRunning, ControlServer
+    from leeky_twisted.localcontrol import AlreadyRunning, ControlServer, SocketPathTooLong
 
     if args.action is not None:
         return run_local_action(args, sys.stdout, sys.stderr)
@@ -424,8 +426,18 @@ def run_local(args: argparse.Namespace) -> int:
             print("leekyraft: --nodes must be between 1 and 9", file=sys.stderr)
             return EXIT_USAGE
         cluster = LocalCluster(Path(args.dir), nodes, args.node_arg, base_port=args.base_port)
-        control = ControlServer(cluster.root)
-    except (OSError, ValueError, AlreadyRunning) as e:
+        control: ControlServer | None = ControlServer(cluster.root)
+    except AlreadyRunning as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except SocketPathTooLong as e:
+        print(
+            f"leekyraft: warning: {e}; `leekyraft local kill|pause|resume|restart` "
+            "will not reach this cluster",
+            file=sys.stderr,
+        )
+        control = None
+    except (OSError, ValueError) as e:
         print(f"leekyraft: {e}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -441,7 +453,8 @@ def run_local(args: argparse.Namespace) -> int:
     supervisor = Supervisor(cluster, say)
     try:
         cluster.start()
-        say(f"started {len(cluster.nodes)} nodes; data in {cluster.root}")
+        count = len(cluster.nodes)
+        say(f"started {count} node{'' if count == 1 else 's'}; data in {cluster.root}")
         for n in cluster.nodes:
             say(
                 f"  node {n.node_id}: client 127.0.0.1:{n.client_port}  "
@@ -459,7 +472,10 @@ def run_local(args: argparse.Namespace) -> int:
         say(f"      leekyraft local kill leader{dir_arg}   (then: restart N, pause N, resume N)")
         say("Ctrl-C stops the cluster.")
         while True:
-            control.serve(0.5, supervisor.handle)
+            if control is not None:
+                control.serve(0.5, supervisor.handle)
+            else:
+                time.sleep(0.5)  # noqa: TID251 - a foreground CLI polling its cluster
             supervisor.watch()
     except KeyboardInterrupt:
         say("stopping...")
@@ -471,7 +487,8 @@ def run_local(args: argparse.Namespace) -> int:
         # A second Ctrl-C must not interrupt the shutdown and leave nodes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        control.close()
+        if control is not None:
+            control.close()
         cluster.stop()
 
 

@@ -38,6 +38,10 @@ class NoSupervisor(Exception):
     """No ``leekyraft local`` is running on the folder."""
 
 
+class SocketPathTooLong(ValueError):
+    """The folder's path is too long for a UNIX socket in it."""
+
+
 class AlreadyRunning(Exception):
     """Another ``leekyraft local`` already supervises the folder."""
 
@@ -46,7 +50,7 @@ def socket_path(root: Path | str) -> Path:
     """Return the control socket of the local cluster in ``root``."""
     path = Path(root).absolute() / CONTROL_SOCKET
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ValueError(
+        raise SocketPathTooLong(
             f"the control socket path {path} is longer than {MAX_SOCKET_PATH} bytes "
             "(a UNIX socket limit): use a shorter --dir"
         )

@@ -14,6 +14,7 @@ from leeky_twisted.localcontrol import (
     AlreadyRunning,
     ControlServer,
     NoSupervisor,
+    SocketPathTooLong,
     send_request,
     socket_path,
 )
@@ -85,3 +86,14 @@ def test_local_action_needs_a_node(tmp_path):
     err = io.StringIO()
     assert cli.run_local_action(args, io.StringIO(), err) == cli.EXIT_USAGE
     assert "needs a node id" in err.getvalue()
+
+
+def test_a_folder_too_deep_for_a_unix_socket_is_named_in_the_error(tmp_path):
+    """A path over the AF_UNIX limit gives one clear error (the supervisor then runs without)."""
+    deep = tmp_path / ("d" * 120)
+    with pytest.raises(SocketPathTooLong, match="use a shorter --dir"):
+        socket_path(deep)
+    args = cli.build_parser().parse_args(["local", "pause", "1", "--dir", str(deep)])
+    err = io.StringIO()
+    assert cli.run_local_action(args, io.StringIO(), err) == cli.EXIT_ERROR
+    assert "use a shorter --dir" in err.getvalue()
