@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
 
 def between_boxes(protocol: Any) -> bool:
     """Return True when an ``amp.BinaryBoxProtocol`` holds no part of a box.
@@ -54,3 +57,23 @@ def split_box(data: bytes, pos: int) -> tuple[dict[bytes, bytes], int] | None:
             return None
         box[key] = data[pos : pos + size]
         pos += size
+
+
+class QuietAMP(amp.AMP):
+    """An AMP connection that does not log its opening and closing.
+
+    Twisted's AMP logs two lines per connection ("connection established",
+    "connection lost"); peers and pooled client connections say what matters
+    themselves, at most once per connection.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        """Connect as AMP does, without its log line."""
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """Disconnect as AMP does, without its log line."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+        self.transport = None

@@ -21,6 +21,7 @@ from leeky_twisted.client.library import (
     NodeReport,
     parse_address,
 )
+from leeky_twisted.localcontrol import ACTIONS
 
 __all__ = [
     "CLUSTER_ENV",
@@ -47,6 +48,10 @@ CLUSTER_ENV = "LEEKYRAFT_CLUSTER"
 TLS_DIR_ENV = "LEEKYRAFT_TLS_DIR"
 TLS_NAME_ENV = "LEEKYRAFT_TLS_NAME"
 DEFAULT_TIMEOUT = 10.0
+#: ``leekyraft local``'s data folder, and the cluster the other commands use by
+#: default when it holds one (see :func:`cluster_from`).
+LOCAL_DIR = "leekyraft-local"
+DEFAULT_LOCAL_NODES = 5
 
 EXIT_OK = 0
 EXIT_ERROR = 1  #: any other error
@@ -69,7 +74,8 @@ exit codes:
   {EXIT_USAGE}  bad command line
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
-addresses); by default the local cluster: {DEFAULT_CLUSTER}
+addresses); by default the local cluster recorded in ./{LOCAL_DIR} (its real
+size and ports), else {DEFAULT_CLUSTER}
 
 With mutual TLS: --tls-dir DIR --tls-name NAME (or ${TLS_DIR_ENV}, ${TLS_NAME_ENV})
 use DIR/ca.pem and DIR/client-NAME.pem/.key, as `leekyraft certs` writes them.
@@ -338,18 +344,33 @@ def add_local_parser(subparsers: Any) -> None:
     """Register the ``local`` subcommand."""
     p = subparsers.add_parser(
         "local",
-        help="run a whole cluster on this machine until Ctrl-C",
+        help="run a whole cluster on this machine until Ctrl-C; kill, pause, resume or "
+        "restart its nodes from another terminal",
         description=(
             "Start N `twistd -n leekyraft` nodes on 127.0.0.1 (client ports 7001.., peer "
-            "ports 7101.., HTTP ports 7201..), wait for a leader, show leader changes, and "
-            "stop every node on Ctrl-C or SIGTERM. Running it again on the same folder "
-            "resumes the same cluster with its data."
+            "ports 7101.., HTTP ports 7201..), wait for a leader, and keep them running: a "
+            "node that dies is reported, the others go on, leader changes are shown. "
+            "Ctrl-C or SIGTERM stops every node. Running it again on the same folder "
+            "resumes the same cluster with its data. From another terminal, `leekyraft "
+            "local kill N` (SIGKILL), `pause N` (SIGSTOP), `resume N` (SIGCONT) and "
+            "`restart N` act on node N (or on `leader`) through the running command."
         ),
     )
-    p.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     p.add_argument(
-        "--dir", default="leekyraft-local", help="data folder (default ./leekyraft-local)"
+        "action",
+        nargs="?",
+        choices=ACTIONS,
+        metavar="ACTION",
+        help="with a running `leekyraft local`: " + ", ".join(ACTIONS) + " node N",
     )
+    p.add_argument("node", nargs="?", metavar="N", help="a node id, or `leader`")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help=f"number of nodes (default: the folder's cluster, else {DEFAULT_LOCAL_NODES})",
+    )
+    p.add_argument("--dir", default=LOCAL_DIR, help=f"data folder (default ./{LOCAL_DIR})")
     p.add_argument("--base-port", type=int, default=7000, help="ports start after this")
     p.add_argument(
         "--node-arg",
@@ -359,18 +380,69 @@ def add_local_parser(subparsers: Any) -> None:
     )
 
 
+def run_local_action(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run ``leekyraft local ACTION N``: ask the running supervisor; return the exit code."""
+    from leeky_twisted.localcontrol import NoSupervisor, send_request
+
+    if args.node is None:
+        print(f"leekyraft: local {args.action} needs a node id (or `leader`)", file=err)
+        return EXIT_USAGE
+    try:
+        reply = send_request(args.dir, args.action, args.node)
+    except NoSupervisor as e:
+        print(f"leekyraft: {e}", file=err)
+        return EXIT_UNREACHABLE
+    except (OSError, ValueError) as e:
+        print(f"leekyraft: local {args.action}: {e}", file=err)
+        return EXIT_ERROR
+    if reply.get("ok"):
+        print(reply.get("message", "done"), file=out)
+        return EXIT_OK
+    print(f"leekyraft: local {args.action}: {reply.get('error')}", file=err)
+    return EXIT_ERROR
+
+
 def run_local(args: argparse.Namespace) -> int:
-    """Run ``leekyraft local``; return the exit code."""
+    """Run ``leekyraft local`` (the supervisor) or ``local ACTION N``; return the exit code."""
     import signal
     import time
     from pathlib import Path
 
-    from leeky_twisted.localcluster import LocalCluster
+    from leeky_twisted.localcluster import LocalCluster, Supervisor, saved_layout
+    from leeky_twisted.localcontrol import AlreadyRunning, ControlServer, SocketPathTooLong
 
-    if not 1 <= args.nodes <= 9:
-        print("leekyraft: --nodes must be between 1 and 9", file=sys.stderr)
+    if args.action is not None:
+        return run_local_action(args, sys.stdout, sys.stderr)
+    if args.node is not None:
+        print(
+            f"leekyraft: local takes an action before {args.node!r}: {', '.join(ACTIONS)}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    cluster = LocalCluster(Path(args.dir), args.nodes, args.node_arg, base_port=args.base_port)
+    try:
+        saved = saved_layout(args.dir)
+        nodes = args.nodes or (len(saved) if saved else DEFAULT_LOCAL_NODES)
+        if not 1 <= nodes <= 9:
+            print("leekyraft: --nodes must be between 1 and 9", file=sys.stderr)
+            return EXIT_USAGE
+        cluster = LocalCluster(Path(args.dir), nodes, args.node_arg, base_port=args.base_port)
+        control: ControlServer | None = ControlServer(cluster.root)
+    except AlreadyRunning as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except SocketPathTooLong as e:
+        print(
+            f"leekyraft: warning: {e}; `leekyraft local kill|pause|resume|restart` "
+            "will not reach this cluster",
+            file=sys.stderr,
+        )
+        control = None
+    except (OSError, ValueError) as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+    def say(text: str) -> None:
+        print(text, flush=True)
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -378,53 +450,75 @@ def run_local(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Started in the background by a script, SIGINT arrives ignored: take it anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    supervisor = Supervisor(cluster, say)
     try:
         cluster.start()
-        print(f"started {len(cluster.nodes)} nodes; data in {cluster.root.resolve()}")
+        count = len(cluster.nodes)
+        say(f"started {count} node{'' if count == 1 else 's'}; data in {cluster.root}")
         for n in cluster.nodes:
-            print(
+            say(
                 f"  node {n.node_id}: client 127.0.0.1:{n.client_port}  "
                 f"http 127.0.0.1:{n.http_port}  peer 127.0.0.1:{n.peer_port}  log {n.log_path}"
             )
         leader = cluster.wait_for_leader(timeout=30)
+        supervisor.leader_id = leader.node_id
         clients = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
-        print(f"leader: node {leader.node_id}")
+        say(f"leader: node {leader.node_id}")
         if clients != DEFAULT_CLUSTER:
-            print(f"export {CLUSTER_ENV}={clients}")
-        print("try:  leekyraft put pizzatoppings peporoni peppr cheddar anchoves onn it")
-        print("      leekyraft get pizzatoppings; leekyraft status")
-        print("Ctrl-C stops the cluster.", flush=True)
-        last = leader.node_id
+            say(f"export {CLUSTER_ENV}={clients}")
+        dir_arg = "" if args.dir == LOCAL_DIR else f" --dir {args.dir}"
+        say("try:  leekyraft put pizzatoppings peporoni peppr cheddar anchoves onn it")
+        say("      leekyraft get pizzatoppings; leekyraft status")
+        say(f"      leekyraft local kill leader{dir_arg}   (then: restart N, pause N, resume N)")
+        say("Ctrl-C stops the cluster.")
         while True:
-            time.sleep(0.5)  # noqa: TID251 - a foreground CLI polling its cluster
-            for n in cluster.nodes:
-                if not n.alive():
-                    print(f"node {n.node_id} exited; see {n.log_path}", flush=True)
-                    return EXIT_ERROR
-            now = cluster.leader()
-            current = now.node_id if now else None
-            if current != last:
-                print(f"leader changed: {last} -> {current}", flush=True)
-                last = current
+            if control is not None:
+                control.serve(0.5, supervisor.handle)
+            else:
+                time.sleep(0.5)  # noqa: TID251 - a foreground CLI polling its cluster
+            supervisor.watch()
     except KeyboardInterrupt:
-        print("stopping...", flush=True)
+        say("stopping...")
         return EXIT_OK
-    except TimeoutError as e:
+    except (TimeoutError, RuntimeError) as e:
         print(f"leekyraft: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     finally:
         # A second Ctrl-C must not interrupt the shutdown and leave nodes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if control is not None:
+            control.close()
         cluster.stop()
 
 
 # ------------------------------------------------------------------------------------------
 
 
-def cluster_from(args: argparse.Namespace, environ: dict[str, str]) -> list[Address]:
-    """Return the cluster from --cluster, else the environment, else the default."""
-    text = args.cluster or environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
+def local_cluster_in(folder: str) -> str | None:
+    """Return the client addresses of the local cluster recorded in ``folder``, or None."""
+    from leeky_twisted.localcluster import saved_layout
+
+    try:
+        nodes = saved_layout(folder)
+    except (OSError, ValueError):
+        return None
+    if not nodes:
+        return None
+    return ",".join(f"127.0.0.1:{int(n['client'])}" for n in nodes)
+
+
+def cluster_from(
+    args: argparse.Namespace, environ: dict[str, str], local_dir: str = LOCAL_DIR
+) -> list[Address]:
+    """Return the cluster from --cluster, else the environment, else the local cluster.
+
+    The local cluster is the one ``leekyraft local`` recorded in ``./leekyraft-local``
+    (its real size and ports), else DEFAULT_CLUSTER.
+    """
+    text = (
+        args.cluster or environ.get(CLUSTER_ENV) or local_cluster_in(local_dir) or DEFAULT_CLUSTER
+    )
     return parse_cluster(text)
 
 

@@ -117,6 +117,33 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+#: The file, in a local cluster's folder, that records its nodes and their ports.
+LAYOUT_FILE = "cluster.json"
+
+
+class ClusterSizeMismatch(ValueError):
+    """The folder holds a cluster of another size than the one asked for."""
+
+
+def saved_layout(root: Path | str) -> list[dict[str, Any]] | None:
+    """Return the nodes recorded in ``root``/cluster.json, or None when there is none.
+
+    Raises ValueError when the file exists but is not a layout this module wrote.
+    """
+    path = Path(root) / LAYOUT_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        nodes = json.loads(text)["nodes"]
+        for n in nodes:
+            str(n["id"]), int(n["peer"]), int(n["client"]), int(n["http"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a local cluster layout: {e!r}") from None
+    return list(nodes)
+
+
 class LocalCluster:
     """N nodes on loopback with data under ``root``; ports are kept in root/cluster.json."""
 
@@ -136,7 +163,16 @@ class LocalCluster:
         ``tls_dir``, nodes get ``--tls-dir`` and :meth:`status` uses HTTPS with
         the client certificate ``tls_client`` from that folder.
         """
-        self.root = Path(root)
+        # Absolute: each node runs in its own folder, and a relative --data-dir
+        # would nest the data a second time below it.
+        self.root = Path(root).absolute()
+        saved = saved_layout(self.root)
+        if saved is not None and len(saved) != nodes:
+            raise ClusterSizeMismatch(
+                f"{self.root} holds a {len(saved)}-node cluster, not {nodes} nodes: run it "
+                f"with {len(saved)} nodes, or use another folder (or delete this one) for "
+                f"a {nodes}-node cluster"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self.key_path = self.root / KEY_FILE_NAME
         if not self.key_path.exists():
@@ -149,14 +185,13 @@ class LocalCluster:
                 raise ValueError("tls_dir needs tls_client (a client certificate name)")
             self.extra_args += ["--tls-dir", str(Path(tls_dir).resolve())]
             self.https = https_context(tls_dir, tls_client)
-        layout = self.root / "cluster.json"
-        if layout.exists():
-            saved = json.loads(layout.read_text())
+        layout = self.root / LAYOUT_FILE
+        if saved is not None:
             self.nodes = [
                 NodeProcess(
-                    n["id"], n["peer"], n["client"], n["http"], self.root / f"node{n['id']}"
+                    str(n["id"]), n["peer"], n["client"], n["http"], self.root / f"node{n['id']}"
                 )
-                for n in saved["nodes"]
+                for n in saved
             ]
         else:
             if base_port is not None:
@@ -319,3 +354,148 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def describe_exit(code: int | None) -> str:
+    """Return how a process ended, from its return code (negative: killed by a signal)."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Supervisor:
+    """Keep a :class:`LocalCluster` running and act out failures on it.
+
+    A node that dies is reported, never followed by the others: the cluster
+    keeps running without it until ``restart``. :meth:`watch` reports deaths,
+    leader changes and restarted nodes once they know the leader again; :meth:`act` kills
+    (SIGKILL), pauses (SIGSTOP), resumes (SIGCONT) or restarts a node, named
+    by id or as ``leader``. Paused nodes are not polled (they cannot answer).
+    """
+
+    def __init__(self, cluster: LocalCluster, say: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.say = say
+        self.paused: set[str] = set()
+        self.reported: set[str] = set()  #: dead nodes already reported
+        self.coming_back: set[str] = set()  #: restarted nodes that have not answered yet
+        self.leader_id: str | None = None
+        self.leader_term: int | None = None
+
+    def node(self, ref: str) -> NodeProcess:
+        """Return the node ``ref`` names (an id, or ``leader``); LookupError if none."""
+        if ref == "leader":
+            found = self.find_leader()
+            if found is None:
+                raise LookupError("no node is leader at the moment")
+            return found[0]
+        for n in self.cluster.nodes:
+            if n.node_id == ref:
+                return n
+        ids = ", ".join(n.node_id for n in self.cluster.nodes)
+        raise LookupError(f"no node {ref!r}: this cluster's nodes are {ids}")
+
+    def status(self, node: NodeProcess) -> dict[str, Any] | None:
+        """Return the status of a running, unpaused node, or None."""
+        if node.node_id in self.paused or not node.alive():
+            return None
+        return self.cluster.status(node, timeout=0.5)
+
+    def find_leader(self) -> tuple[NodeProcess, int] | None:
+        """Return the answering node that leads at the highest term, with that term."""
+        best: tuple[NodeProcess, int] | None = None
+        for n in self.cluster.nodes:
+            st = self.status(n)
+            if st and st.get("role") == "leader" and (best is None or st["term"] > best[1]):
+                best = (n, st["term"])
+        return best
+
+    def act(self, action: str, ref: str) -> str:
+        """Apply ``action`` to the node ``ref``; return what was done.
+
+        Raises LookupError for an unknown node, ValueError when the action
+        does not apply (killing a node that is not running, ...).
+        """
+        node = self.node(ref)
+        nid = node.node_id
+        if action == "kill":
+            if not node.alive():
+                raise ValueError(f"node {nid} is not running")
+            self.cluster.kill(node, signal.SIGKILL)
+            self.paused.discard(nid)
+            done = f"killed node {nid} (SIGKILL)"
+        elif action == "pause":
+            if not node.alive():
+                raise ValueError(f"node {nid} is not running")
+            if nid in self.paused:
+                raise ValueError(f"node {nid} is already paused")
+            self.cluster.kill(node, signal.SIGSTOP)
+            self.paused.add(nid)
+            done = f"paused node {nid} (SIGSTOP): it runs no code until `resume {nid}`"
+        elif action == "resume":
+            if nid not in self.paused or not node.alive():
+                raise ValueError(f"node {nid} is not paused")
+            self.cluster.kill(node, signal.SIGCONT)
+            self.paused.discard(nid)
+            done = f"resumed node {nid} (SIGCONT)"
+        elif action == "restart":
+            if node.alive():
+                assert node.proc is not None
+                node.proc.send_signal(signal.SIGCONT)
+                self.cluster.kill(node, signal.SIGTERM)
+            self.paused.discard(nid)
+            self.cluster.start_node(node)
+            self.reported.discard(nid)
+            self.coming_back.add(nid)
+            assert node.proc is not None
+            done = f"restarted node {nid} on its data (pid {node.proc.pid})"
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        self.say(done)
+        return done
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request ``{"action": ..., "node": ...}``."""
+        action, ref = request.get("action"), request.get("node")
+        if not isinstance(action, str) or not isinstance(ref, str):
+            return {"ok": False, "error": "a request names an action and a node"}
+        try:
+            return {"ok": True, "message": self.act(action, ref)}
+        except (LookupError, ValueError) as e:
+            return {"ok": False, "error": str(e.args[0]) if e.args else str(e)}
+
+    def watch(self) -> None:
+        """Report new deaths, a leader change, and restarted nodes that answer."""
+        for n in self.cluster.nodes:
+            if n.proc is not None and not n.alive() and n.node_id not in self.reported:
+                assert n.proc is not None
+                self.reported.add(n.node_id)
+                self.coming_back.discard(n.node_id)
+                self.paused.discard(n.node_id)
+                self.say(
+                    f"node {n.node_id} exited ({describe_exit(n.proc.returncode)}); the others "
+                    f"keep running. Bring it back: leekyraft local restart {n.node_id}"
+                )
+        found = self.find_leader()
+        now = found[0].node_id if found else None
+        if now != self.leader_id:
+            was = f"node {self.leader_id}" if self.leader_id else "none"
+            if found is None:
+                self.say(f"leader changed: {was} -> none (an election is under way)")
+            else:
+                self.say(f"leader changed: {was} -> node {now} (term {found[1]})")
+            self.leader_id = now
+            self.leader_term = found[1] if found else None
+        for nid in sorted(self.coming_back):
+            st = self.status(self.node(nid))
+            # Back means back in the cluster: it knows (or is) the leader of today.
+            if st and st.get("leader") is not None:
+                self.coming_back.discard(nid)
+                role = st.get("role")
+                of = f" of node {st['leader']}" if role == "follower" else ""
+                self.say(f"node {nid} is back: {role}{of} (term {st.get('term')})")

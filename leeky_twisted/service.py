@@ -30,7 +30,8 @@ from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -435,6 +436,20 @@ class LeekyRaftService(service.MultiService):
         super().__init__()
         self.node = node
         self.autopilot: Autopilot | None = None  #: when the node runs gossip
+        #: Given to the application as its log observer (tap.py sets it): twistd
+        #: logs through an application's ILogObserver component when it has one.
+        self.log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join ``parent``; give it ``log_observer`` unless it has a log observer already."""
+        super().setServiceParent(parent)
+        observer = self.log_observer
+        if (
+            observer is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver, None) is None
+        ):
+            parent.setComponent(ILogObserver, observer)
 
 
 def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:

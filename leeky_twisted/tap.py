@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -162,6 +163,13 @@ class Options(usage.Options):
         ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
         ["config", None, None, "JSON file with any of these options (like config.json)."],
         [
+            "log-level",
+            None,
+            None,
+            "Least severe level logged: debug, info, warn, error or critical (default: "
+            "$LEEKY_LOG_LEVEL, else info). Debug shows every role change and handshake.",
+        ],
+        [
             "executor-url",
             None,
             None,
@@ -260,6 +268,15 @@ class Options(usage.Options):
             self._merge_config(self["config"])
         if not self["id"]:
             raise usage.UsageError("--id is required")
+        from leeky_twisted.logs import DEFAULT_LEVEL, LEVEL_ENV, parse_level
+
+        try:
+            self.log_level = parse_level(
+                self["log-level"] or os.environ.get(LEVEL_ENV) or DEFAULT_LEVEL
+            )
+        except ValueError as e:
+            which = "--log-level" if self["log-level"] else f"${LEVEL_ENV}"
+            raise usage.UsageError(f"{which}: {e}") from None
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir is required")
         grown = bool(self["bootstrap"] or self["join"])
@@ -398,8 +415,18 @@ def makeService(options: Options) -> IService:
     """
     from leeky_twisted.node import UnrecoverableStateError
     from leeky_twisted.statemachine.owner import OwnerFileError
+    from leeky_twisted.storage.errors import StoreLockedError
 
     try:
-        return make_node_service(options.node_options)
+        svc = make_node_service(options.node_options)
     except (UnrecoverableStateError, OwnerFileError) as e:
         raise SystemExit(f"leekyraft: {e}") from None
+    except StoreLockedError as e:
+        raise SystemExit(f"leekyraft: {e}: is another node running on this --data-dir?") from None
+    twistd_options = getattr(options, "parent", None)
+    if twistd_options is not None and not twistd_options.get("logger"):
+        # twistd's own format, filtered by --log-level (a --logger filters itself).
+        from leeky_twisted.logs import twistd_default_observer
+
+        svc.log_observer = twistd_default_observer(twistd_options, options.log_level)
+    return svc

@@ -50,14 +50,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from leeky_twisted.ampframes import QuietAMP
 from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.errors import (
     CommitTimeout,
@@ -93,6 +94,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = TypeVar("P", bound=Protocol)
 
 Address = tuple[str, int]
 
@@ -154,13 +156,32 @@ def with_timeout(d: Deferred[T], seconds: float, clock: IReactorTime) -> Deferre
     return out
 
 
+class _OneShotFactory(Factory):
+    """Hand one protocol to one connection, without Factory's start and stop log lines."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.one = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        """Return the protocol given."""
+        return self.one
+
+
+def connect_quietly(endpoint: Any, protocol: P) -> Deferred[P]:
+    """Connect ``protocol`` through ``endpoint``, as ``connectProtocol`` does, logging nothing."""
+    d: Deferred[P] = endpoint.connect(_OneShotFactory(protocol))
+    return d
+
+
 def tcp_connector(reactor: Any, timeout: float) -> Connector:
     """Return a Connector that opens TCP connections (names resolved) on ``reactor``."""
 
     def connect(address: Address, protocol: amp.AMP) -> Deferred[amp.AMP]:
         host, port = address
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        return connectProtocol(endpoint, protocol)
+        return connect_quietly(endpoint, protocol)
 
     return connect
 
@@ -297,7 +318,7 @@ def tls_connector(
             if not ready.called:
                 ready.errback(reason)
 
-        connectProtocol(endpoint, waiter).addErrback(failed)
+        connect_quietly(endpoint, waiter).addErrback(failed)
         return ready
 
     return connect
@@ -316,7 +337,7 @@ def client_tls_connector(
     return tls_connector(reactor, credentials, timeout)
 
 
-class _PooledAMP(amp.AMP):
+class _PooledAMP(QuietAMP):
     """An AMP client connection that tells its pool when it closes.
 
     It notes when it last received an AMP box (``last_heard``: the node is

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import between_boxes, split_box
+from leeky_twisted.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -574,7 +574,7 @@ class PeerLocator(amp.CommandLocator):
 # --------------------------------------------------------------------- protocol
 
 
-class PeerProtocol(amp.AMP):
+class PeerProtocol(QuietAMP):
     """One AMP connection between two peers, either accepted or dialled.
 
     An accepted connection (``inbox`` given) takes nothing but a Hello until

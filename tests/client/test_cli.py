@@ -191,8 +191,9 @@ def test_status_with_no_node_answering_exits_3():
     assert err == "leekyraft: no node of the cluster answered\n"
 
 
-def test_cluster_comes_from_option_then_environment_then_default():
+def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
+    monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
     parser = cli.build_parser()
     env = {"LEEKYRAFT_CLUSTER": "10.0.0.1:1,10.0.0.2:2"}
     args = parser.parse_args(["--cluster", "h:9", "get", "k"])
@@ -200,6 +201,20 @@ def test_cluster_comes_from_option_then_environment_then_default():
     args = parser.parse_args(["get", "k"])
     assert cli.cluster_from(args, env) == [("10.0.0.1", 1), ("10.0.0.2", 2)]
     assert cli.cluster_from(args, {}) == [("127.0.0.1", p) for p in range(7001, 7006)]
+
+
+def test_without_a_cluster_option_the_commands_use_the_local_clusters_real_size(
+    tmp_path, monkeypatch
+):
+    """A 3-node ./leekyraft-local is what status (and every command) probes, not 7001-7005."""
+    from leeky_twisted.localcluster import LocalCluster
+
+    monkeypatch.chdir(tmp_path)
+    LocalCluster(tmp_path / "leekyraft-local", 3, base_port=8000)
+    args = cli.build_parser().parse_args(["status"])
+    assert cli.cluster_from(args, {}) == [("127.0.0.1", p) for p in (8001, 8002, 8003)]
+    env = {"LEEKYRAFT_CLUSTER": "10.0.0.1:1"}
+    assert cli.cluster_from(args, env) == [("10.0.0.1", 1)]  # the environment still wins
 
 
 def test_parse_cluster_rejects_garbage():

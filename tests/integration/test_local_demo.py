@@ -1,0 +1,193 @@
+"""The seed's demo on `leekyraft local`: kill the leader, see a new one, bring the old one back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from leeky_twisted.localcluster import jsonrpc
+
+pytestmark = pytest.mark.integration
+
+FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3"]
+CLI = str(Path(sys.executable).parent / "leekyraft")
+
+
+def free_base_port(nodes: int) -> int:
+    """Return a base port B whose client, peer and HTTP ports (B+i, B+100+i, B+200+i) are free."""
+    for _ in range(100):
+        base = random.randrange(20000, 60000, 1000)
+        ports = [base + offset + i for offset in (0, 100, 200) for i in range(1, nodes + 1)]
+        socks = []
+        try:
+            for port in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range found")
+
+
+class Output:
+    """Collect a process's output lines on a thread; wait for a line with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, predicate, what: str, start: int = 0, timeout: float = 60.0) -> str:
+        """Return the first line from index ``start`` on that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if predicate(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no line {what} in:\n" + "\n".join(self.lines))
+                self._cond.wait(left)
+
+
+def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
+    """`leekyraft local` outlives kill -9 of its leader; kill, restart, pause, resume work."""
+    folder = tmp_path / "local"
+    base = free_base_port(3)
+    env = {k: v for k, v in os.environ.items() if k != "LEEKYRAFT_CLUSTER"}
+    proc = subprocess.Popen(
+        [CLI, "local", "--nodes", "3", "--dir", str(folder), "--base-port", str(base)]
+        + [f"--node-arg={a}" for a in FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    out = Output(proc)
+
+    def local(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, "local", *args, "--dir", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        clients = ",".join(f"127.0.0.1:{base + i}" for i in (1, 2, 3))
+        return subprocess.run(
+            [CLI, "--cluster", clients, *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    def http(node: str) -> int:
+        return base + 200 + int(node)
+
+    try:
+        first = out.wait_for(lambda line: line.startswith("leader: node "), "leader: node N")
+        out.wait_for(lambda line: line.startswith("Ctrl-C"), "Ctrl-C ...")
+        old = first.split()[-1]
+        assert cli("put", "pizzatoppings", "peporoni", "cheddar").returncode == 0
+
+        mark = len(out.lines)
+        killed = local("kill", old)
+        assert (killed.returncode, killed.stdout.strip()) == (0, f"killed node {old} (SIGKILL)")
+        out.wait_for(
+            lambda line: line.startswith(f"node {old} exited (killed by SIGKILL)"),
+            f"node {old} exited",
+            mark,
+        )
+        changed = out.wait_for(
+            lambda line: line.startswith("leader changed:") and "-> node " in line,
+            "leader changed: ... -> node M",
+            mark,
+        )
+        new = changed.split("-> node ")[1].split()[0]
+        assert new != old
+        assert proc.poll() is None  # the supervisor and the others keep running
+
+        mark = len(out.lines)
+        restarted = local("restart", old)
+        assert restarted.returncode == 0, restarted.stderr
+        out.wait_for(
+            lambda line: line.startswith(f"node {old} is back: follower"),
+            f"node {old} is back",
+            mark,
+        )
+        assert jsonrpc(http(old), "status")["role"] == "follower"
+        got = cli("get", "pizzatoppings")
+        assert (got.returncode, got.stdout.strip()) == (0, "peporoni cheddar"), got.stderr
+
+        paused = local("pause", "leader")
+        assert paused.returncode == 0, paused.stderr
+        try:
+            got = cli("get", "pizzatoppings")
+            assert (got.returncode, got.stdout.strip()) == (0, "peporoni cheddar"), got.stderr
+        finally:
+            pid = paused.stdout.split()[2]  # "paused node N (SIGSTOP): ..."
+            assert local("resume", pid).returncode == 0
+
+        nobody = subprocess.run(
+            [CLI, "local", "kill", "1", "--dir", str(tmp_path / "none")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert nobody.returncode == 3 and "no `leekyraft local` is running" in nobody.stderr
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Anything left (only if the supervisor itself failed) is ours: resume, then kill.
+        left = subprocess.run(
+            ["pgrep", "-f", f"--data-dir {folder}"], capture_output=True, text=True
+        ).stdout.split()
+        for pid in left:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), sig)
+    assert left == []
+    layout = json.loads((folder / "cluster.json").read_text())
+    assert len(layout["nodes"]) == 3
+    assert (folder / "node1" / "data").is_dir()
+    assert not (folder / "node1" / str(folder).lstrip("/")).exists()
+    # Logs: info by default (the role changes above were debug lines), and the CLI's
+    # connections, the forwarding pool's and the peers' add no AMP or factory lines.
+    for n in (1, 2, 3):
+        text = (folder / f"node{n}" / "node.log").read_text()
+        assert "#debug]" not in text
+        assert "connection established" not in text and "connection lost" not in text
+        assert "OneShotFactory" not in text
