@@ -1,11 +1,13 @@
-"""Count elections and leader changes on a 3-node cluster during the bench workloads.
+"""Count elections and leader changes on a local cluster during the bench workloads.
 
-    python tools/elections_under_load.py
+    python tools/elections_under_load.py                      # 3 nodes: put, get, 10 KiB put
+    python tools/elections_under_load.py --nodes 5 --seconds 300   # 64 x 1 KiB puts for 5 min
 
 A spurious election (the term moving while every node is up) would show as a
 term or leader change between the start and the end of the load.
 """
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -23,19 +25,30 @@ def snapshot(c: LocalCluster) -> list[tuple[str, int, int, int]]:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--seconds", type=int, help="one sustained 1 KiB put load this long instead")
+    args = p.parse_args()
+    if args.seconds:
+        seconds = str(args.seconds)
+        loads = [
+            ["--clients", "64", "--value-size", "1024", "--ops", "1000000000", "--seconds", seconds]
+        ]
+    else:
+        loads = [
+            ["--clients", "64", "--ops", "20000"],
+            ["--workload", "get", "--clients", "64", "--ops", "20000"],
+            ["--clients", "64", "--ops", "5000", "--value-size", "10240"],
+        ]
     with tempfile.TemporaryDirectory() as d:
-        c = LocalCluster(Path(d), 3)
+        c = LocalCluster(Path(d), args.nodes)
         try:
             c.start()
             c.wait_for_leader()
             c.wait_for("all nodes", lambda: all(c.status(n) for n in c.nodes))
             before = snapshot(c)
-            for args in (
-                ["--clients", "64", "--ops", "20000"],
-                ["--workload", "get", "--clients", "64", "--ops", "20000"],
-                ["--clients", "64", "--ops", "5000", "--value-size", "10240"],
-            ):
-                print(c.bench(*args))
+            for load in loads:
+                print(c.bench(*load))
             after = snapshot(c)
         finally:
             c.stop()
