@@ -495,7 +495,7 @@ class Simulation:
         rule of docs/core.md assumes no second one before the first recovers."""
         if any(self._recovering(h) for h in self.hosts.values() if h is not host):
             return False
-        voters = max(
+        voters = min(
             (len(h.node.core.configuration.voters) for h in self.hosts.values() if h.node),
             default=0,
         )

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from leeky_twisted.simulation import Simulation
+from leeky_twisted.simulation import SafetyViolation, Simulation
 
 REGRESSIONS = {
     92: (
@@ -55,7 +55,7 @@ def test_seed_that_once_found_a_bug_now_passes(seed):
     assert result.committed > 0
 
 
-REPLAY = "from leeky_twisted.simulation import Simulation\nprint(Simulation(92, ticks=300).run())\n"
+REPLAY = "from leeky_twisted.simulation import SafetyViolation, Simulation\nprint(Simulation(92, ticks=300).run())\n"
 
 
 def test_replay_does_not_depend_on_string_hash_randomization():
@@ -74,3 +74,21 @@ def test_replay_does_not_depend_on_string_hash_randomization():
         )
         outputs.add(proc.stdout)
     assert len(outputs) == 1
+
+
+#: Seeds that show the availability price of the lost-storage rule (docs/core.md, "A node
+#: that lost its storage"): a majority of voters started empty and holds no entry of its
+#: leader's term up to the leader's commit (they caught up from an early snapshot only, or
+#: the leader crashed before the write that ended its own abstention), and the node that
+#: could bring them up to date is gone or abstains itself. No leader is elected after the
+#: faults heal. Safety holds in every one of them. They stay here, strict: when node
+#: storage gets an identity peers remember (the planned fix), they must start passing.
+ABSTENTION_DEADLOCKS = [2838, 2878, 11759, 12150]
+
+
+@pytest.mark.parametrize("seed", ABSTENTION_DEADLOCKS)
+def test_abstaining_majority_is_a_known_liveness_limit(seed):
+    """No progress after healing, and nothing worse, until lost storage can be told
+    from new storage (then this test fails and the seed moves to REGRESSIONS)."""
+    with pytest.raises(SafetyViolation, match="no progress within"):
+        Simulation(seed, ticks=300).run()
