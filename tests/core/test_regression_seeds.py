@@ -55,7 +55,7 @@ def test_seed_that_once_found_a_bug_now_passes(seed):
     assert result.committed > 0
 
 
-REPLAY = "from leeky_twisted.simulation import SafetyViolation, Simulation\nprint(Simulation(92, ticks=300).run())\n"
+REPLAY = "from leeky_twisted.simulation import Simulation\nprint(Simulation(92, ticks=300).run())\n"
 
 
 def test_replay_does_not_depend_on_string_hash_randomization():
