@@ -510,6 +510,11 @@ class RaftCore:
         voters = self.log.config().voters
         if self.id not in voters or self.term >= MAX_TERM:
             return
+        if self.abstaining and self.log.last_term() > BOOTSTRAP_TERM:
+            # Our vote for ourselves is a vote too: with part of a log after a
+            # lost disk, we could win with laggards and lack a committed entry.
+            self._log("not campaigning: storage started empty and has not caught up")
+            return
         if pre_vote:
             self._become_pre_candidate()
             term = self.term + 1
