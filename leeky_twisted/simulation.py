@@ -702,16 +702,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             Simulation(seed, ticks=args.ticks).run()
         except SafetyViolation as exc:
-            print(f"FAIL seed {seed}: {exc}")
+            print(f"FAIL seed {seed}: {exc}", flush=True)
             failed += 1
-            if failed >= 10:
-                return 1
         done += 1
         if done % 500 == 0:
             rate = done / (time.perf_counter() - started)
             print(f"{done} seeds run ({rate:.1f} seeds/s)", file=sys.stderr)
     rate = done / (time.perf_counter() - started)
     if failed:
+        print(f"{failed} of {done} seeds failed from {args.start} ({rate:.1f} seeds/s)")
         return 1
     print(f"{done} seeds ok from {args.start} ({rate:.1f} seeds/s, {args.ticks} ticks each)")
     return 0
