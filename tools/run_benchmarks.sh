@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 out="${1:-/tmp/leeky-bench-final}"
 mkdir -p "$out"
 bench=../shared/bench
+if [ ! -f "$bench/run.py" ]; then
+    echo "run_benchmarks.sh: needs the shared yardstick at $bench (not part of a clone);" >&2
+    echo "  measure Leeky Raft alone with 'leekyraft local' and 'leekyraft bench' (docs/benchmarks.md)" >&2
+    exit 2
+fi
 # PySyncObj's fair setting for latency and throughput (see ../shared/bench/README.md)
 opts() { if [ "$1" = pysyncobj ]; then echo "--opt no_batch=1"; fi; }
 for n in 3 5; do
