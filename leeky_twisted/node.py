@@ -142,6 +142,11 @@ def check_peer_address(address: str) -> None:
         raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
 
 
+def _durable_part(hs: HardState) -> tuple[int, NodeId | None, bool]:
+    """What of a hard state must be on disk before anything depending on it."""
+    return hs.term, hs.voted_for, hs.abstaining
+
+
 def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
     return defer.maybeDeferred(fn)
 
@@ -579,12 +584,7 @@ class RaftNode:
         if rd.entries or rd.snapshot is not None:
             return True
         hs = rd.hard_state
-        synced = self._synced_hs
-        return hs is not None and (hs.term, hs.voted_for, hs.abstaining) != (
-            synced.term,
-            synced.voted_for,
-            synced.abstaining,
-        )
+        return hs is not None and _durable_part(hs) != _durable_part(self._synced_hs)
 
     def _persist(self, rd: Ready) -> None:
         """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
@@ -603,21 +603,36 @@ class RaftNode:
                 self.on_persist(elapsed, len(rd.entries))
 
     def _write(self, rd: Ready) -> None:
+        """Make ``rd`` durable: snapshot, then hard state, then entries.
+
+        The hard state goes first, so the saved term is never below the term
+        of a stored entry (a crash between two writes leaves no entry of a
+        term the node does not know it is in); its commit index is held to
+        what the log already backs. Ending abstention waits for the entries
+        that justify it, except for a new leader, whose election does.
+        """
         if rd.snapshot is not None:
             # Read the installed snapshot here, on the disk thread, for
             # _install_snapshot to restore on the reactor thread afterwards.
             self._installing = self.snapshot_store.open(rd.snapshot.index)
             self.log_store.reset(rd.snapshot.index + 1)
-        if rd.entries:
-            self.log_store.append(list(rd.entries))
         hs = rd.hard_state
         synced = self._synced_hs
-        if hs is not None and (hs.term, hs.voted_for, hs.abstaining) != (
-            synced.term,
-            synced.voted_for,
-            synced.abstaining,
-        ):
-            self.stable_store.save(hs)
+        if hs is not None and _durable_part(hs) != _durable_part(synced):
+            elected = rd.soft_state is not None and rd.soft_state.role is Role.LEADER
+            first = HardState(
+                hs.term,
+                hs.voted_for,
+                min(hs.commit, self.log_store.last_index()),
+                hs.abstaining or (synced.abstaining and not elected),
+            )
+            if _durable_part(first) != _durable_part(synced):
+                self.stable_store.save(first)
+                self._synced_hs = synced = first
+        if rd.entries:
+            self.log_store.append(list(rd.entries))
+        if hs is not None and _durable_part(hs) != _durable_part(synced):
+            self.stable_store.save(hs)  # abstention ends once its entries are on disk
             self._synced_hs = hs
 
     def _flush_transport(self) -> None:
