@@ -157,6 +157,10 @@ class Simulation:
         # global knowledge for the checks
         self.leaders: dict[int, NodeId] = {}
         self.committed: dict[int, Entry] = {}
+        #: the term of the node that first saw each index committed: it was
+        #: committed in that term or earlier (Leader Completeness binds leaders
+        #: of later terms only; a leader of an older term may still win late)
+        self.commit_term: dict[int, int] = {}
         self.max_committed = 0
         self.max_committed_write = 0
         self.next_apply: dict[NodeId, int] = {}
@@ -326,7 +330,7 @@ class Simulation:
         seen = self.leader_last.get(host.id)
         if seen is None or seen[0] != core.term:
             for index, e in self.committed.items():
-                if index <= core.log.start:
+                if index <= core.log.start or self.commit_term[index] >= core.term:
                     continue
                 mine = core.log.entry_at(index) if index <= last else None
                 if mine != e:
@@ -342,6 +346,8 @@ class Simulation:
         known = self.committed.get(e.index)
         if known is None:
             self.committed[e.index] = e
+            host = self.hosts[nid]
+            self.commit_term[e.index] = host.node.core.term if host.node else 0
             self.max_committed = max(self.max_committed, e.index)
             if e.kind is EntryKind.NORMAL:
                 self.max_committed_write = max(self.max_committed_write, e.index)

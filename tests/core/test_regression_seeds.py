@@ -60,6 +60,13 @@ REGRESSIONS = {
         "before the entries (the saved term is never below a stored entry's), and a new "
         "leader's end of abstention with it."
     ),
+    3300: (
+        "Found by the soak, a fault of the checker, not the node: a candidate of term 5 "
+        "whose reactor stalled counted its votes and became leader after a leader of term "
+        "6 had committed an entry it lacked. Leader Completeness binds leaders of later "
+        "terms only; the simulation now records the term in which each entry was first "
+        "seen committed and checks a new leader against entries of earlier terms."
+    ),
 }
 
 
