@@ -138,6 +138,8 @@ class NodeOptions:
     max_client_connections: int | None = None
     #: Cap on connections from one address to each client port; None: half the port's cap.
     max_connections_per_host: int | None = None
+    #: Make this node the only member at start, keeping its data (leeky_twisted.recovery).
+    force_new_cluster: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -452,6 +454,15 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     log_store = FileLogStore(os.path.join(data, "log"), segment_size=LOG_SEGMENT_BYTES)
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
+    if opts.force_new_cluster:
+        from leeky_twisted.recovery import recover_as_new_cluster
+
+        def warn(text: str) -> None:
+            log.critical("{text}", text=text)
+
+        recover_as_new_cluster(
+            data, NodeId(opts.node_id), log_store, stable_store, snapshot_store, warn
+        )
     voters = opts.initial_voters()
 
     addresses: dict[str, dict[str, str]] = {p.node_id: {"peer": p.address} for p in opts.peers}

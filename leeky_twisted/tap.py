@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
 from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from leeky_twisted.nodeid import NodeIdError, resolve_node_id, store_node_id
 from leeky_twisted.service import (
     NodeOptions,
     PeerSpec,
@@ -99,6 +100,14 @@ class Options(usage.Options):
             "port can then join the cluster and become a voter. Logs a warning at start.",
         ],
         [
+            "force-new-cluster",
+            None,
+            "DISASTER RECOVERY, once: before starting, make this node the only member of "
+            "its cluster (keeping its data), at a new term, so it can serve again after "
+            "a lost quorum. Read docs/running.md first: every other old member must be "
+            "wiped before it is added again.",
+        ],
+        [
             "unsafe-stale-reads",
             None,
             "TESTING ONLY: serve every read from local state without ReadIndex. Breaks "
@@ -106,7 +115,14 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["id", None, None, "This node's id (stable, never reused)."],
+        [
+            "id",
+            None,
+            None,
+            "This node's id (stable, never reused), stored in DATA-DIR/node-id at the "
+            "first start and checked at every later one. Optional with --bootstrap or "
+            "--join: the stored id, or a new random one on the first start.",
+        ],
         ["peers", None, None, "Every voter: ID=HOST:PORT,... including this node."],
         ["data-dir", None, None, "Folder for the log, hard state and snapshots."],
         ["client-port", None, 0, "TCP port for AMP clients (0: any free port).", int],
@@ -258,11 +274,15 @@ class Options(usage.Options):
         """Merge --config, validate, and build the NodeOptions."""
         if self["config"]:
             self._merge_config(self["config"])
-        if not self["id"]:
-            raise usage.UsageError("--id is required")
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir is required")
         grown = bool(self["bootstrap"] or self["join"])
+        if not self["id"] and not grown:
+            raise usage.UsageError("--id is required (optional only with --bootstrap or --join)")
+        try:  # the id lives with the data: DATA-DIR/node-id
+            self["id"] = resolve_node_id(self["data-dir"], self["id"] or None, store=False)
+        except (OSError, NodeIdError) as e:
+            raise usage.UsageError(f"node id: {e}") from e
         if self["bootstrap"] and self["join"]:
             raise usage.UsageError("--bootstrap and --join exclude each other")
         if not self["peers"] and not grown:
@@ -357,9 +377,14 @@ class Options(usage.Options):
             handshake_timeout=self["handshake-timeout"],
             max_client_connections=self["max-client-connections"],
             max_connections_per_host=self["max-connections-per-host"],
+            force_new_cluster=bool(self["force-new-cluster"]),
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
+        try:  # only once every option is known to be good
+            store_node_id(self["data-dir"], self["id"])
+        except OSError as e:
+            raise usage.UsageError(f"cannot store the node id in {self['data-dir']}: {e}") from e
 
     def _merge_config(self, path: str) -> None:
         try:
@@ -397,9 +422,10 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.recovery import ForceNewClusterError
     from leeky_twisted.statemachine.owner import OwnerFileError
 
     try:
         return make_node_service(options.node_options)
-    except (UnrecoverableStateError, OwnerFileError) as e:
+    except (UnrecoverableStateError, OwnerFileError, ForceNewClusterError) as e:
         raise SystemExit(f"leekyraft: {e}") from None
