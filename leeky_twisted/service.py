@@ -424,6 +424,36 @@ class _Hooks(service.Service):
             hook()
 
 
+class _OwnAddresses(dict[str, str]):
+    """This node's own addresses: set by the service, never by ``update``.
+
+    RaftNode also learns addresses from configuration entries and snapshots,
+    which may have been written while this node had other ones (a re-created
+    container has a new host name): those must not overwrite what it listens on.
+    """
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Ignore: the log and snapshots hold old news of this node."""
+
+
+class _AddressBook(dict[str, dict[str, str]]):
+    """The node's address book, where this node's own entry stays its own."""
+
+    def __init__(self, book: dict[str, dict[str, str]], own_id: str, own: _OwnAddresses) -> None:
+        super().__init__(book)
+        self._own_id = own_id
+        super().__setitem__(own_id, own)
+
+    def __setitem__(self, key: str, value: dict[str, str]) -> None:
+        if key != self._own_id:
+            super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Update every entry but this node's own."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
 class LeekyRaftService(service.MultiService):
     """The whole node: disk thread, listeners, the node itself."""
 
@@ -473,6 +503,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             "http": f"{client_host}:{opts.http_port}",
         }
     )
+    own_addresses = _OwnAddresses(addresses[opts.node_id])
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
@@ -564,6 +595,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         run_blocking=disk.run,
         executor=executor,
     )
+    # TODO(#15): RaftNode._apply_config and snapshot restores should leave the
+    # node's own addresses alone; until then the service guards them.
+    node.addresses = _AddressBook(node.addresses, opts.node_id, own_addresses)
     holder["node"] = node
     top = LeekyRaftService(node)
     disk.setServiceParent(top)
