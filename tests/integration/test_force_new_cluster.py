@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from leeky_twisted.localcluster import free_ports, jsonrpc, twistd_path
+from leeky_twisted.localcluster import LocalCluster, free_ports, jsonrpc, twistd_path
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +175,62 @@ def test_a_survivor_forced_into_a_new_cluster_keeps_its_data_and_grows_again(nod
     assert nodes.rpc("n3", "get", "grown") == "again"
     after = nodes.status("n2")
     assert (after["term"], after["leader_changes"]) == (before["term"], before["leader_changes"])
+
+
+def test_a_static_cluster_recovers_and_takes_back_a_wiped_member(tmp_path: Path):
+    """--peers cluster: survivor forced; a wiped old member, same id and --peers, re-added."""
+    cli = str(Path(sys.executable).parent / "leekyraft")
+    c = LocalCluster(tmp_path / "c", nodes=3, extra_args=FAST)
+    try:
+        c.start()
+        leader = c.wait_for_leader()
+        for i in range(5):
+            jsonrpc(leader.http_port, "put", f"s{i}", str(i))
+        survivor = next(n for n in c.nodes if n is not leader)
+        commit = c.status(leader)["commit_index"]
+        c.wait_for(
+            "the survivor holds every write", lambda: c.status(survivor)["applied_index"] >= commit
+        )
+        lost = [n for n in c.nodes if n is not survivor]
+        for n in lost:
+            c.kill(n)
+            shutil.rmtree(n.folder / "data")
+        c.kill(survivor, signal.SIGTERM)
+        c.extra_args.append("--force-new-cluster")
+        c.start_node(survivor)
+        c.extra_args.remove("--force-new-cluster")
+
+        def alone() -> bool:
+            st = c.status(survivor) or {}
+            return st.get("role") == "leader" and st.get("voters") == [survivor.node_id]
+
+        c.wait_for("the survivor alone leads", alone)
+        assert jsonrpc(survivor.http_port, "get", "s4") == "4"
+        back = lost[0]
+        c.start_node(back)  # wiped: the same id and --peers, an empty folder
+        r = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                f"127.0.0.1:{survivor.client_port}",
+                "add-server",
+                back.node_id,
+                f"127.0.0.1:{back.peer_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        c.wait_for(
+            "the wiped member is a voter again",
+            lambda: (
+                set((c.status(survivor) or {}).get("voters") or ())
+                == {survivor.node_id, back.node_id}
+            ),
+        )
+        jsonrpc(survivor.http_port, "put", "again", "yes")
+        c.wait_for("it holds the data", lambda: jsonrpc(back.http_port, "get", "s2") == "2")
+        assert jsonrpc(back.http_port, "get", "again") == "yes"
+    finally:
+        c.stop()
