@@ -143,6 +143,8 @@ class NodeOptions:
     max_client_connections: int | None = None
     #: Cap on connections from one address to each client port; None: half the port's cap.
     max_connections_per_host: int | None = None
+    #: Make this node the only member at start, keeping its data (leeky_twisted.recovery).
+    force_new_cluster: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -429,6 +431,36 @@ class _Hooks(service.Service):
             hook()
 
 
+class _OwnAddresses(dict[str, str]):
+    """This node's own addresses: set by the service, never by ``update``.
+
+    RaftNode also learns addresses from configuration entries and snapshots,
+    which may have been written while this node had other ones (a re-created
+    container has a new host name): those must not overwrite what it listens on.
+    """
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Ignore: the log and snapshots hold old news of this node."""
+
+
+class _AddressBook(dict[str, dict[str, str]]):
+    """The node's address book, where this node's own entry stays its own."""
+
+    def __init__(self, book: dict[str, dict[str, str]], own_id: str, own: _OwnAddresses) -> None:
+        super().__init__(book)
+        self._own_id = own_id
+        super().__setitem__(own_id, own)
+
+    def __setitem__(self, key: str, value: dict[str, str]) -> None:
+        if key != self._own_id:
+            super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Update every entry but this node's own."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
 class LeekyRaftService(service.MultiService):
     """The whole node: disk thread, listeners, the node itself."""
 
@@ -473,6 +505,15 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     log_store = FileLogStore(os.path.join(data, "log"), segment_size=LOG_SEGMENT_BYTES)
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
+    if opts.force_new_cluster:
+        from leeky_twisted.recovery import recover_as_new_cluster
+
+        def warn(text: str) -> None:
+            log.critical("{text}", text=text)
+
+        recover_as_new_cluster(
+            data, NodeId(opts.node_id), log_store, stable_store, snapshot_store, warn
+        )
     voters = opts.initial_voters()
 
     addresses: dict[str, dict[str, str]] = {p.node_id: {"peer": p.address} for p in opts.peers}
@@ -483,6 +524,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             "http": f"{client_host}:{opts.http_port}",
         }
     )
+    own_addresses = _OwnAddresses(addresses[opts.node_id])
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
@@ -574,6 +616,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         run_blocking=disk.run,
         executor=executor,
     )
+    # TODO(#15): RaftNode._apply_config and snapshot restores should leave the
+    # node's own addresses alone; until then the service guards them.
+    node.addresses = _AddressBook(node.addresses, opts.node_id, own_addresses)
     holder["node"] = node
     top = LeekyRaftService(node)
     disk.setServiceParent(top)

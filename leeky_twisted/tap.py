@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
 from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from leeky_twisted.nodeid import NodeIdError, resolve_node_id, store_node_id
 from leeky_twisted.service import (
     NodeOptions,
     PeerSpec,
@@ -100,6 +101,14 @@ class Options(usage.Options):
             "port can then join the cluster and become a voter. Logs a warning at start.",
         ],
         [
+            "force-new-cluster",
+            None,
+            "DISASTER RECOVERY, once: before starting, make this node the only member of "
+            "its cluster (keeping its data), at a new term, so it can serve again after "
+            "a lost quorum. Read docs/running.md first: every other old member must be "
+            "wiped before it is added again.",
+        ],
+        [
             "unsafe-stale-reads",
             None,
             "TESTING ONLY: serve every read from local state without ReadIndex. Breaks "
@@ -107,7 +116,14 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["id", None, None, "This node's id (stable, never reused)."],
+        [
+            "id",
+            None,
+            None,
+            "This node's id (stable, never reused), stored in DATA-DIR/node-id at the "
+            "first start and checked at every later one. Optional with --bootstrap or "
+            "--join: the stored id, or a new random one on the first start.",
+        ],
         ["peers", None, None, "Every voter: ID=HOST:PORT,... including this node."],
         ["data-dir", None, None, "Folder for the log, hard state and snapshots."],
         ["client-port", None, 0, "TCP port for AMP clients (0: any free port).", int],
@@ -266,8 +282,6 @@ class Options(usage.Options):
         """Merge --config, validate, and build the NodeOptions."""
         if self["config"]:
             self._merge_config(self["config"])
-        if not self["id"]:
-            raise usage.UsageError("--id is required")
         from leeky_twisted.logs import DEFAULT_LEVEL, LEVEL_ENV, parse_level
 
         try:
@@ -280,6 +294,12 @@ class Options(usage.Options):
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir is required")
         grown = bool(self["bootstrap"] or self["join"])
+        if not self["id"] and not grown:
+            raise usage.UsageError("--id is required (optional only with --bootstrap or --join)")
+        try:  # the id lives with the data: DATA-DIR/node-id
+            self["id"] = resolve_node_id(self["data-dir"], self["id"] or None, store=False)
+        except (OSError, NodeIdError) as e:
+            raise usage.UsageError(f"node id: {e}") from e
         if self["bootstrap"] and self["join"]:
             raise usage.UsageError("--bootstrap and --join exclude each other")
         if not self["peers"] and not grown:
@@ -374,9 +394,14 @@ class Options(usage.Options):
             handshake_timeout=self["handshake-timeout"],
             max_client_connections=self["max-client-connections"],
             max_connections_per_host=self["max-connections-per-host"],
+            force_new_cluster=bool(self["force-new-cluster"]),
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
+        try:  # only once every option is known to be good
+            store_node_id(self["data-dir"], self["id"])
+        except OSError as e:
+            raise usage.UsageError(f"cannot store the node id in {self['data-dir']}: {e}") from e
 
     def _merge_config(self, path: str) -> None:
         try:
@@ -414,12 +439,13 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.recovery import ForceNewClusterError
     from leeky_twisted.statemachine.owner import OwnerFileError
     from leeky_twisted.storage.errors import StoreLockedError
 
     try:
         svc = make_node_service(options.node_options)
-    except (UnrecoverableStateError, OwnerFileError) as e:
+    except (UnrecoverableStateError, OwnerFileError, ForceNewClusterError) as e:
         raise SystemExit(f"leekyraft: {e}") from None
     except StoreLockedError as e:
         raise SystemExit(f"leekyraft: {e}: is another node running on this --data-dir?") from None

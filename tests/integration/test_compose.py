@@ -2,9 +2,13 @@
 
 Our machines have no Docker engine, so this test does what the containers would
 do: it reads docker-compose.yml, creates one network namespace per container
-(named like the service: introducer, worker-1..worker-4) on a bridge of its
+(named like the service: introducer, worker-1..worker-N) on a bridge of its
 own, and runs the same entrypoint script with the service's command and
-environment. The cluster must form five voters and serve writes.
+environment, each service's volume being a folder. The cluster must form five
+voters and serve writes; then every worker is re-created (stopped, and started
+again as a new container: a new host name and address, the same volume) and
+the cluster must still lead with the same voters and lose no acknowledged
+write; then it is scaled down to 3 workers and up to 4 again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +31,7 @@ BIN = Path(sys.executable).parent
 BRIDGE = "lkcompose0"
 SUBNET = "10.98.0"
 WORKERS = 4
+CONTAINERS = 8  # worker-1..4, their re-created successors worker-5..8
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -43,12 +49,14 @@ class Namespaces:
     def __init__(self, names: list[str]) -> None:
         self.names = names
         self.ips = {name: f"{SUBNET}.{10 + i}" for i, name in enumerate(names)}
+        self.created: list[str] = []
 
     def create(self) -> None:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "link", "set", BRIDGE, "up")
         hosts = "127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in self.ips.items())
         for i, name in enumerate(self.names):
+            self.created.append(name)
             sh("ip", "netns", "add", name)
             veth = f"lkc{i}"
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
@@ -73,7 +81,7 @@ class Namespaces:
             (etc / "hosts").write_text(hosts)
 
     def destroy(self) -> None:
-        for name in self.names:
+        for name in self.created:
             sh("ip", "netns", "del", name, check=False)
             shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
         sh("ip", "link", "del", BRIDGE, check=False)
@@ -85,79 +93,159 @@ def in_ns(name: str, *argv: str, timeout: float = 15) -> subprocess.CompletedPro
     )
 
 
+class Compose:
+    """Start and stop "containers": the entrypoint in a namespace, a folder per volume."""
+
+    def __init__(self, tmp_path: Path, services: dict[str, Any]) -> None:
+        self.tmp = tmp_path
+        self.services = services
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, service: str) -> None:
+        """Start container ``name`` of ``service`` with its volume ``SERVICE-data`` at /data."""
+        svc = self.services[service]
+        env = {
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+            "LEEKY_PYTHON_BIN": str(BIN),
+            # what Docker gives the container: its volumes (and its host name, below)
+            "LEEKY_DATA_ROOT": str(self.tmp / f"{service}-data"),
+            "LEEKY_KEY_FILE": str(self.tmp / "secret" / "cluster.key"),
+            "LEEKY_EXTRA": "--stabilization 1 --dead-grace 3",
+        }
+        if os.environ.get("PYTHONPATH"):  # test this checkout, not the installed one
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
+        # a UTS namespace per container, so `hostname` names the container
+        argv = [
+            *("unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name),
+            *("sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]),
+        ]
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                ["ip", "netns", "exec", name, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def stop(self, name: str) -> None:
+        """Stop container ``name`` as ``docker stop`` does (SIGTERM, then SIGKILL)."""
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+    def check_running(self) -> None:
+        """Fail when a container exited."""
+        for name, p in self.procs.items():
+            assert p.poll() is None, f"{name} exited; see its log in {self.tmp}"
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+CLI = str(BIN / "leekyraft")
+
+
+def status(ns: str) -> dict[str, Any]:
+    """Return the status of the node in namespace ``ns`` ({} when it does not answer)."""
+    r = in_ns(ns, CLI, "--cluster", "127.0.0.1:7000", "status", "--json")
+    if r.returncode != 0:
+        return {}
+    try:
+        return json.loads(r.stdout)[0].get("status") or {}
+    except (ValueError, IndexError, AttributeError):
+        return {}
+
+
+def wait_for(what: str, condition: Any, compose: Compose, seconds: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: still not so after {seconds}s"
+        compose.check_running()
+        time.sleep(0.5)  # noqa: TID251 - polling a condition under a deadline
+
+
+def put(ns: str, key: str, value: str) -> bool:
+    """Write through the node in ``ns``; True when the write was acknowledged."""
+    return in_ns(ns, CLI, "--cluster", "127.0.0.1:7000", "put", key, value).returncode == 0
+
+
+def get(ns: str, key: str) -> str:
+    r = in_ns(ns, CLI, "--cluster", "127.0.0.1:7000", "get", key)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def led_by(ns: str, voters: set[str]) -> Any:
+    """Return a condition: the node in ``ns`` sees a leader and exactly ``voters``."""
+
+    def check() -> bool:
+        st = status(ns)
+        return bool(st.get("leader")) and set(st.get("voters") or ()) == voters
+
+    return check
+
+
 @needs_root
-def test_compose_services_form_a_five_voter_cluster(tmp_path):
-    """introducer + 4 workers, started as compose would start them, become 5 voters."""
+def test_compose_cluster_survives_recreating_and_scaling_its_workers(tmp_path):
+    """5 voters form; re-created workers come back as the same members; scale 4 -> 3 -> 4."""
     yaml = pytest.importorskip("yaml")
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose_file["services"]
     assert set(services) == {"introducer", "worker"}
-    instances = [("introducer", services["introducer"])] + [
-        (f"worker-{i}", services["worker"]) for i in range(1, WORKERS + 1)
-    ]
-    ns = Namespaces([name for name, _ in instances])
-    procs: list[subprocess.Popen[bytes]] = []
+    assert "LEEKY_NODE_ID" not in (services["worker"].get("environment") or {})
+    workers = [f"worker-{i}" for i in range(1, CONTAINERS + 1)]
+    ns = Namespaces(["introducer", *workers])
+    compose = Compose(tmp_path, services)
     try:
         ns.create()
-        for name, svc in instances:
-            env = {
-                "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-                "LEEKY_PYTHON_BIN": str(BIN),
-                # what Docker would give the container: its host name and a volume
-                "LEEKY_NODE_ID": name,
-                "LEEKY_HOST": name,
-                "LEEKY_DATA": str(tmp_path / name),
-                # the shared volume cluster-secret, where the introducer puts the key
-                "LEEKY_KEY_FILE": str(tmp_path / "secret" / "cluster.key"),
-                "LEEKY_EXTRA": "--stabilization 1",
-            }
-            if os.environ.get("PYTHONPATH"):  # test this checkout, not the installed one
-                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-            env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
-            env["LEEKY_NODE_ID"] = env.get("LEEKY_NODE_ID", name) if name == "introducer" else name
-            argv = ["sh", str(ROOT / "docker" / "entrypoint.sh"), *svc["command"]]
-            with open(tmp_path / f"{name}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        ["ip", "netns", "exec", name, *argv],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        cli = str(BIN / "leekyraft")
+        compose.start("introducer", "introducer")
+        for name in workers[:WORKERS]:
+            compose.start(name, "worker")
 
-        def voters() -> set[str]:
-            r = in_ns("introducer", cli, "--cluster", "127.0.0.1:7000", "status", "--json")
-            if r.returncode != 0:
-                return set()
-            try:
-                reports = json.loads(r.stdout)
-            except ValueError:
-                return set()
-            st = reports[0].get("status") or {}
-            return set(st.get("voters") or [])
+        def five_voters() -> bool:
+            st = status("introducer")
+            return bool(st.get("leader")) and len(st.get("voters") or ()) == 5
 
-        expected = {name for name, _ in instances}
-        deadline = time.monotonic() + 90
-        while voters() != expected:
-            assert time.monotonic() < deadline, f"cluster did not form: {voters()}"
-            for p in procs:
-                assert p.poll() is None, "a node exited; see its log in " + str(tmp_path)
-            time.sleep(0.5)  # noqa: TID251 - polling a condition under a deadline
+        wait_for("the cluster forms 5 voters", five_voters, compose)
+        voters = set(status("introducer")["voters"])
+        ids = {name: status(name).get("id") for name in workers[:WORKERS]}
+        assert set(ids.values()) | {"introducer"} == voters, ids
         assert (tmp_path / "secret" / "cluster.key").stat().st_mode & 0o077 == 0
-        put = in_ns("worker-2", cli, "--cluster", "127.0.0.1:7000", "put", "compose", "works")
-        assert put.returncode == 0, put.stderr
-        get = in_ns("worker-4", cli, "--cluster", "127.0.0.1:7000", "get", "compose")
-        assert get.stdout.strip() == "works"
+        acked = {f"before-{i}": str(i) for i in range(5) if put("worker-2", f"before-{i}", str(i))}
+        assert len(acked) == 5
+
+        # docker compose up --force-recreate: every worker is a new container
+        for name in workers[:WORKERS]:
+            compose.stop(name)
+        for name in workers[WORKERS:]:
+            compose.start(name, "worker")
+        wait_for(
+            "the re-created workers are the same voters", led_by("introducer", voters), compose
+        )
+        assert {status(name).get("id") for name in workers[WORKERS:]} == set(ids.values())
+        for key, value in acked.items():
+            assert get("worker-8", key) == value
+        assert put("worker-5", "after", "recreate")
+        acked["after"] = "recreate"
+
+        # docker compose up --scale worker=3: the autopilot removes the dead voter
+        gone = status("worker-8")["id"]
+        compose.stop("worker-8")
+        wait_for("the stopped worker is removed", led_by("introducer", voters - {gone}), compose)
+        assert put("worker-6", "scaled", "down")
+        acked["scaled"] = "down"
+
+        # --scale worker=4 again: the new container takes the free folder, and is added back
+        compose.start("worker-1", "worker")
+        wait_for("the new worker becomes a voter", led_by("introducer", voters), compose)
+        assert status("worker-1")["id"] == gone
+        for key, value in acked.items():
+            assert get("worker-1", key) == value
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        compose.stop_all()
         ns.destroy()
