@@ -101,11 +101,11 @@ def test_replay_does_not_depend_on_string_hash_randomization():
 #: Seeds that show the availability price of the lost-storage rule (docs/core.md, "A node
 #: that lost its storage"): a majority of voters started empty and holds no entry of its
 #: leader's term up to the leader's commit (they caught up from an early snapshot only, or
-#: the leader crashed before the write that ended its own abstention), and the node that
-#: could bring them up to date is gone or abstains itself. No leader is elected after the
-#: faults heal. Safety holds in every one of them. They stay here, strict: when node
+#: a crash fell between the write of the entries that ended a node's abstention and the
+#: write that records its end), and the node that could bring them up to date is gone or
+#: abstains itself. No leader is elected after the faults heal. Safety holds in every one of them. They stay here, strict: when node
 #: storage gets an identity peers remember (the planned fix), they must start passing.
-ABSTENTION_DEADLOCKS = [2838, 4230, 11759, 12150, 12302]
+ABSTENTION_DEADLOCKS = [2838, 4230, 6747, 11759, 12150, 12302, 17682]
 
 
 @pytest.mark.parametrize("seed", ABSTENTION_DEADLOCKS)
