@@ -103,8 +103,9 @@ def test_replay_does_not_depend_on_string_hash_randomization():
 #: leader's term up to the leader's commit (they caught up from an early snapshot only, or
 #: a crash fell between the write of the entries that ended a node's abstention and the
 #: write that records its end), and the node that could bring them up to date is gone or
-#: abstains itself. No leader is elected after the faults heal. Safety holds in every one of them. They stay here, strict: when node
-#: storage gets an identity peers remember (the planned fix), they must start passing.
+#: abstains itself. No leader is elected after the faults heal. Safety holds in every one
+#: of them. They stay here, strict: when node storage gets an identity peers remember (the
+#: planned fix), they must start passing.
 ABSTENTION_DEADLOCKS = [2838, 4230, 6747, 11759, 12150, 12302, 17682]
 
 
