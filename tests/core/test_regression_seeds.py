@@ -106,7 +106,7 @@ def test_replay_does_not_depend_on_string_hash_randomization():
 #: abstains itself. No leader is elected after the faults heal. Safety holds in every one
 #: of them. They stay here, strict: when node storage gets an identity peers remember (the
 #: planned fix), they must start passing.
-ABSTENTION_DEADLOCKS = [2838, 4230, 6747, 11759, 12150, 12302, 17682]
+ABSTENTION_DEADLOCKS = [2838, 4230, 6747, 8470, 9380, 11759, 12150, 12302, 17682, 20190]
 
 
 @pytest.mark.parametrize("seed", ABSTENTION_DEADLOCKS)
