@@ -251,15 +251,12 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit():
 def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
     """twistd options reach a guard on each of the three ports; the peer port has its own
     cap and no idle timeout, the client ports the --idle-timeout and --max-client-connections."""
-    import sys
 
-    from twisted.internet.testing import MemoryReactorClock
+    from nodebuild import service_from
 
-    from leeky_twisted.service import _Listener, make_node_service
-    from leeky_twisted.tap import Options
+    from leeky_twisted.service import _Listener
 
-    opts = Options()
-    opts.parseOptions(
+    top = service_from(
         [
             "--id=1",
             "--peers=1=127.0.0.1:7001",
@@ -270,11 +267,6 @@ def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
             "--max-connections-per-host=20",
         ]
     )
-    switch = sys.getswitchinterval()
-    try:
-        top = make_node_service(opts.node_options, MemoryReactorClock())
-    finally:
-        sys.setswitchinterval(switch)
     guards = {
         s.factory.guard.name: s.factory.guard
         for s in top

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from twisted.internet.testing import MemoryReactorClock
+from nodebuild import node_from
 
 from leeky_twisted.core.messages import ConfChange, ConfChangeOp, Entry, EntryKind, NodeId
 from leeky_twisted.node import RaftNode
-from leeky_twisted.service import make_node_service
-from leeky_twisted.tap import Options
 
 
 def node_of(tmp_path: Path) -> RaftNode:
     """Build node 1's service on a memory reactor; return its node (stores closed)."""
-    opts = Options()
-    opts.parseOptions(
+    return node_from(
         [
             "--id=1",
             "--peers=1=127.0.0.1:7001,2=127.0.0.1:7002",
@@ -26,15 +22,6 @@ def node_of(tmp_path: Path) -> RaftNode:
             "--http-port=7601",
         ]
     )
-    switch = sys.getswitchinterval()
-    try:
-        top = make_node_service(opts.node_options, MemoryReactorClock())
-    finally:
-        sys.setswitchinterval(switch)
-    node: RaftNode = top.node  # type: ignore[attr-defined]
-    for s in node.log_store, node.stable_store:
-        getattr(s, "close", lambda: None)()
-    return node
 
 
 def config_entry(nid: str, addresses: dict[str, str]) -> Entry:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 from twisted.internet import task
-from twisted.internet.testing import MemoryReactorClock
 
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId
@@ -77,21 +75,11 @@ def test_small_values_do_not_trigger_a_byte_snapshot():
 
 def test_the_option_reaches_the_node(tmp_path: Path):
     """``--snapshot-bytes`` (default 64 MiB) reaches the node's settings."""
-    from leeky_twisted.service import make_node_service
-    from leeky_twisted.tap import Options
+    from nodebuild import node_from
 
     def settings(*extra: str) -> NodeSettings:
-        opts = Options()
-        opts.parseOptions(["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path}", *extra])
-        switch = sys.getswitchinterval()
-        try:
-            top = make_node_service(opts.node_options, MemoryReactorClock())
-        finally:
-            sys.setswitchinterval(switch)
-        node: RaftNode = top.node  # type: ignore[attr-defined]
-        for s in node.log_store, node.stable_store:
-            getattr(s, "close", lambda: None)()
-        return node.settings
+        argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path}", *extra]
+        return node_from(argv).settings
 
     assert settings().snapshot_bytes == 64 * 1024 * 1024
     assert settings("--snapshot-bytes=1000000").snapshot_bytes == 1_000_000

@@ -128,6 +128,16 @@ class CallTimedOut(Exception):
     """A step did not finish within the time it was given."""
 
 
+def _settle(out: Deferred[Any], result: object) -> None:
+    """Fire ``out`` with ``result`` (a value or a Failure) unless it already fired."""
+    if out.called:
+        return
+    if isinstance(result, Failure):
+        out.errback(result)
+    else:
+        out.callback(result)
+
+
 def with_timeout(d: Deferred[T], seconds: float, clock: IReactorTime) -> Deferred[T]:
     """Return a Deferred firing like ``d``, or failing with CallTimedOut after ``seconds``.
 
@@ -145,12 +155,7 @@ def with_timeout(d: Deferred[T], seconds: float, clock: IReactorTime) -> Deferre
     def fire(result: object) -> None:
         if call.active():
             call.cancel()
-        if out.called:
-            return
-        if isinstance(result, Failure):
-            out.errback(result)
-        else:
-            out.callback(result)  # type: ignore[arg-type]
+        _settle(out, result)
 
     d.addBoth(fire)
     return out
@@ -494,12 +499,7 @@ def call_while_alive(
     def fire(result: object) -> None:
         if timer is not None and timer.active():
             timer.cancel()
-        if out.called:
-            return
-        if isinstance(result, Failure):
-            out.errback(result)
-        else:
-            out.callback(result)  # type: ignore[arg-type]
+        _settle(out, result)
 
     def probed(_: object) -> None:
         nonlocal probing
