@@ -620,10 +620,15 @@ class RaftNode:
         synced = self._synced_hs
         if hs is not None and _durable_part(hs) != _durable_part(synced):
             elected = rd.soft_state is not None and rd.soft_state.role is Role.LEADER
+            # Backed already: entries before this batch's first one (those at and
+            # past it may be an old leader's, about to be replaced).
+            backed = self.log_store.last_index()
+            if rd.entries:
+                backed = min(backed, rd.entries[0].index - 1)
             first = HardState(
                 hs.term,
                 hs.voted_for,
-                min(hs.commit, self.log_store.last_index()),
+                min(hs.commit, backed),
                 hs.abstaining or (synced.abstaining and not elected),
             )
             if _durable_part(first) != _durable_part(synced):

@@ -399,3 +399,37 @@ def test_a_compacted_log_behind_a_corrupt_snapshot_is_refused_even_when_empty():
             SimStateMachine(),
         )
     assert "the log starts at 16" in str(info.value)
+
+
+def test_the_hard_state_written_before_entries_commits_none_they_replace():
+    """Review: a follower holds an old leader's uncommitted 4..6 and is sent 4..6 of a
+    new term with commit 6. The hard state goes to disk first; if the process dies
+    before the new entries land, the saved commit must not cover the old ones."""
+    from leeky_twisted.core.messages import Ready
+
+    class DiesOnAppend(MemoryLogStore):
+        dying = False
+
+        def append(self, entries: Any) -> None:
+            if self.dying:
+                raise OSError("the process died here")
+            super().append(entries)
+
+    log_store, stable = DiesOnAppend(), MemoryStableStore(HardState(2, None, 3))
+    log_store.append([Entry(i, 1 if i <= 3 else 2, EntryKind.NOOP, b"old") for i in range(1, 7)])
+    node = RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("a")),
+        log_store,
+        stable,
+        MemorySnapshotStore(),
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+    )
+    log_store.dying = True
+    new = tuple(Entry(i, 3, EntryKind.NOOP, b"new") for i in range(4, 7))
+    with pytest.raises(OSError):
+        node._write(Ready(hard_state=HardState(3, None, 6), entries=new))
+    saved = stable.load()
+    assert saved.term == 3  # the term went first
+    assert saved.commit <= 3  # but no commit over entries being replaced
