@@ -257,7 +257,9 @@ class RaftNode:
         assert isinstance(hs, HardState)
         self._loaded_abstaining = hs.abstaining
         meta = self.snapshot_store.latest()
-        fresh = meta is None and hs == HardState() and self.log_store.last_index() == 0
+        # No hard state was ever saved: the storage is new (a log without one
+        # can only be a bootstrap cut short by a crash, which starts over).
+        fresh = meta is None and hs == HardState()
         if fresh and self.settings.bootstrap:
             voters = [(NodeId(nid), ctx) for nid, ctx in self.settings.bootstrap]
             boot = bootstrap_entries(voters)

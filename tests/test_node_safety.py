@@ -433,3 +433,46 @@ def test_the_hard_state_written_before_entries_commits_none_they_replace():
     saved = stable.load()
     assert saved.term == 3  # the term went first
     assert saved.commit <= 3  # but no commit over entries being replaced
+
+
+def test_a_bootstrap_cut_short_by_a_crash_starts_over_abstaining():
+    """Review: the bootstrap entries were on disk but the hard state (which says
+    "abstaining") was not; the node started as if its storage were old and voted."""
+    from leeky_twisted.core.raft import bootstrap_entries
+
+    log_store, stable = MemoryLogStore(), MemoryStableStore()
+    voters = [(NodeId(n), b"") for n in ("a", "b", "c")]
+    log_store.append(bootstrap_entries(voters))  # ... and the process died here
+    node = RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("a")),
+        log_store,
+        stable,
+        MemorySnapshotStore(),
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        settings=NodeSettings(bootstrap=[(str(n), c) for n, c in voters]),
+    )
+    assert node.core.abstaining
+    assert stable.load().abstaining and stable.load().term == 1
+
+
+def test_e_a_follower_caught_up_by_snapshot_in_an_idle_cluster_votes_again():
+    """Review: a wiped follower brought back by a snapshot that covers the whole
+    log got no further append while the cluster was idle, so it abstained until
+    the next write (and a leader loss then left no majority)."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    for i in range(10):
+        c.put(leader, f"k={i}".encode())
+        c.run(0.2)
+    c.run(2)
+    assert c.node(leader).snapshot_now(trailing=0)
+    c.run(1)
+    victim = next(i for i in ("a", "b", "c") if i != leader)
+    c.hosts[NodeId(victim)].wipe()
+    c.hosts[NodeId(victim)].start()
+    c.run(10 * TICK)  # idle: no client writes
+    node = c.node(victim)
+    assert node.core.snapshot_meta is not None  # it was caught up by the snapshot
+    assert not node.core.abstaining

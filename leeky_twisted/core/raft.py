@@ -755,6 +755,10 @@ class RaftCore:
         elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
             pr.become_probe(pr.match + 1)
             pr.become_replicate()
+            # One empty append carries our commit index and term to a follower
+            # the snapshot brought up to date: if it started empty, that ends
+            # its abstention even when no new entry follows.
+            self._send_append(nid, pr, empty=True)
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = False
         if grew:
