@@ -43,6 +43,7 @@ from leeky_twisted.api.amp_api import (
 )
 from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.api.web import NodeWebSite, make_node_site
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.connlimits import (
@@ -468,6 +469,8 @@ class LeekyRaftService(service.MultiService):
         super().__init__()
         self.node = node
         self.autopilot: Autopilot | None = None  #: when the node runs gossip
+        #: The HTTP port's twisted.web site (paths the lean server hands over).
+        self.web: NodeWebSite | None = None
         #: Given to the application as its log observer (tap.py sets it): twistd
         #: logs through an application's ILogObserver component when it has one.
         self.log_observer: ILogObserver | None = None
@@ -699,7 +702,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt
     metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
-    http_factory = JSONRPCHTTPFactory(rpc, node.status, {b"/metrics": metrics.render})
+    routes = {b"/metrics": metrics.render}
+    top.web = make_node_site(rpc, node.status, routes)
+    http_factory = JSONRPCHTTPFactory(rpc, node.status, routes, top.web)
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
         http_what,

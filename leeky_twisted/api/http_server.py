@@ -5,8 +5,13 @@ parsing, access logs) costs about 100 µs per request, which is most of what a
 put costs the leader. This protocol does only what the API needs: ``POST
 /jsonrpc`` with a Content-Length body, ``GET /status``, keep-alive, pipelining
 (answers go out in request order), ``Expect: 100-continue``, and a body limit.
-Anything else gets a plain HTTP error. The JSON-RPC semantics themselves live
-in :class:`~leeky_twisted.api.jsonrpc_api.KeyValueJSONRPC`.
+The JSON-RPC semantics themselves live in
+:class:`~leeky_twisted.api.jsonrpc_api.KeyValueJSONRPC`.
+
+Any other path is handed to a ``twisted.web`` :class:`~twisted.web.server.Site`
+when one is given (the dashboard, streamed responses): the connection is passed
+over whole, with the bytes already read, once every earlier answer is out, and
+twisted.web serves it from then on. Without a site, other paths get a 404.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
@@ -95,10 +101,15 @@ class JSONRPCHTTPProtocol(Protocol):
         rpc: KeyValueJSONRPC,
         status: Callable[[], object],
         extra_routes: dict[bytes, Callable[[], tuple[bytes, bytes]]] | None = None,
+        web: Site | None = None,
     ) -> None:
         self.rpc = rpc
         self.status = status
         self.extra_routes = extra_routes or {}
+        self.web = web
+        #: The twisted.web channel this connection was handed to, if it was.
+        self.web_channel: Protocol | None = None
+        self._hand_over_bytes: bytes | None = None
         self._buf = b""
         self._need = -1  # body bytes still expected, -1 while reading headers
         self._discard = 0  # body bytes to drop (over the limit), then close
@@ -112,6 +123,12 @@ class JSONRPCHTTPProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse as many whole requests as the buffer holds."""
+        if self.web_channel is not None:
+            self.web_channel.dataReceived(data)
+            return
+        if self._hand_over_bytes is not None:
+            self._hand_over_bytes += data
+            return
         if self._discard:
             self._drain(len(data))
             return
@@ -160,6 +177,14 @@ class JSONRPCHTTPProtocol(Protocol):
                 self._error(400, b"malformed request line", close=True)
             return
         method, target, version = parts
+        path = target.split(b"?", 1)[0]
+        if self.web is not None and not self._served_here(path):
+            self._closing = True  # this parser reads no further requests
+            self._hand_over_bytes = head + b"\r\n\r\n" + self._buf
+            self._buf = b""
+            if not self._slots:
+                self._hand_over()
+            return
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -193,7 +218,6 @@ class JSONRPCHTTPProtocol(Protocol):
             self._error(400, b"bad Content-Length", close=True)
             return
         length = int(length_text)
-        path = target.split(b"?", 1)[0]
         if length > self.rpc.max_body_bytes:
             self._refuse_body(length)
             return
@@ -201,6 +225,19 @@ class JSONRPCHTTPProtocol(Protocol):
         if headers.get(b"expect", b"").lower() == b"100-continue" and len(self._buf) < length:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._need = length
+
+    def _served_here(self, path: bytes) -> bool:
+        return path == b"/jsonrpc" or path == b"/status" or path in self.extra_routes
+
+    def _hand_over(self) -> None:
+        """Give the connection, and the bytes read so far, to the twisted.web site."""
+        assert self.web is not None and self._hand_over_bytes is not None
+        data, self._hand_over_bytes = self._hand_over_bytes, None
+        channel = self.web.buildProtocol(self.transport.getPeer())
+        assert channel is not None
+        self.web_channel = channel
+        channel.makeConnection(self.transport)
+        channel.dataReceived(data)
 
     def _refuse_body(self, length: int) -> None:
         """Answer 413 before reading a body over the limit; drop it, then close.
@@ -314,6 +351,8 @@ class JSONRPCHTTPProtocol(Protocol):
             write_now(self.transport, b"".join(out))
         if close and not self._discard:
             self.transport.loseConnection()
+        elif self._hand_over_bytes is not None and not self._slots:
+            self._hand_over()
         elif self._paused and len(self._slots) < MAX_PIPELINED // 2:
             self._paused = False
             self.transport.resumeProducing()
@@ -322,6 +361,8 @@ class JSONRPCHTTPProtocol(Protocol):
         """Forget pending answers; they have nowhere to go."""
         self._gone = True
         self._slots.clear()
+        if self.web_channel is not None:
+            self.web_channel.connectionLost(reason)
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -333,10 +374,12 @@ class JSONRPCHTTPFactory(Factory):
         rpc: KeyValueJSONRPC,
         status: Callable[[], object],
         extra_routes: dict[bytes, Callable[[], tuple[bytes, bytes]]] | None = None,
+        web: Site | None = None,
     ) -> None:
         self.rpc = rpc
         self.status = status
         self.extra_routes = extra_routes or {}
+        self.web = web
 
     def acceptableProtocols(self) -> list[bytes]:
         """Return the one protocol this server speaks, for ALPN under TLS."""
@@ -344,6 +387,6 @@ class JSONRPCHTTPFactory(Factory):
 
     def buildProtocol(self, addr: object) -> JSONRPCHTTPProtocol:
         """Return a protocol for a new connection."""
-        p = JSONRPCHTTPProtocol(self.rpc, self.status, self.extra_routes)
+        p = JSONRPCHTTPProtocol(self.rpc, self.status, self.extra_routes, self.web)
         p.factory = self
         return p

@@ -213,3 +213,86 @@ def test_answers_are_encoded_as_json_dumps_would(request_id, result, error):
         expected = json.dumps(answer, default=str).encode("ascii")
     assert _encode(answer) == expected
     assert json.loads(_encode(answer)) == json.loads(expected)
+
+
+# ------------------------------------------------- hand-over to twisted.web
+
+
+def make_with_site():
+    from twisted.web.resource import Resource
+
+    from leeky_twisted.api.web import make_node_site
+
+    net = FakeNetwork()
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    frontend = make_frontend(node, net.clock, forward=False)
+    rpc = KeyValueJSONRPC(frontend, 4096)
+    site = make_node_site(rpc, lambda: {"id": "1"}, {b"/metrics": lambda: (b"text/plain", b"m 1")})
+
+    class Page(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            request.setHeader(b"content-type", b"text/html")
+            return b"<p>page " + request.uri + b"</p>"
+
+    site.root.putChild(b"page", Page())
+    proto = JSONRPCHTTPFactory(rpc, lambda: {"id": "1"}, {}, site).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def get(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def body_of(raw: bytes) -> bytes:
+    """The body of the one (fixed-length) answer in ``raw``."""
+    return responses(raw)[0][1]
+
+
+def test_a_path_the_lean_server_lacks_is_served_by_the_site():
+    """GET /page goes to the twisted.web site, query string and all."""
+    proto, t = make_with_site()
+    proto.dataReceived(get(b"/page?x=1"))
+    assert b"200 OK" in t.value().split(b"\r\n", 1)[0]
+    assert body_of(t.value()) == b"<p>page /page?x=1</p>"
+    assert proto.web_channel is not None
+
+
+def test_after_the_hand_over_the_site_answers_the_api_on_the_same_connection():
+    """A browser's connection that asked for a page still gets JSON-RPC, status and routes."""
+    proto, t = make_with_site()
+    proto.dataReceived(get(b"/page"))
+    t.clear()
+    proto.dataReceived(post(call("put", "k", "v")))
+    assert json.loads(body_of(t.value()))["result"] is True
+    t.clear()
+    proto.dataReceived(get(b"/status"))
+    assert json.loads(body_of(t.value())) == {"id": "1"}
+    t.clear()
+    proto.dataReceived(get(b"/metrics"))
+    assert body_of(t.value()) == b"m 1"
+
+
+def test_the_hand_over_waits_for_earlier_answers_and_keeps_bytes_split_anywhere():
+    """Pipelined: a put, then a page request split mid-header; both answered in order."""
+    proto, t = make_with_site()
+    stream = post(call("put", "k", "v")) + get(b"/page")
+    for cut in range(len(stream) + 1):
+        proto, t = make_with_site()
+        proto.dataReceived(stream[:cut])
+        proto.dataReceived(stream[cut:])
+        answers = responses(t.value())
+        assert [code for code, _ in answers] == [200, 200], cut
+        assert json.loads(answers[0][1])["result"] is True
+        assert answers[1][1] == b"<p>page /page</p>"
+
+
+def test_without_a_site_other_paths_are_404():
+    """The lean server alone answers an unknown path 404 and keeps its own paths."""
+    proto, t = make()
+    proto.dataReceived(get(b"/page"))
+    assert responses(t.value())[0][0] == 404
+    assert proto.web_channel is None
