@@ -9,10 +9,11 @@ A :class:`ConnectionGuard` watches one listening port:
 - a **first-bytes timeout**: a connection that sends nothing within
   ``handshake_timeout`` seconds is aborted (TLS ports also abort a connection
   whose handshake has not completed by then: see :mod:`leeky_twisted.tls`);
-- an **idle timeout**: a connection that has received nothing for
-  ``idle_timeout`` seconds is aborted. None disables it (the peer port: a
-  peer's Hello has its own timeout, and a connected peer is never idle
-  while a leader heartbeats).
+- an **idle timeout**: a connection that has neither received nor sent
+  anything for ``idle_timeout`` seconds is aborted (a streamed answer, such as
+  the dashboard's events, keeps its connection busy by what it sends). None
+  disables it (the peer port: a peer's Hello has its own timeout, and a
+  connected peer is never idle while a leader heartbeats).
 
 :class:`GuardedFactory` wraps the factory a port listens with (outside TLS,
 so a refused connection never costs a handshake). The wrapper adds no bytes:
@@ -281,6 +282,8 @@ class GuardedProtocol(ProtocolWrapper):
         self._seconds = guard.clock.seconds
         #: When the last bytes arrived; None until the first do.
         self.last_received: float | None = None
+        #: When bytes were last written through this wrapper (streamed answers).
+        self.last_sent: float | None = None
         self._connected_at = 0.0
         self._timer: IDelayedCall | None = None
 
@@ -300,6 +303,16 @@ class GuardedProtocol(ProtocolWrapper):
         self.last_received = self._seconds()
         self.wrappedProtocol.dataReceived(data)
 
+    def write(self, data: bytes) -> None:
+        """Note the time and write ``data``."""
+        self.last_sent = self._seconds()
+        super().write(data)  # type: ignore[no-untyped-call]
+
+    def writeSequence(self, data: Any) -> None:
+        """Note the time and write ``data``."""
+        self.last_sent = self._seconds()
+        super().writeSequence(data)  # type: ignore[no-untyped-call]
+
     def _check(self) -> None:
         self._timer = None
         guard = self._guard
@@ -312,6 +325,8 @@ class GuardedProtocol(ProtocolWrapper):
             return
         if guard.idle_timeout is None:
             return
+        if self.last_sent is not None:
+            last = self.last_sent if last is None else max(last, self.last_sent)
         silent = self._seconds() - (self._connected_at if last is None else last)
         if silent >= guard.idle_timeout - _SLACK:
             guard.timed_out("idle", self.host)

@@ -154,6 +154,24 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout():
     assert guard.closed["idle"] == 1 and guard.open == 0
 
 
+def test_a_streamed_answer_keeps_its_connection_from_being_idle():
+    """A client that asked once and only reads a stream is not idle while the stream flows."""
+    factory, guard, clock = guarded()
+    proto = connect(factory)
+    proto.dataReceived(b"GET /events")
+    for _ in range(10):
+        clock.advance(200)
+        proto.wrappedProtocol.transport.write(b"data: tick\n\n")
+    assert not proto.transport.disconnected
+    clock.advance(200)
+    proto.wrappedProtocol.transport.writeSequence([b": ", b"keep\n"])
+    clock.advance(299.9)
+    assert not proto.transport.disconnected
+    clock.advance(0.1)
+    assert proto.transport.disconnected
+    assert guard.closed["idle"] == 1
+
+
 def test_without_an_idle_timeout_only_the_first_bytes_are_timed():
     """The peer port: once a peer spoke, silence never closes it (its Hello is timed apart)."""
     factory, _guard, clock = guarded(idle=None)
