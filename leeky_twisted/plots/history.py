@@ -224,6 +224,8 @@ def violation_figure(violation: Violation) -> Figure:
     right = known_end + max(0.1 * (known_end - first), 1e-3)
     fig = new_figure(11, 1.4 + 0.55 * len(clients))
     ax = fig.add_subplot()
+    crowded = 0.12 * (right - first)  # labels closer than this would overlap
+    last_label: dict[int, tuple[float, bool]] = {}
     for op in ops:
         row = lane[op.client]
         stop = op.complete if op.complete is not None else right
@@ -239,9 +241,12 @@ def violation_figure(violation: Violation) -> Figure:
             linewidth=2.5 if culprit else 0,
             gid="culprit" if culprit else f"op-{op.index}",
         )
+        previous = last_label.get(row)
+        shifted = previous is not None and op.invoke - previous[0] < crowded and not previous[1]
+        last_label[row] = (op.invoke, shifted)
         ax.text(
             op.invoke,
-            y + 0.18,
+            y + (0.5 if shifted else 0.18),  # a crowded label goes just below its bar
             f" {_short(op)}",
             va="center",
             ha="left",
