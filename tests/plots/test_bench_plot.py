@@ -11,6 +11,8 @@ from leeky_twisted.bench import BenchResult
 from leeky_twisted.cli import EXIT_USAGE, main
 from leeky_twisted.plots.bench import bench_figure, write_bench_plot
 
+pytest.importorskip("matplotlib")  # the plots extra (CI installs it with test)
+
 
 def _result() -> BenchResult:
     """100 ok puts, 1 to 10 ms, over 2 s, and two failures of 1 s."""

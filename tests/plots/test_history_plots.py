@@ -19,6 +19,8 @@ from leeky_twisted.plots.history import (
     violation_figure,
 )
 
+pytest.importorskip("matplotlib")  # the plots extra (CI installs it with test)
+
 WINDOWS = FaultWindow.from_dicts(FAULTS)
 
 

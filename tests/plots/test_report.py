@@ -5,6 +5,7 @@ from __future__ import annotations
 import html.parser
 from pathlib import Path
 
+import pytest
 from figure_checks import assert_png
 from synthetic_history import FAULTS, bad_history, history
 
@@ -12,6 +13,8 @@ from leeky_twisted.checker import check_history
 from leeky_twisted.plots.history import FaultWindow
 from leeky_twisted.plots.page import Plot, render_index
 from leeky_twisted.plots.report import write_report
+
+pytest.importorskip("matplotlib")  # the plots extra (CI installs it with test)
 
 
 class _Page(html.parser.HTMLParser):

@@ -1,5 +1,0 @@
-"""Plot tests need matplotlib (the ``plots`` extra; CI installs it with ``test``)."""
-
-import pytest
-
-pytest.importorskip("matplotlib")
