@@ -57,3 +57,12 @@ def test_cli_refuses_a_plot_file_of_another_kind(capsys: pytest.CaptureFixture[s
         main(["--cluster", "127.0.0.1:1", "bench", "--plot", "x.pdf"])
     assert exit.value.code == EXIT_USAGE
     assert "must end in .png or .svg" in capsys.readouterr().err
+
+
+def test_a_run_where_every_operation_failed_still_draws(tmp_path: Path):
+    """With no successful operation the failures are drawn and the histogram is empty."""
+    result = BenchResult("get", 2, 0, 2, 1.0, [], [], [(0.1, 1.0), (0.5, 1.0)])
+    fig = bench_figure(result)
+    assert len(one(fig, "failed").get_offsets()) == 2
+    assert len(one(fig, "ok").get_offsets()) == 0
+    assert_png(write_bench_plot(result, tmp_path / "b.png"), min_bytes=5_000)

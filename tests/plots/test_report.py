@@ -90,3 +90,12 @@ def test_the_page_escapes_what_it_shows():
     assert "<b>boom" not in page and "&lt;b&gt;boom&lt;/b&gt;" in page
     assert "<title>&lt;t&gt;</title>" in page
     assert "a &amp; b" in page and "&lt;pre&gt;" in page
+
+
+def test_a_run_without_operations_still_gets_its_page(tmp_path: Path):
+    """No operation recorded (clients never got through): empty plots, the page, no error."""
+    page = write_report(tmp_path, [], check_history([]), [], title="t", passed=False, text="")
+    parsed = _read(page)
+    assert parsed.images == ["latency.png", "throughput.png"]
+    for name in parsed.images:
+        assert_png(tmp_path / name, min_bytes=5_000)
