@@ -12,9 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
-    package_data={
-        "twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"]
-    },
+    package_data={"twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"]},
     include_package_data=True,
     install_requires=[
         "twisted>=23.10,<27",
@@ -38,7 +36,11 @@ setup(
             "wheel",  # builds the package in the packaging test
             "mypy>=1.8",  # strict typing of the core, storage and interfaces
             "mypy-zope>=1.0",
+            "matplotlib>=3.7",  # the plots are tested in CI
         ],
+        # `leekyraft bench --plot` and the report folder of `chaos`/`verify`;
+        # the node never needs it.
+        "plots": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},
 )

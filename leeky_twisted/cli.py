@@ -243,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="time limit (default 30)")
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
     p.add_argument("--keys", type=int, default=1000, help="distinct keys written (default 1000)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw latency over time and a latency histogram into FILE (.png or .svg; "
+        "needs matplotlib: pip install 'leeky-twisted[plots]')",
+    )
 
     p = sub.add_parser(
         "certs",
@@ -761,6 +767,24 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             _cas_values(args)
         except ValueError as e:
             parser.error(str(e))
+    if args.command == "bench" and args.plot is not None:
+        from leeky_twisted.plots.figures import plot_format
+
+        try:
+            plot_format(args.plot)
+        except ValueError as e:
+            parser.error(str(e))
+
+
+def plots_or_exit(err: IO[str]) -> None:
+    """Exit with EXIT_ERROR and one line on ``err`` when matplotlib is missing."""
+    from leeky_twisted.plots import PlotsUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotsUnavailable as e:
+        print(f"leekyraft: {e}", file=err)
+        sys.exit(EXIT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -780,6 +804,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.command == "certs":
         sys.exit(run_certs(args, sys.stdout, sys.stderr))
     check_args(parser, args)
+    if args.command == "bench" and args.plot is not None:
+        plots_or_exit(sys.stderr)  # before the run, not after it
     if args.command == "put":
         try:
             args.value = [put_value(args, sys.stdin.buffer, sys.stderr)]
@@ -830,6 +856,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 attempt_timeout=args.attempt_timeout,
             )
             print(result.summary())
+            if args.plot is not None:
+                from leeky_twisted.plots.bench import write_bench_plot
+
+                try:
+                    print(f"plot: {write_bench_plot(result, args.plot)}")
+                except OSError as e:
+                    print(f"leekyraft: cannot write the plot: {e}", file=sys.stderr)
+                    raise SystemExit(EXIT_ERROR) from None
             if result.errors:
                 raise SystemExit(EXIT_ERROR)
             return
