@@ -62,6 +62,7 @@ from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
 from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.peerauth import UnauthenticatedPeersError, unauthenticated_peers_refusal
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
 from leeky_twisted.tls import (
@@ -484,6 +485,28 @@ class LeekyRaftService(service.MultiService):
             parent.setComponent(ILogObserver, observer)
 
 
+def _check_peer_authentication(opts: NodeOptions, own: PeerSpec) -> None:
+    """Refuse (UnauthenticatedPeersError), or warn about, peers that cannot prove who they are."""
+    keyed, tls = opts.gossip_key is not None, opts.tls_dir is not None
+    addresses = [p.address for p in opts.peers] + [own.address]
+    refusal = unauthenticated_peers_refusal(addresses, keyed=keyed, tls=tls, insecure=opts.insecure)
+    if refusal is not None:
+        raise UnauthenticatedPeersError(refusal)
+    if keyed or tls:
+        return
+    if opts.insecure:
+        log.warn(
+            "the peer port is NOT authenticated (--insecure, no cluster key): anyone who can "
+            "reach {address} can pose as a node of this cluster and send it Raft messages",
+            address=own.address,
+        )
+    else:
+        log.info(
+            "no cluster key: peer Hellos are not authenticated, which is allowed because "
+            "every peer address is loopback (only this machine can pose as a node)"
+        )
+
+
 def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:
     """Recover storage, bootstrap a new cluster if needed, and wire the service tree."""
     if reactor is None:
@@ -494,6 +517,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     # default 5 ms switch interval a busy reactor thread would delay it that long.
     sys.setswitchinterval(0.0001)
     own = opts.own()
+    _check_peer_authentication(opts, own)
     client_listen = _listen_address(opts.client_host or own.host)
     listen_host = _listen_address(own.host)
     # The address others use to reach our client ports: a wildcard listen

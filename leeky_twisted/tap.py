@@ -97,8 +97,10 @@ class Options(usage.Options):
         [
             "insecure",
             None,
-            "Run gossip without the cluster key: anyone who can send UDP to the gossip "
-            "port can then join the cluster and become a voter. Logs a warning at start.",
+            "Run without the cluster key: anyone who can send UDP to the gossip port can "
+            "then join the cluster and become a voter, and anyone who reaches the peer port "
+            "can pose as a node. Needed by a keyless static --peers cluster whose addresses "
+            "are not all loopback. Logs a warning at start.",
         ],
         [
             "force-new-cluster",
@@ -439,13 +441,19 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.peerauth import UnauthenticatedPeersError
     from leeky_twisted.recovery import ForceNewClusterError
     from leeky_twisted.statemachine.owner import OwnerFileError
     from leeky_twisted.storage.errors import StoreLockedError
 
     try:
         svc = make_node_service(options.node_options)
-    except (UnrecoverableStateError, OwnerFileError, ForceNewClusterError) as e:
+    except (
+        UnrecoverableStateError,
+        OwnerFileError,
+        ForceNewClusterError,
+        UnauthenticatedPeersError,
+    ) as e:
         raise SystemExit(f"leekyraft: {e}") from None
     except StoreLockedError as e:
         raise SystemExit(f"leekyraft: {e}: is another node running on this --data-dir?") from None
