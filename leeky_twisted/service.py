@@ -73,6 +73,7 @@ from leeky_twisted.tls import (
     client_endpoint,
     warn_tls_disabled,
 )
+from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
@@ -549,6 +550,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         }
     )
     own_addresses = _OwnAddresses(addresses[opts.node_id])
+    # The first entries of a new folder; every peer must state the same (or none).
+    bootstrap = [(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters]
+    bootstrap_config = BootstrapConfig.of(
+        bootstrap, ",".join(f"{p.node_id}={p.address}" for p in voters)
+    )
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
@@ -558,7 +564,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         unsafe_stale_reads=opts.unsafe_stale_reads,
         request_timeout=opts.request_timeout,
         inline_persist_seconds=opts.inline_write_budget,
-        bootstrap=[(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters],
+        bootstrap=bootstrap,
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),
@@ -617,6 +623,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         authenticate=certificate_node_id if credentials is not None else None,
         # with a cluster key, only its holders get past the Hello
         hello_auth=HelloAuthenticator(opts.gossip_key, reactor) if opts.gossip_key else None,
+        bootstrap=bootstrap_config,
     )
     # the leader's own evidence for the autopilot: when each peer last spoke to us
     contact = ContactTracker(reactor)
