@@ -12,7 +12,14 @@ A :class:`ConnectionGuard` watches one listening port:
 - an **idle timeout**: a connection that has received nothing for
   ``idle_timeout`` seconds is aborted. None disables it (the peer port: a
   peer's Hello has its own timeout, and a connected peer is never idle
-  while a leader heartbeats).
+  while a leader heartbeats);
+- a **request read timeout**: a request whose first bytes have arrived must
+  be whole within ``request_read_timeout`` seconds, or the connection is
+  aborted, so a client that drips one byte per idle timeout into an
+  unfinished request cannot hold it forever. The guard asks the protocol
+  under it (through any wrappers, such as TLS) after each read; a protocol
+  takes part by having :meth:`unfinished_request` (see
+  :class:`RequestReader`): the client AMP and HTTP protocols do.
 
 :class:`GuardedFactory` wraps the factory a port listens with (outside TLS,
 so a refused connection never costs a handshake). The wrapper adds no bytes:
@@ -29,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -39,6 +46,7 @@ from twisted.python.failure import Failure
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_REQUEST_READ_TIMEOUT",
     "RESERVED_DESCRIPTORS",
     "CapPlan",
     "ConnectionGuard",
@@ -46,6 +54,7 @@ __all__ = [
     "GuardedProtocol",
     "PortCaps",
     "RateLimitedLog",
+    "RequestReader",
     "plan_caps",
     "raise_descriptor_limit",
 ]
@@ -56,6 +65,8 @@ log = Logger()
 DEFAULT_IDLE_TIMEOUT = 300.0
 #: Seconds a new connection has to send its first bytes (and finish a TLS handshake).
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a client request may take to arrive whole once its first bytes did.
+DEFAULT_REQUEST_READ_TIMEOUT = 30.0
 #: Descriptors never given to accepted connections: log segments, snapshots,
 #: the hard state, outgoing peer and forwarding connections, gossip, epoll, pipes.
 RESERVED_DESCRIPTORS = 128
@@ -173,6 +184,18 @@ class RateLimitedLog:
         log.warn(format + suffix, **fields)
 
 
+class RequestReader(Protocol):
+    """A protocol that tells its guard whether a request is partly received."""
+
+    def unfinished_request(self) -> int | None:
+        """Return the number of the request whose bytes are arriving, or None.
+
+        None when no byte of an unfinished request is held. The number (for
+        example how many requests were received whole before it) tells one
+        unfinished request from the next.
+        """
+
+
 class ConnectionGuard:
     """Admission, timeouts and counters of one listening port.
 
@@ -181,6 +204,8 @@ class ConnectionGuard:
         is closed; None: never.
     :param handshake_timeout: seconds a new connection has to send its first
         bytes; None: no limit.
+    :param request_read_timeout: seconds a request (of a :class:`RequestReader`)
+        may take to arrive whole from its first bytes; None: no limit.
     """
 
     def __init__(
@@ -191,11 +216,13 @@ class ConnectionGuard:
         *,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        request_read_timeout: float | None = None,
         log_interval: float = LOG_INTERVAL,
     ) -> None:
         for what, value in (
             ("idle_timeout", idle_timeout),
             ("handshake_timeout", handshake_timeout),
+            ("request_read_timeout", request_read_timeout),
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{what} must be positive or None")
@@ -204,12 +231,14 @@ class ConnectionGuard:
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.request_read_timeout = request_read_timeout
         self.open = 0
         self.by_host: dict[str, int] = {}
         #: Connections refused, by reason (``port_cap``, ``host_cap``).
         self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0}
-        #: Connections closed by this guard, by reason (``idle``, ``handshake``).
-        self.closed: dict[str, int] = {"idle": 0, "handshake": 0}
+        #: Connections closed by this guard, by reason (``idle``, ``handshake``,
+        #: ``request``: a request not whole within the request read timeout).
+        self.closed: dict[str, int] = {"idle": 0, "handshake": 0, "request": 0}
         self.events = RateLimitedLog(clock.seconds, log_interval)
 
     def admit(self, host: str) -> bool:
@@ -247,11 +276,14 @@ class ConnectionGuard:
     def timed_out(self, reason: str, host: str) -> None:
         """Count (and log, at most once per interval) a connection closed for ``reason``."""
         self.closed[reason] += 1
-        seconds = self.idle_timeout if reason == "idle" else self.handshake_timeout
-        what = "received nothing" if reason == "idle" else "sent nothing"
+        seconds, what = {
+            "idle": (self.idle_timeout, "received nothing for"),
+            "handshake": (self.handshake_timeout, "sent nothing for"),
+            "request": (self.request_read_timeout, "had not sent its request whole after"),
+        }[reason]
         self.events.warn(
             reason,
-            "{port} port: closed a connection from {host} that {what} for {seconds} s",
+            "{port} port: closed a connection from {host} that {what} {seconds} s",
             port=self.name,
             host=host,
             what=what,
@@ -283,6 +315,10 @@ class GuardedProtocol(ProtocolWrapper):
         self.last_received: float | None = None
         self._connected_at = 0.0
         self._timer: IDelayedCall | None = None
+        #: The unfinished request being timed, and its deadline's timer.
+        self._request: int | None = None
+        self._request_timer: IDelayedCall | None = None
+        self._lost = False
 
     def makeConnection(self, transport: Any) -> None:
         """Start the first-bytes (or idle) timer, then connect the wrapped protocol."""
@@ -296,9 +332,41 @@ class GuardedProtocol(ProtocolWrapper):
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        """Note the time and pass ``data`` on."""
+        """Note the time, pass ``data`` on, and time the request it left unfinished."""
         self.last_received = self._seconds()
         self.wrappedProtocol.dataReceived(data)
+        if self._guard.request_read_timeout is not None and not self._lost:
+            self._time_request()
+
+    def _reader(self) -> Any:
+        protocol = self.wrappedProtocol
+        while protocol is not None and not hasattr(protocol, "unfinished_request"):
+            protocol = getattr(protocol, "wrappedProtocol", None)
+        return protocol
+
+    def _time_request(self) -> None:
+        """Start the deadline of a newly unfinished request; stop it once none is."""
+        reader = self._reader()
+        current = reader.unfinished_request() if reader is not None else None
+        if current is not None and current == self._request:
+            return  # the same request is still arriving: its deadline stands
+        timer, self._request_timer = self._request_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._request = current
+        if current is not None:
+            guard = self._guard
+            assert guard.request_read_timeout is not None
+            self._request_timer = guard.clock.callLater(
+                guard.request_read_timeout, self._request_due
+            )
+
+    def _request_due(self) -> None:
+        self._request_timer = None
+        if self.transport is None or self.wrappedProtocol is None:
+            return
+        self._guard.timed_out("request", self.host)
+        self._abort()
 
     def _check(self) -> None:
         self._timer = None
@@ -324,10 +392,12 @@ class GuardedProtocol(ProtocolWrapper):
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Stop the timer, give the slot back, and tell the wrapped protocol."""
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        """Stop the timers, give the slot back, and tell the wrapped protocol."""
+        self._lost = True
+        for timer in (self._timer, self._request_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._request_timer = None
         self._guard.release(self.host)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
@@ -379,7 +449,8 @@ def guard_metrics(guards: list[ConnectionGuard]) -> Iterator[Any]:
     )
     closed = CounterMetricFamily(
         "leeky_connections_timed_out",
-        "Connections closed for silence (idle) or no first bytes (handshake).",
+        "Connections closed for silence (idle), no first bytes (handshake) or a "
+        "request not whole in time (request).",
         labels=["port", "reason"],
     )
     for guard in guards:

@@ -11,7 +11,8 @@ plaintext and each listener logs a warning (:func:`~leeky_twisted.tls.warn_tls_d
 Every listener admits connections through a
 :class:`~leeky_twisted.connlimits.ConnectionGuard` of its own: caps sized from
 the open-files limit (raised to the hard limit at start), a first-bytes (and
-TLS handshake) timeout, and on the client ports an idle timeout.
+TLS handshake) timeout, and on the client ports an idle timeout and a bound on
+the time one request may take to arrive.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_READ_TIMEOUT,
     ConnectionGuard,
     GuardedFactory,
     guard_metrics,
@@ -141,6 +143,8 @@ class NodeOptions:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     #: Seconds a new connection has for its first bytes and its TLS handshake.
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: Seconds a client request (AMP or HTTP) may take to arrive whole, from its first bytes.
+    request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
     #: Cap on each client port (AMP, HTTP); None: sized from the open-files limit.
     max_client_connections: int | None = None
     #: Cap on connections from one address to each client port; None: half the port's cap.
@@ -325,13 +329,14 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
     )
 
     def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
-        caps = plan.peer if name == "peer" else plan.client
+        client = name != "peer"
         return ConnectionGuard(
             name,
-            caps,
+            plan.client if client else plan.peer,
             reactor,
             idle_timeout=idle_timeout,
             handshake_timeout=opts.handshake_timeout,
+            request_read_timeout=opts.request_read_timeout if client else None,
         )
 
     return {

@@ -11,7 +11,11 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
-from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from leeky_twisted.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_READ_TIMEOUT,
+)
 from leeky_twisted.nodeid import NodeIdError, resolve_node_id, store_node_id
 from leeky_twisted.service import (
     NodeOptions,
@@ -256,6 +260,15 @@ class Options(usage.Options):
             _positive(float),
         ],
         [
+            "request-read-timeout",
+            None,
+            DEFAULT_REQUEST_READ_TIMEOUT,
+            "Close an AMP or HTTP client connection whose request has not arrived whole "
+            "this many seconds after its first bytes (a client dripping bytes into an "
+            "unfinished request).",
+            _positive(float),
+        ],
+        [
             "max-client-connections",
             None,
             None,
@@ -394,6 +407,7 @@ class Options(usage.Options):
             tls_dir=self["tls-dir"] or None,
             idle_timeout=self["idle-timeout"],
             handshake_timeout=self["handshake-timeout"],
+            request_read_timeout=self["request-read-timeout"],
             max_client_connections=self["max-client-connections"],
             max_connections_per_host=self["max-connections-per-host"],
             force_new_cluster=bool(self["force-new-cluster"]),
