@@ -19,7 +19,12 @@ A :class:`ConnectionGuard` watches one listening port:
   unfinished request cannot hold it forever. The guard asks the protocol
   under it (through any wrappers, such as TLS) after each read; a protocol
   takes part by having :meth:`unfinished_request` (see
-  :class:`RequestReader`): the client AMP and HTTP protocols do.
+  :class:`RequestReader`): the client AMP and HTTP protocols do;
+- a **budget of held bytes**: what all unfinished requests of one port hold
+  together (each at most one request's byte bound) may not pass
+  ``max_held_bytes``; the connection whose read passes it is aborted, so a
+  port full of unfinished large requests cannot take its cap times the
+  request bound of memory (4,096 times 2 MiB by default).
 
 :class:`GuardedFactory` wraps the factory a port listens with (outside TLS,
 so a refused connection never costs a handshake). The wrapper adds no bytes:
@@ -45,6 +50,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_HELD_BYTES",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_REQUEST_READ_TIMEOUT",
     "RESERVED_DESCRIPTORS",
@@ -67,6 +73,9 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a client request may take to arrive whole once its first bytes did.
 DEFAULT_REQUEST_READ_TIMEOUT = 30.0
+#: Bytes the unfinished requests of one client port may hold together (at
+#: least four requests of the largest size are always let in: see service.py).
+DEFAULT_HELD_BYTES = 256 * 1024 * 1024
 #: Descriptors never given to accepted connections: log segments, snapshots,
 #: the hard state, outgoing peer and forwarding connections, gossip, epoll, pipes.
 RESERVED_DESCRIPTORS = 128
@@ -195,6 +204,9 @@ class RequestReader(Protocol):
         unfinished request from the next.
         """
 
+    def held_bytes(self) -> int:
+        """Return the bytes held for the unfinished request (0 when there is none)."""
+
 
 class ConnectionGuard:
     """Admission, timeouts and counters of one listening port.
@@ -206,6 +218,8 @@ class ConnectionGuard:
         bytes; None: no limit.
     :param request_read_timeout: seconds a request (of a :class:`RequestReader`)
         may take to arrive whole from its first bytes; None: no limit.
+    :param max_held_bytes: bytes the unfinished requests of the port's
+        :class:`RequestReader` connections may hold together; None: no limit.
     """
 
     def __init__(
@@ -217,8 +231,11 @@ class ConnectionGuard:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         request_read_timeout: float | None = None,
+        max_held_bytes: int | None = None,
         log_interval: float = LOG_INTERVAL,
     ) -> None:
+        if max_held_bytes is not None and max_held_bytes < 1:
+            raise ValueError("max_held_bytes must be positive or None")
         for what, value in (
             ("idle_timeout", idle_timeout),
             ("handshake_timeout", handshake_timeout),
@@ -232,10 +249,14 @@ class ConnectionGuard:
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.request_read_timeout = request_read_timeout
+        self.max_held_bytes = max_held_bytes
+        #: Bytes held for unfinished requests on this port now, all connections together.
+        self.held = 0
         self.open = 0
         self.by_host: dict[str, int] = {}
-        #: Connections refused, by reason (``port_cap``, ``host_cap``).
-        self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0}
+        #: Connections refused, by reason (``port_cap``, ``host_cap``; ``held_bytes``:
+        #: aborted when its unfinished request took the port past ``max_held_bytes``).
+        self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0, "held_bytes": 0}
         #: Connections closed by this guard, by reason (``idle``, ``handshake``,
         #: ``request``: a request not whole within the request read timeout).
         self.closed: dict[str, int] = {"idle": 0, "handshake": 0, "request": 0}
@@ -272,6 +293,18 @@ class ConnectionGuard:
             self.by_host[host] = held
         else:
             self.by_host.pop(host, None)
+
+    def over_budget(self, host: str) -> None:
+        """Count (and log, at most once per interval) a connection aborted over the budget."""
+        self.refused["held_bytes"] += 1
+        self.events.warn(
+            "held_bytes",
+            "{port} port: closed a connection from {host}: unfinished requests on the port "
+            "held more than {budget} bytes",
+            port=self.name,
+            host=host,
+            budget=self.max_held_bytes,
+        )
 
     def timed_out(self, reason: str, host: str) -> None:
         """Count (and log, at most once per interval) a connection closed for ``reason``."""
@@ -318,7 +351,9 @@ class GuardedProtocol(ProtocolWrapper):
         #: The unfinished request being timed, and its deadline's timer.
         self._request: int | None = None
         self._request_timer: IDelayedCall | None = None
+        self._held = 0  # this connection's share of the guard's held bytes
         self._lost = False
+        self._watch = guard.request_read_timeout is not None or guard.max_held_bytes is not None
 
     def makeConnection(self, transport: Any) -> None:
         """Start the first-bytes (or idle) timer, then connect the wrapped protocol."""
@@ -335,8 +370,23 @@ class GuardedProtocol(ProtocolWrapper):
         """Note the time, pass ``data`` on, and time the request it left unfinished."""
         self.last_received = self._seconds()
         self.wrappedProtocol.dataReceived(data)
-        if self._guard.request_read_timeout is not None and not self._lost:
-            self._time_request()
+        if self._watch and not self._lost:
+            reader = self._reader()
+            if reader is not None:
+                self._time_request(reader)
+                self._count_held(reader)
+
+    def _count_held(self, reader: Any) -> None:
+        """Add this connection's held bytes to the port's; abort it when that passes the budget."""
+        guard = self._guard
+        if guard.max_held_bytes is None or not hasattr(reader, "held_bytes"):
+            return
+        held = int(reader.held_bytes())
+        guard.held += held - self._held
+        self._held = held
+        if held and guard.held > guard.max_held_bytes:
+            guard.over_budget(self.host)
+            self._abort()
 
     def _reader(self) -> Any:
         protocol = self.wrappedProtocol
@@ -344,10 +394,11 @@ class GuardedProtocol(ProtocolWrapper):
             protocol = getattr(protocol, "wrappedProtocol", None)
         return protocol
 
-    def _time_request(self) -> None:
+    def _time_request(self, reader: Any) -> None:
         """Start the deadline of a newly unfinished request; stop it once none is."""
-        reader = self._reader()
-        current = reader.unfinished_request() if reader is not None else None
+        if self._guard.request_read_timeout is None:
+            return
+        current = reader.unfinished_request()
         if current is not None and current == self._request:
             return  # the same request is still arriving: its deadline stands
         timer, self._request_timer = self._request_timer, None
@@ -394,6 +445,8 @@ class GuardedProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Stop the timers, give the slot back, and tell the wrapped protocol."""
         self._lost = True
+        self._guard.held -= self._held
+        self._held = 0
         for timer in (self._timer, self._request_timer):
             if timer is not None and timer.active():
                 timer.cancel()

@@ -42,12 +42,13 @@ from leeky_twisted.api.amp_api import (
     RequestLimits,
     make_frontend,
 )
-from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+from leeky_twisted.api.http_server import MAX_HEADER_BYTES, JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HELD_BYTES,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_REQUEST_READ_TIMEOUT,
     ConnectionGuard,
@@ -297,6 +298,11 @@ def _peer_endpoint_maker(
     return make
 
 
+def http_body_bytes(max_value_bytes: int) -> int:
+    """Return the largest JSON-RPC body accepted: two values (a cas) and 64 KiB more."""
+    return 2 * max_value_bytes + 65536
+
+
 class _GuardCollector:
     """Prometheus collector of the listening ports' connection counters."""
 
@@ -328,6 +334,12 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
         host=plan.client.max_per_host,
     )
 
+    # The unfinished requests of a client port hold DEFAULT_HELD_BYTES at most, and
+    # always room for four of the largest (AMP: key, two values; HTTP: head, body).
+    limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
+    largest = max(limits.request_bytes, MAX_HEADER_BYTES + http_body_bytes(opts.max_value_bytes))
+    held_budget = max(DEFAULT_HELD_BYTES, 4 * largest)
+
     def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
         client = name != "peer"
         return ConnectionGuard(
@@ -337,6 +349,7 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
             idle_timeout=idle_timeout,
             handshake_timeout=opts.handshake_timeout,
             request_read_timeout=opts.request_read_timeout if client else None,
+            max_held_bytes=held_budget if client else None,
         )
 
     return {
@@ -730,7 +743,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         set_port("client"),
     )
     client_listener.setServiceParent(top)
-    rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
+    rpc = KeyValueJSONRPC(frontend, http_body_bytes(opts.max_value_bytes))
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt

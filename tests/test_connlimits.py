@@ -315,21 +315,40 @@ class Reader(Recorder):
     def unfinished_request(self) -> int | None:
         return self.done if self.buffer else None
 
+    def held_bytes(self) -> int:
+        return len(self.buffer)
+
 
 def reading(
-    protocol: Any = Reader, wrap: bool = False, timeout: float = 30.0
+    protocol: Any = Reader, wrap: bool = False, timeout: float = 30.0, held: int | None = None
 ) -> tuple[Any, ConnectionGuard, Clock]:
     """Return a connected guarded ``protocol`` (idle 300 s), optionally under one more wrapper."""
+    factory, guard, clock = reading_factory(protocol, wrap, timeout, held)
+    return connect(factory), guard, clock
+
+
+def reading_factory(
+    protocol: Any = Reader,
+    wrap: bool = False,
+    timeout: float | None = 30.0,
+    held: int | None = None,
+) -> tuple[GuardedFactory, ConnectionGuard, Clock]:
+    """Return a guarded factory of ``protocol`` with these request limits."""
     from twisted.protocols.policies import WrappingFactory
 
     clock = Clock()
     guard = ConnectionGuard(
-        "client", PortCaps(4, 2), clock, idle_timeout=300.0, request_read_timeout=timeout
+        "client",
+        PortCaps(4, 4),
+        clock,
+        idle_timeout=300.0,
+        request_read_timeout=timeout,
+        max_held_bytes=held,
     )
     inner: Any = Factory.forProtocol(protocol)
     if wrap:  # as TLS does: the reader sits under another ProtocolWrapper
         inner = WrappingFactory(inner)
-    return connect(GuardedFactory(inner, guard)), guard, clock
+    return GuardedFactory(inner, guard), guard, clock
 
 
 @pytest.mark.parametrize("wrap", [False, True])
@@ -444,3 +463,69 @@ def test_the_request_read_timeout_reaches_the_client_ports_only(tmp_path):
     given = guards("--request-read-timeout=12")
     assert given["client"].request_read_timeout == given["http"].request_read_timeout == 12
     assert given["peer"].request_read_timeout is None
+
+
+# ------------------------------------------------------------ held bytes
+
+
+def test_unfinished_requests_of_a_port_hold_at_most_the_budget(warnings):
+    """The read that takes the port's held bytes past the budget aborts its connection."""
+    factory, guard, _ = reading_factory(timeout=None, held=100)
+    a, b = connect(factory, port=1), connect(factory, port=2)
+    a.dataReceived(b"x" * 60)
+    b.dataReceived(b"y" * 30)
+    assert guard.held == 90 and not b.transport.disconnected
+    b.dataReceived(b"y" * 20)  # 110 > 100
+    assert b.transport.disconnected and not a.transport.disconnected
+    assert guard.refused["held_bytes"] == 1 and guard.held == 60
+    assert any("held more than 100 bytes" in w for w in warnings)
+    a.dataReceived(b"\n")  # a's request is whole: its bytes are given back
+    assert guard.held == 0
+    c = connect(factory, port=3)
+    c.dataReceived(b"z" * 100)  # the whole budget is free again
+    assert not c.transport.disconnected and guard.held == 100
+    c.transport.loseConnection()
+    assert guard.held == 0
+
+
+def test_the_client_protocols_report_their_held_bytes():
+    """AMP: the parsed keys and values and the unparsed rest; HTTP: the partial request."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api.amp_api import ClientAPIProtocol
+    from leeky_twisted.api.http_server import JSONRPCHTTPProtocol
+
+    app = ClientAPIProtocol(max_request_bytes=1 << 20)
+    app.makeConnection(StringTransport())
+    box = amp.AmpBox({b"_command": b"Put", b"_ask": b"1", b"value": b"v" * 1000}).serialize()
+    app.dataReceived(box[:-10])
+    assert len(box) - 10 - 20 < app.held_bytes() <= len(box)
+    app.dataReceived(box[-10:])
+    assert app.held_bytes() == 0
+    http = JSONRPCHTTPProtocol(None, dict)  # type: ignore[arg-type]
+    http.makeConnection(StringTransport())
+    http.dataReceived(b"GET /status HTT")
+    assert http.held_bytes() == 15
+
+
+def test_the_client_ports_get_the_held_bytes_budget(tmp_path):
+    """256 MiB per client port, or four of the largest requests when values are huge."""
+    from nodebuild import service_from
+
+    from leeky_twisted.connlimits import DEFAULT_HELD_BYTES
+    from leeky_twisted.service import _Listener
+
+    def guards(*more: str) -> dict[str, ConnectionGuard]:
+        argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path / str(len(more))}"]
+        return {
+            s.factory.guard.name: s.factory.guard
+            for s in service_from([*argv, *more])
+            if isinstance(s, _Listener) and isinstance(s.factory, GuardedFactory)
+        }
+
+    default = guards()
+    assert default["client"].max_held_bytes == default["http"].max_held_bytes
+    assert default["client"].max_held_bytes == DEFAULT_HELD_BYTES == 256 << 20
+    assert default["peer"].max_held_bytes is None
+    huge = guards(f"--max-value-bytes={64 << 20}")
+    assert huge["client"].max_held_bytes > 4 * 2 * (64 << 20)

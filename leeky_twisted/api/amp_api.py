@@ -887,6 +887,10 @@ class ClientAPIProtocol(amp.AMP):
             return None
         return self._boxes
 
+    def held_bytes(self) -> int:
+        """Return the bytes held for the box partly received (for the connection guard)."""
+        return 0 if self._oversized else self._held + len(self._unprocessed)
+
     def proto_value(self, string: bytes) -> str:
         """Count each key and value of an unfinished box."""
         self._held += len(self._currentKey) + len(string) + 4

@@ -134,6 +134,10 @@ class JSONRPCHTTPProtocol(Protocol):
             return self._requests
         return None
 
+    def held_bytes(self) -> int:
+        """Return the bytes held for the request partly received (for the connection guard)."""
+        return len(self._buf)
+
     def _drain(self, received: int) -> None:
         """Drop ``received`` bytes of a refused body; close once all of it came."""
         self._discard = max(0, self._discard - received)
