@@ -219,7 +219,9 @@ class Options(usage.Options):
             None,
             "The cluster key: gossip packets are signed with it and peer Hellos prove it "
             "(HMAC-SHA256); others are dropped. --bootstrap creates it (default "
-            "DATA-DIR/cluster.key); --join needs it (or --insecure).",
+            "DATA-DIR/cluster.key); --join needs it (or --insecure); `leekyraft keygen FILE` "
+            "makes one for a static cluster, which without a key (or TLS) starts only on "
+            "loopback addresses (or with --insecure).",
         ],
         [
             "max-voters",
