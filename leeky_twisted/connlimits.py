@@ -352,6 +352,7 @@ class GuardedProtocol(ProtocolWrapper):
         self._request: int | None = None
         self._request_timer: IDelayedCall | None = None
         self._held = 0  # this connection's share of the guard's held bytes
+        self._found_reader: Any = False  # not looked for yet
         self._lost = False
         self._watch = guard.request_read_timeout is not None or guard.max_held_bytes is not None
 
@@ -389,10 +390,14 @@ class GuardedProtocol(ProtocolWrapper):
             self._abort()
 
     def _reader(self) -> Any:
-        protocol = self.wrappedProtocol
-        while protocol is not None and not hasattr(protocol, "unfinished_request"):
-            protocol = getattr(protocol, "wrappedProtocol", None)
-        return protocol
+        """Return the RequestReader under this wrapper and any others (TLS), or None."""
+        reader = self._found_reader
+        if reader is False:
+            reader = self.wrappedProtocol
+            while reader is not None and not hasattr(reader, "unfinished_request"):
+                reader = getattr(reader, "wrappedProtocol", None)
+            self._found_reader = reader
+        return reader
 
     def _time_request(self, reader: Any) -> None:
         """Start the deadline of a newly unfinished request; stop it once none is."""
