@@ -102,3 +102,40 @@ def test_a_keyed_static_cluster_refuses_forgers_and_keeps_its_state(tmp_path: Pa
         assert jsonrpc(leader.http_port, "get", "k") == "v"
     finally:
         c.stop()
+
+
+def test_a_member_started_with_another_peers_list_is_refused_both_ways(tmp_path: Path):
+    """Node 3 is given a fourth voter: 1 and 2 refuse it (and it them), naming both lists.
+
+    The two that agree elect a leader and serve; node 3 never hears of their
+    entries, so Log Matching is never silently broken.
+    """
+
+    class OddThird(LocalCluster):
+        def argv(self, node: NodeProcess) -> list[str]:
+            argv = super().argv(node)
+            if node is self.nodes[2]:
+                at = argv.index("--peers") + 1
+                argv[at] += ",4=127.0.0.1:1"
+            return argv
+
+    c = OddThird(tmp_path / "odd", nodes=3)
+    odd = c.nodes[2]
+    ours = c.peers_arg()
+    try:
+        c.start()
+        leader = c.wait_for_leader()
+        assert leader is not odd
+        jsonrpc(leader.http_port, "put", "k", "v")
+        theirs = f"{ours},4=127.0.0.1:1"
+        c.wait_for(
+            "the refusals",
+            lambda: (
+                f"({theirs}) than ours ({ours})".encode() in leader.log_path.read_bytes()
+                and f"({ours}) than ours ({theirs})".encode() in odd.log_path.read_bytes()
+            ),
+        )
+        assert jsonrpc(odd.http_port, "get", "k", {"stale": True}) is None
+        assert jsonrpc(odd.http_port, "status")["leader"] is None
+    finally:
+        c.stop()
