@@ -273,8 +273,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="reissue certificates that exist")
 
+    p = sub.add_parser(
+        "keygen",
+        help="create a cluster key file (mode 0600) for a static --peers cluster",
+        description=(
+            "Write a new random cluster key (32 bytes as hex, mode 0600) to FILE, which must "
+            "not exist. Give the same file to every node with `twistd leekyraft "
+            "--gossip-key-file FILE`: only its holders then get past the peer Hello. "
+            "(--bootstrap and `leekyraft local` make their key by themselves.)"
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="where to write the key")
+
     add_local_parser(sub)
     return parser
+
+
+def run_keygen(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run ``leekyraft keygen FILE``: write a new cluster key; never overwrite one."""
+    from leeky_twisted.clusterkey import create_key_file
+
+    path: str = args.file
+    if os.path.lexists(path):
+        print(f"leekyraft: keygen: {path} exists; not overwritten", file=err)
+        return EXIT_ERROR
+    try:
+        create_key_file(path)
+    except OSError as e:
+        print(f"leekyraft: keygen: {e}", file=err)
+        return EXIT_ERROR
+    print(
+        f"created the cluster key {path} (mode 0600): give it to every node with "
+        f"--gossip-key-file {path}",
+        file=out,
+    )
+    return EXIT_OK
 
 
 def _names(text: str) -> list[str]:
@@ -803,6 +836,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(run_local(args))
     if args.command == "certs":
         sys.exit(run_certs(args, sys.stdout, sys.stderr))
+    if args.command == "keygen":
+        sys.exit(run_keygen(args, sys.stdout, sys.stderr))
     check_args(parser, args)
     if args.command == "bench" and args.plot is not None:
         plots_or_exit(sys.stderr)  # before the run, not after it

@@ -86,7 +86,7 @@ class Server:
         return protocol, transport
 
 
-def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2, proof=None):
+def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2, proof=None, bootstrap=None):
     """Dial a new server protocol; return (client, server protocol, pump, hello result)."""
     client = PeerProtocol(None, capture.log)
     server_protocol = server.factory.buildProtocol(None)
@@ -98,7 +98,7 @@ def dial(server, capture, *, cluster=CLUSTER, node=N1, expect=N2, proof=None):
         greet=False,
         clock=Clock(),
     )
-    hello = client.hello(cluster, node, expect, proof)
+    hello = client.hello(cluster, node, expect, proof, bootstrap)
     pump.flush()
     return client, server_protocol, pump, hello
 
