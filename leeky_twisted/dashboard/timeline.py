@@ -47,10 +47,10 @@ class Timeline:
         if last is None:
             self.add(t, "start", f"{me} started: {st.get('role')} in term {term}", term)
             return
-        role, leader = st.get("role"), st.get("leader")
-        # a campaign can start and end between two samples: the counter still shows it
-        campaigns = int(st.get("elections") or 0) > int(last.get("elections") or 0)
-        if campaigns or (role == "candidate" and last.get("role") != "candidate"):
+        leader = st.get("leader")
+        # the node counts its campaigns (not pre-votes): one can start and end between
+        # two samples, the counter still shows it
+        if int(st.get("elections") or 0) > int(last.get("elections") or 0):
             self.add(t, "campaign", f"{me} campaigns for term {term}", term, candidate=me)
         if leader != last.get("leader") or (leader and term != last.get("term")):
             if leader:

@@ -3,7 +3,7 @@
 "use strict";
 const $ = (s) => document.querySelector(s);
 const WINDOW = 300; // seconds shown by the charts
-const points = new Map(); // second -> {commits, p50, p99, write, read, refused, error}
+const series = {}; // member -> [{t, commits, p50, p99, write, read, refused, error}], oldest first
 let view = null;
 let paused = false;
 const seenPoints = {}; // member -> t of the last history point already used
@@ -32,19 +32,32 @@ function leaderOf(v) {
   }
   return best;
 }
-function addPoint(p, who, isLeader) {
-  const s = Math.round(p.t);
-  const q = points.get(s) || {commits: null, p50: null, p99: null, write: 0, read: 0, refused: 0, error: 0};
-  if (isLeader || q.commits === null) q.commits = p.commits;
-  if (p.p50_ms !== null) { q.p50 = Math.max(q.p50 || 0, p.p50_ms); q.p99 = Math.max(q.p99 || 0, p.p99_ms); }
+function addPoint(p, who) {
+  const q = {t: p.t, commits: p.commits, p50: p.p50_ms, p99: p.p99_ms, write: 0, read: 0, refused: 0, error: 0};
   for (const [k, r] of Object.entries(p.requests || {})) {
     const [kind, outcome] = k.split(":");
     if (outcome === "ok") q[kind === "write" ? "write" : "read"] += r;
     else q[outcome] += r;
   }
-  points.set(s, q);
-  for (const t of points.keys()) if (t < s - WINDOW) points.delete(t);
+  const list = series[who] || (series[who] = []);
+  if (!list.length || list[list.length - 1].t < q.t) list.push(q);
+  while (list.length && list[0].t < q.t - WINDOW) list.shift();
   if (!paused && p.sent) spawnDots(who, p.sent);
+}
+// The charts: the leader's own points (commits, latency, requests it served), plus the
+// requests the other members forwarded, summed into the leader's seconds.
+function chartData() {
+  const lead = view && (leaderOf(view) || {id: view.self}).id;
+  const base = series[lead] || [];
+  const forwarded = new Map();
+  for (const [who, list] of Object.entries(series)) {
+    if (who === lead) continue;
+    for (const q of list) {
+      const s = Math.floor(q.t);
+      forwarded.set(s, (forwarded.get(s) || 0) + q.refused + q.error);
+    }
+  }
+  return base.map((q) => Object.assign({}, q, {forwarded: q.refused + (forwarded.get(Math.floor(q.t)) || 0)}));
 }
 function update(v) {
   view = v;
@@ -57,7 +70,7 @@ function update(v) {
   $("#commit").textContent = me.commit_index;
   for (const [id, m] of Object.entries(v.members)) {
     const p = m.reachable && m.state && m.state.last_point;
-    if (p && p.t !== seenPoints[id]) { seenPoints[id] = p.t; addPoint(p, id, lead && lead.id === id); }
+    if (p && p.t !== seenPoints[id]) { seenPoints[id] = p.t; addPoint(p, id); }
   }
   renderMembers(v, lead);
   renderTimeline(v.timeline);
@@ -81,7 +94,7 @@ function renderMembers(v, lead) {
     const tr = el("tr", {"data-member": id, "data-role": role, class: m.reachable ? "" : "down"});
     const lag = lead && id === lead.id ? 0 : f ? f.lag : m.state ? maxLast - (st.last_index || 0) : null;
     const cells = [
-      [id], [null, role], [st.term], [st.last_index], [st.commit_index], [st.applied_index],
+      [id], [role, "role"], [st.term], [st.last_index], [st.commit_index], [st.applied_index],
       [st.snapshot_index], [lag, "lag"],
       [f ? `${f.match} / ${f.inflight}${f.state !== "replicate" ? " (" + f.state + ")" : ""}` : "–"],
       [f && f.last_contact !== null ? f.last_contact.toFixed(1) + " s" : "–"],
@@ -90,8 +103,8 @@ function renderMembers(v, lead) {
     ];
     for (const [value, cls] of cells) {
       const td = el("td", cls ? {class: cls} : {});
-      if (cls === undefined || cls === "lag") td.textContent = value === undefined || value === null ? "–" : value;
-      else td.append(el("span", {class: "badge " + role}, role));
+      if (cls === "role") td.append(el("span", {class: "badge " + role}, role));
+      else td.textContent = value === undefined || value === null ? "–" : value;
       tr.append(td);
     }
     const act = el("td", {class: "admin"});
@@ -133,14 +146,14 @@ function renderTimeline(events) {
 }
 
 // ------------------------------------------------------------------ charts
-function drawChart(id, series) {
-  const c = $(id), g = c.getContext("2d");
-  const w = c.width = c.clientWidth * devicePixelRatio, h = c.height = 150 * devicePixelRatio;
-  g.scale(devicePixelRatio, devicePixelRatio);
-  const W = w / devicePixelRatio, H = 150, L = 40, B = 16;
-  const now = view ? Math.round(view.now) : Date.now() / 1000;
+function drawChart(id, lines, data) {
+  const c = $(id), g = c.getContext("2d"), r = devicePixelRatio;
+  c.width = c.clientWidth * r; c.height = 150 * r;
+  g.scale(r, r);
+  const W = c.width / r, H = 150, L = 40, B = 16;
+  const now = view ? view.now : Date.now() / 1000;
   let max = 1;
-  for (const [, get] of series) for (const q of points.values()) { const y = get(q); if (y > max) max = y; }
+  for (const [, get] of lines) for (const q of data) { const y = get(q); if (y > max) max = y; }
   max = niceMax(max);
   g.font = "10px system-ui"; g.fillStyle = "#6b7480"; g.strokeStyle = "#dde1e6";
   for (let i = 0; i <= 2; i++) {
@@ -148,30 +161,34 @@ function drawChart(id, series) {
     g.beginPath(); g.moveTo(L, y); g.lineTo(W, y); g.stroke();
     g.fillText(fmt(max * (1 - i / 2)), 2, y + 3);
   }
-  g.fillText("−" + WINDOW / 60 + " min", L, H - 3); g.fillText("now", W - 22, H - 3);
-  const x = (t) => L + (W - L) * (1 - (now - t) / WINDOW);
-  const ts = [...points.keys()].sort((a, b) => a - b);
-  for (const [color, get] of series) {
-    g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath();
+  // the window grows with the data: one minute at first, up to WINDOW seconds
+  const span = Math.min(WINDOW, Math.max(60, data.length ? now - data[0].t : 0));
+  g.fillText(span >= 120 ? "−" + Math.round(span / 60) + " min" : "−" + Math.round(span) + " s", L, H - 3);
+  g.fillText("now", W - 22, H - 3);
+  const x = (t) => L + (W - L) * (1 - (now - t) / span);
+  const yOf = (v) => 4 + (H - B - 4) * (1 - v / max);
+  for (const [color, get] of lines) {
+    g.strokeStyle = g.fillStyle = color; g.lineWidth = 1.5; g.beginPath();
     let on = false;
-    for (const t of ts) {
-      const y = get(points.get(t));
-      if (y === null || y === undefined) { on = false; continue; }
-      const py = 4 + (H - B - 4) * (1 - y / max);
-      if (on) g.lineTo(x(t), py); else g.moveTo(x(t), py);
+    for (const q of data) {
+      const v = get(q);
+      if (v === null || v === undefined) { on = false; continue; }
+      if (on) g.lineTo(x(q.t), yOf(v)); else g.moveTo(x(q.t), yOf(v));
       on = true;
     }
     g.stroke();
+    for (const q of data) { const v = get(q); if (v !== null && v !== undefined) g.fillRect(x(q.t) - 1, yOf(v) - 1, 2, 2); }
   }
 }
 function niceMax(v) { const p = Math.pow(10, Math.floor(Math.log10(v))); return Math.ceil(v / p) * p; }
 function fmt(v) { return v >= 100 ? Math.round(v) : +v.toFixed(1); }
 function drawCharts() {
   if ($("#view-cluster").hidden) return;
-  drawChart("#chart-commits", [["#1c7ed6", (q) => q.commits]]);
-  drawChart("#chart-latency", [["#1c7ed6", (q) => q.p50], ["#e03131", (q) => q.p99]]);
+  const data = chartData();
+  drawChart("#chart-commits", [["#1c7ed6", (q) => q.commits]], data);
+  drawChart("#chart-latency", [["#1c7ed6", (q) => q.p50], ["#e03131", (q) => q.p99]], data);
   drawChart("#chart-requests", [["#1c7ed6", (q) => q.write], ["#2b8a3e", (q) => q.read],
-    ["#f08c00", (q) => q.refused], ["#e03131", (q) => q.error]]);
+    ["#f08c00", (q) => q.forwarded], ["#e03131", (q) => q.error]], data);
 }
 
 // ------------------------------------------------------------------ the ring
@@ -252,7 +269,7 @@ $("#pause").onclick = () => {
 };
 show(location.hash === "#ring" ? "ring" : "cluster");
 fetch("/dashboard/cluster").then((r) => r.json()).then((v) => {
-  for (const p of v.history || []) addPoint(Object.assign({}, p, {sent: null}), v.self, true);
+  for (const p of v.history || []) addPoint(Object.assign({}, p, {sent: null}), v.self);
   update(v);
 }).catch(() => {});
 const events = new EventSource("/dashboard/events");
