@@ -27,7 +27,9 @@ __all__ = ["HISTORY_POINTS", "SAMPLE_SECONDS", "Recorder", "folder_bytes"]
 
 #: how often the node's status is read
 SAMPLE_SECONDS = 0.2
-#: one history point a second, for this many seconds
+#: one history point every this many samples (a second)
+SAMPLES_PER_POINT = 5
+#: history points kept (five minutes)
 HISTORY_POINTS = 300
 #: seconds between two measures of the data folder's size
 SIZE_EVERY = 5.0
@@ -71,6 +73,7 @@ class Recorder:
         self.data_bytes: int | None = None
         self._size_at = -SIZE_EVERY
         self._point_at: float | None = None
+        self._samples = 0
         self._commit = 0
         self._counts: dict[str, int] = {}
         self._sent: dict[str, dict[str, int]] = {}
@@ -99,12 +102,14 @@ class Recorder:
             self._commit = int(self.status.get("commit_index") or 0)
             self._counts = dict(self.meter.counts)
             self._sent = self.counter.totals()
-        elif now - self._point_at >= 1.0:
-            self._add_point(now)
+        else:
+            self._samples += 1
+            if self._samples % SAMPLES_PER_POINT == 0:
+                self._add_point(now)
 
     def _add_point(self, now: float) -> None:
         assert self._point_at is not None
-        elapsed, self._point_at = now - self._point_at, now
+        elapsed, self._point_at = max(now - self._point_at, 1e-6), now
         commit = int(self.status.get("commit_index") or 0)
         counts, sent = dict(self.meter.counts), self.counter.totals()
         latencies = self.meter.take_latencies()

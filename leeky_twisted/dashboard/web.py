@@ -256,7 +256,7 @@ class AdminResource(resource.Resource):
                 body = _json(request, {"error": result.getErrorMessage()}, 409)
             else:
                 body = _json(request, {"ok": f"removed {args['id']}"})
-            if not request.finished and not request._disconnected:  # type: ignore[attr-defined]
+            if not request.finished and not getattr(request, "_disconnected", False):
                 request.write(body)
                 request.finish()
 
@@ -279,9 +279,9 @@ def install(
     def local(request: server.Request) -> dict[str, Any]:
         asker = request.args.get(b"from", [b""])[0].decode("utf-8", "replace")
         port = request.args.get(b"port", [b""])[0].decode("ascii", "replace")
-        if asker and port.isdigit() and 0 < int(port) < 65536:
-            host = request.getClientAddress().host  # type: ignore[attr-defined]
-            gatherer.learn(asker, f"{host}:{port}")
+        host = getattr(request.getClientAddress(), "host", None)
+        if asker and host and port.isdigit() and 0 < int(port) < 65536:
+            gatherer.learn(asker, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         want_history = request.args.get(b"history", [b"0"])[0] == b"1"
         state = recorder.local_state(history=want_history)
         state["book"] = gatherer.book()
