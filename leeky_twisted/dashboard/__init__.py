@@ -75,8 +75,7 @@ class DashboardService(service.Service):
         self.gatherer.stop()
         self.recorder.stop()
         for stream in list(self.streams.streams):
-            stream.close()
-            stream.request.finish()
+            stream.end()
         pool = getattr(self.gatherer.fetch, "pool", None)
         return pool.closeCachedConnections() if pool is not None else None
 

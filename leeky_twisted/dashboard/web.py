@@ -139,11 +139,20 @@ class EventStream:
             self.dropped_in_a_row += 1
             if self.dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
                 self.close()
+                self.request.unregisterProducer()
                 self.request.loseConnection()  # type: ignore[attr-defined]
             return
         self.dropped_in_a_row = 0
         self.sent += 1
         self.request.write(frame)
+
+    def end(self) -> None:
+        """Finish the answer (the node is stopping)."""
+        self.close()
+        request = self.request
+        if not request.finished and not getattr(request, "_disconnected", False):
+            request.unregisterProducer()
+            request.finish()
 
     def close(self) -> None:
         """Forget this stream."""

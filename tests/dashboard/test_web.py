@@ -41,7 +41,12 @@ class StreamRequest(DummyRequest):
         assert streaming
         self.producer = prod
 
+    def unregisterProducer(self) -> None:
+        assert self.producer is not None
+        self.producer = None
+
     def loseConnection(self) -> None:
+        assert self.producer is None, "a producer must be unregistered first"
         self.lost = True
 
 
@@ -88,6 +93,15 @@ def test_a_reader_that_never_drains_is_disconnected():
     for _ in range(MAX_DROPPED_IN_A_ROW):
         streams.broadcast()
     assert req.lost
+    assert streams.streams == []
+
+
+def test_ending_a_stream_unregisters_it_and_finishes_the_answer():
+    streams = EventStreams(lambda: {})
+    req = StreamRequest()
+    streams.render_GET(req)
+    req.producer.end()
+    assert req.producer is None and req.finished == 1
     assert streams.streams == []
 
 

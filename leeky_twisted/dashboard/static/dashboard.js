@@ -210,6 +210,17 @@ function renderRing(v, lead) {
     svg.append(el("line", {svg: 1, class: "edge", x1: a[0], y1: a[1], x2: b[0], y2: b[1]}));
   }
   svg.append(el("g", {svg: 1, id: "dots"}));
+  // messages per second on each edge, both ways, from the senders' last samples
+  const rate = (from, to) => {
+    const p = v.members[from].reachable && v.members[from].state && v.members[from].state.last_point;
+    return p && p.sent && p.sent[to] ? Object.values(p.sent[to]).reduce((a, b) => a + b, 0) : 0;
+  };
+  for (let i = 0; i < ids.length; i++) for (let j = i + 1; j < ids.length; j++) {
+    const n = rate(ids[i], ids[j]) + rate(ids[j], ids[i]);
+    if (!n) continue;
+    const [a, b] = [pos[ids[i]], pos[ids[j]]];
+    svg.append(el("text", {svg: 1, class: "rate", x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 - 6}, n + " msg/s"));
+  }
   for (const id of ids) {
     const m = v.members[id], st = (m.state && m.state.status) || {};
     const role = m.reachable ? st.role : "down";
