@@ -736,7 +736,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         contact.last_heard,
         data,
         admin_token=opts.dashboard_admin_token,
-        gather=credentials is None,  # TODO: gather over HTTPS with the node's certificate
+        credentials=credentials,  # with TLS, the other members are asked over HTTPS
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)

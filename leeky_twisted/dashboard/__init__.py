@@ -91,15 +91,20 @@ def make_dashboard(
     admin_token: bytes | None = None,
     fetch: Fetch | None = None,
     gather: bool = True,
+    credentials: Any = None,
 ) -> DashboardService:
-    """Add the dashboard to ``root``; return the service to start with the node."""
+    """Add the dashboard to ``root``; return the service to start with the node.
+
+    With ``credentials`` (the node's TLS credentials) the other members are
+    gathered over HTTPS; ``gather=False`` shows this node only.
+    """
     recorder = Recorder(reactor, node, counter, meter, last_heard, data_dir)
 
     def own_http() -> str | None:
         return node.addresses.get(node.node_id, {}).get("http")
 
     if fetch is None and gather:
-        fetch = treq_fetch(reactor)
+        fetch = treq_fetch(reactor, credentials)
     gatherer = Gatherer(reactor, recorder, fetch, own_http)
     streams = install(root, gatherer, AdminResource(node, admin_token))
     return DashboardService(recorder, gatherer, streams, reactor)

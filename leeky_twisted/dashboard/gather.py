@@ -22,6 +22,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from leeky_twisted.dashboard.recorder import Recorder
 
@@ -36,16 +38,44 @@ GATHER_TIMEOUT = 0.45
 Fetch = Callable[[str, float], "Deferred[Any]"]
 
 
-def treq_fetch(reactor: Any) -> Fetch:
-    """Return a :data:`Fetch` using treq on ``reactor`` (plain HTTP)."""
+@implementer(IPolicyForHTTPS)
+class _ClusterTLS:
+    """HTTPS to any node of the cluster: our node certificate, the cluster's CA."""
+
+    def __init__(self, credentials: Any) -> None:
+        self.options = credentials.cluster_options()
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        """Return the same options for every member (each presents a node certificate)."""
+        return self.options
+
+
+def treq_fetch(reactor: Any, credentials: Any = None) -> Fetch:
+    """Return a :data:`Fetch` using treq on ``reactor``; HTTPS with node ``credentials``.
+
+    With credentials (:class:`~leeky_twisted.tls.TLSCredentials`), the ``http://``
+    of each URL becomes ``https://``: the node shows its own certificate and
+    accepts any node certificate of the cluster's CA.
+    """
     import treq
     from twisted.web.client import Agent, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 1
-    client = treq.client.HTTPClient(Agent(reactor, connectTimeout=GATHER_TIMEOUT, pool=pool))
+    if credentials is not None:
+        agent = Agent(
+            reactor,
+            contextFactory=_ClusterTLS(credentials),
+            connectTimeout=GATHER_TIMEOUT,
+            pool=pool,
+        )
+    else:
+        agent = Agent(reactor, connectTimeout=GATHER_TIMEOUT, pool=pool)
+    client = treq.client.HTTPClient(agent)
 
     def fetch(url: str, timeout: float) -> Deferred[Any]:
+        if credentials is not None and url.startswith("http://"):
+            url = "https://" + url[len("http://") :]
         d = client.get(url, timeout=timeout)
 
         def body(response: Any) -> Any:
