@@ -1,7 +1,8 @@
 """The whole cluster as one node sees it: every member's dashboard state, gathered.
 
 :class:`Gatherer` asks each other member's ``/dashboard/local`` over HTTP
-every :data:`GATHER_SECONDS` with a short timeout, so any node's page shows
+every :data:`GATHER_SECONDS` with a short timeout while a page watches this
+node (every :data:`IDLE_GATHER_SECONDS` otherwise), so any node's page shows
 the whole cluster, also while the leader is down. A member that does not
 answer is shown as unreachable, with its last known state and since when.
 
@@ -27,12 +28,26 @@ from zope.interface import implementer
 
 from leeky_twisted.dashboard.recorder import Recorder
 
-__all__ = ["GATHER_SECONDS", "GATHER_TIMEOUT", "Fetch", "Gatherer", "treq_fetch"]
+__all__ = [
+    "GATHER_SECONDS",
+    "GATHER_TIMEOUT",
+    "IDLE_GATHER_SECONDS",
+    "WATCH_SECONDS",
+    "Fetch",
+    "Gatherer",
+    "treq_fetch",
+]
 
 #: how often the other members are asked
 GATHER_SECONDS = 0.5
 #: how long one answer may take
 GATHER_TIMEOUT = 0.45
+#: while no page watches this node, the members are asked this rarely (it keeps
+#: the address books warm at almost no cost)
+IDLE_GATHER_SECONDS = 10.0
+#: a page's request or an open event stream makes this node gather at full pace
+#: for this many seconds
+WATCH_SECONDS = 10.0
 
 #: fetch(url, timeout) -> Deferred firing with the decoded JSON answer
 Fetch = Callable[[str, float], "Deferred[Any]"]
@@ -109,6 +124,8 @@ class Gatherer:
         #: per member: {"reachable", "since", "seen", "error", "state"}
         self.peers: dict[str, dict[str, Any]] = {}
         self._pending: set[str] = set()
+        self._watched_until = float("-inf")
+        self._last_round = float("-inf")
         self._loop = LoopingCall(self.gather)
         self._loop.clock = clock
 
@@ -153,10 +170,21 @@ class Gatherer:
         if nid != self.own_id and nid in self.member_ids():
             self.learned[nid] = address
 
+    def watch(self) -> None:
+        """A page is watching: gather every :data:`GATHER_SECONDS` for a while."""
+        self._watched_until = self.clock.seconds() + WATCH_SECONDS
+
     def gather(self) -> None:
-        """Ask every other member whose address is known (one request at a time each)."""
+        """Ask every other member whose address is known (one request at a time each).
+
+        Unwatched, a round runs only every :data:`IDLE_GATHER_SECONDS`.
+        """
+        now = self.clock.seconds()
         if self.fetch is None:
             return
+        if now > self._watched_until and now - self._last_round < IDLE_GATHER_SECONDS:
+            return
+        self._last_round = now
         me = self.own_http()
         port = me.rpartition(":")[2] if me else ""
         for nid in self.member_ids():

@@ -297,12 +297,14 @@ def install(
         return state
 
     def cluster(request: server.Request) -> dict[str, Any]:
+        gatherer.watch()
         view = gatherer.view()
         view["history"] = list(recorder.history)
         view["admin"] = bool(admin.token)
         return view
 
     def frame() -> dict[str, Any]:
+        gatherer.watch()  # called for open streams only
         view = gatherer.view()
         view["admin"] = bool(admin.token)
         return view

@@ -7,18 +7,28 @@ from typing import Any
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
-from leeky_twisted.dashboard.gather import GATHER_SECONDS, Gatherer, merge_timelines
+from leeky_twisted.dashboard.gather import (
+    GATHER_SECONDS,
+    IDLE_GATHER_SECONDS,
+    WATCH_SECONDS,
+    Gatherer,
+    merge_timelines,
+)
 from leeky_twisted.dashboard.recorder import Recorder
 from tests.dashboard.fakes import FakeFetch, FakeNode
 
 
-def make(node: FakeNode | None = None) -> tuple[Clock, Gatherer, FakeFetch, FakeNode]:
+def make(
+    node: FakeNode | None = None, watched: bool = True
+) -> tuple[Clock, Gatherer, FakeFetch, FakeNode]:
     clock, fetch = Clock(), FakeFetch()
     node = node or FakeNode("1")
     node.addresses.update({"2": {"http": "127.0.0.1:7202"}, "3": {"peer": "127.0.0.1:7103"}})
     rec = Recorder(clock, node)
     rec.sample()
     g = Gatherer(clock, rec, fetch, lambda: "127.0.0.1:7201")
+    if watched:
+        g.watch()
     return clock, g, fetch, node
 
 
@@ -146,3 +156,33 @@ def test_merged_timeline_shows_a_leader_change_once_in_the_winners_words():
     }
     merged = merge_timelines([a, b, None])
     assert [e["text"] for e in merged] == ["1 campaigns for term 3", "1 won the election: term 3"]
+
+
+def answer_all(fetch: FakeFetch) -> None:
+    for d in fetch.pending(""):
+        d.callback(remote("2"))
+
+
+def test_unwatched_it_asks_rarely_and_a_watching_page_makes_it_ask_at_full_pace():
+    clock, g, fetch, _ = make(watched=False)
+    steps = int(IDLE_GATHER_SECONDS / GATHER_SECONDS)
+    g.start()  # a first round at start
+    answer_all(fetch)
+    for _ in range(steps - 1):
+        clock.advance(GATHER_SECONDS)
+        answer_all(fetch)
+    assert len(fetch.calls) == 1
+    clock.advance(GATHER_SECONDS)
+    answer_all(fetch)
+    assert len(fetch.calls) == 2
+    g.watch()
+    for _ in range(int(WATCH_SECONDS / GATHER_SECONDS)):
+        clock.advance(GATHER_SECONDS)
+        answer_all(fetch)
+    assert len(fetch.calls) == 2 + int(WATCH_SECONDS / GATHER_SECONDS)
+    before = len(fetch.calls)  # no page since: back to the idle pace
+    for _ in range(steps - 1):
+        clock.advance(GATHER_SECONDS)
+        answer_all(fetch)
+    assert len(fetch.calls) - before <= 1
+    g.stop()
