@@ -59,6 +59,20 @@ class DashboardService(service.Service):
         self.streams = streams
         self._push = LoopingCall(streams.broadcast)
         self._push.clock = clock
+        self._clock = clock
+        self._soon: Any = None
+        # an election, a member down or back: pushed at once, not at the next tick
+        recorder.timeline.on_event = self.push_soon
+
+    def push_soon(self) -> None:
+        """Push the cluster to every page on the next reactor turn (once per burst)."""
+        if self._soon is None and self.running and self.streams.streams:
+            self._soon = self._clock.callLater(0, self._push_now)
+
+    def _push_now(self) -> None:
+        self._soon = None
+        self.gatherer.gather()  # ask the others now too (a member already asked is skipped)
+        self.streams.broadcast()
 
     def startService(self) -> None:
         """Start sampling, gathering and pushing."""
@@ -72,6 +86,9 @@ class DashboardService(service.Service):
         super().stopService()
         if self._push.running:
             self._push.stop()
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+        self._soon = None
         self.gatherer.stop()
         self.recorder.stop()
         for stream in list(self.streams.streams):

@@ -209,7 +209,10 @@ class Gatherer:
         entry = self.peers.setdefault(nid, {"reachable": False, "since": None, "state": None})
         if not entry["reachable"] and entry["since"] is not None:
             self.recorder.timeline.add(now, "reachable", f"{nid} answers again", member=nid)
+        before = _headline(entry["state"]) if entry["reachable"] else None
         entry.update(reachable=True, since=now, seen=now, error=None, state=state)
+        if before != _headline(state) and self.recorder.timeline.on_event is not None:
+            self.recorder.timeline.on_event()  # a member's role, term or leader changed
         for other, addr in dict(state.get("book") or {}).items():
             if isinstance(addr, str) and other not in self.learned:
                 self.learn(str(other), addr)
@@ -248,6 +251,12 @@ class Gatherer:
             "members": members,
             "timeline": merge_timelines(m["state"] for m in members.values()),
         }
+
+
+def _headline(state: Any) -> tuple[Any, ...]:
+    """Return what makes a member's change worth pushing at once: role, term, leader."""
+    st = (state or {}).get("status") or {}
+    return (st.get("role"), st.get("term"), st.get("leader"))
 
 
 def merge_timelines(states: Any, limit: int = 100) -> list[dict[str, Any]]:

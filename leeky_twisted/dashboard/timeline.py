@@ -10,7 +10,7 @@ in the node has to report them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["MAX_EVENTS", "Timeline"]
@@ -27,6 +27,8 @@ class Timeline:
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._seq = 0
         self._last: Mapping[str, Any] | None = None
+        #: called after each new event (the dashboard pushes the cluster at once)
+        self.on_event: Callable[[], None] | None = None
 
     def add(self, t: float, kind: str, text: str, term: int = 0, **extra: Any) -> None:
         """Record one event at time ``t`` (seconds since the epoch)."""
@@ -34,6 +36,8 @@ class Timeline:
         event = {"seq": self._seq, "t": t, "node": self.node_id, "kind": kind, "term": term}
         event.update(extra, text=text)
         self.events.append(event)
+        if self.on_event is not None:
+            self.on_event()
 
     def since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Return the events with a sequence number above ``seq``, oldest first."""
