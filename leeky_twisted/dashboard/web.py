@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from leeky_twisted.api.errors import LeekyError
 from leeky_twisted.dashboard.gather import Gatherer
 
 __all__ = [
@@ -257,7 +258,7 @@ class AdminResource(resource.Resource):
                 return _json(
                     request, {"error": "unknown action: transfer?to=ID or remove?id=ID"}, 400
                 )
-        except Exception as e:  # NotLeader, InvalidRequest: the message is the answer
+        except (LeekyError, ValueError) as e:  # NotLeader, InvalidRequest: the message says why
             return _json(request, {"error": str(e) or type(e).__name__}, 409)
 
         def done(result: Any) -> None:

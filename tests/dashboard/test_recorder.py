@@ -141,3 +141,12 @@ def test_local_state_has_status_timeline_and_data_size(tmp_path):
     assert state["data_bytes"] == 1024
     assert [e["kind"] for e in state["timeline"]] == ["start"]
     assert state["history"] == [] and state["last_point"] is None
+
+
+def test_the_wrappers_provide_the_interfaces_they_stand_for():
+    from zope.interface.verify import verifyObject
+
+    from leeky_twisted.interfaces import IPeerTransport, IRaftNode
+
+    assert verifyObject(IPeerTransport, CountingTransport(_Inner(), MessageCounter()))
+    assert verifyObject(IRaftNode, MeteredNode(FakeNode(), RequestMeter(Clock())))
