@@ -278,3 +278,36 @@ def test_cluster_has_the_members_timeline_and_history():
     assert view["self"] == "1" and set(view["members"]) == {"1", "2", "3"}
     assert view["admin"] is False and view["history"] == []
     assert view["timeline"][0]["kind"] == "start"
+
+
+def test_through_twisted_web_a_full_connection_pauses_the_stream_and_drops_frames():
+    """The real path: Site, HTTPChannel, Request; the transport says its buffer is full."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    clock = Clock()
+    node = FakeNode()
+    rec = Recorder(clock, node)
+    rec.sample()
+    gatherer = Gatherer(clock, rec, None, lambda: "127.0.0.1:7201")
+    root = resource.Resource()
+    streams = install(root, gatherer, AdminResource(node, None))
+    channel = server.Site(root).buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /dashboard/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"text/event-stream" in transport.value()
+    assert transport.value().count(b"event: cluster") == 1
+    stream = streams.streams[0]
+    transport.producer.pauseProducing()  # what a TCP transport does when its buffer is full
+    sent = len(transport.value())
+    for _ in range(5):
+        streams.broadcast()
+    assert len(transport.value()) == sent
+    assert stream.dropped == 5
+    transport.producer.resumeProducing()
+    streams.broadcast()
+    assert transport.value().count(b"event: cluster") == 2
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert streams.streams == []
