@@ -503,6 +503,7 @@ def run_local(args: argparse.Namespace) -> int:
         supervisor.leader_id = leader.node_id
         clients = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
         say(f"leader: node {leader.node_id}")
+        say(f"dashboard: http://127.0.0.1:{cluster.nodes[0].http_port}/  (every node's HTTP port)")
         if clients != DEFAULT_CLUSTER:
             say(f"export {CLUSTER_ENV}={clients}")
         dir_arg = "" if args.dir == LOCAL_DIR else f" --dir {args.dir}"

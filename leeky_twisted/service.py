@@ -60,6 +60,13 @@ from leeky_twisted.connlimits import (
 )
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, SnapshotMeta
+from leeky_twisted.dashboard import (
+    CountingTransport,
+    MessageCounter,
+    MeteredNode,
+    RequestMeter,
+    make_dashboard,
+)
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
@@ -153,6 +160,8 @@ class NodeOptions:
     max_connections_per_host: int | None = None
     #: Make this node the only member at start, keeping its data (leeky_twisted.recovery).
     force_new_cluster: bool = False
+    #: The token that enables the dashboard's operator actions; None: read-only.
+    dashboard_admin_token: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -648,6 +657,8 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     )
     # the leader's own evidence for the autopilot: when each peer last spoke to us
     contact = ContactTracker(reactor)
+    # the dashboard's counts of Raft messages sent, by peer and kind (issue 17)
+    message_counter = MessageCounter()
     executor = None
     if opts.executor_url:
         from leeky_twisted.statemachine.owner import node_executor_owner
@@ -661,7 +672,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         log_store,
         stable_store,
         snapshot_store,
-        ContactTrackingTransport(transport, contact),
+        ContactTrackingTransport(CountingTransport(transport, message_counter), contact),
         KeyValueStateMachine(),
         settings,
         rng=random.Random(),
@@ -680,8 +691,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     forward_connect: Connector | None = None
     if credentials is not None:
         forward_connect = tls_connector(reactor, credentials, timeout=opts.request_timeout)
+    request_meter = RequestMeter(reactor)
     frontend = make_frontend(
-        node,
+        MeteredNode(node, request_meter),
         reactor,
         forward=opts.forward,
         limits=limits,
@@ -763,6 +775,17 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         ALL_ROLES,
         guards["http"],
         set_port("http"),
+    ).setServiceParent(top)
+    make_dashboard(
+        reactor,
+        top.web.root,
+        node,
+        message_counter,
+        request_meter,
+        contact.last_heard,
+        data,
+        admin_token=opts.dashboard_admin_token,
+        credentials=credentials,  # with TLS, the other members are asked over HTTPS
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)

@@ -246,6 +246,14 @@ class Options(usage.Options):
             float,
         ],
         [
+            "dashboard-admin-token-file",
+            None,
+            None,
+            "A file holding a token (16+ characters) that enables the dashboard's operator "
+            "actions (transfer leadership, remove a member); without it the dashboard is "
+            "read-only.",
+        ],
+        [
             "idle-timeout",
             None,
             DEFAULT_IDLE_TIMEOUT,
@@ -373,6 +381,14 @@ class Options(usage.Options):
         cluster_id = self["cluster-id"] or (
             cluster_id_from_key(key) if key is not None else DEFAULT_CLUSTER_ID
         )
+        admin_token = None
+        if self["dashboard-admin-token-file"]:
+            from leeky_twisted.dashboard import read_token_file
+
+            try:
+                admin_token = read_token_file(self["dashboard-admin-token-file"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dashboard-admin-token-file: {e}") from None
         self.node_options = NodeOptions(
             node_id=self["id"],
             peers=peers,
@@ -413,6 +429,7 @@ class Options(usage.Options):
             max_client_connections=self["max-client-connections"],
             max_connections_per_host=self["max-connections-per-host"],
             force_new_cluster=bool(self["force-new-cluster"]),
+            dashboard_admin_token=admin_token,
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
