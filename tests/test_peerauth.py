@@ -75,7 +75,10 @@ def test_a_key_file_or_insecure_starts_it(tmp_path: Path) -> None:
     key = tmp_path / "cluster.key"
     create_key_file(str(key))
     keyed = node_from(base(tmp_path / "a", OUTSIDE, "--gossip-key-file", str(key)))
-    assert keyed.transport.inner.hello_auth is not None
+    peer_transport = keyed.transport
+    while not hasattr(peer_transport, "hello_auth"):  # under the counting wrappers
+        peer_transport = peer_transport.inner
+    assert peer_transport.hello_auth is not None
     seen: list[str] = []
 
     def observe(event: dict) -> None:
@@ -87,7 +90,10 @@ def test_a_key_file_or_insecure_starts_it(tmp_path: Path) -> None:
         insecure = node_from(base(tmp_path / "b", OUTSIDE, "--insecure"))
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert insecure.transport.inner.hello_auth is None
+    peer_transport = insecure.transport
+    while not hasattr(peer_transport, "hello_auth"):
+        peer_transport = peer_transport.inner
+    assert peer_transport.hello_auth is None
     assert any("peer port is NOT authenticated (--insecure" in line for line in seen)
 
 
