@@ -692,6 +692,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seed is not None:
         sim = Simulation(args.seed, ticks=args.ticks, verbose=args.verbose)
+        if args.verbose:
+            # The cores' own lines (votes, abstention, storage identities) too.
+            from twisted.logger import globalLogPublisher
+
+            def core_line(event: dict[str, Any]) -> None:
+                if "line" in event:
+                    sim.trace(str(event["line"]))
+
+            globalLogPublisher.addObserver(core_line)
         try:
             res = sim.run()
         except SafetyViolation as exc:

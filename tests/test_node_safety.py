@@ -476,3 +476,87 @@ def test_e_a_follower_caught_up_by_snapshot_in_an_idle_cluster_votes_again():
     node = c.node(victim)
     assert node.core.snapshot_meta is not None  # it was caught up by the snapshot
     assert not node.core.abstaining
+
+
+# ------------------------------------------------------------ storage identity
+
+
+def test_storage_gets_an_identity_at_creation_keeps_it_and_a_wiped_one_gets_a_larger():
+    """The identity is saved with the first hard state, survives restarts, and the empty
+    storage that replaces a lost one (later in time) has a larger one."""
+    c = Cluster(["a", "b", "c"])
+    c.run_until_leader()
+    host = c.hosts[NodeId("b")]
+    first = host.disk.stable.load().storage_id
+    assert first and c.node("b").core.storage_id == first
+    host.crash()
+    host.start()
+    assert c.node("b").core.storage_id == first
+    c.run(5)
+    host.wipe()
+    host.start()
+    replaced = c.node("b").core.storage_id
+    assert replaced > first and host.disk.stable.load().storage_id == replaced
+    assert c.node("b").core.abstaining
+
+
+def test_old_storage_without_an_identity_is_given_one_at_start():
+    """A data folder from before identities: it keeps its state and gains an identity."""
+    log, stable, snaps = MemoryLogStore(), MemoryStableStore(), MemorySnapshotStore()
+    from leeky_twisted.core.raft import bootstrap_entries
+
+    log.append(bootstrap_entries([(NodeId("a"), b"")]))
+    stable.save(HardState(3, NodeId("a"), 1))
+    node = RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("a")),
+        log,
+        stable,
+        snaps,
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        NodeSettings(),
+    )
+    saved = stable.load()
+    assert (saved.term, saved.voted_for, saved.commit, saved.abstaining) == (3, "a", 1, False)
+    assert saved.storage_id and node.core.storage_id == saved.storage_id
+
+
+def test_a_late_acknowledgement_from_before_a_wipe_never_commits_after_it():
+    """The gap the last review left: b acknowledges a write, its answer is held back, b
+    loses its disk and starts again; c is cut off. The held answer, delivered after b's
+    new storage spoke, must not commit the write, which only the leader then holds."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    b, other = (i for i in ("a", "b", "c") if i != leader)
+    held: list[Message] = []
+
+    def drop(m: Message) -> bool:
+        if other in (m.sender, m.recipient):
+            return True
+        if m.sender == b and isinstance(m, AppendEntriesResponse) and not held_done:
+            held.append(m)
+            return True
+        return False
+
+    held_done = False
+    c.drop = drop
+    index = c.node(leader).core.log.last_index() + 1
+    c.put(leader, b"late=1")
+    c.run(3)
+    assert held and c.node(leader).core.commit < index
+    held_done = True
+    # b's entries never reach its new storage: only heartbeats pass to it
+    c.drop = lambda m: (
+        other in (m.sender, m.recipient)
+        or (isinstance(m, AppendEntries) and m.recipient == b and bool(m.entries))
+    )
+    c.hosts[NodeId(b)].wipe()
+    c.hosts[NodeId(b)].start()
+    c.run(5)
+    assert c.node(leader).core.progress[NodeId(b)].storage_id == c.node(b).core.storage_id
+    for m in held:
+        c.hosts[NodeId(leader)].deliver(m)
+    c.run(3)
+    assert c.node(leader).core.commit < index
