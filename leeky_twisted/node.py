@@ -363,14 +363,24 @@ class RaftNode:
         # log.stable may still be in flight to the disk (or never get there).
         # The disk thread runs jobs in order, so this lands after any write in flight.
         core = self.core
-        hs = HardState(
-            core.term,
-            core.voted_for,
-            min(core.commit, core.log.stable),
-            core.abstaining or self._synced_hs.abstaining,
-            core.storage_id,
-        )
-        d = self._on_disk(lambda: self.stable_store.save(hs))
+        term, voted_for, storage_id = core.term, core.voted_for, core.storage_id
+        commit, abstaining = min(core.commit, core.log.stable), core.abstaining
+
+        def save() -> None:
+            # Run after the writes in flight: their result decides abstention.
+            synced = self._synced_hs
+            self.stable_store.save(
+                HardState(
+                    term,
+                    voted_for,
+                    commit,
+                    abstaining or synced.abstaining,
+                    storage_id,
+                    synced.caught_up if synced.abstaining else 0,
+                )
+            )
+
+        d = self._on_disk(save)
         if self.feed is not None:
             feed_stopped = self.feed.stop()
             d.addCallback(lambda _: feed_stopped)
@@ -657,14 +667,26 @@ class RaftNode:
             backed = self.log_store.last_index()
             if rd.entries:
                 backed = min(backed, rd.entries[0].index - 1)
+            ends_abstention = synced.abstaining and not hs.abstaining and not elected
+            caught_up = 0
+            if ends_abstention:
+                # Say which entry ends it, so a crash before the last write
+                # does not leave the node abstaining with that entry on disk.
+                if rd.entries:
+                    caught_up = rd.entries[-1].index
+                elif rd.snapshot is not None:
+                    caught_up = rd.snapshot.index
+                else:
+                    caught_up = self.log_store.last_index()
             first = HardState(
                 hs.term,
                 hs.voted_for,
                 min(hs.commit, backed),
-                hs.abstaining or (synced.abstaining and not elected),
+                hs.abstaining or ends_abstention,
                 hs.storage_id,
+                caught_up,
             )
-            if _durable_part(first) != _durable_part(synced):
+            if _durable_part(first) != _durable_part(synced) or caught_up:
                 self.stable_store.save(first)
                 self._synced_hs = synced = first
         if rd.entries:

@@ -476,9 +476,15 @@ class Simulation:
         if r.random() < f.oneway_rate:
             self.mute_until[r.choice(every)] = now + r.randint(2, 50) * TICK
         if r.random() < f.crash_rate:
-            self.hosts[r.choice(every)].crash()
+            victim = self.hosts[r.choice(every)]
+            if victim.up:
+                self.trace(f"crash {victim.id}")
+            victim.crash()
         if r.random() < f.stop_rate:
-            self.hosts[r.choice(every)].stop()
+            victim = self.hosts[r.choice(every)]
+            if victim.up:
+                self.trace(f"stop {victim.id}")
+            victim.stop()
         if r.random() < f.stall_rate:
             self.hosts[r.choice(every)].stall(r.uniform(11, 40) * TICK)
         if r.random() < f.wipe_rate:
@@ -535,6 +541,7 @@ class Simulation:
             self.formed.discard(host.id)
             host.wipe()
         self.next_apply.pop(host.id, None)
+        self.trace(f"restart {host.id}")
         host.start()
 
     def _random_config_change(self, leader: NodeHost) -> None:

@@ -560,3 +560,58 @@ def test_a_late_acknowledgement_from_before_a_wipe_never_commits_after_it():
         c.hosts[NodeId(leader)].deliver(m)
     c.run(3)
     assert c.node(leader).core.commit < index
+
+
+def test_ending_abstention_first_saves_which_entry_ends_it():
+    """The batch that ends a wiped follower's abstention saves, before its entries, a
+    hard state still abstaining that names the entry; then one that no longer abstains."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    victim = next(i for i in ("a", "b", "c") if i != leader)
+    host = c.hosts[NodeId(victim)]
+    host.wipe()
+    saves: list[HardState] = []
+    save = host.disk.stable.save
+
+    def recording(hs: HardState) -> None:
+        saves.append(hs)
+        save(hs)
+
+    host.disk.stable.save = recording  # type: ignore[method-assign]
+    host.start()
+    c.run(10)
+    assert not c.node(victim).core.abstaining
+    ends = [i for i, hs in enumerate(saves) if hs.abstaining and hs.caught_up]
+    assert ends, saves
+    marker = saves[ends[-1]]
+    assert not saves[ends[-1] + 1].abstaining
+    assert c.node(victim).core.log.term_at(marker.caught_up) == marker.term
+
+
+def _recovered(hs: HardState, entries: int, term: int) -> RaftNode:
+    from leeky_twisted.core.raft import bootstrap_entries
+
+    log, stable = MemoryLogStore(), MemoryStableStore()
+    boot = bootstrap_entries([(NodeId(n), b"") for n in ("a", "b", "c")])
+    log.append(boot + [Entry(len(boot) + 1 + i, term, EntryKind.NOOP, b"") for i in range(entries)])
+    stable.save(hs)
+    return RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("b")),
+        log,
+        stable,
+        MemorySnapshotStore(),
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        NodeSettings(),
+    )
+
+
+def test_a_crash_between_the_marker_and_the_end_of_abstention_does_not_leave_it():
+    """The entry the marker names is on disk: the node no longer abstains. Not there (the
+    crash came before the entries), or of another term: it still does."""
+    hs = HardState(2, NodeId("a"), 3, abstaining=True, storage_id=7, caught_up=5)
+    assert not _recovered(hs, entries=2, term=2).core.abstaining
+    assert _recovered(hs, entries=1, term=2).core.abstaining
+    assert _recovered(hs, entries=2, term=1).core.abstaining

@@ -143,6 +143,10 @@ class HardState:
     #: a lost disk from those of the empty one that replaced it. A later
     #: storage has a larger identity.
     storage_id: int = 0
+    #: written with ``abstaining`` still set, before the entries that end the
+    #: abstention: once the log holds this index in ``term``, it has ended (a
+    #: crash between the two writes does not leave the node abstaining). 0: none.
+    caught_up: int = 0
 
 
 class Role(enum.Enum):

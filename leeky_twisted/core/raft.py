@@ -154,6 +154,15 @@ class RaftCore:
         #: abstaining once it holds its leader's log up to the leader's commit
         #: index, an entry of the leader's term included, or is elected.
         self.abstaining = fresh or hs.abstaining
+        if (
+            self.abstaining
+            and not fresh
+            and hs.caught_up
+            and self.log.term_at(hs.caught_up) == hs.term
+        ):
+            # The entries that ended our abstention reached the disk; the
+            # write recording its end did not (a crash came between them).
+            self.abstaining = False
         #: This node's storage identity, carried by its answers (see HardState).
         self.storage_id = hs.storage_id
         self.applied = self.log.start

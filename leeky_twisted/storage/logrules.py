@@ -88,6 +88,8 @@ def hard_state_error(hard_state: HardState) -> str | None:
         return f"voted_for {hard_state.voted_for!r} is not a node id"
     if not _is_count(hard_state.storage_id, MAX_STORAGE_ID):
         return f"storage_id {hard_state.storage_id!r} outside [0, {MAX_STORAGE_ID}]"
+    if not _is_count(hard_state.caught_up, MAX_INDEX):
+        return f"caught_up {hard_state.caught_up!r} outside [0, {MAX_INDEX}]"
     return None
 
 

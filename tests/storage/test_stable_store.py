@@ -139,8 +139,8 @@ def test_unchanged_state_is_not_rewritten(tmp_path: Path, monkeypatch: pytest.Mo
 def test_the_storage_identity_round_trips(stores):
     """A saved storage identity (and abstention) is what load() returns, after reopening."""
     store = stores.open()
-    store.save(HardState(2, None, 5, abstaining=True, storage_id=2**40 + 7))
-    assert stores.reopen().load() == HardState(2, None, 5, True, 2**40 + 7)
+    store.save(HardState(2, None, 5, abstaining=True, storage_id=2**40 + 7, caught_up=9))
+    assert stores.reopen().load() == HardState(2, None, 5, True, 2**40 + 7, 9)
 
 
 def test_a_storage_identity_out_of_bounds_is_refused(stores):
