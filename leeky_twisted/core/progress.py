@@ -18,6 +18,7 @@ class Progress:
     """Replication state of one follower, kept by the leader."""
 
     __slots__ = (
+        "abstaining",
         "inflight",
         "match",
         "max_inflight",
@@ -44,6 +45,8 @@ class Progress:
         self.read_ack = 0
         #: the follower's storage identity its answers carry (0: none heard yet)
         self.storage_id = 0
+        #: whether its last heartbeat answer said it abstains (unknown: assume so)
+        self.abstaining = True
 
     def is_paused(self) -> bool:
         """Return True when no further AppendEntries may be sent now."""

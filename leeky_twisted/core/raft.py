@@ -309,6 +309,13 @@ class RaftCore:
                 # A voter must hold what it votes from: at least the entry that
                 # made it a learner (or it could restart empty, unable to vote).
                 raise ValueError(f"learner {change.node_id} has not caught up yet")
+            if pr.abstaining:
+                # Nor start as an abstaining voter: its grants would need one
+                # more, and a two-voter configuration could elect no one.
+                raise ValueError(
+                    f"learner {change.node_id} has not caught up yet: it still abstains "
+                    "(its storage started empty)"
+                )
         return self._append_new(EntryKind.CONFIG, change.encode())
 
     def read_index(self, context: object) -> None:
@@ -816,6 +823,7 @@ class RaftCore:
                 self._needs_append.add(m.sender)
         elif isinstance(m, HeartbeatResponse):
             pr.recent_active = True
+            pr.abstaining = m.abstaining
             if m.read_round > pr.read_ack:
                 pr.read_ack = m.read_round
                 self._confirm_reads()

@@ -753,7 +753,7 @@ def test_only_one_config_change_at_a_time():
     net.change("n1", ConfChange(ConfChangeOp.ADD_LEARNER, N4))
     with pytest.raises(ConfigChangeInProgressError):
         net.change("n1", ConfChange(ConfChangeOp.ADD_VOTER, N4))
-    net.stabilize()
+    net.sync()  # a heartbeat answer tells the leader n4 no longer abstains
     net.change("n1", ConfChange(ConfChangeOp.ADD_VOTER, N4))
     net.stabilize()
     assert net.core("n3").configuration.voters == {N1, N2, N3, N4}
@@ -934,6 +934,21 @@ def test_core_config_defaults_are_valid():
     cfg = CoreConfig(N1)
     assert cfg.pre_vote and cfg.check_quorum and not cfg.lease_read
     assert cfg.election_ticks > cfg.heartbeat_ticks >= 1
+
+
+def test_a_learner_is_not_promoted_while_it_abstains():
+    """A learner caught up in entries but whose storage started empty is promoted only once
+    its heartbeat answer says it stopped abstaining (simulation seed 2652: a voter that
+    started abstaining in a two-voter configuration left no electable majority)."""
+    net = _cluster_with_spare()
+    net.change("n1", ConfChange(ConfChangeOp.ADD_LEARNER, N4))
+    net.stabilize()
+    net.core("n1").progress[N4].abstaining = True  # as if no heartbeat answer came yet
+    with pytest.raises(ValueError, match="still abstains"):
+        net.change("n1", ConfChange(ConfChangeOp.ADD_VOTER, N4))
+    net.sync()
+    assert not net.core("n1").progress[N4].abstaining
+    net.change("n1", ConfChange(ConfChangeOp.ADD_VOTER, N4))
 
 
 def test_a_late_term_only_rejection_does_not_make_match_negative():

@@ -97,6 +97,13 @@ REGRESSIONS[364] = (
     "written before the entries names the entry that ends the abstention (caught_up); on "
     "restart, holding it ends the abstention."
 )
+REGRESSIONS[2652] = (
+    "Found by the soak: a cluster bootstrapped as one voter promoted a learner that had "
+    "ended its abstention in memory only; it crashed before that reached the disk, came "
+    "back abstaining, and the two-voter configuration could never elect again. Fixed in "
+    "core/raft.py: a learner is promoted only once its heartbeat answer says it no longer "
+    "abstains."
+)
 for _seed in (2838, 4230, 6747, 8470, 9380, 11759, 12150, 12302, 17682, 20190):
     REGRESSIONS[_seed] = "an abstaining majority never elected a leader again (see above)"
 
