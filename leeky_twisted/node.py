@@ -297,8 +297,8 @@ class RaftNode:
         self._loaded_abstaining = hs.abstaining
         if fresh:
             log.warn(
-                "storage started empty: this node votes only in a brand-new cluster "
-                "until it has caught up with a leader"
+                "storage started empty: this node abstains until it has caught up "
+                "with a leader (its votes and acknowledgements need one more)"
             )
         if meta is not None:
             assert isinstance(meta, SnapshotMeta)
@@ -331,7 +331,14 @@ class RaftNode:
         )
         try:
             return RaftCore(
-                cfg, rng or random.Random(), hs, meta, entries, logger=self._core_log, fresh=fresh
+                cfg,
+                rng or random.Random(),
+                hs,
+                meta,
+                entries,
+                logger=self._core_log,
+                fresh=fresh,
+                sole_founder=[nid for nid, _ in self.settings.bootstrap] == [self.node_id],
             )
         except InconsistentStateError as e:
             raise UnrecoverableStateError(self.node_id, str(e)) from None

@@ -249,6 +249,8 @@ class AppendEntriesResponse:
     conflict_index: int = 0
     #: the sender's storage identity (:attr:`HardState.storage_id`)
     storage: int = 0
+    #: the sender abstains: its acknowledgements need one more (``committed_index``)
+    abstaining: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ class Progress:
         "inflight",
         "match",
         "max_inflight",
+        "named",
+        "named_at",
         "next",
         "pending_snapshot",
         "probe_sent",
@@ -45,8 +47,14 @@ class Progress:
         self.read_ack = 0
         #: the follower's storage identity its answers carry (0: none heard yet)
         self.storage_id = 0
-        #: whether its last heartbeat answer said it abstains (unknown: assume so)
+        #: whether its last answer said it abstains (unknown: assume so)
         self.abstaining = True
+        #: the log's last index when we learned ``storage_id``: an append names
+        #: that identity (``to_storage``) only once our commit index is past it
+        self.named_at = 0
+        #: whether an append named ``storage_id`` yet; a named identity gives way
+        #: only to a storage that says it abstains (a really new one)
+        self.named = False
 
     def is_paused(self) -> bool:
         """Return True when no further AppendEntries may be sent now."""

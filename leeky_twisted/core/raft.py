@@ -48,7 +48,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.core.progress import Progress, ProgressState
-from leeky_twisted.core.quorum import committed_index, majority, vote_result
+from leeky_twisted.core.quorum import committed_index, quorum_of, vote_result
 
 
 class RaftError(Exception):
@@ -125,6 +125,7 @@ class RaftCore:
         entries: Sequence[Entry] = (),
         logger: Callable[[str], None] | None = None,
         fresh: bool = False,
+        sole_founder: bool = False,
     ) -> None:
         """``fresh`` says the storage was created empty in this run: the node
         may have lost a disk it voted and acknowledged from, so it abstains
@@ -165,12 +166,17 @@ class RaftCore:
             self.abstaining = False
         #: This node's storage identity, carried by its answers (see HardState).
         self.storage_id = hs.storage_id
+        #: it founded its cluster alone (``--bootstrap``): alone, it may elect
+        #: itself while abstaining (a lone founder's lost disk is total loss)
+        self._sole_founder = sole_founder
         self.applied = self.log.start
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
         self.votes: dict[NodeId, bool] = {}
         #: voters that granted our campaign while abstaining
         self._abstaining_voters: set[NodeId] = set()
+        #: the last index before our no-op, while we lead
+        self._term_start = 0
         #: storage identities the answers to our campaign carried
         self._voter_storage: dict[NodeId, int] = {}
         self.progress: dict[NodeId, Progress] = {}
@@ -506,6 +512,7 @@ class RaftCore:
         self.leader_id = None
         self.votes = {self.id: True}
         self._abstaining_voters = set()
+        self._voter_storage = {}
         self._reset_randomized_timeout()
         self._log(f"became pre-candidate at term {self.term}")
 
@@ -516,6 +523,7 @@ class RaftCore:
         self.leader_id = None
         self.votes = {self.id: True}
         self._abstaining_voters = set()
+        self._voter_storage = {}
         self.election_elapsed = 0
         self._reset_randomized_timeout()
         self._log(f"became candidate at term {self.term}")
@@ -529,9 +537,12 @@ class RaftCore:
         self._lease_forfeited = False
         self.progress = {}
         self._sync_progress()
-        for nid, storage in self._voter_storage.items():
-            if nid in self.progress:
-                self.progress[nid].storage_id = storage
+        self._term_start = self.log.last_index()  # our no-op comes after
+        for nid, pr in self.progress.items():
+            pr.named_at = self._term_start
+            if nid in self._voter_storage:
+                pr.storage_id = self._voter_storage[nid]
+                pr.abstaining = nid in self._abstaining_voters or not self.votes.get(nid)
         self._voter_storage = {}
         self._self_match()
         # Elected by voters whose logs it is at least as up to date as: its log
@@ -551,7 +562,7 @@ class RaftCore:
         else:
             self._become_candidate()
             term = self.term
-        if vote_result(voters, self.votes, self._abstaining_votes()):
+        if vote_result(voters, self.votes, self._abstaining_votes(), self._alone_counts()):
             self._won_election(pre_vote)
             return
         for nid in sorted(voters):
@@ -572,6 +583,9 @@ class RaftCore:
         if self.abstaining:
             return self._abstaining_voters | {self.id}
         return self._abstaining_voters
+
+    def _alone_counts(self) -> bool:
+        return self._sole_founder or not self.abstaining
 
     def _won_election(self, pre_vote: bool) -> None:
         if pre_vote:
@@ -609,12 +623,12 @@ class RaftCore:
 
     def _quorum_active(self) -> bool:
         voters = self.log.config().voters
-        active = sum(
-            1
+        active = {
+            v
             for v in voters
             if v == self.id or (v in self.progress and self.progress[v].recent_active)
-        )
-        return active >= majority(len(voters))
+        }
+        return quorum_of(voters, active, self._abstaining_followers())
 
     # ================================================================== votes
 
@@ -655,7 +669,12 @@ class RaftCore:
                 self._abstaining_voters.add(m.sender)
             if m.storage > self._voter_storage.get(m.sender, 0):
                 self._voter_storage[m.sender] = m.storage
-            result = vote_result(self.log.config().voters, self.votes, self._abstaining_votes())
+            result = vote_result(
+                self.log.config().voters,
+                self.votes,
+                self._abstaining_votes(),
+                self._alone_counts(),
+            )
             if result is True:
                 self._won_election(m.pre_vote)
             elif result is False:
@@ -693,12 +712,14 @@ class RaftCore:
             self._campaign(False, transfer=True)
 
     def _handle_append_entries(self, m: AppendEntries) -> None:
-        if m.to_storage > self.storage_id and self.abstaining:
+        if m.to_storage > self.storage_id:
             # The leader knows an identity of ours newer than this storage's
-            # (a clock that went back): take a newer one, so our answers
-            # replace the lost storage's instead of being dropped as its.
+            # (a clock that went back, and a lost storage's answer came late):
+            # take a newer one and abstain, so our answers replace the lost
+            # storage's instead of being dropped as its.
             self.storage_id = min(m.to_storage + 1, MAX_STORAGE_ID)
-            self._log(f"storage identity raised to {self.storage_id}")
+            self.abstaining = True
+            self._log(f"storage identity raised to {self.storage_id}; abstaining")
         prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
         if prev < self.log.start:
             # The prefix up to our compaction point is committed, hence identical.
@@ -726,6 +747,7 @@ class RaftCore:
                     hint_term,
                     hint_index,
                     self.storage_id,
+                    self.abstaining,
                 )
             )
             return
@@ -763,7 +785,15 @@ class RaftCore:
 
     def _ack(self, leader: NodeId, match: int) -> None:
         self._send(
-            AppendEntriesResponse(self.id, leader, self.term, True, match, storage=self.storage_id)
+            AppendEntriesResponse(
+                self.id,
+                leader,
+                self.term,
+                True,
+                match,
+                storage=self.storage_id,
+                abstaining=self.abstaining,
+            )
         )
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
@@ -792,7 +822,7 @@ class RaftCore:
         if pr is None:
             return
         if isinstance(m, (AppendEntriesResponse, HeartbeatResponse)) and m.storage != pr.storage_id:
-            if not self._new_storage(m.sender, pr, m.storage):
+            if not self._new_storage(m.sender, pr, m.storage, m.abstaining):
                 return
             self._step_leader_answer(m, pr)
             if pr.state is ProgressState.REPLICATE:
@@ -805,6 +835,9 @@ class RaftCore:
                 # A vote that came after we had won: our appends so far named
                 # no storage, so none of them can end the voter's abstention.
                 pr.storage_id = m.storage
+                # an answer to this term's election: the point is our no-op
+                pr.named_at = self._term_start
+                pr.abstaining = m.abstaining or not m.granted
                 if pr.state is ProgressState.REPLICATE:
                     self._send_append(m.sender, pr, empty=True)
                 elif pr.state is ProgressState.PROBE:
@@ -816,6 +849,8 @@ class RaftCore:
     def _step_leader_answer(self, m: Message, pr: Progress) -> None:
         if isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
+            if m.term == self.term:
+                pr.abstaining = m.abstaining
             if m.success:
                 self._handle_append_success(m.sender, pr, m.match_index)
             else:
@@ -848,8 +883,13 @@ class RaftCore:
                 self._needs_append.add(m.sender)
             elif m.abstaining and pr.state is ProgressState.REPLICATE:
                 # Caught up yet abstaining (it restarted, or never got an append
-                # naming its storage): one empty append a heartbeat ends that.
-                self._send_append(m.sender, pr, empty=True)
+                # naming its storage): one empty append a heartbeat ends that,
+                # once we have committed an entry appended after we learned its
+                # storage (an idle log gets a no-op for that, once).
+                if self.commit > pr.named_at:
+                    self._send_append(m.sender, pr, empty=True)
+                elif self.log.last_index() <= pr.named_at and self.transferee is None:
+                    self._append_new(EntryKind.NOOP, b"")
 
     def _handle_append_success(self, nid: NodeId, pr: Progress, match: int) -> None:
         grew = pr.update_match(match)
@@ -894,14 +934,16 @@ class RaftCore:
         next_index = max(min(next_index, m.reject_index), 1)
         pr.become_probe(next_index)
 
-    def _new_storage(self, nid: NodeId, pr: Progress, storage: int) -> bool:
+    def _new_storage(self, nid: NodeId, pr: Progress, storage: int, abstaining: bool) -> bool:
         """``nid`` answers from another storage than before: True to handle the answer.
 
         An identity below the known one is a lost storage's: its answer, sent
         before the loss and delivered late, is dropped. A higher one replaced
-        it: what the old one acknowledged no longer counts.
+        it: what the old one acknowledged no longer counts. Once an append has
+        named the known identity, only a storage that says it abstains (a new
+        one always does) replaces it: a lost storage's late answer does not.
         """
-        if storage < pr.storage_id:
+        if storage < pr.storage_id or (pr.named and not abstaining):
             self._log(f"drop an answer from {nid}'s lost storage {storage}")
             return False
         if pr.storage_id:
@@ -909,7 +951,12 @@ class RaftCore:
             pr.forget_match(0)
             self._needs_append.add(nid)
         pr.storage_id = storage
+        pr.named = False
+        pr.named_at = self.log.last_index()
         return True
+
+    def _abstaining_followers(self) -> set[NodeId]:
+        return {nid for nid, pr in self.progress.items() if nid != self.id and pr.abstaining}
 
     def _follower_lost_log(self, nid: NodeId, pr: Progress, last: int) -> None:
         """``nid`` reports a log shorter than it acknowledged: its storage was
@@ -926,7 +973,7 @@ class RaftCore:
     def _maybe_commit(self) -> None:
         cfg = self.log.config()
         match = {nid: pr.match for nid, pr in self.progress.items()}
-        index = committed_index(cfg.voters, match)
+        index = committed_index(cfg.voters, match, self._abstaining_followers())
         # Figure 8: only entries of the current term are committed by counting.
         if index > self.commit and self.log.term_at(index) == self.term:
             old = self.commit
@@ -936,6 +983,18 @@ class RaftCore:
             if self.log.config_index() <= index and self.id not in cfg.voters:
                 self._log("removed from the configuration; stepping down")
                 self._become_follower(self.term, None)
+                return
+            for nid, pr in self.progress.items():
+                if (
+                    pr.abstaining
+                    and not pr.named
+                    and pr.storage_id
+                    and old <= pr.named_at < index
+                    and pr.state is ProgressState.REPLICATE
+                    and nid != self.id
+                ):
+                    # Now we may name its storage: an empty append ends its abstention.
+                    self._send_append(nid, pr, empty=True)
 
     def _on_first_commit_in_term(self) -> None:
         waiting, self._reads_before_commit = self._reads_before_commit, []
@@ -990,9 +1049,17 @@ class RaftCore:
             entries = self.log.slice(pr.next, self.log.last_index() + 1, self.cfg.max_msg_bytes)
             if not entries and pr.state is ProgressState.REPLICATE:
                 return False
+        # Name a voter's storage only once we committed past the point where we
+        # learned it, counting it as possibly lost (see _new_storage): a stale
+        # leader cannot, so it never ends a new storage's abstention. A learner
+        # neither votes nor counts: name its storage at once.
+        to_storage = 0
+        if pr.storage_id and (self.commit > pr.named_at or nid not in self.log.config().voters):
+            to_storage = pr.storage_id
+            pr.named = True
         self._send(
             AppendEntries(
-                self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit, pr.storage_id
+                self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit, to_storage
             )
         )
         if entries:
@@ -1048,7 +1115,7 @@ class RaftCore:
         voters = self.log.config().voters
         acks = {nid: pr.read_ack for nid, pr in self.progress.items()}
         acks[self.id] = self.read_round
-        confirmed = committed_index(voters, acks)
+        confirmed = committed_index(voters, acks, self._abstaining_followers())
         if confirmed in self._round_sent_tick:
             # Followers will not elect another leader for election_ticks after
             # they acknowledged this round, which was sent at that tick.

@@ -105,6 +105,7 @@ _RESP_PRE_VOTE = 2
 _RESP_ABSTAINING = 4
 # AppendEntriesResponse flags
 _SUCCESS = 1
+_AER_ABSTAINING = 2
 # HeartbeatResponse flags
 _ABSTAINING = 1
 
@@ -164,7 +165,7 @@ def _body_append_entries_response(m: AppendEntriesResponse) -> list[bytes]:
     return [
         _AER.pack(
             m.term,
-            _SUCCESS if m.success else 0,
+            (_SUCCESS if m.success else 0) | (_AER_ABSTAINING if m.abstaining else 0),
             m.match_index,
             m.reject_index,
             m.conflict_term,
@@ -326,9 +327,18 @@ def _decode_append_entries_response(
     _need(data, off, _AER.size, "AppendEntriesResponse")
     term, flags, match, reject, conflict_term, conflict_index, storage = _AER.unpack_from(data, off)
     _done(data, off + _AER.size, "AppendEntriesResponse")
-    _flags(flags, _SUCCESS, "AppendEntriesResponse")
+    _flags(flags, _SUCCESS | _AER_ABSTAINING, "AppendEntriesResponse")
     return AppendEntriesResponse(
-        s, r, term, bool(flags & _SUCCESS), match, reject, conflict_term, conflict_index, storage
+        s,
+        r,
+        term,
+        bool(flags & _SUCCESS),
+        match,
+        reject,
+        conflict_term,
+        conflict_index,
+        storage,
+        bool(flags & _AER_ABSTAINING),
     )
 
 

@@ -71,6 +71,10 @@ def ack(sender: NodeId, term: int, match: int, storage: int) -> AppendEntriesRes
     return AppendEntriesResponse(sender, N1, term, True, match, storage=storage)
 
 
+def abstaining_ack(sender: NodeId, term: int, match: int, storage: int) -> AppendEntriesResponse:
+    return AppendEntriesResponse(sender, N1, term, True, match, storage=storage, abstaining=True)
+
+
 # ----------------------------------------------------------------- the leader
 
 
@@ -101,22 +105,84 @@ def test_a_new_storage_makes_the_leader_forget_what_the_old_one_held():
     assert core.commit == index
 
 
-def test_the_leader_learns_storage_identities_from_votes_and_names_them_in_appends():
-    """Its first appends carry each voter's identity as the votes told it."""
-    _, sent = elect()
+def test_the_leader_learns_identities_from_votes_and_names_them_once_it_committed():
+    """Its first appends name nobody; once its no-op is committed (the followers saying
+    they abstain, all three acknowledgements are needed), an append names each voter's
+    identity as its vote told it."""
+    core, sent = elect()
     appends = [m for m in sent if isinstance(m, AppendEntries)]
-    assert {(m.recipient, m.to_storage) for m in appends} == {(N2, OLD), (N3, OTHER)}
+    assert appends and all(m.to_storage == 0 for m in appends)
+    noop = core.log.last_index()
+    core.step(abstaining_ack(N2, core.term, noop, OLD))
+    assert core.commit < noop  # an abstainer's acknowledgement needs one more
+    core.step(abstaining_ack(N3, core.term, noop, OTHER))
+    assert core.commit == noop
+    named = {(m.recipient, m.to_storage) for m in drain(core) if isinstance(m, AppendEntries)}
+    assert {(N2, OLD), (N3, OTHER)} <= named
 
 
-def test_an_answer_with_a_new_identity_is_followed_by_an_append_naming_it():
-    """An idle cluster still tells a replaced follower its identity is known."""
+def test_a_new_identity_is_named_only_after_a_commit_past_learning_it():
+    """n2 answers from a new storage (abstaining): until an entry appended after that is
+    committed without it, no append names the new identity."""
+    core = leader()
+    term = core.term
+    core.step(ack(N2, term, core.log.last_index(), OLD))
+    core.step(ack(N3, term, core.log.last_index(), OTHER))
+    drain(core)
+    core.step(abstaining_ack(N2, term, len(BOOT), NEW))
+    assert core.progress[N2].storage_id == NEW and core.progress[N2].match == len(BOOT)
+    index, _ = core.propose(b"x")
+    to_n2 = [m for m in drain(core) if isinstance(m, AppendEntries) and m.recipient == N2]
+    assert to_n2 and all(m.to_storage == 0 for m in to_n2)
+    core.step(ack(N3, term, index, OTHER))
+    assert core.commit == index
+    core.tick()
+    core.tick()
+    for m in drain(core):
+        if m.recipient == N2 and not isinstance(m, AppendEntries):
+            core.step(HeartbeatResponse(N2, N1, term, 0, len(BOOT), NEW, True))
+    later = [m for m in drain(core) if isinstance(m, AppendEntries) and m.recipient == N2]
+    assert later and later[-1].to_storage == NEW
+
+
+def test_a_stale_leader_neither_commits_with_a_new_storage_nor_ends_its_abstention():
+    """Review finding F1: a wiped n2 no longer knows the higher term; a deposed leader
+    reaches it. Its acknowledgements need one more (n3 is gone to the new term), and
+    the leader, unable to commit, never names its storage."""
     core = leader()
     term = core.term
     core.step(ack(N2, term, core.log.last_index(), OLD))
     drain(core)
-    core.step(ack(N2, term, core.log.last_index(), NEW))
-    appends = [m for m in drain(core) if isinstance(m, AppendEntries) and m.recipient == N2]
-    assert appends and appends[-1].to_storage == NEW
+    committed = core.commit
+    core.step(abstaining_ack(N2, term, len(BOOT), NEW))
+    index, _ = core.propose(b"only on the stale leader")
+    for m in drain(core):
+        if isinstance(m, AppendEntries) and m.recipient == N2:
+            assert m.to_storage == 0
+    core.step(abstaining_ack(N2, term, index, NEW))
+    core.tick()
+    sent = drain(core)
+    assert core.commit == committed
+    assert all(m.to_storage == 0 for m in sent if isinstance(m, AppendEntries))
+
+
+def test_a_named_identity_is_not_replaced_by_a_late_answer_that_does_not_abstain():
+    """Review finding F2: the leader knows n2's new storage (a smaller identity: the clock
+    went back) and named it; the lost storage's late answer, larger and not abstaining,
+    is dropped instead of counted."""
+    core = leader({N2: 50, N3: OTHER})
+    term = core.term
+    core.step(ack(N2, term, core.log.last_index(), 50))
+    core.step(ack(N3, term, core.log.last_index(), OTHER))
+    drain(core)
+    core.propose(b"y")
+    drain(core)
+    assert core.progress[N2].named
+    index, _ = core.propose(b"z")
+    drain(core)
+    core.step(ack(N2, term, index, OLD))  # late, from the lost storage (id 100)
+    assert core.progress[N2].storage_id == 50
+    assert core.commit < index
 
 
 # --------------------------------------------------------------- the follower
@@ -202,4 +268,38 @@ def test_the_honest_grants_must_be_a_majority_even_in_an_even_configuration():
     assert vote_result(four, {N3: True, N2: True, N1: True}, {N1}) is None
     assert vote_result(four, {N3: True, N2: True, N1: True, NodeId("s2"): True}, {N1}) is True
     assert vote_result([N1, N2], {N1: True, N2: True}, {N2}) is False
-    assert vote_result([N1], {N1: True}, {N1}) is True  # a lone voter decides alone
+    assert vote_result([N1], {N1: True}, {N1}) is True  # a lone founder decides alone
+    assert vote_result([N1], {N1: True}, {N1}, alone_counts=False) is False
+
+
+def test_acknowledgements_from_an_abstainer_need_one_more():
+    """Commit and read rounds count like votes: with an abstainer among them, a majority
+    plus one."""
+    from leeky_twisted.core.quorum import committed_index
+
+    three = [N1, N2, N3]
+    assert committed_index(three, {N1: 9, N2: 9, N3: 4}) == 9
+    assert committed_index(three, {N1: 9, N2: 9, N3: 4}, {N2}) == 4
+    assert committed_index(three, {N1: 9, N2: 9, N3: 4}, {N3}) == 9  # not among them
+    assert committed_index(three, {N1: 9, N2: 7, N3: 8}, {N3}) == 7
+    assert committed_index([N1], {N1: 5}, {N1}) == 5
+
+
+def test_a_lone_voter_that_joined_and_abstains_does_not_elect_itself():
+    """Review finding F3: a wiped member of a cluster founded as one voter rejoins; its log
+    holds only the first entry (a configuration of itself alone). It must not elect itself
+    over the larger cluster's committed entries; a lone founder may."""
+    boot = bootstrap_entries([(N1, b"")])
+    for founder, expected in ((False, False), (True, True)):
+        core = RaftCore(
+            CoreConfig(N1, election_ticks=10, heartbeat_ticks=2),
+            random.Random(3),
+            HardState(1, None, 1, abstaining=True, storage_id=5),
+            None,
+            boot,
+            sole_founder=founder,
+        )
+        for _ in range(60):
+            core.tick()
+            drain(core)
+        assert (core.role is Role.LEADER) is expected
