@@ -9,6 +9,12 @@ in C, and the text stays readable in log dumps)::
     ["append", key, suffix, session]
     ["get", key]
     ["register", nonce]
+    ["txn", compares, success, failure, session]
+
+A transaction's ``compares`` are ``[key, target, op, operand]`` (see
+:class:`Compare`); ``success`` and ``failure`` are lists of operations
+``["put", key, value]``, ``["del", key]`` and
+``["range", start, end, limit, keys_only, count_only]`` (see :class:`Range`).
 
 ``session`` is ``null`` or ``{"id": session_id, "seq": seq, "ack": ack}`` (see
 :class:`Session`): a session opened by a ``register`` entry, refused by the
@@ -29,20 +35,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "MAX_TXN_OPS",
     "Append",
     "Cas",
     "Command",
     "CommandDecodeError",
+    "Compare",
     "Delete",
     "Get",
     "Put",
+    "Range",
     "RegisterSession",
     "Session",
+    "Txn",
+    "TxnOp",
     "WriteCommand",
     "decode_command",
     "encode_command",
+    "prefix_end",
 ]
 
 
@@ -139,8 +152,116 @@ class Get:
     key: str
 
 
-WriteCommand = Put | Delete | Cas | Append
-Command = Put | Delete | Cas | Append | Get | RegisterSession
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Read the keys in [``start``, ``end``), sorted; ``end`` None: every key from ``start``.
+
+    ``limit`` (0: none) caps how many keys come back; ``keys_only`` leaves the
+    values out; ``count_only`` returns only how many keys the range holds. A
+    request object for ``IStateMachine.query`` and an operation of a
+    :class:`Txn`. Raises ValueError when ``start > end`` or ``limit < 0``.
+    """
+
+    start: str
+    end: str | None = None
+    limit: int = 0
+    keys_only: bool = False
+    count_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.start > self.end:
+            raise ValueError(f"range start {self.start[:40]!r} is after its end {self.end[:40]!r}")
+        if self.limit < 0:
+            raise ValueError("range limit must not be negative")
+
+    @classmethod
+    def key(cls, key: str) -> Range:
+        """Return the range that holds exactly ``key``."""
+        return cls(key, key + "\0")
+
+    @classmethod
+    def prefix(cls, prefix: str, **options: Any) -> Range:
+        """Return the range of every key that starts with ``prefix``."""
+        return cls(prefix, prefix_end(prefix), **options)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """Return the least string above every string starting with ``prefix`` (None: no bound).
+
+    Strings compare by code point, which is the order of their UTF-8 bytes.
+    """
+    stem = prefix.rstrip(chr(0x10FFFF))
+    if not stem:
+        return None
+    return stem[:-1] + chr(ord(stem[-1]) + 1)
+
+
+#: What a :class:`Compare` may look at, and the operators it may apply.
+COMPARE_TARGETS = frozenset({"value", "version", "create", "mod"})
+COMPARE_OPS = frozenset({"==", "!=", "<", ">"})
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A test of one key in a :class:`Txn`: ``target op operand``.
+
+    ``target`` is ``value`` (operand: a string), or ``version``,
+    ``create`` (create revision) or ``mod`` (mod revision), whose operand is
+    an integer. An absent key has version, create and mod 0 and no value (a
+    value compare on it is false), so ``version == 0`` tests absence.
+    """
+
+    key: str
+    target: str
+    op: str
+    operand: str | int
+
+    def __post_init__(self) -> None:
+        if self.target not in COMPARE_TARGETS:
+            raise ValueError(f"compare target must be one of {sorted(COMPARE_TARGETS)}")
+        if self.op not in COMPARE_OPS:
+            raise ValueError(f"compare op must be one of {sorted(COMPARE_OPS)}")
+        wants_text = self.target == "value"
+        if wants_text != isinstance(self.operand, str) or isinstance(self.operand, bool):
+            kind = "a string" if wants_text else "an integer"
+            raise ValueError(f"a {self.target} compare needs {kind} operand")
+
+
+#: An operation of a transaction: a put, a single-key delete or a range read.
+TxnOp = Put | Delete | Range
+
+#: The most compares, and the most operations per branch, of one transaction.
+MAX_TXN_OPS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """If every compare holds, apply ``success``, else ``failure``: one log entry, atomically.
+
+    Every modification of the chosen branch takes the entry's revision.
+    Applies to a :class:`~leeky_twisted.statemachine.kv.TxnResult`. The
+    operations' own ``session`` fields are ignored: the transaction's counts.
+    """
+
+    compares: tuple[Compare, ...]
+    success: tuple[TxnOp, ...]
+    failure: tuple[TxnOp, ...] = ()
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        for what, items in (
+            ("compares", self.compares),
+            ("success", self.success),
+            ("failure", self.failure),
+        ):
+            if len(items) > MAX_TXN_OPS:
+                raise ValueError(
+                    f"a transaction takes at most {MAX_TXN_OPS} {what}, not {len(items)}"
+                )
+
+
+WriteCommand = Put | Delete | Cas | Append | Txn
+Command = Put | Delete | Cas | Append | Get | RegisterSession | Txn
 
 
 def _session_json(session: Session | None) -> object:
@@ -179,6 +300,14 @@ def encode_command(command: Command) -> bytes:
         fields = ["get", command.key]
     elif isinstance(command, RegisterSession):
         fields = ["register", command.nonce]
+    elif isinstance(command, Txn):
+        fields = [
+            "txn",
+            [[c.key, c.target, c.op, c.operand] for c in command.compares],
+            [_op_json(op) for op in command.success],
+            [_op_json(op) for op in command.failure],
+            _session_json(command.session),
+        ]
     else:
         raise TypeError(f"not a key-value command: {command!r}")
     text = _COMPACT.encode(fields)
@@ -186,6 +315,16 @@ def encode_command(command: Command) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"command holds text that is not valid UTF-8: {e}") from None
+
+
+def _op_json(op: TxnOp) -> list[object]:
+    if isinstance(op, Put):
+        return ["put", op.key, op.value]
+    if isinstance(op, Delete):
+        return ["del", op.key]
+    if isinstance(op, Range):
+        return ["range", op.start, op.end, op.limit, op.keys_only, op.count_only]
+    raise TypeError(f"not a transaction operation: {op!r}")
 
 
 def decode_command(data: bytes) -> Command:
@@ -244,7 +383,7 @@ def _session(value: object) -> Session | None:
         raise CommandDecodeError(str(e)) from None
 
 
-_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2, "register": 2}
+_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2, "register": 2, "txn": 5}
 
 
 def _from_fields(fields: object) -> Command:
@@ -261,6 +400,8 @@ def _from_fields(fields: object) -> Command:
             return RegisterSession(_text(fields[1], "nonce"))
         except ValueError as e:
             raise CommandDecodeError(str(e)) from None
+    if op == "txn":
+        return _txn(fields)
     key = _text(fields[1], "key")
     if op == "put":
         return Put(key, _text(fields[2], "value"), _session(fields[3]))
@@ -272,6 +413,67 @@ def _from_fields(fields: object) -> Command:
     if op == "append":
         return Append(key, _text(fields[2], "suffix"), _session(fields[3]))
     return Get(key)
+
+
+def _list(value: object, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise CommandDecodeError(f"{what} must be a list")
+    if len(value) > MAX_TXN_OPS:
+        raise CommandDecodeError(f"a transaction takes at most {MAX_TXN_OPS} {what}")
+    return value
+
+
+def _bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise CommandDecodeError(f"{what} must be true or false")
+    return value
+
+
+def _txn(fields: list[object]) -> Txn:
+    compares = []
+    for item in _list(fields[1], "compares"):
+        if not (isinstance(item, list) and len(item) == 4):
+            raise CommandDecodeError("a compare is [key, target, op, operand]")
+        key, target, op, operand = item
+        if not isinstance(operand, str):
+            operand = _int(operand, "compare operand")
+        try:
+            compares.append(
+                Compare(_text(key, "key"), _text(target, "target"), _text(op, "op"), operand)
+            )
+        except ValueError as e:
+            raise CommandDecodeError(str(e)) from None
+    return Txn(
+        tuple(compares),
+        tuple(_txn_op(op) for op in _list(fields[2], "success")),
+        tuple(_txn_op(op) for op in _list(fields[3], "failure")),
+        _session(fields[4]),
+    )
+
+
+def _txn_op(value: object) -> TxnOp:
+    if not (isinstance(value, list) and value and isinstance(value[0], str)):
+        raise CommandDecodeError("a transaction operation is a list starting with its name")
+    name, arity = value[0], {"put": 3, "del": 2, "range": 6}.get(value[0])
+    if arity is None:
+        raise CommandDecodeError(f"unknown transaction operation {name[:40]!r}")
+    if len(value) != arity:
+        raise CommandDecodeError(f"a transaction {name} takes {arity - 1} fields")
+    if name == "put":
+        return Put(_text(value[1], "key"), _text(value[2], "value"))
+    if name == "del":
+        return Delete(_text(value[1], "key"))
+    end = None if value[2] is None else _text(value[2], "range end")
+    try:
+        return Range(
+            _text(value[1], "range start"),
+            end,
+            _int(value[3], "range limit"),
+            _bool(value[4], "keys_only"),
+            _bool(value[5], "count_only"),
+        )
+    except ValueError as e:
+        raise CommandDecodeError(str(e)) from None
 
 
 def _from_text(raw: bytes) -> Command:
