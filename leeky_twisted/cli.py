@@ -59,7 +59,7 @@ EXIT_NOT_FOUND = 2  #: get/delete: no such key
 EXIT_UNREACHABLE = 3  #: no node reachable, or no leader
 EXIT_TIMEOUT = 4  #: timed out, outcome unknown
 EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...)
-EXIT_CAS_FAILED = 6  #: cas: the current value differed
+EXIT_CAS_FAILED = 6  #: cas: the current value differed; txn: a compare failed
 EXIT_USAGE = 64  #: bad command line (sysexits EX_USAGE)
 
 EXIT_CODES_HELP = f"""\
@@ -70,7 +70,7 @@ exit codes:
   {EXIT_UNREACHABLE}   cluster unreachable or no leader
   {EXIT_TIMEOUT}   timed out, outcome unknown
   {EXIT_REFUSED}   input refused (e.g. key or value too large)
-  {EXIT_CAS_FAILED}   cas: the current value differed
+  {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
   {EXIT_USAGE}  bad command line
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
@@ -164,11 +164,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", metavar="VALUE", nargs="*")
     p.add_argument("--file", metavar="F", help="read the value from the file F")
 
-    p = sub.add_parser("get", help="print the value of KEY")
+    p = sub.add_parser(
+        "get",
+        help="print the value of KEY (--prefix: every key starting with KEY, and its value)",
+        description="Print the value of KEY. With --prefix, print every key that starts "
+        "with KEY and its value, a line each, sorted. With --json, print the key (or the "
+        "range) with its revisions as JSON.",
+    )
     p.add_argument("key", metavar="KEY")
     p.add_argument(
         "--stale", action="store_true", help="read from any node, possibly outdated (faster)"
     )
+    p.add_argument("--prefix", action="store_true", help="KEY is a prefix: print every match")
+    p.add_argument("--limit", type=int, default=0, help="with --prefix: at most N keys")
+    p.add_argument("--json", action="store_true", help="print JSON with the revisions")
+
+    p = sub.add_parser(
+        "ls",
+        help="list the keys that start with PREFIX (sorted; default: every key)",
+    )
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
+    p.add_argument("--limit", type=int, default=0, help="at most N keys")
+    p.add_argument("--count", action="store_true", help="print only how many keys match")
+    p.add_argument("--stale", action="store_true", help="read from any node, possibly outdated")
+
+    p = sub.add_parser(
+        "txn",
+        help="run a transaction read as JSON from FILE or standard input (one log entry)",
+        description="Run the transaction in FILE (default -: standard input), a JSON "
+        'object {"compare": [...], "success": [...], "failure": [...]}: if every compare '
+        "holds, the success operations apply, else the failure ones, atomically. Prints "
+        "the result as JSON; exits 6 when the failure branch ran. See docs/coordination.md.",
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", default="-")
 
     p = sub.add_parser("delete", help="remove KEY")
     p.add_argument("key", metavar="KEY")
@@ -567,13 +595,13 @@ def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = 
         raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
-_COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER")
+_COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER", "REVISION")
 
 
 def _row(report: NodeReport) -> tuple[str, ...]:
     st = report.status
     if st is None:
-        return ("?", report.address, "unreachable", "-", "-", "-", "-")
+        return ("?", report.address, "unreachable", "-", "-", "-", "-", "-")
 
     def field(name: str) -> str:
         value = st.get(name)
@@ -587,6 +615,7 @@ def _row(report: NodeReport) -> tuple[str, ...]:
         field("commit_index"),
         field("applied_index"),
         field("leader"),
+        field("revision"),
     )
 
 
@@ -644,6 +673,31 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         await client.put(args.key, value)
         print(format_put(args.key, value), file=out)
         return EXIT_OK
+    if command == "get" and (args.prefix or args.json):
+        return await _get_with_revisions(args, client, out, err)
+    if command == "ls":
+        result = await client.range(  # type: ignore[attr-defined]
+            args.prefix,
+            prefix=True,
+            limit=args.limit,
+            keys_only=True,
+            count_only=args.count,
+            stale=args.stale,
+        )
+        if args.count:
+            print(result.count, file=out)
+        for kv in result.kvs:
+            print(kv.key, file=out)
+        if result.more and not args.count:
+            print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
+        return EXIT_OK
+    if command == "txn":
+        document = read_txn(args.file, sys.stdin)
+        done = await client.txn(  # type: ignore[attr-defined]
+            document.get("compare", ()), document.get("success", ()), document.get("failure", ())
+        )
+        print(json.dumps(done.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+        return EXIT_OK if done.succeeded else EXIT_CAS_FAILED
     if command == "get":
         found = await client.get(args.key, stale=args.stale)
         if found is None:
@@ -715,6 +769,56 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
     return EXIT_USAGE
 
 
+async def _get_with_revisions(
+    args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]
+) -> int:
+    """``get --prefix`` (key and value lines) and ``get --json`` (with revisions)."""
+    if args.prefix:
+        result = await client.range(  # type: ignore[attr-defined]
+            args.key, prefix=True, limit=args.limit, stale=args.stale
+        )
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+            return EXIT_OK
+        for kv in result.kvs:
+            print(kv.key, file=out)
+            print(kv.value, file=out)
+        if result.more:
+            print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
+        return EXIT_OK
+    found = await client.get_kv(args.key, stale=args.stale)  # type: ignore[attr-defined]
+    if found is None:
+        print(f'leekyraft: key "{args.key}" not found', file=err)
+        return EXIT_NOT_FOUND
+    print(json.dumps(found.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+    return EXIT_OK
+
+
+def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
+    """Return the transaction document in ``path`` (``-``: ``stdin``).
+
+    Raises ValueError (a usage error) when it cannot be read or is not a JSON object.
+    """
+    try:
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the transaction: {e}") from None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"the transaction is not valid JSON: {e}") from None
+    if not isinstance(document, dict) or not set(document) <= {"compare", "success", "failure"}:
+        raise ValueError('a transaction is a JSON object {"compare", "success", "failure"}')
+    for name, items in document.items():
+        if not isinstance(items, list):
+            raise ValueError(f"the transaction's {name} must be a list")
+    return document
+
+
 def format_members(members: list[dict[str, Any]], as_json: bool) -> str:
     """Return the members table (or JSON): id, Raft role, gossip state, incarnation, address."""
     if as_json:
@@ -761,6 +865,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             _cas_values(args)
         except ValueError as e:
             parser.error(str(e))
+    if getattr(args, "limit", 0) < 0:
+        parser.error("--limit must not be negative")
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api import coord
 from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
@@ -53,7 +54,15 @@ from leeky_twisted.connlimits import RateLimitedLog
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
-from leeky_twisted.statemachine.kv import CommandError, UnknownSession
+from leeky_twisted.statemachine.kv import (
+    CommandError,
+    KeyValue,
+    RangeResult,
+    TxnResult,
+    UnknownSession,
+    range_result_from_json,
+    txn_result_from_json,
+)
 
 __all__ = [
     "EXECUTOR_REFUSES_KV",
@@ -84,6 +93,14 @@ class RequestLimits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1 << 20
     max_client_id_bytes: int = 128
+
+    @property
+    def max_txn_bytes(self) -> int:
+        """Return the most bytes a transaction's log entry may take: two values' worth.
+
+        It then fits one request on either API, as a cas does.
+        """
+        return 2 * self.max_value_bytes
 
     @property
     def request_bytes(self) -> int:
@@ -320,6 +337,92 @@ class KeyValueFrontend:
             raise LeekyError(f"state machine answered a read with {type(value).__name__}")
         return value
 
+    async def range(
+        self,
+        start: object,
+        end: object = None,
+        *,
+        prefix: object = False,
+        limit: object = 0,
+        keys_only: object = False,
+        count_only: object = False,
+        stale: bool = False,
+        forwarded: bool = False,
+    ) -> RangeResult:
+        """Read the keys in [``start``, ``end``) (or with ``prefix``), sorted, at a revision.
+
+        Linearizable (ReadIndex, as ``get``) unless ``stale``.
+        """
+        self._key_value_only()
+        request = coord.range_request(
+            self,
+            start,
+            end,
+            prefix=prefix,
+            limit=limit,
+            keys_only=keys_only,
+            count_only=count_only,
+        )
+        wire = {
+            "start": request.start,
+            "end": request.end,
+            "limit": request.limit,
+            "keys_only": request.keys_only,
+            "count_only": request.count_only,
+            "stale": stale,
+        }
+        where, value = await self._local_or_forward(
+            lambda: self.node.read(request, not stale, self.timeout), forwarded, cc.Range, wire
+        )
+        if where == "forwarded":
+            try:
+                return range_result_from_json(json.loads(value["result"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LeekyError(f"the leader answered a malformed range: {e}") from None
+        if not isinstance(value, RangeResult):
+            raise LeekyError(f"state machine answered a range with {type(value).__name__}")
+        return value
+
+    async def get_kv(
+        self, key: object, *, stale: bool = False, forwarded: bool = False
+    ) -> tuple[KeyValue | None, int]:
+        """Return ``key`` with its revisions (None when absent) and the revision read at."""
+        checked = self._key(key)
+        result = await self.range(checked, checked + "\0", stale=stale, forwarded=forwarded)
+        return (result.kvs[0] if result.kvs else None), result.revision
+
+    async def txn(
+        self,
+        document: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> TxnResult:
+        """Run a transaction (``api.coord`` describes the document) as one log entry."""
+        self._key_value_only()
+        command = coord.parse_txn(self, document, self._session(*(session or _NONE3)))
+        try:
+            size = len(kv.encode_command(command))
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        if size > self.limits.max_txn_bytes:
+            raise InvalidRequest(
+                f"transaction too large for one log entry: {size} bytes encoded;"
+                f" the limit is {self.limits.max_txn_bytes}"
+            )
+        wire = {"txn": json.dumps(coord.txn_document(command), ensure_ascii=False)}
+
+        def from_response(response: dict[str, Any]) -> TxnResult:
+            try:
+                return txn_result_from_json(json.loads(response["result"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LeekyError(f"the leader answered a malformed txn result: {e}") from None
+
+        result = await self._write(command, cc.Txn, wire, from_response, forwarded)
+        if not isinstance(result, TxnResult):
+            raise LeekyError(f"state machine answered a txn with {type(result).__name__}")
+        return result
+
     async def submit(self, command: object, *, forwarded: bool = False) -> Any:
         """Replicate a raw command string and return the state machine's result.
 
@@ -458,8 +561,12 @@ class KeyValueFrontend:
         return failure
 
     def status(self) -> dict[str, Any]:
-        """Return the node's status dictionary."""
-        return dict(self.node.status())
+        """Return the node's status dictionary, with the store's ``revision`` when it has one."""
+        status = dict(self.node.status())
+        revision = getattr(getattr(self.node, "state_machine", None), "revision", None)
+        if isinstance(revision, int) and not self.executor:
+            status["revision"] = revision
+        return status
 
     # ------------------------------------------------------------ internals
 
@@ -706,6 +813,53 @@ class ClientLocator(amp.CommandLocator):
         )
         return self._run(coroutine, lambda length: {"length": length})
 
+    @cc.Range.responder
+    def range(
+        self,
+        start: str,
+        end: str | None,
+        prefix: bool | None,
+        limit: int | None,
+        keys_only: bool | None,
+        count_only: bool | None,
+        stale: bool | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Range with the result as JSON text."""
+        coroutine = self.frontend.range(
+            start,
+            end,
+            prefix=bool(prefix),
+            limit=limit or 0,
+            keys_only=bool(keys_only),
+            count_only=bool(count_only),
+            stale=bool(stale),
+            forwarded=bool(forwarded),
+        )
+        return self._run(coroutine, _json_result)
+
+    @cc.Txn.responder
+    def txn(
+        self,
+        txn: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Txn with the result as JSON text."""
+
+        async def run() -> TxnResult:
+            try:
+                document = json.loads(txn)
+            except (ValueError, RecursionError) as e:
+                raise InvalidRequest(f"txn is not a JSON document: {e}") from None
+            return await self.frontend.txn(
+                document, (client_id, seq, ack), forwarded=bool(forwarded)
+            )
+
+        return self._run(run(), _json_result)
+
     @cc.Status.responder
     def status(self) -> Deferred[dict[str, Any]]:
         """Answer Status with the node's status as JSON text."""
@@ -799,6 +953,10 @@ def _empty(_: object) -> dict[str, Any]:
 
 def _value(value: object) -> dict[str, Any]:
     return {"value": value}
+
+
+def _json_result(result: RangeResult | TxnResult) -> dict[str, Any]:
+    return {"result": json.dumps(result.to_json(), ensure_ascii=False)}
 
 
 def _known_errors_only(failure: Failure) -> Failure:

@@ -48,11 +48,13 @@ __all__ = [
     "Members",
     "Put",
     "Query",
+    "Range",
     "RegisterSession",
     "RemoveServer",
     "Status",
     "Submit",
     "TransferLeader",
+    "Txn",
     "refuse_malformed",
 ]
 
@@ -235,6 +237,39 @@ class Append(amp.Command):
 
     arguments = [(b"key", ChunkedText()), (b"suffix", ChunkedText()), *_SESSION]
     response = [(b"length", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class Range(amp.Command):
+    """Read the keys in [``start``, ``end``) (no end: to the last key), or with
+    ``prefix`` every key starting with ``start``; sorted, linearizable unless
+    ``stale``. ``result`` is the JSON of a ``statemachine.kv.RangeResult``
+    (``revision``, ``kvs``, ``count``, ``more``).
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"limit", BoundedInteger(0, 10**9, optional=True)),
+        (b"keys_only", amp.Boolean(optional=True)),
+        (b"count_only", amp.Boolean(optional=True)),
+        (b"stale", amp.Boolean(optional=True)),
+        (b"forwarded", amp.Boolean(optional=True)),
+    ]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Txn(amp.Command):
+    """Run the transaction ``txn`` (a JSON document, see ``api.coord``) as one log entry.
+
+    ``result`` is the JSON of a ``statemachine.kv.TxnResult`` (``succeeded``,
+    ``revision``, ``responses``).
+    """
+
+    arguments = [(b"txn", ChunkedText()), *_SESSION]
+    response = [(b"result", ChunkedText())]
     errors = CLIENT_ERRORS
 
 

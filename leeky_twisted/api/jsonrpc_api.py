@@ -4,11 +4,20 @@ Methods (positional params; named params work too)::
 
     put(key, value[, session])          -> true
     get(key[, {"stale": true}])         -> the value, or null when absent
+    get(key, {"revisions": true})       -> {"revision": R, "kv": KV or null}
+    range(start[, end[, options]])      -> {"revision", "kvs": [KV...], "count", "more"}
+    range_prefix(prefix[, options])     -> the same, for every key starting with prefix
+    txn(document[, session])            -> {"succeeded", "revision", "responses": [...]}
     delete(key[, session])              -> true when the key existed
     cas(key, expected, new[, session])  -> true when swapped (expected null: "absent")
     append(key, suffix[, session])      -> the new length
     register_session()                  -> a new session id (one log entry)
     status()                            -> the node's status object
+
+A KV is ``{"key", "value", "create_revision", "mod_revision", "version"}``;
+range ``options`` are ``{"limit": N, "keys_only": bool, "count_only": bool,
+"stale": bool}``; ``end`` null (or absent) reads to the last key. A ``txn``
+document is described in ``api.coord``.
 
 ``session`` is ``{"session": ID, "seq": N, "ack": M}`` (``ack`` defaults to
 ``seq``): the write is applied at most once per (ID, N), a retry answers the
@@ -192,16 +201,66 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         d = self.frontend.put_now(key, value, _session_params(session))
         return d.addCallback(lambda _: True)
 
-    def jsonrpc_get(self, key: object, options: object = None) -> Deferred[str | None]:
-        """Return the value of ``key`` or null; ``{"stale": true}`` reads locally."""
+    def jsonrpc_get(self, key: object, options: object = None) -> Deferred[Any]:
+        """Return the value of ``key`` or null; ``{"stale": true}`` reads locally.
+
+        With ``{"revisions": true}``: ``{"revision": R, "kv": KV or null}``.
+        """
         if options is None:
             options = {}
-        if not isinstance(options, dict) or not set(options) <= {"stale"}:
+        if not isinstance(options, dict) or not set(options) <= {"stale", "revisions"}:
             raise _InvalidParams('options must be an object like {"stale": true}')
+        stale = options.get("stale", False)
+        revisions = options.get("revisions", False)
+        if not isinstance(stale, bool):
+            raise _InvalidParams("stale must be true or false")
+        if not isinstance(revisions, bool):
+            raise _InvalidParams("revisions must be true or false")
+        if revisions:
+            d = Deferred.fromCoroutine(self.frontend.get_kv(key, stale=stale))
+            return d.addCallback(
+                lambda found: {
+                    "revision": found[1],
+                    "kv": None if found[0] is None else found[0].to_json(),
+                }
+            )
+        return self.frontend.get_now(key, stale=stale)
+
+    def jsonrpc_range(
+        self, start: object, end: object = None, options: object = None
+    ) -> Deferred[Any]:
+        """Return the keys in [start, end) (end null: to the last key), sorted."""
+        return self._range(start, end, False, options)
+
+    def jsonrpc_range_prefix(self, prefix: object, options: object = None) -> Deferred[Any]:
+        """Return every key that starts with ``prefix``, sorted."""
+        return self._range(prefix, None, True, options)
+
+    def _range(self, start: object, end: object, prefix: bool, options: object) -> Deferred[Any]:
+        if options is None:
+            options = {}
+        if not isinstance(options, dict) or not set(options) <= _RANGE_OPTIONS:
+            raise _InvalidParams(
+                f"range options must be an object with keys from {sorted(_RANGE_OPTIONS)}"
+            )
         stale = options.get("stale", False)
         if not isinstance(stale, bool):
             raise _InvalidParams("stale must be true or false")
-        return self.frontend.get_now(key, stale=stale)
+        coroutine = self.frontend.range(
+            start,
+            end,
+            prefix=prefix,
+            limit=options.get("limit", 0),
+            keys_only=options.get("keys_only", False),
+            count_only=options.get("count_only", False),
+            stale=stale,
+        )
+        return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
+
+    def jsonrpc_txn(self, document: object, session: object = None) -> Deferred[Any]:
+        """Run a transaction (one log entry); return which branch ran and its answers."""
+        coroutine = self.frontend.txn(document, _session_params(session))
+        return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
 
     def jsonrpc_delete(self, key: object, session: object = None) -> Deferred[bool]:
         """Remove ``key``; true when it existed."""
@@ -345,6 +404,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
 
 _SESSION_KEYS = frozenset({"session", "seq", "ack"})
+_RANGE_OPTIONS = frozenset({"limit", "keys_only", "count_only", "stale"})
 
 
 def _session_params(session: object) -> tuple[object, object, object] | None:

@@ -44,7 +44,7 @@ refuses our certificate afterwards ends the call with ``Unavailable``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,6 +67,13 @@ from leeky_twisted.api.errors import (
     NotLeader,
     SessionExpired,
     Unavailable,
+)
+from leeky_twisted.statemachine.kv import (
+    KeyValue,
+    RangeResult,
+    TxnResult,
+    range_result_from_json,
+    txn_result_from_json,
 )
 
 if TYPE_CHECKING:
@@ -646,6 +653,63 @@ class LeekyClient:
         d = self._call(cc.Get, {"key": key, "stale": stale}, write=False, any_node=stale)
         return d.addCallback(lambda r: r.get("value"))
 
+    def get_kv(self, key: str, stale: bool = False) -> Deferred[KeyValue | None]:
+        """Fire with ``key``, its value and revisions (a ``KeyValue``), or None when absent."""
+        d = self.range(key, key + "\0", stale=stale)
+        return d.addCallback(lambda r: r.kvs[0] if r.kvs else None)
+
+    def range(
+        self,
+        start: str,
+        end: str | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        stale: bool = False,
+    ) -> Deferred[RangeResult]:
+        """Fire with the keys in [``start``, ``end``) (``end`` None: to the last key),
+        sorted, with the revision they were read at (a ``RangeResult``).
+
+        With ``prefix``, every key starting with ``start``. ``limit`` (0:
+        none) caps the keys returned; ``count`` still counts the whole range
+        and ``more`` says keys were left out. Linearizable unless ``stale``.
+        """
+        arguments: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "prefix": prefix,
+            "limit": limit,
+            "keys_only": keys_only,
+            "count_only": count_only,
+            "stale": stale,
+        }
+        d = self._call(cc.Range, arguments, write=False, any_node=stale)
+        return d.addCallback(lambda r: _decoded(range_result_from_json, r))
+
+    def range_prefix(self, prefix: str, **options: Any) -> Deferred[RangeResult]:
+        """Fire with every key that starts with ``prefix`` (options as :meth:`range`)."""
+        return self.range(prefix, prefix=True, **options)
+
+    def txn(
+        self,
+        compare: Sequence[dict[str, Any]] = (),
+        success: Sequence[dict[str, Any]] = (),
+        failure: Sequence[dict[str, Any]] = (),
+    ) -> Deferred[TxnResult]:
+        """If every compare holds, apply ``success``, else ``failure``: one log entry.
+
+        The items are the JSON objects ``leeky_twisted.api.coord`` describes,
+        e.g. ``{"key": "k", "target": "version", "op": "==", "value": 0}`` and
+        ``{"type": "put", "key": "k", "value": "v"}``. Fires with a
+        ``TxnResult``; applied at most once, like every write of the client.
+        """
+        document = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        text = json.dumps(document, ensure_ascii=False)
+        d = self._write(cc.Txn, {"txn": text})
+        return d.addCallback(lambda r: _decoded(txn_result_from_json, r))
+
     def delete(self, key: str) -> Deferred[bool]:
         """Remove ``key``; fire with True when it existed."""
         return self._write(cc.Delete, {"key": key}).addCallback(lambda r: r["existed"])
@@ -1028,6 +1092,14 @@ class LeekyClient:
             )
         where = ", ".join(format_address(a) for a in self.addresses)
         return Unavailable(f"cannot reach any node of the cluster ({where}){reason}")
+
+
+def _decoded(parse: Callable[[Any], T], response: dict[str, Any]) -> T:
+    """Return ``parse`` of a response's JSON ``result``; LeekyError when malformed."""
+    try:
+        return parse(json.loads(response["result"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise LeekyError(f"the node sent a malformed answer: {e}") from None
 
 
 def _not_leeky(shown: str, e: BaseException, proto: Any) -> str:
