@@ -473,7 +473,7 @@ class KeyValueStateMachine:
         data, meta, keys_only = self._data, self._meta, r.keys_only
         out = []
         size = 0
-        for key in islice(keys, lo, lo + n):
+        for key in keys[lo : lo + n]:  # a slice: islice would walk from 0
             value = None if keys_only else data[key]
             size += len(key) + (0 if value is None else len(value))
             if out and size > max_bytes:
