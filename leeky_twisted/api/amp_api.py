@@ -32,8 +32,10 @@ from twisted.python.failure import Failure
 from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api import coord
+from leeky_twisted.api import watch as watches
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotLeader,
@@ -56,6 +58,7 @@ from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import (
     CommandError,
+    Event,
     KeyValue,
     RangeResult,
     TxnResult,
@@ -195,6 +198,7 @@ class KeyValueFrontend:
         forwarder: LeaderForwarder | None = None,
         limits: RequestLimits | None = None,
         timeout: float = 5.0,
+        watch_window: int = watches.DEFAULT_WINDOW,
     ) -> None:
         if not IRaftNode.providedBy(node):
             raise TypeError(f"{node!r} does not provide IRaftNode")
@@ -205,9 +209,17 @@ class KeyValueFrontend:
         self._forwarder = forwarder
         #: the node applies entries in an executor process: no key-value store here
         self.executor = getattr(node, "executor", None) is not None
+        #: the node's window of recent events and its watchers (None: nothing to watch)
+        self.watches: watches.WatchHub | None = None
+        machine = getattr(node, "state_machine", None)
+        if not self.executor and hasattr(machine, "observe"):
+            self.watches = watches.WatchHub(clock, machine.revision, window=watch_window)
+            self._detach = watches.attach(machine, self.watches)
 
     def close(self) -> Deferred[None]:
-        """Close the forwarding connections, if any."""
+        """End every watch; close the forwarding connections, if any."""
+        if self.watches is not None:
+            self.watches.close()
         if self._forwarder is None:
             d: Deferred[None] = Deferred()
             d.callback(None)
@@ -422,6 +434,76 @@ class KeyValueFrontend:
         if not isinstance(result, TxnResult):
             raise LeekyError(f"state machine answered a txn with {type(result).__name__}")
         return result
+
+    def start_watch(
+        self,
+        start: object,
+        end: object,
+        prefix: object,
+        start_revision: object,
+        sink: watches.WatchSink,
+    ) -> watches.Watcher:
+        """Start a watch served by this node's own applied state (any node serves watches).
+
+        Raises InvalidRequest for a malformed range, Compacted when
+        ``start_revision`` is older than the node's window.
+        """
+        self._key_value_only()
+        hub = self.watches
+        if hub is None:
+            raise InvalidRequest("this node keeps no events to watch")
+        request = coord.range_request(self, start, end, prefix=prefix)
+        if start_revision is not None and not (
+            _is_int(start_revision) and 0 <= start_revision <= coord.MAX_REVISION  # type: ignore[operator]
+        ):
+            raise InvalidRequest(
+                f"start revision must be an integer from 0 to {coord.MAX_REVISION}"
+            )
+        return hub.watch(request.start, request.end, start_revision or None, sink)  # type: ignore[arg-type]
+
+    async def poll_watch(
+        self,
+        start: object,
+        end: object = None,
+        *,
+        prefix: object = False,
+        from_revision: object = None,
+        wait: object = 20.0,
+        limit: object = 1000,
+    ) -> tuple[list[Event], int]:
+        """Long-poll a watch: the matching events from ``from_revision`` (None: the next).
+
+        Answers at once when the node holds some; else waits up to ``wait``
+        seconds for the first. Returns (events, next_revision): poll again
+        from ``next_revision``. At most ``limit`` events, in whole revisions.
+        """
+        if not (isinstance(wait, int | float) and not isinstance(wait, bool) and 0 <= wait <= 60):
+            raise InvalidRequest("wait must be a number of seconds from 0 to 60")
+        if not (_is_int(limit) and 1 <= limit <= 10_000):  # type: ignore[operator]
+            raise InvalidRequest("limit must be an integer from 1 to 10000")
+        sink = _PollSink()
+        watcher = self.start_watch(start, end, prefix, from_revision, sink)
+        hub = self.watches
+        assert hub is not None
+        hub.cancel(watcher)  # what was held is in the sink; wait afresh if nothing
+        if sink.taken:
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            return events, events[-1].revision + 1
+        sink = _PollSink()
+        watcher = hub.watch(watcher.start, watcher.end, watcher.next_revision, sink)
+        timer = self._clock.callLater(wait, sink.fire)  # type: ignore[arg-type]
+        try:
+            await sink.ready
+        finally:
+            if timer.active():
+                timer.cancel()
+            hub.cancel(watcher)
+        if sink.ended is not None:
+            raise Compacted(sink.ended) if "compacted" in sink.ended else Unavailable(sink.ended)
+        if sink.taken:
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            return events, events[-1].revision + 1
+        return [], watcher.next_revision
 
     async def submit(self, command: object, *, forwarded: bool = False) -> Any:
         """Replicate a raw command string and return the state machine's result.
@@ -701,6 +783,7 @@ def make_frontend(
     limits: RequestLimits | None = None,
     timeout: float = 5.0,
     connect: Connector | None = None,
+    watch_window: int = watches.DEFAULT_WINDOW,
 ) -> KeyValueFrontend:
     """Build the frontend both APIs share; with ``forward``, it forwards to the leader.
 
@@ -711,7 +794,14 @@ def make_frontend(
     if forward:
         pool = AMPConnectionPool(reactor, connect, connect_timeout=timeout)
         forwarder = LeaderForwarder(pool, reactor, timeout + TIMEOUT_GRACE)
-    return KeyValueFrontend(node, reactor, forwarder=forwarder, limits=limits, timeout=timeout)
+    return KeyValueFrontend(
+        node,
+        reactor,
+        forwarder=forwarder,
+        limits=limits,
+        timeout=timeout,
+        watch_window=watch_window,
+    )
 
 
 class ClientLocator(amp.CommandLocator):
@@ -955,6 +1045,38 @@ def _value(value: object) -> dict[str, Any]:
     return {"value": value}
 
 
+class _PollSink:
+    """A watch sink for one long poll: fires ``ready`` at the first events (or the end)."""
+
+    def __init__(self) -> None:
+        self.taken: list[Event] = []
+        self.ended: str | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def fire(self) -> None:
+        if not self.ready.called:
+            self.ready.callback(None)
+
+    def events(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        self.taken.extend(events)
+        self.fire()
+
+    def progress(self, watcher: watches.Watcher, revision: int) -> None:
+        """Nothing to do: the poll answers its next revision itself."""
+
+    def cancelled(self, watcher: watches.Watcher, reason: str) -> None:
+        self.ended = reason
+        self.fire()
+
+
+def _whole_revisions(events: list[Event], limit: int) -> int:
+    """Return how many of ``events`` to send: at most ``limit``, never half a revision."""
+    n = min(limit, len(events))
+    while n < len(events) and events[n].revision == events[n - 1].revision:
+        n += 1
+    return n
+
+
 def _json_result(result: RangeResult | TxnResult) -> dict[str, Any]:
     return {"result": json.dumps(result.to_json(), ensure_ascii=False)}
 
@@ -997,6 +1119,11 @@ class ClientAPIProtocol(amp.AMP):
         self.max_request_bytes = max_request_bytes
         self._held = 0  # bytes of keys and values of the unfinished box in AMP's parser
         self._oversized = False
+        #: this connection's watches, by id
+        self.watchers: dict[int, watches.Watcher] = {}
+        frontend = getattr(self.locator, "frontend", None)
+        if frontend is not None:
+            self.locator = _WatchLocator(self, self.locator, frontend)
 
     def makeConnection(self, transport: Any) -> None:
         """Connect without AMP's log line: a client churning connections would flood the log."""
@@ -1005,7 +1132,12 @@ class ClientAPIProtocol(amp.AMP):
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Disconnect without AMP's log line."""
+        """End this connection's watches; disconnect without AMP's log line."""
+        watched, self.watchers = self.watchers, {}
+        hub = getattr(getattr(self.locator, "frontend", None), "watches", None)
+        for watcher in watched.values():
+            if hub is not None:
+                hub.cancel(watcher)
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
@@ -1080,6 +1212,111 @@ class ClientAPIProtocol(amp.AMP):
             super().sendBox(box)
             return
         write_now(self.transport, box.serialize())
+
+
+class _WatchLocator(amp.CommandLocator):
+    """One connection's responders for Watch and CancelWatch; the shared locator does the rest."""
+
+    def __init__(
+        self, proto: ClientAPIProtocol, shared: amp.CommandLocator, frontend: KeyValueFrontend
+    ) -> None:
+        super().__init__()
+        self.proto = proto
+        self.shared = shared
+        self.frontend = frontend
+
+    def locateResponder(self, name: bytes) -> Any:
+        """Return this connection's responder of ``name``, else the shared one."""
+        own = super().locateResponder(name)
+        if own is not None:
+            return cc.refuse_malformed(name, own)
+        return self.shared.locateResponder(name)
+
+    @cc.Watch.responder
+    def watch(
+        self, start: str, end: str | None, prefix: bool | None, start_revision: int | None
+    ) -> Deferred[dict[str, Any]]:
+        """Start a watch; its events follow this answer as WatchEvents."""
+        hub = self.frontend.watches
+        sink = _AMPWatchSink(self.proto, hub)  # type: ignore[arg-type]
+        try:
+            watcher = self.frontend.start_watch(start, end, bool(prefix), start_revision, sink)
+        except LeekyError as e:
+            return fail(e)
+        self.proto.watchers[watcher.id] = watcher
+        self.frontend._clock.callLater(0, sink.open)
+        d: Deferred[dict[str, Any]] = Deferred()
+        d.callback({"watch_id": watcher.id, "start_revision": watcher.origin})
+        return d
+
+    @cc.CancelWatch.responder
+    def cancel_watch(self, watch_id: int) -> dict[str, Any]:
+        """End one of this connection's watches."""
+        watcher = self.proto.watchers.pop(watch_id, None)
+        if watcher is not None and self.frontend.watches is not None:
+            self.frontend.watches.cancel(watcher)
+        return {}
+
+
+class _AMPWatchSink:
+    """Sends a watcher's events over its AMP connection; the client's answers are the acks.
+
+    Events wait (``held``) until the Watch answer has gone out, so they never
+    arrive before it.
+    """
+
+    def __init__(self, proto: ClientAPIProtocol, hub: watches.WatchHub) -> None:
+        self.proto = proto
+        self.hub = hub
+        self.held: list[Event] | None = []
+        self._watcher: watches.Watcher | None = None
+
+    def open(self) -> None:
+        held, self.held = self.held, None
+        if held and self._watcher is not None:
+            self._send(self._watcher, held)
+
+    def events(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        self._watcher = watcher
+        if self.held is not None:
+            self.held.extend(events)
+            return
+        self._send(watcher, events)
+
+    def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        payload = json.dumps([e.to_json() for e in events], ensure_ascii=False)
+        count = len(events)
+        next_revision = events[-1].revision + 1
+        self._call(
+            watcher,
+            cc.WatchEvents,
+            {"watch_id": watcher.id, "events": payload, "next_revision": next_revision},
+            lambda _: self.hub.acked(watcher, count),
+        )
+
+    def progress(self, watcher: watches.Watcher, revision: int) -> None:
+        if self.held is not None:
+            return
+        arguments = {"watch_id": watcher.id, "events": "[]", "next_revision": revision}
+        self._call(watcher, cc.WatchEvents, arguments, lambda _: None)
+
+    def cancelled(self, watcher: watches.Watcher, reason: str) -> None:
+        self.proto.watchers.pop(watcher.id, None)
+        if self.proto.transport is not None:
+            self.proto.callRemote(cc.WatchEnded, watch_id=watcher.id, reason=reason)
+
+    def _call(
+        self,
+        watcher: watches.Watcher,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+        done: Callable[[object], None],
+    ) -> None:
+        if self.proto.transport is None:
+            self.hub.cancel(watcher)
+            return
+        d = self.proto.callRemote(command, **arguments)
+        d.addCallbacks(done, lambda _: self.hub.cancel(watcher))
 
 
 def _peer_of(transport: Any) -> str:

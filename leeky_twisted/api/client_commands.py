@@ -27,6 +27,7 @@ from twisted.protocols import amp
 
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotCommitted,
@@ -41,6 +42,7 @@ __all__ = [
     "AddServer",
     "Append",
     "BoundedInteger",
+    "CancelWatch",
     "Cas",
     "ChunkedText",
     "Delete",
@@ -55,6 +57,9 @@ __all__ = [
     "Submit",
     "TransferLeader",
     "Txn",
+    "Watch",
+    "WatchEnded",
+    "WatchEvents",
     "refuse_malformed",
 ]
 
@@ -172,6 +177,7 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
     Unavailable: b"UNAVAILABLE",
     NotCommitted: b"NOT_COMMITTED",
     SessionExpired: b"SESSION_EXPIRED",
+    Compacted: b"COMPACTED",
     LeekyError: b"ERROR",
 }
 
@@ -271,6 +277,57 @@ class Txn(amp.Command):
     arguments = [(b"txn", ChunkedText()), *_SESSION]
     response = [(b"result", ChunkedText())]
     errors = CLIENT_ERRORS
+
+
+class Watch(amp.Command):
+    """Watch the keys in [``start``, ``end``) (or with ``prefix``) from ``start_revision``.
+
+    No ``start_revision`` (or 0): from the next revision. The answer gives
+    the watch's id and the revision it starts at; the node then sends
+    WatchEvents on this connection (after the answer), and WatchEnded if it
+    ends the watch. Fails with COMPACTED when the node no longer holds
+    events that old.
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"start_revision", BoundedInteger(0, MAX_SEQ, optional=True)),
+    ]
+    response = [(b"watch_id", amp.Integer()), (b"start_revision", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class CancelWatch(amp.Command):
+    """End the watch ``watch_id`` of this connection (unknown ids are ignored)."""
+
+    arguments = [(b"watch_id", BoundedInteger(0, MAX_SEQ))]
+    response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class WatchEvents(amp.Command):
+    """Node → client: ``events`` (a JSON list, whole revisions, in order) of ``watch_id``.
+
+    ``next_revision``: the watch has had every matching event below it (with
+    no events, a progress note). The client answers once it has taken them.
+    """
+
+    arguments = [
+        (b"watch_id", amp.Integer()),
+        (b"events", ChunkedText()),
+        (b"next_revision", amp.Integer()),
+    ]
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+class WatchEnded(amp.Command):
+    """Node → client: the node ended ``watch_id`` for ``reason`` (no more events follow)."""
+
+    arguments = [(b"watch_id", amp.Integer()), (b"reason", ChunkedText())]
+    response: list[tuple[bytes, amp.Argument]] = []
+    requiresAnswer = False
 
 
 class Status(amp.Command):

@@ -69,6 +69,7 @@ from leeky_twisted.api.errors import (
     Unavailable,
 )
 from leeky_twisted.statemachine.kv import (
+    Event,
     KeyValue,
     RangeResult,
     TxnResult,
@@ -77,6 +78,7 @@ from leeky_twisted.statemachine.kv import (
 )
 
 if TYPE_CHECKING:
+    from leeky_twisted.client.watch import Watch
     from leeky_twisted.tls import TLSCredentials
 
 __all__ = [
@@ -709,6 +711,42 @@ class LeekyClient:
         text = json.dumps(document, ensure_ascii=False)
         d = self._write(cc.Txn, {"txn": text})
         return d.addCallback(lambda r: _decoded(txn_result_from_json, r))
+
+    def watch(
+        self,
+        start: str,
+        on_events: Callable[[list[Event]], object],
+        *,
+        end: str | None = None,
+        prefix: bool = False,
+        start_revision: int | None = None,
+        silence_timeout: float | None = None,
+    ) -> Watch:
+        """Watch the key ``start`` (or with ``prefix``, every key starting with it; with
+        ``end``, the keys in [start, end)) from ``start_revision`` (None: the next).
+
+        ``on_events`` gets each batch of new events (``Event``: revision,
+        kind "put"/"delete", key, value), in revision order, each event once,
+        across node failures (the watch resumes on another node from the
+        revision after the last it saw). Returns a ``Watch``: ``cancel()``
+        stops it; its ``done`` fails with Compacted when the cluster no longer
+        holds the events it needs.
+        """
+        from leeky_twisted.client.watch import DEFAULT_SILENCE_TIMEOUT
+        from leeky_twisted.client.watch import Watch as _Watch
+
+        if end is None and not prefix:
+            end = start + "\0"  # exactly the key
+        watch = _Watch(
+            self,
+            start,
+            end,
+            prefix,
+            start_revision,
+            on_events,
+            DEFAULT_SILENCE_TIMEOUT if silence_timeout is None else silence_timeout,
+        )
+        return watch.start()
 
     def delete(self, key: str) -> Deferred[bool]:
         """Remove ``key``; fire with True when it existed."""

@@ -81,6 +81,7 @@ __all__ = [
     "Result",
     "TxnResult",
     "UnknownSession",
+    "event_from_json",
     "range_result_from_json",
     "txn_result_from_json",
 ]
@@ -261,6 +262,7 @@ class KeyValueStateMachine:
         #: key -> was it in _sorted at the last merge, for keys created or deleted since
         self._notes: dict[str, bool] = {}
         self._observer: Callable[[list[Event]], None] | None = None
+        self._on_restore: Callable[[int], None] | None = None
         self._pending: list[Event] | None = None
 
     @property
@@ -268,13 +270,19 @@ class KeyValueStateMachine:
         """Return the revision of the last modification (0 before any)."""
         return self._revision
 
-    def observe(self, observer: Callable[[list[Event]], None] | None) -> None:
+    def observe(
+        self,
+        observer: Callable[[list[Event]], None] | None,
+        on_restore: Callable[[int], None] | None = None,
+    ) -> None:
         """Call ``observer`` with the events of each applied entry that modified keys.
 
-        One call per entry, in apply order, after the entry took effect; None
-        stops the calls. The observer must not raise.
+        One call per entry, in apply order, after the entry took effect; and
+        ``on_restore(revision)`` after a snapshot replaced the state. None
+        stops the calls. The callbacks must not raise.
         """
         self._observer = observer
+        self._on_restore = on_restore if observer is not None else None
         self._pending = [] if observer is not None else None
 
     @property
@@ -635,6 +643,8 @@ class KeyValueStateMachine:
         self._last_applied = last_applied
         self._sorted = None
         self._notes = {}
+        if self._on_restore is not None:
+            self._on_restore(revision)
 
 
 def _revisions_from_json(
@@ -699,6 +709,22 @@ def range_result_from_json(value: Any) -> RangeResult:
         for kv in value["kvs"]
     )
     return RangeResult(_int(value["revision"]), kvs, _int(value["count"]), bool(value["more"]))
+
+
+def event_from_json(value: Any) -> Event:
+    """Rebuild an :class:`Event` from :meth:`Event.to_json`; KeyError, TypeError or
+    ValueError when malformed."""
+    kind = value["type"]
+    if kind not in ("put", "delete"):
+        raise ValueError(f"unknown event type {kind!r:.40}")
+    return Event(
+        _int(value["revision"]),
+        kind,
+        _str(value["key"]),
+        None if value.get("value") is None else _str(value["value"]),
+        _int(value["create_revision"]),
+        _int(value["version"]),
+    )
 
 
 def txn_result_from_json(value: Any) -> TxnResult:
