@@ -14,7 +14,13 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    Unavailable,
+)
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
@@ -187,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most N keys")
     p.add_argument("--count", action="store_true", help="print only how many keys match")
     p.add_argument("--stale", action="store_true", help="read from any node, possibly outdated")
+
+    p = sub.add_parser(
+        "watch",
+        help="print each change of KEY (or of every key under --prefix) as it happens",
+        description="Print one line per change, REVISION PUT KEY VALUE or REVISION DELETE "
+        "KEY, in revision order, until Ctrl-C. The watch moves to another node when its "
+        "node fails and resumes after the last revision printed: nothing is missed or "
+        "printed twice. --from REV starts at an older revision (while nodes hold it).",
+    )
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--prefix", action="store_true", help="KEY is a prefix: every key under it")
+    p.add_argument("--from", dest="from_revision", type=int, default=None, metavar="REV")
+    p.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
     p = sub.add_parser(
         "txn",
@@ -645,7 +664,7 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, Unavailable):
         return EXIT_UNREACHABLE
-    if isinstance(error, InvalidRequest):
+    if isinstance(error, InvalidRequest | Compacted):
         return EXIT_REFUSED
     return EXIT_ERROR
 
@@ -690,6 +709,23 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             print(kv.key, file=out)
         if result.more and not args.count:
             print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
+        return EXIT_OK
+    if command == "watch":
+
+        def show(events: list[Any]) -> None:
+            for e in events:
+                if args.json:
+                    line = json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True)
+                elif e.kind == "put":
+                    line = f"{e.revision} PUT {e.key} {e.value}"
+                else:
+                    line = f"{e.revision} DELETE {e.key}"
+                print(line, file=out, flush=True)
+
+        watch = client.watch(  # type: ignore[attr-defined]
+            args.key, show, prefix=args.prefix, start_revision=args.from_revision
+        )
+        await watch.done
         return EXIT_OK
     if command == "txn":
         document = read_txn(args.file, sys.stdin)
@@ -867,6 +903,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(str(e))
     if getattr(args, "limit", 0) < 0:
         parser.error("--limit must not be negative")
+    if (getattr(args, "from_revision", None) or 0) < 0:
+        parser.error("--from must not be negative")
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -8,6 +8,7 @@ Methods (positional params; named params work too)::
     range(start[, end[, options]])      -> {"revision", "kvs": [KV...], "count", "more"}
     range_prefix(prefix[, options])     -> the same, for every key starting with prefix
     txn(document[, session])            -> {"succeeded", "revision", "responses": [...]}
+    watch(key[, options])               -> {"events": [EVENT...], "next_revision": N}
     delete(key[, session])              -> true when the key existed
     cas(key, expected, new[, session])  -> true when swapped (expected null: "absent")
     append(key, suffix[, session])      -> the new length
@@ -17,7 +18,13 @@ Methods (positional params; named params work too)::
 A KV is ``{"key", "value", "create_revision", "mod_revision", "version"}``;
 range ``options`` are ``{"limit": N, "keys_only": bool, "count_only": bool,
 "stale": bool}``; ``end`` null (or absent) reads to the last key. A ``txn``
-document is described in ``api.coord``.
+document is described in ``api.coord``. ``watch`` is a long poll: options
+``{"prefix": bool, "end": E, "from_revision": R, "wait": seconds (<= 60),
+"limit": N}``; it answers at once with the held events from R (default: the
+next revision), else waits up to ``wait`` (default 20 s) for the first;
+poll again from ``next_revision``. An EVENT is ``{"revision", "type": "put" or
+"delete", "key", "value", "create_revision", "mod_revision", "version"}``.
+(A streamed form: ``GET /v1/watch``, see ``api.sse``.)
 
 ``session`` is ``{"session": ID, "seq": N, "ack": M}`` (``ack`` defaults to
 ``seq``): the write is applied at most once per (ID, N), a retry answers the
@@ -41,6 +48,7 @@ Any node answers: a follower forwards the request to the leader (see
 -32002  "timed out, outcome unknown"
 -32003  not committed: a new leader replaced the entry; safe to retry
 -32004  session unknown or expired: register a new session
+-32005  compacted: the watch's revision is older than the node's window
 ======= ===========================================================
 
 Why not txJSON-RPC's ``web.jsonrpc.JSONRPC`` as is: its ``render`` lets a
@@ -75,6 +83,7 @@ from txjsonrpc.jsonrpc import BaseSubhandler
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotCommitted,
@@ -93,6 +102,7 @@ from leeky_twisted.jsonrpc_codes import (
 
 __all__ = [
     "COMMIT_TIMEOUT",
+    "COMPACTED",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
@@ -112,6 +122,7 @@ UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
 NOT_COMMITTED = -32003
 SESSION_EXPIRED = -32004
+COMPACTED = -32005
 
 #: At most this many calls in one batch request.
 MAX_BATCH = 100
@@ -172,6 +183,8 @@ def _error_for(failure: Failure) -> dict[str, Any]:
         return _error(NOT_COMMITTED, str(e))
     if isinstance(e, SessionExpired):
         return _error(SESSION_EXPIRED, str(e))
+    if isinstance(e, Compacted):
+        return _error(COMPACTED, str(e))
     if isinstance(e, InvalidRequest | _InvalidParams):
         return _error(INVALID_PARAMS, str(e))
     if isinstance(e, LeekyError):
@@ -256,6 +269,30 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
             stale=stale,
         )
         return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
+
+    def jsonrpc_watch(self, key: object, options: object = None) -> Deferred[Any]:
+        """Long-poll the events of ``key`` (or a prefix, or [key, end)) from a revision."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict) or not set(options) <= _WATCH_OPTIONS:
+            raise _InvalidParams(
+                f"watch options must be an object with keys from {sorted(_WATCH_OPTIONS)}"
+            )
+        prefix = options.get("prefix", False)
+        end = options.get("end")
+        if end is None and prefix is False and isinstance(key, str):
+            end = key + "\0"
+        coroutine = self.frontend.poll_watch(
+            key,
+            end,
+            prefix=prefix,
+            from_revision=options.get("from_revision"),
+            wait=options.get("wait", 20.0),
+            limit=options.get("limit", 1000),
+        )
+        return Deferred.fromCoroutine(coroutine).addCallback(
+            lambda found: {"events": [e.to_json() for e in found[0]], "next_revision": found[1]}
+        )
 
     def jsonrpc_txn(self, document: object, session: object = None) -> Deferred[Any]:
         """Run a transaction (one log entry); return which branch ran and its answers."""
@@ -405,6 +442,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
 _SESSION_KEYS = frozenset({"session", "seq", "ack"})
 _RANGE_OPTIONS = frozenset({"limit", "keys_only", "count_only", "stale"})
+_WATCH_OPTIONS = frozenset({"prefix", "end", "from_revision", "wait", "limit"})
 
 
 def _session_params(session: object) -> tuple[object, object, object] | None:

@@ -157,3 +157,46 @@ def test_bad_watch_is_refused_clearly(arguments, message):
     proto.callRemote(cc.Watch, **arguments).addBoth(results.append)
     r.net.flush()
     assert results[0].check(InvalidRequest) and message in str(results[0].value)
+
+
+def test_cli_watch_prints_a_line_per_event_until_cancelled():
+    """`leekyraft watch --prefix k` prints REVISION PUT/DELETE lines; --json prints JSON."""
+    import io
+
+    from twisted.internet.defer import Deferred
+
+    from leeky_twisted import cli
+    from leeky_twisted.statemachine.commands import Delete
+
+    r = Replicated()
+    client = r.client()
+    started = []
+    original = client.watch
+
+    def watch(*args, **kwargs):
+        started.append(original(*args, **kwargs))
+        return started[-1]
+
+    client.watch = watch
+    for argv, expected in [
+        (["watch", "--prefix", "k"], "1 PUT k1 a b\n2 DELETE k1\n"),
+        (["watch", "k1", "--from", "1", "--json"], None),
+    ]:
+        args = cli.build_parser().parse_args(argv)
+        out, err = io.StringIO(), io.StringIO()
+        d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+        r.net.run(d, limit=0.5)
+        if expected is not None:
+            r.commit("k1", "a b")
+            r.index += 1
+            for node in (r.a, r.b):
+                node.state_machine.apply(r.index, encode_command(Delete("k1")))
+            r.net.flush()
+        started[-1].cancel()
+        r.net.run(d, limit=0.5)
+        assert result_of(d) == 0 and err.getvalue() == ""
+        if expected is not None:
+            assert out.getvalue() == expected
+        else:
+            lines = [json.loads(line) for line in out.getvalue().splitlines()]
+            assert [(e["revision"], e["type"]) for e in lines] == [(1, "put"), (2, "delete")]
