@@ -1,0 +1,141 @@
+"""`leekyraft watch --prefix` across a leader kill: no event missed, none printed twice.
+
+Real ``twistd -n leekyraft`` processes on loopback (3 nodes). The watch is
+pointed at the leader first, so killing the leader (SIGKILL) also kills the
+node the watch is connected to; it must resume on a survivor from the
+revision after the last one it printed. Writes go on during and after the
+election. Every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leeky_twisted.localcluster import LocalCluster, NodeProcess
+
+pytestmark = pytest.mark.integration
+
+FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3"]
+CLI = str(Path(sys.executable).parent / "leekyraft")
+
+#: Puts KEYS[i] = "v<i>" one after the other through the bundled client (finds the leader).
+WRITER = """
+import sys
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+from leeky_twisted.client.library import LeekyClient, parse_address
+
+async def main(reactor, cluster, first, last):
+    client = LeekyClient(reactor, [parse_address(a) for a in cluster.split(",")], timeout=30)
+    for i in range(int(first), int(last) + 1):
+        await client.put(f"w/{i:03d}", f"v{i}")
+    client.close()
+
+react(lambda reactor: Deferred.fromCoroutine(main(reactor, *sys.argv[1:])))
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path / "watch", nodes=3, extra_args=FAST)
+    try:
+        c.start()
+        c.wait_for_leader()
+        yield c
+    finally:
+        c.stop()
+
+
+def address(node: NodeProcess) -> str:
+    return f"127.0.0.1:{node.client_port}"
+
+
+def write(cluster_arg: str, first: int, last: int) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", WRITER, cluster_arg, str(first), str(last)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+
+
+class Lines:
+    """Collect a process's stdout lines in a thread (no blocking reads in the test)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            with self._lock:
+                self.lines.append(raw.decode().rstrip("\n"))
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def test_watch_prefix_survives_a_leader_kill_without_missing_or_repeating(
+    cluster: LocalCluster,
+) -> None:
+    """41 puts under w/, the leader (and the watch's node) killed after 20 of them."""
+    leader = cluster.wait_for_leader()
+    others = [n for n in cluster.nodes if n is not leader]
+    everyone = ",".join(address(n) for n in [leader, *others])  # the watch starts on the leader
+    env = {**os.environ, "LEEKYRAFT_CLUSTER": everyone}
+
+    write(everyone, 0, 0)
+    got = subprocess.run(
+        [CLI, "get", "w/000", "--json"], capture_output=True, timeout=60, env=env, check=True
+    )
+    start = json.loads(got.stdout)["mod_revision"]
+
+    watcher = subprocess.Popen(
+        [CLI, "--attempt-timeout", "0.5", "watch", "--prefix", "w/", "--from", str(start)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    lines = Lines(watcher)
+    try:
+        cluster.wait_for("the watch to print w/000", lambda: lines.snapshot(), timeout=30)
+        write(everyone, 1, 20)
+        cluster.wait_for("20 events", lambda: len(lines.snapshot()) >= 21, timeout=30)
+        cluster.kill(leader)  # SIGKILL: the watch's own node goes too
+        cluster.wait_for_leader()
+        survivors = ",".join(address(n) for n in others)
+        write(survivors, 21, 40)
+        cluster.wait_for("41 events", lambda: len(lines.snapshot()) >= 41, timeout=60)
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C
+        watcher.wait(timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+        lines.join()
+    printed = lines.snapshot()
+    stderr = watcher.stderr.read().decode() if watcher.stderr else ""
+    assert "Traceback" not in stderr, stderr
+    revisions = [int(line.split()[0]) for line in printed]
+    assert revisions == sorted(set(revisions)), printed  # in order, none twice
+    assert revisions[0] == start
+    assert [line.split()[1:] for line in printed] == [
+        ["PUT", f"w/{i:03d}", f"v{i}"] for i in range(41)
+    ], printed
