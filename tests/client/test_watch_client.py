@@ -200,3 +200,25 @@ def test_cli_watch_prints_a_line_per_event_until_cancelled():
         else:
             lines = [json.loads(line) for line in out.getvalue().splitlines()]
             assert [(e["revision"], e["type"]) for e in lines] == [(1, "put"), (2, "delete")]
+
+
+def test_cli_watch_of_a_compacted_revision_exits_5_with_the_oldest_revision():
+    """`watch --from 1` past the window: one line naming the oldest revision, exit 5."""
+    import io
+
+    from twisted.internet.defer import Deferred
+
+    from leeky_twisted import cli
+
+    r = Replicated(watch_window=2)
+    for i in range(5):
+        r.commit(f"k{i}", "v")
+    args = cli.build_parser().parse_args(["watch", "--prefix", "k", "--from", "1"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, r.client(), out, err))
+    r.net.run(d, limit=2)
+    assert result_of(d) == cli.EXIT_REFUSED == 5
+    assert (
+        err.getvalue() == ("leekyraft: compacted: revision 1 is no longer held, oldest is 4\n")
+        and out.getvalue() == ""
+    )
