@@ -1284,15 +1284,14 @@ class _AMPWatchSink:
         self._send(watcher, events)
 
     def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
-        payload = json.dumps([e.to_json() for e in events], ensure_ascii=False)
-        count = len(events)
-        next_revision = events[-1].revision + 1
-        self._call(
-            watcher,
-            cc.WatchEvents,
-            {"watch_id": watcher.id, "events": payload, "next_revision": next_revision},
-            lambda _: self.hub.acked(watcher, count),
-        )
+        for batch in watches.batches(events, WATCH_MESSAGE_CHARS):
+            payload = json.dumps([e.to_json() for e in batch], ensure_ascii=False)
+            arguments = {
+                "watch_id": watcher.id,
+                "events": payload,
+                "next_revision": batch[-1].revision + 1,
+            }
+            self._call(watcher, cc.WatchEvents, arguments, _acker(self.hub, watcher, len(batch)))
 
     def progress(self, watcher: watches.Watcher, revision: int) -> None:
         if self.held is not None:
@@ -1317,6 +1316,14 @@ class _AMPWatchSink:
             return
         d = self.proto.callRemote(command, **arguments)
         d.addCallbacks(done, lambda _: self.hub.cancel(watcher))
+
+
+#: A WatchEvents message holds about this many characters of events (whole revisions).
+WATCH_MESSAGE_CHARS = 1 << 20
+
+
+def _acker(hub: watches.WatchHub, watcher: watches.Watcher, count: int) -> Callable[[object], None]:
+    return lambda _: hub.acked(watcher, count)
 
 
 def _peer_of(transport: Any) -> str:

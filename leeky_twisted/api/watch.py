@@ -41,10 +41,13 @@ __all__ = [
     "WatchHub",
     "WatchSink",
     "Watcher",
+    "batches",
 ]
 
 #: Events a node keeps for watchers that resume (``--watch-window``).
 DEFAULT_WINDOW = 10_000
+#: ... and at most this many characters of their keys and values (64 per event more).
+DEFAULT_WINDOW_BYTES = 64 << 20
 #: Events a watcher may have delivered but not passed on before it is cancelled.
 DEFAULT_MAX_BACKLOG = 10_000
 #: Seconds between progress notes to a watcher that had no events.
@@ -103,6 +106,7 @@ class WatchHub:
         revision: int,
         *,
         window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         max_watchers: int = DEFAULT_MAX_WATCHERS,
@@ -111,6 +115,8 @@ class WatchHub:
             raise ValueError("watch window, backlog, watcher count and interval must be positive")
         self.clock = clock
         self.window = window
+        self.window_bytes = window_bytes
+        self._bytes = 0
         self.max_backlog = max_backlog
         self.max_watchers = max_watchers
         self.progress_interval = progress_interval
@@ -138,8 +144,12 @@ class WatchHub:
         """Record one applied entry's events and hand them to the watchers."""
         window = self._events
         window.extend(events)
-        while len(window) > self.window:
-            self.floor = window.popleft().revision
+        for e in events:
+            self._bytes += _size(e)
+        while len(window) > self.window or (self._bytes > self.window_bytes and len(window) > 1):
+            gone = window.popleft()
+            self._bytes -= _size(gone)
+            self.floor = gone.revision
         self.revision = events[-1].revision
         for watcher in list(self._watchers.values()):
             start = watcher.next_revision
@@ -154,6 +164,7 @@ class WatchHub:
         Watchers that had not reached it are cancelled (they would miss events).
         """
         self._events.clear()
+        self._bytes = 0
         self.floor = max(self.floor, revision)
         self.revision = max(self.revision, revision)
         for watcher in list(self._watchers.values()):
@@ -260,6 +271,27 @@ class WatchHub:
                 watcher.noted = watcher.next_revision
                 watcher.sink.progress(watcher, watcher.next_revision)
         self._arm()
+
+
+def _size(e: Event) -> int:
+    return len(e.key) + (len(e.value) if e.value is not None else 0) + 64
+
+
+def batches(events: list[Event], max_chars: int) -> list[list[Event]]:
+    """Split ``events`` into runs of whole revisions of at most ``max_chars`` (but one
+    revision at least), for messages of a bounded size."""
+    out: list[list[Event]] = []
+    current: list[Event] = []
+    size = 0
+    for i, e in enumerate(events):
+        if current and size + _size(e) > max_chars and e.revision != events[i - 1].revision:
+            out.append(current)
+            current, size = [], 0
+        current.append(e)
+        size += _size(e)
+    if current:
+        out.append(current)
+    return out
 
 
 def attach(state_machine: Any, hub: WatchHub) -> Callable[[], None]:

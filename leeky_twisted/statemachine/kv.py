@@ -50,7 +50,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from zope.interface import implementer
 
@@ -185,9 +185,11 @@ class TxnResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One modification: ``kind`` is "put" or "delete"; a delete's value is None.
+
+    A named tuple, not a frozen dataclass: one is built per modification on
+    the apply path, and a tuple is three times cheaper to build.
 
     A delete carries the revisions the key had before it went (``version``
     0 and ``mod_revision`` the delete's revision).

@@ -136,3 +136,24 @@ def test_close_ends_every_watcher_with_the_revision_to_resume_from():
     w.hub.close()
     assert s.reasons == ["the node is stopping; resume from revision 2"]
     assert not w.clock.getDelayedCalls()
+
+
+def test_window_is_bounded_in_bytes_too():
+    """Large values push old events out of the window before the event count does."""
+    w = World(window=1000)
+    w.hub.window_bytes = 3000
+    for i in range(5):
+        w.apply(Put(f"k{i}", "x" * 1000))
+    assert w.hub.oldest == 4  # only the last two (about 2 KB) fit
+    assert [e.revision for e in w.hub.history("", None, 4)] == [4, 5]
+
+
+def test_batches_cut_at_revision_boundaries_within_a_size():
+    """Messages hold whole revisions, about max_chars each, one revision at least."""
+    from leeky_twisted.api.watch import batches
+    from leeky_twisted.statemachine.kv import Event
+
+    events = [Event(r, "put", "k", "x" * 100, r, 1) for r in (1, 1, 2, 3, 3, 3)]
+    cut = batches(events, 600)  # 165 characters an event
+    assert [[e.revision for e in b] for b in cut] == [[1, 1, 2], [3, 3, 3]]
+    assert batches(events, 1) == [events[:2], events[2:3], events[3:]]
