@@ -1237,6 +1237,12 @@ class _WatchLocator(amp.CommandLocator):
         self, start: str, end: str | None, prefix: bool | None, start_revision: int | None
     ) -> Deferred[dict[str, Any]]:
         """Start a watch; its events follow this answer as WatchEvents."""
+        if len(self.proto.watchers) >= MAX_WATCHES_PER_CONNECTION:
+            return fail(
+                InvalidRequest(
+                    f"at most {MAX_WATCHES_PER_CONNECTION} watches per connection; cancel one"
+                )
+            )
         hub = self.frontend.watches
         sink = _AMPWatchSink(self.proto, hub)  # type: ignore[arg-type]
         try:
@@ -1318,6 +1324,8 @@ class _AMPWatchSink:
         d.addCallbacks(done, lambda _: self.hub.cancel(watcher))
 
 
+#: The most watches one client connection may hold (the node's own cap is WatchHub's).
+MAX_WATCHES_PER_CONNECTION = 100
 #: A WatchEvents message holds about this many characters of events (whole revisions).
 WATCH_MESSAGE_CHARS = 1 << 20
 

@@ -222,3 +222,25 @@ def test_cli_watch_of_a_compacted_revision_exits_5_with_the_oldest_revision():
         err.getvalue() == ("leekyraft: compacted: revision 1 is no longer held, oldest is 4\n")
         and out.getvalue() == ""
     )
+
+
+def test_one_connection_holds_at_most_100_watches(monkeypatch):
+    """The 101st watch on one connection is refused; cancelling one makes room."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api import amp_api
+    from leeky_twisted.api.errors import InvalidRequest
+
+    monkeypatch.setattr(amp_api, "MAX_WATCHES_PER_CONNECTION", 2)
+    r = Replicated()
+    proto = amp.AMP()
+    r.net.connect(A, proto)
+    answers = []
+    for _ in range(3):
+        proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
+    r.net.flush()
+    assert answers[2].check(InvalidRequest) and "at most 2 watches" in str(answers[2].value)
+    proto.callRemote(cc.CancelWatch, watch_id=answers[0]["watch_id"])
+    proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
+    r.net.flush()
+    assert "watch_id" in answers[3]
