@@ -13,7 +13,9 @@ setup(
     python_requires=">=3.11",
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     package_data={
-        "twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"]
+        "twisted": ["plugins/leekyraft_plugin.py", "plugins/leekyexecutor_plugin.py"],
+        # the dashboard's page, script and style (issue 17)
+        "leeky_twisted.dashboard": ["static/*.html", "static/*.js", "static/*.css"],
     },
     include_package_data=True,
     install_requires=[
@@ -38,7 +40,12 @@ setup(
             "wheel",  # builds the package in the packaging test
             "mypy>=1.8",  # strict typing of the core, storage and interfaces
             "mypy-zope>=1.0",
+            "matplotlib>=3.7",  # the plots are tested in CI
+            "selenium>=4.10",  # drives headless Chromium in the dashboard's browser tests
         ],
+        # `leekyraft bench --plot` and the report folder of `chaos`/`verify`;
+        # the node never needs it.
+        "plots": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["leekyraft=leeky_twisted.cli:main"]},
 )

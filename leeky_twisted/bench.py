@@ -11,7 +11,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from twisted.internet import defer
@@ -34,6 +34,11 @@ class BenchResult:
     errors: int
     seconds: float
     latencies: list[float]
+    #: When each successful operation started, in seconds since the clock
+    #: started (same order as ``latencies``).
+    starts: list[float] = field(default_factory=list)
+    #: (start, seconds until it failed) of each failed operation.
+    failures: list[tuple[float, float]] = field(default_factory=list)
 
     def percentile(self, p: float) -> float:
         """Return the nearest-rank percentile ``p`` (0-100) of latencies, in seconds."""
@@ -124,6 +129,8 @@ async def run_bench(
     if workload == "get":
         await conns[0].put(prefix + "0", value)
     latencies: list[float] = []
+    starts: list[float] = []
+    failures: list[tuple[float, float]] = []
     state = {"issued": 0, "errors": 0}
     started = time.perf_counter()
     deadline = started + seconds
@@ -141,8 +148,10 @@ async def run_bench(
                     await client.get(key)
             except Exception:
                 state["errors"] += 1
+                failures.append((t - started, time.perf_counter() - t))
                 continue
             latencies.append(time.perf_counter() - t)
+            starts.append(t - started)
 
     shown = Progress(out, ops)
 
@@ -169,4 +178,6 @@ async def run_bench(
         state["errors"],
         time.perf_counter() - started,
         latencies,
+        starts,
+        failures,
     )

@@ -290,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="time limit (default 30)")
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
     p.add_argument("--keys", type=int, default=1000, help="distinct keys written (default 1000)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw latency over time and a latency histogram into FILE (.png or .svg; "
+        "needs matplotlib: pip install 'leeky-twisted[plots]')",
+    )
 
     p = sub.add_parser(
         "certs",
@@ -314,8 +320,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="reissue certificates that exist")
 
+    p = sub.add_parser(
+        "keygen",
+        help="create a cluster key file (mode 0600) for a static --peers cluster",
+        description=(
+            "Write a new random cluster key (32 bytes as hex, mode 0600) to FILE, which must "
+            "not exist. Give the same file to every node with `twistd leekyraft "
+            "--gossip-key-file FILE`: only its holders then get past the peer Hello. "
+            "(--bootstrap and `leekyraft local` make their key by themselves.)"
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="where to write the key")
+
     add_local_parser(sub)
     return parser
+
+
+def run_keygen(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run ``leekyraft keygen FILE``: write a new cluster key; never overwrite one."""
+    from leeky_twisted.clusterkey import create_key_file
+
+    path: str = args.file
+    if os.path.lexists(path):
+        print(f"leekyraft: keygen: {path} exists; not overwritten", file=err)
+        return EXIT_ERROR
+    try:
+        create_key_file(path)
+    except OSError as e:
+        print(f"leekyraft: keygen: {e}", file=err)
+        return EXIT_ERROR
+    print(
+        f"created the cluster key {path} (mode 0600): give it to every node with "
+        f"--gossip-key-file {path}",
+        file=out,
+    )
+    return EXIT_OK
 
 
 def _names(text: str) -> list[str]:
@@ -511,6 +550,7 @@ def run_local(args: argparse.Namespace) -> int:
         supervisor.leader_id = leader.node_id
         clients = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
         say(f"leader: node {leader.node_id}")
+        say(f"dashboard: http://127.0.0.1:{cluster.nodes[0].http_port}/  (every node's HTTP port)")
         if clients != DEFAULT_CLUSTER:
             say(f"export {CLUSTER_ENV}={clients}")
         dir_arg = "" if args.dir == LOCAL_DIR else f" --dir {args.dir}"
@@ -905,6 +945,24 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--limit must not be negative")
     if (getattr(args, "from_revision", None) or 0) < 0:
         parser.error("--from must not be negative")
+    if args.command == "bench" and args.plot is not None:
+        from leeky_twisted.plots.figures import plot_format
+
+        try:
+            plot_format(args.plot)
+        except ValueError as e:
+            parser.error(str(e))
+
+
+def plots_or_exit(err: IO[str]) -> None:
+    """Exit with EXIT_ERROR and one line on ``err`` when matplotlib is missing."""
+    from leeky_twisted.plots import PlotsUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotsUnavailable as e:
+        print(f"leekyraft: {e}", file=err)
+        sys.exit(EXIT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -923,7 +981,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(run_local(args))
     if args.command == "certs":
         sys.exit(run_certs(args, sys.stdout, sys.stderr))
+    if args.command == "keygen":
+        sys.exit(run_keygen(args, sys.stdout, sys.stderr))
     check_args(parser, args)
+    if args.command == "bench" and args.plot is not None:
+        plots_or_exit(sys.stderr)  # before the run, not after it
     if args.command == "put":
         try:
             args.value = [put_value(args, sys.stdin.buffer, sys.stderr)]
@@ -974,6 +1036,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 attempt_timeout=args.attempt_timeout,
             )
             print(result.summary())
+            if args.plot is not None:
+                from leeky_twisted.plots.bench import write_bench_plot
+
+                try:
+                    print(f"plot: {write_bench_plot(result, args.plot)}")
+                except OSError as e:
+                    print(f"leekyraft: cannot write the plot: {e}", file=sys.stderr)
+                    raise SystemExit(EXIT_ERROR) from None
             if result.errors:
                 raise SystemExit(EXIT_ERROR)
             return

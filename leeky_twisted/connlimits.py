@@ -13,7 +13,19 @@ A :class:`ConnectionGuard` watches one listening port:
   anything for ``idle_timeout`` seconds is aborted (a streamed answer, such as
   the dashboard's events, keeps its connection busy by what it sends). None
   disables it (the peer port: a peer's Hello has its own timeout, and a
-  connected peer is never idle while a leader heartbeats).
+  connected peer is never idle while a leader heartbeats);
+- a **request read timeout**: a request whose first bytes have arrived must
+  be whole within ``request_read_timeout`` seconds, or the connection is
+  aborted, so a client that drips one byte per idle timeout into an
+  unfinished request cannot hold it forever. The guard asks the protocol
+  under it (through any wrappers, such as TLS) after each read; a protocol
+  takes part by having :meth:`unfinished_request` (see
+  :class:`RequestReader`): the client AMP and HTTP protocols do;
+- a **budget of held bytes**: what all unfinished requests of one port hold
+  together (each at most one request's byte bound) may not pass
+  ``max_held_bytes``; the connection whose read passes it is aborted, so a
+  port full of unfinished large requests cannot take its cap times the
+  request bound of memory (4,096 times 2 MiB by default).
 
 :class:`GuardedFactory` wraps the factory a port listens with (outside TLS,
 so a refused connection never costs a handshake). The wrapper adds no bytes:
@@ -30,7 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -39,7 +51,9 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_HELD_BYTES",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_REQUEST_READ_TIMEOUT",
     "RESERVED_DESCRIPTORS",
     "CapPlan",
     "ConnectionGuard",
@@ -47,6 +61,7 @@ __all__ = [
     "GuardedProtocol",
     "PortCaps",
     "RateLimitedLog",
+    "RequestReader",
     "plan_caps",
     "raise_descriptor_limit",
 ]
@@ -57,6 +72,11 @@ log = Logger()
 DEFAULT_IDLE_TIMEOUT = 300.0
 #: Seconds a new connection has to send its first bytes (and finish a TLS handshake).
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a client request may take to arrive whole once its first bytes did.
+DEFAULT_REQUEST_READ_TIMEOUT = 30.0
+#: Bytes the unfinished requests of one client port may hold together (at
+#: least four requests of the largest size are always let in: see service.py).
+DEFAULT_HELD_BYTES = 256 * 1024 * 1024
 #: Descriptors never given to accepted connections: log segments, snapshots,
 #: the hard state, outgoing peer and forwarding connections, gossip, epoll, pipes.
 RESERVED_DESCRIPTORS = 128
@@ -174,6 +194,21 @@ class RateLimitedLog:
         log.warn(format + suffix, **fields)
 
 
+class RequestReader(Protocol):
+    """A protocol that tells its guard whether a request is partly received."""
+
+    def unfinished_request(self) -> int | None:
+        """Return the number of the request whose bytes are arriving, or None.
+
+        None when no byte of an unfinished request is held. The number (for
+        example how many requests were received whole before it) tells one
+        unfinished request from the next.
+        """
+
+    def held_bytes(self) -> int:
+        """Return the bytes held for the unfinished request (0 when there is none)."""
+
+
 class ConnectionGuard:
     """Admission, timeouts and counters of one listening port.
 
@@ -182,6 +217,10 @@ class ConnectionGuard:
         is closed; None: never.
     :param handshake_timeout: seconds a new connection has to send its first
         bytes; None: no limit.
+    :param request_read_timeout: seconds a request (of a :class:`RequestReader`)
+        may take to arrive whole from its first bytes; None: no limit.
+    :param max_held_bytes: bytes the unfinished requests of the port's
+        :class:`RequestReader` connections may hold together; None: no limit.
     """
 
     def __init__(
@@ -192,11 +231,16 @@ class ConnectionGuard:
         *,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        request_read_timeout: float | None = None,
+        max_held_bytes: int | None = None,
         log_interval: float = LOG_INTERVAL,
     ) -> None:
+        if max_held_bytes is not None and max_held_bytes < 1:
+            raise ValueError("max_held_bytes must be positive or None")
         for what, value in (
             ("idle_timeout", idle_timeout),
             ("handshake_timeout", handshake_timeout),
+            ("request_read_timeout", request_read_timeout),
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{what} must be positive or None")
@@ -205,12 +249,18 @@ class ConnectionGuard:
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.request_read_timeout = request_read_timeout
+        self.max_held_bytes = max_held_bytes
+        #: Bytes held for unfinished requests on this port now, all connections together.
+        self.held = 0
         self.open = 0
         self.by_host: dict[str, int] = {}
-        #: Connections refused, by reason (``port_cap``, ``host_cap``).
-        self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0}
-        #: Connections closed by this guard, by reason (``idle``, ``handshake``).
-        self.closed: dict[str, int] = {"idle": 0, "handshake": 0}
+        #: Connections refused, by reason (``port_cap``, ``host_cap``; ``held_bytes``:
+        #: aborted when its unfinished request took the port past ``max_held_bytes``).
+        self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0, "held_bytes": 0}
+        #: Connections closed by this guard, by reason (``idle``, ``handshake``,
+        #: ``request``: a request not whole within the request read timeout).
+        self.closed: dict[str, int] = {"idle": 0, "handshake": 0, "request": 0}
         self.events = RateLimitedLog(clock.seconds, log_interval)
 
     def admit(self, host: str) -> bool:
@@ -245,14 +295,29 @@ class ConnectionGuard:
         else:
             self.by_host.pop(host, None)
 
+    def over_budget(self, host: str) -> None:
+        """Count (and log, at most once per interval) a connection aborted over the budget."""
+        self.refused["held_bytes"] += 1
+        self.events.warn(
+            "held_bytes",
+            "{port} port: closed a connection from {host}: unfinished requests on the port "
+            "held more than {budget} bytes",
+            port=self.name,
+            host=host,
+            budget=self.max_held_bytes,
+        )
+
     def timed_out(self, reason: str, host: str) -> None:
         """Count (and log, at most once per interval) a connection closed for ``reason``."""
         self.closed[reason] += 1
-        seconds = self.idle_timeout if reason == "idle" else self.handshake_timeout
-        what = "received nothing" if reason == "idle" else "sent nothing"
+        seconds, what = {
+            "idle": (self.idle_timeout, "received nothing for"),
+            "handshake": (self.handshake_timeout, "sent nothing for"),
+            "request": (self.request_read_timeout, "had not sent its request whole after"),
+        }[reason]
         self.events.warn(
             reason,
-            "{port} port: closed a connection from {host} that {what} for {seconds} s",
+            "{port} port: closed a connection from {host} that {what} {seconds} s",
             port=self.name,
             host=host,
             what=what,
@@ -286,6 +351,13 @@ class GuardedProtocol(ProtocolWrapper):
         self.last_sent: float | None = None
         self._connected_at = 0.0
         self._timer: IDelayedCall | None = None
+        #: The unfinished request being timed, and its deadline's timer.
+        self._request: int | None = None
+        self._request_timer: IDelayedCall | None = None
+        self._held = 0  # this connection's share of the guard's held bytes
+        self._found_reader: Any = False  # not looked for yet
+        self._lost = False
+        self._watch = guard.request_read_timeout is not None or guard.max_held_bytes is not None
 
     def makeConnection(self, transport: Any) -> None:
         """Start the first-bytes (or idle) timer, then connect the wrapped protocol."""
@@ -299,9 +371,61 @@ class GuardedProtocol(ProtocolWrapper):
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        """Note the time and pass ``data`` on."""
+        """Note the time, pass ``data`` on, and time the request it left unfinished."""
         self.last_received = self._seconds()
         self.wrappedProtocol.dataReceived(data)
+        if self._watch and not self._lost:
+            reader = self._reader()
+            if reader is not None:
+                self._time_request(reader)
+                self._count_held(reader)
+
+    def _count_held(self, reader: Any) -> None:
+        """Add this connection's held bytes to the port's; abort it when that passes the budget."""
+        guard = self._guard
+        if guard.max_held_bytes is None or not hasattr(reader, "held_bytes"):
+            return
+        held = int(reader.held_bytes())
+        guard.held += held - self._held
+        self._held = held
+        if held and guard.held > guard.max_held_bytes:
+            guard.over_budget(self.host)
+            self._abort()
+
+    def _reader(self) -> Any:
+        """Return the RequestReader under this wrapper and any others (TLS), or None."""
+        reader = self._found_reader
+        if reader is False:
+            reader = self.wrappedProtocol
+            while reader is not None and not hasattr(reader, "unfinished_request"):
+                reader = getattr(reader, "wrappedProtocol", None)
+            self._found_reader = reader
+        return reader
+
+    def _time_request(self, reader: Any) -> None:
+        """Start the deadline of a newly unfinished request; stop it once none is."""
+        if self._guard.request_read_timeout is None:
+            return
+        current = reader.unfinished_request()
+        if current is not None and current == self._request:
+            return  # the same request is still arriving: its deadline stands
+        timer, self._request_timer = self._request_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._request = current
+        if current is not None:
+            guard = self._guard
+            assert guard.request_read_timeout is not None
+            self._request_timer = guard.clock.callLater(
+                guard.request_read_timeout, self._request_due
+            )
+
+    def _request_due(self) -> None:
+        self._request_timer = None
+        if self.transport is None or self.wrappedProtocol is None:
+            return
+        self._guard.timed_out("request", self.host)
+        self._abort()
 
     def write(self, data: bytes) -> None:
         """Note the time and write ``data``."""
@@ -339,10 +463,14 @@ class GuardedProtocol(ProtocolWrapper):
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Stop the timer, give the slot back, and tell the wrapped protocol."""
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        """Stop the timers, give the slot back, and tell the wrapped protocol."""
+        self._lost = True
+        self._guard.held -= self._held
+        self._held = 0
+        for timer in (self._timer, self._request_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._request_timer = None
         self._guard.release(self.host)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
@@ -394,7 +522,8 @@ def guard_metrics(guards: list[ConnectionGuard]) -> Iterator[Any]:
     )
     closed = CounterMetricFamily(
         "leeky_connections_timed_out",
-        "Connections closed for silence (idle) or no first bytes (handshake).",
+        "Connections closed for silence (idle), no first bytes (handshake) or a "
+        "request not whole in time (request).",
         labels=["port", "reason"],
     )
     for guard in guards:

@@ -18,7 +18,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer, task
@@ -37,6 +37,7 @@ from leeky_twisted.api.errors import (
 )
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
+    MAX_STORAGE_ID,
     ConfChange,
     ConfChangeOp,
     Entry,
@@ -142,9 +143,20 @@ def check_peer_address(address: str) -> None:
         raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
 
 
-def _durable_part(hs: HardState) -> tuple[int, NodeId | None, bool]:
+def _durable_part(hs: HardState) -> tuple[int, NodeId | None, bool, int]:
     """What of a hard state must be on disk before anything depending on it."""
-    return hs.term, hs.voted_for, hs.abstaining
+    return hs.term, hs.voted_for, hs.abstaining, hs.storage_id
+
+
+def new_storage_id(now: float, rng: random.Random) -> int:
+    """Return an identity for storage created at ``now`` (seconds since the epoch).
+
+    Milliseconds in the high bits, so a data folder created later has a larger
+    identity (a clock that went back is repaired by the leader: see
+    ``RaftCore``); 16 random bits below, so two created in one millisecond differ.
+    """
+    ms = max(0, int(now * 1000))
+    return min(((ms << 16) | rng.getrandbits(16)) or 1, MAX_STORAGE_ID)
 
 
 def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
@@ -201,7 +213,7 @@ class RaftNode:
         self.applied_index = 0
         self.on_ready: Callable[[Ready], None] | None = None  #: observes each Ready (tests)
         self.failure: str | None = None  #: why the node stopped itself, if it did
-        self.core = self._recover(core_config, rng or random.Random())
+        self.core = self._recover(core_config, rng)
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[int, tuple[object, Deferred[Any]]] = {}
         # (deadline, is_read, index or read id), in arrival order; swept each tick
@@ -218,7 +230,13 @@ class RaftNode:
         self._bytes_at_snapshot = 0
         self._bytes_mark = 0
         self._ticker: task.LoopingCall | None = None
-        self._synced_hs = HardState(self.core.term, self.core.voted_for, 0, self._loaded_abstaining)
+        self._synced_hs = HardState(
+            self.core.term,
+            self.core.voted_for,
+            0,
+            self._loaded_abstaining,
+            self.core.storage_id,
+        )
         self.leader_changes = 0
         self.elections = 0
         self.stats = {
@@ -252,22 +270,31 @@ class RaftNode:
 
     # ------------------------------------------------------------ lifecycle
 
-    def _recover(self, cfg: CoreConfig, rng: random.Random) -> RaftCore:
+    def _recover(self, cfg: CoreConfig, rng: random.Random | None) -> RaftCore:
         hs = self.stable_store.load()
         assert isinstance(hs, HardState)
-        self._loaded_abstaining = hs.abstaining
         meta = self.snapshot_store.latest()
-        # No hard state was ever saved: the storage is new (a log without one
-        # can only be a bootstrap cut short by a crash, which starts over).
-        fresh = meta is None and hs == HardState()
+        # No term was ever saved: the storage is new (a log without one can
+        # only be a bootstrap cut short by a crash, which starts over).
+        fresh = meta is None and (hs.term, hs.voted_for, hs.commit) == (0, None, 0)
+        storage_id = hs.storage_id
+        if not storage_id:
+            # Given a seeded rng (a simulation), stay deterministic without
+            # drawing from the stream the core's timeouts use.
+            now = self.reactor.seconds()
+            source = random.Random(f"{self.node_id}@{now!r}") if rng else random.SystemRandom()
+            storage_id = new_storage_id(now, source)
         if fresh and self.settings.bootstrap:
             voters = [(NodeId(nid), ctx) for nid, ctx in self.settings.bootstrap]
             boot = bootstrap_entries(voters)
             self.log_store.append(boot)
-            hs = HardState(1, None, len(boot), abstaining=True)
+            hs = HardState(1, None, len(boot), True, storage_id)
             self.stable_store.save(hs)
-            self._loaded_abstaining = True
             log.info("bootstrapped a new cluster of {n} voters", n=len(boot))
+        elif hs.storage_id != storage_id:
+            hs = replace(hs, abstaining=hs.abstaining or fresh, storage_id=storage_id)
+            self.stable_store.save(hs)
+        self._loaded_abstaining = hs.abstaining
         if fresh:
             log.warn(
                 "storage started empty: this node votes only in a brand-new cluster "
@@ -303,7 +330,9 @@ class RaftNode:
             n=len(entries),
         )
         try:
-            return RaftCore(cfg, rng, hs, meta, entries, logger=self._core_log, fresh=fresh)
+            return RaftCore(
+                cfg, rng or random.Random(), hs, meta, entries, logger=self._core_log, fresh=fresh
+            )
         except InconsistentStateError as e:
             raise UnrecoverableStateError(self.node_id, str(e)) from None
 
@@ -334,13 +363,24 @@ class RaftNode:
         # log.stable may still be in flight to the disk (or never get there).
         # The disk thread runs jobs in order, so this lands after any write in flight.
         core = self.core
-        hs = HardState(
-            core.term,
-            core.voted_for,
-            min(core.commit, core.log.stable),
-            core.abstaining or self._synced_hs.abstaining,
-        )
-        d = self._on_disk(lambda: self.stable_store.save(hs))
+        term, voted_for, storage_id = core.term, core.voted_for, core.storage_id
+        commit, abstaining = min(core.commit, core.log.stable), core.abstaining
+
+        def save() -> None:
+            # Run after the writes in flight: their result decides abstention.
+            synced = self._synced_hs
+            self.stable_store.save(
+                HardState(
+                    term,
+                    voted_for,
+                    commit,
+                    abstaining or synced.abstaining,
+                    storage_id,
+                    synced.caught_up if synced.abstaining else 0,
+                )
+            )
+
+        d = self._on_disk(save)
         if self.feed is not None:
             feed_stopped = self.feed.stop()
             d.addCallback(lambda _: feed_stopped)
@@ -627,13 +667,26 @@ class RaftNode:
             backed = self.log_store.last_index()
             if rd.entries:
                 backed = min(backed, rd.entries[0].index - 1)
+            ends_abstention = synced.abstaining and not hs.abstaining and not elected
+            caught_up = 0
+            if ends_abstention:
+                # Say which entry ends it, so a crash before the last write
+                # does not leave the node abstaining with that entry on disk.
+                if rd.entries:
+                    caught_up = rd.entries[-1].index
+                elif rd.snapshot is not None:
+                    caught_up = rd.snapshot.index
+                else:
+                    caught_up = self.log_store.last_index()
             first = HardState(
                 hs.term,
                 hs.voted_for,
                 min(hs.commit, backed),
-                hs.abstaining or (synced.abstaining and not elected),
+                hs.abstaining or ends_abstention,
+                hs.storage_id,
+                caught_up,
             )
-            if _durable_part(first) != _durable_part(synced):
+            if _durable_part(first) != _durable_part(synced) or caught_up:
                 self.stable_store.save(first)
                 self._synced_hs = synced = first
         if rd.entries:

@@ -126,7 +126,7 @@ def force_new_cluster(
     if appended:
         log_store.append(appended)
     commit = index + len(appended)
-    stable_store.save(HardState(term, node_id, commit, abstaining=False))
+    stable_store.save(HardState(term, node_id, commit, False, hs.storage_id))
     return ForcedCluster(term, removed, index + 1, commit, hs.commit, config)
 
 

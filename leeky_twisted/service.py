@@ -11,7 +11,8 @@ plaintext and each listener logs a warning (:func:`~leeky_twisted.tls.warn_tls_d
 Every listener admits connections through a
 :class:`~leeky_twisted.connlimits.ConnectionGuard` of its own: caps sized from
 the open-files limit (raised to the hard limit at start), a first-bytes (and
-TLS handshake) timeout, and on the client ports an idle timeout.
+TLS handshake) timeout, and on the client ports an idle timeout and a bound on
+the time one request may take to arrive.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from leeky_twisted.api.amp_api import (
     RequestLimits,
     make_frontend,
 )
-from leeky_twisted.api.http_server import JSONRPCHTTPFactory
+from leeky_twisted.api.http_server import MAX_HEADER_BYTES, JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.api.sse import add_watch_resource
 from leeky_twisted.api.web import NodeWebSite, make_node_site
@@ -49,7 +50,9 @@ from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HELD_BYTES,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_READ_TIMEOUT,
     ConnectionGuard,
     GuardedFactory,
     guard_metrics,
@@ -58,12 +61,20 @@ from leeky_twisted.connlimits import (
 )
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, SnapshotMeta
+from leeky_twisted.dashboard import (
+    CountingTransport,
+    MessageCounter,
+    MeteredNode,
+    RequestMeter,
+    make_dashboard,
+)
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
 from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.peerauth import UnauthenticatedPeersError, unauthenticated_peers_refusal
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
 from leeky_twisted.tls import (
@@ -74,6 +85,7 @@ from leeky_twisted.tls import (
     client_endpoint,
     warn_tls_disabled,
 )
+from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
@@ -142,12 +154,16 @@ class NodeOptions:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     #: Seconds a new connection has for its first bytes and its TLS handshake.
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: Seconds a client request (AMP or HTTP) may take to arrive whole, from its first bytes.
+    request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
     #: Cap on each client port (AMP, HTTP); None: sized from the open-files limit.
     max_client_connections: int | None = None
     #: Cap on connections from one address to each client port; None: half the port's cap.
     max_connections_per_host: int | None = None
     #: Make this node the only member at start, keeping its data (leeky_twisted.recovery).
     force_new_cluster: bool = False
+    #: The token that enables the dashboard's operator actions; None: read-only.
+    dashboard_admin_token: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def own(self) -> PeerSpec:
@@ -294,6 +310,11 @@ def _peer_endpoint_maker(
     return make
 
 
+def http_body_bytes(max_value_bytes: int) -> int:
+    """Return the largest JSON-RPC body accepted: two values (a cas) and 64 KiB more."""
+    return 2 * max_value_bytes + 65536
+
+
 class _GuardCollector:
     """Prometheus collector of the listening ports' connection counters."""
 
@@ -325,14 +346,22 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
         host=plan.client.max_per_host,
     )
 
+    # The unfinished requests of a client port hold DEFAULT_HELD_BYTES at most, and
+    # always room for four of the largest (AMP: key, two values; HTTP: head, body).
+    limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
+    largest = max(limits.request_bytes, MAX_HEADER_BYTES + http_body_bytes(opts.max_value_bytes))
+    held_budget = max(DEFAULT_HELD_BYTES, 4 * largest)
+
     def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
-        caps = plan.peer if name == "peer" else plan.client
+        client = name != "peer"
         return ConnectionGuard(
             name,
-            caps,
+            plan.client if client else plan.peer,
             reactor,
             idle_timeout=idle_timeout,
             handshake_timeout=opts.handshake_timeout,
+            request_read_timeout=opts.request_read_timeout if client else None,
+            max_held_bytes=held_budget if client else None,
         )
 
     return {
@@ -489,6 +518,28 @@ class LeekyRaftService(service.MultiService):
             parent.setComponent(ILogObserver, observer)
 
 
+def _check_peer_authentication(opts: NodeOptions, own: PeerSpec) -> None:
+    """Refuse (UnauthenticatedPeersError), or warn about, peers that cannot prove who they are."""
+    keyed, tls = opts.gossip_key is not None, opts.tls_dir is not None
+    addresses = [p.address for p in opts.peers] + [own.address]
+    refusal = unauthenticated_peers_refusal(addresses, keyed=keyed, tls=tls, insecure=opts.insecure)
+    if refusal is not None:
+        raise UnauthenticatedPeersError(refusal)
+    if keyed or tls:
+        return
+    if opts.insecure:
+        log.warn(
+            "the peer port is NOT authenticated (--insecure, no cluster key): anyone who can "
+            "reach {address} can pose as a node of this cluster and send it Raft messages",
+            address=own.address,
+        )
+    else:
+        log.info(
+            "no cluster key: peer Hellos are not authenticated, which is allowed because "
+            "every peer address is loopback (only this machine can pose as a node)"
+        )
+
+
 def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftService:
     """Recover storage, bootstrap a new cluster if needed, and wire the service tree."""
     if reactor is None:
@@ -499,6 +550,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     # default 5 ms switch interval a busy reactor thread would delay it that long.
     sys.setswitchinterval(0.0001)
     own = opts.own()
+    _check_peer_authentication(opts, own)
     client_listen = _listen_address(opts.client_host or own.host)
     listen_host = _listen_address(own.host)
     # The address others use to reach our client ports: a wildcard listen
@@ -530,6 +582,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         }
     )
     own_addresses = _OwnAddresses(addresses[opts.node_id])
+    # The first entries of a new folder; every peer must state the same (or none).
+    bootstrap = [(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters]
+    bootstrap_config = BootstrapConfig.of(
+        bootstrap, ",".join(f"{p.node_id}={p.address}" for p in voters)
+    )
     settings = NodeSettings(
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
@@ -539,7 +596,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         unsafe_stale_reads=opts.unsafe_stale_reads,
         request_timeout=opts.request_timeout,
         inline_persist_seconds=opts.inline_write_budget,
-        bootstrap=[(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters],
+        bootstrap=bootstrap,
     )
     core_config = CoreConfig(
         NodeId(opts.node_id),
@@ -598,9 +655,12 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         authenticate=certificate_node_id if credentials is not None else None,
         # with a cluster key, only its holders get past the Hello
         hello_auth=HelloAuthenticator(opts.gossip_key, reactor) if opts.gossip_key else None,
+        bootstrap=bootstrap_config,
     )
     # the leader's own evidence for the autopilot: when each peer last spoke to us
     contact = ContactTracker(reactor)
+    # the dashboard's counts of Raft messages sent, by peer and kind (issue 17)
+    message_counter = MessageCounter()
     executor = None
     if opts.executor_url:
         from leeky_twisted.statemachine.owner import node_executor_owner
@@ -614,7 +674,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         log_store,
         stable_store,
         snapshot_store,
-        ContactTrackingTransport(transport, contact),
+        ContactTrackingTransport(CountingTransport(transport, message_counter), contact),
         KeyValueStateMachine(),
         settings,
         rng=random.Random(),
@@ -633,8 +693,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     forward_connect: Connector | None = None
     if credentials is not None:
         forward_connect = tls_connector(reactor, credentials, timeout=opts.request_timeout)
+    request_meter = RequestMeter(reactor)
     frontend = make_frontend(
-        node,
+        MeteredNode(node, request_meter),
         reactor,
         forward=opts.forward,
         limits=limits,
@@ -700,7 +761,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         set_port("client"),
     )
     client_listener.setServiceParent(top)
-    rpc = KeyValueJSONRPC(frontend, 2 * opts.max_value_bytes + 65536)
+    rpc = KeyValueJSONRPC(frontend, http_body_bytes(opts.max_value_bytes))
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt
@@ -718,6 +779,17 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         ALL_ROLES,
         guards["http"],
         set_port("http"),
+    ).setServiceParent(top)
+    make_dashboard(
+        reactor,
+        top.web.root,
+        node,
+        message_counter,
+        request_meter,
+        contact.last_heard,
+        data,
+        admin_token=opts.dashboard_admin_token,
+        credentials=credentials,  # with TLS, the other members are asked over HTTPS
     ).setServiceParent(top)
     if gossip is not None:
         gossip.setServiceParent(top)

@@ -476,9 +476,15 @@ class Simulation:
         if r.random() < f.oneway_rate:
             self.mute_until[r.choice(every)] = now + r.randint(2, 50) * TICK
         if r.random() < f.crash_rate:
-            self.hosts[r.choice(every)].crash()
+            victim = self.hosts[r.choice(every)]
+            if victim.up:
+                self.trace(f"crash {victim.id}")
+            victim.crash()
         if r.random() < f.stop_rate:
-            self.hosts[r.choice(every)].stop()
+            victim = self.hosts[r.choice(every)]
+            if victim.up:
+                self.trace(f"stop {victim.id}")
+            victim.stop()
         if r.random() < f.stall_rate:
             self.hosts[r.choice(every)].stall(r.uniform(11, 40) * TICK)
         if r.random() < f.wipe_rate:
@@ -535,6 +541,7 @@ class Simulation:
             self.formed.discard(host.id)
             host.wipe()
         self.next_apply.pop(host.id, None)
+        self.trace(f"restart {host.id}")
         host.start()
 
     def _random_config_change(self, leader: NodeHost) -> None:
@@ -692,6 +699,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seed is not None:
         sim = Simulation(args.seed, ticks=args.ticks, verbose=args.verbose)
+        if args.verbose:
+            # The cores' own lines (votes, abstention, storage identities) too.
+            from twisted.logger import globalLogPublisher
+
+            def core_line(event: dict[str, Any]) -> None:
+                if "line" in event:
+                    sim.trace(str(event["line"]))
+
+            globalLogPublisher.addObserver(core_line)
         try:
             res = sim.run()
         except SafetyViolation as exc:

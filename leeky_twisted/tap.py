@@ -11,7 +11,11 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
-from leeky_twisted.connlimits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from leeky_twisted.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_READ_TIMEOUT,
+)
 from leeky_twisted.nodeid import NodeIdError, resolve_node_id, store_node_id
 from leeky_twisted.service import (
     NodeOptions,
@@ -97,8 +101,10 @@ class Options(usage.Options):
         [
             "insecure",
             None,
-            "Run gossip without the cluster key: anyone who can send UDP to the gossip "
-            "port can then join the cluster and become a voter. Logs a warning at start.",
+            "Run without the cluster key: anyone who can send UDP to the gossip port can "
+            "then join the cluster and become a voter, and anyone who reaches the peer port "
+            "can pose as a node. Needed by a keyless static --peers cluster whose addresses "
+            "are not all loopback. Logs a warning at start.",
         ],
         [
             "force-new-cluster",
@@ -221,7 +227,9 @@ class Options(usage.Options):
             None,
             "The cluster key: gossip packets are signed with it and peer Hellos prove it "
             "(HMAC-SHA256); others are dropped. --bootstrap creates it (default "
-            "DATA-DIR/cluster.key); --join needs it (or --insecure).",
+            "DATA-DIR/cluster.key); --join needs it (or --insecure); `leekyraft keygen FILE` "
+            "makes one for a static cluster, which without a key (or TLS) starts only on "
+            "loopback addresses (or with --insecure).",
         ],
         [
             "max-voters",
@@ -246,6 +254,14 @@ class Options(usage.Options):
             float,
         ],
         [
+            "dashboard-admin-token-file",
+            None,
+            None,
+            "A file holding a token (16+ characters) that enables the dashboard's operator "
+            "actions (transfer leadership, remove a member); without it the dashboard is "
+            "read-only.",
+        ],
+        [
             "idle-timeout",
             None,
             DEFAULT_IDLE_TIMEOUT,
@@ -259,6 +275,15 @@ class Options(usage.Options):
             DEFAULT_HANDSHAKE_TIMEOUT,
             "Close a new connection on any port that has not sent its first bytes (and, with "
             "TLS, completed its handshake) within this many seconds.",
+            _positive(float),
+        ],
+        [
+            "request-read-timeout",
+            None,
+            DEFAULT_REQUEST_READ_TIMEOUT,
+            "Close an AMP or HTTP client connection whose request has not arrived whole "
+            "this many seconds after its first bytes (a client dripping bytes into an "
+            "unfinished request).",
             _positive(float),
         ],
         [
@@ -364,6 +389,14 @@ class Options(usage.Options):
         cluster_id = self["cluster-id"] or (
             cluster_id_from_key(key) if key is not None else DEFAULT_CLUSTER_ID
         )
+        admin_token = None
+        if self["dashboard-admin-token-file"]:
+            from leeky_twisted.dashboard import read_token_file
+
+            try:
+                admin_token = read_token_file(self["dashboard-admin-token-file"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dashboard-admin-token-file: {e}") from None
         self.node_options = NodeOptions(
             node_id=self["id"],
             peers=peers,
@@ -401,9 +434,11 @@ class Options(usage.Options):
             tls_dir=self["tls-dir"] or None,
             idle_timeout=self["idle-timeout"],
             handshake_timeout=self["handshake-timeout"],
+            request_read_timeout=self["request-read-timeout"],
             max_client_connections=self["max-client-connections"],
             max_connections_per_host=self["max-connections-per-host"],
             force_new_cluster=bool(self["force-new-cluster"]),
+            dashboard_admin_token=admin_token,
         )
         if self.node_options.election_ticks <= self.node_options.heartbeat_ticks:
             raise usage.UsageError("the election timeout must span more ticks than a heartbeat")
@@ -448,13 +483,19 @@ def makeService(options: Options) -> IService:
     the recovery, never a traceback.
     """
     from leeky_twisted.node import UnrecoverableStateError
+    from leeky_twisted.peerauth import UnauthenticatedPeersError
     from leeky_twisted.recovery import ForceNewClusterError
     from leeky_twisted.statemachine.owner import OwnerFileError
     from leeky_twisted.storage.errors import StoreLockedError
 
     try:
         svc = make_node_service(options.node_options)
-    except (UnrecoverableStateError, OwnerFileError, ForceNewClusterError) as e:
+    except (
+        UnrecoverableStateError,
+        OwnerFileError,
+        ForceNewClusterError,
+        UnauthenticatedPeersError,
+    ) as e:
         raise SystemExit(f"leekyraft: {e}") from None
     except StoreLockedError as e:
         raise SystemExit(f"leekyraft: {e}: is another node running on this --data-dir?") from None

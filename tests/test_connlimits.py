@@ -310,3 +310,240 @@ def test_plain_listeners_ask_for_a_deep_backlog():
     _Listener(reactor, "127.0.0.1", 0, Factory()).startService()
     (_port, _factory, backlog, _interface) = reactor.tcpServers[0]
     assert backlog == LISTEN_BACKLOG >= 1024
+
+
+# ------------------------------------------------------ request read timeout
+
+
+class Reader(Recorder):
+    """A protocol whose requests end with a newline: it reports the unfinished one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = b""
+        self.done = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.buffer += data
+        while b"\n" in self.buffer:
+            _, self.buffer = self.buffer.split(b"\n", 1)
+            self.done += 1
+
+    def unfinished_request(self) -> int | None:
+        return self.done if self.buffer else None
+
+    def held_bytes(self) -> int:
+        return len(self.buffer)
+
+
+def reading(
+    protocol: Any = Reader, wrap: bool = False, timeout: float = 30.0, held: int | None = None
+) -> tuple[Any, ConnectionGuard, Clock]:
+    """Return a connected guarded ``protocol`` (idle 300 s), optionally under one more wrapper."""
+    factory, guard, clock = reading_factory(protocol, wrap, timeout, held)
+    return connect(factory), guard, clock
+
+
+def reading_factory(
+    protocol: Any = Reader,
+    wrap: bool = False,
+    timeout: float | None = 30.0,
+    held: int | None = None,
+) -> tuple[GuardedFactory, ConnectionGuard, Clock]:
+    """Return a guarded factory of ``protocol`` with these request limits."""
+    from twisted.protocols.policies import WrappingFactory
+
+    clock = Clock()
+    guard = ConnectionGuard(
+        "client",
+        PortCaps(4, 4),
+        clock,
+        idle_timeout=300.0,
+        request_read_timeout=timeout,
+        max_held_bytes=held,
+    )
+    inner: Any = Factory.forProtocol(protocol)
+    if wrap:  # as TLS does: the reader sits under another ProtocolWrapper
+        inner = WrappingFactory(inner)
+    return GuardedFactory(inner, guard), guard, clock
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_a_request_dripped_a_byte_per_idle_timeout_is_cut_off(warnings, wrap):
+    """Issue 19: one byte every 200 s kept a connection forever; now the request has 30 s."""
+    proto, guard, clock = reading(wrap=wrap)
+    proto.dataReceived(b"G")
+    clock.advance(29)
+    proto.dataReceived(b"E")  # the idle timer is happy; the request's deadline stands
+    assert not proto.transport.disconnected
+    clock.advance(1)
+    assert proto.transport.disconnected
+    assert guard.closed["request"] == 1 and guard.open == 0
+    assert any("had not sent its request whole after 30.0 s" in w for w in warnings)
+
+
+def test_whole_requests_are_not_cut_off_and_each_gets_its_own_deadline():
+    """A request finished in time stops its deadline; the next one starts a new one."""
+    proto, guard, clock = reading()
+    for _ in range(5):
+        proto.dataReceived(b"GET")
+        clock.advance(20)
+        proto.dataReceived(b" /\nPO")  # one request ends, the next starts
+        clock.advance(20)
+        proto.dataReceived(b"ST\n")
+        clock.advance(100)
+    assert not proto.transport.disconnected and guard.closed["request"] == 0
+    assert [c for c in clock.getDelayedCalls() if c.active()] != []  # only the idle timer
+    proto.transport.loseConnection()
+    assert clock.getDelayedCalls() == []
+
+
+def test_protocols_that_do_not_report_requests_are_only_idle_timed():
+    """Without ``unfinished_request`` (or with no timeout) nothing but silence is timed."""
+    proto, guard, clock = reading(protocol=Recorder)
+    for _ in range(3):
+        proto.dataReceived(b"x")
+        clock.advance(200)
+    assert not proto.transport.disconnected and guard.closed["request"] == 0
+    proto, guard, clock = reading(timeout=None)  # type: ignore[arg-type]
+    proto.dataReceived(b"x")
+    clock.advance(200)
+    assert not proto.transport.disconnected
+
+
+def test_the_amp_client_port_reports_an_unfinished_box():
+    """ClientAPIProtocol: bytes of a box held, or a box half built, count as a request."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api.amp_api import ClientAPIProtocol
+
+    proto, guard, clock = reading(protocol=lambda: ClientAPIProtocol(max_request_bytes=1 << 20))
+    app = proto.wrappedProtocol
+    assert app.unfinished_request() is None
+    box = amp.AmpBox({b"_command": b"Nope", b"_ask": b"1"}).serialize()
+    proto.dataReceived(box)  # a whole box: answered (unknown command), nothing unfinished
+    assert app.unfinished_request() is None
+    for i in range(len(box)):  # then the same box, one byte every 10 s
+        proto.dataReceived(box[i : i + 1])
+        assert app.unfinished_request() == 1
+        clock.advance(10)
+        if proto.transport.disconnected:
+            break
+    assert i == 2 and guard.closed["request"] == 1  # 30 s after its first byte
+
+
+def test_the_http_port_reports_an_unfinished_request():
+    """JSONRPCHTTPProtocol: a partial head or body counts as a request; so does a body drained."""
+    from leeky_twisted.api.http_server import JSONRPCHTTPProtocol
+
+    class RPC:
+        max_body_bytes = 10
+
+        def too_large(self) -> dict[str, str]:
+            return {"error": "too large"}
+
+    def http() -> JSONRPCHTTPProtocol:
+        return JSONRPCHTTPProtocol(RPC(), dict)  # type: ignore[arg-type]
+
+    proto, guard, clock = reading(protocol=http)
+    app = proto.wrappedProtocol
+    proto.dataReceived(b"GET /status HTTP/1.1\r\n\r\n")
+    assert app.unfinished_request() is None
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nContent-Length: 5\r\n\r\n{")
+    assert app.unfinished_request() == 1
+    clock.advance(30)
+    assert proto.transport.disconnected and guard.closed["request"] == 1
+    proto, guard, clock = reading(protocol=http)
+    proto.dataReceived(b"POST /jsonrpc HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+    assert proto.wrappedProtocol.unfinished_request() == 0  # a refused body, being drained
+    clock.advance(30)
+    assert proto.transport.disconnected and guard.closed["request"] == 1
+
+
+def test_the_request_read_timeout_reaches_the_client_ports_only(tmp_path):
+    """--request-read-timeout (default 30 s) goes to the AMP and HTTP guards; peers have none."""
+    from nodebuild import service_from
+
+    from leeky_twisted.connlimits import DEFAULT_REQUEST_READ_TIMEOUT
+    from leeky_twisted.service import _Listener
+
+    def guards(*more: str) -> dict[str, ConnectionGuard]:
+        argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path / str(len(more))}"]
+        return {
+            s.factory.guard.name: s.factory.guard
+            for s in service_from([*argv, *more])
+            if isinstance(s, _Listener) and isinstance(s.factory, GuardedFactory)
+        }
+
+    default = guards()
+    assert default["client"].request_read_timeout == DEFAULT_REQUEST_READ_TIMEOUT == 30.0
+    given = guards("--request-read-timeout=12")
+    assert given["client"].request_read_timeout == given["http"].request_read_timeout == 12
+    assert given["peer"].request_read_timeout is None
+
+
+# ------------------------------------------------------------ held bytes
+
+
+def test_unfinished_requests_of_a_port_hold_at_most_the_budget(warnings):
+    """The read that takes the port's held bytes past the budget aborts its connection."""
+    factory, guard, _ = reading_factory(timeout=None, held=100)
+    a, b = connect(factory, port=1), connect(factory, port=2)
+    a.dataReceived(b"x" * 60)
+    b.dataReceived(b"y" * 30)
+    assert guard.held == 90 and not b.transport.disconnected
+    b.dataReceived(b"y" * 20)  # 110 > 100
+    assert b.transport.disconnected and not a.transport.disconnected
+    assert guard.refused["held_bytes"] == 1 and guard.held == 60
+    assert any("held more than 100 bytes" in w for w in warnings)
+    a.dataReceived(b"\n")  # a's request is whole: its bytes are given back
+    assert guard.held == 0
+    c = connect(factory, port=3)
+    c.dataReceived(b"z" * 100)  # the whole budget is free again
+    assert not c.transport.disconnected and guard.held == 100
+    c.transport.loseConnection()
+    assert guard.held == 0
+
+
+def test_the_client_protocols_report_their_held_bytes():
+    """AMP: the parsed keys and values and the unparsed rest; HTTP: the partial request."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api.amp_api import ClientAPIProtocol
+    from leeky_twisted.api.http_server import JSONRPCHTTPProtocol
+
+    app = ClientAPIProtocol(max_request_bytes=1 << 20)
+    app.makeConnection(StringTransport())
+    box = amp.AmpBox({b"_command": b"Put", b"_ask": b"1", b"value": b"v" * 1000}).serialize()
+    app.dataReceived(box[:-10])
+    assert len(box) - 10 - 20 < app.held_bytes() <= len(box)
+    app.dataReceived(box[-10:])
+    assert app.held_bytes() == 0
+    http = JSONRPCHTTPProtocol(None, dict)  # type: ignore[arg-type]
+    http.makeConnection(StringTransport())
+    http.dataReceived(b"GET /status HTT")
+    assert http.held_bytes() == 15
+
+
+def test_the_client_ports_get_the_held_bytes_budget(tmp_path):
+    """256 MiB per client port, or four of the largest requests when values are huge."""
+    from nodebuild import service_from
+
+    from leeky_twisted.connlimits import DEFAULT_HELD_BYTES
+    from leeky_twisted.service import _Listener
+
+    def guards(*more: str) -> dict[str, ConnectionGuard]:
+        argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path / str(len(more))}"]
+        return {
+            s.factory.guard.name: s.factory.guard
+            for s in service_from([*argv, *more])
+            if isinstance(s, _Listener) and isinstance(s.factory, GuardedFactory)
+        }
+
+    default = guards()
+    assert default["client"].max_held_bytes == default["http"].max_held_bytes
+    assert default["client"].max_held_bytes == DEFAULT_HELD_BYTES == 256 << 20
+    assert default["peer"].max_held_bytes is None
+    huge = guards(f"--max-value-bytes={64 << 20}")
+    assert huge["client"].max_held_bytes > 4 * 2 * (64 << 20)

@@ -476,3 +476,142 @@ def test_e_a_follower_caught_up_by_snapshot_in_an_idle_cluster_votes_again():
     node = c.node(victim)
     assert node.core.snapshot_meta is not None  # it was caught up by the snapshot
     assert not node.core.abstaining
+
+
+# ------------------------------------------------------------ storage identity
+
+
+def test_storage_gets_an_identity_at_creation_keeps_it_and_a_wiped_one_gets_a_larger():
+    """The identity is saved with the first hard state, survives restarts, and the empty
+    storage that replaces a lost one (later in time) has a larger one."""
+    c = Cluster(["a", "b", "c"])
+    c.run_until_leader()
+    host = c.hosts[NodeId("b")]
+    first = host.disk.stable.load().storage_id
+    assert first and c.node("b").core.storage_id == first
+    host.crash()
+    host.start()
+    assert c.node("b").core.storage_id == first
+    c.run(5)
+    host.wipe()
+    host.start()
+    replaced = c.node("b").core.storage_id
+    assert replaced > first and host.disk.stable.load().storage_id == replaced
+    assert c.node("b").core.abstaining
+
+
+def test_old_storage_without_an_identity_is_given_one_at_start():
+    """A data folder from before identities: it keeps its state and gains an identity."""
+    log, stable, snaps = MemoryLogStore(), MemoryStableStore(), MemorySnapshotStore()
+    from leeky_twisted.core.raft import bootstrap_entries
+
+    log.append(bootstrap_entries([(NodeId("a"), b"")]))
+    stable.save(HardState(3, NodeId("a"), 1))
+    node = RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("a")),
+        log,
+        stable,
+        snaps,
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        NodeSettings(),
+    )
+    saved = stable.load()
+    assert (saved.term, saved.voted_for, saved.commit, saved.abstaining) == (3, "a", 1, False)
+    assert saved.storage_id and node.core.storage_id == saved.storage_id
+
+
+def test_a_late_acknowledgement_from_before_a_wipe_never_commits_after_it():
+    """The gap the last review left: b acknowledges a write, its answer is held back, b
+    loses its disk and starts again; c is cut off. The held answer, delivered after b's
+    new storage spoke, must not commit the write, which only the leader then holds."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    b, other = (i for i in ("a", "b", "c") if i != leader)
+    held: list[Message] = []
+
+    def drop(m: Message) -> bool:
+        if other in (m.sender, m.recipient):
+            return True
+        if m.sender == b and isinstance(m, AppendEntriesResponse) and not held_done:
+            held.append(m)
+            return True
+        return False
+
+    held_done = False
+    c.drop = drop
+    index = c.node(leader).core.log.last_index() + 1
+    c.put(leader, b"late=1")
+    c.run(3)
+    assert held and c.node(leader).core.commit < index
+    held_done = True
+    # b's entries never reach its new storage: only heartbeats pass to it
+    c.drop = lambda m: (
+        other in (m.sender, m.recipient)
+        or (isinstance(m, AppendEntries) and m.recipient == b and bool(m.entries))
+    )
+    c.hosts[NodeId(b)].wipe()
+    c.hosts[NodeId(b)].start()
+    c.run(5)
+    assert c.node(leader).core.progress[NodeId(b)].storage_id == c.node(b).core.storage_id
+    for m in held:
+        c.hosts[NodeId(leader)].deliver(m)
+    c.run(3)
+    assert c.node(leader).core.commit < index
+
+
+def test_ending_abstention_first_saves_which_entry_ends_it():
+    """The batch that ends a wiped follower's abstention saves, before its entries, a
+    hard state still abstaining that names the entry; then one that no longer abstains."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    victim = next(i for i in ("a", "b", "c") if i != leader)
+    host = c.hosts[NodeId(victim)]
+    host.wipe()
+    saves: list[HardState] = []
+    save = host.disk.stable.save
+
+    def recording(hs: HardState) -> None:
+        saves.append(hs)
+        save(hs)
+
+    host.disk.stable.save = recording  # type: ignore[method-assign]
+    host.start()
+    c.run(10)
+    assert not c.node(victim).core.abstaining
+    ends = [i for i, hs in enumerate(saves) if hs.abstaining and hs.caught_up]
+    assert ends, saves
+    marker = saves[ends[-1]]
+    assert not saves[ends[-1] + 1].abstaining
+    assert c.node(victim).core.log.term_at(marker.caught_up) == marker.term
+
+
+def _recovered(hs: HardState, entries: int, term: int) -> RaftNode:
+    from leeky_twisted.core.raft import bootstrap_entries
+
+    log, stable = MemoryLogStore(), MemoryStableStore()
+    boot = bootstrap_entries([(NodeId(n), b"") for n in ("a", "b", "c")])
+    log.append(boot + [Entry(len(boot) + 1 + i, term, EntryKind.NOOP, b"") for i in range(entries)])
+    stable.save(hs)
+    return RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("b")),
+        log,
+        stable,
+        MemorySnapshotStore(),
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        NodeSettings(),
+    )
+
+
+def test_a_crash_between_the_marker_and_the_end_of_abstention_does_not_leave_it():
+    """The entry the marker names is on disk: the node no longer abstains. Not there (the
+    crash came before the entries), or of another term: it still does."""
+    hs = HardState(2, NodeId("a"), 3, abstaining=True, storage_id=7, caught_up=5)
+    assert not _recovered(hs, entries=2, term=2).core.abstaining
+    assert _recovered(hs, entries=1, term=2).core.abstaining
+    assert _recovered(hs, entries=2, term=1).core.abstaining

@@ -1124,6 +1124,7 @@ class ClientAPIProtocol(amp.AMP):
         frontend = getattr(self.locator, "frontend", None)
         if frontend is not None:
             self.locator = _WatchLocator(self, self.locator, frontend)
+        self._boxes = 0  # boxes received whole on this connection
 
     def makeConnection(self, transport: Any) -> None:
         """Connect without AMP's log line: a client churning connections would flood the log."""
@@ -1164,6 +1165,21 @@ class ClientAPIProtocol(amp.AMP):
         if pos < end:
             super().dataReceived(data[pos:])
             self._check_held()
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        """Count the box, then dispatch it."""
+        self._boxes += 1
+        super().ampBoxReceived(box)
+
+    def unfinished_request(self) -> int | None:
+        """Return the number of the box partly received, or None (for the connection guard)."""
+        if self._oversized or (not self._unprocessed and self._currentBox is None):
+            return None
+        return self._boxes
+
+    def held_bytes(self) -> int:
+        """Return the bytes held for the box partly received (for the connection guard)."""
+        return 0 if self._oversized else self._held + len(self._unprocessed)
 
     def proto_value(self, string: bytes) -> str:
         """Count each key and value of an unfinished box."""

@@ -118,6 +118,7 @@ class JSONRPCHTTPProtocol(Protocol):
         self._closing = False
         self._gone = False
         self._paused = False
+        self._requests = 0  # requests received whole on this connection
 
     # ------------------------------------------------------------ parsing
 
@@ -141,6 +142,19 @@ class JSONRPCHTTPProtocol(Protocol):
             log.failure("HTTP protocol error")
             self._error(500, b"internal error", close=True)
 
+    def unfinished_request(self) -> int | None:
+        """Return the number of the request partly received, or None (for the connection guard).
+
+        A refused body still being drained is part of its request.
+        """
+        if self._discard or (not self._closing and (self._buf or self._need >= 0)):
+            return self._requests
+        return None
+
+    def held_bytes(self) -> int:
+        """Return the bytes held for the request partly received (for the connection guard)."""
+        return len(self._buf)
+
     def _drain(self, received: int) -> None:
         """Drop ``received`` bytes of a refused body; close once all of it came."""
         self._discard = max(0, self._discard - received)
@@ -157,6 +171,7 @@ class JSONRPCHTTPProtocol(Protocol):
                 assert self._pending is not None
                 method, path, keep = self._pending
                 self._pending = None
+                self._requests += 1
                 self._dispatch(method, path, body, keep)
                 continue
             end = self._buf.find(b"\r\n\r\n")

@@ -155,7 +155,7 @@ def huge_term_boxes(sender: str, recipient: str) -> list[bytes]:
         vote = _prefix("RequestVote", sender, recipient) + struct.pack("!QQQB", term, 0, 0, 0)
         beat = _prefix("Heartbeat", sender, recipient) + struct.pack("!QQQ", term, 0, 0)
         append = _prefix("AppendEntries", sender, recipient) + struct.pack(
-            "!QQQQI", term, 0, 0, 0, 0
+            "!QQQQQI", term, 0, 0, 0, 0, 0
         )
         out.append(_box([(b"_command", b"RequestVoteCmd"), (b"m", vote)]))
         out.append(_box([(b"_command", b"HeartbeatCmd"), (b"m", beat)]))

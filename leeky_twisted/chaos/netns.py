@@ -415,7 +415,7 @@ class NetnsCluster:
     same file for every node: the peer Hello proves it, gossip is signed with
     it, the cluster id derives from it) and with gossip and the autopilot on
     (every node joins the others' gossip ports). ``key=False`` runs without a
-    key, and then gossip with ``--insecure``; ``gossip=False`` without gossip.
+    key, and then with ``--insecure``; ``gossip=False`` without gossip.
     """
 
     def __init__(
@@ -466,6 +466,8 @@ class NetnsCluster:
         ]  # fmt: skip
         if self.key_path is not None:
             twistd += ["--gossip-key-file", str(self.key_path.resolve())]
+        else:  # bridge addresses are not loopback: a keyless node needs --insecure
+            twistd += ["--insecure"]
         if self.gossip:
             others = [f"{n.address}:{GOSSIP_PORT}" for n in self.nodes if n is not node]
             twistd += [
@@ -475,7 +477,6 @@ class NetnsCluster:
                 str(GOSSIP_PORT),
             ]
             twistd += ["--join", ",".join(others)] if others else []
-            twistd += [] if self.key_path is not None else ["--insecure"]
         twistd += self.extra_args
         return self.network.exec_argv(node.slot, twistd)
 

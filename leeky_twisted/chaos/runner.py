@@ -12,7 +12,9 @@
    ``heal_within`` seconds after healing);
 7. stop the nodes and delete the namespaces (also on any error);
 8. check the history (:func:`~leeky_twisted.checker.check_history`) and write
-   ``history.jsonl``, ``report.json`` and ``report.txt`` into ``out_dir``.
+   ``history.jsonl``, ``report.json`` and ``report.txt`` into ``out_dir``, and,
+   given a ``report_dir``, the plots and ``index.html`` of
+   :func:`~leeky_twisted.plots.report.write_report` (needs matplotlib).
 
 The final reads are in the history, so "every acknowledged write is visible" is
 part of the checker's verdict: a write acknowledged before the final reads
@@ -226,8 +228,14 @@ def _during(text: str, at: float, faults: Sequence[dict[str, Any]]) -> str:
     return f"{text}\n  faults active when it was invoked (t={at:.3f}): {where}"
 
 
-def _judge(report: ChaosReport, workload: Workload, out: Path) -> None:
-    """Check the history, fill in the report, write the three files."""
+def _judge(
+    report: ChaosReport,
+    workload: Workload,
+    out: Path,
+    report_dir: Path | None = None,
+    say: Callable[[str], None] = lambda text: None,
+) -> None:
+    """Check the history, fill in the report, write the three files (and the report folder)."""
     history = workload.history()
     (out / "history.jsonl").write_text(dumps_history(history))
     report.operations = summarize(history)
@@ -244,7 +252,28 @@ def _judge(report: ChaosReport, workload: Workload, out: Path) -> None:
         if k.verdict is Verdict.UNKNOWN
     ]
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
-    (out / "report.txt").write_text(report.render() + "\n")
+    text = report.render()
+    (out / "report.txt").write_text(text + "\n")
+    if report_dir is None:
+        return
+    from leeky_twisted.plots import PlotsUnavailable
+    from leeky_twisted.plots.report import write_report
+
+    try:
+        page = write_report(
+            report_dir,
+            history,
+            result,
+            report.faults,
+            title=f"Leeky Raft {'verify' if report.nemesis.startswith('none') else 'chaos'} "
+            f"run: {report.nemesis}, seed {report.seed}",
+            passed=report.ok,
+            text=text,
+        )
+    except (PlotsUnavailable, OSError) as e:
+        say(f"no report folder: {e}")
+        return
+    say(f"report: {page}")
 
 
 def run_chaos(
@@ -265,6 +294,7 @@ def run_chaos(
     subnet: str | None = None,
     key: bool = True,
     progress: Callable[[str], None] | None = None,
+    report_dir: str | Path | None = None,
 ) -> ChaosReport:
     """Run ``nodes`` nodes in namespaces under ``nemesis`` for ``seconds``; return the report.
 
@@ -275,6 +305,7 @@ def run_chaos(
     starts the nodes with the test-only ``--unsafe-stale-reads``: either breaks
     linearizability on purpose, to show the rig catches it. Every process
     started is stopped and every namespace deleted before this returns or raises.
+    ``report_dir``: write the plots and ``index.html`` there too.
     """
     seed = random.randrange(1 << 31) if seed is None else seed
     rng = random.Random(seed)
@@ -403,7 +434,7 @@ def run_chaos(
         if ticker is not None:
             ticker.join(timeout=5)
         if workload is not None:
-            _judge(report, workload, out)
+            _judge(report, workload, out, _path(report_dir), say)
     say(report.summary_line())
     return report
 
@@ -419,11 +450,14 @@ def run_verify(
     seed: int | None = None,
     timeout: float = 10.0,
     progress: Callable[[str], None] | None = None,
+    report_dir: str | Path | None = None,
 ) -> ChaosReport:
     """Run the recorded workload against a running cluster and check it (no faults).
 
     Keys get a prefix of their own (``verify<seed>`` by default), so the
-    cluster's other data is never touched.
+    cluster's other data is never touched. Times in the history are seconds
+    since the clients started. ``report_dir``: write the plots and
+    ``index.html`` there too.
     """
     seed = random.randrange(1 << 31) if seed is None else seed
     out = Path(out_dir)
@@ -432,6 +466,7 @@ def run_verify(
     report = ChaosReport(
         nemesis="none (verify)", nodes=len(endpoints), seconds=seconds, seed=seed, out_dir=str(out)
     )
+    origin = time.monotonic()
     workload = Workload(
         endpoints,
         clients=clients,
@@ -439,6 +474,7 @@ def run_verify(
         key_prefix=key_prefix or f"verify{seed}",
         seed=seed,
         timeout=timeout,
+        clock=lambda: time.monotonic() - origin,
     )
     stop = threading.Event()
     ticker = threading.Thread(
@@ -454,12 +490,43 @@ def run_verify(
     finally:
         stop.set()
         workload.stop()
-        _judge(report, workload, out)
+        _judge(report, workload, out, _path(report_dir), say)
     say(report.summary_line())
     return report
 
 
+def _path(folder: str | Path | None) -> Path | None:
+    return None if folder is None else Path(folder)
+
+
 # ----------------------------------------------------------------- command line
+
+
+def _plots_wanted(asked: str | None, say: Callable[[str], None]) -> bool | None:
+    """Return whether to write report folders, or None when the command must stop.
+
+    Without matplotlib an explicit ``--report`` stops the command with one
+    line; the default folder is skipped with a note.
+    """
+    from leeky_twisted.plots import PlotsUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotsUnavailable as e:
+        if asked is not None:
+            say(str(e))
+            return None
+        say(f"no report folder ({e})")
+        return False
+    return True
+
+
+def _report_folder(asked: str | None, run_out: Path, name: str | None) -> Path:
+    """Return a run's report folder: ``--report DIR`` (``DIR/NAME`` with ``--each``),
+    else ``report`` in the run's output folder."""
+    if asked is None:
+        return run_out / "report"
+    return Path(asked) / name if name is not None else Path(asked)
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -517,6 +584,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--keys", type=int, default=3, help="keys in use at a time")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="folder for index.html and the plots (default: OUT/report; needs matplotlib: "
+        "pip install 'leeky-twisted[plots]')",
+    )
     if verify:
         parser.add_argument(
             "--endpoints", required=True, help="JSON-RPC addresses: [ID=]HOST:PORT,..."
@@ -557,6 +631,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    plots = _plots_wanted(args.report, say)
+    if plots is None:
+        return 2
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         if verify:
@@ -569,6 +646,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 key_prefix=args.key_prefix,
                 seed=args.seed,
                 progress=say,
+                report_dir=_report_folder(args.report, out, None) if plots else None,
             )
             print(report.render())
             return 0 if report.ok else 1
@@ -580,11 +658,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         runs = [[n] for n in names] if args.each else [names]
         passed = True
         for run in runs:
+            run_out = out / run[0] if args.each else out
+            name = run[0] if args.each else None
             report = run_chaos(
                 args.nodes,
                 args.time,
                 run,
-                out / run[0] if args.each else out,
+                run_out,
                 clients=args.clients,
                 keys=args.keys,
                 ops_per_key=args.ops_per_key,
@@ -596,6 +676,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 subnet=args.subnet,
                 key=not args.no_cluster_key,
                 progress=say,
+                report_dir=_report_folder(args.report, run_out, name) if plots else None,
             )
             print(report.render(), flush=True)
             passed = passed and report.ok

@@ -341,6 +341,7 @@ class Workload:
         op = replace(
             pending,
             complete=None if outcome is Outcome.UNKNOWN else end,
+            gave_up=end if outcome is Outcome.UNKNOWN else None,
             outcome=outcome,
             result=result if outcome is Outcome.OK and kind is not OpKind.PUT else None,
             error=error,

@@ -12,7 +12,8 @@ Outcomes follow Jepsen's ``:ok`` / ``:fail`` / ``:info``:
   reached the log). The checker ignores it.
 * ``unknown``: nobody knows (a timeout, a lost connection). It may have taken
   effect at any instant after its invoke, or never; its completion is treated
-  as +infinity and ``complete`` is None.
+  as +infinity and ``complete`` is None. ``gave_up`` says when the client
+  stopped waiting (for plots; the checker ignores it).
 
 This module is pure data: it does no I/O.
 """
@@ -60,7 +61,9 @@ class Operation:
 
     ``value`` is a put's value; ``expected``/``new`` are a cas's arguments;
     ``result`` is a get's value or a cas's ``swapped``, meaningful only when
-    ``outcome`` is ok. ``complete`` is None exactly when the outcome is unknown.
+    ``outcome`` is ok. ``complete`` is None exactly when the outcome is unknown;
+    ``gave_up`` (optional, unknown outcomes only) is when the client stopped
+    waiting, which only plots use.
     """
 
     index: int
@@ -76,12 +79,15 @@ class Operation:
     result: str | bool | None = None
     node: str | None = None
     error: str | None = None
+    gave_up: float | None = None
 
     def __post_init__(self) -> None:
         if (self.complete is None) != (self.outcome is Outcome.UNKNOWN):
             raise ValueError(f"op {self.index}: complete must be None exactly when unknown")
         if self.complete is not None and self.complete < self.invoke:
             raise ValueError(f"op {self.index}: completes before it is invoked")
+        if self.gave_up is not None and self.outcome is not Outcome.UNKNOWN:
+            raise ValueError(f"op {self.index}: only an unknown outcome has a give-up time")
         if self.kind is OpKind.PUT and self.value is None:
             raise ValueError(f"op {self.index}: a put needs a value")
         if self.kind is OpKind.CAS and self.new is None:
@@ -94,7 +100,7 @@ class Operation:
         self, outcome: Outcome, complete: float | None, result: str | bool | None = None
     ) -> Operation:
         """Return a copy with another outcome (used to build and mutate histories)."""
-        return replace(self, outcome=outcome, complete=complete, result=result)
+        return replace(self, outcome=outcome, complete=complete, result=result, gave_up=None)
 
     def describe(self) -> str:
         """Return a one-line, human-readable form such as ``#12 c3 put(k1, '3.7') ok``."""
@@ -128,7 +134,7 @@ def operation_to_dict(op: Operation) -> dict[str, Any]:
         "complete": op.complete,
         "outcome": op.outcome.value,
     }
-    for name in ("value", "expected", "new", "result", "node", "error"):
+    for name in ("value", "expected", "new", "result", "node", "error", "gave_up"):
         v = getattr(op, name)
         if v is not None:
             out[name] = v
@@ -154,6 +160,7 @@ def operation_from_dict(data: Mapping[str, Any]) -> Operation:
             result=data.get("result"),
             node=data.get("node"),
             error=data.get("error"),
+            gave_up=None if data.get("gave_up") is None else float(data["gave_up"]),
         )
     except (KeyError, TypeError) as e:
         raise ValueError(f"malformed operation {data!r}: {e}") from None

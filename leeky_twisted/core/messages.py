@@ -22,6 +22,9 @@ MAX_TERM = 2**63 - 1
 #: (2**62 entries), far below what the formats can hold.
 MAX_INDEX = 2**62
 
+#: The largest storage identity (see :attr:`HardState.storage_id`).
+MAX_STORAGE_ID = 2**62
+
 #: The term of the bootstrap entries every member of a new cluster starts with.
 BOOTSTRAP_TERM = 1
 
@@ -135,6 +138,15 @@ class HardState:
     #: the storage started empty and has not caught up with a leader since:
     #: the node must not vote (it may have lost votes and acknowledgements)
     abstaining: bool = False
+    #: this data folder's identity, chosen when it was created (0: none yet).
+    #: A node's answers carry it, so a leader can tell the acknowledgements of
+    #: a lost disk from those of the empty one that replaced it. A later
+    #: storage has a larger identity.
+    storage_id: int = 0
+    #: written with ``abstaining`` still set, before the entries that end the
+    #: abstention: once the log holds this index in ``term``, it has ended (a
+    #: crash between the two writes does not leave the node abstaining). 0: none.
+    caught_up: int = 0
 
 
 class Role(enum.Enum):
@@ -193,6 +205,12 @@ class RequestVoteResponse:
     term: int
     granted: bool
     pre_vote: bool = False
+    #: the sender's storage identity (:attr:`HardState.storage_id`): a new
+    #: leader knows its voters' storage before its first append
+    storage: int = 0
+    #: the sender abstains (its storage started empty and has not caught up):
+    #: its grant may come from a log that lost entries (see ``vote_result``)
+    abstaining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +224,8 @@ class AppendEntries:
     prev_log_term: int
     entries: tuple[Entry, ...]
     leader_commit: int
+    #: the recipient's storage identity as the leader knows it (0: none yet)
+    to_storage: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +247,8 @@ class AppendEntriesResponse:
     reject_index: int = 0
     conflict_term: int = 0
     conflict_index: int = 0
+    #: the sender's storage identity (:attr:`HardState.storage_id`)
+    storage: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +271,10 @@ class HeartbeatResponse:
     term: int
     read_round: int = 0
     last_log_index: int = 0
+    #: the sender's storage identity (:attr:`HardState.storage_id`)
+    storage: int = 0
+    #: the sender abstains: the leader answers with an append that can end it
+    abstaining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,12 +360,14 @@ def _append_entries_error(m: AppendEntries) -> str | None:
         0 <= m.prev_log_index <= MAX_INDEX
         and 0 <= m.prev_log_term <= term
         and 0 <= m.leader_commit <= MAX_INDEX
+        and 0 <= m.to_storage <= MAX_STORAGE_ID
     ):
         return _first_error(
             (
                 (m.prev_log_index, MAX_INDEX, "prev_log_index"),
                 (m.prev_log_term, term, "prev_log_term"),
                 (m.leader_commit, MAX_INDEX, "leader_commit"),
+                (m.to_storage, MAX_STORAGE_ID, "to_storage"),
             )
         )
     return entries_error(m.entries, m.prev_log_index, m.prev_log_term, term)
@@ -352,6 +380,7 @@ def _append_entries_response_error(m: AppendEntriesResponse) -> str | None:
             (m.reject_index, MAX_INDEX, "reject_index"),
             (m.conflict_term, MAX_TERM, "conflict_term"),
             (m.conflict_index, MAX_INDEX, "conflict_index"),
+            (m.storage, MAX_STORAGE_ID, "storage"),
         )
     )
 
@@ -363,10 +392,18 @@ def _heartbeat_error(m: Heartbeat) -> str | None:
 
 
 def _heartbeat_response_error(m: HeartbeatResponse) -> str | None:
-    if 0 <= m.read_round <= MAX_INDEX and 0 <= m.last_log_index <= MAX_INDEX:
+    if (
+        0 <= m.read_round <= MAX_INDEX
+        and 0 <= m.last_log_index <= MAX_INDEX
+        and 0 <= m.storage <= MAX_STORAGE_ID
+    ):
         return None
     return _first_error(
-        ((m.read_round, MAX_INDEX, "read_round"), (m.last_log_index, MAX_INDEX, "last_log_index"))
+        (
+            (m.read_round, MAX_INDEX, "read_round"),
+            (m.last_log_index, MAX_INDEX, "last_log_index"),
+            (m.storage, MAX_STORAGE_ID, "storage"),
+        )
     )
 
 
@@ -377,6 +414,10 @@ def _request_vote_error(m: RequestVote) -> str | None:
             (m.last_log_term, m.term, "last_log_term"),
         )
     )
+
+
+def _request_vote_response_error(m: RequestVoteResponse) -> str | None:
+    return _first_error(((m.storage, MAX_STORAGE_ID, "storage"),))
 
 
 def _install_snapshot_error(m: InstallSnapshot) -> str | None:
@@ -396,7 +437,7 @@ _BOUNDS: dict[type, Callable[[Any], str | None]] = {
     Heartbeat: _heartbeat_error,
     HeartbeatResponse: _heartbeat_response_error,
     RequestVote: _request_vote_error,
-    RequestVoteResponse: _no_error,
+    RequestVoteResponse: _request_vote_response_error,
     InstallSnapshot: _install_snapshot_error,
     TimeoutNow: _no_error,
 }

@@ -28,6 +28,7 @@ class Progress:
         "recent_active",
         "snapshot_sent_tick",
         "state",
+        "storage_id",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -41,6 +42,8 @@ class Progress:
         self.snapshot_sent_tick = 0
         self.recent_active = False
         self.read_ack = 0
+        #: the follower's storage identity its answers carry (0: none heard yet)
+        self.storage_id = 0
 
     def is_paused(self) -> bool:
         """Return True when no further AppendEntries may be sent now."""
@@ -91,6 +94,7 @@ class Progress:
 
     def forget_match(self, last: int) -> None:
         """The follower's log now ends at ``last``, below match: probe from there."""
+        last = max(0, last)
         self.match = min(self.match, last)
         self.become_probe(last + 1)
 

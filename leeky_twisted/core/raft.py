@@ -23,6 +23,7 @@ from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.log import RaftLog
 from leeky_twisted.core.messages import (
     BOOTSTRAP_TERM,
+    MAX_STORAGE_ID,
     MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
@@ -148,15 +149,30 @@ class RaftCore:
             )
         self.commit = max(hs.commit, self.log.start)
         #: True while this node's storage may have lost what it voted and
-        #: acknowledged before (it started empty). It then grants votes only to
-        #: a candidate of a brand-new cluster (a log of bootstrap entries only)
-        #: and stops abstaining once it holds its leader's log up to the
-        #: leader's commit index, an entry of the leader's term included.
+        #: acknowledged before (it started empty). Its vote grants say so, and
+        #: a candidate then needs one grant more (``vote_result``); it stops
+        #: abstaining once it holds its leader's log up to the leader's commit
+        #: index, an entry of the leader's term included, or is elected.
         self.abstaining = fresh or hs.abstaining
+        if (
+            self.abstaining
+            and not fresh
+            and hs.caught_up
+            and self.log.term_at(hs.caught_up) == hs.term
+        ):
+            # The entries that ended our abstention reached the disk; the
+            # write recording its end did not (a crash came between them).
+            self.abstaining = False
+        #: This node's storage identity, carried by its answers (see HardState).
+        self.storage_id = hs.storage_id
         self.applied = self.log.start
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
         self.votes: dict[NodeId, bool] = {}
+        #: voters that granted our campaign while abstaining
+        self._abstaining_voters: set[NodeId] = set()
+        #: storage identities the answers to our campaign carried
+        self._voter_storage: dict[NodeId, int] = {}
         self.progress: dict[NodeId, Progress] = {}
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -233,9 +249,15 @@ class RaftCore:
                 # Tell a stale leader about the newer term so it steps down;
                 # without this a partitioned leader's pre-votes never win and
                 # it could never rejoin (etcd's reasoning, raft.go).
-                self._send(AppendEntriesResponse(self.id, m.sender, self.term, False))
+                self._send(
+                    AppendEntriesResponse(
+                        self.id, m.sender, self.term, False, storage=self.storage_id
+                    )
+                )
             elif isinstance(m, RequestVote) and m.pre_vote:
-                self._send(RequestVoteResponse(self.id, m.sender, self.term, False, True))
+                self._send(
+                    RequestVoteResponse(self.id, m.sender, self.term, False, True, self.storage_id)
+                )
             return
 
         if isinstance(m, RequestVote):
@@ -476,6 +498,7 @@ class RaftCore:
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
         self.votes = {self.id: True}
+        self._abstaining_voters = set()
         self._reset_randomized_timeout()
         self._log(f"became pre-candidate at term {self.term}")
 
@@ -485,6 +508,7 @@ class RaftCore:
         self.voted_for = self.id
         self.leader_id = None
         self.votes = {self.id: True}
+        self._abstaining_voters = set()
         self.election_elapsed = 0
         self._reset_randomized_timeout()
         self._log(f"became candidate at term {self.term}")
@@ -498,6 +522,10 @@ class RaftCore:
         self._lease_forfeited = False
         self.progress = {}
         self._sync_progress()
+        for nid, storage in self._voter_storage.items():
+            if nid in self.progress:
+                self.progress[nid].storage_id = storage
+        self._voter_storage = {}
         self._self_match()
         # Elected by voters whose logs it is at least as up to date as: its log
         # holds every committed entry, so it need no longer abstain.
@@ -510,18 +538,13 @@ class RaftCore:
         voters = self.log.config().voters
         if self.id not in voters or self.term >= MAX_TERM:
             return
-        if self.abstaining and self.log.last_term() > BOOTSTRAP_TERM:
-            # Our vote for ourselves is a vote too: with part of a log after a
-            # lost disk, we could win with laggards and lack a committed entry.
-            self._log("not campaigning: storage started empty and has not caught up")
-            return
         if pre_vote:
             self._become_pre_candidate()
             term = self.term + 1
         else:
             self._become_candidate()
             term = self.term
-        if vote_result(voters, self.votes):
+        if vote_result(voters, self.votes, self._abstaining_votes()):
             self._won_election(pre_vote)
             return
         for nid in sorted(voters):
@@ -537,6 +560,11 @@ class RaftCore:
                         transfer,
                     )
                 )
+
+    def _abstaining_votes(self) -> set[NodeId]:
+        if self.abstaining:
+            return self._abstaining_voters | {self.id}
+        return self._abstaining_voters
 
     def _won_election(self, pre_vote: bool) -> None:
         if pre_vote:
@@ -584,27 +612,29 @@ class RaftCore:
     # ================================================================== votes
 
     def _handle_vote_request(self, m: RequestVote) -> None:
-        if self.abstaining and m.last_log_term > BOOTSTRAP_TERM:
-            # Our storage may have lost a vote or an acknowledgement: only a
-            # candidate that never saw a leader (a brand-new cluster) may count us.
-            self._log(f"abstain from voting for {m.sender}: storage started empty")
-            # Our own term, as any refusal: a pre-vote answered with the
-            # candidate's next term would end its pre-candidacy.
-            self._send(RequestVoteResponse(self.id, m.sender, self.term, False, m.pre_vote))
-            return
         can_vote = (
             self.voted_for == m.sender
             or (self.voted_for is None and self.leader_id is None)
             or (m.pre_vote and m.term > self.term)
         )
         if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
-            self._send(RequestVoteResponse(self.id, m.sender, m.term, True, m.pre_vote))
+            # An abstaining voter says so: the candidate then needs one grant
+            # more (our storage may have lost what we acknowledged).
+            self._send(
+                RequestVoteResponse(
+                    self.id, m.sender, m.term, True, m.pre_vote, self.storage_id, self.abstaining
+                )
+            )
             if not m.pre_vote:
                 self.election_elapsed = 0
                 self.voted_for = m.sender
             self._log(f"grant {'pre-' if m.pre_vote else ''}vote to {m.sender} at {m.term}")
         else:
-            self._send(RequestVoteResponse(self.id, m.sender, self.term, False, m.pre_vote))
+            self._send(
+                RequestVoteResponse(
+                    self.id, m.sender, self.term, False, m.pre_vote, self.storage_id
+                )
+            )
 
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
@@ -614,7 +644,11 @@ class RaftCore:
             if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
                 return
             self.votes.setdefault(m.sender, m.granted)
-            result = vote_result(self.log.config().voters, self.votes)
+            if m.granted and m.abstaining:
+                self._abstaining_voters.add(m.sender)
+            if m.storage > self._voter_storage.get(m.sender, 0):
+                self._voter_storage[m.sender] = m.storage
+            result = vote_result(self.log.config().voters, self.votes, self._abstaining_votes())
             if result is True:
                 self._won_election(m.pre_vote)
             elif result is False:
@@ -633,7 +667,15 @@ class RaftCore:
             if m.commit > self.commit:
                 self.commit = min(m.commit, self.log.last_index())
             self._send(
-                HeartbeatResponse(self.id, m.sender, self.term, m.read_round, self.log.last_index())
+                HeartbeatResponse(
+                    self.id,
+                    m.sender,
+                    self.term,
+                    m.read_round,
+                    self.log.last_index(),
+                    self.storage_id,
+                    self.abstaining,
+                )
             )
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
@@ -644,12 +686,18 @@ class RaftCore:
             self._campaign(False, transfer=True)
 
     def _handle_append_entries(self, m: AppendEntries) -> None:
+        if m.to_storage > self.storage_id and self.abstaining:
+            # The leader knows an identity of ours newer than this storage's
+            # (a clock that went back): take a newer one, so our answers
+            # replace the lost storage's instead of being dropped as its.
+            self.storage_id = min(m.to_storage + 1, MAX_STORAGE_ID)
+            self._log(f"storage identity raised to {self.storage_id}")
         prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
         if prev < self.log.start:
             # The prefix up to our compaction point is committed, hence identical.
             skip = self.log.start - prev
             if skip > len(entries):
-                self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, self.commit))
+                self._ack(m.sender, self.commit)
                 return
             entries = entries[skip:]
             prev, prev_term = self.log.start, self.log.start_term
@@ -662,7 +710,15 @@ class RaftCore:
                 hint_index = self.log.first_index_of_term(prev)
             self._send(
                 AppendEntriesResponse(
-                    self.id, m.sender, self.term, False, 0, m.prev_log_index, hint_term, hint_index
+                    self.id,
+                    m.sender,
+                    self.term,
+                    False,
+                    0,
+                    m.prev_log_index,
+                    hint_term,
+                    hint_index,
+                    self.storage_id,
                 )
             )
             return
@@ -686,20 +742,32 @@ class RaftCore:
             self.abstaining
             and last_new >= m.leader_commit
             and self.log.term_at(last_new) == self.term
+            and m.to_storage == self.storage_id
         ):
+            # The leader knew this storage when it sent its commit index: no
+            # acknowledgement of a lost storage of ours counts after it.
             self._log(f"caught up with leader {m.sender} at {last_new}: voting again")
             self.abstaining = False
-        self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, last_new))
+            if self.voted_for is None:
+                # A lost storage may have voted in this term: count our vote as
+                # given to the leader it elected, so we never give a second one.
+                self.voted_for = m.sender
+        self._ack(m.sender, last_new)
+
+    def _ack(self, leader: NodeId, match: int) -> None:
+        self._send(
+            AppendEntriesResponse(self.id, leader, self.term, True, match, storage=self.storage_id)
+        )
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
         meta = m.meta
         if meta.index <= self.commit:
-            self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, self.commit))
+            self._ack(m.sender, self.commit)
             return
         if self.log.term_at(meta.index) == meta.term:
             # We hold the entry the snapshot ends at: keep our log, fast-forward commit.
             self.commit = meta.index
-            self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, meta.index))
+            self._ack(m.sender, meta.index)
             return
         self._log(f"install snapshot at {meta.index} (term {meta.term}) from {m.sender}")
         self.log.restore(meta)
@@ -708,7 +776,7 @@ class RaftCore:
         self.applied = meta.index
         self._applying = meta.index
         self._pending_snapshot = meta
-        self._send(AppendEntriesResponse(self.id, m.sender, self.term, True, meta.index))
+        self._ack(m.sender, meta.index)
 
     # ================================================================= leader
 
@@ -716,6 +784,29 @@ class RaftCore:
         pr = self.progress.get(m.sender)
         if pr is None:
             return
+        if isinstance(m, (AppendEntriesResponse, HeartbeatResponse)) and m.storage != pr.storage_id:
+            if not self._new_storage(m.sender, pr, m.storage):
+                return
+            self._step_leader_answer(m, pr)
+            if pr.state is ProgressState.REPLICATE:
+                # One empty append names the storage we now know: a follower
+                # that started empty ends its abstention only on such an append.
+                self._send_append(m.sender, pr, empty=True)
+            return
+        if isinstance(m, RequestVoteResponse):
+            if not pr.storage_id and m.storage:
+                # A vote that came after we had won: our appends so far named
+                # no storage, so none of them can end the voter's abstention.
+                pr.storage_id = m.storage
+                if pr.state is ProgressState.REPLICATE:
+                    self._send_append(m.sender, pr, empty=True)
+                elif pr.state is ProgressState.PROBE:
+                    pr.probe_sent = False  # probe again, naming it
+                    self._needs_append.add(m.sender)
+            return
+        self._step_leader_answer(m, pr)
+
+    def _step_leader_answer(self, m: Message, pr: Progress) -> None:
         if isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
             if m.success:
@@ -747,6 +838,10 @@ class RaftCore:
                     pr.free_one()
                     self._send_append(m.sender, pr, empty=True)
                 self._needs_append.add(m.sender)
+            elif m.abstaining and pr.state is ProgressState.REPLICATE:
+                # Caught up yet abstaining (it restarted, or never got an append
+                # naming its storage): one empty append a heartbeat ends that.
+                self._send_append(m.sender, pr, empty=True)
 
     def _handle_append_success(self, nid: NodeId, pr: Progress, match: int) -> None:
         grew = pr.update_match(match)
@@ -770,6 +865,10 @@ class RaftCore:
             self._send(TimeoutNow(self.id, nid, self.term))
 
     def _handle_append_reject(self, pr: Progress, m: AppendEntriesResponse) -> None:
+        if m.reject_index == 0:
+            # Only the answer to an older term's message says nothing of the
+            # log (index 0 always matches); it arrives late once terms agree.
+            return
         if m.reject_index <= pr.match:
             if m.conflict_term == 0 and m.conflict_index <= pr.match:
                 # The follower's log ends below what it acknowledged.
@@ -786,6 +885,23 @@ class RaftCore:
                 next_index = found + 1
         next_index = max(min(next_index, m.reject_index), 1)
         pr.become_probe(next_index)
+
+    def _new_storage(self, nid: NodeId, pr: Progress, storage: int) -> bool:
+        """``nid`` answers from another storage than before: True to handle the answer.
+
+        An identity below the known one is a lost storage's: its answer, sent
+        before the loss and delivered late, is dropped. A higher one replaced
+        it: what the old one acknowledged no longer counts.
+        """
+        if storage < pr.storage_id:
+            self._log(f"drop an answer from {nid}'s lost storage {storage}")
+            return False
+        if pr.storage_id:
+            self._log(f"{nid} answers from new storage {storage}: its acknowledgements start over")
+            pr.forget_match(0)
+            self._needs_append.add(nid)
+        pr.storage_id = storage
+        return True
 
     def _follower_lost_log(self, nid: NodeId, pr: Progress, last: int) -> None:
         """``nid`` reports a log shorter than it acknowledged: its storage was
@@ -867,7 +983,9 @@ class RaftCore:
             if not entries and pr.state is ProgressState.REPLICATE:
                 return False
         self._send(
-            AppendEntries(self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit)
+            AppendEntries(
+                self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit, pr.storage_id
+            )
         )
         if entries:
             pr.sent(entries[-1].index)
@@ -966,7 +1084,7 @@ class RaftCore:
             self._msgs_after.append(m)
 
     def _hard_state(self) -> HardState:
-        return HardState(self.term, self.voted_for, self.commit, self.abstaining)
+        return HardState(self.term, self.voted_for, self.commit, self.abstaining, self.storage_id)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader_id, self.term)

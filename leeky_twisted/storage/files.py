@@ -547,6 +547,10 @@ def _encode_hard_state(hard_state: HardState) -> bytes:
     }
     if hard_state.abstaining:  # absent when false: files of earlier versions read the same
         fields["abstaining"] = True
+    if hard_state.storage_id:  # absent when 0, likewise
+        fields["storage_id"] = hard_state.storage_id
+    if hard_state.caught_up:
+        fields["caught_up"] = hard_state.caught_up
     payload = json.dumps(fields, sort_keys=True).encode("utf-8")
     return _HARD_STATE_HEADER.pack(_HARD_STATE_MAGIC, zlib.crc32(payload), len(payload)) + payload
 
@@ -571,16 +575,24 @@ def _decode_hard_state(buf: bytes, path: str) -> HardState:
         fields = json.loads(payload)
     except (ValueError, RecursionError) as error:
         raise CorruptHardStateError(path, None, f"unparseable payload: {error}") from None
-    if not isinstance(fields, dict) or set(fields) - {"abstaining"} != {
+    if not isinstance(fields, dict) or set(fields) - {"abstaining", "storage_id", "caught_up"} != {
         "term",
         "voted_for",
         "commit",
     }:
         raise CorruptHardStateError(path, None, f"unexpected fields {fields!r}")
     abstaining = fields.get("abstaining", False)
-    if not isinstance(abstaining, bool):
+    storage_id = fields.get("storage_id", 0)
+    caught_up = fields.get("caught_up", 0)
+    if (
+        not isinstance(abstaining, bool)
+        or type(storage_id) is not int
+        or type(caught_up) is not int
+    ):
         raise CorruptHardStateError(path, None, f"invalid values {fields!r}")
-    hard_state = HardState(fields["term"], fields["voted_for"], fields["commit"], abstaining)
+    hard_state = HardState(
+        fields["term"], fields["voted_for"], fields["commit"], abstaining, storage_id, caught_up
+    )
     problem = hard_state_error(hard_state)
     if problem is not None:
         raise CorruptHardStateError(path, None, f"impossible value: {problem}")

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from leeky_twisted.core.messages import MAX_INDEX, MAX_TERM, Entry, HardState, SnapshotMeta
+from leeky_twisted.core.messages import (
+    MAX_INDEX,
+    MAX_STORAGE_ID,
+    MAX_TERM,
+    Entry,
+    HardState,
+    SnapshotMeta,
+)
 
 
 def check_append(entries: Sequence[Entry], first_index: int, last_index: int) -> Sequence[Entry]:
@@ -79,6 +86,10 @@ def hard_state_error(hard_state: HardState) -> str | None:
         return f"commit {hard_state.commit!r} outside [0, {MAX_INDEX}]"
     if hard_state.voted_for is not None and not isinstance(hard_state.voted_for, str):
         return f"voted_for {hard_state.voted_for!r} is not a node id"
+    if not _is_count(hard_state.storage_id, MAX_STORAGE_ID):
+        return f"storage_id {hard_state.storage_id!r} outside [0, {MAX_STORAGE_ID}]"
+    if not _is_count(hard_state.caught_up, MAX_INDEX):
+        return f"caught_up {hard_state.caught_up!r} outside [0, {MAX_INDEX}]"
     return None
 
 

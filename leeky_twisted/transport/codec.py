@@ -82,11 +82,15 @@ TAGS: dict[type, int] = {
 _PREFIX = struct.Struct("!BHH")  # tag, sender length, recipient length
 _U16 = struct.Struct("!H")
 _RV = struct.Struct("!QQQB")  # term, last_log_index, last_log_term, flags
-_RVR = struct.Struct("!QB")  # term, flags
-_AE = struct.Struct("!QQQQI")  # term, prev_log_index, prev_log_term, leader_commit, count
+_RVR = struct.Struct("!QBQ")  # term, flags, storage
+# term, prev_log_index, prev_log_term, leader_commit, to_storage, count
+_AE = struct.Struct("!QQQQQI")
 _ENTRY = struct.Struct("!QQBI")  # index, term, kind, data length
-_AER = struct.Struct("!QBQQQQ")  # term, flags, match, reject, conflict_term, conflict_index
-_QQQ = struct.Struct("!QQQ")  # heartbeat and heartbeat response
+# term, flags, match, reject, conflict_term, conflict_index, storage
+_AER = struct.Struct("!QBQQQQQ")
+_QQQ = struct.Struct("!QQQ")  # heartbeat
+# heartbeat response: term, read_round, last_log_index, storage, flags
+_HBR = struct.Struct("!QQQQB")
 _IS = struct.Struct("!QQQHH")  # term, meta index, meta term, voters, learners
 _Q = struct.Struct("!Q")  # timeout now
 
@@ -98,8 +102,11 @@ _TRANSFER = 2
 # RequestVoteResponse flags
 _GRANTED = 1
 _RESP_PRE_VOTE = 2
+_RESP_ABSTAINING = 4
 # AppendEntriesResponse flags
 _SUCCESS = 1
+# HeartbeatResponse flags
+_ABSTAINING = 1
 
 
 # --------------------------------------------------------------------- encoding
@@ -126,13 +133,21 @@ def _body_request_vote(m: RequestVote) -> list[bytes]:
 
 
 def _body_request_vote_response(m: RequestVoteResponse) -> list[bytes]:
-    flags = (_GRANTED if m.granted else 0) | (_RESP_PRE_VOTE if m.pre_vote else 0)
-    return [_RVR.pack(m.term, flags)]
+    flags = (
+        (_GRANTED if m.granted else 0)
+        | (_RESP_PRE_VOTE if m.pre_vote else 0)
+        | (_RESP_ABSTAINING if m.abstaining else 0)
+    )
+    return [_RVR.pack(m.term, flags, m.storage)]
 
 
 def _body_append_entries(m: AppendEntries) -> list[bytes]:
     entries = m.entries
-    parts = [_AE.pack(m.term, m.prev_log_index, m.prev_log_term, m.leader_commit, len(entries))]
+    parts = [
+        _AE.pack(
+            m.term, m.prev_log_index, m.prev_log_term, m.leader_commit, m.to_storage, len(entries)
+        )
+    ]
     append = parts.append
     pack = _ENTRY.pack
     kinds = _KINDS
@@ -154,6 +169,7 @@ def _body_append_entries_response(m: AppendEntriesResponse) -> list[bytes]:
             m.reject_index,
             m.conflict_term,
             m.conflict_index,
+            m.storage,
         )
     ]
 
@@ -163,7 +179,11 @@ def _body_heartbeat(m: Heartbeat) -> list[bytes]:
 
 
 def _body_heartbeat_response(m: HeartbeatResponse) -> list[bytes]:
-    return [_QQQ.pack(m.term, m.read_round, m.last_log_index)]
+    return [
+        _HBR.pack(
+            m.term, m.read_round, m.last_log_index, m.storage, _ABSTAINING if m.abstaining else 0
+        )
+    ]
 
 
 def _body_install_snapshot(m: InstallSnapshot) -> list[bytes]:
@@ -257,15 +277,23 @@ def _decode_request_vote_response(
     s: NodeId, r: NodeId, data: bytes, off: int
 ) -> RequestVoteResponse:
     _need(data, off, _RVR.size, "RequestVoteResponse")
-    term, flags = _RVR.unpack_from(data, off)
+    term, flags, storage = _RVR.unpack_from(data, off)
     _done(data, off + _RVR.size, "RequestVoteResponse")
-    _flags(flags, _GRANTED | _RESP_PRE_VOTE, "RequestVoteResponse")
-    return RequestVoteResponse(s, r, term, bool(flags & _GRANTED), bool(flags & _RESP_PRE_VOTE))
+    _flags(flags, _GRANTED | _RESP_PRE_VOTE | _RESP_ABSTAINING, "RequestVoteResponse")
+    return RequestVoteResponse(
+        s,
+        r,
+        term,
+        bool(flags & _GRANTED),
+        bool(flags & _RESP_PRE_VOTE),
+        storage,
+        bool(flags & _RESP_ABSTAINING),
+    )
 
 
 def _decode_append_entries(s: NodeId, r: NodeId, data: bytes, off: int) -> AppendEntries:
     _need(data, off, _AE.size, "AppendEntries")
-    term, prev_index, prev_term, commit, count = _AE.unpack_from(data, off)
+    term, prev_index, prev_term, commit, to_storage, count = _AE.unpack_from(data, off)
     off += _AE.size
     end = len(data)
     if count * _ENTRY.size > end - off:
@@ -289,18 +317,18 @@ def _decode_append_entries(s: NodeId, r: NodeId, data: bytes, off: int) -> Appen
         append(Entry(index, eterm, k, data[off:stop]))
         off = stop
     _done(data, off, "AppendEntries")
-    return AppendEntries(s, r, term, prev_index, prev_term, tuple(entries), commit)
+    return AppendEntries(s, r, term, prev_index, prev_term, tuple(entries), commit, to_storage)
 
 
 def _decode_append_entries_response(
     s: NodeId, r: NodeId, data: bytes, off: int
 ) -> AppendEntriesResponse:
     _need(data, off, _AER.size, "AppendEntriesResponse")
-    term, flags, match, reject, conflict_term, conflict_index = _AER.unpack_from(data, off)
+    term, flags, match, reject, conflict_term, conflict_index, storage = _AER.unpack_from(data, off)
     _done(data, off + _AER.size, "AppendEntriesResponse")
     _flags(flags, _SUCCESS, "AppendEntriesResponse")
     return AppendEntriesResponse(
-        s, r, term, bool(flags & _SUCCESS), match, reject, conflict_term, conflict_index
+        s, r, term, bool(flags & _SUCCESS), match, reject, conflict_term, conflict_index, storage
     )
 
 
@@ -312,10 +340,11 @@ def _decode_heartbeat(s: NodeId, r: NodeId, data: bytes, off: int) -> Heartbeat:
 
 
 def _decode_heartbeat_response(s: NodeId, r: NodeId, data: bytes, off: int) -> HeartbeatResponse:
-    _need(data, off, _QQQ.size, "HeartbeatResponse")
-    term, read_round, last_index = _QQQ.unpack_from(data, off)
-    _done(data, off + _QQQ.size, "HeartbeatResponse")
-    return HeartbeatResponse(s, r, term, read_round, last_index)
+    _need(data, off, _HBR.size, "HeartbeatResponse")
+    term, read_round, last_index, storage, flags = _HBR.unpack_from(data, off)
+    _done(data, off + _HBR.size, "HeartbeatResponse")
+    _flags(flags, _ABSTAINING, "HeartbeatResponse")
+    return HeartbeatResponse(s, r, term, read_round, last_index, storage, bool(flags & _ABSTAINING))
 
 
 def _decode_ids(data: bytes, off: int, count: int, what: str) -> tuple[frozenset[NodeId], int]:

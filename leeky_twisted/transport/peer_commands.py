@@ -28,13 +28,17 @@ class Hello(amp.Command):
     Answered with the accepting node's own cluster id and node id, so the
     dialler can check that the address it used still belongs to that peer.
     With a cluster key, ``proof`` shows the dialler holds it
-    (:mod:`~leeky_twisted.transport.hello_auth`).
+    (:mod:`~leeky_twisted.transport.hello_auth`). A node that wrote bootstrap
+    entries states their digest and a description
+    (:mod:`~leeky_twisted.transport.bootstrap_config`).
     """
 
     arguments = [
         (b"cluster_id", amp.Unicode()),
         (b"node_id", amp.Unicode()),
         (b"proof", amp.String(optional=True)),
+        (b"bootstrap", amp.Unicode(optional=True)),
+        (b"bootstrap_peers", amp.Unicode(optional=True)),
     ]
     response = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Unicode())]
     fatalErrors = {HelloRefused: b"HELLO_REFUSED"}

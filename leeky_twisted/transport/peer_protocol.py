@@ -46,6 +46,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.netutil import write_now
+from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import (
@@ -186,6 +187,8 @@ class PeerInbox:
         :func:`certificate_node_id`. None: any known node id is believed.
     :param hello_auth: when given (a cluster key), a Hello is accepted only
         with a valid proof that the dialler holds the key.
+    :param bootstrap: this node's bootstrap configuration, if it has one: a
+        Hello stating another one is refused.
     """
 
     def __init__(
@@ -202,10 +205,12 @@ class PeerInbox:
         hello_timeout: float = 10.0,
         authenticate: Authenticator | None = None,
         hello_auth: HelloAuthenticator | None = None,
+        bootstrap: BootstrapConfig | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
         self.hello_auth = hello_auth
+        self.bootstrap = bootstrap
         self.log = log if log is not None else Logger(namespace="leeky_twisted.transport.peers")
         self.max_frame_bytes = max_frame_bytes
         self.max_snapshot_bytes = max_snapshot_bytes
@@ -241,6 +246,14 @@ class PeerInbox:
         if self.hello_auth is None:
             return None
         return self.hello_auth.refusal(proof, cluster_id, node_id, self.node_id)
+
+    def bootstrap_refusal(
+        self, node_id: NodeId, digest: str | None, description: str | None
+    ) -> str | None:
+        """Return why ``node_id``'s bootstrap configuration differs from ours, or None."""
+        if self.bootstrap is None:
+            return None
+        return self.bootstrap.refusal(node_id, digest, description)
 
     def identity_refusal(self, node_id: NodeId, transport: Any) -> str | None:
         """Return why ``transport`` may not speak for ``node_id``, or None.
@@ -432,11 +445,19 @@ class PeerLocator(amp.CommandLocator):
         return respond
 
     @Hello.responder
-    def hello(self, cluster_id: str, node_id: str, proof: bytes | None = None) -> dict[str, str]:
+    def hello(
+        self,
+        cluster_id: str,
+        node_id: str,
+        proof: bytes | None = None,
+        bootstrap: str | None = None,
+        bootstrap_peers: str | None = None,
+    ) -> dict[str, str]:
         """Accept a known node of our cluster, or refuse it with HELLO_REFUSED.
 
         With TLS, the node id claimed must also be the one in the connection's
-        certificate, so one node's key cannot speak for another node. A
+        certificate, so one node's key cannot speak for another node. A node
+        that states another bootstrap configuration than ours is refused. A
         refusal tells the dialler nothing (not our cluster id, not which
         check failed): the reason goes to this node's log only.
         """
@@ -452,6 +473,8 @@ class PeerLocator(amp.CommandLocator):
             reason_or_none = inbox.proof_refusal(cluster_id, NodeId(node_id), proof)
         if reason_or_none is None:
             reason_or_none = inbox.identity_refusal(NodeId(node_id), protocol.transport)
+        if reason_or_none is None:
+            reason_or_none = inbox.bootstrap_refusal(NodeId(node_id), bootstrap, bootstrap_peers)
         if reason_or_none is not None:
             protocol.refuse(reason_or_none)
             raise HelloRefused(HELLO_REFUSAL)
@@ -720,17 +743,26 @@ class PeerProtocol(QuietAMP):
         return True
 
     def hello(
-        self, cluster_id: str, node_id: NodeId, expected: NodeId, proof: bytes | None = None
+        self,
+        cluster_id: str,
+        node_id: NodeId,
+        expected: NodeId,
+        proof: bytes | None = None,
+        bootstrap: BootstrapConfig | None = None,
     ) -> Deferred[bool]:
         """Send our Hello on a dialled connection; fire True if ``expected`` answered.
 
-        ``proof`` (with a cluster key) shows that we hold the key. Messages
-        may be written right behind the Hello (they are processed after it).
-        The Deferred never fails: a refusal or a wrong peer is logged, the
+        ``proof`` (with a cluster key) shows that we hold the key;
+        ``bootstrap`` states our bootstrap configuration. Messages may be
+        written right behind the Hello (they are processed after it). The
+        Deferred never fails: a refusal or a wrong peer is logged, the
         connection dropped, and it fires False.
         """
         self.peer_id = expected
-        extra = {} if proof is None else {"proof": proof}
+        extra: dict[str, Any] = {} if proof is None else {"proof": proof}
+        if bootstrap is not None:
+            extra["bootstrap"] = bootstrap.digest
+            extra["bootstrap_peers"] = bootstrap.description
         d: Deferred[dict[str, str]] = self.callRemote(
             Hello, cluster_id=cluster_id, node_id=node_id, **extra
         )

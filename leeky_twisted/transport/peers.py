@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from leeky_twisted.core.messages import InstallSnapshot, Message, NodeId, SnapshotMeta
 from leeky_twisted.interfaces import IPeerTransport
+from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, encode
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import SnapshotChunk
@@ -313,9 +314,9 @@ class _PeerLink:
         owner = self.owner
         auth = owner.hello_auth
         proof = None if auth is None else auth.proof(owner.cluster_id, owner.node_id, self.peer_id)
-        protocol.hello(owner.cluster_id, owner.node_id, self.peer_id, proof).addCallback(
-            self._hello_answered, protocol
-        )
+        protocol.hello(
+            owner.cluster_id, owner.node_id, self.peer_id, proof, owner.bootstrap
+        ).addCallback(self._hello_answered, protocol)
         self.flush()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -546,6 +547,9 @@ class AMPPeerTransport:
     :param hello_auth: with a cluster key, our Hellos carry a proof that we
         hold it, and Hellos without a valid one are refused
         (:mod:`~leeky_twisted.transport.hello_auth`).
+    :param bootstrap: this node's bootstrap configuration, stated in our
+        Hellos; peers stating another one are refused
+        (:mod:`~leeky_twisted.transport.bootstrap_config`).
 
     Raises ValueError on inconsistent limits.
     """
@@ -573,6 +577,7 @@ class AMPPeerTransport:
         connect_endpoint: EndpointMaker | None = None,
         authenticate: Authenticator | None = None,
         hello_auth: HelloAuthenticator | None = None,
+        bootstrap: BootstrapConfig | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -593,6 +598,7 @@ class AMPPeerTransport:
         self.max_backoff = max_backoff
         self.connect_endpoint = connect_endpoint
         self.hello_auth = hello_auth
+        self.bootstrap = bootstrap
         self._rng = rng if rng is not None else random.Random()
         if isinstance(addresses, Mapping):
             self._lookup: Callable[[NodeId], Address | None] = addresses.get
@@ -611,6 +617,7 @@ class AMPPeerTransport:
             hello_timeout=hello_timeout,
             authenticate=authenticate,
             hello_auth=hello_auth,
+            bootstrap=bootstrap,
         )
         self._factory = PeerServerFactory(self._inbox)
         self._links: dict[NodeId, _PeerLink] = {}

@@ -482,6 +482,14 @@ def test_netns_cluster_without_key_runs_gossip_insecure(tmp_path: Path):
     assert not (tmp_path / "cluster.key").exists()
 
 
+def test_netns_cluster_without_key_or_gossip_is_insecure_too(tmp_path: Path):
+    """A keyless static cluster on bridge (not loopback) addresses must say --insecure to start."""
+    network = NetnsNetwork(2, subnet="10.99.8.0/24", prefix="t", rng=random.Random(1))
+    cluster = NetnsCluster(network, tmp_path, key=False, gossip=False)
+    argv = cluster.argv(cluster.nodes[0])
+    assert "--gossip-port" not in argv and "--insecure" in argv
+
+
 def test_parse_metrics_reads_labelled_samples():
     """Prometheus text: comments skipped, labelled names kept whole."""
     text = '# HELP x\nleeky_connections_cap{port="client"} 200.0\nleeky_x 3\nbad line\n'

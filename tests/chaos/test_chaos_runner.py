@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def test_bad_arguments_exit_with_2(capsys: pytest.CaptureFixture[str]):
 
 @pytest.mark.integration
 def test_verify_checks_a_running_cluster_and_writes_history_and_report(tmp_path: Path):
-    """verify runs the workload on a live cluster, checks it and writes the three files."""
+    """verify runs the workload on a live cluster, checks it and writes the three files,
+    and (with matplotlib) the report folder under its output folder."""
     with LocalCluster(tmp_path / "c", nodes=3, extra_args=FAST) as cluster:
         cluster.start()
         cluster.wait_for_leader()
@@ -40,10 +42,16 @@ def test_verify_checks_a_running_cluster_and_writes_history_and_report(tmp_path:
             key_prefix="mine",
         )
     assert code == 0
+    if importlib.util.find_spec("matplotlib") is not None:
+        page = (out / "report" / "index.html").read_text()
+        assert "verdict: <b>linearizable</b>" in page
+        for name in ("latency.png", "throughput.png"):
+            assert f'src="{name}"' in page and (out / "report" / name).stat().st_size > 10_000
     data = json.loads((out / "report.json").read_text())
     assert data["ok"] and data["verdict"] == "linearizable"
     history = loads_history((out / "history.jsonl").read_text())
     assert len(history) == data["operations"]["operations"] > 0
+    assert 0 <= history[0].invoke < 5  # seconds since the clients started
     assert "result: PASS" in (out / "report.txt").read_text()
     assert report.ok
     assert all(k.startswith("mine-") for k in report.operations["keys"])

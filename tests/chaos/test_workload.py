@@ -111,6 +111,19 @@ def test_unexpected_result_type_is_unknown(canned):
     assert workload.errors["unexpected result"] == 1
 
 
+def test_an_unknown_operation_records_when_its_client_gave_up(canned):
+    """The plots draw an unknown operation up to when its client stopped waiting."""
+    handler, endpoint = canned
+    handler.answer = json.dumps({"jsonrpc": "2.0", "error": {"code": -32002}, "id": 1}).encode()
+    times = iter([10.0, 14.5, 20.0, 20.25])
+    workload = Workload([endpoint], clients=1, clock=lambda: next(times))
+    op = workload.invoke(0, endpoint, OpKind.PUT, "k", value="v")
+    assert (op.outcome, op.invoke, op.complete, op.gave_up) == (Outcome.UNKNOWN, 10.0, None, 14.5)
+    handler.answer = json.dumps({"jsonrpc": "2.0", "result": True, "id": 2}).encode()
+    done = workload.invoke(0, endpoint, OpKind.PUT, "k", value="w")
+    assert (done.outcome, done.complete, done.gave_up) == (Outcome.OK, 20.25, None)
+
+
 def test_keys_rotate_after_ops_per_key(canned):
     """Each key slot moves to a fresh key after ops_per_key operations."""
     handler, endpoint = canned

@@ -10,6 +10,7 @@ from leeky_twisted.checker.history import (
     dumps_history,
     loads_history,
     operation_from_dict,
+    operation_to_dict,
     summarize,
 )
 
@@ -39,6 +40,18 @@ def test_malformed_operations_are_refused():
         op(0, "cas", 0, 1, expected="a", new="b", result="yes")
     with pytest.raises(ValueError, match="malformed"):
         operation_from_dict({"index": 1})
+
+
+def test_give_up_time_is_kept_and_only_for_unknown_operations():
+    """gave_up (when the client stopped waiting) survives JSON lines; only unknowns have one."""
+    unknown = op(0, "put", 1.0, None, value="a", outcome="unknown")
+    timed_out = operation_from_dict({**operation_to_dict(unknown), "gave_up": 5.5})
+    assert timed_out.gave_up == 5.5
+    assert loads_history(dumps_history([timed_out])) == [timed_out]
+    assert "gave_up" not in operation_to_dict(unknown)
+    with pytest.raises(ValueError, match="give-up time"):
+        operation_from_dict({**operation_to_dict(op(1, "get", 0, 1, result=None)), "gave_up": 2})
+    assert timed_out.with_outcome(Outcome.OK, 2.0).gave_up is None
 
 
 def test_summary_counts_outcomes_and_kinds():

@@ -65,3 +65,40 @@ def test_bench_with_a_silent_node_first_loses_about_one_attempt_timeout():
     result = result_of(d)
     assert (result.ops, result.errors) == (40, 0)
     assert net.clock.seconds() < 1.5
+
+
+def test_bench_records_each_operations_start_and_latency():
+    """Every operation leaves (start, latency): ok ones in starts/latencies, failed ones apart."""
+    from kvfakes import FakeNetwork, FakeRaftNode, result_of
+    from twisted.internet.defer import Deferred, fail
+
+    from leeky_twisted.api.errors import InvalidRequest
+    from leeky_twisted.bench import run_bench
+
+    net = FakeNetwork()
+    live = ("10.0.0.1", 7001)
+    node = FakeRaftNode("1", "10.0.0.1:7001")
+    net.serve(live, node, forward=False)
+    d = Deferred.fromCoroutine(
+        run_bench(
+            net.clock, [live], "put", clients=3, ops=30, keys=5, out=None, connect=net.connect
+        )
+    )
+    net.run(d, step=0.01, limit=30)
+    ok = result_of(d)
+    assert len(ok.starts) == len(ok.latencies) == 30 and ok.failures == []
+    assert all(0 <= s <= ok.seconds for s in ok.starts)
+    assert all(s + lat <= ok.seconds for s, lat in zip(ok.starts, ok.latencies, strict=True))
+
+    def refuse(*args: object, **kwargs: object) -> Deferred[object]:
+        return fail(InvalidRequest("no reads today"))
+
+    node.read = refuse  # type: ignore[method-assign]
+    d = Deferred.fromCoroutine(
+        run_bench(net.clock, [live], "get", clients=2, ops=4, out=None, connect=net.connect)
+    )
+    net.run(d, step=0.01, limit=30)
+    failed = result_of(d)
+    assert (failed.ops, failed.errors, failed.starts, failed.latencies) == (0, 4, [], [])
+    assert len(failed.failures) == 4
+    assert all(0 <= s <= s + lat <= failed.seconds for s, lat in failed.failures)

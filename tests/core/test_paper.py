@@ -28,6 +28,7 @@ from leeky_twisted.core.messages import (
     RequestVoteResponse,
     Role,
     TimeoutNow,
+    bounds_error,
 )
 from leeky_twisted.core.raft import (
     ConfigChangeInProgressError,
@@ -933,3 +934,22 @@ def test_core_config_defaults_are_valid():
     cfg = CoreConfig(N1)
     assert cfg.pre_vote and cfg.check_quorum and not cfg.lease_read
     assert cfg.election_ticks > cfg.heartbeat_ticks >= 1
+
+
+def test_a_late_term_only_rejection_does_not_make_match_negative():
+    """Regression (found by a chaos run): a follower answers a message of an older term
+    with a bare rejection (no index); delivered once the leader is in that follower's
+    term, it was read as "the log ends at -1": match became -1 and every heartbeat to the
+    follower carried commit -1, which cannot be encoded, so the follower was lost."""
+    leader = make_core("n1", check_quorum=True)
+    make_leader(leader)
+    leader.step(AppendEntriesResponse(N2, N1, leader.term, True, leader.log.last_index()))
+    drain(leader)
+    match = leader.progress[N2].match
+    leader.step(AppendEntriesResponse(N2, N1, leader.term, False))
+    assert leader.progress[N2].match == match
+    for _ in range(H + 1):
+        leader.tick()
+    beats = [m for m in sent(leader) if isinstance(m, Heartbeat) and m.recipient == N2]
+    assert beats and all(m.commit >= 0 for m in beats)
+    assert all(bounds_error(m) is None for m in beats)

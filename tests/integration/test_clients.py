@@ -252,6 +252,18 @@ def test_cli_bench_reports_throughput_and_percentiles(cluster):
     assert r.returncode == 0 and "get: 100 ops (0 errors)" in r.stdout
 
 
+def test_cli_bench_plot_draws_every_operation_and_a_histogram(cluster, tmp_path):
+    """`leekyraft bench --plot FILE` writes a two-panel PNG of the run's 200 operations."""
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "bench.png"
+    r = cli(cluster, "bench", "--clients", "4", "--ops", "200", "--plot", str(plot))
+    assert r.returncode == 0, r.stderr
+    assert "put: 200 ops (0 errors)" in r.stdout
+    assert f"plot: {plot}" in r.stdout
+    data = plot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+
+
 def test_metrics_endpoint_parses_and_follows_the_commit_index(cluster):
     """GET /metrics is Prometheus text; a put raises the commit index metric."""
     from prometheus_client.parser import text_string_to_metric_families

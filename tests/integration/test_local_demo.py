@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,11 @@ def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
 
     try:
         first = out.wait_for(lambda line: line.startswith("leader: node "), "leader: node N")
+        dashboard = out.wait_for(lambda line: line.startswith("dashboard: "), "dashboard: URL")
         out.wait_for(lambda line: line.startswith("Ctrl-C"), "Ctrl-C ...")
+        assert dashboard.split()[1] == f"http://127.0.0.1:{http('1')}/"
+        with urllib.request.urlopen(dashboard.split()[1], timeout=10) as page:
+            assert b"<title>Leeky Raft dashboard</title>" in page.read()
         old = first.split()[-1]
         assert cli("put", "pizzatoppings", "peporoni", "cheddar").returncode == 0
 

@@ -134,3 +134,16 @@ def test_unchanged_state_is_not_rewritten(tmp_path: Path, monkeypatch: pytest.Mo
     store.save(HardState(1, NodeId("a"), 0))
     store.save(HardState(1, NodeId("a"), 1))
     assert len(writes) == 2
+
+
+def test_the_storage_identity_round_trips(stores):
+    """A saved storage identity (and abstention) is what load() returns, after reopening."""
+    store = stores.open()
+    store.save(HardState(2, None, 5, abstaining=True, storage_id=2**40 + 7, caught_up=9))
+    assert stores.reopen().load() == HardState(2, None, 5, True, 2**40 + 7, 9)
+
+
+def test_a_storage_identity_out_of_bounds_is_refused(stores):
+    """An identity no message could carry is never saved."""
+    with pytest.raises(ValueError):
+        stores.open().save(HardState(2, None, 5, storage_id=2**62 + 1))

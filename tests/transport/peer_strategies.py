@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from leeky_twisted.core.messages import (
     MAX_INDEX,
+    MAX_STORAGE_ID,
     MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
@@ -56,6 +57,10 @@ def request_votes(draw: st.DrawFn) -> RequestVote:
     )
 
 
+#: storage identities, up to the bound a message may carry
+storage_ids = st.integers(0, MAX_STORAGE_ID)
+
+
 @st.composite
 def append_entries(draw: st.DrawFn) -> AppendEntries:
     """An AppendEntries with consecutive entries whose terms lie in [prev_log_term, term]."""
@@ -76,7 +81,14 @@ def append_entries(draw: st.DrawFn) -> AppendEntries:
         for i, entry_term in enumerate(entry_terms)
     )
     return AppendEntries(
-        draw(node_ids), draw(node_ids), term, prev_index, prev_term, batch, draw(indexes)
+        draw(node_ids),
+        draw(node_ids),
+        term,
+        prev_index,
+        prev_term,
+        batch,
+        draw(indexes),
+        draw(storage_ids),
     )
 
 
@@ -91,7 +103,14 @@ def install_snapshots(draw: st.DrawFn) -> InstallSnapshot:
 MESSAGES = {
     RequestVote: request_votes(),
     RequestVoteResponse: st.builds(
-        RequestVoteResponse, node_ids, node_ids, terms, st.booleans(), st.booleans()
+        RequestVoteResponse,
+        node_ids,
+        node_ids,
+        terms,
+        st.booleans(),
+        st.booleans(),
+        storage_ids,
+        st.booleans(),
     ),
     AppendEntries: append_entries(),
     AppendEntriesResponse: st.builds(
@@ -104,9 +123,12 @@ MESSAGES = {
         indexes,
         terms,
         indexes,
+        storage_ids,
     ),
     Heartbeat: st.builds(Heartbeat, node_ids, node_ids, terms, indexes, indexes),
-    HeartbeatResponse: st.builds(HeartbeatResponse, node_ids, node_ids, terms, indexes, indexes),
+    HeartbeatResponse: st.builds(
+        HeartbeatResponse, node_ids, node_ids, terms, indexes, indexes, storage_ids
+    ),
     InstallSnapshot: install_snapshots(),
     TimeoutNow: st.builds(TimeoutNow, node_ids, node_ids, terms),
 }

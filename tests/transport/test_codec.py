@@ -184,7 +184,7 @@ def test_specific_malformed_inputs_raise_codec_error(data, match):
 def test_unknown_entry_kind_raises_codec_error():
     """An entry kind outside EntryKind is rejected."""
     good = encode(AppendEntries(NodeId("a"), NodeId("b"), 1, 0, 0, (Entry(1, 1),), 0))
-    kind_offset = 5 + 2 + struct.calcsize("!QQQQI") + 16
+    kind_offset = 5 + 2 + struct.calcsize("!QQQQQI") + 16
     bad = good[:kind_offset] + b"\x07" + good[kind_offset + 1 :]
     with pytest.raises(CodecError, match="unknown kind 7"):
         decode(bad)
@@ -193,7 +193,7 @@ def test_unknown_entry_kind_raises_codec_error():
 def test_absurd_entry_count_is_rejected_before_looping():
     """A header claiming billions of entries fails fast."""
     header = struct.pack("!BHH", TAGS[AppendEntries], 1, 1) + b"ab"
-    body = struct.pack("!QQQQI", 1, 0, 0, 0, 2**32 - 1)
+    body = struct.pack("!QQQQQI", 1, 0, 0, 0, 0, 2**32 - 1)
     with pytest.raises(CodecError, match="claims 4294967295 entries"):
         decode(header + body)
 

@@ -70,7 +70,7 @@ def raw_heartbeat(term: int, commit: int = 0, read_round: int = 0) -> bytes:
 
 def raw_append_entries(term: int, prev_index: int, prev_term: int, commit: int, *entries) -> bytes:
     """Return an encoded AppendEntries n1 -> n2 built by hand; ``entries`` are (index, term)."""
-    body = struct.pack("!QQQQI", term, prev_index, prev_term, commit, len(entries))
+    body = struct.pack("!QQQQQI", term, prev_index, prev_term, commit, 0, len(entries))
     for index, entry_term in entries:
         body += struct.pack("!QQBI", index, entry_term, 0, 1) + b"x"
     return _prefix(AppendEntries) + body
