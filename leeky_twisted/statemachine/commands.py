@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MAX_LEASE_TTL",
     "MAX_TXN_OPS",
     "Append",
     "Cas",
@@ -46,6 +47,8 @@ __all__ = [
     "Compare",
     "Delete",
     "Get",
+    "LeaseGrant",
+    "LeaseRevoke",
     "Put",
     "Range",
     "RegisterSession",
@@ -89,11 +92,45 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Set ``key`` to ``value``; applies to None."""
+    """Set ``key`` to ``value``; applies to None.
+
+    With a ``lease`` (not 0), the key belongs to that lease and is deleted
+    with it; a put to an unknown lease is refused.
+    """
 
     key: str
     value: str
     session: Session | None = None
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Create a lease of ``ttl`` seconds; applies to its id (the entry's index)."""
+
+    ttl: int
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ttl <= MAX_LEASE_TTL:
+            raise ValueError(f"a lease's ttl is 1 to {MAX_LEASE_TTL} seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """End lease ``lease`` and delete its keys; applies to whether it existed.
+
+    The leader proposes one when a lease expires (``expired``), so expiry is
+    decided once, in the log, and replicas never read a clock.
+    """
+
+    lease: int
+    session: Session | None = None
+    expired: bool = False
+
+
+#: The longest ttl of a lease, in seconds.
+MAX_LEASE_TTL = 10**6
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +297,8 @@ class Txn:
                 )
 
 
-WriteCommand = Put | Delete | Cas | Append | Txn
-Command = Put | Delete | Cas | Append | Get | RegisterSession | Txn
+WriteCommand = Put | Delete | Cas | Append | Txn | LeaseGrant | LeaseRevoke
+Command = Put | Delete | Cas | Append | Get | RegisterSession | Txn | LeaseGrant | LeaseRevoke
 
 
 def _session_json(session: Session | None) -> object:
@@ -284,6 +321,8 @@ def encode_command(command: Command) -> bytes:
     fields: list[object]
     if isinstance(command, Put):
         fields = ["put", command.key, command.value, _session_json(command.session)]
+        if command.lease:
+            fields.append(command.lease)
     elif isinstance(command, Delete):
         fields = ["del", command.key, _session_json(command.session)]
     elif isinstance(command, Cas):
@@ -300,6 +339,10 @@ def encode_command(command: Command) -> bytes:
         fields = ["get", command.key]
     elif isinstance(command, RegisterSession):
         fields = ["register", command.nonce]
+    elif isinstance(command, LeaseGrant):
+        fields = ["lease_grant", command.ttl, _session_json(command.session)]
+    elif isinstance(command, LeaseRevoke):
+        fields = ["lease_revoke", command.lease, _session_json(command.session), command.expired]
     elif isinstance(command, Txn):
         fields = [
             "txn",
@@ -383,7 +426,17 @@ def _session(value: object) -> Session | None:
         raise CommandDecodeError(str(e)) from None
 
 
-_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2, "register": 2, "txn": 5}
+_ARITY = {
+    "put": 4,
+    "del": 3,
+    "cas": 5,
+    "append": 4,
+    "get": 2,
+    "register": 2,
+    "txn": 5,
+    "lease_grant": 3,
+    "lease_revoke": 4,
+}
 
 
 def _from_fields(fields: object) -> Command:
@@ -393,6 +446,11 @@ def _from_fields(fields: object) -> Command:
     arity = _ARITY.get(op)
     if arity is None:
         raise CommandDecodeError(f"unknown command {op[:40]!r}")
+    if op == "put" and len(fields) == 5:  # a put to a lease
+        lease = _int(fields[4], "lease")
+        if lease < 1:
+            raise CommandDecodeError("lease must be a positive integer")
+        return Put(_text(fields[1], "key"), _text(fields[2], "value"), _session(fields[3]), lease)
     if len(fields) != arity:
         raise CommandDecodeError(f"{op} takes {arity - 1} fields, not {len(fields) - 1}")
     if op == "register":
@@ -402,6 +460,8 @@ def _from_fields(fields: object) -> Command:
             raise CommandDecodeError(str(e)) from None
     if op == "txn":
         return _txn(fields)
+    if op in ("lease_grant", "lease_revoke"):
+        return _lease_command(op, fields)
     key = _text(fields[1], "key")
     if op == "put":
         return Put(key, _text(fields[2], "value"), _session(fields[3]))
@@ -413,6 +473,17 @@ def _from_fields(fields: object) -> Command:
     if op == "append":
         return Append(key, _text(fields[2], "suffix"), _session(fields[3]))
     return Get(key)
+
+
+def _lease_command(op: str, fields: list[object]) -> LeaseGrant | LeaseRevoke:
+    number = _int(fields[1], "ttl" if op == "lease_grant" else "lease")
+    session = _session(fields[2])
+    try:
+        if op == "lease_grant":
+            return LeaseGrant(number, session)
+        return LeaseRevoke(number, session, _bool(fields[3], "expired"))
+    except ValueError as e:
+        raise CommandDecodeError(str(e)) from None
 
 
 def _list(value: object, what: str) -> list[object]:

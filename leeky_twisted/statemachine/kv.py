@@ -62,6 +62,8 @@ from leeky_twisted.statemachine.commands import (
     Compare,
     Delete,
     Get,
+    LeaseGrant,
+    LeaseRevoke,
     Put,
     Range,
     RegisterSession,
@@ -263,9 +265,21 @@ class KeyValueStateMachine:
         self._sorted: list[str] | None = None
         #: key -> was it in _sorted at the last merge, for keys created or deleted since
         self._notes: dict[str, bool] = {}
+        #: lease id -> (ttl, its keys); key -> its lease (leased keys only)
+        self._leases: dict[int, tuple[int, set[str]]] = {}
+        self._key_lease: dict[str, int] = {}
         self._observer: Callable[[list[Event]], None] | None = None
         self._on_restore: Callable[[int], None] | None = None
         self._pending: list[Event] | None = None
+
+    def leases(self) -> list[tuple[int, int]]:
+        """Return every live lease as (id, ttl in seconds), oldest first."""
+        return [(lease, ttl) for lease, (ttl, _) in self._leases.items()]
+
+    def lease(self, lease: int) -> tuple[int, list[str]] | None:
+        """Return (ttl, its keys sorted) of ``lease``, or None when it does not exist."""
+        found = self._leases.get(lease)
+        return None if found is None else (found[0], sorted(found[1]))
 
     @property
     def revision(self) -> int:
@@ -345,6 +359,8 @@ class KeyValueStateMachine:
 
     def _execute(self, command: WriteCommand | Get, index: int) -> Result:
         data = self._data
+        if type(command) is Put and (command.lease or self._key_lease):
+            return self._put_leased(command, index)
         if type(command) is Put:  # the hot path: _set, inlined
             key = command.key
             meta = self._meta
@@ -373,9 +389,42 @@ class KeyValueStateMachine:
             return len(value)
         if isinstance(command, Txn):
             return self._txn(command, index)
+        if isinstance(command, LeaseGrant):
+            self._leases[index] = (command.ttl, set())
+            return index
+        if isinstance(command, LeaseRevoke):
+            return self._revoke(command.lease, index)
         return data.get(command.key)
 
+    # ---------------------------------------------------------------- leases
+
+    def _put_leased(self, command: Put, index: int) -> Result:
+        lease = command.lease
+        if lease and lease not in self._leases:
+            return CommandError(f"lease {lease} not found (expired or revoked)")
+        self._set(command.key, command.value, index)
+        if lease:
+            self._key_lease[command.key] = lease
+            self._leases[lease][1].add(command.key)
+        return None
+
+    def _detach(self, key: str) -> None:
+        lease = self._key_lease.pop(key, None)
+        if lease is not None:
+            self._leases[lease][1].discard(key)
+
+    def _revoke(self, lease: int, index: int) -> bool:
+        found = self._leases.pop(lease, None)
+        if found is None:
+            return False
+        for key in sorted(found[1]):
+            self._key_lease.pop(key, None)
+            self._remove(key, index)
+        return True
+
     def _set(self, key: str, value: str, index: int) -> None:
+        if self._key_lease:
+            self._detach(key)  # a plain put takes the key off its lease
         meta = self._meta
         m = meta.get(key)
         if m is None:
@@ -392,6 +441,8 @@ class KeyValueStateMachine:
     def _remove(self, key: str, index: int) -> bool:
         if self._data.pop(key, None) is None:
             return False
+        if self._key_lease:
+            self._detach(key)
         create = self._meta.pop(key)[0]
         self._revision = index
         if self._sorted is not None:
@@ -601,6 +652,7 @@ class KeyValueStateMachine:
             "format": SNAPSHOT_FORMAT,
             "last_applied": self._last_applied,
             "revision": self._revision,
+            "leases": [[lease, ttl, sorted(keys)] for lease, (ttl, keys) in self._leases.items()],
             "sessions": sessions,
         }
         text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
@@ -638,6 +690,9 @@ class KeyValueStateMachine:
         for entry in raw_sessions:
             client_id, state = _session_from_json(entry)
             sessions[client_id] = state
+        leases, key_lease = _leases_from_json(document.get("leases", []), kv)
+        self._leases = leases
+        self._key_lease = key_lease
         self._data = kv
         self._meta = meta
         self._revision = revision
@@ -647,6 +702,28 @@ class KeyValueStateMachine:
         self._notes = {}
         if self._on_restore is not None:
             self._on_restore(revision)
+
+
+def _leases_from_json(
+    raw: object, data: dict[str, str]
+) -> tuple[dict[int, tuple[int, set[str]]], dict[str, int]]:
+    if not isinstance(raw, list):
+        raise ValueError("snapshot leases must be a list")
+    leases: dict[int, tuple[int, set[str]]] = {}
+    key_lease: dict[str, int] = {}
+    for entry in raw:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and _is_int(entry[0])
+            and _is_int(entry[1])
+            and isinstance(entry[2], list)
+            and all(isinstance(k, str) and k in data and k not in key_lease for k in entry[2])
+        ):
+            raise ValueError("snapshot lease must be [id, ttl, [its keys]]")
+        leases[entry[0]] = (entry[1], set(entry[2]))
+        key_lease.update(dict.fromkeys(entry[2], entry[0]))
+    return leases, key_lease
 
 
 def _revisions_from_json(

@@ -314,3 +314,67 @@ def test_observer_sees_each_entrys_events_once_in_order(sm, apply):
         [Event(1, "put", "a", "1", 1, 1)],
         [Event(3, "put", "b", "2", 3, 1), Event(3, "delete", "a", None, 1, 0)],
     ]
+
+
+# ----------------------------------------------------------------- leases
+
+
+def test_lease_grant_attach_and_revoke_deletes_its_keys_through_events(sm, apply):
+    """A lease's keys go when it is revoked (or expires): delete events at that revision."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+
+    seen = []
+    sm.observe(seen.extend)
+    lease = apply(LeaseGrant(10))
+    assert lease == 1 and sm.leases() == [(1, 10)]
+    apply(Put("svc/a", "1", lease=lease))
+    apply(Put("svc/b", "2", lease=lease))
+    apply(Put("plain", "3"))
+    assert sm.lease(lease) == (10, ["svc/a", "svc/b"])
+    assert apply(LeaseRevoke(lease, expired=True)) is True
+    assert sm.query(Range("")).kvs[0].key == "plain" and sm.query(Range("")).count == 1
+    assert [(e.revision, e.kind, e.key) for e in seen[-2:]] == [
+        (5, "delete", "svc/a"),
+        (5, "delete", "svc/b"),
+    ]
+    assert apply(LeaseRevoke(lease)) is False and sm.leases() == []
+
+
+def test_put_to_an_unknown_lease_is_refused_and_changes_nothing(sm, apply):
+    """An expired or revoked lease cannot take keys."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+    from leeky_twisted.statemachine.kv import CommandError
+
+    lease = apply(LeaseGrant(5))
+    apply(LeaseRevoke(lease))
+    result = apply(Put("k", "v", lease=lease))
+    assert isinstance(result, CommandError) and "lease 1 not found" in result.message
+    assert sm.query(Get("k")) is None and sm.revision == 0
+
+
+def test_a_plain_put_or_delete_takes_a_key_off_its_lease(sm, apply):
+    """Overwriting without a lease detaches the key: the lease's end leaves it."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+
+    lease = apply(LeaseGrant(5))
+    apply(Put("a", "1", lease=lease))
+    apply(Put("b", "1", lease=lease))
+    apply(Put("a", "2"))
+    apply(Delete("b"))
+    assert sm.lease(lease) == (5, [])
+    apply(LeaseRevoke(lease))
+    assert sm.query(Get("a")) == "2"
+
+
+def test_leases_survive_a_snapshot(sm, apply):
+    """Leases and their keys are in the snapshot; a restored node revokes them the same."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+
+    lease = apply(LeaseGrant(7))
+    apply(Put("k", "v", lease=lease))
+    other = KeyValueStateMachine()
+    other.restore(sm.snapshot())
+    assert other.lease(lease) == (7, ["k"])
+    other.apply(3, encode_command(LeaseRevoke(lease)))
+    assert other.query(Get("k")) is None
+    assert decode_command(encode_command(Put("k", "v", None, 4))) == Put("k", "v", None, 4)
