@@ -169,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE", nargs="*")
     p.add_argument("--file", metavar="F", help="read the value from the file F")
+    p.add_argument("--lease", type=int, default=None, metavar="ID", help="attach KEY to lease ID")
+
+    p = sub.add_parser(
+        "lease",
+        help="leases: grant TTL, keepalive ID, revoke ID, ttl ID",
+        description="grant TTL prints a new lease's id; keepalive ID renews it every "
+        "TTL/3 seconds until Ctrl-C (--once: one renewal); revoke ID ends it and deletes "
+        "its keys; ttl ID prints its ttl, remaining seconds and keys as JSON.",
+    )
+    p.add_argument("action", choices=("grant", "keepalive", "revoke", "ttl"))
+    p.add_argument("number", metavar="TTL|ID", type=int)
+    p.add_argument("--once", action="store_true", help="keepalive: renew once and exit")
 
     p = sub.add_parser(
         "get",
@@ -729,7 +741,10 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         if not args.value:
             raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
         value = " ".join(args.value)
-        await client.put(args.key, value)
+        if args.lease is not None:
+            await client.put(args.key, value, lease=args.lease)  # type: ignore[call-arg]
+        else:
+            await client.put(args.key, value)
         print(format_put(args.key, value), file=out)
         return EXIT_OK
     if command == "get" and (args.prefix or args.json):
@@ -750,6 +765,8 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         if result.more and not args.count:
             print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
         return EXIT_OK
+    if command == "lease":
+        return await _lease(args, client, out)
     if command == "watch":
 
         def show(events: list[Any]) -> None:
@@ -868,6 +885,35 @@ async def _get_with_revisions(
         return EXIT_NOT_FOUND
     print(json.dumps(found.to_json(), ensure_ascii=False, sort_keys=True), file=out)
     return EXIT_OK
+
+
+async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:
+    """``leekyraft lease grant|keepalive|revoke|ttl``."""
+    number = args.number
+    if number < 1:
+        raise ValueError("a ttl or lease id is a positive integer")
+    if args.action == "grant":
+        print(await client.lease_grant(number), file=out)
+        return EXIT_OK
+    if args.action == "revoke":
+        if await client.lease_revoke(number):
+            print(f"Revoked lease {number}", file=out)
+            return EXIT_OK
+        print(f"leekyraft: lease {number} not found", file=out)
+        return EXIT_NOT_FOUND
+    if args.action == "ttl":
+        print(json.dumps(await client.lease_ttl(number), sort_keys=True), file=out)
+        return EXIT_OK
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    clock = getattr(client, "_clock", reactor)
+    while True:
+        ttl = await client.lease_keepalive(number)
+        print(f"lease {number} kept alive (ttl {ttl})", file=out, flush=True)
+        if args.once:
+            return EXIT_OK
+        await deferLater(clock, max(ttl / 3, 0.2), lambda: None)
 
 
 def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:

@@ -702,7 +702,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         timeout=opts.request_timeout,
         connect=forward_connect,
         watch_window=opts.watch_window,
+        # a new leader keeps every lease at least an election timeout longer (api.leases)
+        lease_extension=2 * opts.election_ticks * opts.tick,
     )
+    if frontend.leases is not None:
+        frontend.leases.start()
 
     guards = connection_guards(opts, reactor)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet import error, task
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -42,6 +42,7 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
+from leeky_twisted.api.leases import LeaseKeeper
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
@@ -199,6 +200,7 @@ class KeyValueFrontend:
         limits: RequestLimits | None = None,
         timeout: float = 5.0,
         watch_window: int = watches.DEFAULT_WINDOW,
+        lease_extension: float = 1.0,
     ) -> None:
         if not IRaftNode.providedBy(node):
             raise TypeError(f"{node!r} does not provide IRaftNode")
@@ -212,14 +214,21 @@ class KeyValueFrontend:
         #: the node's window of recent events and its watchers (None: nothing to watch)
         self.watches: watches.WatchHub | None = None
         machine = getattr(node, "state_machine", None)
+        #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
+        self.leases: LeaseKeeper | None = None
         if not self.executor and hasattr(machine, "observe"):
             self.watches = watches.WatchHub(clock, machine.revision, window=watch_window)
             self._detach = watches.attach(machine, self.watches)
+            self.leases = LeaseKeeper(
+                clock, node, machine, extension=lease_extension, timeout=timeout
+            )
 
     def close(self) -> Deferred[None]:
         """End every watch; close the forwarding connections, if any."""
         if self.watches is not None:
             self.watches.close()
+        if self.leases is not None:
+            self.leases.stop()
         if self._forwarder is None:
             d: Deferred[None] = Deferred()
             d.callback(None)
@@ -274,12 +283,97 @@ class KeyValueFrontend:
         session: tuple[object, object, object] | None = None,
         *,
         forwarded: bool = False,
+        lease: object = None,
     ) -> None:
-        """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None."""
+        """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None.
+
+        With ``lease``, the key belongs to that lease (deleted when it ends).
+        """
         self._key_value_only()
-        command = kv.Put(self._key(key), self._value(value), self._session(*(session or _NONE3)))
-        wire = {"key": command.key, "value": command.value}
+        command = kv.Put(
+            self._key(key),
+            self._value(value),
+            self._session(*(session or _NONE3)),
+            self._lease_id(lease, optional=True),
+        )
+        wire: dict[str, Any] = {"key": command.key, "value": command.value}
+        if command.lease:
+            wire["lease"] = command.lease
         await self._write(command, cc.Put, wire, lambda r: None, forwarded)
+
+    def _lease_id(self, lease: object, optional: bool = False) -> int:
+        if lease is None and optional:
+            return 0
+        if not (_is_int(lease) and 1 <= lease <= cc.MAX_SEQ):  # type: ignore[operator]
+            raise InvalidRequest(f"lease must be a lease id (an integer from 1 to {cc.MAX_SEQ})")
+        return lease  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- leases
+
+    def _keeper(self) -> Any:
+        self._key_value_only()
+        if self.leases is None:
+            raise InvalidRequest("this node keeps no leases")
+        return self.leases
+
+    async def lease_grant(
+        self,
+        ttl: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> int:
+        """Create a lease of ``ttl`` seconds (one log entry); return its id."""
+        self._keeper()
+        if not (_is_int(ttl) and 1 <= ttl <= kv.MAX_LEASE_TTL):  # type: ignore[operator]
+            raise InvalidRequest(f"ttl must be an integer from 1 to {kv.MAX_LEASE_TTL} seconds")
+        command = kv.LeaseGrant(ttl, self._session(*(session or _NONE3)))  # type: ignore[arg-type]
+        lease: int = await self._write(
+            command, cc.LeaseGrant, {"ttl": ttl}, _field("lease"), forwarded
+        )
+        return lease
+
+    async def lease_revoke(
+        self,
+        lease: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> bool:
+        """End a lease and delete its keys (one log entry); return whether it existed."""
+        self._keeper()
+        command = kv.LeaseRevoke(self._lease_id(lease), self._session(*(session or _NONE3)))
+        wire = {"lease": command.lease}
+        existed: bool = await self._write(
+            command, cc.LeaseRevoke, wire, _field("existed"), forwarded
+        )
+        return existed
+
+    async def lease_keepalive(self, lease: object, *, forwarded: bool = False) -> int:
+        """Renew a lease for its ttl (on the leader); return the ttl."""
+        keeper = self._keeper()
+        lease_id = self._lease_id(lease)
+        where, value = await self._local_or_forward(
+            lambda: maybeDeferred(keeper.keepalive, lease_id),
+            forwarded,
+            cc.LeaseKeepalive,
+            {"lease": lease_id},
+        )
+        return int(value["ttl"] if where == "forwarded" else value)
+
+    async def lease_ttl(self, lease: object, *, forwarded: bool = False) -> dict[str, Any]:
+        """Return ``{"id", "ttl", "remaining", "keys"}`` of a lease (the leader's view)."""
+        keeper = self._keeper()
+        lease_id = self._lease_id(lease)
+        where, value = await self._local_or_forward(
+            lambda: maybeDeferred(keeper.ttl, lease_id),
+            forwarded,
+            cc.LeaseTTL,
+            {"lease": lease_id},
+        )
+        if where == "forwarded":
+            return json.loads(value["result"])  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]
 
     async def delete(
         self,
@@ -594,7 +688,11 @@ class KeyValueFrontend:
     # ----------------------------------------------- fast paths (no coroutine)
 
     def put_now(
-        self, key: object, value: object, session: tuple[object, object, object] | None = None
+        self,
+        key: object,
+        value: object,
+        session: tuple[object, object, object] | None = None,
+        lease: object = None,
     ) -> Deferred[None]:
         """Like :meth:`put`, on the hot path: straight to the node.
 
@@ -604,7 +702,10 @@ class KeyValueFrontend:
         try:
             self._key_value_only()
             command = kv.Put(
-                self._key(key), self._value(value), self._session(*(session or _NONE3))
+                self._key(key),
+                self._value(value),
+                self._session(*(session or _NONE3)),
+                self._lease_id(lease, optional=True),
             )
             data = kv.encode_command(command)
         except ValueError as e:
@@ -612,7 +713,9 @@ class KeyValueFrontend:
         except InvalidRequest as e:
             return fail(e)
         d = self.node.propose(data, self.timeout)
-        d.addCallbacks(_no_command_error, self._put_slowly, errbackArgs=(key, value, session))
+        d.addCallbacks(
+            _no_command_error, self._put_slowly, errbackArgs=(key, value, session, lease)
+        )
         return d
 
     def _put_slowly(
@@ -621,9 +724,10 @@ class KeyValueFrontend:
         key: object,
         value: object,
         session: tuple[object, object, object] | None,
+        lease: object = None,
     ) -> Any:
         if failure.check(NotLeader, Unavailable):  # refused: it was never proposed
-            return Deferred.fromCoroutine(self.put(key, value, session))
+            return Deferred.fromCoroutine(self.put(key, value, session, lease=lease))
         return failure
 
     def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
@@ -784,6 +888,7 @@ def make_frontend(
     timeout: float = 5.0,
     connect: Connector | None = None,
     watch_window: int = watches.DEFAULT_WINDOW,
+    lease_extension: float = 1.0,
 ) -> KeyValueFrontend:
     """Build the frontend both APIs share; with ``forward``, it forwards to the leader.
 
@@ -801,6 +906,7 @@ def make_frontend(
         limits=limits,
         timeout=timeout,
         watch_window=watch_window,
+        lease_extension=lease_extension,
     )
 
 
@@ -840,13 +946,56 @@ class ClientLocator(amp.CommandLocator):
         seq: int | None,
         ack: int | None,
         forwarded: bool | None,
+        lease: int | None = None,
     ) -> Deferred[dict[str, Any]]:
         """Answer Put."""
         if forwarded:  # from a follower: never forward again
-            coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=True)
+            coroutine = self.frontend.put(
+                key, value, (client_id, seq, ack), forwarded=True, lease=lease
+            )
             return self._run(coroutine, _empty)
-        d = self.frontend.put_now(key, value, (client_id, seq, ack))
+        d = self.frontend.put_now(key, value, (client_id, seq, ack), lease)
         return self._answer(self.frontend.guarded(d), _empty)
+
+    @cc.LeaseGrant.responder
+    def lease_grant(
+        self,
+        ttl: int,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer LeaseGrant with the new lease's id."""
+        coroutine = self.frontend.lease_grant(ttl, (client_id, seq, ack), forwarded=bool(forwarded))
+        return self._run(coroutine, lambda lease: {"lease": lease})
+
+    @cc.LeaseRevoke.responder
+    def lease_revoke(
+        self,
+        lease: int,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer LeaseRevoke with whether the lease existed."""
+        coroutine = self.frontend.lease_revoke(
+            lease, (client_id, seq, ack), forwarded=bool(forwarded)
+        )
+        return self._run(coroutine, lambda existed: {"existed": existed})
+
+    @cc.LeaseKeepalive.responder
+    def lease_keepalive(self, lease: int, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer LeaseKeepalive with the lease's ttl."""
+        coroutine = self.frontend.lease_keepalive(lease, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda ttl: {"ttl": ttl})
+
+    @cc.LeaseTTL.responder
+    def lease_ttl(self, lease: int, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer LeaseTTL with the lease's ttl, remaining seconds and keys as JSON."""
+        coroutine = self.frontend.lease_ttl(lease, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda info: {"result": json.dumps(info, ensure_ascii=False)})
 
     @cc.Get.responder
     def get(self, key: str, stale: bool | None, forwarded: bool | None) -> Deferred[dict[str, Any]]:

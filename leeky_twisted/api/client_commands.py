@@ -47,6 +47,10 @@ __all__ = [
     "ChunkedText",
     "Delete",
     "Get",
+    "LeaseGrant",
+    "LeaseKeepalive",
+    "LeaseRevoke",
+    "LeaseTTL",
     "Members",
     "Put",
     "Query",
@@ -198,9 +202,14 @@ class RegisterSession(amp.Command):
 
 
 class Put(amp.Command):
-    """Set ``key`` to ``value``."""
+    """Set ``key`` to ``value``; with ``lease``, the key belongs to that lease."""
 
-    arguments = [(b"key", ChunkedText()), (b"value", ChunkedText()), *_SESSION]
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"value", ChunkedText()),
+        *_SESSION,
+        (b"lease", BoundedInteger(1, MAX_SEQ, optional=True)),
+    ]
     response: list[tuple[bytes, amp.Argument]] = []
     errors = CLIENT_ERRORS
 
@@ -275,6 +284,41 @@ class Txn(amp.Command):
     """
 
     arguments = [(b"txn", ChunkedText()), *_SESSION]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseGrant(amp.Command):
+    """Create a lease of ``ttl`` seconds (a log entry); ``lease`` is its id."""
+
+    arguments = [(b"ttl", BoundedInteger(1, 10**6)), *_SESSION]
+    response = [(b"lease", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseRevoke(amp.Command):
+    """End ``lease`` and delete its keys (a log entry); ``existed`` says whether it was live."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), *_SESSION]
+    response = [(b"existed", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseKeepalive(amp.Command):
+    """Renew ``lease`` for its ttl from now (the leader does); ``ttl`` is that ttl.
+
+    An expired or revoked lease is INVALID_REQUEST ("lease N not found").
+    """
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"ttl", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseTTL(amp.Command):
+    """Describe ``lease``: ``result`` is JSON ``{"id", "ttl", "remaining", "keys"}``."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
     response = [(b"result", ChunkedText())]
     errors = CLIENT_ERRORS
 

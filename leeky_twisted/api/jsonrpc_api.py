@@ -9,6 +9,9 @@ Methods (positional params; named params work too)::
     range_prefix(prefix[, options])     -> the same, for every key starting with prefix
     txn(document[, session])            -> {"succeeded", "revision", "responses": [...]}
     watch(key[, options])               -> {"events": [EVENT...], "next_revision": N}
+    lease_grant(ttl[, session])         -> a lease id;  put(key, value, session, {"lease": ID})
+    lease_keepalive(id)                 -> its ttl;  lease_revoke(id[, session]) -> existed
+    lease_ttl(id)                       -> {"id", "ttl", "remaining", "keys"}
     delete(key[, session])              -> true when the key existed
     cas(key, expected, new[, session])  -> true when swapped (expected null: "absent")
     append(key, suffix[, session])      -> the new length
@@ -209,10 +212,33 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
     # ------------------------------------------------------------- methods
 
-    def jsonrpc_put(self, key: object, value: object, session: object = None) -> Deferred[bool]:
-        """Set ``key`` to ``value``; true once committed."""
-        d = self.frontend.put_now(key, value, _session_params(session))
+    def jsonrpc_put(
+        self, key: object, value: object, session: object = None, options: object = None
+    ) -> Deferred[bool]:
+        """Set ``key`` to ``value``; true once committed. ``{"lease": ID}`` attaches it."""
+        lease = None
+        if options is not None:
+            if not isinstance(options, dict) or not set(options) <= {"lease"}:
+                raise _InvalidParams('put options must be an object like {"lease": 7}')
+            lease = options.get("lease")
+        d = self.frontend.put_now(key, value, _session_params(session), lease)
         return d.addCallback(lambda _: True)
+
+    def jsonrpc_lease_grant(self, ttl: object, session: object = None) -> Deferred[int]:
+        """Create a lease of ``ttl`` seconds; return its id."""
+        return Deferred.fromCoroutine(self.frontend.lease_grant(ttl, _session_params(session)))
+
+    def jsonrpc_lease_revoke(self, lease: object, session: object = None) -> Deferred[bool]:
+        """End a lease and delete its keys; true when it existed."""
+        return Deferred.fromCoroutine(self.frontend.lease_revoke(lease, _session_params(session)))
+
+    def jsonrpc_lease_keepalive(self, lease: object) -> Deferred[int]:
+        """Renew a lease for its ttl; return the ttl."""
+        return Deferred.fromCoroutine(self.frontend.lease_keepalive(lease))
+
+    def jsonrpc_lease_ttl(self, lease: object) -> Deferred[Any]:
+        """Return ``{"id", "ttl", "remaining", "keys"}`` of a lease."""
+        return Deferred.fromCoroutine(self.frontend.lease_ttl(lease))
 
     def jsonrpc_get(self, key: object, options: object = None) -> Deferred[Any]:
         """Return the value of ``key`` or null; ``{"stale": true}`` reads locally.

@@ -642,9 +642,43 @@ class LeekyClient:
 
     # ------------------------------------------------------------ public API
 
-    def put(self, key: str, value: str) -> Deferred[None]:
-        """Set ``key`` to ``value``; fire with None once committed and applied."""
-        return self._write(cc.Put, {"key": key, "value": value}).addCallback(lambda _: None)
+    def put(self, key: str, value: str, lease: int | None = None) -> Deferred[None]:
+        """Set ``key`` to ``value``; fire with None once committed and applied.
+
+        With ``lease``, the key belongs to that lease: it is deleted when the
+        lease is revoked or expires.
+        """
+        arguments: dict[str, Any] = {"key": key, "value": value}
+        if lease is not None:
+            arguments["lease"] = lease
+        return self._write(cc.Put, arguments).addCallback(lambda _: None)
+
+    def lease_grant(self, ttl: int) -> Deferred[int]:
+        """Create a lease of ``ttl`` seconds; fire with its id.
+
+        Keep it alive with :meth:`lease_keepalive` (every ttl/3, say); the
+        cluster deletes its keys when no keepalive came for ``ttl`` seconds
+        (docs/coordination.md gives the bound).
+        """
+        return self._write(cc.LeaseGrant, {"ttl": ttl}).addCallback(lambda r: r["lease"])
+
+    def lease_revoke(self, lease: int) -> Deferred[bool]:
+        """End ``lease`` now and delete its keys; fire with whether it was live."""
+        return self._write(cc.LeaseRevoke, {"lease": lease}).addCallback(lambda r: r["existed"])
+
+    def lease_keepalive(self, lease: int) -> Deferred[int]:
+        """Renew ``lease`` for its ttl from now; fire with the ttl.
+
+        Fails with InvalidRequest ("lease N not found") once it expired or
+        was revoked: its keys are gone.
+        """
+        d = self._call(cc.LeaseKeepalive, {"lease": lease}, write=False)
+        return d.addCallback(lambda r: r["ttl"])
+
+    def lease_ttl(self, lease: int) -> Deferred[dict[str, Any]]:
+        """Fire with ``{"id", "ttl", "remaining", "keys"}`` of ``lease`` (the leader's view)."""
+        d = self._call(cc.LeaseTTL, {"lease": lease}, write=False)
+        return d.addCallback(lambda r: json.loads(r["result"]))
 
     def get(self, key: str, stale: bool = False) -> Deferred[str | None]:
         """Fire with the value of ``key``, or None when absent.

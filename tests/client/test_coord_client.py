@@ -117,3 +117,38 @@ def test_cli_txn_refused_by_the_cluster_exits_5(tmp_path):
     path.write_text(json.dumps({"success": [{"type": "explode", "key": "k"}]}))
     code, _, err = _cli(net, ["txn", str(path)])
     assert code == cli.EXIT_REFUSED and "operation type" in err
+
+
+def test_client_lease_grant_put_keepalive_ttl_revoke():
+    """The bundled client's lease calls, following the leader."""
+    cluster = Cluster(leader=B)
+    client = cluster.client()
+    lease = result_of(cluster.run(client.lease_grant(20)))
+    cluster.run(client.put("svc/1", "up", lease=lease))
+    assert result_of(cluster.run(client.lease_keepalive(lease))) == 20
+    assert result_of(cluster.run(client.lease_ttl(lease)))["keys"] == ["svc/1"]
+    assert result_of(cluster.run(client.lease_revoke(lease))) is True
+    assert result_of(cluster.run(client.get("svc/1"))) is None
+    f = failure_of(cluster.run(client.lease_keepalive(lease)), InvalidRequest)
+    assert "not found (expired or revoked)" in str(f.value)
+
+
+def test_cli_lease_commands_and_put_with_a_lease():
+    """lease grant prints the id; put --lease attaches; keepalive --once; ttl; revoke."""
+    net, node = _cli_cluster()
+    code, out, _ = _cli(net, ["lease", "grant", "30"])
+    lease = int(out)
+    assert code == 0
+    assert _cli(net, ["put", "--lease", str(lease), "svc/a", "up"])[0] == 0
+    assert _cli(net, ["lease", "keepalive", str(lease), "--once"]) == (
+        0,
+        f"lease {lease} kept alive (ttl 30)\n",
+        "",
+    )
+    assert json.loads(_cli(net, ["lease", "ttl", str(lease)])[1])["keys"] == ["svc/a"]
+    assert _cli(net, ["lease", "revoke", str(lease)])[:2] == (0, f"Revoked lease {lease}\n")
+    assert node.state_machine.query(Get("svc/a")) is None
+    code, _, err = _cli(net, ["lease", "keepalive", str(lease), "--once"])
+    assert code == cli.EXIT_REFUSED and "not found" in err
+    code, _, err = _cli(net, ["put", "--lease", str(lease), "k", "v"])
+    assert code == cli.EXIT_REFUSED and f"lease {lease} not found" in err
