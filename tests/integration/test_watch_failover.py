@@ -139,3 +139,55 @@ def test_watch_prefix_survives_a_leader_kill_without_missing_or_repeating(
     assert [line.split()[1:] for line in printed] == [
         ["PUT", f"w/{i:03d}", f"v{i}"] for i in range(41)
     ], printed
+
+
+def test_an_abandoned_lease_expires_across_a_leader_kill_and_a_watch_sees_the_delete(
+    cluster: LocalCluster,
+) -> None:
+    """A 2 s lease with no keepalive: its key is deleted (through the log) even though the
+    leader that granted it is killed; the watch prints the delete."""
+    leader = cluster.wait_for_leader()
+    others = [n for n in cluster.nodes if n is not leader]
+    everyone = ",".join(address(n) for n in [leader, *others])
+    env = {**os.environ, "LEEKYRAFT_CLUSTER": everyone}
+
+    def cli(*args: str, cluster_arg: str = everyone) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CLI, *args],
+            capture_output=True,
+            timeout=60,
+            env={**env, "LEEKYRAFT_CLUSTER": cluster_arg},
+        )
+
+    r = cli("lease", "grant", "2")
+    assert r.returncode == 0, r.stderr
+    lease = r.stdout.strip().decode()
+    assert cli("put", "--lease", lease, "svc/a", "up").returncode == 0
+    watcher = subprocess.Popen(
+        [CLI, "--attempt-timeout", "0.5", "watch", "--prefix", "svc/", "--from", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**env, "LEEKYRAFT_CLUSTER": ",".join(address(n) for n in others)},
+        start_new_session=True,
+    )
+    lines = Lines(watcher)
+    try:
+        cluster.wait_for("the put", lambda: lines.snapshot(), timeout=30)
+        cluster.kill(leader)
+        cluster.wait_for_leader()
+        survivors = ",".join(address(n) for n in others)
+        # ttl 2 s + a new leader's extension (2 election timeouts, 0.6 s) + checks
+        cluster.wait_for("the delete", lambda: len(lines.snapshot()) >= 2, timeout=20)
+        r = cli("get", "svc/a", cluster_arg=survivors)
+        assert r.returncode == 2, r.stdout
+        r = cli("lease", "keepalive", lease, "--once", cluster_arg=survivors)
+        assert r.returncode == 5 and b"not found" in r.stderr
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+        lines.join()
+    printed = lines.snapshot()
+    assert [line.split()[1:] for line in printed] == [["PUT", "svc/a", "up"], ["DELETE", "svc/a"]]
