@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
+from twisted.internet.defer import Deferred
+
 from leeky_twisted.api.errors import (
     CommitTimeout,
     Compacted,
@@ -205,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most N keys")
     p.add_argument("--count", action="store_true", help="print only how many keys match")
     p.add_argument("--stale", action="store_true", help="read from any node, possibly outdated")
+
+    p = sub.add_parser(
+        "lock",
+        help="run COMMAND while holding the lock NAME (without COMMAND: hold it until Ctrl-C)",
+        description="Wait for the lock NAME (no polling: each waiter watches the one before "
+        "it), then run COMMAND with LEEKYRAFT_LOCK_TOKEN (the fencing token: the lock key's "
+        "create revision, growing with every holder) and LEEKYRAFT_LOCK_KEY in its "
+        "environment, release the lock, and exit with COMMAND's exit code. The lock lives on "
+        "a lease kept alive every TTL/3 s; if the lease is lost, COMMAND is terminated.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--ttl", type=int, default=10, help="lease ttl in seconds (default 10)")
+    p.add_argument("program", metavar="-- COMMAND", nargs=argparse.REMAINDER)
 
     p = sub.add_parser(
         "watch",
@@ -767,6 +782,8 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         return EXIT_OK
     if command == "lease":
         return await _lease(args, client, out)
+    if command == "lock":
+        return await run_locked(args, client, out, err)
     if command == "watch":
 
         def show(events: list[Any]) -> None:
@@ -885,6 +902,77 @@ async def _get_with_revisions(
         return EXIT_NOT_FOUND
     print(json.dumps(found.to_json(), ensure_ascii=False, sort_keys=True), file=out)
     return EXIT_OK
+
+
+def spawn_inheriting(argv: list[str], env: dict[str, str]) -> Deferred[int]:
+    """Run ``argv`` with this process's standard streams; fire with its exit code."""
+    from twisted.internet import protocol, reactor
+
+    done: Deferred[int] = Deferred()
+
+    class _Child(protocol.ProcessProtocol):
+        def processEnded(self, reason: Any) -> None:
+            code = getattr(reason.value, "exitCode", None)
+            signal_number = getattr(reason.value, "signal", None)
+            done.callback(code if code is not None else 128 + (signal_number or 0))
+
+    child = _Child()
+    try:
+        reactor.spawnProcess(  # type: ignore[attr-defined]
+            child, argv[0], argv, env=env, childFDs={0: 0, 1: 1, 2: 2}
+        )
+    except OSError as e:
+        raise ValueError(f"cannot run {argv[0]}: {e}") from None
+    done.transport = child.transport  # type: ignore[attr-defined]
+    return done
+
+
+async def run_locked(
+    args: argparse.Namespace,
+    client: Any,
+    out: IO[str],
+    err: IO[str],
+    spawn: Any = spawn_inheriting,
+) -> int:
+    """``leekyraft lock NAME [-- COMMAND...]``: hold the lock while COMMAND runs."""
+    import shutil
+
+    from leeky_twisted.client.recipes import acquire
+
+    program = list(args.program)
+    if program[:1] == ["--"]:
+        program = program[1:]
+    if args.ttl < 1:
+        raise ValueError("--ttl must be a positive number of seconds")
+    if program and shutil.which(program[0]) is None:
+        raise ValueError(f"command not found: {program[0]}")
+    lock = await acquire(client, args.name, args.ttl)
+    try:
+        print(f"leekyraft: holding {lock.key} (token {lock.token})", file=err, flush=True)
+        if not program:
+            print(lock.key, file=out, flush=True)
+            reason = await lock.lost  # until Ctrl-C, or the lease is lost
+            print(f"leekyraft: lock lost: {reason}", file=err)
+            return EXIT_ERROR
+        env = {
+            **os.environ,
+            "LEEKYRAFT_LOCK_TOKEN": str(lock.token),
+            "LEEKYRAFT_LOCK_KEY": lock.key,
+        }
+        ended = spawn([shutil.which(program[0]), *program[1:]], env)
+
+        def lost(reason: str) -> None:
+            print(f"leekyraft: lock lost ({reason}); stopping the command", file=err)
+            transport = getattr(ended, "transport", None)
+            if transport is not None:
+                transport.signalProcess("TERM")
+
+        lock.lost.addCallback(lost)
+        code: int = await ended
+        return code
+    finally:
+        if not lock.lost.called:
+            await lock.release()
 
 
 async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:

@@ -191,3 +191,49 @@ def test_an_abandoned_lease_expires_across_a_leader_kill_and_a_watch_sees_the_de
         lines.join()
     printed = lines.snapshot()
     assert [line.split()[1:] for line in printed] == [["PUT", "svc/a", "up"], ["DELETE", "svc/a"]]
+
+
+def test_two_lock_commands_take_turns_with_growing_fencing_tokens(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """`leekyraft lock jobs -- CMD` twice: the second runs only after the first ends,
+    with a larger token. Each command blocks on its own FIFO until the test releases it."""
+    everyone = ",".join(address(n) for n in cluster.nodes)
+    env = {**os.environ, "LEEKYRAFT_CLUSTER": everyone}
+    log = tmp_path / "held.log"
+    procs = {}
+    for name in ("a", "b"):
+        fifo = tmp_path / f"go-{name}"
+        os.mkfifo(fifo)
+        script = f'echo {name} "$LEEKYRAFT_LOCK_TOKEN" >> {log}; cat {fifo} > /dev/null'
+        procs[name] = subprocess.Popen(
+            [CLI, "lock", "jobs", "--", "sh", "-c", script],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        if name == "a":
+            cluster.wait_for("a to hold the lock", log.exists, timeout=30)
+
+    def keys() -> list[str]:
+        r = subprocess.run([CLI, "ls", "jobs/"], capture_output=True, timeout=60, env=env)
+        return r.stdout.decode().split()
+
+    try:
+        cluster.wait_for("b to queue behind a", lambda: len(keys()) == 2, timeout=30)
+        assert log.read_text().split()[0] == "a"
+        assert len(log.read_text().splitlines()) == 1  # b waits while a holds the lock
+        (tmp_path / "go-a").write_text("done\n")  # a's command ends: a releases
+        assert procs["a"].wait(timeout=30) == 0
+        cluster.wait_for("b to hold the lock", lambda: len(log.read_text().splitlines()) == 2)
+        (tmp_path / "go-b").write_text("done\n")
+        assert procs["b"].wait(timeout=30) == 0
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:  # its sh and cat too: they are in its session
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    (a, token_a), (b, token_b) = (line.split() for line in log.read_text().splitlines())
+    assert (a, b) == ("a", "b") and int(token_b) > int(token_a) > 0
+    assert keys() == []
