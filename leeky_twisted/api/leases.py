@@ -9,7 +9,9 @@ applies, and watchers see the deletes.
 A node that becomes leader does not know when its predecessor last heard a
 keepalive: it gives every lease ``ttl + extension`` from the moment it saw
 itself leader (``extension`` is an election timeout, as etcd does), so it
-never expires a lease that its predecessor would have kept.
+never expires a lease that its predecessor would have kept. A leader whose
+own checks were held up for longer than that (the process was stopped or
+starved: keepalives sent meanwhile could not reach it) does the same.
 
 The bound: keys of a lease whose holder stopped sending keepalives (crashed,
 partitioned) are deleted at most ``ttl + extension + election timeout +
@@ -63,6 +65,7 @@ class LeaseKeeper:
         self._deadlines: dict[int, float] = {}
         self._expiring: set[int] = set()
         self._leading = False
+        self._last: float | None = None
         self._loop: LoopingCall | None = None
         self.expired = 0  #: expiries proposed (a metric)
 
@@ -94,10 +97,14 @@ class LeaseKeeper:
     def check(self) -> None:
         """Follow leadership; propose the expiry of each lease past its deadline."""
         now = self.clock.seconds()
+        stalled = self._last is not None and now - self._last > self.interval + self.extension
+        self._last = now
         if not self.is_leader():
             self._leading = False
             self._deadlines.clear()
             return
+        if stalled:  # this process was stopped (or starved): keepalives may have waited on it
+            self._leading = False
         live = dict(self.machine.leases())
         if not self._leading:  # just became leader: the predecessor may have kept them alive
             self._leading = True

@@ -27,6 +27,14 @@ def keeper(h):
     return h.net.servers[("10.0.0.1", 7001)].locator.frontend.leases
 
 
+def run_for(h, seconds, step=0.1):
+    """Let ``seconds`` pass with the keeper checking every ``step`` (as its loop does)."""
+    k = keeper(h)
+    for _ in range(round(seconds / step)):
+        h.net.clock.advance(step)
+        k.check()
+
+
 def proposed_revokes(node):
     return [
         decode_command(call[1])
@@ -43,11 +51,9 @@ def test_an_idle_lease_expires_through_the_log_and_its_keys_go(h):
     lease = grant(h, c, 5)
     h.call(c, cc.Put, key="svc/a", value="1", lease=lease)
     k.check()  # and notes the lease at its grant
-    h.net.clock.advance(4.9)
-    k.check()
+    run_for(h, 4.9)
     assert proposed_revokes(h.leader) == []
-    h.net.clock.advance(0.2)
-    k.check()
+    run_for(h, 0.2)
     assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
     assert h.leader.state_machine.query(Get("svc/a")) is None
     f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), InvalidRequest)
@@ -63,9 +69,8 @@ def test_keepalives_keep_a_lease_and_its_keys(h):
     h.call(c, cc.Put, key="k", value="v", lease=lease)
     k.check()
     for _ in range(10):
-        h.net.clock.advance(3)
+        run_for(h, 3)
         assert result_of(h.call(c, cc.LeaseKeepalive, lease=lease)) == {"ttl": 5}
-        k.check()
     assert proposed_revokes(h.leader) == []
     info = json.loads(result_of(h.call(c, cc.LeaseTTL, lease=lease))["result"])
     assert info["id"] == lease and info["ttl"] == 5 and info["keys"] == ["k"]
@@ -78,15 +83,12 @@ def test_a_new_leader_extends_every_lease_by_the_extension(h):
     lease = grant(h, c, 5)
     k = keeper(h)
     h.leader.not_leader = NotLeader("2", None)  # leadership moves away...
-    k.check()
-    h.net.clock.advance(100)  # ...for long (no keepalive reaches this node)
+    run_for(h, 100)  # ...for long (no keepalive reaches this node)
     h.leader.not_leader = None  # and comes back
     k.check()
-    h.net.clock.advance(5 + 3 - 0.1)
-    k.check()
+    run_for(h, 5 + 3 - 0.2)
     assert proposed_revokes(h.leader) == []  # within ttl + extension
-    h.net.clock.advance(0.2)
-    k.check()
+    run_for(h, 0.3)
     assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
 
 
@@ -137,3 +139,19 @@ def test_rpc_lease_calls():
     assert "not found" in rpc.error("lease_keepalive", lease)["message"]
     assert "ttl must be" in rpc.error("lease_grant", 0)["message"]
     assert "lease must be a lease id" in rpc.error("put", "k", "v", None, {"lease": "x"})["message"]
+
+
+def test_a_leader_that_stalled_extends_every_lease_instead_of_expiring_it(h):
+    """Checks held up for longer than the extension (a stopped process): no mass expiry."""
+    c = h.client()
+    k = keeper(h)
+    k.check()
+    lease = grant(h, c, 5)
+    k.check()
+    h.net.clock.advance(60)  # no check ran for a minute: keepalives could not be served
+    k.check()
+    assert proposed_revokes(h.leader) == []
+    run_for(h, 5 + 3 - 0.2)
+    assert proposed_revokes(h.leader) == []
+    run_for(h, 0.3)
+    assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
