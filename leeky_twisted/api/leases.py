@@ -153,4 +153,4 @@ class LeaseKeeper:
             raise InvalidRequest(f"lease {lease} not found (expired or revoked)")
         self.check()
         remaining = max(0.0, self._deadlines.get(lease, 0.0) - self.clock.seconds())
-        return {"id": lease, "ttl": found[0], "remaining": remaining, "keys": found[1]}
+        return {"id": lease, "ttl": found[0], "remaining": round(remaining, 3), "keys": found[1]}
