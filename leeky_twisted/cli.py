@@ -222,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("program", metavar="-- COMMAND", nargs=argparse.REMAINDER)
 
     p = sub.add_parser(
+        "elect",
+        help="campaign in election NAME with PROPOSAL (without: print each new leader)",
+        description="With PROPOSAL: wait to become the leader of NAME, print "
+        "'elected: PROPOSAL' and lead until Ctrl-C (resigning then). Without: print the "
+        "leader's proposal each time it changes, until Ctrl-C.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("proposal", metavar="PROPOSAL", nargs="?")
+    p.add_argument("--ttl", type=int, default=10, help="lease ttl in seconds (default 10)")
+
+    p = sub.add_parser(
         "watch",
         help="print each change of KEY (or of every key under --prefix) as it happens",
         description="Print one line per change, REVISION PUT KEY VALUE or REVISION DELETE "
@@ -784,6 +795,8 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         return await _lease(args, client, out)
     if command == "lock":
         return await run_locked(args, client, out, err)
+    if command == "elect":
+        return await run_election(args, client, out, err)
     if command == "watch":
 
         def show(events: list[Any]) -> None:
@@ -947,6 +960,7 @@ async def run_locked(
     if program and shutil.which(program[0]) is None:
         raise ValueError(f"command not found: {program[0]}")
     lock = await acquire(client, args.name, args.ttl)
+    _release_on_ctrl_c(client, lock)
     try:
         print(f"leekyraft: holding {lock.key} (token {lock.token})", file=err, flush=True)
         if not program:
@@ -971,8 +985,41 @@ async def run_locked(
         code: int = await ended
         return code
     finally:
-        if not lock.lost.called:
-            await lock.release()
+        await lock.release()
+
+
+def _release_on_ctrl_c(client: Any, lock: Any) -> None:
+    """Under a real reactor, Ctrl-C releases the lock before the process ends."""
+    from twisted.internet.interfaces import IReactorCore
+
+    clock = getattr(client, "_clock", None)
+    if IReactorCore.providedBy(clock):
+        lock.release_on_shutdown(clock)
+
+
+async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err: IO[str]) -> int:
+    """``leekyraft elect NAME [PROPOSAL]``: campaign and lead, or observe the leaders."""
+    from leeky_twisted.client.recipes import campaign, observe
+
+    if args.ttl < 1:
+        raise ValueError("--ttl must be a positive number of seconds")
+    if args.proposal is None:
+
+        def show(proposal: str | None) -> None:
+            print("(no leader)" if proposal is None else proposal, file=out, flush=True)
+
+        watch = await observe(client, args.name, show)
+        await watch.done
+        return EXIT_OK
+    leadership = await campaign(client, args.name, args.proposal, args.ttl)
+    _release_on_ctrl_c(client, leadership)
+    try:
+        print(f"elected: {args.proposal}", file=out, flush=True)
+        reason = await leadership.lost  # until Ctrl-C, or the lease is lost
+        print(f"leekyraft: leadership lost: {reason}", file=err)
+        return EXIT_ERROR
+    finally:
+        await leadership.release()
 
 
 async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from leeky_twisted.api.errors import InvalidRequest, LeekyError
 from leeky_twisted.statemachine.kv import Event
 
-__all__ = ["Lock", "acquire"]
+__all__ = ["Lock", "acquire", "campaign", "observe"]
 
 _log = Logger()
 
@@ -42,6 +42,8 @@ class Lock:
         self.token = 0
         #: fires (with the reason) if the lease is found gone while the lock is held
         self.lost: Deferred[str] = Deferred()
+        self.is_lost = False
+        self.released = False
         self._keepalive = LoopingCall(self._renew)
         self._keepalive.clock = client._clock
         self._keepalive.start(max(ttl / 3, 0.2), now=False)
@@ -50,8 +52,9 @@ class Lock:
         d = self.client.lease_keepalive(self.lease)
 
         def failed(f: Any) -> None:
-            if f.check(InvalidRequest) and not self.lost.called:
+            if f.check(InvalidRequest) and not self.is_lost:
                 self._stop()
+                self.is_lost = True
                 self.lost.callback(f"lease {self.lease} is gone: {f.getErrorMessage()}")
             elif not f.check(LeekyError):
                 _log.failure("lock keepalive failed", f)
@@ -63,19 +66,36 @@ class Lock:
             self._keepalive.stop()
 
     async def release(self) -> None:
-        """Give the lock up: revoke the lease (its key goes, the next waiter wakes)."""
+        """Give the lock up: revoke the lease (its key goes, the next waiter wakes).
+
+        Does nothing when already released, or lost.
+        """
         self._stop()
+        if self.released or self.is_lost:
+            return
+        self.released = True
         await self.client.lease_revoke(self.lease)
 
+    def release_on_shutdown(self, reactor: Any) -> None:
+        """Release when ``reactor`` shuts down (Ctrl-C), so waiters need not wait the ttl."""
 
-async def acquire(client: Any, name: str, ttl: int = 10) -> Lock:
-    """Wait for the lock ``name``; return it held (see the module docstring)."""
+        def release() -> Deferred[Any]:
+            return Deferred.fromCoroutine(self.release()).addErrback(lambda _: None)
+
+        reactor.addSystemEventTrigger("before", "shutdown", release)
+
+
+async def acquire(client: Any, name: str, ttl: int = 10, value: str = "") -> Lock:
+    """Wait for the lock ``name``; return it held (see the module docstring).
+
+    ``value`` is stored in the holder's key (an election's proposal).
+    """
     if not name or "\0" in name:
         raise InvalidRequest("a lock name must be a non-empty string without NUL")
     lease = await client.lease_grant(ttl)
     lock = Lock(client, name, lease, ttl)
     try:
-        await client.put(lock.key, "", lease=lease)
+        await client.put(lock.key, value, lease=lease)
         mine = await client.get_kv(lock.key)
         if mine is None:
             raise InvalidRequest(f"lock key {lock.key} vanished: lease {lease} expired")
@@ -108,3 +128,49 @@ async def _deleted(client: Any, key: str, from_revision: int) -> None:
         await gone
     finally:
         watch.cancel()
+
+
+# ------------------------------------------------------------- election
+
+
+async def campaign(client: Any, name: str, proposal: str, ttl: int = 10) -> Lock:
+    """Wait to become the leader of election ``name``; return the held leadership.
+
+    Leadership is the lock ``name`` holding ``proposal``: the candidate whose
+    key is oldest leads. Resign with ``release()``; ``lost`` fires if the
+    lease is lost. Observers see ``proposal`` as the leader's.
+    """
+    return await acquire(client, name, ttl, proposal)
+
+
+def observe(client: Any, name: str, on_leader: Any) -> Any:
+    """Call ``on_leader(proposal or None)`` each time the leader of ``name`` changes.
+
+    Follows the candidates' keys from a watch (no polling). Returns a
+    Deferred of the Watch (``cancel()`` it to stop).
+    """
+
+    async def start() -> Any:
+        listing = await client.range_prefix(name + "/")
+        candidates = {kv.key: (kv.create_revision, kv.value) for kv in listing.kvs}
+        shown: list[object] = [object()]
+
+        def show() -> None:
+            leader = min(candidates.values(), default=None)
+            proposal = None if leader is None else leader[1]
+            if proposal != shown[0]:
+                shown[0] = proposal
+                on_leader(proposal)
+
+        def seen(events: list[Event]) -> None:
+            for e in events:
+                if e.kind == "delete":
+                    candidates.pop(e.key, None)
+                else:
+                    candidates[e.key] = (e.create_revision, e.value)
+            show()
+
+        show()
+        return client.watch(name + "/", seen, prefix=True, start_revision=listing.revision + 1)
+
+    return Deferred.fromCoroutine(start())

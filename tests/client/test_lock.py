@@ -6,7 +6,7 @@ import io
 
 from kvfakes import result_of
 from test_cli import _cli_cluster
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 
 from leeky_twisted import cli
 from leeky_twisted.client.library import LeekyClient
@@ -83,3 +83,39 @@ def test_cli_lock_with_an_unknown_command_is_a_usage_error():
     net.run(d, limit=1)
     assert result_of(d) == cli.EXIT_USAGE and "command not found" in err.getvalue()
     assert node.state_machine.leases() == []
+
+
+def test_election_campaign_observe_and_resign():
+    """Observers see each leader's proposal once; a resignation hands leadership on."""
+    from leeky_twisted.client.recipes import campaign, observe
+
+    net, _ = _cli_cluster()
+    seen = []
+    watching = observe(_client(net), "leader", seen.append)
+    net.run(watching, limit=1)
+    first = Deferred.fromCoroutine(campaign(_client(net), "leader", "node-a", ttl=30))
+    net.run(first, limit=1)
+    second = Deferred.fromCoroutine(campaign(_client(net), "leader", "node-b", ttl=30))
+    net.run(second, limit=2)
+    assert not second.called
+    net.run(Deferred.fromCoroutine(result_of(first).release()), limit=1)
+    net.run(second, limit=2)
+    net.run(Deferred.fromCoroutine(result_of(second).release()), limit=1)
+    assert seen == [None, "node-a", "node-b", None]
+    result_of(watching).cancel()
+
+
+def test_cli_elect_prints_elected_and_resigns_on_exit():
+    """`elect NAME PROPOSAL` prints elected: PROPOSAL; leaving resigns (the key goes)."""
+    net, node = _cli_cluster()
+    client = _client(net)
+    args = cli.build_parser().parse_args(["elect", "primary", "db-1"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+    net.run(d, limit=1)
+    assert out.getvalue() == "elected: db-1\n"
+    assert node.state_machine.query(Range.prefix("primary/")).kvs[0].value == "db-1"
+    d.cancel()  # as if stopped
+    net.run(Deferred(), limit=1)
+    d.addErrback(lambda f: f.trap(CancelledError))
+    assert node.state_machine.query(Range.prefix("primary/")).count == 0

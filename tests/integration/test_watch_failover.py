@@ -237,3 +237,34 @@ def test_two_lock_commands_take_turns_with_growing_fencing_tokens(
     (a, token_a), (b, token_b) = (line.split() for line in log.read_text().splitlines())
     assert (a, b) == ("a", "b") and int(token_b) > int(token_a) > 0
     assert keys() == []
+
+
+def test_ctrl_c_on_a_held_lock_releases_it_at_once(cluster: LocalCluster) -> None:
+    """`leekyraft lock NAME` holds until Ctrl-C, then revokes its lease before exiting
+    (the next waiter does not wait for the ttl)."""
+    everyone = ",".join(address(n) for n in cluster.nodes)
+    env = {**os.environ, "LEEKYRAFT_CLUSTER": everyone}
+    holder = subprocess.Popen(
+        [CLI, "lock", "--ttl", "60", "mutex"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    lines = Lines(holder)
+
+    def keys() -> list[str]:
+        r = subprocess.run([CLI, "ls", "mutex/"], capture_output=True, timeout=60, env=env)
+        return r.stdout.decode().split()
+
+    try:
+        cluster.wait_for("the lock", lambda: lines.snapshot(), timeout=30)
+        assert keys() == lines.snapshot()
+        holder.send_signal(signal.SIGINT)
+        holder.wait(timeout=20)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+        lines.join()
+    assert keys() == []  # released by the Ctrl-C, not left to its 60 s lease
