@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -129,28 +130,41 @@ class LeaseKeeper:
 
         d.addBoth(done)
 
-    def keepalive(self, lease: int) -> int:
-        """Renew ``lease`` for its ttl from now; return the ttl. Leader only.
+    def keepalive(self, lease: int) -> Deferred[int]:
+        """Renew ``lease`` for its ttl from now; fire with the ttl. Leader only.
 
-        Raises NotLeader elsewhere, InvalidRequest when the lease does not
-        exist (expired or revoked).
+        The lease is looked up with a linearizable (ReadIndex) read first, so
+        a revoke committed before the keepalive (even one a previous leader
+        proposed) is seen: a keepalive is never acknowledged for a lease that
+        is already gone. Fails with NotLeader elsewhere, InvalidRequest when
+        the lease does not exist (expired or revoked).
         """
         if not self.is_leader():
-            raise self.not_leader()
-        found = self.machine.lease(lease)
-        if found is None or lease in self._expiring:
-            raise InvalidRequest(f"lease {lease} not found (expired or revoked)")
-        self.check()  # learn of a lease granted since the last check
-        self._deadlines[lease] = self.clock.seconds() + found[0]
-        return int(found[0])
+            return fail(self.not_leader())
+        d: Deferred[Any] = self.node.read(kv.LeaseInfo(lease), True, self.timeout)
 
-    def ttl(self, lease: int) -> dict[str, Any]:
-        """Return ``{"id", "ttl", "remaining", "keys"}`` of ``lease``. Leader only."""
+        def found(info: tuple[int, list[str]] | None) -> int:
+            if info is None or lease in self._expiring:
+                raise InvalidRequest(f"lease {lease} not found (expired or revoked)")
+            if not self.is_leader():
+                raise self.not_leader()
+            self.check()  # learn of a lease granted since the last check
+            self._deadlines[lease] = self.clock.seconds() + info[0]
+            return int(info[0])
+
+        return d.addCallback(found)
+
+    def ttl(self, lease: int) -> Deferred[dict[str, Any]]:
+        """Fire with ``{"id", "ttl", "remaining", "keys"}`` of ``lease``. Leader only."""
         if not self.is_leader():
-            raise self.not_leader()
-        found = self.machine.lease(lease)
-        if found is None:
-            raise InvalidRequest(f"lease {lease} not found (expired or revoked)")
-        self.check()
-        remaining = max(0.0, self._deadlines.get(lease, 0.0) - self.clock.seconds())
-        return {"id": lease, "ttl": found[0], "remaining": round(remaining, 3), "keys": found[1]}
+            return fail(self.not_leader())
+        d: Deferred[Any] = self.node.read(kv.LeaseInfo(lease), True, self.timeout)
+
+        def found(info: tuple[int, list[str]] | None) -> dict[str, Any]:
+            if info is None:
+                raise InvalidRequest(f"lease {lease} not found (expired or revoked)")
+            self.check()
+            remaining = max(0.0, self._deadlines.get(lease, 0.0) - self.clock.seconds())
+            return {"id": lease, "ttl": info[0], "remaining": round(remaining, 3), "keys": info[1]}
+
+        return d.addCallback(found)

@@ -48,6 +48,7 @@ __all__ = [
     "Delete",
     "Get",
     "LeaseGrant",
+    "LeaseInfo",
     "LeaseRevoke",
     "Put",
     "Range",
@@ -127,6 +128,13 @@ class LeaseRevoke:
     lease: int
     session: Session | None = None
     expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A query (``IStateMachine.query``): (ttl, its keys sorted) of ``lease``, or None."""
+
+    lease: int
 
 
 #: The longest ttl of a lease, in seconds.

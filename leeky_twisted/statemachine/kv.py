@@ -63,6 +63,7 @@ from leeky_twisted.statemachine.commands import (
     Delete,
     Get,
     LeaseGrant,
+    LeaseInfo,
     LeaseRevoke,
     Put,
     Range,
@@ -344,8 +345,9 @@ class KeyValueStateMachine:
         return result
 
     def query(self, request: object) -> str | RangeResult | None:
-        """Answer ``commands.Get(key)`` with the value (None when absent), or a
-        ``commands.Range`` with a :class:`RangeResult`.
+        """Answer ``commands.Get(key)`` with the value (None when absent), a
+        ``commands.Range`` with a :class:`RangeResult`, a ``commands.LeaseInfo``
+        with (ttl, keys) or None.
 
         Raises TypeError for any other request.
         """
@@ -353,6 +355,8 @@ class KeyValueStateMachine:
             return self._data.get(request.key)
         if isinstance(request, Range):
             return self._range(request, 0, MAX_RANGE_BYTES)
+        if isinstance(request, LeaseInfo):
+            return self.lease(request.lease)  # type: ignore[return-value]
         raise TypeError(f"unsupported query: {request!r}")
 
     # ----------------------------------------------------------------- apply

@@ -155,3 +155,17 @@ def test_a_leader_that_stalled_extends_every_lease_instead_of_expiring_it(h):
     assert proposed_revokes(h.leader) == []
     run_for(h, 0.3)
     assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
+
+
+def test_keepalive_reads_the_lease_linearizably_before_renewing(h):
+    """A keepalive is a ReadIndex read of the lease: a revoke committed before it (even a
+    previous leader's) is seen, and the keepalive is refused instead of acknowledged."""
+    from leeky_twisted.statemachine.commands import LeaseInfo
+
+    c = h.client()
+    lease = grant(h, c, 5)
+    assert result_of(h.call(c, cc.LeaseKeepalive, lease=lease)) == {"ttl": 5}
+    assert ("read", LeaseInfo(lease), True, 5.0) in h.leader.calls
+    h.leader.not_leader = NotLeader("2", None)  # the read finds this node deposed
+    f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), NotLeader)
+    assert f.value.leader_id == "2"
