@@ -114,6 +114,7 @@ class WatchHub:
         if window < 1 or max_backlog < 1 or max_watchers < 1 or progress_interval <= 0:
             raise ValueError("watch window, backlog, watcher count and interval must be positive")
         self.clock = clock
+        self._window = self._trim_at = 0
         self.window = window
         self.window_bytes = window_bytes
         self._bytes = 0
@@ -130,6 +131,16 @@ class WatchHub:
         self.cancelled_slow = 0
 
     @property
+    def window(self) -> int:
+        """Return how many events, at least, the hub keeps."""
+        return self._window
+
+    @window.setter
+    def window(self, events: int) -> None:
+        self._window = events
+        self._trim_at = events + (events >> 4)
+
+    @property
     def oldest(self) -> int:
         """Return the oldest revision a watch may start from."""
         return self.floor + 1
@@ -142,22 +153,32 @@ class WatchHub:
 
     def on_events(self, events: list[Event]) -> None:
         """Record one applied entry's events and hand them to the watchers."""
+        # On every node's apply path: kept lean (tuple indexes, no calls when unwatched).
         window = self._events
         window.extend(events)
         size = self._bytes
         for e in events:
-            size += len(e.key) + (len(e.value) if e.value is not None else 0) + 64
-        # Trimmed in steps (to ``window``, once it is 1/16 over): one loop per
-        # many entries instead of one per entry, on the apply path.
-        if len(window) > self.window + (self.window >> 4) or size > self.window_bytes:
-            while len(window) > self.window or (size > self.window_bytes and len(window) > 1):
-                gone = window.popleft()
-                size -= _size(gone)
-                self.floor = gone.revision
+            value = e[3]
+            size += len(e[2]) + (len(value) if value is not None else 0) + 64
         self._bytes = size
-        self.revision = events[-1].revision
-        if not self._watchers:
-            return
+        # Trimmed in steps (to ``window``, once it is 1/16 over): one loop per
+        # many entries instead of one per entry.
+        if len(window) > self._trim_at or size > self.window_bytes:
+            self._trim()
+        self.revision = events[-1][0]
+        if self._watchers:
+            self._fan_out(events)
+
+    def _trim(self) -> None:
+        window = self._events
+        size = self._bytes
+        while len(window) > self.window or (size > self.window_bytes and len(window) > 1):
+            gone = window.popleft()
+            size -= _size(gone)
+            self.floor = gone.revision
+        self._bytes = size
+
+    def _fan_out(self, events: list[Event]) -> None:
         for watcher in list(self._watchers.values()):
             start = watcher.next_revision
             matched = [e for e in events if e.revision >= start and watcher.matches(e.key)]

@@ -220,6 +220,9 @@ class Event(NamedTuple):
 
 Result = None | bool | int | str | CommandError | TxnResult
 
+#: Builds an Event from a tuple without NamedTuple's Python-level __new__ (the hot path).
+_new_event = tuple.__new__
+
 
 class _ClientSession:
     """One client's cached results; seqs below ``floor`` are forgotten."""
@@ -378,7 +381,9 @@ class KeyValueStateMachine:
             data[key] = command.value
             self._revision = index
             if self._pending is not None:
-                self._pending.append(Event(index, "put", key, command.value, m[0], m[2]))
+                self._pending.append(
+                    _new_event(Event, (index, "put", key, command.value, m[0], m[2]))
+                )
             return None
         if isinstance(command, Delete):
             return self._remove(command.key, index)
