@@ -14,7 +14,15 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
+from twisted.internet.defer import Deferred
+
+from leeky_twisted.api.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    Unavailable,
+)
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
@@ -59,7 +67,7 @@ EXIT_NOT_FOUND = 2  #: get/delete: no such key
 EXIT_UNREACHABLE = 3  #: no node reachable, or no leader
 EXIT_TIMEOUT = 4  #: timed out, outcome unknown
 EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...)
-EXIT_CAS_FAILED = 6  #: cas: the current value differed
+EXIT_CAS_FAILED = 6  #: cas: the current value differed; txn: a compare failed
 EXIT_USAGE = 64  #: bad command line (sysexits EX_USAGE)
 
 EXIT_CODES_HELP = f"""\
@@ -70,7 +78,7 @@ exit codes:
   {EXIT_UNREACHABLE}   cluster unreachable or no leader
   {EXIT_TIMEOUT}   timed out, outcome unknown
   {EXIT_REFUSED}   input refused (e.g. key or value too large)
-  {EXIT_CAS_FAILED}   cas: the current value differed
+  {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
   {EXIT_USAGE}  bad command line
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
@@ -163,12 +171,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE", nargs="*")
     p.add_argument("--file", metavar="F", help="read the value from the file F")
+    p.add_argument("--lease", type=int, default=None, metavar="ID", help="attach KEY to lease ID")
 
-    p = sub.add_parser("get", help="print the value of KEY")
+    p = sub.add_parser(
+        "lease",
+        help="leases: grant TTL, keepalive ID, revoke ID, ttl ID",
+        description="grant TTL prints a new lease's id; keepalive ID renews it every "
+        "TTL/3 seconds until Ctrl-C (--once: one renewal); revoke ID ends it and deletes "
+        "its keys; ttl ID prints its ttl, remaining seconds and keys as JSON.",
+    )
+    p.add_argument("action", choices=("grant", "keepalive", "revoke", "ttl"))
+    p.add_argument("number", metavar="TTL|ID", type=int)
+    p.add_argument("--once", action="store_true", help="keepalive: renew once and exit")
+
+    p = sub.add_parser(
+        "get",
+        help="print the value of KEY (--prefix: every key starting with KEY, and its value)",
+        description="Print the value of KEY. With --prefix, print every key that starts "
+        "with KEY and its value, a line each, sorted. With --json, print the key (or the "
+        "range) with its revisions as JSON.",
+    )
     p.add_argument("key", metavar="KEY")
     p.add_argument(
         "--stale", action="store_true", help="read from any node, possibly outdated (faster)"
     )
+    p.add_argument("--prefix", action="store_true", help="KEY is a prefix: print every match")
+    p.add_argument("--limit", type=int, default=0, help="with --prefix: at most N keys")
+    p.add_argument("--json", action="store_true", help="print JSON with the revisions")
+
+    p = sub.add_parser(
+        "ls",
+        help="list the keys that start with PREFIX (sorted; default: every key)",
+    )
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
+    p.add_argument("--limit", type=int, default=0, help="at most N keys")
+    p.add_argument("--count", action="store_true", help="print only how many keys match")
+    p.add_argument("--stale", action="store_true", help="read from any node, possibly outdated")
+
+    p = sub.add_parser(
+        "lock",
+        help="run COMMAND while holding the lock NAME (without COMMAND: hold it until Ctrl-C)",
+        description="Wait for the lock NAME (no polling: each waiter watches the one before "
+        "it), then run COMMAND with LEEKYRAFT_LOCK_TOKEN (the fencing token: the lock key's "
+        "create revision, growing with every holder) and LEEKYRAFT_LOCK_KEY in its "
+        "environment, release the lock, and exit with COMMAND's exit code. The lock lives on "
+        "a lease kept alive every TTL/3 s; if the lease is lost, COMMAND is terminated.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--ttl", type=int, default=10, help="lease ttl in seconds (default 10)")
+    p.add_argument("program", metavar="-- COMMAND", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser(
+        "elect",
+        help="campaign in election NAME with PROPOSAL (without: print each new leader)",
+        description="With PROPOSAL: wait to become the leader of NAME, print "
+        "'elected: PROPOSAL' and lead until Ctrl-C (resigning then). Without: print the "
+        "leader's proposal each time it changes, until Ctrl-C.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("proposal", metavar="PROPOSAL", nargs="?")
+    p.add_argument("--ttl", type=int, default=10, help="lease ttl in seconds (default 10)")
+
+    p = sub.add_parser(
+        "watch",
+        help="print each change of KEY (or of every key under --prefix) as it happens",
+        description="Print one line per change, REVISION PUT KEY VALUE or REVISION DELETE "
+        "KEY, in revision order, until Ctrl-C. The watch moves to another node when its "
+        "node fails and resumes after the last revision printed: nothing is missed or "
+        "printed twice. --from REV starts at an older revision (while nodes hold it).",
+    )
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--prefix", action="store_true", help="KEY is a prefix: every key under it")
+    p.add_argument("--from", dest="from_revision", type=int, default=None, metavar="REV")
+    p.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+    p = sub.add_parser(
+        "txn",
+        help="run a transaction read as JSON from FILE or standard input (one log entry)",
+        description="Run the transaction in FILE (default -: standard input), a JSON "
+        'object {"compare": [...], "success": [...], "failure": [...]}: if every compare '
+        "holds, the success operations apply, else the failure ones, atomically. Prints "
+        "the result as JSON; exits 6 when the failure branch ran. See docs/coordination.md.",
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", default="-")
 
     p = sub.add_parser("delete", help="remove KEY")
     p.add_argument("key", metavar="KEY")
@@ -607,13 +692,13 @@ def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = 
         raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
-_COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER")
+_COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER", "REVISION")
 
 
 def _row(report: NodeReport) -> tuple[str, ...]:
     st = report.status
     if st is None:
-        return ("?", report.address, "unreachable", "-", "-", "-", "-")
+        return ("?", report.address, "unreachable", "-", "-", "-", "-", "-")
 
     def field(name: str) -> str:
         value = st.get(name)
@@ -627,6 +712,7 @@ def _row(report: NodeReport) -> tuple[str, ...]:
         field("commit_index"),
         field("applied_index"),
         field("leader"),
+        field("revision"),
     )
 
 
@@ -656,7 +742,7 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, Unavailable):
         return EXIT_UNREACHABLE
-    if isinstance(error, InvalidRequest):
+    if isinstance(error, InvalidRequest | Compacted):
         return EXIT_REFUSED
     return EXIT_ERROR
 
@@ -681,9 +767,60 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         if not args.value:
             raise ValueError("put needs a VALUE (or - for standard input, or --file F)")
         value = " ".join(args.value)
-        await client.put(args.key, value)
+        if args.lease is not None:
+            await client.put(args.key, value, lease=args.lease)  # type: ignore[call-arg]
+        else:
+            await client.put(args.key, value)
         print(format_put(args.key, value), file=out)
         return EXIT_OK
+    if command == "get" and (args.prefix or args.json):
+        return await _get_with_revisions(args, client, out, err)
+    if command == "ls":
+        result = await client.range(  # type: ignore[attr-defined]
+            args.prefix,
+            prefix=True,
+            limit=args.limit,
+            keys_only=True,
+            count_only=args.count,
+            stale=args.stale,
+        )
+        if args.count:
+            print(result.count, file=out)
+        for kv in result.kvs:
+            print(kv.key, file=out)
+        if result.more and not args.count:
+            print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
+        return EXIT_OK
+    if command == "lease":
+        return await _lease(args, client, out)
+    if command == "lock":
+        return await run_locked(args, client, out, err)
+    if command == "elect":
+        return await run_election(args, client, out, err)
+    if command == "watch":
+
+        def show(events: list[Any]) -> None:
+            for e in events:
+                if args.json:
+                    line = json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True)
+                elif e.kind == "put":
+                    line = f"{e.revision} PUT {e.key} {e.value}"
+                else:
+                    line = f"{e.revision} DELETE {e.key}"
+                print(line, file=out, flush=True)
+
+        watch = client.watch(  # type: ignore[attr-defined]
+            args.key, show, prefix=args.prefix, start_revision=args.from_revision
+        )
+        await watch.done
+        return EXIT_OK
+    if command == "txn":
+        document = read_txn(args.file, sys.stdin)
+        done = await client.txn(  # type: ignore[attr-defined]
+            document.get("compare", ()), document.get("success", ()), document.get("failure", ())
+        )
+        print(json.dumps(done.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+        return EXIT_OK if done.succeeded else EXIT_CAS_FAILED
     if command == "get":
         found = await client.get(args.key, stale=args.stale)
         if found is None:
@@ -755,6 +892,190 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
     return EXIT_USAGE
 
 
+async def _get_with_revisions(
+    args: argparse.Namespace, client: KeyValueClient, out: IO[str], err: IO[str]
+) -> int:
+    """``get --prefix`` (key and value lines) and ``get --json`` (with revisions)."""
+    if args.prefix:
+        result = await client.range(  # type: ignore[attr-defined]
+            args.key, prefix=True, limit=args.limit, stale=args.stale
+        )
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+            return EXIT_OK
+        for kv in result.kvs:
+            print(kv.key, file=out)
+            print(kv.value, file=out)
+        if result.more:
+            print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
+        return EXIT_OK
+    found = await client.get_kv(args.key, stale=args.stale)  # type: ignore[attr-defined]
+    if found is None:
+        print(f'leekyraft: key "{args.key}" not found', file=err)
+        return EXIT_NOT_FOUND
+    print(json.dumps(found.to_json(), ensure_ascii=False, sort_keys=True), file=out)
+    return EXIT_OK
+
+
+def spawn_inheriting(argv: list[str], env: dict[str, str]) -> Deferred[int]:
+    """Run ``argv`` with this process's standard streams; fire with its exit code."""
+    from twisted.internet import protocol, reactor
+
+    done: Deferred[int] = Deferred()
+
+    class _Child(protocol.ProcessProtocol):
+        def processEnded(self, reason: Any) -> None:
+            code = getattr(reason.value, "exitCode", None)
+            signal_number = getattr(reason.value, "signal", None)
+            done.callback(code if code is not None else 128 + (signal_number or 0))
+
+    child = _Child()
+    try:
+        reactor.spawnProcess(  # type: ignore[attr-defined]
+            child, argv[0], argv, env=env, childFDs={0: 0, 1: 1, 2: 2}
+        )
+    except OSError as e:
+        raise ValueError(f"cannot run {argv[0]}: {e}") from None
+    done.transport = child.transport  # type: ignore[attr-defined]
+    return done
+
+
+async def run_locked(
+    args: argparse.Namespace,
+    client: Any,
+    out: IO[str],
+    err: IO[str],
+    spawn: Any = spawn_inheriting,
+) -> int:
+    """``leekyraft lock NAME [-- COMMAND...]``: hold the lock while COMMAND runs."""
+    import shutil
+
+    from leeky_twisted.client.recipes import acquire
+
+    program = list(args.program)
+    if program[:1] == ["--"]:
+        program = program[1:]
+    if args.ttl < 1:
+        raise ValueError("--ttl must be a positive number of seconds")
+    if program and shutil.which(program[0]) is None:
+        raise ValueError(f"command not found: {program[0]}")
+    lock = await acquire(client, args.name, args.ttl)
+    _release_on_ctrl_c(client, lock)
+    try:
+        print(f"leekyraft: holding {lock.key} (token {lock.token})", file=err, flush=True)
+        if not program:
+            print(lock.key, file=out, flush=True)
+            reason = await lock.lost  # until Ctrl-C, or the lease is lost
+            print(f"leekyraft: lock lost: {reason}", file=err)
+            return EXIT_ERROR
+        env = {
+            **os.environ,
+            "LEEKYRAFT_LOCK_TOKEN": str(lock.token),
+            "LEEKYRAFT_LOCK_KEY": lock.key,
+        }
+        ended = spawn([shutil.which(program[0]), *program[1:]], env)
+
+        def lost(reason: str) -> None:
+            print(f"leekyraft: lock lost ({reason}); stopping the command", file=err)
+            transport = getattr(ended, "transport", None)
+            if transport is not None:
+                transport.signalProcess("TERM")
+
+        lock.lost.addCallback(lost)
+        code: int = await ended
+        return code
+    finally:
+        await lock.release()
+
+
+def _release_on_ctrl_c(client: Any, lock: Any) -> None:
+    """Under a real reactor, Ctrl-C releases the lock before the process ends."""
+    from twisted.internet.interfaces import IReactorCore
+
+    clock = getattr(client, "_clock", None)
+    if IReactorCore.providedBy(clock):
+        lock.release_on_shutdown(clock)
+
+
+async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err: IO[str]) -> int:
+    """``leekyraft elect NAME [PROPOSAL]``: campaign and lead, or observe the leaders."""
+    from leeky_twisted.client.recipes import campaign, observe
+
+    if args.ttl < 1:
+        raise ValueError("--ttl must be a positive number of seconds")
+    if args.proposal is None:
+
+        def show(proposal: str | None) -> None:
+            print("(no leader)" if proposal is None else proposal, file=out, flush=True)
+
+        watch = await observe(client, args.name, show)
+        await watch.done
+        return EXIT_OK
+    leadership = await campaign(client, args.name, args.proposal, args.ttl)
+    _release_on_ctrl_c(client, leadership)
+    try:
+        print(f"elected: {args.proposal}", file=out, flush=True)
+        reason = await leadership.lost  # until Ctrl-C, or the lease is lost
+        print(f"leekyraft: leadership lost: {reason}", file=err)
+        return EXIT_ERROR
+    finally:
+        await leadership.release()
+
+
+async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:
+    """``leekyraft lease grant|keepalive|revoke|ttl``."""
+    number = args.number
+    if number < 1:
+        raise ValueError("a ttl or lease id is a positive integer")
+    if args.action == "grant":
+        print(await client.lease_grant(number), file=out)
+        return EXIT_OK
+    if args.action == "revoke":
+        if await client.lease_revoke(number):
+            print(f"Revoked lease {number}", file=out)
+            return EXIT_OK
+        print(f"leekyraft: lease {number} not found", file=out)
+        return EXIT_NOT_FOUND
+    if args.action == "ttl":
+        print(json.dumps(await client.lease_ttl(number), sort_keys=True), file=out)
+        return EXIT_OK
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    clock = getattr(client, "_clock", reactor)
+    while True:
+        ttl = await client.lease_keepalive(number)
+        print(f"lease {number} kept alive (ttl {ttl})", file=out, flush=True)
+        if args.once:
+            return EXIT_OK
+        await deferLater(clock, max(ttl / 3, 0.2), lambda: None)
+
+
+def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
+    """Return the transaction document in ``path`` (``-``: ``stdin``).
+
+    Raises ValueError (a usage error) when it cannot be read or is not a JSON object.
+    """
+    try:
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the transaction: {e}") from None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"the transaction is not valid JSON: {e}") from None
+    if not isinstance(document, dict) or not set(document) <= {"compare", "success", "failure"}:
+        raise ValueError('a transaction is a JSON object {"compare", "success", "failure"}')
+    for name, items in document.items():
+        if not isinstance(items, list):
+            raise ValueError(f"the transaction's {name} must be a list")
+    return document
+
+
 def format_members(members: list[dict[str, Any]], as_json: bool) -> str:
     """Return the members table (or JSON): id, Raft role, gossip state, incarnation, address."""
     if as_json:
@@ -801,6 +1122,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             _cas_values(args)
         except ValueError as e:
             parser.error(str(e))
+    if getattr(args, "limit", 0) < 0:
+        parser.error("--limit must not be negative")
+    if (getattr(args, "from_revision", None) or 0) < 0:
+        parser.error("--from must not be negative")
     if args.command == "bench" and args.plot is not None:
         from leeky_twisted.plots.figures import plot_format
 

@@ -44,6 +44,7 @@ from leeky_twisted.api.amp_api import (
 )
 from leeky_twisted.api.http_server import MAX_HEADER_BYTES, JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.api.sse import add_watch_resource
 from leeky_twisted.api.web import NodeWebSite, make_node_site
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
 from leeky_twisted.client.library import Connector, tls_connector
@@ -130,6 +131,7 @@ class NodeOptions:
     inline_write_budget: float = 0.002
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
+    watch_window: int = 10_000  #: recent events kept for watches (docs/coordination.md)
     lease_read: bool = False
     forward: bool = True
     unsafe_stale_reads: bool = False
@@ -699,7 +701,12 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         limits=limits,
         timeout=opts.request_timeout,
         connect=forward_connect,
+        watch_window=opts.watch_window,
+        # a new leader keeps every lease at least an election timeout longer (api.leases)
+        lease_extension=2 * opts.election_ticks * opts.tick,
     )
+    if frontend.leases is not None:
+        frontend.leases.start()
 
     guards = connection_guards(opts, reactor)
 
@@ -765,6 +772,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
     routes = {b"/metrics": metrics.render}
     top.web = make_node_site(rpc, node.status, routes)
+    add_watch_resource(top.web.root, frontend)
     http_factory = JSONRPCHTTPFactory(rpc, node.status, routes, top.web)
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(

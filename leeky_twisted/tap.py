@@ -183,6 +183,14 @@ class Options(usage.Options):
         ],
         ["max-key-bytes", None, 1024, "Largest key, in UTF-8 bytes.", _positive(int)],
         ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
+        [
+            "watch-window",
+            None,
+            10_000,
+            "Recent events this node keeps for watches that resume or start in the past "
+            "(a watch from an older revision is refused: compacted).",
+            _positive(int),
+        ],
         ["config", None, None, "JSON file with any of these options (like config.json)."],
         [
             "log-level",
@@ -406,6 +414,7 @@ class Options(usage.Options):
             inline_write_budget=self["inline-write-budget"],
             max_key_bytes=self["max-key-bytes"],
             max_value_bytes=self["max-value-bytes"],
+            watch_window=self["watch-window"],
             lease_read=bool(self["lease-read"]),
             forward=not self["no-forward"],
             unsafe_stale_reads=bool(self["unsafe-stale-reads"]),

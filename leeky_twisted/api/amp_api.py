@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet import error, task
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -31,14 +31,18 @@ from twisted.python.failure import Failure
 
 from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api import coord
+from leeky_twisted.api import watch as watches
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotLeader,
     SessionExpired,
     Unavailable,
 )
+from leeky_twisted.api.leases import LeaseKeeper
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
@@ -53,7 +57,16 @@ from leeky_twisted.connlimits import RateLimitedLog
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.netutil import write_now
 from leeky_twisted.statemachine import commands as kv
-from leeky_twisted.statemachine.kv import CommandError, UnknownSession
+from leeky_twisted.statemachine.kv import (
+    CommandError,
+    Event,
+    KeyValue,
+    RangeResult,
+    TxnResult,
+    UnknownSession,
+    range_result_from_json,
+    txn_result_from_json,
+)
 
 __all__ = [
     "EXECUTOR_REFUSES_KV",
@@ -84,6 +97,14 @@ class RequestLimits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1 << 20
     max_client_id_bytes: int = 128
+
+    @property
+    def max_txn_bytes(self) -> int:
+        """Return the most bytes a transaction's log entry may take: two values' worth.
+
+        It then fits one request on either API, as a cas does.
+        """
+        return 2 * self.max_value_bytes
 
     @property
     def request_bytes(self) -> int:
@@ -178,6 +199,8 @@ class KeyValueFrontend:
         forwarder: LeaderForwarder | None = None,
         limits: RequestLimits | None = None,
         timeout: float = 5.0,
+        watch_window: int = watches.DEFAULT_WINDOW,
+        lease_extension: float = 1.0,
     ) -> None:
         if not IRaftNode.providedBy(node):
             raise TypeError(f"{node!r} does not provide IRaftNode")
@@ -188,9 +211,24 @@ class KeyValueFrontend:
         self._forwarder = forwarder
         #: the node applies entries in an executor process: no key-value store here
         self.executor = getattr(node, "executor", None) is not None
+        #: the node's window of recent events and its watchers (None: nothing to watch)
+        self.watches: watches.WatchHub | None = None
+        machine = getattr(node, "state_machine", None)
+        #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
+        self.leases: LeaseKeeper | None = None
+        if not self.executor and hasattr(machine, "observe"):
+            self.watches = watches.WatchHub(clock, machine.revision, window=watch_window)
+            self._detach = watches.attach(machine, self.watches)
+            self.leases = LeaseKeeper(
+                clock, node, machine, extension=lease_extension, timeout=timeout
+            )
 
     def close(self) -> Deferred[None]:
-        """Close the forwarding connections, if any."""
+        """End every watch; close the forwarding connections, if any."""
+        if self.watches is not None:
+            self.watches.close()
+        if self.leases is not None:
+            self.leases.stop()
         if self._forwarder is None:
             d: Deferred[None] = Deferred()
             d.callback(None)
@@ -245,12 +283,97 @@ class KeyValueFrontend:
         session: tuple[object, object, object] | None = None,
         *,
         forwarded: bool = False,
+        lease: object = None,
     ) -> None:
-        """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None."""
+        """Set ``key`` to ``value``. ``session`` is (client_id, seq, ack) or None.
+
+        With ``lease``, the key belongs to that lease (deleted when it ends).
+        """
         self._key_value_only()
-        command = kv.Put(self._key(key), self._value(value), self._session(*(session or _NONE3)))
-        wire = {"key": command.key, "value": command.value}
+        command = kv.Put(
+            self._key(key),
+            self._value(value),
+            self._session(*(session or _NONE3)),
+            self._lease_id(lease, optional=True),
+        )
+        wire: dict[str, Any] = {"key": command.key, "value": command.value}
+        if command.lease:
+            wire["lease"] = command.lease
         await self._write(command, cc.Put, wire, lambda r: None, forwarded)
+
+    def _lease_id(self, lease: object, optional: bool = False) -> int:
+        if lease is None and optional:
+            return 0
+        if not (_is_int(lease) and 1 <= lease <= cc.MAX_SEQ):  # type: ignore[operator]
+            raise InvalidRequest(f"lease must be a lease id (an integer from 1 to {cc.MAX_SEQ})")
+        return lease  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- leases
+
+    def _keeper(self) -> Any:
+        self._key_value_only()
+        if self.leases is None:
+            raise InvalidRequest("this node keeps no leases")
+        return self.leases
+
+    async def lease_grant(
+        self,
+        ttl: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> int:
+        """Create a lease of ``ttl`` seconds (one log entry); return its id."""
+        self._keeper()
+        if not (_is_int(ttl) and 1 <= ttl <= kv.MAX_LEASE_TTL):  # type: ignore[operator]
+            raise InvalidRequest(f"ttl must be an integer from 1 to {kv.MAX_LEASE_TTL} seconds")
+        command = kv.LeaseGrant(ttl, self._session(*(session or _NONE3)))  # type: ignore[arg-type]
+        lease: int = await self._write(
+            command, cc.LeaseGrant, {"ttl": ttl}, _field("lease"), forwarded
+        )
+        return lease
+
+    async def lease_revoke(
+        self,
+        lease: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> bool:
+        """End a lease and delete its keys (one log entry); return whether it existed."""
+        self._keeper()
+        command = kv.LeaseRevoke(self._lease_id(lease), self._session(*(session or _NONE3)))
+        wire = {"lease": command.lease}
+        existed: bool = await self._write(
+            command, cc.LeaseRevoke, wire, _field("existed"), forwarded
+        )
+        return existed
+
+    async def lease_keepalive(self, lease: object, *, forwarded: bool = False) -> int:
+        """Renew a lease for its ttl (on the leader); return the ttl."""
+        keeper = self._keeper()
+        lease_id = self._lease_id(lease)
+        where, value = await self._local_or_forward(
+            lambda: maybeDeferred(keeper.keepalive, lease_id),
+            forwarded,
+            cc.LeaseKeepalive,
+            {"lease": lease_id},
+        )
+        return int(value["ttl"] if where == "forwarded" else value)
+
+    async def lease_ttl(self, lease: object, *, forwarded: bool = False) -> dict[str, Any]:
+        """Return ``{"id", "ttl", "remaining", "keys"}`` of a lease (the leader's view)."""
+        keeper = self._keeper()
+        lease_id = self._lease_id(lease)
+        where, value = await self._local_or_forward(
+            lambda: maybeDeferred(keeper.ttl, lease_id),
+            forwarded,
+            cc.LeaseTTL,
+            {"lease": lease_id},
+        )
+        if where == "forwarded":
+            return json.loads(value["result"])  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]
 
     async def delete(
         self,
@@ -319,6 +442,162 @@ class KeyValueFrontend:
         if value is not None and not isinstance(value, str):
             raise LeekyError(f"state machine answered a read with {type(value).__name__}")
         return value
+
+    async def range(
+        self,
+        start: object,
+        end: object = None,
+        *,
+        prefix: object = False,
+        limit: object = 0,
+        keys_only: object = False,
+        count_only: object = False,
+        stale: bool = False,
+        forwarded: bool = False,
+    ) -> RangeResult:
+        """Read the keys in [``start``, ``end``) (or with ``prefix``), sorted, at a revision.
+
+        Linearizable (ReadIndex, as ``get``) unless ``stale``.
+        """
+        self._key_value_only()
+        request = coord.range_request(
+            self,
+            start,
+            end,
+            prefix=prefix,
+            limit=limit,
+            keys_only=keys_only,
+            count_only=count_only,
+        )
+        wire = {
+            "start": request.start,
+            "end": request.end,
+            "limit": request.limit,
+            "keys_only": request.keys_only,
+            "count_only": request.count_only,
+            "stale": stale,
+        }
+        where, value = await self._local_or_forward(
+            lambda: self.node.read(request, not stale, self.timeout), forwarded, cc.Range, wire
+        )
+        if where == "forwarded":
+            try:
+                return range_result_from_json(json.loads(value["result"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LeekyError(f"the leader answered a malformed range: {e}") from None
+        if not isinstance(value, RangeResult):
+            raise LeekyError(f"state machine answered a range with {type(value).__name__}")
+        return value
+
+    async def get_kv(
+        self, key: object, *, stale: bool = False, forwarded: bool = False
+    ) -> tuple[KeyValue | None, int]:
+        """Return ``key`` with its revisions (None when absent) and the revision read at."""
+        checked = self._key(key)
+        result = await self.range(checked, checked + "\0", stale=stale, forwarded=forwarded)
+        return (result.kvs[0] if result.kvs else None), result.revision
+
+    async def txn(
+        self,
+        document: object,
+        session: tuple[object, object, object] | None = None,
+        *,
+        forwarded: bool = False,
+    ) -> TxnResult:
+        """Run a transaction (``api.coord`` describes the document) as one log entry."""
+        self._key_value_only()
+        command = coord.parse_txn(self, document, self._session(*(session or _NONE3)))
+        try:
+            size = len(kv.encode_command(command))
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        if size > self.limits.max_txn_bytes:
+            raise InvalidRequest(
+                f"transaction too large for one log entry: {size} bytes encoded;"
+                f" the limit is {self.limits.max_txn_bytes}"
+            )
+        wire = {"txn": json.dumps(coord.txn_document(command), ensure_ascii=False)}
+
+        def from_response(response: dict[str, Any]) -> TxnResult:
+            try:
+                return txn_result_from_json(json.loads(response["result"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LeekyError(f"the leader answered a malformed txn result: {e}") from None
+
+        result = await self._write(command, cc.Txn, wire, from_response, forwarded)
+        if not isinstance(result, TxnResult):
+            raise LeekyError(f"state machine answered a txn with {type(result).__name__}")
+        return result
+
+    def start_watch(
+        self,
+        start: object,
+        end: object,
+        prefix: object,
+        start_revision: object,
+        sink: watches.WatchSink,
+    ) -> watches.Watcher:
+        """Start a watch served by this node's own applied state (any node serves watches).
+
+        Raises InvalidRequest for a malformed range, Compacted when
+        ``start_revision`` is older than the node's window.
+        """
+        self._key_value_only()
+        hub = self.watches
+        if hub is None:
+            raise InvalidRequest("this node keeps no events to watch")
+        request = coord.range_request(self, start, end, prefix=prefix)
+        if start_revision is not None and not (
+            _is_int(start_revision) and 0 <= start_revision <= coord.MAX_REVISION  # type: ignore[operator]
+        ):
+            raise InvalidRequest(
+                f"start revision must be an integer from 0 to {coord.MAX_REVISION}"
+            )
+        return hub.watch(request.start, request.end, start_revision or None, sink)  # type: ignore[arg-type]
+
+    async def poll_watch(
+        self,
+        start: object,
+        end: object = None,
+        *,
+        prefix: object = False,
+        from_revision: object = None,
+        wait: object = 20.0,
+        limit: object = 1000,
+    ) -> tuple[list[Event], int]:
+        """Long-poll a watch: the matching events from ``from_revision`` (None: the next).
+
+        Answers at once when the node holds some; else waits up to ``wait``
+        seconds for the first. Returns (events, next_revision): poll again
+        from ``next_revision``. At most ``limit`` events, in whole revisions.
+        """
+        if not (isinstance(wait, int | float) and not isinstance(wait, bool) and 0 <= wait <= 60):
+            raise InvalidRequest("wait must be a number of seconds from 0 to 60")
+        if not (_is_int(limit) and 1 <= limit <= 10_000):  # type: ignore[operator]
+            raise InvalidRequest("limit must be an integer from 1 to 10000")
+        sink = _PollSink()
+        watcher = self.start_watch(start, end, prefix, from_revision, sink)
+        hub = self.watches
+        assert hub is not None
+        hub.cancel(watcher)  # what was held is in the sink; wait afresh if nothing
+        if sink.taken:
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            return events, events[-1].revision + 1
+        sink = _PollSink()
+        watcher = hub.watch(watcher.start, watcher.end, watcher.next_revision, sink)
+        timer = self._clock.callLater(wait, sink.fire)  # type: ignore[arg-type]
+        try:
+            await sink.ready
+        finally:
+            if timer.active():
+                timer.cancel()
+            hub.cancel(watcher)
+        if sink.ended is not None:
+            raise Compacted(sink.ended) if "compacted" in sink.ended else Unavailable(sink.ended)
+        if sink.taken:
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            return events, events[-1].revision + 1
+        return [], watcher.next_revision
 
     async def submit(self, command: object, *, forwarded: bool = False) -> Any:
         """Replicate a raw command string and return the state machine's result.
@@ -409,7 +688,11 @@ class KeyValueFrontend:
     # ----------------------------------------------- fast paths (no coroutine)
 
     def put_now(
-        self, key: object, value: object, session: tuple[object, object, object] | None = None
+        self,
+        key: object,
+        value: object,
+        session: tuple[object, object, object] | None = None,
+        lease: object = None,
     ) -> Deferred[None]:
         """Like :meth:`put`, on the hot path: straight to the node.
 
@@ -419,7 +702,10 @@ class KeyValueFrontend:
         try:
             self._key_value_only()
             command = kv.Put(
-                self._key(key), self._value(value), self._session(*(session or _NONE3))
+                self._key(key),
+                self._value(value),
+                self._session(*(session or _NONE3)),
+                self._lease_id(lease, optional=True),
             )
             data = kv.encode_command(command)
         except ValueError as e:
@@ -427,7 +713,9 @@ class KeyValueFrontend:
         except InvalidRequest as e:
             return fail(e)
         d = self.node.propose(data, self.timeout)
-        d.addCallbacks(_no_command_error, self._put_slowly, errbackArgs=(key, value, session))
+        d.addCallbacks(
+            _no_command_error, self._put_slowly, errbackArgs=(key, value, session, lease)
+        )
         return d
 
     def _put_slowly(
@@ -436,9 +724,10 @@ class KeyValueFrontend:
         key: object,
         value: object,
         session: tuple[object, object, object] | None,
+        lease: object = None,
     ) -> Any:
         if failure.check(NotLeader, Unavailable):  # refused: it was never proposed
-            return Deferred.fromCoroutine(self.put(key, value, session))
+            return Deferred.fromCoroutine(self.put(key, value, session, lease=lease))
         return failure
 
     def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
@@ -458,8 +747,12 @@ class KeyValueFrontend:
         return failure
 
     def status(self) -> dict[str, Any]:
-        """Return the node's status dictionary."""
-        return dict(self.node.status())
+        """Return the node's status dictionary, with the store's ``revision`` when it has one."""
+        status = dict(self.node.status())
+        revision = getattr(getattr(self.node, "state_machine", None), "revision", None)
+        if isinstance(revision, int) and not self.executor:
+            status["revision"] = revision
+        return status
 
     # ------------------------------------------------------------ internals
 
@@ -594,6 +887,8 @@ def make_frontend(
     limits: RequestLimits | None = None,
     timeout: float = 5.0,
     connect: Connector | None = None,
+    watch_window: int = watches.DEFAULT_WINDOW,
+    lease_extension: float = 1.0,
 ) -> KeyValueFrontend:
     """Build the frontend both APIs share; with ``forward``, it forwards to the leader.
 
@@ -604,7 +899,15 @@ def make_frontend(
     if forward:
         pool = AMPConnectionPool(reactor, connect, connect_timeout=timeout)
         forwarder = LeaderForwarder(pool, reactor, timeout + TIMEOUT_GRACE)
-    return KeyValueFrontend(node, reactor, forwarder=forwarder, limits=limits, timeout=timeout)
+    return KeyValueFrontend(
+        node,
+        reactor,
+        forwarder=forwarder,
+        limits=limits,
+        timeout=timeout,
+        watch_window=watch_window,
+        lease_extension=lease_extension,
+    )
 
 
 class ClientLocator(amp.CommandLocator):
@@ -643,13 +946,56 @@ class ClientLocator(amp.CommandLocator):
         seq: int | None,
         ack: int | None,
         forwarded: bool | None,
+        lease: int | None = None,
     ) -> Deferred[dict[str, Any]]:
         """Answer Put."""
         if forwarded:  # from a follower: never forward again
-            coroutine = self.frontend.put(key, value, (client_id, seq, ack), forwarded=True)
+            coroutine = self.frontend.put(
+                key, value, (client_id, seq, ack), forwarded=True, lease=lease
+            )
             return self._run(coroutine, _empty)
-        d = self.frontend.put_now(key, value, (client_id, seq, ack))
+        d = self.frontend.put_now(key, value, (client_id, seq, ack), lease)
         return self._answer(self.frontend.guarded(d), _empty)
+
+    @cc.LeaseGrant.responder
+    def lease_grant(
+        self,
+        ttl: int,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer LeaseGrant with the new lease's id."""
+        coroutine = self.frontend.lease_grant(ttl, (client_id, seq, ack), forwarded=bool(forwarded))
+        return self._run(coroutine, lambda lease: {"lease": lease})
+
+    @cc.LeaseRevoke.responder
+    def lease_revoke(
+        self,
+        lease: int,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer LeaseRevoke with whether the lease existed."""
+        coroutine = self.frontend.lease_revoke(
+            lease, (client_id, seq, ack), forwarded=bool(forwarded)
+        )
+        return self._run(coroutine, lambda existed: {"existed": existed})
+
+    @cc.LeaseKeepalive.responder
+    def lease_keepalive(self, lease: int, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer LeaseKeepalive with the lease's ttl."""
+        coroutine = self.frontend.lease_keepalive(lease, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda ttl: {"ttl": ttl})
+
+    @cc.LeaseTTL.responder
+    def lease_ttl(self, lease: int, forwarded: bool | None) -> Deferred[dict[str, Any]]:
+        """Answer LeaseTTL with the lease's ttl, remaining seconds and keys as JSON."""
+        coroutine = self.frontend.lease_ttl(lease, forwarded=bool(forwarded))
+        return self._run(coroutine, lambda info: {"result": json.dumps(info, ensure_ascii=False)})
 
     @cc.Get.responder
     def get(self, key: str, stale: bool | None, forwarded: bool | None) -> Deferred[dict[str, Any]]:
@@ -705,6 +1051,53 @@ class ClientLocator(amp.CommandLocator):
             key, suffix, (client_id, seq, ack), forwarded=bool(forwarded)
         )
         return self._run(coroutine, lambda length: {"length": length})
+
+    @cc.Range.responder
+    def range(
+        self,
+        start: str,
+        end: str | None,
+        prefix: bool | None,
+        limit: int | None,
+        keys_only: bool | None,
+        count_only: bool | None,
+        stale: bool | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Range with the result as JSON text."""
+        coroutine = self.frontend.range(
+            start,
+            end,
+            prefix=bool(prefix),
+            limit=limit or 0,
+            keys_only=bool(keys_only),
+            count_only=bool(count_only),
+            stale=bool(stale),
+            forwarded=bool(forwarded),
+        )
+        return self._run(coroutine, _json_result)
+
+    @cc.Txn.responder
+    def txn(
+        self,
+        txn: str,
+        client_id: str | None,
+        seq: int | None,
+        ack: int | None,
+        forwarded: bool | None,
+    ) -> Deferred[dict[str, Any]]:
+        """Answer Txn with the result as JSON text."""
+
+        async def run() -> TxnResult:
+            try:
+                document = json.loads(txn)
+            except (ValueError, RecursionError) as e:
+                raise InvalidRequest(f"txn is not a JSON document: {e}") from None
+            return await self.frontend.txn(
+                document, (client_id, seq, ack), forwarded=bool(forwarded)
+            )
+
+        return self._run(run(), _json_result)
 
     @cc.Status.responder
     def status(self) -> Deferred[dict[str, Any]]:
@@ -801,6 +1194,42 @@ def _value(value: object) -> dict[str, Any]:
     return {"value": value}
 
 
+class _PollSink:
+    """A watch sink for one long poll: fires ``ready`` at the first events (or the end)."""
+
+    def __init__(self) -> None:
+        self.taken: list[Event] = []
+        self.ended: str | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def fire(self) -> None:
+        if not self.ready.called:
+            self.ready.callback(None)
+
+    def events(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        self.taken.extend(events)
+        self.fire()
+
+    def progress(self, watcher: watches.Watcher, revision: int) -> None:
+        """Nothing to do: the poll answers its next revision itself."""
+
+    def cancelled(self, watcher: watches.Watcher, reason: str) -> None:
+        self.ended = reason
+        self.fire()
+
+
+def _whole_revisions(events: list[Event], limit: int) -> int:
+    """Return how many of ``events`` to send: at most ``limit``, never half a revision."""
+    n = min(limit, len(events))
+    while n < len(events) and events[n].revision == events[n - 1].revision:
+        n += 1
+    return n
+
+
+def _json_result(result: RangeResult | TxnResult) -> dict[str, Any]:
+    return {"result": json.dumps(result.to_json(), ensure_ascii=False)}
+
+
 def _known_errors_only(failure: Failure) -> Failure:
     """Let LeekyErrors through; log anything else and answer a generic error.
 
@@ -839,6 +1268,11 @@ class ClientAPIProtocol(amp.AMP):
         self.max_request_bytes = max_request_bytes
         self._held = 0  # bytes of keys and values of the unfinished box in AMP's parser
         self._oversized = False
+        #: this connection's watches, by id
+        self.watchers: dict[int, watches.Watcher] = {}
+        frontend = getattr(self.locator, "frontend", None)
+        if frontend is not None:
+            self.locator = _WatchLocator(self, self.locator, frontend)
         self._boxes = 0  # boxes received whole on this connection
 
     def makeConnection(self, transport: Any) -> None:
@@ -848,7 +1282,12 @@ class ClientAPIProtocol(amp.AMP):
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Disconnect without AMP's log line."""
+        """End this connection's watches; disconnect without AMP's log line."""
+        watched, self.watchers = self.watchers, {}
+        hub = getattr(getattr(self.locator, "frontend", None), "watches", None)
+        for watcher in watched.values():
+            if hub is not None:
+                hub.cancel(watcher)
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
@@ -938,6 +1377,126 @@ class ClientAPIProtocol(amp.AMP):
             super().sendBox(box)
             return
         write_now(self.transport, box.serialize())
+
+
+class _WatchLocator(amp.CommandLocator):
+    """One connection's responders for Watch and CancelWatch; the shared locator does the rest."""
+
+    def __init__(
+        self, proto: ClientAPIProtocol, shared: amp.CommandLocator, frontend: KeyValueFrontend
+    ) -> None:
+        super().__init__()
+        self.proto = proto
+        self.shared = shared
+        self.frontend = frontend
+
+    def locateResponder(self, name: bytes) -> Any:
+        """Return this connection's responder of ``name``, else the shared one."""
+        own = super().locateResponder(name)
+        if own is not None:
+            return cc.refuse_malformed(name, own)
+        return self.shared.locateResponder(name)
+
+    @cc.Watch.responder
+    def watch(
+        self, start: str, end: str | None, prefix: bool | None, start_revision: int | None
+    ) -> Deferred[dict[str, Any]]:
+        """Start a watch; its events follow this answer as WatchEvents."""
+        if len(self.proto.watchers) >= MAX_WATCHES_PER_CONNECTION:
+            return fail(
+                InvalidRequest(
+                    f"at most {MAX_WATCHES_PER_CONNECTION} watches per connection; cancel one"
+                )
+            )
+        hub = self.frontend.watches
+        sink = _AMPWatchSink(self.proto, hub)  # type: ignore[arg-type]
+        try:
+            watcher = self.frontend.start_watch(start, end, bool(prefix), start_revision, sink)
+        except LeekyError as e:
+            return fail(e)
+        self.proto.watchers[watcher.id] = watcher
+        self.frontend._clock.callLater(0, sink.open)
+        d: Deferred[dict[str, Any]] = Deferred()
+        d.callback({"watch_id": watcher.id, "start_revision": watcher.origin})
+        return d
+
+    @cc.CancelWatch.responder
+    def cancel_watch(self, watch_id: int) -> dict[str, Any]:
+        """End one of this connection's watches."""
+        watcher = self.proto.watchers.pop(watch_id, None)
+        if watcher is not None and self.frontend.watches is not None:
+            self.frontend.watches.cancel(watcher)
+        return {}
+
+
+class _AMPWatchSink:
+    """Sends a watcher's events over its AMP connection; the client's answers are the acks.
+
+    Events wait (``held``) until the Watch answer has gone out, so they never
+    arrive before it.
+    """
+
+    def __init__(self, proto: ClientAPIProtocol, hub: watches.WatchHub) -> None:
+        self.proto = proto
+        self.hub = hub
+        self.held: list[Event] | None = []
+        self._watcher: watches.Watcher | None = None
+
+    def open(self) -> None:
+        held, self.held = self.held, None
+        if held and self._watcher is not None:
+            self._send(self._watcher, held)
+
+    def events(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        self._watcher = watcher
+        if self.held is not None:
+            self.held.extend(events)
+            return
+        self._send(watcher, events)
+
+    def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        for batch in watches.batches(events, WATCH_MESSAGE_CHARS):
+            payload = json.dumps([e.to_json() for e in batch], ensure_ascii=False)
+            arguments = {
+                "watch_id": watcher.id,
+                "events": payload,
+                "next_revision": batch[-1].revision + 1,
+            }
+            self._call(watcher, cc.WatchEvents, arguments, _acker(self.hub, watcher, len(batch)))
+
+    def progress(self, watcher: watches.Watcher, revision: int) -> None:
+        if self.held is not None:
+            return
+        arguments = {"watch_id": watcher.id, "events": "[]", "next_revision": revision}
+        self._call(watcher, cc.WatchEvents, arguments, lambda _: None)
+
+    def cancelled(self, watcher: watches.Watcher, reason: str) -> None:
+        self.proto.watchers.pop(watcher.id, None)
+        if self.proto.transport is not None:
+            self.proto.callRemote(cc.WatchEnded, watch_id=watcher.id, reason=reason)
+
+    def _call(
+        self,
+        watcher: watches.Watcher,
+        command: type[amp.Command],
+        arguments: dict[str, Any],
+        done: Callable[[object], None],
+    ) -> None:
+        if self.proto.transport is None:
+            self.hub.cancel(watcher)
+            return
+        d = self.proto.callRemote(command, **arguments)
+        d.addCallbacks(done, lambda _: self.hub.cancel(watcher))
+
+
+#: The most watches one client connection may hold (the node's own cap is WatchHub's).
+MAX_WATCHES_PER_CONNECTION = 100
+#: A WatchEvents message holds about this many characters of events (whole revisions).
+WATCH_MESSAGE_CHARS = 1 << 20
+
+
+def _acker(hub: watches.WatchHub, watcher: watches.Watcher, count: int) -> Callable[[object], None]:
+    return lambda _: hub.acked(watcher, count)
 
 
 def _peer_of(transport: Any) -> str:

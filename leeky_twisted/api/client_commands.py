@@ -27,6 +27,7 @@ from twisted.protocols import amp
 
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotCommitted,
@@ -41,18 +42,28 @@ __all__ = [
     "AddServer",
     "Append",
     "BoundedInteger",
+    "CancelWatch",
     "Cas",
     "ChunkedText",
     "Delete",
     "Get",
+    "LeaseGrant",
+    "LeaseKeepalive",
+    "LeaseRevoke",
+    "LeaseTTL",
     "Members",
     "Put",
     "Query",
+    "Range",
     "RegisterSession",
     "RemoveServer",
     "Status",
     "Submit",
     "TransferLeader",
+    "Txn",
+    "Watch",
+    "WatchEnded",
+    "WatchEvents",
     "refuse_malformed",
 ]
 
@@ -170,6 +181,7 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
     Unavailable: b"UNAVAILABLE",
     NotCommitted: b"NOT_COMMITTED",
     SessionExpired: b"SESSION_EXPIRED",
+    Compacted: b"COMPACTED",
     LeekyError: b"ERROR",
 }
 
@@ -190,9 +202,14 @@ class RegisterSession(amp.Command):
 
 
 class Put(amp.Command):
-    """Set ``key`` to ``value``."""
+    """Set ``key`` to ``value``; with ``lease``, the key belongs to that lease."""
 
-    arguments = [(b"key", ChunkedText()), (b"value", ChunkedText()), *_SESSION]
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"value", ChunkedText()),
+        *_SESSION,
+        (b"lease", BoundedInteger(1, MAX_SEQ, optional=True)),
+    ]
     response: list[tuple[bytes, amp.Argument]] = []
     errors = CLIENT_ERRORS
 
@@ -236,6 +253,125 @@ class Append(amp.Command):
     arguments = [(b"key", ChunkedText()), (b"suffix", ChunkedText()), *_SESSION]
     response = [(b"length", amp.Integer())]
     errors = CLIENT_ERRORS
+
+
+class Range(amp.Command):
+    """Read the keys in [``start``, ``end``) (no end: to the last key), or with
+    ``prefix`` every key starting with ``start``; sorted, linearizable unless
+    ``stale``. ``result`` is the JSON of a ``statemachine.kv.RangeResult``
+    (``revision``, ``kvs``, ``count``, ``more``).
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"limit", BoundedInteger(0, 10**9, optional=True)),
+        (b"keys_only", amp.Boolean(optional=True)),
+        (b"count_only", amp.Boolean(optional=True)),
+        (b"stale", amp.Boolean(optional=True)),
+        (b"forwarded", amp.Boolean(optional=True)),
+    ]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Txn(amp.Command):
+    """Run the transaction ``txn`` (a JSON document, see ``api.coord``) as one log entry.
+
+    ``result`` is the JSON of a ``statemachine.kv.TxnResult`` (``succeeded``,
+    ``revision``, ``responses``).
+    """
+
+    arguments = [(b"txn", ChunkedText()), *_SESSION]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseGrant(amp.Command):
+    """Create a lease of ``ttl`` seconds (a log entry); ``lease`` is its id."""
+
+    arguments = [(b"ttl", BoundedInteger(1, 10**6)), *_SESSION]
+    response = [(b"lease", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseRevoke(amp.Command):
+    """End ``lease`` and delete its keys (a log entry); ``existed`` says whether it was live."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), *_SESSION]
+    response = [(b"existed", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseKeepalive(amp.Command):
+    """Renew ``lease`` for its ttl from now (the leader does); ``ttl`` is that ttl.
+
+    An expired or revoked lease is INVALID_REQUEST ("lease N not found").
+    """
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"ttl", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseTTL(amp.Command):
+    """Describe ``lease``: ``result`` is JSON ``{"id", "ttl", "remaining", "keys"}``."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Watch(amp.Command):
+    """Watch the keys in [``start``, ``end``) (or with ``prefix``) from ``start_revision``.
+
+    No ``start_revision`` (or 0): from the next revision. The answer gives
+    the watch's id and the revision it starts at; the node then sends
+    WatchEvents on this connection (after the answer), and WatchEnded if it
+    ends the watch. Fails with COMPACTED when the node no longer holds
+    events that old.
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"start_revision", BoundedInteger(0, MAX_SEQ, optional=True)),
+    ]
+    response = [(b"watch_id", amp.Integer()), (b"start_revision", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class CancelWatch(amp.Command):
+    """End the watch ``watch_id`` of this connection (unknown ids are ignored)."""
+
+    arguments = [(b"watch_id", BoundedInteger(0, MAX_SEQ))]
+    response: list[tuple[bytes, amp.Argument]] = []
+    errors = CLIENT_ERRORS
+
+
+class WatchEvents(amp.Command):
+    """Node → client: ``events`` (a JSON list, whole revisions, in order) of ``watch_id``.
+
+    ``next_revision``: the watch has had every matching event below it (with
+    no events, a progress note). The client answers once it has taken them.
+    """
+
+    arguments = [
+        (b"watch_id", amp.Integer()),
+        (b"events", ChunkedText()),
+        (b"next_revision", amp.Integer()),
+    ]
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+class WatchEnded(amp.Command):
+    """Node → client: the node ended ``watch_id`` for ``reason`` (no more events follow)."""
+
+    arguments = [(b"watch_id", amp.Integer()), (b"reason", ChunkedText())]
+    response: list[tuple[bytes, amp.Argument]] = []
+    requiresAnswer = False
 
 
 class Status(amp.Command):

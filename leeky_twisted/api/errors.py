@@ -12,12 +12,14 @@ import json
 
 __all__ = [
     "CommitTimeout",
+    "Compacted",
     "InvalidRequest",
     "LeekyError",
     "NotCommitted",
     "NotLeader",
     "SessionExpired",
     "Unavailable",
+    "WatchCancelled",
 ]
 
 
@@ -124,3 +126,22 @@ class SessionExpired(LeekyError):
     """
 
     default_message = "session unknown or expired: register a new session"
+
+
+class Compacted(LeekyError):
+    """A watch asked for events older than the node's window: they are gone.
+
+    The message names the oldest revision still available ("compacted, oldest
+    is R"); read the current state (a range) and watch from its revision.
+    """
+
+    default_message = "compacted: the revision asked for is older than the event window"
+
+
+class WatchCancelled(LeekyError):
+    """The node ended a watch (it fell too far behind, or the node is stopping).
+
+    The message says why and the revision to resume from.
+    """
+
+    default_message = "watch cancelled"

@@ -4,11 +4,30 @@ Methods (positional params; named params work too)::
 
     put(key, value[, session])          -> true
     get(key[, {"stale": true}])         -> the value, or null when absent
+    get(key, {"revisions": true})       -> {"revision": R, "kv": KV or null}
+    range(start[, end[, options]])      -> {"revision", "kvs": [KV...], "count", "more"}
+    range_prefix(prefix[, options])     -> the same, for every key starting with prefix
+    txn(document[, session])            -> {"succeeded", "revision", "responses": [...]}
+    watch(key[, options])               -> {"events": [EVENT...], "next_revision": N}
+    lease_grant(ttl[, session])         -> a lease id;  put(key, value, session, {"lease": ID})
+    lease_keepalive(id)                 -> its ttl;  lease_revoke(id[, session]) -> existed
+    lease_ttl(id)                       -> {"id", "ttl", "remaining", "keys"}
     delete(key[, session])              -> true when the key existed
     cas(key, expected, new[, session])  -> true when swapped (expected null: "absent")
     append(key, suffix[, session])      -> the new length
     register_session()                  -> a new session id (one log entry)
     status()                            -> the node's status object
+
+A KV is ``{"key", "value", "create_revision", "mod_revision", "version"}``;
+range ``options`` are ``{"limit": N, "keys_only": bool, "count_only": bool,
+"stale": bool}``; ``end`` null (or absent) reads to the last key. A ``txn``
+document is described in ``api.coord``. ``watch`` is a long poll: options
+``{"prefix": bool, "end": E, "from_revision": R, "wait": seconds (<= 60),
+"limit": N}``; it answers at once with the held events from R (default: the
+next revision), else waits up to ``wait`` (default 20 s) for the first;
+poll again from ``next_revision``. An EVENT is ``{"revision", "type": "put" or
+"delete", "key", "value", "create_revision", "mod_revision", "version"}``.
+(A streamed form: ``GET /v1/watch``, see ``api.sse``.)
 
 ``session`` is ``{"session": ID, "seq": N, "ack": M}`` (``ack`` defaults to
 ``seq``): the write is applied at most once per (ID, N), a retry answers the
@@ -32,6 +51,7 @@ Any node answers: a follower forwards the request to the leader (see
 -32002  "timed out, outcome unknown"
 -32003  not committed: a new leader replaced the entry; safe to retry
 -32004  session unknown or expired: register a new session
+-32005  compacted: the watch's revision is older than the node's window
 ======= ===========================================================
 
 Why not txJSON-RPC's ``web.jsonrpc.JSONRPC`` as is: its ``render`` lets a
@@ -66,6 +86,7 @@ from txjsonrpc.jsonrpc import BaseSubhandler
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
 from leeky_twisted.api.errors import (
     CommitTimeout,
+    Compacted,
     InvalidRequest,
     LeekyError,
     NotCommitted,
@@ -84,6 +105,7 @@ from leeky_twisted.jsonrpc_codes import (
 
 __all__ = [
     "COMMIT_TIMEOUT",
+    "COMPACTED",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
@@ -103,6 +125,7 @@ UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
 NOT_COMMITTED = -32003
 SESSION_EXPIRED = -32004
+COMPACTED = -32005
 
 #: At most this many calls in one batch request.
 MAX_BATCH = 100
@@ -163,6 +186,8 @@ def _error_for(failure: Failure) -> dict[str, Any]:
         return _error(NOT_COMMITTED, str(e))
     if isinstance(e, SessionExpired):
         return _error(SESSION_EXPIRED, str(e))
+    if isinstance(e, Compacted):
+        return _error(COMPACTED, str(e))
     if isinstance(e, InvalidRequest | _InvalidParams):
         return _error(INVALID_PARAMS, str(e))
     if isinstance(e, LeekyError):
@@ -187,21 +212,118 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
     # ------------------------------------------------------------- methods
 
-    def jsonrpc_put(self, key: object, value: object, session: object = None) -> Deferred[bool]:
-        """Set ``key`` to ``value``; true once committed."""
-        d = self.frontend.put_now(key, value, _session_params(session))
+    def jsonrpc_put(
+        self, key: object, value: object, session: object = None, options: object = None
+    ) -> Deferred[bool]:
+        """Set ``key`` to ``value``; true once committed. ``{"lease": ID}`` attaches it."""
+        lease = None
+        if options is not None:
+            if not isinstance(options, dict) or not set(options) <= {"lease"}:
+                raise _InvalidParams('put options must be an object like {"lease": 7}')
+            lease = options.get("lease")
+        d = self.frontend.put_now(key, value, _session_params(session), lease)
         return d.addCallback(lambda _: True)
 
-    def jsonrpc_get(self, key: object, options: object = None) -> Deferred[str | None]:
-        """Return the value of ``key`` or null; ``{"stale": true}`` reads locally."""
+    def jsonrpc_lease_grant(self, ttl: object, session: object = None) -> Deferred[int]:
+        """Create a lease of ``ttl`` seconds; return its id."""
+        return Deferred.fromCoroutine(self.frontend.lease_grant(ttl, _session_params(session)))
+
+    def jsonrpc_lease_revoke(self, lease: object, session: object = None) -> Deferred[bool]:
+        """End a lease and delete its keys; true when it existed."""
+        return Deferred.fromCoroutine(self.frontend.lease_revoke(lease, _session_params(session)))
+
+    def jsonrpc_lease_keepalive(self, lease: object) -> Deferred[int]:
+        """Renew a lease for its ttl; return the ttl."""
+        return Deferred.fromCoroutine(self.frontend.lease_keepalive(lease))
+
+    def jsonrpc_lease_ttl(self, lease: object) -> Deferred[Any]:
+        """Return ``{"id", "ttl", "remaining", "keys"}`` of a lease."""
+        return Deferred.fromCoroutine(self.frontend.lease_ttl(lease))
+
+    def jsonrpc_get(self, key: object, options: object = None) -> Deferred[Any]:
+        """Return the value of ``key`` or null; ``{"stale": true}`` reads locally.
+
+        With ``{"revisions": true}``: ``{"revision": R, "kv": KV or null}``.
+        """
         if options is None:
             options = {}
-        if not isinstance(options, dict) or not set(options) <= {"stale"}:
+        if not isinstance(options, dict) or not set(options) <= {"stale", "revisions"}:
             raise _InvalidParams('options must be an object like {"stale": true}')
+        stale = options.get("stale", False)
+        revisions = options.get("revisions", False)
+        if not isinstance(stale, bool):
+            raise _InvalidParams("stale must be true or false")
+        if not isinstance(revisions, bool):
+            raise _InvalidParams("revisions must be true or false")
+        if revisions:
+            d = Deferred.fromCoroutine(self.frontend.get_kv(key, stale=stale))
+            return d.addCallback(
+                lambda found: {
+                    "revision": found[1],
+                    "kv": None if found[0] is None else found[0].to_json(),
+                }
+            )
+        return self.frontend.get_now(key, stale=stale)
+
+    def jsonrpc_range(
+        self, start: object, end: object = None, options: object = None
+    ) -> Deferred[Any]:
+        """Return the keys in [start, end) (end null: to the last key), sorted."""
+        return self._range(start, end, False, options)
+
+    def jsonrpc_range_prefix(self, prefix: object, options: object = None) -> Deferred[Any]:
+        """Return every key that starts with ``prefix``, sorted."""
+        return self._range(prefix, None, True, options)
+
+    def _range(self, start: object, end: object, prefix: bool, options: object) -> Deferred[Any]:
+        if options is None:
+            options = {}
+        if not isinstance(options, dict) or not set(options) <= _RANGE_OPTIONS:
+            raise _InvalidParams(
+                f"range options must be an object with keys from {sorted(_RANGE_OPTIONS)}"
+            )
         stale = options.get("stale", False)
         if not isinstance(stale, bool):
             raise _InvalidParams("stale must be true or false")
-        return self.frontend.get_now(key, stale=stale)
+        coroutine = self.frontend.range(
+            start,
+            end,
+            prefix=prefix,
+            limit=options.get("limit", 0),
+            keys_only=options.get("keys_only", False),
+            count_only=options.get("count_only", False),
+            stale=stale,
+        )
+        return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
+
+    def jsonrpc_watch(self, key: object, options: object = None) -> Deferred[Any]:
+        """Long-poll the events of ``key`` (or a prefix, or [key, end)) from a revision."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict) or not set(options) <= _WATCH_OPTIONS:
+            raise _InvalidParams(
+                f"watch options must be an object with keys from {sorted(_WATCH_OPTIONS)}"
+            )
+        prefix = options.get("prefix", False)
+        end = options.get("end")
+        if end is None and prefix is False and isinstance(key, str):
+            end = key + "\0"
+        coroutine = self.frontend.poll_watch(
+            key,
+            end,
+            prefix=prefix,
+            from_revision=options.get("from_revision"),
+            wait=options.get("wait", 20.0),
+            limit=options.get("limit", 1000),
+        )
+        return Deferred.fromCoroutine(coroutine).addCallback(
+            lambda found: {"events": [e.to_json() for e in found[0]], "next_revision": found[1]}
+        )
+
+    def jsonrpc_txn(self, document: object, session: object = None) -> Deferred[Any]:
+        """Run a transaction (one log entry); return which branch ran and its answers."""
+        coroutine = self.frontend.txn(document, _session_params(session))
+        return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
 
     def jsonrpc_delete(self, key: object, session: object = None) -> Deferred[bool]:
         """Remove ``key``; true when it existed."""
@@ -345,6 +467,8 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
 
 
 _SESSION_KEYS = frozenset({"session", "seq", "ack"})
+_RANGE_OPTIONS = frozenset({"limit", "keys_only", "count_only", "stale"})
+_WATCH_OPTIONS = frozenset({"prefix", "end", "from_revision", "wait", "limit"})
 
 
 def _session_params(session: object) -> tuple[object, object, object] | None:

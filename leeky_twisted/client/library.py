@@ -44,7 +44,7 @@ refuses our certificate afterwards ends the call with ``Unavailable``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -68,8 +68,17 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
+from leeky_twisted.statemachine.kv import (
+    Event,
+    KeyValue,
+    RangeResult,
+    TxnResult,
+    range_result_from_json,
+    txn_result_from_json,
+)
 
 if TYPE_CHECKING:
+    from leeky_twisted.client.watch import Watch
     from leeky_twisted.tls import TLSCredentials
 
 __all__ = [
@@ -633,9 +642,43 @@ class LeekyClient:
 
     # ------------------------------------------------------------ public API
 
-    def put(self, key: str, value: str) -> Deferred[None]:
-        """Set ``key`` to ``value``; fire with None once committed and applied."""
-        return self._write(cc.Put, {"key": key, "value": value}).addCallback(lambda _: None)
+    def put(self, key: str, value: str, lease: int | None = None) -> Deferred[None]:
+        """Set ``key`` to ``value``; fire with None once committed and applied.
+
+        With ``lease``, the key belongs to that lease: it is deleted when the
+        lease is revoked or expires.
+        """
+        arguments: dict[str, Any] = {"key": key, "value": value}
+        if lease is not None:
+            arguments["lease"] = lease
+        return self._write(cc.Put, arguments).addCallback(lambda _: None)
+
+    def lease_grant(self, ttl: int) -> Deferred[int]:
+        """Create a lease of ``ttl`` seconds; fire with its id.
+
+        Keep it alive with :meth:`lease_keepalive` (every ttl/3, say); the
+        cluster deletes its keys when no keepalive came for ``ttl`` seconds
+        (docs/coordination.md gives the bound).
+        """
+        return self._write(cc.LeaseGrant, {"ttl": ttl}).addCallback(lambda r: r["lease"])
+
+    def lease_revoke(self, lease: int) -> Deferred[bool]:
+        """End ``lease`` now and delete its keys; fire with whether it was live."""
+        return self._write(cc.LeaseRevoke, {"lease": lease}).addCallback(lambda r: r["existed"])
+
+    def lease_keepalive(self, lease: int) -> Deferred[int]:
+        """Renew ``lease`` for its ttl from now; fire with the ttl.
+
+        Fails with InvalidRequest ("lease N not found") once it expired or
+        was revoked: its keys are gone.
+        """
+        d = self._call(cc.LeaseKeepalive, {"lease": lease}, write=False)
+        return d.addCallback(lambda r: r["ttl"])
+
+    def lease_ttl(self, lease: int) -> Deferred[dict[str, Any]]:
+        """Fire with ``{"id", "ttl", "remaining", "keys"}`` of ``lease`` (the leader's view)."""
+        d = self._call(cc.LeaseTTL, {"lease": lease}, write=False)
+        return d.addCallback(lambda r: json.loads(r["result"]))
 
     def get(self, key: str, stale: bool = False) -> Deferred[str | None]:
         """Fire with the value of ``key``, or None when absent.
@@ -645,6 +688,99 @@ class LeekyClient:
         """
         d = self._call(cc.Get, {"key": key, "stale": stale}, write=False, any_node=stale)
         return d.addCallback(lambda r: r.get("value"))
+
+    def get_kv(self, key: str, stale: bool = False) -> Deferred[KeyValue | None]:
+        """Fire with ``key``, its value and revisions (a ``KeyValue``), or None when absent."""
+        d = self.range(key, key + "\0", stale=stale)
+        return d.addCallback(lambda r: r.kvs[0] if r.kvs else None)
+
+    def range(
+        self,
+        start: str,
+        end: str | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        stale: bool = False,
+    ) -> Deferred[RangeResult]:
+        """Fire with the keys in [``start``, ``end``) (``end`` None: to the last key),
+        sorted, with the revision they were read at (a ``RangeResult``).
+
+        With ``prefix``, every key starting with ``start``. ``limit`` (0:
+        none) caps the keys returned; ``count`` still counts the whole range
+        and ``more`` says keys were left out. Linearizable unless ``stale``.
+        """
+        arguments: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "prefix": prefix,
+            "limit": limit,
+            "keys_only": keys_only,
+            "count_only": count_only,
+            "stale": stale,
+        }
+        d = self._call(cc.Range, arguments, write=False, any_node=stale)
+        return d.addCallback(lambda r: _decoded(range_result_from_json, r))
+
+    def range_prefix(self, prefix: str, **options: Any) -> Deferred[RangeResult]:
+        """Fire with every key that starts with ``prefix`` (options as :meth:`range`)."""
+        return self.range(prefix, prefix=True, **options)
+
+    def txn(
+        self,
+        compare: Sequence[dict[str, Any]] = (),
+        success: Sequence[dict[str, Any]] = (),
+        failure: Sequence[dict[str, Any]] = (),
+    ) -> Deferred[TxnResult]:
+        """If every compare holds, apply ``success``, else ``failure``: one log entry.
+
+        The items are the JSON objects ``leeky_twisted.api.coord`` describes,
+        e.g. ``{"key": "k", "target": "version", "op": "==", "value": 0}`` and
+        ``{"type": "put", "key": "k", "value": "v"}``. Fires with a
+        ``TxnResult``; applied at most once, like every write of the client.
+        """
+        document = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        text = json.dumps(document, ensure_ascii=False)
+        d = self._write(cc.Txn, {"txn": text})
+        return d.addCallback(lambda r: _decoded(txn_result_from_json, r))
+
+    def watch(
+        self,
+        start: str,
+        on_events: Callable[[list[Event]], object],
+        *,
+        end: str | None = None,
+        prefix: bool = False,
+        start_revision: int | None = None,
+        silence_timeout: float | None = None,
+    ) -> Watch:
+        """Watch the key ``start`` (or with ``prefix``, every key starting with it; with
+        ``end``, the keys in [start, end)) from ``start_revision`` (None: the next).
+
+        ``on_events`` gets each batch of new events (``Event``: revision,
+        kind "put"/"delete", key, value), in revision order, each event once,
+        across node failures (the watch resumes on another node from the
+        revision after the last it saw). Returns a ``Watch``: ``cancel()``
+        stops it; its ``done`` fails with Compacted when the cluster no longer
+        holds the events it needs.
+        """
+        from leeky_twisted.client.watch import DEFAULT_SILENCE_TIMEOUT
+        from leeky_twisted.client.watch import Watch as _Watch
+
+        if end is None and not prefix:
+            end = start + "\0"  # exactly the key
+        watch = _Watch(
+            self,
+            start,
+            end,
+            prefix,
+            start_revision,
+            on_events,
+            DEFAULT_SILENCE_TIMEOUT if silence_timeout is None else silence_timeout,
+        )
+        return watch.start()
 
     def delete(self, key: str) -> Deferred[bool]:
         """Remove ``key``; fire with True when it existed."""
@@ -1028,6 +1164,14 @@ class LeekyClient:
             )
         where = ", ".join(format_address(a) for a in self.addresses)
         return Unavailable(f"cannot reach any node of the cluster ({where}){reason}")
+
+
+def _decoded(parse: Callable[[Any], T], response: dict[str, Any]) -> T:
+    """Return ``parse`` of a response's JSON ``result``; LeekyError when malformed."""
+    try:
+        return parse(json.loads(response["result"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise LeekyError(f"the node sent a malformed answer: {e}") from None
 
 
 def _not_leeky(shown: str, e: BaseException, proto: Any) -> str:

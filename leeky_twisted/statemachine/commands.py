@@ -9,6 +9,12 @@ in C, and the text stays readable in log dumps)::
     ["append", key, suffix, session]
     ["get", key]
     ["register", nonce]
+    ["txn", compares, success, failure, session]
+
+A transaction's ``compares`` are ``[key, target, op, operand]`` (see
+:class:`Compare`); ``success`` and ``failure`` are lists of operations
+``["put", key, value]``, ``["del", key]`` and
+``["range", start, end, limit, keys_only, count_only]`` (see :class:`Range`).
 
 ``session`` is ``null`` or ``{"id": session_id, "seq": seq, "ack": ack}`` (see
 :class:`Session`): a session opened by a ``register`` entry, refused by the
@@ -29,20 +35,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "MAX_LEASE_TTL",
+    "MAX_TXN_OPS",
     "Append",
     "Cas",
     "Command",
     "CommandDecodeError",
+    "Compare",
     "Delete",
     "Get",
+    "LeaseGrant",
+    "LeaseInfo",
+    "LeaseRevoke",
     "Put",
+    "Range",
     "RegisterSession",
     "Session",
+    "Txn",
+    "TxnOp",
     "WriteCommand",
     "decode_command",
     "encode_command",
+    "prefix_end",
 ]
 
 
@@ -76,11 +93,52 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Set ``key`` to ``value``; applies to None."""
+    """Set ``key`` to ``value``; applies to None.
+
+    With a ``lease`` (not 0), the key belongs to that lease and is deleted
+    with it; a put to an unknown lease is refused.
+    """
 
     key: str
     value: str
     session: Session | None = None
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Create a lease of ``ttl`` seconds; applies to its id (the entry's index)."""
+
+    ttl: int
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ttl <= MAX_LEASE_TTL:
+            raise ValueError(f"a lease's ttl is 1 to {MAX_LEASE_TTL} seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """End lease ``lease`` and delete its keys; applies to whether it existed.
+
+    The leader proposes one when a lease expires (``expired``), so expiry is
+    decided once, in the log, and replicas never read a clock.
+    """
+
+    lease: int
+    session: Session | None = None
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A query (``IStateMachine.query``): (ttl, its keys sorted) of ``lease``, or None."""
+
+    lease: int
+
+
+#: The longest ttl of a lease, in seconds.
+MAX_LEASE_TTL = 10**6
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +197,116 @@ class Get:
     key: str
 
 
-WriteCommand = Put | Delete | Cas | Append
-Command = Put | Delete | Cas | Append | Get | RegisterSession
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Read the keys in [``start``, ``end``), sorted; ``end`` None: every key from ``start``.
+
+    ``limit`` (0: none) caps how many keys come back; ``keys_only`` leaves the
+    values out; ``count_only`` returns only how many keys the range holds. A
+    request object for ``IStateMachine.query`` and an operation of a
+    :class:`Txn`. Raises ValueError when ``start > end`` or ``limit < 0``.
+    """
+
+    start: str
+    end: str | None = None
+    limit: int = 0
+    keys_only: bool = False
+    count_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.start > self.end:
+            raise ValueError(f"range start {self.start[:40]!r} is after its end {self.end[:40]!r}")
+        if self.limit < 0:
+            raise ValueError("range limit must not be negative")
+
+    @classmethod
+    def key(cls, key: str) -> Range:
+        """Return the range that holds exactly ``key``."""
+        return cls(key, key + "\0")
+
+    @classmethod
+    def prefix(cls, prefix: str, **options: Any) -> Range:
+        """Return the range of every key that starts with ``prefix``."""
+        return cls(prefix, prefix_end(prefix), **options)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """Return the least string above every string starting with ``prefix`` (None: no bound).
+
+    Strings compare by code point, which is the order of their UTF-8 bytes.
+    """
+    stem = prefix.rstrip(chr(0x10FFFF))
+    if not stem:
+        return None
+    return stem[:-1] + chr(ord(stem[-1]) + 1)
+
+
+#: What a :class:`Compare` may look at, and the operators it may apply.
+COMPARE_TARGETS = frozenset({"value", "version", "create", "mod"})
+COMPARE_OPS = frozenset({"==", "!=", "<", ">"})
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A test of one key in a :class:`Txn`: ``target op operand``.
+
+    ``target`` is ``value`` (operand: a string), or ``version``,
+    ``create`` (create revision) or ``mod`` (mod revision), whose operand is
+    an integer. An absent key has version, create and mod 0 and no value (a
+    value compare on it is false), so ``version == 0`` tests absence.
+    """
+
+    key: str
+    target: str
+    op: str
+    operand: str | int
+
+    def __post_init__(self) -> None:
+        if self.target not in COMPARE_TARGETS:
+            raise ValueError(f"compare target must be one of {sorted(COMPARE_TARGETS)}")
+        if self.op not in COMPARE_OPS:
+            raise ValueError(f"compare op must be one of {sorted(COMPARE_OPS)}")
+        wants_text = self.target == "value"
+        if wants_text != isinstance(self.operand, str) or isinstance(self.operand, bool):
+            kind = "a string" if wants_text else "an integer"
+            raise ValueError(f"a {self.target} compare needs {kind} operand")
+
+
+#: An operation of a transaction: a put, a single-key delete or a range read.
+TxnOp = Put | Delete | Range
+
+#: The most compares, and the most operations per branch, of one transaction.
+MAX_TXN_OPS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """If every compare holds, apply ``success``, else ``failure``: one log entry, atomically.
+
+    Every modification of the chosen branch takes the entry's revision.
+    Applies to a :class:`~leeky_twisted.statemachine.kv.TxnResult`. The
+    operations' own ``session`` fields are ignored: the transaction's counts.
+    """
+
+    compares: tuple[Compare, ...]
+    success: tuple[TxnOp, ...]
+    failure: tuple[TxnOp, ...] = ()
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        for what, items in (
+            ("compares", self.compares),
+            ("success", self.success),
+            ("failure", self.failure),
+        ):
+            if len(items) > MAX_TXN_OPS:
+                raise ValueError(
+                    f"a transaction takes at most {MAX_TXN_OPS} {what}, not {len(items)}"
+                )
+
+
+WriteCommand = Put | Delete | Cas | Append | Txn | LeaseGrant | LeaseRevoke
+Command = Put | Delete | Cas | Append | Get | RegisterSession | Txn | LeaseGrant | LeaseRevoke
 
 
 def _session_json(session: Session | None) -> object:
@@ -163,6 +329,8 @@ def encode_command(command: Command) -> bytes:
     fields: list[object]
     if isinstance(command, Put):
         fields = ["put", command.key, command.value, _session_json(command.session)]
+        if command.lease:
+            fields.append(command.lease)
     elif isinstance(command, Delete):
         fields = ["del", command.key, _session_json(command.session)]
     elif isinstance(command, Cas):
@@ -179,6 +347,18 @@ def encode_command(command: Command) -> bytes:
         fields = ["get", command.key]
     elif isinstance(command, RegisterSession):
         fields = ["register", command.nonce]
+    elif isinstance(command, LeaseGrant):
+        fields = ["lease_grant", command.ttl, _session_json(command.session)]
+    elif isinstance(command, LeaseRevoke):
+        fields = ["lease_revoke", command.lease, _session_json(command.session), command.expired]
+    elif isinstance(command, Txn):
+        fields = [
+            "txn",
+            [[c.key, c.target, c.op, c.operand] for c in command.compares],
+            [_op_json(op) for op in command.success],
+            [_op_json(op) for op in command.failure],
+            _session_json(command.session),
+        ]
     else:
         raise TypeError(f"not a key-value command: {command!r}")
     text = _COMPACT.encode(fields)
@@ -186,6 +366,16 @@ def encode_command(command: Command) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"command holds text that is not valid UTF-8: {e}") from None
+
+
+def _op_json(op: TxnOp) -> list[object]:
+    if isinstance(op, Put):
+        return ["put", op.key, op.value]
+    if isinstance(op, Delete):
+        return ["del", op.key]
+    if isinstance(op, Range):
+        return ["range", op.start, op.end, op.limit, op.keys_only, op.count_only]
+    raise TypeError(f"not a transaction operation: {op!r}")
 
 
 def decode_command(data: bytes) -> Command:
@@ -244,7 +434,17 @@ def _session(value: object) -> Session | None:
         raise CommandDecodeError(str(e)) from None
 
 
-_ARITY = {"put": 4, "del": 3, "cas": 5, "append": 4, "get": 2, "register": 2}
+_ARITY = {
+    "put": 4,
+    "del": 3,
+    "cas": 5,
+    "append": 4,
+    "get": 2,
+    "register": 2,
+    "txn": 5,
+    "lease_grant": 3,
+    "lease_revoke": 4,
+}
 
 
 def _from_fields(fields: object) -> Command:
@@ -254,6 +454,11 @@ def _from_fields(fields: object) -> Command:
     arity = _ARITY.get(op)
     if arity is None:
         raise CommandDecodeError(f"unknown command {op[:40]!r}")
+    if op == "put" and len(fields) == 5:  # a put to a lease
+        lease = _int(fields[4], "lease")
+        if lease < 1:
+            raise CommandDecodeError("lease must be a positive integer")
+        return Put(_text(fields[1], "key"), _text(fields[2], "value"), _session(fields[3]), lease)
     if len(fields) != arity:
         raise CommandDecodeError(f"{op} takes {arity - 1} fields, not {len(fields) - 1}")
     if op == "register":
@@ -261,6 +466,10 @@ def _from_fields(fields: object) -> Command:
             return RegisterSession(_text(fields[1], "nonce"))
         except ValueError as e:
             raise CommandDecodeError(str(e)) from None
+    if op == "txn":
+        return _txn(fields)
+    if op in ("lease_grant", "lease_revoke"):
+        return _lease_command(op, fields)
     key = _text(fields[1], "key")
     if op == "put":
         return Put(key, _text(fields[2], "value"), _session(fields[3]))
@@ -272,6 +481,78 @@ def _from_fields(fields: object) -> Command:
     if op == "append":
         return Append(key, _text(fields[2], "suffix"), _session(fields[3]))
     return Get(key)
+
+
+def _lease_command(op: str, fields: list[object]) -> LeaseGrant | LeaseRevoke:
+    number = _int(fields[1], "ttl" if op == "lease_grant" else "lease")
+    session = _session(fields[2])
+    try:
+        if op == "lease_grant":
+            return LeaseGrant(number, session)
+        return LeaseRevoke(number, session, _bool(fields[3], "expired"))
+    except ValueError as e:
+        raise CommandDecodeError(str(e)) from None
+
+
+def _list(value: object, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise CommandDecodeError(f"{what} must be a list")
+    if len(value) > MAX_TXN_OPS:
+        raise CommandDecodeError(f"a transaction takes at most {MAX_TXN_OPS} {what}")
+    return value
+
+
+def _bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise CommandDecodeError(f"{what} must be true or false")
+    return value
+
+
+def _txn(fields: list[object]) -> Txn:
+    compares = []
+    for item in _list(fields[1], "compares"):
+        if not (isinstance(item, list) and len(item) == 4):
+            raise CommandDecodeError("a compare is [key, target, op, operand]")
+        key, target, op, operand = item
+        if not isinstance(operand, str):
+            operand = _int(operand, "compare operand")
+        try:
+            compares.append(
+                Compare(_text(key, "key"), _text(target, "target"), _text(op, "op"), operand)
+            )
+        except ValueError as e:
+            raise CommandDecodeError(str(e)) from None
+    return Txn(
+        tuple(compares),
+        tuple(_txn_op(op) for op in _list(fields[2], "success")),
+        tuple(_txn_op(op) for op in _list(fields[3], "failure")),
+        _session(fields[4]),
+    )
+
+
+def _txn_op(value: object) -> TxnOp:
+    if not (isinstance(value, list) and value and isinstance(value[0], str)):
+        raise CommandDecodeError("a transaction operation is a list starting with its name")
+    name, arity = value[0], {"put": 3, "del": 2, "range": 6}.get(value[0])
+    if arity is None:
+        raise CommandDecodeError(f"unknown transaction operation {name[:40]!r}")
+    if len(value) != arity:
+        raise CommandDecodeError(f"a transaction {name} takes {arity - 1} fields")
+    if name == "put":
+        return Put(_text(value[1], "key"), _text(value[2], "value"))
+    if name == "del":
+        return Delete(_text(value[1], "key"))
+    end = None if value[2] is None else _text(value[2], "range end")
+    try:
+        return Range(
+            _text(value[1], "range start"),
+            end,
+            _int(value[3], "range limit"),
+            _bool(value[4], "keys_only"),
+            _bool(value[5], "count_only"),
+        )
+    except ValueError as e:
+        raise CommandDecodeError(str(e)) from None
 
 
 def _from_text(raw: bytes) -> Command:

@@ -88,6 +88,9 @@ class FakeRaftNode:
             "role": "follower" if self.not_leader else "leader",
             "term": 3,
             "leader": leader,
+            "leader_address": (
+                self.not_leader.leader_address if self.not_leader else self.client_address
+            ),
             "commit_index": self.index,
             "applied_index": self.index,
             "voters": ["1", "2", "3"],

@@ -221,7 +221,8 @@ def test_unknown_method_is_method_not_found(h):
     ("method", "params", "message"),
     [
         ("put", ["k"], "invalid params"),
-        ("put", ["k", "v", {}, "x"], "invalid params"),
+        ("put", ["k", "v", None, {}, "x"], "invalid params"),
+        ("put", ["k", "v", None, "x"], "put options must be an object"),
         ("put", ["k", "v", "w"], "session must be an object"),
         ("put", ["k", "v", {"session": "1.a", "sequence": 1}], "session must be an object"),
         ("put", ["k", "v", {"session": "1.a"}], "needs both session and seq"),

@@ -146,6 +146,7 @@ REPORTS = [
             "commit_index": 10,
             "applied_index": 10,
             "leader": "1",
+            "revision": 9,
         },
     ),
     NodeReport(
@@ -166,10 +167,10 @@ REPORTS = [
 def test_status_table_lists_every_node():
     """The status table has a header, one row per node and a note per unreachable node."""
     assert cli.format_status_table(REPORTS).splitlines() == [
-        "ID  ADDRESS         ROLE         TERM  COMMIT  APPLIED  LEADER",
-        "1   127.0.0.1:7001  leader       3     10      10       1",
-        "2   127.0.0.1:7002  follower     3     9       8        1",
-        "?   127.0.0.1:7003  unreachable  -     -       -        -",
+        "ID  ADDRESS         ROLE         TERM  COMMIT  APPLIED  LEADER  REVISION",
+        "1   127.0.0.1:7001  leader       3     10      10       1       9",
+        "2   127.0.0.1:7002  follower     3     9       8        1       -",
+        "?   127.0.0.1:7003  unreachable  -     -       -        -       -",
         "127.0.0.1:7003: Connection was refused",
     ]
 

@@ -308,8 +308,10 @@ def test_snapshot_is_json_not_pickle():
     sm = KeyValueStateMachine()
     sm.apply(1, encode_command(Put("k", "v")))
     document = json.loads(sm.snapshot())
-    assert document["format"] == "leeky-kv/1"
+    assert document["format"] == "leeky-kv/2"
     assert document["data"] == {"k": "v"}
+    assert document["meta"] == {"k": [1, 1, 1]}
+    assert document["revision"] == 1
 
 
 @pytest.mark.parametrize(
@@ -324,6 +326,14 @@ def test_snapshot_is_json_not_pickle():
         b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":{}}',
         b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":[["c",1,0]]}',
         b'{"format":"leeky-kv/1","last_applied":1,"data":{},"sessions":[["c",1,0,[[1,[]]]]]}',
+        b'{"format":"leeky-kv/2","last_applied":1,"data":{"k":"v"},"sessions":[]}',
+        b'{"format":"leeky-kv/2","last_applied":1,"revision":2,"data":{},"sessions":[],"meta":{}}',
+        b'{"format":"leeky-kv/2","last_applied":3,"revision":3,"data":{"k":"v"},'
+        b'"sessions":[],"meta":{}}',
+        b'{"format":"leeky-kv/2","last_applied":3,"revision":3,"data":{"k":"v"},'
+        b'"sessions":[],"meta":{"k":[2,1,1]}}',
+        b'{"format":"leeky-kv/2","last_applied":3,"revision":3,"data":{"k":"v"},'
+        b'"sessions":[],"meta":{"k":[1,1,0]}}',
     ],
 )
 def test_restore_rejects_bad_snapshots_and_keeps_state(data):

@@ -109,7 +109,8 @@ def test_session_rejects_ack_above_seq():
         b"[1]",
         b'["nope","k"]',
         b'["put","k"]',
-        b'["put","k","v",null,1]',
+        b'["put","k","v",null,0]',  # a lease must be positive
+        b'["put","k","v",null,1,2]',
         b'["put",1,"v",null]',
         b'["put","k",null,null]',
         b'["put","k","v",["c",1]]',

@@ -1,0 +1,171 @@
+"""Leases: the leader's keeper (task.Clock), and the lease calls over AMP and JSON-RPC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kvfakes import failure_of, result_of
+from test_amp_api import FOLLOWER, Harness
+from test_jsonrpc_api import Harness as RPCHarness
+
+from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api.errors import InvalidRequest, NotLeader
+from leeky_twisted.statemachine.commands import Get, LeaseRevoke, decode_command
+
+
+@pytest.fixture
+def h():
+    return Harness(lease_extension=3.0)
+
+
+def grant(h, c, ttl):
+    return result_of(h.call(c, cc.LeaseGrant, ttl=ttl))["lease"]
+
+
+def keeper(h):
+    return h.net.servers[("10.0.0.1", 7001)].locator.frontend.leases
+
+
+def run_for(h, seconds, step=0.1):
+    """Let ``seconds`` pass with the keeper checking every ``step`` (as its loop does)."""
+    k = keeper(h)
+    for _ in range(round(seconds / step)):
+        h.net.clock.advance(step)
+        k.check()
+
+
+def proposed_revokes(node):
+    return [
+        decode_command(call[1])
+        for call in node.calls
+        if call[0] == "propose" and isinstance(decode_command(call[1]), LeaseRevoke)
+    ]
+
+
+def test_an_idle_lease_expires_through_the_log_and_its_keys_go(h):
+    """No keepalive for ttl seconds: the leader proposes the revoke; the keys are deleted."""
+    c = h.client()
+    k = keeper(h)
+    k.check()  # this node leads (since before the grant)
+    lease = grant(h, c, 5)
+    h.call(c, cc.Put, key="svc/a", value="1", lease=lease)
+    k.check()  # and notes the lease at its grant
+    run_for(h, 4.9)
+    assert proposed_revokes(h.leader) == []
+    run_for(h, 0.2)
+    assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
+    assert h.leader.state_machine.query(Get("svc/a")) is None
+    f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), InvalidRequest)
+    assert f"lease {lease} not found (expired or revoked)" in str(f.value)
+
+
+def test_keepalives_keep_a_lease_and_its_keys(h):
+    """A keepalive every few seconds keeps the lease past its ttl many times over."""
+    c = h.client()
+    k = keeper(h)
+    k.check()
+    lease = grant(h, c, 5)
+    h.call(c, cc.Put, key="k", value="v", lease=lease)
+    k.check()
+    for _ in range(10):
+        run_for(h, 3)
+        assert result_of(h.call(c, cc.LeaseKeepalive, lease=lease)) == {"ttl": 5}
+    assert proposed_revokes(h.leader) == []
+    info = json.loads(result_of(h.call(c, cc.LeaseTTL, lease=lease))["result"])
+    assert info["id"] == lease and info["ttl"] == 5 and info["keys"] == ["k"]
+    assert 4.9 <= info["remaining"] <= 5.0
+
+
+def test_a_new_leader_extends_every_lease_by_the_extension(h):
+    """A node that becomes leader gives each lease ttl + extension before expiring it."""
+    c = h.client()
+    lease = grant(h, c, 5)
+    k = keeper(h)
+    h.leader.not_leader = NotLeader("2", None)  # leadership moves away...
+    run_for(h, 100)  # ...for long (no keepalive reaches this node)
+    h.leader.not_leader = None  # and comes back
+    k.check()
+    run_for(h, 5 + 3 - 0.2)
+    assert proposed_revokes(h.leader) == []  # within ttl + extension
+    run_for(h, 0.3)
+    assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
+
+
+def test_a_follower_forwards_keepalive_and_ttl_to_the_leader(h):
+    """Keepalive and ttl are the leader's business: a follower passes them on."""
+    leader = h.client()
+    lease = grant(h, leader, 5)
+    follower = h.client(FOLLOWER)
+    assert result_of(h.call(follower, cc.LeaseKeepalive, lease=lease)) == {"ttl": 5}
+    info = json.loads(result_of(h.call(follower, cc.LeaseTTL, lease=lease))["result"])
+    assert info["ttl"] == 5
+
+
+def test_revoke_and_unknown_leases(h):
+    """Revoke deletes the keys at once; a put to a revoked lease is refused clearly."""
+    c = h.client()
+    lease = grant(h, c, 60)
+    h.call(c, cc.Put, key="k", value="v", lease=lease)
+    assert result_of(h.call(c, cc.LeaseRevoke, lease=lease)) == {"existed": True}
+    assert result_of(h.call(c, cc.LeaseRevoke, lease=lease)) == {"existed": False}
+    f = failure_of(h.call(c, cc.Put, key="k", value="v", lease=lease), InvalidRequest)
+    assert f"lease {lease} not found" in str(f.value)
+    f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), InvalidRequest)
+    assert "not found (expired or revoked)" in str(f.value)
+    f = failure_of(h.call(c, cc.LeaseGrant, ttl=0), InvalidRequest)
+    assert "malformed LeaseGrant arguments" in str(f.value)
+
+
+def test_keeper_runs_on_its_clock_and_stops():
+    """start() checks every interval; the frontend's close stops it."""
+    h = Harness()
+    k = keeper(h)
+    k.start()
+    assert h.net.clock.getDelayedCalls()
+    k.stop()
+    assert not h.net.clock.getDelayedCalls()
+
+
+def test_rpc_lease_calls():
+    """lease_grant/keepalive/ttl/revoke and put with a lease over JSON-RPC."""
+    rpc = RPCHarness()
+    lease = rpc.result("lease_grant", 30)
+    assert rpc.result("put", "svc/x", "1", None, {"lease": lease}) is True
+    assert rpc.result("lease_keepalive", lease) == 30
+    assert rpc.result("lease_ttl", lease)["keys"] == ["svc/x"]
+    assert rpc.result("lease_revoke", lease) is True
+    assert rpc.result("get", "svc/x") is None
+    assert "not found" in rpc.error("lease_keepalive", lease)["message"]
+    assert "ttl must be" in rpc.error("lease_grant", 0)["message"]
+    assert "lease must be a lease id" in rpc.error("put", "k", "v", None, {"lease": "x"})["message"]
+
+
+def test_a_leader_that_stalled_extends_every_lease_instead_of_expiring_it(h):
+    """Checks held up for longer than the extension (a stopped process): no mass expiry."""
+    c = h.client()
+    k = keeper(h)
+    k.check()
+    lease = grant(h, c, 5)
+    k.check()
+    h.net.clock.advance(60)  # no check ran for a minute: keepalives could not be served
+    k.check()
+    assert proposed_revokes(h.leader) == []
+    run_for(h, 5 + 3 - 0.2)
+    assert proposed_revokes(h.leader) == []
+    run_for(h, 0.3)
+    assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
+
+
+def test_keepalive_reads_the_lease_linearizably_before_renewing(h):
+    """A keepalive is a ReadIndex read of the lease: a revoke committed before it (even a
+    previous leader's) is seen, and the keepalive is refused instead of acknowledged."""
+    from leeky_twisted.statemachine.commands import LeaseInfo
+
+    c = h.client()
+    lease = grant(h, c, 5)
+    assert result_of(h.call(c, cc.LeaseKeepalive, lease=lease)) == {"ttl": 5}
+    assert ("read", LeaseInfo(lease), True, 5.0) in h.leader.calls
+    h.leader.not_leader = NotLeader("2", None)  # the read finds this node deposed
+    f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), NotLeader)
+    assert f.value.leader_id == "2"

@@ -1,0 +1,125 @@
+"""The lock recipe and `leekyraft lock` (fake cluster on task.Clock)."""
+
+from __future__ import annotations
+
+import io
+
+from kvfakes import result_of
+from test_cli import _cli_cluster
+from twisted.internet.defer import CancelledError, Deferred, succeed
+
+from leeky_twisted import cli
+from leeky_twisted.client.library import LeekyClient
+from leeky_twisted.client.recipes import acquire
+from leeky_twisted.statemachine.commands import Range
+
+
+def _client(net):
+    return LeekyClient(net.clock, [("10.0.0.1", 7001)], connect=net.connect)
+
+
+def test_lock_waits_for_its_predecessor_and_tokens_grow():
+    """The second contender waits (no polling) until the first releases; tokens increase."""
+    net, node = _cli_cluster()
+    first = Deferred.fromCoroutine(acquire(_client(net), "jobs", ttl=30))
+    net.run(first, limit=1)
+    lock1 = result_of(first)
+    second = Deferred.fromCoroutine(acquire(_client(net), "jobs", ttl=30))
+    net.run(second, limit=5)
+    assert not second.called  # waiting on lock1's key
+
+    def ranges():
+        return len([c for c in node.calls if c[0] == "read" and isinstance(c[1], Range)])
+
+    reads = ranges()
+    net.run(Deferred(), limit=5)  # time passes: the waiter does not poll
+    assert ranges() == reads
+    net.run(Deferred.fromCoroutine(lock1.release()), limit=1)
+    net.run(second, limit=2)
+    lock2 = result_of(second)
+    assert lock2.token > lock1.token
+    keys = [kv.key for kv in node.state_machine.query(Range.prefix("jobs/")).kvs]
+    assert keys == [lock2.key]
+    net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
+
+
+def test_a_lock_keeps_its_lease_alive_and_reports_it_lost():
+    """The holder's lease is renewed every ttl/3; if it is revoked, `lost` fires."""
+    net, _ = _cli_cluster()
+    got = Deferred.fromCoroutine(acquire(_client(net), "m", ttl=3))
+    net.run(got, limit=1)
+    lock = result_of(got)
+    net.run(Deferred(), limit=4)  # a few keepalives
+    assert not lock.lost.called
+    other = _client(net)
+    net.run(other.lease_revoke(lock.lease), limit=1)
+    net.run(lock.lost, limit=3)
+    assert "is gone" in result_of(lock.lost)
+
+
+def test_cli_lock_runs_the_command_with_the_token_then_releases():
+    """`lock NAME -- COMMAND`: the command gets the token; the exit code is the command's."""
+    net, node = _cli_cluster()
+    seen = {}
+
+    def spawn(argv, env):
+        seen["argv"], seen["token"] = argv, env["LEEKYRAFT_LOCK_TOKEN"]
+        seen["held"] = [kv.key for kv in node.state_machine.query(Range.prefix("db/")).kvs]
+        return succeed(3)
+
+    args = cli.build_parser().parse_args(["lock", "db", "--", "true", "x"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_locked(args, _client(net), out, err, spawn=spawn))
+    net.run(d, limit=2)
+    assert result_of(d) == 3
+    assert seen["argv"][1:] == ["x"] and seen["argv"][0].endswith("true")
+    assert int(seen["token"]) > 0 and len(seen["held"]) == 1
+    assert "holding db/" in err.getvalue()
+    assert node.state_machine.query(Range.prefix("db/")).count == 0  # released
+
+
+def test_cli_lock_with_an_unknown_command_is_a_usage_error():
+    """A command that does not exist is refused before any lock is taken."""
+    net, node = _cli_cluster()
+    args = cli.build_parser().parse_args(["lock", "db", "--", "no-such-command-xyz"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, _client(net), out, err))
+    net.run(d, limit=1)
+    assert result_of(d) == cli.EXIT_USAGE and "command not found" in err.getvalue()
+    assert node.state_machine.leases() == []
+
+
+def test_election_campaign_observe_and_resign():
+    """Observers see each leader's proposal once; a resignation hands leadership on."""
+    from leeky_twisted.client.recipes import campaign, observe
+
+    net, _ = _cli_cluster()
+    seen = []
+    watching = observe(_client(net), "leader", seen.append)
+    net.run(watching, limit=1)
+    first = Deferred.fromCoroutine(campaign(_client(net), "leader", "node-a", ttl=30))
+    net.run(first, limit=1)
+    second = Deferred.fromCoroutine(campaign(_client(net), "leader", "node-b", ttl=30))
+    net.run(second, limit=2)
+    assert not second.called
+    net.run(Deferred.fromCoroutine(result_of(first).release()), limit=1)
+    net.run(second, limit=2)
+    net.run(Deferred.fromCoroutine(result_of(second).release()), limit=1)
+    assert seen == [None, "node-a", "node-b", None]
+    result_of(watching).cancel()
+
+
+def test_cli_elect_prints_elected_and_resigns_on_exit():
+    """`elect NAME PROPOSAL` prints elected: PROPOSAL; leaving resigns (the key goes)."""
+    net, node = _cli_cluster()
+    client = _client(net)
+    args = cli.build_parser().parse_args(["elect", "primary", "db-1"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+    net.run(d, limit=1)
+    assert out.getvalue() == "elected: db-1\n"
+    assert node.state_machine.query(Range.prefix("primary/")).kvs[0].value == "db-1"
+    d.cancel()  # as if stopped
+    net.run(Deferred(), limit=1)
+    d.addErrback(lambda f: f.trap(CancelledError))
+    assert node.state_machine.query(Range.prefix("primary/")).count == 0

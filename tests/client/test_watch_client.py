@@ -1,0 +1,246 @@
+"""Watches end to end over in-memory AMP: push, resume on another node, compaction (task.Clock)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
+
+from leeky_twisted.api import client_commands as cc
+from leeky_twisted.api.errors import Compacted
+from leeky_twisted.client.library import LeekyClient, format_address
+from leeky_twisted.statemachine.commands import Put, encode_command
+
+A = ("10.0.0.1", 7001)
+B = ("10.0.0.2", 7002)
+
+
+class Replicated:
+    """Two fake nodes whose state machines apply the same entries (A leads at first)."""
+
+    def __init__(self, watch_window=10_000):
+        self.net = FakeNetwork()
+        self.a = FakeRaftNode("1", format_address(A))
+        self.b = FakeRaftNode("2", format_address(B))
+        self.net.serve(A, self.a, forward=False, watch_window=watch_window)
+        self.net.serve(B, self.b, forward=False, watch_window=watch_window)
+        self.index = 0
+
+    def commit(self, key, value, nodes=None):
+        """Apply a put at the next index on every (given) node, as a committed entry."""
+        self.index += 1
+        for node in nodes or (self.a, self.b):
+            node.state_machine.apply(self.index, encode_command(Put(key, value)))
+        self.net.flush()
+
+    def client(self, addresses=(A, B)):
+        return LeekyClient(self.net.clock, list(addresses), connect=self.net.connect)
+
+
+def revisions(batches):
+    return [e.revision for batch in batches for e in batch]
+
+
+def test_watch_prefix_gets_pushed_events_in_order():
+    """Events of the prefix arrive pushed, in revision order; other keys are not sent."""
+    r = Replicated()
+    got = []
+    watch = r.client().watch("a/", got.append, prefix=True)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("a/1", "x")
+    r.commit("b", "y")
+    r.commit("a/2", "z")
+    assert [(e.revision, e.key, e.value) for b in got for e in b] == [
+        (1, "a/1", "x"),
+        (3, "a/2", "z"),
+    ]
+    assert watch.next_revision == 4
+    watch.cancel()
+    assert result_of(watch.done) is None
+
+
+def test_watch_resumes_on_another_node_without_gap_or_duplicate():
+    """The watched node goes away: the client resumes on B from the next revision."""
+    r = Replicated()
+    got = []
+    watch = r.client().watch("k", got.append, prefix=True)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k1", "a")
+    r.commit("k2", "b")
+    r.net.drop(A)  # the node the watch was on dies
+    r.commit("k3", "c", nodes=[r.b])  # committed while the client reconnects
+    r.net.run(watch.done, limit=2)
+    r.commit("k4", "d", nodes=[r.b])
+    assert revisions(got) == [1, 2, 3, 4]
+    assert watch.resumes == 1
+    watch.cancel()
+
+
+def test_watch_from_a_start_revision_catches_up():
+    """start_revision=2 delivers the held events from 2 on, then the live ones."""
+    r = Replicated()
+    for i in range(3):
+        r.commit(f"k{i}", "v")
+    got = []
+    watch = r.client().watch("k", got.append, prefix=True, start_revision=2)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k9", "v")
+    assert revisions(got) == [2, 3, 4]
+    watch.cancel()
+
+
+def test_watch_of_a_compacted_revision_fails_with_the_oldest_revision():
+    """Asking for a revision older than the window ends the watch with Compacted."""
+    r = Replicated(watch_window=2)
+    for i in range(5):
+        r.commit(f"k{i}", "v")
+    watch = r.client().watch("k", lambda events: None, prefix=True, start_revision=1)
+    r.net.run(watch.done, limit=2)
+    f = failure_of(watch.done, Compacted)
+    assert "oldest is 4" in str(f.value)
+
+
+def test_a_silent_node_is_left_after_the_silence_timeout():
+    """A node that stops sending (no events; its progress notes come only every 10 s)
+    is left after the 3 s silence timeout, and the watch resumes on the next node."""
+    r = Replicated()
+    got = []
+    watch = r.client().watch("k", got.append, prefix=True, silence_timeout=3.0)
+    r.net.run(watch.done, limit=0.5)
+    r.a.state_machine.observe(None)  # A stops applying (paused, partitioned)
+    r.net.servers.pop(A)  # and takes no new connections
+    r.commit("k1", "v", nodes=[r.b])
+    r.net.run(watch.done, limit=5)
+    assert revisions(got) == [1] and watch.resumes == 1
+    watch.cancel()
+
+
+def test_watch_over_raw_amp_answers_before_its_first_events():
+    """The Watch answer (id, start revision) comes before any WatchEvents of that watch."""
+    from twisted.protocols import amp
+
+    r = Replicated()
+    r.commit("k", "v")
+    seen = []
+
+    class Locator(amp.CommandLocator):
+        @cc.WatchEvents.responder
+        def events(self, watch_id, events, next_revision):
+            seen.append(("events", json.loads(events)[0]["revision"], next_revision))
+            return {}
+
+    proto = amp.AMP(locator=Locator())
+    r.net.connect(A, proto)
+    d = proto.callRemote(cc.Watch, start="k", prefix=True, start_revision=1)
+    d.addCallback(lambda answer: seen.append(("answer", answer["start_revision"])))
+    r.net.run(d, limit=1)
+    r.net.clock.advance(0)
+    r.net.flush()
+    assert seen == [("answer", 1), ("events", 1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [({"start": "b", "end": "a"}, "is after its end"), ({"start": "k" * 2000}, "bytes")],
+)
+def test_bad_watch_is_refused_clearly(arguments, message):
+    """A malformed watch gets INVALID_REQUEST with the reason."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api.errors import InvalidRequest
+
+    r = Replicated()
+    proto = amp.AMP()
+    r.net.connect(A, proto)
+    results = []
+    proto.callRemote(cc.Watch, **arguments).addBoth(results.append)
+    r.net.flush()
+    assert results[0].check(InvalidRequest) and message in str(results[0].value)
+
+
+def test_cli_watch_prints_a_line_per_event_until_cancelled():
+    """`leekyraft watch --prefix k` prints REVISION PUT/DELETE lines; --json prints JSON."""
+    import io
+
+    from twisted.internet.defer import Deferred
+
+    from leeky_twisted import cli
+    from leeky_twisted.statemachine.commands import Delete
+
+    r = Replicated()
+    client = r.client()
+    started = []
+    original = client.watch
+
+    def watch(*args, **kwargs):
+        started.append(original(*args, **kwargs))
+        return started[-1]
+
+    client.watch = watch
+    for argv, expected in [
+        (["watch", "--prefix", "k"], "1 PUT k1 a b\n2 DELETE k1\n"),
+        (["watch", "k1", "--from", "1", "--json"], None),
+    ]:
+        args = cli.build_parser().parse_args(argv)
+        out, err = io.StringIO(), io.StringIO()
+        d = Deferred.fromCoroutine(cli.run_command(args, client, out, err))
+        r.net.run(d, limit=0.5)
+        if expected is not None:
+            r.commit("k1", "a b")
+            r.index += 1
+            for node in (r.a, r.b):
+                node.state_machine.apply(r.index, encode_command(Delete("k1")))
+            r.net.flush()
+        started[-1].cancel()
+        r.net.run(d, limit=0.5)
+        assert result_of(d) == 0 and err.getvalue() == ""
+        if expected is not None:
+            assert out.getvalue() == expected
+        else:
+            lines = [json.loads(line) for line in out.getvalue().splitlines()]
+            assert [(e["revision"], e["type"]) for e in lines] == [(1, "put"), (2, "delete")]
+
+
+def test_cli_watch_of_a_compacted_revision_exits_5_with_the_oldest_revision():
+    """`watch --from 1` past the window: one line naming the oldest revision, exit 5."""
+    import io
+
+    from twisted.internet.defer import Deferred
+
+    from leeky_twisted import cli
+
+    r = Replicated(watch_window=2)
+    for i in range(5):
+        r.commit(f"k{i}", "v")
+    args = cli.build_parser().parse_args(["watch", "--prefix", "k", "--from", "1"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, r.client(), out, err))
+    r.net.run(d, limit=2)
+    assert result_of(d) == cli.EXIT_REFUSED == 5
+    assert (
+        err.getvalue() == ("leekyraft: compacted: revision 1 is no longer held, oldest is 4\n")
+        and out.getvalue() == ""
+    )
+
+
+def test_one_connection_holds_at_most_100_watches(monkeypatch):
+    """The 101st watch on one connection is refused; cancelling one makes room."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.api import amp_api
+    from leeky_twisted.api.errors import InvalidRequest
+
+    monkeypatch.setattr(amp_api, "MAX_WATCHES_PER_CONNECTION", 2)
+    r = Replicated()
+    proto = amp.AMP()
+    r.net.connect(A, proto)
+    answers = []
+    for _ in range(3):
+        proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
+    r.net.flush()
+    assert answers[2].check(InvalidRequest) and "at most 2 watches" in str(answers[2].value)
+    proto.callRemote(cc.CancelWatch, watch_id=answers[0]["watch_id"])
+    proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
+    r.net.flush()
+    assert "watch_id" in answers[3]
