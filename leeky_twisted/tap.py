@@ -351,6 +351,13 @@ class Options(usage.Options):
             (address,) = parse_peers(f"{self['id']}={self['address']}")
         if peers and self["id"] not in {p.node_id for p in peers}:
             raise usage.UsageError(f"--peers must include this node's own id {self['id']!r}")
+        if len(peers) == 2:
+            # Both start abstaining (their storage is new), and an election that
+            # counts an abstaining grant needs one grant more than a majority.
+            raise usage.UsageError(
+                "--peers lists two voters: a new two-voter cluster can never elect a leader "
+                '(docs/core.md, "A node that lost its storage"); list one or three'
+            )
         join = []
         if self["join"]:
             for part in self["join"].split(","):

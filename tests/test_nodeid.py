@@ -87,7 +87,7 @@ def test_joiner_with_another_id_is_refused(tmp_path: Path) -> None:
 
 def test_static_cluster_still_needs_id_and_checks_it(tmp_path: Path) -> None:
     """--peers without --id is refused; with --id the id is stored and checked too."""
-    peers = "1=127.0.0.1:7101,2=127.0.0.1:7102"
+    peers = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103"
     with pytest.raises(usage.UsageError, match="--id is required"):
         parse("--peers", peers, "--data-dir", str(tmp_path))
     parse("--id", "1", "--peers", peers, "--data-dir", str(tmp_path))

@@ -16,7 +16,7 @@ def node_of(tmp_path: Path) -> RaftNode:
     return node_from(
         [
             "--id=1",
-            "--peers=1=127.0.0.1:7001,2=127.0.0.1:7002",
+            "--peers=1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
             f"--data-dir={tmp_path}",
             "--client-port=7501",
             "--http-port=7601",

@@ -97,11 +97,18 @@ def test_insecure_bootstrap_makes_no_key(tmp_path: Path) -> None:
 
 def test_a_static_cluster_by_hand_needs_no_key(tmp_path: Path) -> None:
     """README's `--peers` cluster still starts without extra flags, as cluster 'leeky'."""
-    peers = "1=127.0.0.1:7101,2=127.0.0.1:7102"
+    peers = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103"
     opts = parse("--id", "1", "--peers", peers, "--data-dir", str(tmp_path / "1")).node_options
     assert (opts.gossip_key, opts.cluster_id) == (None, DEFAULT_CLUSTER_ID)
     with pytest.raises(usage.UsageError, match="gossip needs the cluster key"):
         parse("--id", "1", "--peers", peers, "--data-dir", str(tmp_path), "--gossip-port", "7300")
+
+
+def test_a_static_cluster_of_two_voters_is_refused(tmp_path: Path) -> None:
+    """Both would start abstaining: a new two-voter cluster could never elect a leader."""
+    peers = "1=127.0.0.1:7101,2=127.0.0.1:7102"
+    with pytest.raises(usage.UsageError, match="two voters"):
+        parse("--id", "1", "--peers", peers, "--data-dir", str(tmp_path / "1"))
 
 
 def test_an_explicit_cluster_id_wins(tmp_path: Path) -> None:
