@@ -546,8 +546,12 @@ def run_local(args: argparse.Namespace) -> int:
     try:
         saved = saved_layout(args.dir)
         nodes = args.nodes or (len(saved) if saved else DEFAULT_LOCAL_NODES)
-        if not 1 <= nodes <= 9:
-            print("leekyraft: --nodes must be between 1 and 9", file=sys.stderr)
+        if not 1 <= nodes <= 9 or nodes == 2:
+            print(
+                "leekyraft: --nodes must be 1 or 3 to 9 (a new two-node cluster can never "
+                "elect a leader: docs/running.md)",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         cluster = LocalCluster(Path(args.dir), nodes, args.node_arg, base_port=args.base_port)
         control: ControlServer | None = ControlServer(cluster.root)

@@ -196,3 +196,15 @@ def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
         assert "#debug]" not in text
         assert "connection established" not in text and "connection lost" not in text
         assert "OneShotFactory" not in text
+
+
+def test_a_two_node_local_cluster_is_refused_in_one_line(tmp_path):
+    """Two new nodes both abstain at first: they could never elect; refused before starting."""
+    out = subprocess.run(
+        [CLI, "local", "--nodes", "2", "--dir", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 64 and "--nodes must be 1 or 3 to 9" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "two").exists()
