@@ -512,4 +512,25 @@ def makeService(options: Options) -> IService:
         from leeky_twisted.logs import twistd_default_observer
 
         svc.log_observer = twistd_default_observer(twistd_options, options.log_level)
+    tune_collector()
     return svc
+
+
+#: Allocations between two young-generation collections in a node process (Python's
+#: default is 700). A node allocates several short-lived objects per request; at the
+#: default, full collections over a large heap (the store, sessions, the watch window)
+#: ran often enough to stall the reactor for tens of milliseconds under load.
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_collector() -> None:
+    """Collect cyclic garbage less often in a node process, and never scan its start-up heap.
+
+    Measured with the shared bench (3 nodes, 64 puts in flight, alternated): p99 32 / 35 ms
+    against 97 / 84 ms untuned, and 18% more puts/s (docs/benchmarks.md).
+    """
+    import gc
+
+    gc.freeze()  # what start-up built lives for the whole process
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
