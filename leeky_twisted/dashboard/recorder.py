@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
@@ -96,7 +97,7 @@ class Recorder:
         self.timeline.observe(self.status, now)
         if self.data_dir is not None and now - self._size_at >= SIZE_EVERY:
             self._size_at = now
-            self.data_bytes = folder_bytes(self.data_dir)
+            self._measure_folder(self.data_dir)
         if self._point_at is None:
             self._point_at = now
             self._commit = int(self.status.get("commit_index") or 0)
@@ -106,6 +107,16 @@ class Recorder:
             self._samples += 1
             if self._samples % SAMPLES_PER_POINT == 0:
                 self._add_point(now)
+
+    def _measure_folder(self, path: str) -> None:
+        """Measure the data folder off the reactor thread when the clock is a real reactor."""
+        pool = getattr(self.clock, "getThreadPool", None)
+        if pool is None:  # a test clock: measure here
+            self.data_bytes = folder_bytes(path)
+            return
+        d = threads.deferToThreadPool(self.clock, pool(), folder_bytes, path)
+        d.addCallback(lambda size: setattr(self, "data_bytes", size))
+        d.addErrback(lambda _: None)
 
     def _add_point(self, now: float) -> None:
         assert self._point_at is not None
