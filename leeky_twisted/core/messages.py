@@ -57,6 +57,9 @@ class ConfChangeOp(enum.IntEnum):
     ADD_LEARNER = 0
     ADD_VOTER = 1  #: add as voter, or promote a learner to voter
     REMOVE = 2  #: remove a voter or a learner
+    #: name the storage a voter's answers count from (the context holds its
+    #: identity in decimal; 0 vacates the seat until a storage is named again)
+    BIND_STORAGE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,21 @@ class ConfChange:
         return bytes([int(self.op), len(node)]) + node + self.context
 
     @classmethod
+    def bind(cls, node_id: NodeId, storage: int) -> ConfChange:
+        """Return the change naming ``storage`` as ``node_id``'s (0: vacate its seat)."""
+        return cls(ConfChangeOp.BIND_STORAGE, node_id, str(storage).encode("ascii"))
+
+    def bound_storage(self) -> int:
+        """Return the identity a BIND_STORAGE change names; ValueError if malformed."""
+        text = self.context.decode("ascii", "replace")
+        if not text.isdigit() or len(text) > 20:
+            raise ValueError(f"bad storage identity {text!r:.40}")
+        storage = int(text)
+        if storage > MAX_STORAGE_ID:
+            raise ValueError(f"storage identity {storage} out of range")
+        return storage
+
+    @classmethod
     def decode(cls, data: bytes) -> ConfChange:
         """Parse bytes produced by :meth:`encode`; raise ValueError when malformed."""
         if len(data) < 2:
@@ -90,14 +108,28 @@ class ConfChange:
 
 @dataclass(frozen=True, slots=True)
 class Configuration:
-    """The voters and learners of the cluster. Learners replicate but never vote."""
+    """The voters and learners of the cluster. Learners replicate but never vote.
+
+    ``storage`` names, for each voter it lists, the storage identity whose
+    votes and acknowledgements count for that voter (0: none, the seat is
+    vacant). A voter it does not list is unbound: its answers count by the
+    abstention rules (docs/core.md, "A node that lost its storage").
+    """
 
     voters: frozenset[NodeId]
     learners: frozenset[NodeId] = frozenset()
+    storage: tuple[tuple[NodeId, int], ...] = ()
 
     def members(self) -> frozenset[NodeId]:
         """Return every node that receives the log."""
         return self.voters | self.learners
+
+    def storage_of(self, nid: NodeId) -> int | None:
+        """Return the identity bound to voter ``nid`` (0: vacant), None if unbound."""
+        for node, storage in self.storage:
+            if node == nid:
+                return storage
+        return None
 
     def apply(self, change: ConfChange) -> Configuration:
         """Return the configuration after ``change``; raise ValueError if it is a no-op."""
@@ -105,17 +137,33 @@ class Configuration:
         if change.op is ConfChangeOp.ADD_LEARNER:
             if nid in self.voters or nid in self.learners:
                 raise ValueError(f"{nid} is already a member")
-            return Configuration(self.voters, self.learners | {nid})
+            return Configuration(self.voters, self.learners | {nid}, self.storage)
         if change.op is ConfChangeOp.ADD_VOTER:
             if nid in self.voters:
                 raise ValueError(f"{nid} is already a voter")
-            return Configuration(self.voters | {nid}, self.learners - {nid})
+            return Configuration(self.voters | {nid}, self.learners - {nid}, self.storage)
+        if change.op is ConfChangeOp.BIND_STORAGE:
+            return self._bind(nid, change.bound_storage())
         if nid not in self.voters and nid not in self.learners:
             raise ValueError(f"{nid} is not a member")
         voters = self.voters - {nid}
         if not voters:
             raise ValueError("cannot remove the last voter")
-        return Configuration(voters, self.learners - {nid})
+        storage = tuple(pair for pair in self.storage if pair[0] != nid)
+        return Configuration(voters, self.learners - {nid}, storage)
+
+    def _bind(self, nid: NodeId, storage: int) -> Configuration:
+        if nid not in self.voters:
+            raise ValueError(f"{nid} is not a voter")
+        current = self.storage_of(nid)
+        if current == storage:
+            raise ValueError(f"{nid} is already bound to {storage}")
+        if current and storage:
+            # The old and the new storage's majorities need not overlap:
+            # vacate the seat first, so no majority counts either in between.
+            raise ValueError(f"vacate {nid}'s seat before naming another storage")
+        pairs = [pair for pair in self.storage if pair[0] != nid] + [(nid, storage)]
+        return Configuration(self.voters, self.learners, tuple(sorted(pairs)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -552,9 +552,25 @@ class RaftCore:
         # §8: a no-op of the new term lets earlier entries commit and ReadIndex start.
         self._append_new(EntryKind.NOOP, b"")
 
+    def _may_campaign(self) -> bool:
+        """Return True when this node may stand for election.
+
+        A voter may, unless the configuration binds its seat to another
+        storage (or to none). A node whose own removal is the latest, still
+        uncommitted, configuration entry may too: the new configuration's
+        voters elect it (it does not count itself), it commits its removal and
+        steps down. Otherwise a node with the most complete log could hold the
+        others' votes back forever by holding its own removal.
+        """
+        cfg = self.log.config()
+        if self.id in cfg.voters:
+            return self._seat(self.id, self.storage_id, cfg) is not False
+        index = self.log.config_index()
+        return index > self.commit and self.id in self.log.config_at(index - 1).voters
+
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         voters = self.log.config().voters
-        if self.id not in voters or self.term >= MAX_TERM:
+        if not self._may_campaign() or self.term >= MAX_TERM:
             return
         if pre_vote:
             self._become_pre_candidate()
@@ -580,12 +596,16 @@ class RaftCore:
                 )
 
     def _abstaining_votes(self) -> set[NodeId]:
-        if self.abstaining:
+        if self.abstaining and self._seat(self.id, self.storage_id) is None:
             return self._abstaining_voters | {self.id}
         return self._abstaining_voters
 
     def _alone_counts(self) -> bool:
-        return self._sole_founder or not self.abstaining
+        return (
+            self._sole_founder
+            or not self.abstaining
+            or self._seat(self.id, self.storage_id) is True
+        )
 
     def _won_election(self, pre_vote: bool) -> None:
         if pre_vote:
@@ -597,7 +617,7 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
-        if self.election_elapsed >= self.randomized_timeout and self.id in self.log.config().voters:
+        if self.election_elapsed >= self.randomized_timeout and self._may_campaign():
             self.election_elapsed = 0
             self._campaign(self.cfg.pre_vote)
 
@@ -626,7 +646,8 @@ class RaftCore:
         active = {
             v
             for v in voters
-            if v == self.id or (v in self.progress and self.progress[v].recent_active)
+            if self._counts(v)
+            and (v == self.id or (v in self.progress and self.progress[v].recent_active))
         }
         return quorum_of(voters, active, self._abstaining_followers())
 
@@ -664,8 +685,13 @@ class RaftCore:
         elif isinstance(m, RequestVoteResponse):
             if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
                 return
-            self.votes.setdefault(m.sender, m.granted)
-            if m.granted and m.abstaining:
+            # A grant counts only from the storage the configuration binds
+            # to its sender's seat, if it binds one (a lost storage's vote
+            # and its replacement's are never both counted).
+            seat = self._seat(m.sender, m.storage)
+            granted = m.granted and seat is not False
+            self.votes.setdefault(m.sender, granted)
+            if granted and m.abstaining and seat is None:
                 self._abstaining_voters.add(m.sender)
             if m.storage > self._voter_storage.get(m.sender, 0):
                 self._voter_storage[m.sender] = m.storage
@@ -692,6 +718,7 @@ class RaftCore:
             self.leader_id = m.sender
             if m.commit > self.commit:
                 self.commit = min(m.commit, self.log.last_index())
+                self._seat_committed()
             self._send(
                 HeartbeatResponse(
                     self.id,
@@ -707,7 +734,7 @@ class RaftCore:
             self.election_elapsed = 0
             self.leader_id = m.sender
             self._handle_snapshot(m)
-        elif isinstance(m, TimeoutNow) and self.id in self.log.config().voters:
+        elif isinstance(m, TimeoutNow) and self._may_campaign():
             self._log(f"TimeoutNow from {m.sender}: campaigning")
             self._campaign(False, transfer=True)
 
@@ -767,11 +794,13 @@ class RaftCore:
         if m.leader_commit > self.commit:
             # Never backwards: a reordered, older append may end below commit.
             self.commit = max(self.commit, min(m.leader_commit, last_new))
+            self._seat_committed()
         if (
             self.abstaining
             and last_new >= m.leader_commit
             and self.log.term_at(last_new) == self.term
             and m.to_storage == self.storage_id
+            and self._seat(self.id, self.storage_id) is None
         ):
             # The leader knew this storage when it sent its commit index: no
             # acknowledgement of a lost storage of ours counts after it.
@@ -804,12 +833,14 @@ class RaftCore:
         if self.log.term_at(meta.index) == meta.term:
             # We hold the entry the snapshot ends at: keep our log, fast-forward commit.
             self.commit = meta.index
+            self._seat_committed()
             self._ack(m.sender, meta.index)
             return
         self._log(f"install snapshot at {meta.index} (term {meta.term}) from {m.sender}")
         self.log.restore(meta)
         self.snapshot_meta = meta
         self.commit = meta.index
+        self._seat_committed()
         self.applied = meta.index
         self._applying = meta.index
         self._pending_snapshot = meta
@@ -859,6 +890,7 @@ class RaftCore:
         elif isinstance(m, HeartbeatResponse):
             pr.recent_active = True
             pr.abstaining = m.abstaining
+            self._settle_seats()
             if m.read_round > pr.read_ack:
                 pr.read_ack = m.read_round
                 self._confirm_reads()
@@ -956,7 +988,11 @@ class RaftCore:
         return True
 
     def _abstaining_followers(self) -> set[NodeId]:
-        return {nid for nid, pr in self.progress.items() if nid != self.id and pr.abstaining}
+        return {
+            nid
+            for nid, pr in self.progress.items()
+            if nid != self.id and pr.abstaining and self._seat(nid, pr.storage_id) is None
+        }
 
     def _follower_lost_log(self, nid: NodeId, pr: Progress, last: int) -> None:
         """``nid`` reports a log shorter than it acknowledged: its storage was
@@ -972,7 +1008,7 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         cfg = self.log.config()
-        match = {nid: pr.match for nid, pr in self.progress.items()}
+        match = {nid: pr.match for nid, pr in self.progress.items() if self._counts(nid)}
         index = committed_index(cfg.voters, match, self._abstaining_followers())
         # Figure 8: only entries of the current term are committed by counting.
         if index > self.commit and self.log.term_at(index) == self.term:
@@ -995,6 +1031,7 @@ class RaftCore:
                 ):
                     # Now we may name its storage: an empty append ends its abstention.
                     self._send_append(nid, pr, empty=True)
+            self._settle_seats()
 
     def _on_first_commit_in_term(self) -> None:
         waiting, self._reads_before_commit = self._reads_before_commit, []
@@ -1113,8 +1150,9 @@ class RaftCore:
 
     def _confirm_reads(self) -> None:
         voters = self.log.config().voters
-        acks = {nid: pr.read_ack for nid, pr in self.progress.items()}
-        acks[self.id] = self.read_round
+        acks = {nid: pr.read_ack for nid, pr in self.progress.items() if self._counts(nid)}
+        if self._counts(self.id):
+            acks[self.id] = self.read_round
         confirmed = committed_index(voters, acks, self._abstaining_followers())
         if confirmed in self._round_sent_tick:
             # Followers will not elect another leader for election_ticks after
@@ -1142,6 +1180,87 @@ class RaftCore:
         self._round_sent_tick.clear()
         self._lease_until = -1
         self._read_round_wanted = False
+
+    # ========================================================= storage seats
+
+    def _seat(self, nid: NodeId, storage: int, cfg: Configuration | None = None) -> bool | None:
+        """Return whether answers from ``nid``'s ``storage`` count for its seat.
+
+        True when the configuration binds that storage to ``nid``; False when
+        it binds another, or none (a vacant seat); None when ``nid`` is unbound
+        (a founder or a promoted learner not yet bound: the abstention rules
+        decide).
+        """
+        bound = (cfg or self.log.config()).storage_of(nid)
+        if bound is None:
+            return None
+        return bound != 0 and storage == bound
+
+    def _counts(self, nid: NodeId) -> bool:
+        """Return False when what ``nid`` acknowledged must not count (leader)."""
+        if nid == self.id:
+            return self._seat(nid, self.storage_id) is not False
+        pr = self.progress.get(nid)
+        return pr is not None and self._seat(nid, pr.storage_id) is not False
+
+    def _settle_seats(self) -> None:
+        """Bind each voter's seat to the storage it answers from (leader only).
+
+        An unbound voter that answers without abstaining is bound to its
+        storage. A voter that answers from a newer storage than its seat names
+        has its seat vacated first, and bound to the new storage once that
+        holds our commit index: two consecutive configurations then always
+        share a voter whose storage is the same in both, as single-server
+        changes need. One change at a time, once we committed in our term.
+        """
+        if (
+            self.role is not Role.LEADER
+            or self.transferee is not None
+            or self.log.config_index() > self.commit
+            or self.log.term_at(self.commit) != self.term
+        ):
+            return
+        cfg = self.log.config()
+        for nid in sorted(cfg.voters):
+            change = self._seat_change(nid, cfg)
+            if change is not None:
+                storage = change.bound_storage()
+                what = f"bind to storage {storage}" if storage else "vacate"
+                self._log(f"{what} the seat of {nid}")
+                self._append_new(EntryKind.CONFIG, change.encode())
+                return
+
+    def _seat_change(self, nid: NodeId, cfg: Configuration) -> ConfChange | None:
+        bound = cfg.storage_of(nid)
+        if nid == self.id:
+            storage, honest, caught_up = self.storage_id, True, True
+        else:
+            pr = self.progress.get(nid)
+            if pr is None:
+                return None
+            storage, honest = pr.storage_id, not pr.abstaining
+            # it holds the latest configuration entry (when vacant: the one
+            # that vacated its seat); an empty voter would be safe, but slow
+            caught_up = pr.state is ProgressState.REPLICATE and pr.match >= self.log.config_index()
+        if not storage or bound == storage:
+            return None
+        if bound is None:
+            return ConfChange.bind(nid, storage) if honest and caught_up else None
+        if bound == 0:
+            return ConfChange.bind(nid, storage) if caught_up else None
+        if storage > bound:
+            return ConfChange.bind(nid, 0)
+        return None  # a lost storage's late answer
+
+    def _seat_committed(self) -> None:
+        """Stop abstaining once a committed configuration binds our storage."""
+        if (
+            self.abstaining
+            and self.storage_id
+            and self.log.config_at(self.commit).storage_of(self.id) == self.storage_id
+        ):
+            self._log(f"seat bound to storage {self.storage_id}: voting again")
+            self.abstaining = False
 
     # ================================================================ helpers
 

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from leeky_twisted.core.messages import (
     MAX_INDEX,
+    MAX_STORAGE_ID,
     MAX_TERM,
     Configuration,
     Entry,
@@ -680,6 +681,7 @@ def _encode_snapshot_header(meta: SnapshotMeta) -> bytes:
         "term": meta.term,
         "voters": sorted(meta.config.voters),
         "learners": sorted(meta.config.learners),
+        "storage": [[nid, storage] for nid, storage in meta.config.storage],
     }
     body = json.dumps(fields, sort_keys=True).encode("utf-8")
     return _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, len(body)) + body
@@ -700,7 +702,18 @@ def _decode_snapshot_meta(body: bytes, path: str) -> SnapshotMeta:
         raise CorruptSnapshotError(path, None, f"impossible meta {fields!r:.200}")
     voters = frozenset(NodeId(node) for node in voters)
     learners = frozenset(NodeId(node) for node in learners)
-    return SnapshotMeta(index, term, Configuration(voters, learners))
+    seats = fields.get("storage", [])  # absent in snapshots from before seats
+    seats_ok = isinstance(seats, list) and all(
+        isinstance(seat, list)
+        and len(seat) == 2
+        and seat[0] in voters
+        and _is_count(seat[1], MAX_STORAGE_ID)
+        for seat in seats
+    )
+    if not seats_ok:
+        raise CorruptSnapshotError(path, None, f"impossible seats {seats!r:.200}")
+    storage = tuple(sorted((NodeId(nid), int(sid)) for nid, sid in seats))
+    return SnapshotMeta(index, term, Configuration(voters, learners, storage))
 
 
 def _read_snapshot(path: str, *, keep_data: bool) -> tuple[SnapshotMeta, bytes]:

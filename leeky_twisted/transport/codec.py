@@ -31,6 +31,7 @@ from typing import Any
 from twisted.protocols import amp
 
 from leeky_twisted.core.messages import (
+    MAX_STORAGE_ID,
     AppendEntries,
     AppendEntriesResponse,
     Configuration,
@@ -193,7 +194,11 @@ def _body_install_snapshot(m: InstallSnapshot) -> list[bytes]:
     voters = _ids(config.voters)
     learners = _ids(config.learners)
     header = _IS.pack(m.term, meta.index, meta.term, len(voters) // 2, len(learners) // 2)
-    return [header, *voters, *learners]
+    seats = [_U16.pack(len(config.storage))]
+    for nid, storage in config.storage:  # sorted by node id
+        raw = _node(nid)
+        seats += [_U16.pack(len(raw)), raw, _Q.pack(storage)]
+    return [header, *voters, *learners, *seats]
 
 
 def _body_timeout_now(m: TimeoutNow) -> list[bytes]:
@@ -380,10 +385,26 @@ def _decode_install_snapshot(s: NodeId, r: NodeId, data: bytes, off: int) -> Ins
     off += _IS.size
     voters, off = _decode_ids(data, off, n_voters, "voter")
     learners, off = _decode_ids(data, off, n_learners, "learner")
+    seats: list[tuple[NodeId, int]] = []
+    if off < len(data):  # the seats' storage identities (absent before they existed)
+        _need(data, off, 2, "InstallSnapshot seats")
+        (count,) = _U16.unpack_from(data, off)
+        off += 2
+        for _ in range(count):
+            nids, off = _decode_ids(data, off, 1, "seat")
+            _need(data, off, _Q.size, "seat storage")
+            (storage,) = _Q.unpack_from(data, off)
+            off += _Q.size
+            (nid,) = nids
+            if nid not in voters or storage > MAX_STORAGE_ID:
+                what = f"seat of {nid!r:.40} bound to {storage}"
+                raise CodecError(f"{what}: not a voter, or too big")
+            if seats and nid <= seats[-1][0]:
+                raise CodecError("seats are not sorted and unique")
+            seats.append((nid, storage))
     _done(data, off, "InstallSnapshot")
-    return InstallSnapshot(
-        s, r, term, SnapshotMeta(index, meta_term, Configuration(voters, learners))
-    )
+    config = Configuration(voters, learners, tuple(seats))
+    return InstallSnapshot(s, r, term, SnapshotMeta(index, meta_term, config))
 
 
 def _decode_timeout_now(s: NodeId, r: NodeId, data: bytes, off: int) -> TimeoutNow:

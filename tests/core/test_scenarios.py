@@ -141,6 +141,7 @@ def test_basic_agreement():
     """Each command is committed at the next index, on every node, in order."""
     net = Network(THREE)
     net.run_until_leader()
+    net.sync()  # the leader binds each voter's seat to its storage first
     first = net.core(net.leader()).log.last_index() + 1
     for i in range(3):
         assert one(net, b"cmd%d" % i) == first + i
