@@ -487,18 +487,37 @@ class RaftNode:
         return d
 
     def propose_config_change(self, change: ConfChange, timeout: float) -> Deferred[Any]:
-        """Replicate a membership change; fire once it is applied."""
+        """Replicate a membership change; fire once it is applied.
+
+        While another change is uncommitted (the leader binds seats by itself,
+        docs/core.md) or the leader has not yet committed in its term, try
+        again every tick until ``timeout``.
+        """
+        return self._propose_config_change(change, self.reactor.seconds() + timeout)
+
+    def _propose_config_change(self, change: ConfChange, deadline: float) -> Deferred[Any]:
         try:
             index, term = self.core.propose_config_change(change)
         except NotLeaderError as e:
             return defer.fail(self._not_leader(e.leader))
-        except (TransferInProgressError, ConfigChangeInProgressError) as e:
+        except ConfigChangeInProgressError as e:
+            wait = self.settings.tick_interval
+            if self.stopped or self.reactor.seconds() + wait >= deadline:
+                return defer.fail(Unavailable(str(e)))
+            retried: Deferred[Any] = Deferred()
+
+            def again() -> None:
+                self._propose_config_change(change, deadline).chainDeferred(retried)
+
+            self.reactor.callLater(wait, again)
+            return retried
+        except TransferInProgressError as e:
             return defer.fail(Unavailable(str(e)))
         except ValueError as e:
             return defer.fail(e)
         d: Deferred[Any] = Deferred()
         self._wait_for(index, term, d)
-        self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
+        self._deadlines.append((deadline, False, index, d))
         self._schedule()
         return d
 
