@@ -1301,6 +1301,10 @@ class RaftNode:
             "snapshot_index": self.core.snapshot_meta.index if self.core.snapshot_meta else 0,
             "voters": sorted(st.voters),
             "learners": sorted(st.learners),
+            "storage_id": self.core.storage_id,
+            "abstaining": self.core.abstaining,
+            # each voter's seat: the storage its votes count from (0: vacant)
+            "seats": dict(self.core.configuration.storage),
             "leader_changes": self.leader_changes,
             "elections": self.elections,
             "pending_requests": len(self._waiters),

@@ -645,6 +645,7 @@ def test_e_a_wiped_voters_seat_is_vacated_then_bound_to_its_new_storage():
     assert bound[-2:] == [0, new]  # vacated, then bound to the new storage
     assert core.commit >= core.log.config_index()
     assert not c.node(victim).core.abstaining
+    assert c.node(leader).status()["seats"][victim] == new  # shown by `leekyraft status`
     c.hosts[NodeId(leader)].crash()  # the rebound node now makes a majority with the third
     assert c.run_until_leader() != leader
 

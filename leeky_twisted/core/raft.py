@@ -988,10 +988,13 @@ class RaftCore:
         return True
 
     def _abstaining_followers(self) -> set[NodeId]:
+        seated = self.log.config().storage
         return {
             nid
             for nid, pr in self.progress.items()
-            if nid != self.id and pr.abstaining and self._seat(nid, pr.storage_id) is None
+            if nid != self.id
+            and pr.abstaining
+            and (not seated or self._seat(nid, pr.storage_id) is None)
         }
 
     def _follower_lost_log(self, nid: NodeId, pr: Progress, last: int) -> None:
@@ -1008,7 +1011,10 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         cfg = self.log.config()
-        match = {nid: pr.match for nid, pr in self.progress.items() if self._counts(nid)}
+        if cfg.storage:
+            match = {nid: pr.match for nid, pr in self.progress.items() if self._counts(nid)}
+        else:  # no seat bound: every answer counts, by the abstention rules
+            match = {nid: pr.match for nid, pr in self.progress.items()}
         index = committed_index(cfg.voters, match, self._abstaining_followers())
         # Figure 8: only entries of the current term are committed by counting.
         if index > self.commit and self.log.term_at(index) == self.term:
@@ -1198,10 +1204,13 @@ class RaftCore:
 
     def _counts(self, nid: NodeId) -> bool:
         """Return False when what ``nid`` acknowledged must not count (leader)."""
+        bound = self.log.config().storage_of(nid)
+        if bound is None:
+            return True
         if nid == self.id:
-            return self._seat(nid, self.storage_id) is not False
+            return bound != 0 and bound == self.storage_id
         pr = self.progress.get(nid)
-        return pr is not None and self._seat(nid, pr.storage_id) is not False
+        return pr is not None and bound != 0 and bound == pr.storage_id
 
     def _settle_seats(self) -> None:
         """Bind each voter's seat to the storage it answers from (leader only).

@@ -386,22 +386,21 @@ def _decode_install_snapshot(s: NodeId, r: NodeId, data: bytes, off: int) -> Ins
     voters, off = _decode_ids(data, off, n_voters, "voter")
     learners, off = _decode_ids(data, off, n_learners, "learner")
     seats: list[tuple[NodeId, int]] = []
-    if off < len(data):  # the seats' storage identities (absent before they existed)
-        _need(data, off, 2, "InstallSnapshot seats")
-        (count,) = _U16.unpack_from(data, off)
-        off += 2
-        for _ in range(count):
-            nids, off = _decode_ids(data, off, 1, "seat")
-            _need(data, off, _Q.size, "seat storage")
-            (storage,) = _Q.unpack_from(data, off)
-            off += _Q.size
-            (nid,) = nids
-            if nid not in voters or storage > MAX_STORAGE_ID:
-                what = f"seat of {nid!r:.40} bound to {storage}"
-                raise CodecError(f"{what}: not a voter, or too big")
-            if seats and nid <= seats[-1][0]:
-                raise CodecError("seats are not sorted and unique")
-            seats.append((nid, storage))
+    _need(data, off, 2, "InstallSnapshot seats")
+    (count,) = _U16.unpack_from(data, off)
+    off += 2
+    for _ in range(count):
+        nids, off = _decode_ids(data, off, 1, "seat")
+        _need(data, off, _Q.size, "seat storage")
+        (storage,) = _Q.unpack_from(data, off)
+        off += _Q.size
+        (nid,) = nids
+        if nid not in voters or storage > MAX_STORAGE_ID:
+            what = f"seat of {nid!r:.40} bound to {storage}"
+            raise CodecError(f"{what}: not a voter, or too big")
+        if seats and nid <= seats[-1][0]:
+            raise CodecError("seats are not sorted and unique")
+        seats.append((nid, storage))
     _done(data, off, "InstallSnapshot")
     config = Configuration(voters, learners, tuple(seats))
     return InstallSnapshot(s, r, term, SnapshotMeta(index, meta_term, config))
