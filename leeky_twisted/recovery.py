@@ -116,6 +116,7 @@ def force_new_cluster(
         changes.append(ConfChange(ConfChangeOp.ADD_VOTER, node_id))
     removed = tuple(sorted(config.members() - {node_id}))
     changes.extend(ConfChange(ConfChangeOp.REMOVE, nid) for nid in removed)
+    changes.extend(_own_seat(config, changes, node_id, hs.storage_id))
     index = log.last_index()
     appended = [
         Entry(index + 1 + i, term, EntryKind.CONFIG, change.encode())
@@ -128,6 +129,23 @@ def force_new_cluster(
     commit = index + len(appended)
     stable_store.save(HardState(term, node_id, commit, False, hs.storage_id))
     return ForcedCluster(term, removed, index + 1, commit, hs.commit, config)
+
+
+def _own_seat(
+    config: Configuration, changes: list[ConfChange], node_id: NodeId, storage_id: int
+) -> list[ConfChange]:
+    """Return the changes that seat this node's own storage (docs/core.md, seats).
+
+    A survivor whose seat is vacant, or names a storage it lost, would never
+    stand for election alone: it is the only voter now, so it takes the seat.
+    """
+    for change in changes:
+        config = config.apply(change)
+    seat = config.storage_of(node_id)
+    if seat is None or seat == storage_id or not storage_id:
+        return []
+    vacate = [ConfChange.bind(node_id, 0)] if seat else []
+    return [*vacate, ConfChange.bind(node_id, storage_id)]
 
 
 def check_not_forced_before(data_dir: str) -> None:

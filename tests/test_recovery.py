@@ -175,3 +175,18 @@ def test_the_rewrite_is_one_shot(tmp_path: Path) -> None:
             str(tmp_path), NodeId("1"), log_store, stable, snaps, warnings.append
         )
     assert (log_store.last_index(), stable.load(), len(warnings)) == (last, hs, 1)
+
+
+@pytest.mark.parametrize("seat", [0, 77])
+def test_a_survivor_whose_seat_is_vacant_or_names_a_lost_storage_takes_it(seat: int) -> None:
+    """Node 1's seat was vacated after a wipe (0), or still names the storage it lost (77),
+    when the others were lost too: forced, it takes its seat and elects itself."""
+    log_store, stable, snaps = three_voter_stores()
+    seats = [ConfChange.bind(NodeId("1"), 77)] + ([ConfChange.bind(NodeId("1"), 0)] * (not seat))
+    log_store.append([Entry(6 + i, 3, EntryKind.CONFIG, c.encode()) for i, c in enumerate(seats)])
+    stable.save(HardState(3, NodeId("2"), 4, False, storage_id=99))
+    force_new_cluster(NodeId("1"), log_store, stable, snaps)
+    node, clock = build(log_store, stable, snaps)
+    assert node.core.configuration.storage == ((NodeId("1"), 99),)
+    run(clock, 1.0)
+    assert node.status()["role"] == "leader"
