@@ -856,6 +856,15 @@ class RaftNode:
                 self.addresses.setdefault(change.node_id, {}).update(
                     {str(k): str(v) for k, v in info.items()}
                 )
+        if change.op is ConfChangeOp.BIND_STORAGE:
+            storage = change.context.decode("ascii", "replace")
+            log.info(
+                "configuration change at {index}: the seat of {node} {what}",
+                index=e.index,
+                node=change.node_id,
+                what=f"counts storage {storage}" if storage != "0" else "is vacant",
+            )
+            return
         log.info(
             "configuration change {op} {node} applied at {index}",
             op=change.op.name,
