@@ -1012,7 +1012,13 @@ class RaftCore:
     def _maybe_commit(self) -> None:
         cfg = self.log.config()
         if cfg.storage:
-            match = {nid: pr.match for nid, pr in self.progress.items() if self._counts(nid)}
+            seats = dict(cfg.storage)
+            match = {}
+            for nid, pr in self.progress.items():
+                bound = seats.get(nid)
+                storage = self.storage_id if nid == self.id else pr.storage_id
+                if bound is None or (bound and bound == storage):
+                    match[nid] = pr.match
         else:  # no seat bound: every answer counts, by the abstention rules
             match = {nid: pr.match for nid, pr in self.progress.items()}
         index = committed_index(cfg.voters, match, self._abstaining_followers())
@@ -1037,7 +1043,10 @@ class RaftCore:
                 ):
                     # Now we may name its storage: an empty append ends its abstention.
                     self._send_append(nid, pr, empty=True)
-            self._settle_seats()
+            if old < self.log.config_index() <= index or self.log.term_at(old) != self.term:
+                # a configuration change (or our first entry) committed: the
+                # next seat change may follow; heartbeat answers check the rest
+                self._settle_seats()
 
     def _on_first_commit_in_term(self) -> None:
         waiting, self._reads_before_commit = self._reads_before_commit, []
