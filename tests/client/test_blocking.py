@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from leeky_twisted.api.errors import Compacted, InvalidRequest, Unavailable
+from leeky_twisted.client import blocking
 from leeky_twisted.client.blocking import BlockingClient, Event, KeyValue
 from leeky_twisted.localcluster import LocalCluster, NodeProcess, free_ports
 
@@ -142,11 +143,50 @@ def test_every_call_against_a_cluster(cluster: LocalCluster) -> None:
         assert c.status()["revision"] >= done.revision
 
 
+# ------------------------------------------------------------------ sessions
+
+
+def test_a_write_whose_answer_is_lost_is_retried_in_its_session_and_applied_once(
+    cluster: LocalCluster,
+) -> None:
+    """The node applies the write but the answer is lost: the retry (same session and
+    seq) answers the first outcome; a put is not applied twice, a cas answers True."""
+    c = client_of(cluster.nodes)
+    real = c._rpc
+    lose = {"put", "cas"}
+
+    def lossy(address, method, params, remaining, extra):  # type: ignore[no-untyped-def]
+        result = real(address, method, params, remaining, extra)
+        if method in lose:
+            lose.discard(method)
+            raise blocking._Lost("answer lost (test)")
+        return result
+
+    c._rpc = lossy  # type: ignore[method-assign]
+    c.put("once", "v")
+    assert c.cas("once", "v", "w") is True  # the retry gets the cached True, not False
+    kv = c.get_kv("once")
+    assert kv is not None and (kv.value, kv.version) == ("w", 2)
+
+
+def test_a_session_the_cluster_does_not_hold_is_replaced_by_a_new_one(
+    cluster: LocalCluster,
+) -> None:
+    """A write in an unknown session is refused (nothing applied); the client opens a new
+    session and sends it again, as the Twisted client does."""
+    c = client_of(cluster.nodes)
+    c.session_id = "no-such-session"
+    c.put("k", "v")
+    assert c.session_id not in (None, "no-such-session")
+    kv = c.get_kv("k")
+    assert kv is not None and kv.version == 1
+
+
 # ------------------------------------------------------------------ failover
 
 
 def test_puts_across_a_leader_kill_are_each_applied_exactly_once(cluster: LocalCluster) -> None:
-    """60 puts with the leader killed after 20: every key once, version 1 (no retry applied twice)."""
+    """60 puts, the leader killed after 20: each key once, at version 1 (nothing applied twice)."""
     leader = cluster.wait_for_leader()
     others = [n for n in cluster.nodes if n is not leader]
     c = client_of([leader, *others], timeout=30)
@@ -158,6 +198,7 @@ def test_puts_across_a_leader_kill_are_each_applied_exactly_once(cluster: LocalC
     for i in range(20, 60):
         c.put(f"p/{i:03d}", f"v{i}")
     killer.join(timeout=30)
+    assert c.leader in [("127.0.0.1", n.http_port) for n in others]
     listing = client_of(others).range_prefix("p/")
     assert [(k.key, k.value, k.version) for k in listing.kvs] == [
         (f"p/{i:03d}", f"v{i}", 1) for i in range(60)
@@ -301,3 +342,55 @@ def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
         BlockingClient(["127.0.0.1:1"], timeout=0)
     with pytest.raises(InvalidRequest, match="lock name"):
         BlockingClient(["127.0.0.1:1"]).lock("")
+
+
+# ---------------------------------------------------------------------- docs
+
+
+def _docs_example() -> str:
+    text = (REPO / "docs" / "coordination.md").read_text(encoding="utf-8")
+    section = text.split("## From Python (blocking", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_example_runs_against_a_cluster(cluster: LocalCluster) -> None:
+    """docs/coordination.md's blocking example, pointed at this cluster, prints the KeyValue
+    and the watch's first event (then the test stops it, as Ctrl-C would)."""
+    program = _docs_example()
+    assert len(program.strip().splitlines()) <= 12
+    for i, node in enumerate(cluster.nodes):
+        program = program.replace(f"127.0.0.1:{7201 + i}", http(node))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode().rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        cluster.wait_for(
+            "the watch's first event",
+            lambda: (
+                any(line.endswith(" put config/db postgres://db1") for line in lines)
+                or proc.poll() is not None
+            ),
+            timeout=60,
+        )
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert lines and lines[0].startswith("KeyValue(key='config/db'"), (lines, stderr)
+    assert any(line.endswith(" put config/db postgres://db1") for line in lines), (lines, stderr)
+    with client_of(cluster.nodes) as c:
+        assert c.get("jobs-state/last-run") is not None and c.get("svc/me") == "10.0.0.7:80"
