@@ -433,11 +433,16 @@ class BlockingClient:
         deadline: float,
         any_node: bool = False,
         extra_wait: float = 0.0,
+        first: Address | None = None,
     ) -> Any:
-        """Send one call to the leader (or any node), moving on from what fails, by ``deadline``."""
+        """Send one call to the leader (or any node), moving on from what fails, by ``deadline``.
+
+        ``first``: the node to try first (else the leader, else the next address).
+        This thread's ``self._local.answered_by`` is then the node that answered.
+        """
         delay = self._retry_delay
         hops = 0
-        address = self._leader if self._leader is not None else self._next_address(None)
+        address = first or self._leader or self._next_address(None)
         unreachable: set[Address] = set()
         full_rounds = 0
         answered = False
@@ -510,6 +515,7 @@ class BlockingClient:
                 raise
             if not any_node:
                 self._leader = address
+            self._local.answered_by = address
             return result
 
     def _gave_up(
@@ -602,7 +608,10 @@ class BlockingClient:
         except (http.client.HTTPException, OSError) as e:
             self._drop(address)
             if not fresh:  # a kept-alive connection the node had closed: resend on a new one
-                return self._rpc(address, method, params, remaining, extra)
+                try:
+                    return self._rpc(address, method, params, remaining, extra)
+                except _Unreachable as again:  # the first sending may still have arrived
+                    raise _Lost(str(again)) from None
             if address not in self._spoke:
                 raise _Unreachable(
                     f"{shown} closed the connection without an HTTP answer"
@@ -676,6 +685,8 @@ class Watch:
         self.next_revision = start_revision or None
         self.poll_wait = poll_wait
         self.closed = False
+        #: the node the watch polls (any node serves watches); it moves on when that one fails
+        self.node: Address | None = None
         self._held: deque[Event] = deque()
 
     def poll(self, wait: float | None = None) -> list[Event]:
@@ -698,7 +709,9 @@ class Watch:
             deadline=time.monotonic() + client.timeout + wait,
             any_node=True,
             extra_wait=wait,
+            first=self.node,
         )
+        self.node = client._local.answered_by
         try:
             events = [_event(e) for e in found["events"]]
             next_revision = int(found["next_revision"])
@@ -806,15 +819,18 @@ class Lock:
 
     def _keep(self) -> None:
         interval = max(self.ttl / 3, 0.2)
-        while not self._stop.wait(interval):
-            try:
-                self.client.lease_keepalive(self.lease)
-            except InvalidRequest as e:
-                self.lost_reason = f"lease {self.lease} is gone: {e}"
-                self.lost.set()
-                return
-            except LeekyError:
-                continue  # the cluster is busy or changing leader: try again next interval
+        try:
+            while not self._stop.wait(interval):  # ends with release() or the lease
+                try:
+                    self.client.lease_keepalive(self.lease)
+                except InvalidRequest as e:
+                    self.lost_reason = f"lease {self.lease} is gone: {e}"
+                    self.lost.set()
+                    return
+                except LeekyError:
+                    continue  # the cluster is busy or changing leader: again next interval
+        finally:
+            self.client.close()  # this thread's connections
 
     def _end(self) -> None:
         self._stop.set()

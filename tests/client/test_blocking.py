@@ -185,6 +185,20 @@ def test_a_session_the_cluster_does_not_hold_is_replaced_by_a_new_one(
 # ------------------------------------------------------------------ failover
 
 
+def test_not_leader_answers_are_followed_to_the_leader(tmp_path: Path) -> None:
+    """With --no-forward a follower answers "not the leader" (naming the leader's AMP
+    address): the client maps it to that node's HTTP address and goes there."""
+    with LocalCluster(tmp_path / "nofwd", nodes=3, extra_args=[*FAST, "--no-forward"]) as c:
+        c.start()
+        leader = c.wait_for_leader()
+        followers = [n for n in c.nodes if n is not leader]
+        client = client_of([*followers, leader])
+        client.put("k", "v")
+        assert client.leader == ("127.0.0.1", leader.http_port)
+        assert client._client_to_http[f"127.0.0.1:{leader.client_port}"] == client.leader
+        assert client.get("k") == "v"
+
+
 def test_puts_across_a_leader_kill_are_each_applied_exactly_once(cluster: LocalCluster) -> None:
     """60 puts, the leader killed after 20: each key once, at version 1 (nothing applied twice)."""
     leader = cluster.wait_for_leader()
@@ -293,6 +307,21 @@ def test_two_blocking_clients_take_the_lock_in_turn_with_growing_tokens(
     assert not overlaps, overlaps
     assert len(tokens) == 6 and tokens == sorted(set(tokens))
     assert client_of(cluster.nodes).range_prefix("jobs/").count == 0  # every lease revoked
+
+
+def test_a_lock_wait_ends_at_its_timeout_and_a_lost_lease_is_reported(
+    cluster: LocalCluster,
+) -> None:
+    """acquire(timeout) gives up with TimeoutError and withdraws; a revoked lease sets lost."""
+    first, second = client_of(cluster.nodes), client_of(cluster.nodes)
+    held = first.lock("jobs", ttl=3).acquire()
+    with pytest.raises(TimeoutError, match="lock jobs not acquired in time"):
+        second.lock("jobs").acquire(timeout=0.5)
+    assert [kv.key for kv in second.range_prefix("jobs/").kvs] == [held.key]  # withdrawn
+    second.lease_revoke(held.lease)  # as if the lease expired while the holder slept
+    assert held.lost.wait(timeout=10)
+    assert f"lease {held.lease} is gone" in held.lost_reason
+    held.release()  # nothing left to revoke: no error
 
 
 def test_election_campaign_and_leader(cluster: LocalCluster) -> None:
