@@ -35,9 +35,9 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from leeky_twisted.api.errors import (
     CommitTimeout,
@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+T = TypeVar("T")
 
 #: A write whose session keeps being refused gets a new session at most this often.
 MAX_SESSION_RENEWALS = 3
@@ -364,13 +365,13 @@ class BlockingClient:
     # ----------------------------------------------------------- machinery
 
     @staticmethod
-    def _decoded(parse: Any, value: Any) -> Any:
+    def _decoded(parse: Callable[[Any], T], value: Any) -> T:
         try:
             return parse(value)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LeekyError(f"the node sent a malformed answer: {e!r:.200}") from None
 
-    def _write(self, method: str, before: list[Any], after: list[Any] = ()) -> Any:  # type: ignore[assignment]
+    def _write(self, method: str, before: list[Any], after: Sequence[Any] = ()) -> Any:
         """Send a write in the client's session; in a new one if the cluster dropped it."""
         with self._lock:
             self._seq += 1
