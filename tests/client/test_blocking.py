@@ -309,6 +309,38 @@ def test_two_blocking_clients_take_the_lock_in_turn_with_growing_tokens(
     assert client_of(cluster.nodes).range_prefix("jobs/").count == 0  # every lease revoked
 
 
+def test_a_waiter_long_polls_its_predecessor_once_instead_of_polling(
+    cluster: LocalCluster,
+) -> None:
+    """While the holder works (other writes go on), the waiter sends one watch poll on its
+    predecessor's key; the release answers it."""
+    holder, waiter = client_of(cluster.nodes), client_of(cluster.nodes)
+    polls: list[object] = []
+    real = waiter._rpc
+
+    def counted(address, method, params, remaining, extra):  # type: ignore[no-untyped-def]
+        if method == "watch":
+            polls.append(params[0])
+        return real(address, method, params, remaining, extra)
+
+    waiter._rpc = counted  # type: ignore[method-assign]
+    held = holder.lock("jobs", ttl=5).acquire()
+    got: list[blocking.Lock] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.lock("jobs").acquire()))
+    thread.start()
+    try:
+        cluster.wait_for("the waiter's poll", lambda: polls, timeout=30)
+        for i in range(10):
+            holder.put(f"other/{i}", "x")  # writes elsewhere wake nobody
+        assert polls == [held.key]
+    finally:
+        held.release()
+        thread.join(timeout=30)
+    assert got and got[0].token > held.token
+    got[0].release()
+    assert polls == [held.key]
+
+
 def test_a_lock_wait_ends_at_its_timeout_and_a_lost_lease_is_reported(
     cluster: LocalCluster,
 ) -> None:
@@ -344,7 +376,7 @@ def test_the_amp_port_instead_of_the_http_port_is_a_clear_error(cluster: LocalCl
     started = time.monotonic()
     with pytest.raises(Unavailable) as caught:
         c.get("k")
-    assert time.monotonic() - started < 3 + 1.5
+    assert time.monotonic() - started < 3 + 2
     message = str(caught.value)
     assert "cannot reach any node" in message
     assert "HTTP" in message and f"127.0.0.1:{node.client_port}" in message
@@ -358,7 +390,7 @@ def test_no_node_reachable_within_the_deadline_is_unavailable() -> None:
         started = time.monotonic()
         with pytest.raises(Unavailable, match="cannot reach any node of the cluster"):
             call()
-        assert time.monotonic() - started < 2 + 1.0
+        assert time.monotonic() - started < 2 + 2
 
 
 def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
