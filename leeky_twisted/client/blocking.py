@@ -212,6 +212,7 @@ class BlockingClient:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._lock = threading.Lock()
+        self._session_lock = threading.Lock()
         self._seq = 0
         self._pending: set[int] = set()
         self._leader: Address | None = None
@@ -274,13 +275,11 @@ class BlockingClient:
         return result
 
     def open_session(self) -> str:
-        """Return the client's session id, registering one (a log entry) if it has none."""
-        if self.session_id is None:
-            session = self._call("register_session", [], write=True)
-            if not isinstance(session, str):
-                raise LeekyError(f"the node sent a malformed session id: {session!r:.80}")
-            self.session_id = session
-        return self.session_id
+        """Return the client's session id, registering one (a log entry) if it has none.
+
+        Writes do this by themselves; call it ahead to keep it out of the first write.
+        """
+        return self._session_before(time.monotonic() + self.timeout)
 
     # ------------------------------------------------------------- reads
 
@@ -400,18 +399,22 @@ class BlockingClient:
                 self._pending.discard(seq)
 
     def _session_before(self, deadline: float) -> str:
+        """Return the session id, registering one (once for all threads) by ``deadline``."""
         if self.session_id is not None:
             return self.session_id
-        try:
-            session = self._attempt("register_session", [], write=True, deadline=deadline)
-        except CommitTimeout as e:
-            raise Unavailable(
-                f"could not open a client session ({e}); the write was not sent"
-            ) from None
-        if not isinstance(session, str):
-            raise LeekyError(f"the node sent a malformed session id: {session!r:.80}")
-        self.session_id = session
-        return session
+        with self._session_lock:
+            if self.session_id is not None:  # another thread registered it meanwhile
+                return self.session_id
+            try:
+                session = self._attempt("register_session", [], write=True, deadline=deadline)
+            except CommitTimeout as e:
+                raise Unavailable(
+                    f"could not open a client session ({e}); the write was not sent"
+                ) from None
+            if not isinstance(session, str):
+                raise LeekyError(f"the node sent a malformed session id: {session!r:.80}")
+            self.session_id = session
+            return session
 
     def _call(self, method: str, params: list[Any], *, write: bool, any_node: bool = False) -> Any:
         return self._attempt(

@@ -175,6 +175,8 @@ def test_a_session_the_cluster_does_not_hold_is_replaced_by_a_new_one(
     """A write in an unknown session is refused (nothing applied); the client opens a new
     session and sends it again, as the Twisted client does."""
     c = client_of(cluster.nodes)
+    first = c.open_session()
+    assert c.open_session() == first  # once
     c.session_id = "no-such-session"
     c.put("k", "v")
     assert c.session_id not in (None, "no-such-session")
