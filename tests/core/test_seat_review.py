@@ -1,0 +1,119 @@
+"""Review findings on seats (docs/core.md, "A node that lost its storage"): each test
+reproduces one problem and is marked xfail(strict=True) until the core is fixed."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from leeky_twisted.core.config import CoreConfig
+from leeky_twisted.core.messages import (
+    ConfChange,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NodeId,
+    Role,
+)
+from leeky_twisted.core.raft import RaftCore, bootstrap_entries
+
+N1, N2, N3 = NodeId("n1"), NodeId("n2"), NodeId("n3")
+S1, S2, S3 = 1_000, 2_000, 3_000
+
+
+def seated_log(seats: dict[NodeId, int]) -> list[Entry]:
+    """The bootstrap entries of n1..n3, then one entry binding each seat, at term 1."""
+    entries = bootstrap_entries([(nid, b"") for nid in (N1, N2, N3)])
+    for nid, storage in sorted(seats.items()):
+        change = ConfChange.bind(nid, storage)
+        entries.append(Entry(len(entries) + 1, 1, EntryKind.CONFIG, change.encode()))
+    return entries
+
+
+def make(
+    nid: NodeId,
+    storage: int,
+    entries: list[Entry],
+    *,
+    fresh: bool = False,
+    seed: int = 1,
+    pre_vote: bool = True,
+    check_quorum: bool = True,
+) -> RaftCore:
+    """A core holding ``entries`` (all committed), or an empty one when ``fresh``."""
+    hs = HardState(1, None, 0 if fresh else len(entries), fresh, storage)
+    return RaftCore(
+        CoreConfig(
+            nid, election_ticks=10, heartbeat_ticks=2, pre_vote=pre_vote, check_quorum=check_quorum
+        ),
+        random.Random(seed),
+        hs,
+        None,
+        [] if fresh else entries,
+        fresh=fresh,
+    )
+
+
+class Net:
+    """Deliver every message at once, in order, between the cores that are up."""
+
+    def __init__(self, *cores: RaftCore) -> None:
+        self.cores = {c.id: c for c in cores}
+        self.down: set[NodeId] = set()
+
+    def flush(self) -> None:
+        for _ in range(1000):
+            out: list[Message] = []
+            for c in self.cores.values():
+                while c.has_ready():
+                    rd = c.ready()
+                    out += list(rd.messages) + list(rd.messages_after_persist)
+                    c.advance(rd)
+            if not out:
+                return
+            for m in out:
+                live = m.recipient not in self.down and m.sender not in self.down
+                if live and m.recipient in self.cores:
+                    self.cores[m.recipient].step(m)
+        raise AssertionError("messages never stopped")
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            for nid, c in self.cores.items():
+                if nid not in self.down:
+                    c.tick()
+            self.flush()
+
+    def leader(self) -> RaftCore | None:
+        up = [c for nid, c in self.cores.items() if nid not in self.down]
+        leaders = [c for c in up if c.role is Role.LEADER]
+        return max(leaders, key=lambda c: c.term) if leaders else None
+
+
+# ----------------------------------------------- 1. a replacement with a smaller id
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 1: a replacement storage whose identity is below its seat's (clock "
+    "went back) is never re-seated: _seat_change treats it as a lost storage's late "
+    "answer, and no append names the seat's larger identity, so the follower never bumps",
+)
+def test_a_replacement_storage_with_a_smaller_identity_is_seated_again():
+    """n2's seat names S2; its disk is wiped and its clock went back, so its new storage
+    gets an identity below S2. The leader (elected after the loss, so it never heard S2
+    speak) must still bring n2 back into the counted majority."""
+    entries = seated_log({N1: S1, N2: S2, N3: S3})
+    n1 = make(N1, S1, entries, seed=1)
+    n3 = make(N3, S3, entries, seed=3)
+    replaced = S2 - 500  # a later folder, created under an earlier clock
+    n2 = make(N2, replaced, entries, fresh=True, seed=2)
+    net = Net(n1, n2, n3)
+    net.run(300)
+    leader = net.leader()
+    assert leader is not None
+    seat = leader.log.config().storage_of(N2)
+    assert seat == n2.storage_id, f"seat {seat}, n2 answers from {n2.storage_id}"
+    assert leader.commit >= leader.log.config_index()
