@@ -62,6 +62,7 @@ class Net:
     def __init__(self, *cores: RaftCore) -> None:
         self.cores = {c.id: c for c in cores}
         self.down: set[NodeId] = set()
+        self.deaf: set[NodeId] = set()  # receive nothing, but still send
 
     def flush(self) -> None:
         for _ in range(1000):
@@ -74,7 +75,7 @@ class Net:
             if not out:
                 return
             for m in out:
-                live = m.recipient not in self.down and m.sender not in self.down
+                live = m.sender not in self.down and m.recipient not in self.down | self.deaf
                 if live and m.recipient in self.cores:
                     self.cores[m.recipient].step(m)
         raise AssertionError("messages never stopped")
@@ -117,3 +118,110 @@ def test_a_replacement_storage_with_a_smaller_identity_is_seated_again():
     seat = leader.log.config().storage_of(N2)
     assert seat == n2.storage_id, f"seat {seat}, n2 answers from {n2.storage_id}"
     assert leader.commit >= leader.log.config_index()
+
+
+# ---------------------------- 2. a restart that saved "abstaining" past its bind
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 3: _seat_committed runs only when commit grows, never at start: a "
+    "node restarted with abstaining saved and its bind already within the saved commit "
+    "abstains until the next write (the leader sends it an empty append every heartbeat)",
+)
+def test_a_restarted_node_whose_committed_seat_names_it_stops_abstaining():
+    """A follower restarts with "abstaining" saved (a crash between the two hard-state writes
+    whose caught_up check fails, or a graceful stop racing it) while its saved commit
+    already covers the committed entry binding its storage; the leader is idle."""
+    entries = seated_log({N1: S1, N2: S2, N3: S3})
+    n1 = make(N1, S1, entries, seed=1)
+    n2 = make(N2, S2, entries, seed=2)
+    n3 = make(N3, S3, entries, seed=3)
+    net = Net(n1, n2, n3)
+    net.run(60)
+    leader = net.leader()
+    assert leader is not None
+    old = next(c for c in (n2, n3) if c is not leader)
+    assert old.commit == leader.commit
+    restarted = RaftCore(
+        CoreConfig(old.id, election_ticks=10, heartbeat_ticks=2),
+        random.Random(2),
+        HardState(old.term, old.voted_for, old.commit, True, old.storage_id),  # abstaining
+        None,
+        old.log.slice(1, old.log.last_index() + 1),
+    )
+    assert restarted.log.config_at(restarted.commit).storage_of(old.id) == old.storage_id
+    net.cores[old.id] = restarted
+    net.run(60)  # idle: nothing new is proposed
+    assert net.leader() is leader
+    assert not restarted.abstaining
+
+
+# --------------------------- 3. a removed node that never learns its removal
+
+
+REMOVED_DISRUPTS = (
+    "finding 5: with pre_vote and check_quorum both off, a former leader holding its own "
+    "removal that never learns it committed (nobody replicates to a non-member) campaigns "
+    "with ever higher terms and deposes every leader, forever (_may_campaign)"
+)
+
+
+@pytest.mark.parametrize(
+    ("pre_vote", "check_quorum"),
+    [
+        (True, True),
+        (True, False),
+        (False, True),
+        pytest.param(False, False, marks=pytest.mark.xfail(strict=True, reason=REMOVED_DISRUPTS)),
+    ],
+)
+def test_a_removed_node_cut_off_from_its_removal_does_not_depose_leaders_forever(
+    pre_vote: bool, check_quorum: bool
+) -> None:
+    from leeky_twisted.core.messages import ConfChangeOp
+
+    entries = bootstrap_entries([(nid, b"") for nid in (N1, N2, N3)])
+    opts = {"pre_vote": pre_vote, "check_quorum": check_quorum}
+    n1 = make(N1, S1, entries, seed=1, **opts)
+    n2 = make(N2, S2, entries, seed=2, **opts)
+    n3 = make(N3, S3, entries, seed=3, **opts)
+    net = Net(n1, n2, n3)
+    net.run(60)
+    leader = net.leader()
+    assert leader is not None
+    if leader.id != N3:
+        leader.transfer_leadership(N3)
+        net.run(5)
+    assert n3.role is Role.LEADER
+    net.run(5)
+    # n3 removes itself; its appends reach n1 and n2, their answers never reach it
+    net.deaf = {N3}
+    removal, _ = n3.propose_config_change(ConfChange(ConfChangeOp.REMOVE, N3))
+    net.flush()
+    assert n1.log.config_index() == removal == n2.log.config_index()
+    net.down = {N3}  # then it is cut off altogether
+    net.run(60)
+    successor = net.leader()
+    assert successor is not None and successor.id != N3
+    assert successor.commit >= removal  # committed without n3
+    successor.propose(b"the cluster moves on")
+    net.run(10)
+    assert n3.commit < removal  # n3 never learned it
+    # n3 restarts (a stale leader with both options off would otherwise stay one)
+    n3 = RaftCore(
+        CoreConfig(N3, election_ticks=10, heartbeat_ticks=2, **opts),
+        random.Random(3),
+        HardState(n3.term, n3.voted_for, n3.commit, False, S3),
+        None,
+        n3.log.slice(1, n3.log.last_index() + 1),
+    )
+    net.cores[N3] = n3
+    net.deaf = net.down = set()
+    terms = set()
+    for _ in range(400):
+        net.run(1)
+        current = net.leader()
+        if current is not None and current.id != N3:
+            terms.add(current.term)
+    assert len(terms) <= 2, f"{len(terms)} leaders in 400 ticks: the removed node deposes them"
