@@ -225,3 +225,29 @@ def test_a_removed_node_cut_off_from_its_removal_does_not_depose_leaders_forever
         if current is not None and current.id != N3:
             terms.add(current.term)
     assert len(terms) <= 2, f"{len(terms)} leaders in 400 ticks: the removed node deposes them"
+
+
+# ------------------------- 4. a transfer to a voter that may not stand for election
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 6: transfer_leadership accepts a voter whose seat names another "
+    "storage (or none); it ignores TimeoutNow (_may_campaign), so proposals and seat "
+    "changes are refused for an election timeout and the transfer then lapses",
+)
+def test_a_transfer_to_a_voter_whose_seat_names_another_storage_is_refused():
+    """n2 is up and caught up, but its seat names a storage it no longer has (here the
+    one of finding 1, where it stays so): it will ignore TimeoutNow."""
+    entries = seated_log({N1: S1, N2: S2, N3: S3})
+    n1 = make(N1, S1, entries, seed=1)
+    n2 = make(N2, S2 - 500, entries, fresh=True, seed=2)
+    n3 = make(N3, S3, entries, seed=3)
+    net = Net(n1, n2, n3)
+    net.run(60)
+    leader = net.leader()
+    assert leader is not None and leader.id != N2
+    assert leader.log.config().storage_of(N2) != n2.storage_id
+    assert leader.progress[N2].match == leader.log.last_index()
+    with pytest.raises(ValueError, match="seat"):
+        leader.transfer_leadership(N2)
