@@ -232,7 +232,7 @@ def test_a_removed_node_cut_off_from_its_removal_does_not_depose_leaders_forever
 
 @pytest.mark.xfail(
     strict=True,
-    reason="finding 6: transfer_leadership accepts a voter whose seat names another "
+    reason="finding 2: transfer_leadership accepts a voter whose seat names another "
     "storage (or none); it ignores TimeoutNow (_may_campaign), so proposals and seat "
     "changes are refused for an election timeout and the transfer then lapses",
 )
