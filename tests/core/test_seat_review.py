@@ -1,5 +1,5 @@
 """Review findings on seats (docs/core.md, "A node that lost its storage"): each test
-reproduces one problem and is marked xfail(strict=True) until the core is fixed."""
+reproduces one problem the review found; each is fixed and the test keeps it so."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from leeky_twisted.core.messages import (
     Entry,
     EntryKind,
     HardState,
+    HeartbeatResponse,
     Message,
     NodeId,
     Role,
@@ -96,12 +97,6 @@ class Net:
 # ----------------------------------------------- 1. a replacement with a smaller id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: a replacement storage whose identity is below its seat's (clock "
-    "went back) is never re-seated: _seat_change treats it as a lost storage's late "
-    "answer, and no append names the seat's larger identity, so the follower never bumps",
-)
 def test_a_replacement_storage_with_a_smaller_identity_is_seated_again():
     """n2's seat names S2; its disk is wiped and its clock went back, so its new storage
     gets an identity below S2. The leader (elected after the loss, so it never heard S2
@@ -123,12 +118,6 @@ def test_a_replacement_storage_with_a_smaller_identity_is_seated_again():
 # ---------------------------- 2. a restart that saved "abstaining" past its bind
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: _seat_committed runs only when commit grows, never at start: a "
-    "node restarted with abstaining saved and its bind already within the saved commit "
-    "abstains until the next write (the leader sends it an empty append every heartbeat)",
-)
 def test_a_restarted_node_whose_committed_seat_names_it_stops_abstaining():
     """A follower restarts with "abstaining" saved (a crash between the two hard-state writes
     whose caught_up check fails, or a graceful stop racing it) while its saved commit
@@ -173,7 +162,7 @@ REMOVED_DISRUPTS = (
         (True, True),
         (True, False),
         (False, True),
-        pytest.param(False, False, marks=pytest.mark.xfail(strict=True, reason=REMOVED_DISRUPTS)),
+        pytest.param(False, False),
     ],
 )
 def test_a_removed_node_cut_off_from_its_removal_does_not_depose_leaders_forever(
@@ -230,24 +219,21 @@ def test_a_removed_node_cut_off_from_its_removal_does_not_depose_leaders_forever
 # ------------------------- 4. a transfer to a voter that may not stand for election
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: transfer_leadership accepts a voter whose seat names another "
-    "storage (or none); it ignores TimeoutNow (_may_campaign), so proposals and seat "
-    "changes are refused for an election timeout and the transfer then lapses",
-)
 def test_a_transfer_to_a_voter_whose_seat_names_another_storage_is_refused():
-    """n2 is up and caught up, but its seat names a storage it no longer has (here the
-    one of finding 1, where it stays so): it will ignore TimeoutNow."""
+    """n2 answers from a new storage (its disk was wiped) while its seat still names the
+    old one: it would ignore TimeoutNow, so the transfer is refused at once."""
     entries = seated_log({N1: S1, N2: S2, N3: S3})
     n1 = make(N1, S1, entries, seed=1)
-    n2 = make(N2, S2 - 500, entries, fresh=True, seed=2)
+    n2 = make(N2, S2, entries, seed=2)
     n3 = make(N3, S3, entries, seed=3)
     net = Net(n1, n2, n3)
     net.run(60)
     leader = net.leader()
-    assert leader is not None and leader.id != N2
-    assert leader.log.config().storage_of(N2) != n2.storage_id
-    assert leader.progress[N2].match == leader.log.last_index()
+    assert leader is not None
+    victim, seat = next((n, st) for n, st in ((N2, S2), (N3, S3)) if n != leader.id)
+    leader.step(
+        HeartbeatResponse(victim, leader.id, leader.term, 0, 0, seat + 500, abstaining=True)
+    )
+    assert leader.log.config().storage_of(victim) in (seat, 0)  # old, or vacated at once
     with pytest.raises(ValueError, match="seat"):
-        leader.transfer_leadership(N2)
+        leader.transfer_leadership(victim)
