@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -121,3 +122,15 @@ def test_missing_shared_bench_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         cb._bench_dir(str(tmp_path))
     assert "shared yardstick" in str(e.value) and "--bench-dir" in str(e.value)
+
+
+def test_cpu_seconds_of_this_process_and_of_no_process():
+    assert cb.cpu_seconds(os.getpid()) >= 0
+    assert math.isnan(cb.cpu_seconds(-1))
+
+
+def test_cpu_meter_reports_percent_per_process():
+    meter = cb.CpuMeter({"me": os.getpid()})
+    sum(i * i for i in range(200_000))  # a little CPU
+    reading = meter.read()
+    assert list(reading) == ["me_cpu_pct"] and reading["me_cpu_pct"] >= 0

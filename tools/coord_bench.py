@@ -122,8 +122,9 @@ def watch_runs(args: argparse.Namespace) -> list[tuple[str, int, int, bool]]:
     return [
         ("watch1", 1, args.watch_puts, False),
         ("watch100", 100, args.watch100_puts, False),
-        ("watch1f", 1, args.watch_puts, True),
-        ("watch100f", 100, args.watch100_puts, True),
+        # on a follower each put waits up to a heartbeat: fewer puts keep the run short
+        ("watch1f", 1, max(1, args.watch_puts // 3), True),
+        ("watch100f", 100, max(1, args.watch100_puts // 3), True),
     ]
 
 
@@ -154,6 +155,10 @@ METRICS = [
     ("txn 4 cmp + 4 put, 64 in flight: txn/s", "txn", "per_s", "higher"),
     ("txn p50 ms", "txn", "p50_ms", "lower"),
     ("txn p99 ms", "txn", "p99_ms", "lower"),
+    ("lock: leader CPU % of a core", "lock", "leader_cpu_pct", "lower"),
+    ("lock: client process CPU %", "lock", "client_cpu_pct", "lower"),
+    ("txn: leader CPU % of a core", "txn", "leader_cpu_pct", "lower"),
+    ("txn: client process CPU %", "txn", "client_cpu_pct", "lower"),
 ]
 
 
@@ -220,6 +225,31 @@ def _factor(leeky: float, etcd: float, better: str) -> str:
     if ratio >= 1:
         return f"{ratio:.2f}x better"
     return f"{1 / ratio:.2f}x worse"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc); NaN if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU use of some processes over an interval, in percent of one core."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {who: cpu_seconds(pid) for who, pid in pids.items()}
+        self.t0 = time.perf_counter()
+
+    def read(self) -> dict[str, float]:
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        return {
+            f"{who}_cpu_pct": round((cpu_seconds(pid) - self.start[who]) / wall * 100, 1)
+            for who, pid in self.pids.items()
+        }
 
 
 def _value(seq: int) -> str:

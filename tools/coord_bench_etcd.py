@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
 from typing import Any
 
-from coord_bench import LOCK_NAME, WATCH_KEY, _value, increasing, latency_summary, watch_runs
+from coord_bench import (
+    LOCK_NAME,
+    WATCH_KEY,
+    CpuMeter,
+    _value,
+    increasing,
+    latency_summary,
+    watch_runs,
+)
 from harness import proc
 from harness.adapters.etcd import EtcdAdapter
 
@@ -279,6 +288,8 @@ async def _run(args: argparse.Namespace, adapter: EtcdAdapter) -> dict[str, Any]
     port = adapter.client_ports[leader]
 
     follower = adapter.client_ports[(leader + 1) % 3]
+    pids = {"leader": adapter.procs[leader].pid, "client": os.getpid()}
+    pids.update({f"follower{k}": adapter.procs[(leader + k) % 3].pid for k in (1, 2)})
 
     async def clients(n: int, on: int = port) -> list[Grpc]:
         return [await Grpc(on).ready() for _ in range(n)]
@@ -287,13 +298,19 @@ async def _run(args: argparse.Namespace, adapter: EtcdAdapter) -> dict[str, Any]
     writer = (await clients(1))[0]
     for name, n, puts, follows in watch_runs(args):
         ws = await clients(n, follower if follows else port)
+        meter = CpuMeter(pids)
         result[name] = await watch_latency(writer, ws, puts)
+        result[name].update(meter.read())
         for w in ws:
             await w.channel.close()
     cs = await clients(args.lock_contenders)
+    meter = CpuMeter(pids)
     result["lock"] = await lock_cycles(cs, args.lock_seconds)
+    result["lock"].update(meter.read())
     ts = await clients(args.txn_clients)
+    meter = CpuMeter(pids)
     result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
+    result["txn"].update(meter.read())
     for c in [writer, *cs, *ts]:
         await c.channel.close()
     return result

@@ -17,7 +17,15 @@ import tempfile
 import time
 from typing import Any
 
-from coord_bench import LOCK_NAME, WATCH_KEY, _value, increasing, latency_summary, watch_runs
+from coord_bench import (
+    LOCK_NAME,
+    WATCH_KEY,
+    CpuMeter,
+    _value,
+    increasing,
+    latency_summary,
+    watch_runs,
+)
 from harness import proc
 from harness.adapters.leekyraft import LeekyRaftAdapter
 from twisted.internet.defer import Deferred, gatherResults
@@ -214,15 +222,22 @@ async def _run(
     for name, n, puts, follows in watch_runs(args):
         ws = clients(n, only=1 if follows else 0)
         made += ws
+        meter = CpuMeter(pids)
         result[name] = await watch_latency(reactor, writer, ws, puts)
+        result[name].update(meter.read())
     cs = clients(args.lock_contenders)
     made += cs
-    spies = _profile("lock", pids, args.lock_seconds)
+    profiled = {k: pids[k] for k in ("leader", "client")}
+    spies = _profile("lock", profiled, args.lock_seconds)
+    meter = CpuMeter(pids)
     result["lock"] = await lock_cycles(cs, args.lock_seconds)
+    result["lock"].update(meter.read())
     ts = clients(args.txn_clients)
     made += ts
-    spies += _profile("txn", pids, args.txn_seconds)
+    spies += _profile("txn", profiled, args.txn_seconds)
+    meter = CpuMeter(pids)
     result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
+    result["txn"].update(meter.read())
     for c in made:
         c.close()
     for spy in spies:
@@ -243,6 +258,7 @@ def run_leeky(args: argparse.Namespace) -> dict[str, Any]:
         order = [leader] + [i for i in range(3) if i != leader]
         addresses = [(proc.LOOPBACK, ports[i]) for i in order]
         pids = {"leader": adapter.procs[leader].pid, "client": os.getpid()}
+        pids.update({f"follower{k}": adapter.procs[order[k]].pid for k in (1, 2)})
         from twisted.internet import reactor
 
         out: dict[str, Any] = {}
