@@ -274,7 +274,7 @@ def run_leeky(args: argparse.Namespace) -> dict[str, Any]:
         r = out.get("result")
         if not isinstance(r, dict):
             raise RuntimeError(f"the Leeky Raft run failed: {r}")
-        r["describe"] = adapter.describe()
+        r["describe"] = {**adapter.describe(), "client": CLIENT}
         return r
     finally:
         adapter.stop()
