@@ -89,6 +89,11 @@ class ChaosReport:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: "register" (get/put/cas, linearizability) or a coordination workload
+    #: (watch, lock, lease: leeky_twisted.chaos.coordrun), whose verdict is
+    #: "passed" or "failed" and whose figures are in ``coordination``
+    workload: str = "register"
+    coordination: dict[str, Any] = field(default_factory=dict)
 
     @property
     def unknown(self) -> int:
@@ -102,8 +107,10 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        """Return whether the run passed: linearizable and readable after healing."""
-        return self.linearizable and bool(self.final_reads.get("readable")) and not self.problems
+        """Return whether the run passed: linearizable (or, for a coordination
+        workload, its check passed) and readable after healing."""
+        passed = self.linearizable if self.workload == "register" else self.verdict == "passed"
+        return passed and bool(self.final_reads.get("readable")) and not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-able data."""
@@ -126,6 +133,8 @@ class ChaosReport:
         """Return the human-readable report."""
         ops = self.operations
         fr = self.final_reads
+        if self.workload != "register":
+            return self._render_coordination()
         lines = [
             f"Leeky Raft chaos run: nemesis {self.nemesis}, {self.nodes} nodes, "
             f"{self.seconds:g} s, seed {self.seed}",
@@ -158,6 +167,30 @@ class ChaosReport:
         if len(self.violations) > _SHOWN_VIOLATIONS:
             more = len(self.violations) - _SHOWN_VIOLATIONS
             lines.append(f"  ... and {more} more non-linearizable keys (report.json)")
+        for text in self.problems:
+            lines.append(f"  problem: {text}")
+        lines.append(f"  result: {'PASS' if self.ok else 'FAIL'}")
+        return "\n".join(lines)
+
+    def _render_coordination(self) -> str:
+        """Return the human-readable report of a coordination workload."""
+        check = self.coordination.get("check", self.workload)
+        lines = [
+            f"Leeky Raft {self.workload} check ({check}): nemesis {self.nemesis}, "
+            f"{self.nodes} nodes, {self.seconds:g} s, seed {self.seed}",
+            f"  folder: {self.out_dir}",
+            f"  operations recorded: {self.operations.get('operations', 0)}",
+            f"  faults injected: {len(self.faults)}",
+        ]
+        lines += [f"    {_span(f['start'], f['end'])}  {f['detail']}" for f in self.faults]
+        if self.restarts:
+            lines.append(f"  node starts/kills: {self.restarts}")
+        if self.leader_after_heal_seconds is not None:
+            lines.append(f"  leader after healing: {self.leader_after_heal_seconds:.2f} s")
+        for name, value in self.coordination.get("figures", {}).items():
+            lines.append(f"  {name}: {value}")
+        lines.append(f"  verdict: {self.verdict} ({len(self.violations)} violations shown)")
+        lines += [f"  VIOLATION: {v}" for v in self.violations[:20]]
         for text in self.problems:
             lines.append(f"  problem: {text}")
         lines.append(f"  result: {'PASS' if self.ok else 'FAIL'}")
@@ -550,6 +583,49 @@ def _endpoints(text: str) -> list[Endpoint]:
     return out
 
 
+def _run_coordination(args: Any, verify: bool, out: Path, say: Callable[[str], None]) -> int:
+    """Run ``--workload watch|lock|lease`` (verify or chaos); return the exit code."""
+    from leeky_twisted.chaos.coordrun import run_coordination_chaos, run_coordination_verify
+    from leeky_twisted.chaos.netns import netns_available
+
+    if verify:
+        if not args.amp:
+            say("error: --workload watch, lock and lease need --amp HOST:PORT,... too")
+            return 2
+        http = [f"{e.host}:{e.port}" for e in _endpoints(args.endpoints)]
+        amp = [a.strip() for a in args.amp.split(",") if a.strip()]
+        report = run_coordination_verify(
+            args.workload,
+            amp,
+            http,
+            args.time,
+            out,
+            seed=args.seed,
+            election_timeout=args.election_timeout,
+            progress=say,
+        )
+        print(report.render())
+        return 0 if report.ok else 1
+    reason = netns_available()
+    if reason is not None:
+        say(f"cannot run: {reason}")
+        return 2
+    report = run_coordination_chaos(
+        args.workload,
+        args.nodes,
+        args.time,
+        [n.strip() for n in args.nemesis.split(",") if n.strip()],
+        out,
+        seed=args.seed,
+        schedule=Schedule(fault=args.fault, quiet=args.quiet),
+        heal_within=args.heal_within,
+        subnet=args.subnet,
+        progress=say,
+    )
+    print(report.render(), flush=True)
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: ``python -m leeky_twisted.chaos [verify] ...``; return the exit code.
 
@@ -585,6 +661,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--keys", type=int, default=3, help="keys in use at a time")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--workload",
+        default="register",
+        choices=["register", "watch", "lock", "lease"],
+        help="register: get/put/cas checked for linearizability (default); watch: watch "
+        "completeness; lock: lock safety with fencing tokens; lease: lease expiry bound",
+    )
+    parser.add_argument(
         "--report",
         default=None,
         metavar="DIR",
@@ -596,6 +679,17 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             "--endpoints", required=True, help="JSON-RPC addresses: [ID=]HOST:PORT,..."
         )
         parser.add_argument("--key-prefix", default=None)
+        parser.add_argument(
+            "--amp",
+            default=None,
+            help="the nodes' client (AMP) addresses HOST:PORT,... (watch, lock and lease)",
+        )
+        parser.add_argument(
+            "--election-timeout",
+            type=float,
+            default=1.0,
+            help="the cluster's --election-timeout: the lease bound depends on it",
+        )
     else:
         parser.add_argument("--nodes", type=int, default=5)
         parser.add_argument(
@@ -636,6 +730,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
+        if args.workload != "register":
+            return _run_coordination(args, verify, out, say)
         if verify:
             report = run_verify(
                 _endpoints(args.endpoints),
