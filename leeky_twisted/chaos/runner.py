@@ -122,6 +122,11 @@ class ChaosReport:
     def summary_line(self) -> str:
         """Return a one-line summary: nemesis, ops, faults, unknowns, verdict, checker time."""
         ops = self.operations
+        if self.workload != "register":
+            return (
+                f"{self.nemesis}: {self.workload} check, {ops.get('operations', 0)} operations "
+                f"recorded, {len(self.faults)} faults, verdict {self.verdict}"
+            )
         return (
             f"{self.nemesis}: {ops.get('operations', 0)} ops "
             f"(ok {ops.get('ok', 0)}, fail {ops.get('fail', 0)}, unknown {self.unknown}), "

@@ -217,9 +217,10 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     (times on the workload's clock; only reads that answered are recorded).
     A lease whose keepalive sent at ``s`` was acknowledged lives until at least
     ``s + ttl``: a read completed before that which finds its key absent is a
-    violation. After the last acknowledged keepalive ``s_last``, a read
-    invoked after ``s_last + ttl + bound`` that finds the key is a violation,
-    and so is a lease whose key was never seen gone.
+    violation. Once the last acknowledged keepalive was acknowledged (at
+    ``a``; the leader got it before), a read invoked after ``a + ttl + bound``
+    that finds the key is a violation, and so is a cut-off lease whose key was
+    never seen gone.
     """
     out = CoordResult("lease expiry")
     ttl = float(record["ttl"])
@@ -228,10 +229,11 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     for lease in record["leases"]:
         if lease.get("put_acked") is None:
             continue  # its keys were never known to exist
-        sends = [float(s) for s, acked in lease["keepalives"] if acked is not None]
-        last = max(sends, default=float(lease["granted"]))
-        alive_until = last + ttl
-        deadline = alive_until + bound
+        acked = [(float(s), float(a)) for s, a in lease["keepalives"] if a is not None]
+        last_sent = max((s for s, _ in acked), default=float(lease["granted"]))
+        last_acked = max((a for _, a in acked), default=float(lease["put_acked"]))
+        alive_until = last_sent + ttl
+        deadline = last_acked + ttl + bound
         reads = [
             (float(i), float(c), bool(p))
             for i, c, p in lease["reads"]
@@ -241,19 +243,20 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
             if not present and complete < alive_until:
                 out.add(
                     f"lease {lease['id']}: key gone at {complete:.3f}, before {alive_until:.3f} "
-                    f"(ttl after the keepalive acknowledged last, sent at {last:.3f})"
+                    f"(ttl after the last acknowledged keepalive, sent at {last_sent:.3f})"
                 )
             if present and invoke > deadline:
                 out.add(
                     f"lease {lease['id']}: key still there at {invoke:.3f}, "
-                    f"{invoke - last:.2f} s after the last keepalive (bound {ttl + bound:.2f} s)"
+                    f"{invoke - last_acked:.2f} s after the last keepalive was acknowledged "
+                    f"(bound {ttl + bound:.2f} s)"
                 )
         gone = [c for _, c, p in reads if not p and c >= alive_until]
         if lease.get("cut_at") is not None:
             if not gone:
                 out.add(f"lease {lease['id']}: key never seen gone after it was cut off")
             else:
-                latencies.append(min(gone) - last)
+                latencies.append(min(gone) - last_acked)
     out.figures = {
         "leases": len(record["leases"]),
         "reads": sum(len(x["reads"]) for x in record["leases"]),
@@ -261,8 +264,8 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
             1 for x in record["leases"] for _, a in x["keepalives"] if a is not None
         ),
         "ttl": ttl,
-        "bound after last keepalive (s)": round(ttl + bound, 3),
-        "seen gone after last keepalive, max (s)": round(max(latencies), 3) if latencies else None,
+        "bound after the last keepalive's acknowledgement (s)": round(ttl + bound, 3),
+        "seen gone after it, at most (s)": round(max(latencies), 3) if latencies else None,
     }
     return out
 
