@@ -46,6 +46,7 @@ def _start_workload(
     prefix: str,
     seed: int,
     bound: float,
+    election_timeout: float,
     settle: float,
     max_seconds: float,
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -60,6 +61,7 @@ def _start_workload(
         "--prefix", prefix, "--out", str(out / "record.json"), "--stop-file", str(stop_file),
         "--max-seconds", str(max_seconds), "--settle", str(settle),
         "--lease-bound", str(bound), "--seed", str(seed),
+        "--election-timeout", str(election_timeout),
     ]  # fmt: skip
     log = (out / "workload.log").open("wb")
     env = dict(os.environ)
@@ -174,6 +176,7 @@ def run_coordination_chaos(
             prefix=f"{workload}{seed}",
             seed=seed,
             bound=bound,
+            election_timeout=_CHAOS_ELECTION_TIMEOUT,
             settle=heal_within,
             max_seconds=seconds + heal_within + 60,
         )
@@ -259,6 +262,7 @@ def run_coordination_verify(
         prefix=f"verify-{workload}{seed}",
         seed=seed,
         bound=bound,
+        election_timeout=election_timeout,
         settle=settle,
         max_seconds=seconds + settle + 60,
     )

@@ -307,10 +307,32 @@ class _Run:
 
     # ------------------------------------------------------------- lease
 
+    async def _leaders(self, seen: list[list[Any]], done: list[bool]) -> None:
+        """Record when each term's leader is first seen (polling every node's status)."""
+        terms: set[int] = set()
+        for _ in range(_MAX_LOOPS):
+            if done[0]:
+                return
+            polls = [
+                deferToThread(call_jsonrpc, e, "status", [], connect_timeout=0.2, timeout=0.3)
+                for e in self.http
+            ]
+            for res in await gatherResults(polls):
+                st = res.result if res.outcome is Outcome.OK else None
+                if isinstance(st, dict) and st.get("role") == "leader":
+                    term = int(st.get("term", 0))
+                    if term not in terms:
+                        terms.add(term)
+                        seen.append([self.now(), term, st.get("leader")])
+            await self.sleep(0.1)
+
     async def lease(self) -> dict[str, Any]:
         ttl = 2
         leases: list[dict[str, Any]] = []
         reader = self.client()
+        leaders: list[list[Any]] = []
+        polled = [False]
+        polling = Deferred.fromCoroutine(self._leaders(leaders, polled))
 
         async def read_until_gone(rec: dict[str, Any], key: str, stop: list[bool]) -> None:
             for _ in range(_MAX_LOOPS):
@@ -371,10 +393,14 @@ class _Run:
                 await reading
 
         await gatherResults([Deferred.fromCoroutine(holder(h)) for h in range(3)])
+        polled[0] = True
+        await polling
         return {
             "workload": "lease",
             "ttl": ttl,
             "bound": self.args.lease_bound,
+            "extension": 2 * self.args.election_timeout,
+            "leaders": leaders,
             "leases": leases,
         }
 
@@ -397,9 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--settle", type=float, default=30.0)
-    parser.add_argument("--lease-bound", type=float, default=lease_bound(1.0))
+    parser.add_argument("--election-timeout", type=float, default=1.0)
+    parser.add_argument("--lease-bound", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.lease_bound is None:
+        args.lease_bound = lease_bound(args.election_timeout)
 
     async def run(reactor: Any) -> None:
         r = _Run(reactor, args)

@@ -218,13 +218,18 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     A lease whose keepalive sent at ``s`` was acknowledged lives until at least
     ``s + ttl``: a read completed before that which finds its key absent is a
     violation. Once the last acknowledged keepalive was acknowledged (at
-    ``a``; the leader got it before), a read invoked after ``a + ttl + bound``
-    that finds the key is a violation, and so is a cut-off lease whose key was
-    never seen gone.
+    ``a``; the leader got it before), the leader expires the lease by ``a +
+    ttl``; a leader that takes office at ``c`` before then (``leaders``:
+    ``[time first seen, term, node]``) counts ``ttl + extension`` from ``c``.
+    A read invoked more than ``bound`` after the last such deadline that finds
+    the key is a violation, and so is a cut-off lease whose key was never seen
+    gone.
     """
     out = CoordResult("lease expiry")
     ttl = float(record["ttl"])
     bound = float(record["bound"])
+    extension = float(record.get("extension", 0.0))
+    changes = sorted(float(t) for t, *_ in record.get("leaders", ()))
     latencies = []
     for lease in record["leases"]:
         if lease.get("put_acked") is None:
@@ -233,7 +238,7 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
         last_sent = max((s for s, _ in acked), default=float(lease["granted"]))
         last_acked = max((a for _, a in acked), default=float(lease["put_acked"]))
         alive_until = last_sent + ttl
-        deadline = last_acked + ttl + bound
+        deadline = _lease_deadline(last_acked + ttl, changes, ttl + extension, bound) + bound
         reads = [
             (float(i), float(c), bool(p))
             for i, c, p in lease["reads"]
@@ -249,7 +254,7 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
                 out.add(
                     f"lease {lease['id']}: key still there at {invoke:.3f}, "
                     f"{invoke - last_acked:.2f} s after the last keepalive was acknowledged "
-                    f"(bound {ttl + bound:.2f} s)"
+                    f"(bound {deadline - last_acked:.2f} s, leader changes counted)"
                 )
         gone = [c for _, c, p in reads if not p and c >= alive_until]
         if lease.get("cut_at") is not None:
@@ -260,6 +265,7 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     out.figures = {
         "leases": len(record["leases"]),
         "reads": sum(len(x["reads"]) for x in record["leases"]),
+        "leader terms seen": len(changes),
         "keepalives acknowledged": sum(
             1 for x in record["leases"] for _, a in x["keepalives"] if a is not None
         ),
@@ -268,6 +274,19 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
         "seen gone after it, at most (s)": round(max(latencies), 3) if latencies else None,
     }
     return out
+
+
+def _lease_deadline(deadline: float, changes: Sequence[float], fresh: float, slack: float) -> float:
+    """Return when the last leader that could still hold a lease would expire it.
+
+    ``deadline`` is the current leader's; a new leader seen at ``c`` before the
+    lease was surely gone (``deadline + slack``) counts ``fresh`` (ttl +
+    extension) from ``c`` (docs/coordination.md).
+    """
+    for c in changes:
+        if c <= deadline + slack:
+            deadline = max(deadline, c + fresh)
+    return deadline
 
 
 def check_coordination(record: Mapping[str, Any]) -> CoordResult:
