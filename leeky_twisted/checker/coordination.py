@@ -270,7 +270,7 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
             1 for x in record["leases"] for _, a in x["keepalives"] if a is not None
         ),
         "ttl": ttl,
-        "bound after the last keepalive's acknowledgement (s)": round(ttl + bound, 3),
+        "bound after the last keepalive acknowledged, no leader change (s)": round(ttl + bound, 3),
         "seen gone after it, at most (s)": round(max(latencies), 3) if latencies else None,
     }
     return out
