@@ -326,6 +326,7 @@ def run_chaos(
     seed: int | None = None,
     stale_reads: bool = False,
     unsafe_stale_reads: bool = False,
+    txn_share: float = 0.0,
     node_args: Sequence[str] | None = None,
     schedule: Schedule | None = None,
     heal_within: float = 30.0,
@@ -367,6 +368,7 @@ def run_chaos(
             "ops_per_key": ops_per_key,
             "node_args": extra,
             "stale_reads": stale_reads,
+            "txn_share": txn_share,
             "heal_within": heal_within,
             "cluster_key": key,
         },
@@ -404,6 +406,7 @@ def run_chaos(
             seed=seed,
             timeout=CLIENT_TIMEOUT,
             stale_reads=stale_reads,
+            txn_share=txn_share,
             clock=clock,
         )
         workload.start()
@@ -487,6 +490,7 @@ def run_verify(
     key_prefix: str | None = None,
     seed: int | None = None,
     timeout: float = 10.0,
+    txn_share: float = 0.0,
     progress: Callable[[str], None] | None = None,
     report_dir: str | Path | None = None,
 ) -> ChaosReport:
@@ -512,6 +516,7 @@ def run_verify(
         key_prefix=key_prefix or f"verify{seed}",
         seed=seed,
         timeout=timeout,
+        txn_share=txn_share,
         clock=lambda: time.monotonic() - origin,
     )
     stop = threading.Event()
@@ -673,6 +678,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         "completeness; lock: lock safety with fencing tokens; lease: lease expiry bound",
     )
     parser.add_argument(
+        "--txn-share",
+        type=float,
+        default=0.0,
+        help="register workload: share of two-key transactions (0 to 1; default 0)",
+    )
+    parser.add_argument(
         "--report",
         default=None,
         metavar="DIR",
@@ -746,6 +757,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 keys=args.keys,
                 key_prefix=args.key_prefix,
                 seed=args.seed,
+                txn_share=args.txn_share,
                 progress=say,
                 report_dir=_report_folder(args.report, out, None) if plots else None,
             )
@@ -772,6 +784,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 seed=args.seed,
                 stale_reads=args.stale_reads,
                 unsafe_stale_reads=args.unsafe_stale_reads,
+                txn_share=args.txn_share,
                 schedule=Schedule(fault=args.fault, quiet=args.quiet),
                 heal_within=args.heal_within,
                 subnet=args.subnet,

@@ -20,6 +20,7 @@ import pytest
 from leeky_twisted.chaos.coordrun import run_coordination_chaos
 from leeky_twisted.chaos.nemesis import Schedule
 from leeky_twisted.chaos.netns import netns_available
+from leeky_twisted.chaos.runner import run_chaos
 
 _REASON = netns_available()
 pytestmark = [
@@ -59,3 +60,26 @@ def test_coordination_check_passes_under_faults(tmp_path: Path, workload: str):
     assert report.operations["operations"] > 0
     assert (out / "record.json").exists() and (out / "report" / "index.html").exists()
     assert _namespaces() <= before
+
+
+def test_transactions_stay_atomic_under_faults(tmp_path: Path):
+    """The register workload with a third of its operations two-key transactions, under
+    partitions, kills and pauses: linearizable, each transaction one atomic step."""
+    root = os.environ.get("LEEKY_CHAOS_OUT")
+    out = Path(root) / "coord-txn" if root else tmp_path / "txn"
+    report = run_chaos(
+        5,
+        SECONDS,
+        NEMESIS,
+        out,
+        clients=6,
+        ops_per_key=100,
+        txn_share=0.3,
+        schedule=Schedule(fault=(2.0, 4.0), quiet=(1.0, 2.0)),
+        heal_within=30.0,
+        progress=print,
+    )
+    print(report.render())
+    assert report.faults, "no fault was injected"
+    assert report.ok, report.render()
+    assert report.operations["by_kind"].get("txn:ok", 0) > 0
