@@ -53,6 +53,9 @@ from leeky_twisted.client.recipes import acquire
 __all__ = ["WORKLOADS", "lease_bound", "main"]
 
 WORKLOADS = ("watch", "lock", "lease")
+#: The watch workload's writers stop after this many writes, so that every event
+#: stays in the nodes' watch window (``--watch-window``, 10,000 by default).
+MAX_WATCH_WRITES = 5000
 #: Seconds a client call may take, retries included.
 CALL_TIMEOUT = 5.0
 _MAX_LOOPS = 100_000
@@ -129,7 +132,7 @@ class _Run:
         async def write_loop(w: int) -> None:
             client = self.client()
             for n in range(_MAX_LOOPS):
-                if self.stopping():
+                if self.stopping() or len(writes) >= MAX_WATCH_WRITES:
                     return
                 key = self.rng.choice(keys)
                 if self.rng.random() < 0.8:
