@@ -64,3 +64,4 @@ def test_cpu_per_op_reads_this_process_cpu_seconds():
     second = mod.proc_cpu_s(os.getpid())
     assert 0 <= first <= second
     assert abs(second - sum(os.times()[:2])) < 0.5
+    assert 0 <= mod.proc_cpu_s(os.getpid(), os.getpid()) <= mod.proc_cpu_s(os.getpid())

@@ -36,9 +36,10 @@ BENCH = os.environ.get(
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
+def proc_cpu_s(pid: int, tid: int | None = None) -> float:
+    """utime + stime of one process (or of one of its threads), in seconds."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
@@ -65,7 +66,10 @@ async def one_run(
         if calls["n"] != measured_call:
             return await real_loop(*a_, **kw)
         pids = [p.pid for p in a.procs]
+        stats_before = await _leader_stats(a, state["leader"])
         before = [proc_cpu_s(p) for p in pids]
+        # The main thread (its id is the process id) runs the reactor.
+        main_before = [proc_cpu_s(p, p) for p in pids]
         spies = []
         if profile_dir:
             for role, idx in (
@@ -97,6 +101,9 @@ async def one_run(
                 )
         res = await real_loop(*a_, **kw)
         state["cpu"] = [proc_cpu_s(p) - b for p, b in zip(pids, before, strict=True)]
+        state["main"] = [proc_cpu_s(p, p) - b for p, b in zip(pids, main_before, strict=True)]
+        stats_after = await _leader_stats(a, state["leader"])
+        state["stats"] = {k: stats_after.get(k, 0) - stats_before.get(k, 0) for k in stats_after}
         for s in spies:
             s.wait(timeout=args.profile_s + 60)
         return res
@@ -122,14 +129,34 @@ async def one_run(
         "p50_ms": res["p50_ms"],
         "p99_ms": res["p99_ms"],
         "leader_us_per_op": 1e6 * cpu[leader] / ops,
+        "leader_reactor_us_per_op": 1e6 * state["main"][leader] / ops,
         "follower_us_per_op": 1e6 * statistics.mean(followers) / ops if followers else 0.0,
+        # The leader's Ready batches, disk writes and peer messages per operation.
+        "leader_readies_per_op": state["stats"].get("readies", 0) / ops,
+        "leader_persists_per_op": state["stats"].get("persists", 0) / ops,
+        "leader_messages_per_op": state["stats"].get("messages_sent", 0) / ops,
     }
+
+
+async def _leader_stats(adapter: Any, leader: int) -> dict[str, float]:
+    """The leader's counters from its JSON-RPC status (empty if it does not answer)."""
+    client = await adapter.open_client(leader)
+    try:
+        status = await client.status()
+    finally:
+        await client.close()
+    stats = status.get("stats", {}) if isinstance(status, dict) else {}
+    return {k: v for k, v in stats.items() if isinstance(v, int | float)}
 
 
 def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['ops_per_s']:8.0f} ops/s p50={r['p50_ms']:6.2f}ms p99={r['p99_ms']:6.2f}ms "
-        f"leader {r['leader_us_per_op']:6.1f} us/op follower {r['follower_us_per_op']:6.1f} us/op"
+        f"leader {r['leader_us_per_op']:6.1f} us/op (reactor {r['leader_reactor_us_per_op']:5.1f}) "
+        f"follower {r['follower_us_per_op']:6.1f} us/op; leader per op: "
+        f"{r.get('leader_readies_per_op', 0):.2f} readies, "
+        f"{r.get('leader_persists_per_op', 0):.2f} writes, "
+        f"{r.get('leader_messages_per_op', 0):.2f} messages"
     )
 
 
@@ -189,7 +216,17 @@ def main() -> int:
         mine = [r for r in rows if r["variant"] == name]
         med = {
             k: statistics.median(r[k] for r in mine)
-            for k in ("ops_per_s", "p50_ms", "p99_ms", "leader_us_per_op", "follower_us_per_op")
+            for k in (
+                "ops_per_s",
+                "p50_ms",
+                "p99_ms",
+                "leader_us_per_op",
+                "leader_reactor_us_per_op",
+                "follower_us_per_op",
+                "leader_readies_per_op",
+                "leader_persists_per_op",
+                "leader_messages_per_op",
+            )
         }
         print(f"  {name:<8} " + _line(med))
     if args.json:
