@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from leeky_twisted.api.amp_api import (
     ClientAPIProtocol,
@@ -67,7 +68,6 @@ from leeky_twisted.dashboard import (
     RequestMeter,
     make_dashboard,
 )
-from leeky_twisted.diskthread import DiskThread
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
@@ -180,6 +180,25 @@ class NodeOptions:
         if self.peers:
             return self.peers
         return [self.own()] if self.bootstrap else []
+
+
+class _DiskThread(service.Service):
+    """A one-thread pool for every blocking disk operation, in order."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="leeky-disk")
+
+    def run(self, fn: Callable[[], Any]) -> Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.pool, fn)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
 
 
 class _Listener(service.Service):
@@ -585,7 +604,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         heartbeat_ticks=opts.heartbeat_ticks,
         lease_read=opts.lease_read,
     )
-    disk = DiskThread(reactor)
+    disk = _DiskThread(reactor)
     credentials = load_node_credentials(opts.tls_dir, opts.node_id) if opts.tls_dir else None
 
     holder: dict[str, RaftNode] = {}
