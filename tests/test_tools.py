@@ -65,3 +65,24 @@ def test_cpu_per_op_reads_this_process_cpu_seconds():
     assert 0 <= first <= second
     assert abs(second - sum(os.times()[:2])) < 0.5
     assert 0 <= mod.proc_cpu_s(os.getpid(), os.getpid()) <= mod.proc_cpu_s(os.getpid())
+
+
+def test_jsonrpc_parse_bench_prints_one_line_per_round():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "jsonrpc_parse_bench.py"),
+            "--n",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all("shared decoder" in line for line in lines)
