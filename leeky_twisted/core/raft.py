@@ -177,6 +177,8 @@ class RaftCore:
         self._abstaining_voters: set[NodeId] = set()
         #: the last index before our no-op, while we lead
         self._term_start = 0
+        #: the commit index our appends have carried to followers, while we lead
+        self._commit_told = 0
         #: storage identities the answers to our campaign carried
         self._voter_storage: dict[NodeId, int] = {}
         self.progress: dict[NodeId, Progress] = {}
@@ -544,6 +546,7 @@ class RaftCore:
         self.progress = {}
         self._sync_progress()
         self._term_start = self.log.last_index()  # our no-op comes after
+        self._commit_told = self.commit
         for nid, pr in self.progress.items():
             pr.named_at = self._term_start
             if nid in self._voter_storage:
@@ -1150,17 +1153,33 @@ class RaftCore:
             return
         if self._read_round_wanted:
             self._broadcast_heartbeat()
+        sent: set[NodeId] = set()
         if self._needs_append:
             for nid in sorted(self._needs_append):
                 pr = self.progress.get(nid)
                 if pr is None:
                     continue
                 while self._send_append(nid, pr):
+                    sent.add(nid)
                     if pr.state is not ProgressState.REPLICATE:
                         break
                     if pr.next > self.log.last_index():
                         break
             self._needs_append.clear()
+        if self.commit > self._commit_told:
+            # A follower that has every entry learns the new commit index now,
+            # not at the next heartbeat: its reads and watches see the write a
+            # round trip after it commits (etcd does the same).
+            last = self.log.last_index()
+            for nid, pr in self.progress.items():
+                if (
+                    nid != self.id
+                    and nid not in sent
+                    and pr.state is ProgressState.REPLICATE
+                    and pr.next > last
+                ):
+                    self._send_append(nid, pr, empty=True)
+            self._commit_told = self.commit
 
     # ================================================================== reads
 
