@@ -19,6 +19,7 @@ class Progress:
 
     __slots__ = (
         "abstaining",
+        "heard_tick",
         "inflight",
         "match",
         "max_inflight",
@@ -44,6 +45,8 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot_sent_tick = 0
         self.recent_active = False
+        #: the leader's tick when this follower last answered (-1: never)
+        self.heard_tick = -1
         self.read_ack = 0
         #: the follower's storage identity its answers carry (0: none heard yet)
         self.storage_id = 0

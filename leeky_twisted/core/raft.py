@@ -48,7 +48,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.core.progress import Progress, ProgressState
-from leeky_twisted.core.quorum import committed_index, quorum_of, vote_result
+from leeky_twisted.core.quorum import committed_index, majority, quorum_of, vote_result
 
 
 class RaftError(Exception):
@@ -309,7 +309,17 @@ class RaftCore:
         if self.log.term_at(self.commit) != self.term:
             raise ConfigChangeInProgressError("the leader has not committed in its term yet")
         cfg = self.log.config()
-        cfg.apply(change)  # validates; raises ValueError
+        new = cfg.apply(change)  # validates; raises ValueError
+        if not self._can_commit_under(new):
+            # A configuration whose majority needs voters that are silent or do
+            # not count (a vacant seat) could never commit again, not even the
+            # change that would mend it (etcd's strict reconfiguration check).
+            raise ValueError(
+                f"refused: after this change, fewer than a majority of the voters "
+                f"{sorted(new.voters)} would be both heard from and counted (a voter down, "
+                "or one whose storage was replaced and is not seated again yet); bring "
+                "them back first"
+            )
         if change.op is ConfChangeOp.ADD_VOTER and change.node_id not in cfg.voters:
             if change.node_id not in cfg.learners:
                 raise ValueError(f"add {change.node_id} as a learner first")
@@ -894,6 +904,7 @@ class RaftCore:
     def _step_leader_answer(self, m: Message, pr: Progress) -> None:
         if isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
+            pr.heard_tick = self.ticks
             if m.term == self.term:
                 pr.abstaining = m.abstaining
             if m.success:
@@ -903,6 +914,7 @@ class RaftCore:
                 self._needs_append.add(m.sender)
         elif isinstance(m, HeartbeatResponse):
             pr.recent_active = True
+            pr.heard_tick = self.ticks
             pr.abstaining = m.abstaining
             self._settle_seats()
             if m.read_round > pr.read_ack:
@@ -1277,6 +1289,26 @@ class RaftCore:
                 self._log(f"{what} the seat of {nid}")
                 self._append_new(EntryKind.CONFIG, change.encode())
                 return
+
+    def _can_commit_under(self, cfg: Configuration) -> bool:
+        """Return True when the voters of ``cfg`` we heard from lately, counted
+        by its seats, make a majority of it."""
+        present = 0
+        for v in cfg.voters:
+            bound = cfg.storage_of(v)
+            if v == self.id:
+                storage, heard = self.storage_id, True
+            else:
+                pr = self.progress.get(v)
+                if pr is None:
+                    continue
+                # answered within an election timeout (recent_active is reset
+                # each timeout for CheckQuorum, so it may be briefly false)
+                heard = pr.heard_tick >= 0 and self.ticks - pr.heard_tick <= self.cfg.election_ticks
+                storage = pr.storage_id
+            if heard and (bound is None or (bound != 0 and bound == storage)):
+                present += 1
+        return present >= majority(len(cfg.voters))
 
     def _seat_change(self, nid: NodeId, cfg: Configuration) -> ConfChange | None:
         bound = cfg.storage_of(nid)

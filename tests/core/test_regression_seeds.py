@@ -16,6 +16,14 @@ import pytest
 from leeky_twisted.simulation import Simulation
 
 REGRESSIONS = {
+    303572: (
+        "Found by the seats soak: with one seat vacant (its storage replaced twice), the "
+        "leader removed two voters, then a third, leaving a configuration of two voters whose "
+        "majority needed the vacant seat: nothing could ever commit again, not even the seat's "
+        "binding. Fixed in core/raft.py (propose_config_change): a change is refused when the "
+        "voters heard from lately and counted by their seats would not make a majority of the "
+        "new configuration (etcd's strict reconfiguration check)."
+    ),
     20675: (
         "Four voters, one wiped; the node with the most complete log had appended its own "
         "removal (uncommitted), so it neither campaigned nor granted the others, whose grants "

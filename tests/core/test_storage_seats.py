@@ -19,6 +19,7 @@ from leeky_twisted.core.messages import (
     Entry,
     EntryKind,
     HardState,
+    HeartbeatResponse,
     InstallSnapshot,
     Message,
     NodeId,
@@ -206,3 +207,27 @@ def test_a_node_holding_its_own_uncommitted_removal_stands_for_election():
     c.step(AppendEntriesResponse(N3, N1, c.term, True, last, storage=S3))
     assert c.commit == last
     assert c.role is Role.FOLLOWER  # removed: it steps down once its removal commits
+
+
+def test_a_change_leaving_no_counted_majority_is_refused():
+    """Regression (seed 303572): with n3's seat vacant, removing n2 would leave {n1, n3},
+    whose majority needs the vacant seat: nothing could commit again. Refused; removing
+    n3 (which helps) is not."""
+    leader = core(N1, S1, seated_log({N1: S1, N2: S2, N3: S3}))
+    campaign(leader)
+    leader.step(RequestVoteResponse(N2, N1, leader.term, True, False, S2, False))
+    drain(leader)
+    last = leader.log.last_index()
+    for nid, storage in ((N2, S2), (N3, S3)):
+        leader.step(AppendEntriesResponse(nid, N1, leader.term, True, last, storage=storage))
+    drain(leader)
+    assert leader.commit == last
+    leader.step(HeartbeatResponse(N3, N1, leader.term, 0, 0, S3 + 1, True))
+    drain(leader)  # n3 answers from a new storage: its seat is vacated
+    vacate = leader.log.last_index()
+    leader.step(AppendEntriesResponse(N2, N1, leader.term, True, vacate, storage=S2))
+    drain(leader)
+    assert leader.commit == vacate and leader.configuration.storage_of(N3) == 0
+    with pytest.raises(ValueError, match="majority"):
+        leader.propose_config_change(ConfChange(ConfChangeOp.REMOVE, N2))
+    leader.propose_config_change(ConfChange(ConfChangeOp.REMOVE, N3))
