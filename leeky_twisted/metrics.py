@@ -24,7 +24,7 @@ Serve it from the lean HTTP server with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import (
@@ -35,12 +35,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
+from leeky_twisted.interfaces import IRaftNode
+
 __all__ = [
     "CONTENT_TYPE",
     "PERSIST_BUCKETS",
     "ROLES",
     "NodeMetrics",
-    "StatusSource",
     "metrics_route",
 ]
 
@@ -70,14 +71,6 @@ PERSIST_BUCKETS: Sequence[float] = (
 )
 
 
-class StatusSource(Protocol):
-    """What the metrics need from a node: its JSON-able ``status()``."""
-
-    def status(self) -> Mapping[str, Any]:
-        """Return the node's status dictionary (see ``RaftNode.status``)."""
-        ...
-
-
 def _number(status: Mapping[str, Any], key: str, default: float = 0) -> float:
     value = status.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -88,7 +81,7 @@ def _number(status: Mapping[str, Any], key: str, default: float = 0) -> float:
 class _StatusCollector:
     """A custom collector: turn one ``status()`` call into metric families."""
 
-    def __init__(self, node: StatusSource) -> None:
+    def __init__(self, node: IRaftNode) -> None:
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -170,9 +163,7 @@ class _StatusCollector:
 
     def _members(self) -> Iterator[Metric]:
         """Yield gossip members by state and Raft role, when the node has ``members()``."""
-        members = getattr(self._node, "members", None)
-        if not callable(members):
-            return
+        members = self._node.members
         gossip = GaugeMetricFamily(
             "leeky_gossip_members",
             "Nodes known through gossip, by gossip state.",
@@ -203,7 +194,7 @@ class NodeMetrics:
     :param node: anything with a ``status()`` like ``RaftNode.status``.
     """
 
-    def __init__(self, node: StatusSource) -> None:
+    def __init__(self, node: IRaftNode) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatusCollector(node))  # type: ignore[arg-type]
         self._persist = Histogram(
@@ -244,7 +235,7 @@ class NodeMetrics:
 
 
 def metrics_route(
-    node: StatusSource, metrics: NodeMetrics | None = None
+    node: IRaftNode, metrics: NodeMetrics | None = None
 ) -> Callable[[], tuple[bytes, bytes]]:
     """Return a GET route for the lean HTTP server's ``extra_routes[b"/metrics"]``.
 

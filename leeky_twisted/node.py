@@ -60,12 +60,14 @@ from leeky_twisted.core.raft import (
     bootstrap_entries,
 )
 from leeky_twisted.interfaces import (
+    FollowerProgress,
     ILogStore,
     IPeerTransport,
     IRaftNode,
     ISnapshotStore,
     IStableStore,
     IStateMachine,
+    NodeView,
 )
 
 log = Logger()
@@ -1272,6 +1274,39 @@ class RaftNode:
                 }
             )
         return out
+
+    def view(self) -> NodeView:
+        """Return the node's Raft state as an immutable value object."""
+        core = self.core
+        st = core.status()
+        return NodeView(
+            node_id=self.node_id,
+            role=st.role,
+            term=st.term,
+            leader=st.leader,
+            commit=st.commit,
+            applied=st.applied,
+            first_index=st.first_index,
+            last_index=st.last_index,
+            configuration=core.configuration,
+            config_change_pending=core.log.config_index() > core.commit,
+            progress=self.progress(),
+        )
+
+    def progress(self) -> dict[NodeId, FollowerProgress]:
+        """Return the leader's view of each member (itself too); empty unless leading."""
+        if self.core.role is not Role.LEADER:
+            return {}
+        return {
+            nid: FollowerProgress(
+                pr.match, pr.next, pr.state.value, len(pr.inflight), pr.max_inflight
+            )
+            for nid, pr in self.core.progress.items()
+        }
+
+    def local_state_machine(self) -> IStateMachine | None:
+        """Return the in-process state machine, or None when an executor applies."""
+        return None if self.executor is not None else self.state_machine
 
     def address_of(self, nid: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""

@@ -210,10 +210,10 @@ class KeyValueFrontend:
         self._clock = clock
         self._forwarder = forwarder
         #: the node applies entries in an executor process: no key-value store here
-        self.executor = getattr(node, "executor", None) is not None
+        machine = node.local_state_machine()
+        self.executor = machine is None
         #: the node's window of recent events and its watchers (None: nothing to watch)
         self.watches: watches.WatchHub | None = None
-        machine = getattr(node, "state_machine", None)
         #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
         self.leases: LeaseKeeper | None = None
         if not self.executor and hasattr(machine, "observe"):
@@ -749,8 +749,8 @@ class KeyValueFrontend:
     def status(self) -> dict[str, Any]:
         """Return the node's status dictionary, with the store's ``revision`` when it has one."""
         status = dict(self.node.status())
-        revision = getattr(getattr(self.node, "state_machine", None), "revision", None)
-        if isinstance(revision, int) and not self.executor:
+        revision = getattr(self.node.local_state_machine(), "revision", None)
+        if isinstance(revision, int):
             status["revision"] = revision
         return status
 
@@ -1110,12 +1110,6 @@ class ClientLocator(amp.CommandLocator):
 
     # ------------------------------------------------------------ membership
 
-    def _admin(self, name: str) -> Any:
-        method = getattr(self.frontend.node, name, None)
-        if method is None:
-            raise InvalidRequest(f"this node does not support {name}")
-        return method
-
     @cc.Submit.responder
     def submit(self, command: str, forwarded: bool | None) -> Deferred[dict[str, Any]]:
         """Answer Submit with the result as JSON text."""
@@ -1133,7 +1127,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer Members with this node's view of every member."""
 
         async def members() -> list[dict[str, Any]]:
-            return list(self._admin("members")())
+            return list(self.frontend.node.members())
 
         return self._run(members(), lambda m: {"members": json.dumps(m, default=str)})
 
@@ -1144,7 +1138,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer AddServer once the change is committed."""
 
         async def add() -> None:
-            await self._admin("add_server")(node_id, address, bool(voter))
+            await self.frontend.node.add_server(node_id, address, bool(voter))
 
         return self._run(add(), lambda _: {})
 
@@ -1153,7 +1147,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer RemoveServer once the change is committed."""
 
         async def remove() -> None:
-            await self._admin("remove_server")(node_id)
+            await self.frontend.node.remove_server(node_id)
 
         return self._run(remove(), lambda _: {})
 
@@ -1162,7 +1156,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer TransferLeader once the transfer has started."""
 
         async def transfer() -> None:
-            self._admin("transfer_leader")(node_id)
+            self.frontend.node.transfer_leader(node_id)
 
         return self._run(transfer(), lambda _: {})
 

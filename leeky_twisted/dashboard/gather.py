@@ -150,7 +150,7 @@ class Gatherer:
 
     def address_of(self, nid: str) -> str | None:
         """Return ``nid``'s HTTP ``host:port``: from the node, else learned."""
-        book = getattr(self.recorder.node, "addresses", {}) or {}
+        book = self.recorder.node.addresses
         known = book.get(nid, {}).get("http")
         if known and not known.endswith(":0"):
             return str(known)

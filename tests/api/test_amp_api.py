@@ -529,3 +529,10 @@ def test_key_value_requests_on_an_executor_cluster_are_refused_clearly(command, 
         assert "use submit/query" in str(f.value)
         assert node.calls == []
     assert h.leader.calls == []
+
+
+def test_the_shared_fake_node_base_provides_iraftnode():
+    """Every fake built on FakeNodeBase provides all of IRaftNode."""
+    from leeky_twisted.testing.fakes import FakeNodeBase
+
+    assert verifyObject(IRaftNode, FakeNodeBase())

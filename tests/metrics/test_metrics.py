@@ -24,9 +24,10 @@ from leeky_twisted.node import RaftNode
 from leeky_twisted.statemachine.commands import Put, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.testing.fakes import FakeNodeBase
 
 
-class FakeNode:
+class FakeNode(FakeNodeBase):
     """A node whose status is a plain dictionary the test edits."""
 
     def __init__(self) -> None:
