@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from leeky_twisted import defaults
 from leeky_twisted.api.errors import (
     CommitTimeout,
     InvalidRequest,
@@ -80,18 +81,20 @@ INLINE_PERSIST_BYTES = 32 * 1024
 class NodeSettings:
     """Timing and limits of a node (seconds and counts)."""
 
-    tick_interval: float = 0.05
-    snapshot_entries: int = 100000  #: take a snapshot after this many applied entries
+    tick_interval: float = defaults.TICK_SECONDS
+    #: take a snapshot after this many applied entries
+    snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     #: also take one once the entries applied since the last snapshot hold this
     #: many bytes of data (large values must not grow the log to gigabytes)
-    snapshot_bytes: int = 64 * 1024 * 1024
-    snapshot_trailing: int = 1000  #: entries kept behind a snapshot for slow followers
+    snapshot_bytes: int = defaults.SNAPSHOT_BYTES
+    #: entries kept behind a snapshot for slow followers
+    snapshot_trailing: int = defaults.SNAPSHOT_TRAILING
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     unsafe_stale_reads: bool = False  #: testing only: skip ReadIndex (not linearizable)
-    request_timeout: float = 5.0
+    request_timeout: float = defaults.REQUEST_TIMEOUT
     #: write small batches on the reactor thread while recent writes took less
     #: than this many seconds (0: every write goes to the disk thread)
-    inline_persist_seconds: float = 0.002
+    inline_persist_seconds: float = defaults.INLINE_WRITE_BUDGET
     #: a remote executor that has kept the feed waiting this many seconds is down:
     #: its node, if leader, refuses new requests and hands leadership on
     executor_down_after: float = 3.0

@@ -36,6 +36,7 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import (
     ClientAPIProtocol,
     ClientLocator,
@@ -122,16 +123,17 @@ class NodeOptions:
     http_port: int = 0
     client_host: str | None = None
     cluster_id: str = "leeky"
-    tick: float = 0.05
-    heartbeat_ticks: int = 2
-    election_ticks: int = 10
-    request_timeout: float = 5.0
-    snapshot_entries: int = 100000
-    snapshot_bytes: int = 64 * 1024 * 1024
-    inline_write_budget: float = 0.002
-    max_key_bytes: int = 1024
-    max_value_bytes: int = 1024 * 1024
-    watch_window: int = 10_000  #: recent events kept for watches (docs/coordination.md)
+    tick: float = defaults.TICK_SECONDS
+    heartbeat_ticks: int = defaults.HEARTBEAT_TICKS
+    election_ticks: int = defaults.ELECTION_TICKS
+    request_timeout: float = defaults.REQUEST_TIMEOUT
+    snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
+    snapshot_bytes: int = defaults.SNAPSHOT_BYTES
+    inline_write_budget: float = defaults.INLINE_WRITE_BUDGET
+    max_key_bytes: int = defaults.MAX_KEY_BYTES
+    max_value_bytes: int = defaults.MAX_VALUE_BYTES
+    #: recent events kept for watches (docs/coordination.md)
+    watch_window: int = defaults.WATCH_WINDOW
     lease_read: bool = False
     forward: bool = True
     unsafe_stale_reads: bool = False
@@ -310,11 +312,6 @@ def _peer_endpoint_maker(
     return make
 
 
-def http_body_bytes(max_value_bytes: int) -> int:
-    """Return the largest JSON-RPC body accepted: two values (a cas) and 64 KiB more."""
-    return 2 * max_value_bytes + 65536
-
-
 class _GuardCollector:
     """Prometheus collector of the listening ports' connection counters."""
 
@@ -349,7 +346,9 @@ def connection_guards(opts: NodeOptions, reactor: Any) -> dict[str, ConnectionGu
     # The unfinished requests of a client port hold DEFAULT_HELD_BYTES at most, and
     # always room for four of the largest (AMP: key, two values; HTTP: head, body).
     limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
-    largest = max(limits.request_bytes, MAX_HEADER_BYTES + http_body_bytes(opts.max_value_bytes))
+    largest = max(
+        limits.request_bytes, MAX_HEADER_BYTES + defaults.http_body_bytes(opts.max_value_bytes)
+    )
     held_budget = max(DEFAULT_HELD_BYTES, 4 * largest)
 
     def guard(name: str, idle_timeout: float | None) -> ConnectionGuard:
@@ -591,7 +590,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         tick_interval=opts.tick,
         snapshot_entries=opts.snapshot_entries,
         snapshot_bytes=opts.snapshot_bytes,
-        snapshot_trailing=min(1000, opts.snapshot_entries // 4),
+        snapshot_trailing=min(defaults.SNAPSHOT_TRAILING, opts.snapshot_entries // 4),
         addresses=addresses,
         unsafe_stale_reads=opts.unsafe_stale_reads,
         request_timeout=opts.request_timeout,
@@ -765,7 +764,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         set_port("client"),
     )
     client_listener.setServiceParent(top)
-    rpc = KeyValueJSONRPC(frontend, http_body_bytes(opts.max_value_bytes))
+    rpc = KeyValueJSONRPC(frontend, defaults.http_body_bytes(opts.max_value_bytes))
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt

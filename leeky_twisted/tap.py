@@ -10,6 +10,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from leeky_twisted import defaults
 from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -142,33 +143,39 @@ class Options(usage.Options):
             "Cluster name; peers of another cluster are refused. Default: derived from "
             "the cluster key when there is one, else 'leeky'.",
         ],
-        ["tick", None, 0.05, "Seconds per Raft tick.", _positive(float)],
-        ["heartbeat", None, 0.1, "Seconds between leader heartbeats.", _positive(float)],
+        ["tick", None, defaults.TICK_SECONDS, "Seconds per Raft tick.", _positive(float)],
+        [
+            "heartbeat",
+            None,
+            defaults.TICK_SECONDS * defaults.HEARTBEAT_TICKS,
+            "Seconds between leader heartbeats.",
+            _positive(float),
+        ],
         [
             "election-timeout",
             None,
-            0.5,
+            defaults.TICK_SECONDS * defaults.ELECTION_TICKS,
             "Minimum election timeout in seconds; each node draws from [T, 2T).",
             _positive(float),
         ],
         [
             "request-timeout",
             None,
-            5.0,
+            defaults.REQUEST_TIMEOUT,
             "Seconds before a client request ends as 'timed out, outcome unknown'.",
             _positive(float),
         ],
         [
             "snapshot-entries",
             None,
-            100000,
+            defaults.SNAPSHOT_ENTRIES,
             "Take a snapshot after this many applied entries.",
             _positive(int),
         ],
         [
             "snapshot-bytes",
             None,
-            64 * 1024 * 1024,
+            defaults.SNAPSHOT_BYTES,
             "Also take a snapshot once the entries applied since the last one hold "
             "this many bytes (keys, values, commands), so large values cannot grow the log.",
             _positive(int),
@@ -176,17 +183,29 @@ class Options(usage.Options):
         [
             "inline-write-budget",
             None,
-            0.002,
+            defaults.INLINE_WRITE_BUDGET,
             "Write small batches on the reactor thread while recent writes took less "
             "than this many seconds; 0 sends every write to the disk thread.",
             _not_negative(float),
         ],
-        ["max-key-bytes", None, 1024, "Largest key, in UTF-8 bytes.", _positive(int)],
-        ["max-value-bytes", None, 1024 * 1024, "Largest value, in UTF-8 bytes.", _positive(int)],
+        [
+            "max-key-bytes",
+            None,
+            defaults.MAX_KEY_BYTES,
+            "Largest key, in UTF-8 bytes.",
+            _positive(int),
+        ],
+        [
+            "max-value-bytes",
+            None,
+            defaults.MAX_VALUE_BYTES,
+            "Largest value, in UTF-8 bytes.",
+            _positive(int),
+        ],
         [
             "watch-window",
             None,
-            10_000,
+            defaults.WATCH_WINDOW,
             "Recent events this node keeps for watches that resume or start in the past "
             "(a watch from an older revision is refused: compacted).",
             _positive(int),

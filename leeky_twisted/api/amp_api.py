@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from leeky_twisted import defaults
 from leeky_twisted.ampframes import between_boxes, split_box
 from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api import coord
@@ -94,9 +95,9 @@ _refusals = RateLimitedLog()
 class RequestLimits:
     """Size limits on client input, in UTF-8 bytes. Keys must not be empty."""
 
-    max_key_bytes: int = 1024
-    max_value_bytes: int = 1 << 20
-    max_client_id_bytes: int = 128
+    max_key_bytes: int = defaults.MAX_KEY_BYTES
+    max_value_bytes: int = defaults.MAX_VALUE_BYTES
+    max_client_id_bytes: int = defaults.MAX_CLIENT_ID_BYTES
 
     @property
     def max_txn_bytes(self) -> int:
@@ -198,7 +199,7 @@ class KeyValueFrontend:
         *,
         forwarder: LeaderForwarder | None = None,
         limits: RequestLimits | None = None,
-        timeout: float = 5.0,
+        timeout: float = defaults.REQUEST_TIMEOUT,
         watch_window: int = watches.DEFAULT_WINDOW,
         lease_extension: float = 1.0,
     ) -> None:
@@ -885,7 +886,7 @@ def make_frontend(
     *,
     forward: bool = True,
     limits: RequestLimits | None = None,
-    timeout: float = 5.0,
+    timeout: float = defaults.REQUEST_TIMEOUT,
     connect: Connector | None = None,
     watch_window: int = watches.DEFAULT_WINDOW,
     lease_extension: float = 1.0,

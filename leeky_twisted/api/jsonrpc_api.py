@@ -83,6 +83,7 @@ from twisted.web import resource, server
 from txjsonrpc import jsonrpclib
 from txjsonrpc.jsonrpc import BaseSubhandler
 
+from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
 from leeky_twisted.api.errors import (
     CommitTimeout,
@@ -600,7 +601,7 @@ def make_http_site(
         frontend = make_frontend(node_or_frontend, reactor, **frontend_options)
     if max_body_bytes is None:
         limits = frontend.limits if frontend.limits is not None else RequestLimits()
-        max_body_bytes = 2 * limits.max_value_bytes + 65536
+        max_body_bytes = defaults.http_body_bytes(limits.max_value_bytes)
     root = resource.Resource()
     root.putChild(b"jsonrpc", KeyValueJSONRPC(frontend, max_body_bytes))
     return _JSONRPCSite(root, max_body_bytes)

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from leeky_twisted import defaults
 from leeky_twisted.api.errors import InvalidRequest, NotLeader
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.statemachine import commands as kv
@@ -56,7 +57,7 @@ class LeaseKeeper:
         *,
         extension: float,
         interval: float = 0.25,
-        timeout: float = 5.0,
+        timeout: float = defaults.REQUEST_TIMEOUT,
     ) -> None:
         self.clock = clock
         self.node = node

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from leeky_twisted import defaults
 from leeky_twisted.api.errors import Compacted
 from leeky_twisted.statemachine.kv import Event
 
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: Events a node keeps for watchers that resume (``--watch-window``).
-DEFAULT_WINDOW = 10_000
+DEFAULT_WINDOW = defaults.WATCH_WINDOW
 #: ... and at most this many characters of their keys and values (64 per event more).
 DEFAULT_WINDOW_BYTES = 64 << 20
 #: Events a watcher may have delivered but not passed on before it is cancelled.
