@@ -676,18 +676,6 @@ class Simulation:
         return f"python -m leeky_twisted.simulation --seed {self.seed} --ticks {self.ticks} -v"
 
 
-def run_seeds(
-    seeds: range, ticks: int = 300, report: Callable[[str], None] | None = None
-) -> list[SimResult]:
-    """Run many seeds; raise on the first violation."""
-    results = []
-    for seed in seeds:
-        results.append(Simulation(seed, ticks=ticks).run())
-        if report and seed % 100 == 0:
-            report(f"seed {seed} ok")
-    return results
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: replay one seed or soak many."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

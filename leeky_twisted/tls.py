@@ -52,7 +52,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from leeky_twisted.certs import CLIENT_ROLE, NODE_ROLE, NODES_NAME, node_dns_name
+from leeky_twisted.certs import CLIENT_ROLE, NODE_ROLE, NODES_NAME
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     ConnectionGuard,
@@ -160,10 +160,6 @@ class TLSCredentials:
             "certificate": self.own.original.to_cryptography(),
             "raiseMinimumTo": ssl.TLSVersion.TLSv1_2,
         }
-
-    def peer_options(self, peer_id: str) -> Any:
-        """Return client options for dialing the node ``peer_id`` (checks its id)."""
-        return self.client_options(node_dns_name(peer_id))
 
     def cluster_options(self) -> Any:
         """Return client options for dialing any node of the cluster."""
