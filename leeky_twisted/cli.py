@@ -16,13 +16,6 @@ from typing import IO, Any, NoReturn, Protocol
 
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    Compacted,
-    InvalidRequest,
-    LeekyError,
-    Unavailable,
-)
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
@@ -30,6 +23,13 @@ from leeky_twisted.client.library import (
     parse_address,
 )
 from leeky_twisted.localcontrol import ACTIONS
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    Unavailable,
+)
 
 __all__ = [
     "CLUSTER_ENV",

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
@@ -28,14 +28,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from leeky_twisted import defaults
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    InvalidRequest,
-    LeekyError,
-    NotCommitted,
-    NotLeader,
-    Unavailable,
-)
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     MAX_STORAGE_ID,
@@ -69,6 +61,14 @@ from leeky_twisted.interfaces import (
     IStableStore,
     IStateMachine,
     NodeView,
+)
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotCommitted,
+    NotLeader,
+    Unavailable,
 )
 
 log = Logger()
@@ -770,9 +770,9 @@ class RaftNode:
                 (e.index, e.data if e.kind is normal else None) for e in rd.committed_entries
             )
         for ctx in rd.dropped_reads:
-            self._fail_read(ctx, self._not_leader(self.core.leader_id))
+            self._fail_read(cast(int, ctx), self._not_leader(self.core.leader_id))
         for rs in rd.read_states:
-            self._ready_reads.append((rs.index, rs.context))
+            self._ready_reads.append((rs.index, cast(int, rs.context)))
             if self.feed is not None:  # serve it once the executor has caught up
                 self.feed.wait_applied(rs.index).addBoth(lambda _: self._serve_reads())
         self.core.advance(rd)
@@ -898,7 +898,7 @@ class RaftNode:
     def _query(self, request: object) -> Deferred[Any]:
         """Ask the state machine (or the remote executor) a read-only question."""
         if self.feed is not None:
-            from leeky_twisted.executor.wire import COMMAND_REJECTED
+            from leeky_twisted.protocol.executor_wire import COMMAND_REJECTED
             from leeky_twisted.statemachine.remote import ExecutorRemoteError, ExecutorUnavailable
 
             def unavailable(f: Failure) -> Failure:

@@ -48,7 +48,6 @@ from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.api.sse import add_watch_resource
 from leeky_twisted.api.web import NodeWebSite, make_node_site
 from leeky_twisted.certs import NODE_ROLE, node_dns_name
-from leeky_twisted.client.library import Connector, tls_connector
 from leeky_twisted.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HELD_BYTES,
@@ -76,6 +75,7 @@ from leeky_twisted.membership.udp import GossipService, make_gossip_service
 from leeky_twisted.metrics import NodeMetrics
 from leeky_twisted.node import NodeSettings, RaftNode
 from leeky_twisted.peerauth import UnauthenticatedPeersError, unauthenticated_peers_refusal
+from leeky_twisted.protocol.connection import Connector, tls_connector
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
 from leeky_twisted.tls import (

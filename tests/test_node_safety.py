@@ -15,7 +15,6 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from leeky_twisted.api.errors import NotLeader
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     AppendEntries,
@@ -31,6 +30,7 @@ from leeky_twisted.core.messages import (
     Role,
 )
 from leeky_twisted.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.protocol.errors import NotLeader
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 from leeky_twisted.testing.hosts import NodeHost, SimReactor, SimStateMachine, SimTransport
 

@@ -30,21 +30,15 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from leeky_twisted import defaults
-from leeky_twisted.ampframes import between_boxes, split_box
-from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api import coord
 from leeky_twisted.api import watch as watches
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    Compacted,
-    InvalidRequest,
-    LeekyError,
-    NotLeader,
-    SessionExpired,
-    Unavailable,
-)
 from leeky_twisted.api.leases import LeaseKeeper
-from leeky_twisted.client.library import (
+from leeky_twisted.connlimits import RateLimitedLog
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.ampframes import between_boxes, split_box
+from leeky_twisted.protocol.connection import (
     DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
     CallTimedOut,
@@ -54,9 +48,15 @@ from leeky_twisted.client.library import (
     parse_address,
     with_timeout,
 )
-from leeky_twisted.connlimits import RateLimitedLog
-from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
+)
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import (
     CommandError,
@@ -1239,7 +1239,7 @@ def _known_errors_only(failure: Failure) -> Failure:
 class ClientAPIProtocol(amp.AMP):
     """The AMP connection of one client, with two shortcuts on the hot path.
 
-    Whole boxes are split by hand (:func:`~leeky_twisted.ampframes.split_box`)
+    Whole boxes are split by hand (:func:`~leeky_twisted.protocol.ampframes.split_box`)
     and handed to AMP's usual dispatch, instead of going through AMP's
     string-at-a-time parser; a partial or invalid box is left to that parser.
     And AMP writes each answer through ``transport.write``, which waits for

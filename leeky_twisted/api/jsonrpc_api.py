@@ -85,7 +85,8 @@ from txjsonrpc.jsonrpc import BaseSubhandler
 
 from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
-from leeky_twisted.api.errors import (
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol.errors import (
     CommitTimeout,
     Compacted,
     InvalidRequest,
@@ -95,8 +96,7 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
-from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.jsonrpc_codes import (
+from leeky_twisted.protocol.jsonrpc_codes import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,

@@ -32,8 +32,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from leeky_twisted import defaults
-from leeky_twisted.api.errors import InvalidRequest, NotLeader
 from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol.errors import InvalidRequest, NotLeader
 from leeky_twisted.statemachine import commands as kv
 
 __all__ = ["LeaseKeeper"]

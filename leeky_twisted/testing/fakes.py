@@ -9,9 +9,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
-from leeky_twisted.api.errors import InvalidRequest
 from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
 from leeky_twisted.interfaces import FollowerProgress, IRaftNode, IStateMachine, NodeView
+from leeky_twisted.protocol.errors import InvalidRequest
 
 _ROLES = {"leader": Role.LEADER, "candidate": Role.CANDIDATE}
 

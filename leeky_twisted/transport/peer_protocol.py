@@ -31,7 +31,6 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -46,6 +45,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator

@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from leeky_twisted.api.amp_api import KeyValueFrontend, make_amp_factory, make_frontend
-from leeky_twisted.api.errors import CommitTimeout, NotLeader
 from leeky_twisted.client.library import Address
 from leeky_twisted.interfaces import IStateMachine
+from leeky_twisted.protocol.errors import CommitTimeout, NotLeader
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.testing.fakes import FakeNodeBase
 

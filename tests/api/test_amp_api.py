@@ -12,9 +12,10 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
-from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.amp_api import RequestLimits, make_amp_factory, make_frontend
-from leeky_twisted.api.errors import (
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import (
     CommitTimeout,
     InvalidRequest,
     LeekyError,
@@ -22,7 +23,6 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
-from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.statemachine.commands import (
     Append,
     Get,

@@ -72,8 +72,8 @@ def test_bench_records_each_operations_start_and_latency():
     from kvfakes import FakeNetwork, FakeRaftNode, result_of
     from twisted.internet.defer import Deferred, fail
 
-    from leeky_twisted.api.errors import InvalidRequest
     from leeky_twisted.bench import run_bench
+    from leeky_twisted.protocol.errors import InvalidRequest
 
     net = FakeNetwork()
     live = ("10.0.0.1", 7001)

@@ -10,8 +10,8 @@ from kvfakes import FakeNetwork, FakeRaftNode
 from twisted.internet.defer import Deferred, fail, succeed
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.client.library import LeekyClient, NodeReport
+from leeky_twisted.protocol.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 

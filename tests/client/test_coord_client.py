@@ -11,8 +11,8 @@ from test_cli import _cli_cluster, _run_on
 from test_library import A, B, Cluster
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import InvalidRequest
 from leeky_twisted.client.library import LeekyClient
+from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine.commands import Get, Txn, decode_command
 from leeky_twisted.statemachine.kv import KeyValue
 

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.client.library import LeekyClient, format_address
+from leeky_twisted.protocol.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.statemachine.commands import Get, decode_command
 
 HUNG = ("10.0.0.9", 7009)

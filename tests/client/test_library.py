@@ -7,13 +7,6 @@ from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    InvalidRequest,
-    NotLeader,
-    SessionExpired,
-    Unavailable,
-)
 from leeky_twisted.client.library import (
     CallTimedOut,
     LeekyClient,
@@ -21,6 +14,13 @@ from leeky_twisted.client.library import (
     format_address,
     parse_address,
     with_timeout,
+)
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
 )
 from leeky_twisted.statemachine.commands import (
     Append,

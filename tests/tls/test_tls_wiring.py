@@ -25,8 +25,6 @@ from twisted.protocols import amp
 from twisted.python import usage
 
 from leeky_twisted import cli
-from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.errors import Unavailable
 from leeky_twisted.certs import (
     NODE_ROLE,
     make_client_cert,
@@ -36,6 +34,8 @@ from leeky_twisted.certs import (
 )
 from leeky_twisted.client.library import LeekyClient, client_tls_connector, tls_connector
 from leeky_twisted.core.messages import Heartbeat, NodeId
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import Unavailable
 from leeky_twisted.service import _EndpointListener, load_node_credentials
 from leeky_twisted.tap import Options
 from leeky_twisted.tls import (
