@@ -1,7 +1,7 @@
 """Every default a node runs with, in one place.
 
-The twistd options (``tap.py``), :class:`~leeky_twisted.service.NodeOptions`,
-:class:`~leeky_twisted.node.NodeSettings` and the API's limits all read these,
+The twistd options (``tap.py``), :class:`~leeky_twisted.server.service.NodeOptions`,
+:class:`~leeky_twisted.server.node.NodeSettings` and the API's limits all read these,
 so a default changes here and nowhere else. This module imports nothing.
 """
 

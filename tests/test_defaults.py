@@ -6,9 +6,9 @@ import pytest
 
 from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import RequestLimits
-from leeky_twisted.node import NodeSettings
-from leeky_twisted.service import NodeOptions
-from leeky_twisted.tap import Options
+from leeky_twisted.server.node import NodeSettings
+from leeky_twisted.server.service import NodeOptions
+from leeky_twisted.server.tap import Options
 
 
 def test_twistd_options_default_to_the_shared_values():

@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "security": 2,
     "clusterkey": 2,
     "peerauth": 2,
-    "logs": 2,
+    "logs": 4,  # the old path of server/logs.py (the --logger option names it)
     # the adapters
     "storage": 3,
     "transport": 3,
@@ -47,6 +47,8 @@ LAYERS: dict[str, int] = {
     "api": 5,
     "dashboard": 5,
     # the composition root: builds a node with its front ends
+    "server.service": 6,
+    "server.tap": 6,
     "service": 6,
     "tap": 6,
     # the far end of a connection

@@ -23,8 +23,8 @@ from leeky_twisted.core.messages import (
 )
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.interfaces import IPeerTransport, IRaftNode
-from leeky_twisted.node import INLINE_PERSIST_BYTES, NodeSettings, RaftNode
 from leeky_twisted.protocol.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.server.node import INLINE_PERSIST_BYTES, NodeSettings, RaftNode
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore

@@ -10,8 +10,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from leeky_twisted import defaults
-from leeky_twisted.service import make_node_service
-from leeky_twisted.tap import Options
+from leeky_twisted.server.service import make_node_service
+from leeky_twisted.server.tap import Options
 
 PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 

@@ -68,7 +68,7 @@ class _ClusterTLS:
 def treq_fetch(reactor: Any, credentials: Any = None) -> Fetch:
     """Return a :data:`Fetch` using treq on ``reactor``; HTTPS with node ``credentials``.
 
-    With credentials (:class:`~leeky_twisted.tls.TLSCredentials`), the ``http://``
+    With credentials (:class:`~leeky_twisted.security.tls.TLSCredentials`), the ``http://``
     of each URL becomes ``https://``: the node shows its own certificate and
     accepts any node certificate of the cluster's CA.
     """

@@ -30,7 +30,7 @@ from leeky_twisted.protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from leeky_twisted.tls import TLSCredentials
+    from leeky_twisted.security.tls import TLSCredentials
 
 T = TypeVar("T")
 P = TypeVar("P", bound=Protocol)
@@ -248,7 +248,7 @@ def tls_connector(
     """
     from twisted.internet.endpoints import wrapClientTLS
 
-    from leeky_twisted.certs import NODES_NAME
+    from leeky_twisted.security.certs import NODES_NAME
 
     options = credentials.client_options(server_name or NODES_NAME)
 
@@ -275,7 +275,7 @@ def client_tls_connector(
 
     Raises OSError or ValueError when the files are missing or do not load.
     """
-    from leeky_twisted.tls import TLSCredentials, TLSFiles
+    from leeky_twisted.security.tls import TLSCredentials, TLSFiles
 
     credentials = TLSCredentials.load(TLSFiles.for_client(directory, name))
     return tls_connector(reactor, credentials, timeout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -32,6 +31,7 @@ from leeky_twisted.statemachine.commands import (
     decode_command,
     encode_command,
 )
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
 
 LEADER = ("10.0.0.1", 7001)
 FOLLOWER = ("10.0.0.2", 7002)

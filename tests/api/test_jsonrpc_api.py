@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, result_of
 from treq.testing import StubTreq
 from twisted.internet.testing import StringTransport
 
@@ -27,6 +26,7 @@ from leeky_twisted.api.jsonrpc_api import (
 )
 from leeky_twisted.protocol.errors import NotLeader
 from leeky_twisted.statemachine.commands import Get
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, result_of
 
 LEADER = ("10.0.0.1", 7001)
 URL = "http://node/jsonrpc"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from leeky_twisted.bench import Progress
+from leeky_twisted.ops.bench import Progress
 
 
 class Terminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_bench_with_a_silent_node_first_loses_about_one_attempt_timeout():
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import Factory, Protocol
 
-    from leeky_twisted.bench import run_bench
+    from leeky_twisted.ops.bench import run_bench
 
     net = FakeNetwork()
     hung, live = ("10.0.0.9", 7009), ("10.0.0.1", 7001)
@@ -72,7 +72,7 @@ def test_bench_records_each_operations_start_and_latency():
     from kvfakes import FakeNetwork, FakeRaftNode, result_of
     from twisted.internet.defer import Deferred, fail
 
-    from leeky_twisted.bench import run_bench
+    from leeky_twisted.ops.bench import run_bench
     from leeky_twisted.protocol.errors import InvalidRequest
 
     net = FakeNetwork()

@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-from kvfakes import failure_of, result_of
 from test_cli import _cli_cluster, _run_on
 from test_library import A, B, Cluster
 
@@ -15,6 +14,7 @@ from leeky_twisted.client.library import LeekyClient
 from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine.commands import Get, Txn, decode_command
 from leeky_twisted.statemachine.kv import KeyValue
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 LOCK = {
     "compare": [{"key": "lock", "target": "version", "op": "==", "value": 0}],

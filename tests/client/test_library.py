@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 
@@ -31,6 +30,7 @@ from leeky_twisted.statemachine.commands import (
     encode_command,
 )
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 A = ("10.0.0.1", 7001)
 B = ("10.0.0.2", 7002)

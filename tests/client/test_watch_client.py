@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 from leeky_twisted.client.library import LeekyClient, format_address
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.errors import Compacted
 from leeky_twisted.statemachine.commands import Put, encode_command
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 A = ("10.0.0.1", 7001)
 B = ("10.0.0.2", 7002)

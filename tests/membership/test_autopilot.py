@@ -17,7 +17,7 @@ from leeky_twisted.membership.codec import MemberState, Packet, PacketKind, Reco
 from leeky_twisted.membership.contact import ContactTracker
 from leeky_twisted.membership.gossip_core import GossipConfig, GossipCore
 from leeky_twisted.membership.reconciler import ReconcilerSettings
-from leeky_twisted.service import make_node_service
+from leeky_twisted.server.service import make_node_service
 from leeky_twisted.testing.fakes import FakeNodeBase
 
 CLUSTER = "unit"
@@ -222,7 +222,7 @@ def test_the_node_service_feeds_the_autopilot_from_the_transport(tmp_path: Any) 
     from twisted.internet.testing import MemoryReactorClock
 
     from leeky_twisted.membership.contact import ContactTrackingTransport
-    from leeky_twisted.tap import Options
+    from leeky_twisted.server.tap import Options
 
     opts = Options()
     argv = ["--id", "n1", "--address", "127.0.0.1:7100", "--gossip-port", "7300"]

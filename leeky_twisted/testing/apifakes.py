@@ -1,6 +1,6 @@
 """Test fakes for the client APIs: a fake IRaftNode and an in-memory AMP network.
 
-Imported by tests/api and tests/client (whose conftest puts this folder on sys.path).
+Shared by tests/api and tests/client; import it as ``leeky_twisted.testing.apifakes``.
 """
 
 from __future__ import annotations
