@@ -36,7 +36,7 @@ def test_core_storage_and_interfaces_are_strictly_typed():
         "leeky_twisted/interfaces.py",
         "leeky_twisted/defaults.py",
         "leeky_twisted/protocol",
-        "leeky_twisted/node.py",
+        "leeky_twisted/server/node.py",
         "leeky_twisted/testing/fakes.py",
     ]
     run = subprocess.run(
