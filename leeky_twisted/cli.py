@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the transaction in FILE (default -: standard input), a JSON "
         'object {"compare": [...], "success": [...], "failure": [...]}: if every compare '
         "holds, the success operations apply, else the failure ones, atomically. Prints "
-        "the result as JSON; exits 6 when the failure branch ran. See docs/coordination.md.",
+        "the result as JSON; exits 6 when the failure branch ran. A put operation may carry "
+        '"lease": ID to attach its key to a lease. See docs/coordination.md.',
     )
     p.add_argument("file", metavar="FILE", nargs="?", default="-")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,3 +23,66 @@ def test_run_benchmarks_without_the_shared_yardstick_says_what_is_missing(tmp_pa
     )
     assert done.returncode == 2
     assert "shared yardstick" in done.stderr and "leekyraft bench" in done.stderr
+
+
+def test_cpu_per_op_without_the_shared_yardstick_says_what_is_missing(tmp_path):
+    """tools/cpu_per_op.py stops with one line naming the missing yardstick, exit 2."""
+    env = {"PATH": "/usr/bin:/bin", "LEEKY_BENCH_DIR": str(tmp_path / "nowhere")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "cpu_per_op.py"), "--variant", f"a={ROOT}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "yardstick is not at" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cpu_per_op_rejects_a_variant_that_is_not_a_directory(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "cpu_per_op.py"), "--variant", "nodir"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "NAME=DIRECTORY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cpu_per_op_reads_this_process_cpu_seconds():
+    """CPU per op is utime + stime from /proc/PID/stat: it never goes backwards."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("cpu_per_op", ROOT / "tools" / "cpu_per_op.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    first = mod.proc_cpu_s(os.getpid())
+    sum(i * i for i in range(200_000))  # some CPU work
+    second = mod.proc_cpu_s(os.getpid())
+    assert 0 <= first <= second
+    assert abs(second - sum(os.times()[:2])) < 0.5
+    assert 0 <= mod.proc_cpu_s(os.getpid(), os.getpid()) <= mod.proc_cpu_s(os.getpid())
+
+
+def test_jsonrpc_parse_bench_prints_one_line_per_round():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "jsonrpc_parse_bench.py"),
+            "--n",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all("shared decoder" in line for line in lines)

@@ -9,7 +9,8 @@ A transaction travels as a JSON document (the same over AMP, JSON-RPC and in
 
 A compare's ``target`` is ``value``, ``version``, ``create`` or ``mod``
 (revisions); ``op`` is ``==``, ``!=``, ``<`` or ``>``; an absent key has
-version 0. An operation's ``type`` is ``put`` (key, value), ``delete`` (key)
+version 0. An operation's ``type`` is ``put`` (key, value, optional ``lease``: the key
+then belongs to that lease, as with a plain put), ``delete`` (key)
 or ``range``: one of ``key`` (exactly that key), ``prefix``, or ``start``
 with an optional ``end``; optional ``limit``, ``keys_only``, ``count_only``.
 Every field is checked and bounded here, with a clear error naming it, before
@@ -109,9 +110,14 @@ def _op(checker: Any, op: object, where: str) -> kv.TxnOp:
         raise InvalidRequest(f"each {where} operation must be an object")
     kind = op.get("type")
     if kind == "put":
-        if set(op) != {"type", "key", "value"}:
-            raise InvalidRequest("a put operation is {type, key, value}")
-        return kv.Put(checker._key(op["key"]), checker._value(op["value"]))
+        if not {"type", "key", "value"} <= set(op) <= {"type", "key", "value", "lease"}:
+            raise InvalidRequest("a put operation is {type, key, value} with an optional lease")
+        lease = op.get("lease")
+        if lease is not None and not (
+            isinstance(lease, int) and not isinstance(lease, bool) and 1 <= lease <= MAX_REVISION
+        ):
+            raise InvalidRequest(f"lease must be a lease id (an integer from 1 to {MAX_REVISION})")
+        return kv.Put(checker._key(op["key"]), checker._value(op["value"]), None, lease or 0)
     if kind == "delete":
         if set(op) != {"type", "key"}:
             raise InvalidRequest("a delete operation is {type, key}")
@@ -175,7 +181,8 @@ def txn_document(txn: kv.Txn) -> dict[str, Any]:
 
     def op(o: kv.TxnOp) -> dict[str, Any]:
         if isinstance(o, kv.Put):
-            return {"type": "put", "key": o.key, "value": o.value}
+            put = {"type": "put", "key": o.key, "value": o.value}
+            return {**put, "lease": o.lease} if o.lease else put
         if isinstance(o, kv.Delete):
             return {"type": "delete", "key": o.key}
         return {

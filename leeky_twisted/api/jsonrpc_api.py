@@ -141,6 +141,15 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One decoder for every request: ``json.loads`` with a keyword builds a new one per call.
+_decode_text = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
+def _decode_body(body: bytes) -> Any:
+    """Parse a request body exactly as ``json.loads(body, parse_constant=...)`` would."""
+    return _decode_text(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+
 def _id_problem(request_id: object) -> str | None:
     """Return why ``request_id`` is not an acceptable JSON-RPC id, or None."""
     if request_id is None:
@@ -209,6 +218,9 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         resource.Resource.__init__(self)
         BaseSubhandler.__init__(self)
         self.frontend = frontend
+        #: Methods already looked up by name (only ``jsonrpc_*`` methods of this
+        #: class, so it stays as small as the API).
+        self._functions: dict[str, Callable[..., Any]] = {}
         self.max_body_bytes = max_body_bytes
 
     # ------------------------------------------------------------- methods
@@ -397,7 +409,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         nothing is to be sent back (notifications only).
         """
         try:
-            parsed = json.loads(body, parse_constant=_refuse_constant)
+            parsed = _decode_body(body)
         except (ValueError, RecursionError) as e:
             return _now(_response(None, error=_error(PARSE_ERROR, f"parse error: {e}")))
         if isinstance(parsed, list):
@@ -407,6 +419,13 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
             d: Deferred[Any] = gatherResults([self._call(item) for item in parsed])
             return d.addCallback(lambda answers: [a for a in answers if a is not None] or None)
         return self._call(parsed)
+
+    def _lookup(self, method: str) -> Callable[..., Any]:
+        """Find ``method`` (txJSON-RPC's lookup); remember plain ``jsonrpc_*`` methods."""
+        function: Callable[..., Any] = self._getFunction(method)
+        if "." not in method and method != "__dir__":
+            self._functions[method] = function
+        return function
 
     def too_large(self) -> dict[str, Any]:
         """Return the error response for a body over the limit."""
@@ -433,7 +452,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         if problem is not None:
             return _now(_response(request_id, error=_error(INVALID_REQUEST, problem)))
         try:
-            function = self._getFunction(method)
+            function = self._functions.get(method) or self._lookup(method)
         except jsonrpclib.Fault:
             error = _error(METHOD_NOT_FOUND, f"method not found: {method[:100]!r}")
             return _now(None if notification else _response(request_id, error=error))

@@ -89,6 +89,11 @@ class ChaosReport:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: "register" (get/put/cas, linearizability) or a coordination workload
+    #: (watch, lock, lease: leeky_twisted.chaos.coordrun), whose verdict is
+    #: "passed" or "failed" and whose figures are in ``coordination``
+    workload: str = "register"
+    coordination: dict[str, Any] = field(default_factory=dict)
 
     @property
     def unknown(self) -> int:
@@ -102,8 +107,10 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        """Return whether the run passed: linearizable and readable after healing."""
-        return self.linearizable and bool(self.final_reads.get("readable")) and not self.problems
+        """Return whether the run passed: linearizable (or, for a coordination
+        workload, its check passed) and readable after healing."""
+        passed = self.linearizable if self.workload == "register" else self.verdict == "passed"
+        return passed and bool(self.final_reads.get("readable")) and not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-able data."""
@@ -115,6 +122,11 @@ class ChaosReport:
     def summary_line(self) -> str:
         """Return a one-line summary: nemesis, ops, faults, unknowns, verdict, checker time."""
         ops = self.operations
+        if self.workload != "register":
+            return (
+                f"{self.nemesis}: {self.workload} check, {ops.get('operations', 0)} operations "
+                f"recorded, {len(self.faults)} faults, verdict {self.verdict}"
+            )
         return (
             f"{self.nemesis}: {ops.get('operations', 0)} ops "
             f"(ok {ops.get('ok', 0)}, fail {ops.get('fail', 0)}, unknown {self.unknown}), "
@@ -126,6 +138,8 @@ class ChaosReport:
         """Return the human-readable report."""
         ops = self.operations
         fr = self.final_reads
+        if self.workload != "register":
+            return self._render_coordination()
         lines = [
             f"Leeky Raft chaos run: nemesis {self.nemesis}, {self.nodes} nodes, "
             f"{self.seconds:g} s, seed {self.seed}",
@@ -158,6 +172,30 @@ class ChaosReport:
         if len(self.violations) > _SHOWN_VIOLATIONS:
             more = len(self.violations) - _SHOWN_VIOLATIONS
             lines.append(f"  ... and {more} more non-linearizable keys (report.json)")
+        for text in self.problems:
+            lines.append(f"  problem: {text}")
+        lines.append(f"  result: {'PASS' if self.ok else 'FAIL'}")
+        return "\n".join(lines)
+
+    def _render_coordination(self) -> str:
+        """Return the human-readable report of a coordination workload."""
+        check = self.coordination.get("check", self.workload)
+        lines = [
+            f"Leeky Raft {self.workload} check ({check}): nemesis {self.nemesis}, "
+            f"{self.nodes} nodes, {self.seconds:g} s, seed {self.seed}",
+            f"  folder: {self.out_dir}",
+            f"  operations recorded: {self.operations.get('operations', 0)}",
+            f"  faults injected: {len(self.faults)}",
+        ]
+        lines += [f"    {_span(f['start'], f['end'])}  {f['detail']}" for f in self.faults]
+        if self.restarts:
+            lines.append(f"  node starts/kills: {self.restarts}")
+        if self.leader_after_heal_seconds is not None:
+            lines.append(f"  leader after healing: {self.leader_after_heal_seconds:.2f} s")
+        for name, value in self.coordination.get("figures", {}).items():
+            lines.append(f"  {name}: {value}")
+        lines.append(f"  verdict: {self.verdict} ({len(self.violations)} violations shown)")
+        lines += [f"  VIOLATION: {v}" for v in self.violations[:20]]
         for text in self.problems:
             lines.append(f"  problem: {text}")
         lines.append(f"  result: {'PASS' if self.ok else 'FAIL'}")
@@ -288,6 +326,7 @@ def run_chaos(
     seed: int | None = None,
     stale_reads: bool = False,
     unsafe_stale_reads: bool = False,
+    txn_share: float = 0.0,
     node_args: Sequence[str] | None = None,
     schedule: Schedule | None = None,
     heal_within: float = 30.0,
@@ -329,6 +368,7 @@ def run_chaos(
             "ops_per_key": ops_per_key,
             "node_args": extra,
             "stale_reads": stale_reads,
+            "txn_share": txn_share,
             "heal_within": heal_within,
             "cluster_key": key,
         },
@@ -366,6 +406,7 @@ def run_chaos(
             seed=seed,
             timeout=CLIENT_TIMEOUT,
             stale_reads=stale_reads,
+            txn_share=txn_share,
             clock=clock,
         )
         workload.start()
@@ -449,6 +490,7 @@ def run_verify(
     key_prefix: str | None = None,
     seed: int | None = None,
     timeout: float = 10.0,
+    txn_share: float = 0.0,
     progress: Callable[[str], None] | None = None,
     report_dir: str | Path | None = None,
 ) -> ChaosReport:
@@ -474,6 +516,7 @@ def run_verify(
         key_prefix=key_prefix or f"verify{seed}",
         seed=seed,
         timeout=timeout,
+        txn_share=txn_share,
         clock=lambda: time.monotonic() - origin,
     )
     stop = threading.Event()
@@ -550,6 +593,49 @@ def _endpoints(text: str) -> list[Endpoint]:
     return out
 
 
+def _run_coordination(args: Any, verify: bool, out: Path, say: Callable[[str], None]) -> int:
+    """Run ``--workload watch|lock|lease`` (verify or chaos); return the exit code."""
+    from leeky_twisted.chaos.coordrun import run_coordination_chaos, run_coordination_verify
+    from leeky_twisted.chaos.netns import netns_available
+
+    if verify:
+        if not args.amp:
+            say("error: --workload watch, lock and lease need --amp HOST:PORT,... too")
+            return 2
+        http = [f"{e.host}:{e.port}" for e in _endpoints(args.endpoints)]
+        amp = [a.strip() for a in args.amp.split(",") if a.strip()]
+        report = run_coordination_verify(
+            args.workload,
+            amp,
+            http,
+            args.time,
+            out,
+            seed=args.seed,
+            election_timeout=args.election_timeout,
+            progress=say,
+        )
+        print(report.render())
+        return 0 if report.ok else 1
+    reason = netns_available()
+    if reason is not None:
+        say(f"cannot run: {reason}")
+        return 2
+    report = run_coordination_chaos(
+        args.workload,
+        args.nodes,
+        args.time,
+        [n.strip() for n in args.nemesis.split(",") if n.strip()],
+        out,
+        seed=args.seed,
+        schedule=Schedule(fault=args.fault, quiet=args.quiet),
+        heal_within=args.heal_within,
+        subnet=args.subnet,
+        progress=say,
+    )
+    print(report.render(), flush=True)
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: ``python -m leeky_twisted.chaos [verify] ...``; return the exit code.
 
@@ -585,6 +671,19 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--keys", type=int, default=3, help="keys in use at a time")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--workload",
+        default="register",
+        choices=["register", "watch", "lock", "lease"],
+        help="register: get/put/cas checked for linearizability (default); watch: watch "
+        "completeness; lock: lock safety with fencing tokens; lease: lease expiry bound",
+    )
+    parser.add_argument(
+        "--txn-share",
+        type=float,
+        default=0.0,
+        help="register workload: share of two-key transactions (0 to 1; default 0)",
+    )
+    parser.add_argument(
         "--report",
         default=None,
         metavar="DIR",
@@ -596,6 +695,17 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             "--endpoints", required=True, help="JSON-RPC addresses: [ID=]HOST:PORT,..."
         )
         parser.add_argument("--key-prefix", default=None)
+        parser.add_argument(
+            "--amp",
+            default=None,
+            help="the nodes' client (AMP) addresses HOST:PORT,... (watch, lock and lease)",
+        )
+        parser.add_argument(
+            "--election-timeout",
+            type=float,
+            default=1.0,
+            help="the cluster's --election-timeout: the lease bound depends on it",
+        )
     else:
         parser.add_argument("--nodes", type=int, default=5)
         parser.add_argument(
@@ -636,6 +746,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
+        if args.workload != "register":
+            return _run_coordination(args, verify, out, say)
         if verify:
             report = run_verify(
                 _endpoints(args.endpoints),
@@ -645,6 +757,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 keys=args.keys,
                 key_prefix=args.key_prefix,
                 seed=args.seed,
+                txn_share=args.txn_share,
                 progress=say,
                 report_dir=_report_folder(args.report, out, None) if plots else None,
             )
@@ -671,6 +784,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 seed=args.seed,
                 stale_reads=args.stale_reads,
                 unsafe_stale_reads=args.unsafe_stale_reads,
+                txn_share=args.txn_share,
                 schedule=Schedule(fault=args.fault, quiet=args.quiet),
                 heal_within=args.heal_within,
                 subnet=args.subnet,

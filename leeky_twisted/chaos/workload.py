@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leeky_twisted.checker.history import Operation, OpKind, Outcome
+from leeky_twisted.checker.txnmodel import txn_result
 
 __all__ = [
     "CallResult",
@@ -154,6 +155,11 @@ class Workload:
         timeout plus its grace, so the node can answer "outcome unknown" first).
     :param stale_reads: ask for ``{"stale": true}`` reads: a broken read path,
         for testing the rig itself.
+    :param txn_share: the share of operations that are two-key transactions
+        (before the get/put/cas mix): on a slot's key ``K`` and its companion
+        ``K/t``, "if K holds what this client last saw, put a new value into
+        both, else read both". The checker checks each as one atomic step over
+        the pair (0: none, the default).
     :param clock: a monotonic clock; all times in the history come from it.
     """
 
@@ -171,6 +177,7 @@ class Workload:
         think: tuple[float, float] = (0.0, 0.02),
         mix: tuple[float, float, float] = (0.5, 0.3, 0.2),
         stale_reads: bool = False,
+        txn_share: float = 0.0,
         max_ops_per_client: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,6 +198,9 @@ class Workload:
         self.think = think
         self.mix = mix
         self.stale_reads = stale_reads
+        if not 0.0 <= txn_share <= 1.0:
+            raise ValueError("txn_share must be from 0 to 1")
+        self.txn_share = txn_share
         self.max_ops_per_client = max_ops_per_client
         self.clock = clock
         self._stop = threading.Event()
@@ -349,6 +359,66 @@ class Workload:
         self._record(op)
         return op
 
+    def invoke_txn(
+        self, client: int, endpoint: Endpoint, key: str, expected: str | None, value: str
+    ) -> Operation:
+        """Run one two-key transaction on ``key`` and ``key/t`` now, record it and return it."""
+        pair = f"{key}/t"
+        if expected is None:
+            compare = {"key": key, "target": "version", "op": "==", "value": 0}
+        else:
+            compare = {"key": key, "target": "value", "op": "==", "value": expected}
+        document = {
+            "compare": [compare],
+            "success": [
+                {"type": "put", "key": key, "value": value},
+                {"type": "put", "key": pair, "value": value},
+            ],
+            "failure": [{"type": "range", "key": key}, {"type": "range", "key": pair}],
+        }
+        index = next(self._index)
+        pending = Operation(
+            index=index,
+            client=client,
+            key=key,
+            kind=OpKind.TXN,
+            invoke=self.clock(),
+            complete=None,
+            outcome=Outcome.UNKNOWN,
+            node=endpoint.node_id,
+            error="still in flight",
+            txn=json.dumps(document, sort_keys=True),
+        )
+        with self._lock:
+            self._in_flight[index] = pending
+        res = call_jsonrpc(
+            endpoint,
+            "txn",
+            [document],
+            connect_timeout=self.connect_timeout,
+            timeout=self.timeout,
+            request_id=index,
+        )
+        end = self.clock()
+        outcome, error, result = res.outcome, res.error, None
+        if outcome is Outcome.OK:
+            try:
+                result = txn_result(bool(res.result["succeeded"]), res.result["responses"])
+            except (TypeError, KeyError):
+                outcome, error = Outcome.UNKNOWN, f"unexpected result {res.result!r:.200}"
+        if error is not None:
+            self.errors[_error_class(error)] += 1
+        op = replace(
+            pending,
+            complete=None if outcome is Outcome.UNKNOWN else end,
+            gave_up=end if outcome is Outcome.UNKNOWN else None,
+            outcome=outcome,
+            result=result,
+            error=error,
+        )
+        self._record(op)
+        return op
+
     def _client(self, client: int) -> None:
         rng = random.Random(f"{self.seed}/{client}")
         seen: dict[str, str | None] = {}
@@ -360,8 +430,19 @@ class Workload:
             choices = [e for e in self.endpoints if e != avoid] or self.endpoints
             endpoint = rng.choice(choices)
             key = self._next_key(rng)
-            roll = rng.random()
             value = f"c{client}.{n}"
+            if self.txn_share and rng.random() < self.txn_share:
+                op = self.invoke_txn(client, endpoint, key, seen.get(key), value)
+                if op.outcome is Outcome.OK:
+                    answer = json.loads(str(op.result))
+                    if answer["succeeded"]:
+                        seen[key] = value
+                    else:
+                        seen[key] = dict(answer["responses"][0]).get(key)
+                avoid = endpoint if op.outcome is not Outcome.OK else None
+                self._stop.wait(rng.uniform(*self.think))
+                continue
+            roll = rng.random()
             if roll < p_get:
                 op = self.invoke(client, endpoint, OpKind.GET, key, stale=self.stale_reads)
                 if op.outcome is Outcome.OK:

@@ -45,6 +45,10 @@ class OpKind(enum.StrEnum):
     GET = "get"  #: read the key; ``result`` is the value or None (absent)
     PUT = "put"  #: set the key to ``value``
     CAS = "cas"  #: set the key to ``new`` if it holds ``expected`` (None: absent); ``result`` bool
+    #: a transaction over several keys: ``txn`` is its JSON document, ``result``
+    #: the JSON text of ``{"succeeded": bool, "responses": [...]}`` (see
+    #: :mod:`leeky_twisted.checker.txnmodel`); ``key`` is one of its keys
+    TXN = "txn"
 
 
 class Outcome(enum.StrEnum):
@@ -80,6 +84,7 @@ class Operation:
     node: str | None = None
     error: str | None = None
     gave_up: float | None = None
+    txn: str | None = None
 
     def __post_init__(self) -> None:
         if (self.complete is None) != (self.outcome is Outcome.UNKNOWN):
@@ -92,6 +97,8 @@ class Operation:
             raise ValueError(f"op {self.index}: a put needs a value")
         if self.kind is OpKind.CAS and self.new is None:
             raise ValueError(f"op {self.index}: a cas needs a new value")
+        if self.kind is OpKind.TXN and self.txn is None:
+            raise ValueError(f"op {self.index}: a txn needs its document")
         ok_cas = self.outcome is Outcome.OK and self.kind is OpKind.CAS
         if ok_cas and not isinstance(self.result, bool):
             raise ValueError(f"op {self.index}: an ok cas needs a bool result")
@@ -108,6 +115,8 @@ class Operation:
             call = f"get({self.key})"
         elif self.kind is OpKind.PUT:
             call = f"put({self.key}, {self.value!r})"
+        elif self.kind is OpKind.TXN:
+            call = f"txn({self.txn})"
         else:
             call = f"cas({self.key}, {self.expected!r}, {self.new!r})"
         if self.outcome is Outcome.OK:
@@ -134,7 +143,7 @@ def operation_to_dict(op: Operation) -> dict[str, Any]:
         "complete": op.complete,
         "outcome": op.outcome.value,
     }
-    for name in ("value", "expected", "new", "result", "node", "error", "gave_up"):
+    for name in ("value", "expected", "new", "result", "node", "error", "gave_up", "txn"):
         v = getattr(op, name)
         if v is not None:
             out[name] = v
@@ -161,6 +170,7 @@ def operation_from_dict(data: Mapping[str, Any]) -> Operation:
             node=data.get("node"),
             error=data.get("error"),
             gave_up=None if data.get("gave_up") is None else float(data["gave_up"]),
+            txn=data.get("txn"),
         )
     except (KeyError, TypeError) as e:
         raise ValueError(f"malformed operation {data!r}: {e}") from None

@@ -39,6 +39,15 @@ The history is split by key first (P-compositionality, Horn and Kroening 2015):
 a history of independent registers is linearizable exactly when each key's
 sub-history is, and the small searches are much cheaper than one big one.
 
+A transaction (:attr:`OpKind.TXN`) couples the keys it touches: they form one
+object whose state is every one of their values, and the transaction is one
+atomic step of it (:mod:`leeky_twisted.checker.txnmodel`). The split merges
+the keys that a transaction couples (the keys of its ranges are the history's
+keys in them); each merged group is searched by :func:`check_group`, the same
+search with a multi-key state and a plain cache of (linearized set, state)
+(without the unknown-operation refinements, which assume one register). Keys
+no transaction touches keep the single-key search and its speed.
+
 Outcomes (see :mod:`leeky_twisted.checker.history`):
 
 * ``fail`` operations never took effect and are left out;
@@ -54,12 +63,14 @@ search that runs out of budget answers :attr:`Verdict.UNKNOWN`, never a guess.
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from leeky_twisted.checker.history import Operation, OpKind, Outcome
+from leeky_twisted.checker.txnmodel import State, TxnSpec, group_step, parse_txn, txn_keys
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -67,6 +78,7 @@ __all__ = [
     "KeyResult",
     "Verdict",
     "Violation",
+    "check_group",
     "check_history",
     "check_key",
     "register_step",
@@ -401,22 +413,237 @@ def check_history(
     initial: Mapping[str, str | None] | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> CheckResult:
-    """Decide whether a whole history is linearizable, one key at a time.
+    """Decide whether a whole history is linearizable, one key (or coupled group) at a time.
 
     :param initial: each key's value before the history (absent keys: None).
-    :param max_steps: the step budget of each key's search.
+    :param max_steps: the step budget of each key's (or group's) search.
+
+    ValueError when a transaction holds something the model cannot check
+    (see :mod:`leeky_twisted.checker.txnmodel`).
     """
+    ops = list(ops)
     by_key: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
-        by_key[op.key].append(op)
+        if op.kind is not OpKind.TXN:
+            by_key[op.key].append(op)
+    specs = {op.index: parse_txn(op.txn or "") for op in ops if op.kind is OpKind.TXN}
     start = dict(initial or {})
-    results = tuple(
-        check_key(key, by_key[key], start.get(key), max_steps) for key in sorted(by_key)
-    )
+    if not specs:
+        results = tuple(
+            check_key(key, by_key[key], start.get(key), max_steps) for key in sorted(by_key)
+        )
+        return CheckResult(_overall(results), results)
+    all_keys = set(by_key) | {k for spec in specs.values() for k in spec.point_keys()}
+    parent = {k: k for k in all_keys}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    touched: dict[int, set[str]] = {}
+    for op in ops:
+        if op.kind is OpKind.TXN:
+            keys = txn_keys(specs[op.index], all_keys) or {op.key}
+            touched[op.index] = keys
+            for k in keys:
+                parent.setdefault(k, k)
+            first, *rest = sorted(keys)
+            for k in rest:
+                parent[root(k)] = root(first)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for k in parent:
+        groups[root(k)].add(k)
+    members: dict[str, list[Operation]] = defaultdict(list)
+    for op in ops:
+        key = min(touched[op.index]) if op.kind is OpKind.TXN else op.key
+        members[root(key)].append(op)
+    results_list: list[KeyResult] = []
+    for r in sorted(groups, key=lambda r: min(groups[r])):
+        keys = sorted(groups[r])
+        if len(keys) == 1 and not any(op.kind is OpKind.TXN for op in members[r]):
+            results_list.append(check_key(keys[0], members[r], start.get(keys[0]), max_steps))
+        else:
+            results_list.append(check_group(keys, members[r], start, specs, max_steps))
+    results = tuple(results_list)
+    return CheckResult(_overall(results), results)
+
+
+def _overall(results: tuple[KeyResult, ...]) -> Verdict:
     if any(r.verdict is Verdict.NOT_LINEARIZABLE for r in results):
-        verdict = Verdict.NOT_LINEARIZABLE
-    elif any(r.verdict is Verdict.UNKNOWN for r in results):
-        verdict = Verdict.UNKNOWN
-    else:
-        verdict = Verdict.LINEARIZABLE
-    return CheckResult(verdict, results)
+        return Verdict.NOT_LINEARIZABLE
+    if any(r.verdict is Verdict.UNKNOWN for r in results):
+        return Verdict.UNKNOWN
+    return Verdict.LINEARIZABLE
+
+
+def check_group(
+    keys: Sequence[str],
+    ops: Iterable[Operation],
+    initial: Mapping[str, str | None] | None = None,
+    specs: Mapping[int, TxnSpec] | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> KeyResult:
+    """Decide whether the operations on a group of coupled keys are linearizable.
+
+    ``keys`` are the group's keys (every key its operations touch), ``specs``
+    the parsed documents of its transactions by operation index (parsed here
+    when missing). The search is Lowe's: minimal operations, lifting, and a
+    cache of (linearized set, state); the result's ``key`` names the group as
+    ``k1+k2+...``.
+    """
+    keys = sorted(keys)
+    name = "+".join(keys)
+    index = {k: i for i, k in enumerate(keys)}
+    rel = [op for op in ops if _searched(op)]
+    m = len(rel)
+    spec_of: list[TxnSpec | None] = []
+    answer_of: list[object] = []
+    for op in rel:
+        if op.kind is OpKind.TXN:
+            spec = (specs or {}).get(op.index) or parse_txn(op.txn or "")
+            spec_of.append(spec)
+            answer = None
+            if op.outcome is Outcome.OK:
+                try:
+                    answer = json.loads(str(op.result))
+                except ValueError:
+                    raise ValueError(f"op {op.index}: txn result is not JSON") from None
+            answer_of.append(answer)
+        else:
+            spec_of.append(None)
+            answer_of.append(None)
+    init = initial or {}
+    state: State = tuple((init.get(k), 0 if init.get(k) is None else 1) for k in keys)
+    known = [op.outcome is Outcome.OK for op in rel]
+    remaining = sum(known)
+    if remaining == 0:
+        return KeyResult(name, Verdict.LINEARIZABLE, m, 0, 0)
+    events = sorted(
+        [(op.invoke, 0, pos) for pos, op in enumerate(rel)]
+        + [
+            (op.complete if op.complete is not None else math.inf, 1, pos)
+            for pos, op in enumerate(rel)
+        ]
+    )
+    n = len(events)
+    end = n + 1
+    nxt = [*range(1, n + 2), end]
+    prv = [0, *range(n + 1)]
+    is_call = [False] * (n + 2)
+    op_of = [-1] * (n + 2)
+    call_node = [0] * m
+    ret_node = [0] * m
+    for node, (_, kind, pos) in enumerate(events, start=1):
+        op_of[node] = pos
+        if kind == 0:
+            is_call[node] = True
+            call_node[pos] = node
+        else:
+            ret_node[pos] = node
+
+    def lift(pos: int) -> None:
+        for node in (call_node[pos], ret_node[pos]):
+            nxt[prv[node]] = nxt[node]
+            prv[nxt[node]] = prv[node]
+
+    def unlift(pos: int) -> None:
+        for node in (ret_node[pos], call_node[pos]):
+            nxt[prv[node]] = node
+            prv[nxt[node]] = node
+
+    def minimal() -> tuple[list[int], int]:
+        first: list[int] = []
+        later: list[int] = []
+        node = nxt[0]
+        while node != end and is_call[node]:
+            pos = op_of[node]
+            (first if known[pos] else later).append(pos)
+            node = nxt[node]
+        return first + later, (op_of[node] if node != end else -1)
+
+    seen: set[tuple[int, State]] = set()
+    bits = 0
+    stack: list[tuple[int, State, list[int], int]] = []
+    candidates, blocking = minimal()
+    tried = 0
+    steps = 0
+    configurations = 0
+    best_node = -1
+    best_path: list[int] = []
+    best_state = state
+    while True:
+        if remaining == 0:
+            return KeyResult(name, Verdict.LINEARIZABLE, m, steps, configurations)
+        if blocking >= 0 and ret_node[blocking] > best_node:
+            best_node = ret_node[blocking]
+            best_path = [frame[0] for frame in stack]
+            best_state = state
+        advanced = False
+        while tried < len(candidates):
+            pos = candidates[tried]
+            tried += 1
+            steps += 1
+            allowed, new_state = group_step(
+                keys, index, state, rel[pos], spec_of[pos], answer_of[pos]
+            )
+            if not allowed:
+                continue
+            new_bits = bits | (1 << pos)
+            if (new_bits, new_state) in seen:
+                continue
+            seen.add((new_bits, new_state))
+            configurations += 1
+            stack.append((pos, state, candidates, tried))
+            lift(pos)
+            bits, state = new_bits, new_state
+            if known[pos]:
+                remaining -= 1
+            advanced = True
+            break
+        if steps > max_steps:
+            return KeyResult(name, Verdict.UNKNOWN, m, steps, configurations)
+        if advanced:
+            candidates, blocking = minimal()
+            tried = 0
+            continue
+        if not stack:
+            culprit = rel[events[best_node - 1][2]] if best_node > 0 else rel[0]
+            violation = _group_violation(name, rel, culprit, best_path, best_state, keys)
+            return KeyResult(name, Verdict.NOT_LINEARIZABLE, m, steps, configurations, violation)
+        pos, state, candidates, tried = stack.pop()
+        unlift(pos)
+        bits &= ~(1 << pos)
+        if known[pos]:
+            remaining += 1
+
+
+def _group_violation(
+    name: str,
+    rel: list[Operation],
+    culprit: Operation,
+    path: list[int],
+    state: State,
+    keys: Sequence[str],
+) -> Violation:
+    """Describe where a group's search got stuck (values shown as ``{key: value}``)."""
+    shown = repr({k: v for k, (v, _) in zip(keys, state, strict=True) if v is not None})
+    end = culprit.complete if culprit.complete is not None else math.inf
+
+    def overlaps(op: Operation) -> bool:
+        op_end = op.complete if op.complete is not None else math.inf
+        return op is not culprit and op.invoke <= end and op_end >= culprit.invoke
+
+    around = sorted(
+        (op for op in rel if overlaps(op)),
+        key=lambda op: (op.outcome is not Outcome.OK, abs(op.invoke - culprit.invoke)),
+    )[:_AROUND]
+    return Violation(
+        key=name,
+        op=culprit,
+        linearized=tuple(rel[p] for p in path[-_TAIL:]),
+        state=shown,
+        possible_values=(shown,),
+        concurrent=tuple(sorted(around, key=lambda op: op.invoke)),
+    )

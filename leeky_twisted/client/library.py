@@ -303,7 +303,7 @@ class LeekyClient:
 
         The items are the JSON objects ``leeky_twisted.api.coord`` describes,
         e.g. ``{"key": "k", "target": "version", "op": "==", "value": 0}`` and
-        ``{"type": "put", "key": "k", "value": "v"}``. Fires with a
+        ``{"type": "put", "key": "k", "value": "v"}`` (a put may add ``"lease": ID``). Fires with a
         ``TxnResult``; applied at most once, like every write of the client.
         """
         document = {"compare": list(compare), "success": list(success), "failure": list(failure)}

@@ -96,12 +96,13 @@ async def acquire(client: Any, name: str, ttl: int = 10, value: str = "") -> Loc
     lock = Lock(client, name, lease, ttl)
     try:
         await client.put(lock.key, value, lease=lease)
-        mine = await client.get_kv(lock.key)
-        if mine is None:
-            raise InvalidRequest(f"lock key {lock.key} vanished: lease {lease} expired")
-        lock.token = mine.create_revision
         while True:
+            # one read gives both the token (our key's create revision) and the queue
             listing = await client.range_prefix(name + "/", keys_only=True)
+            mine = next((kv for kv in listing.kvs if kv.key == lock.key), None)
+            if mine is None:
+                raise InvalidRequest(f"lock key {lock.key} vanished: lease {lease} expired")
+            lock.token = mine.create_revision
             older = [kv for kv in listing.kvs if kv.create_revision < lock.token]
             if not older:
                 return lock

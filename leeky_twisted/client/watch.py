@@ -158,7 +158,11 @@ class Watch:
         client = self._client
         clock = self._clock
         delay = client._retry_delay
-        address = client._next_address(None)
+        # Start where the client's requests go (the leader, once known): events
+        # appear there first, while a follower learns of a commit with the
+        # leader's next message (up to a heartbeat later).
+        known = client.leader
+        address = known if known in client.addresses else client._next_address(None)
         first = True
         while not self._stopped:
             proto = _WatchAMP(self)

@@ -207,6 +207,7 @@ class RaftCore:
         # no lease may be taken for the rest of the term (reads use ReadIndex).
         self._lease_forfeited = False
         self._reset_randomized_timeout()
+        self._seat_committed()  # a committed seat may already name us
 
     # ================================================================ inputs
 
@@ -352,6 +353,11 @@ class RaftCore:
             return
         if target not in self.log.config().voters:
             raise ValueError(f"{target} is not a voter")
+        if self._seat(target, self.progress[target].storage_id) is False:
+            raise ValueError(
+                f"{target}'s seat does not name the storage it answers from "
+                "(it lost its storage and is not seated again yet): it cannot stand"
+            )
         if self.transferee == target:
             return
         self.transferee = target
@@ -565,6 +571,10 @@ class RaftCore:
         cfg = self.log.config()
         if self.id in cfg.voters:
             return self._seat(self.id, self.storage_id, cfg) is not False
+        # Only with PreVote or CheckQuorum: without either, a former leader that
+        # never hears its removal commit would depose every leader for ever.
+        if not (self.cfg.pre_vote or self.cfg.check_quorum):
+            return False
         index = self.log.config_index()
         return index > self.commit and self.id in self.log.config_at(index - 1).voters
 
@@ -791,6 +801,7 @@ class RaftCore:
             self.log.append(entries[i:])
             break
         last_new = prev + len(entries)
+        self._seat_names_a_later_storage()
         if m.leader_commit > self.commit:
             # Never backwards: a reordered, older append may end below commit.
             self.commit = max(self.commit, min(m.leader_commit, last_new))
@@ -1012,7 +1023,13 @@ class RaftCore:
     def _maybe_commit(self) -> None:
         cfg = self.log.config()
         if cfg.storage:
-            match = {nid: pr.match for nid, pr in self.progress.items() if self._counts(nid)}
+            seats = dict(cfg.storage)
+            match = {}
+            for nid, pr in self.progress.items():
+                bound = seats.get(nid)
+                storage = self.storage_id if nid == self.id else pr.storage_id
+                if bound is None or (bound and bound == storage):
+                    match[nid] = pr.match
         else:  # no seat bound: every answer counts, by the abstention rules
             match = {nid: pr.match for nid, pr in self.progress.items()}
         index = committed_index(cfg.voters, match, self._abstaining_followers())
@@ -1037,7 +1054,10 @@ class RaftCore:
                 ):
                     # Now we may name its storage: an empty append ends its abstention.
                     self._send_append(nid, pr, empty=True)
-            self._settle_seats()
+            if old < self.log.config_index() <= index or self.log.term_at(old) != self.term:
+                # a configuration change (or our first entry) committed: the
+                # next seat change may follow; heartbeat answers check the rest
+                self._settle_seats()
 
     def _on_first_commit_in_term(self) -> None:
         waiting, self._reads_before_commit = self._reads_before_commit, []
@@ -1260,6 +1280,19 @@ class RaftCore:
         if storage > bound:
             return ConfChange.bind(nid, 0)
         return None  # a lost storage's late answer
+
+    def _seat_names_a_later_storage(self) -> None:
+        """Take an identity above the one our seat names, if that is above ours.
+
+        Such a seat names a storage of ours that was lost (a clock that went
+        back made the new one's identity smaller): with a larger one, the
+        leader vacates that seat and binds it again to this storage.
+        """
+        bound = self.log.config().storage_of(self.id)
+        if bound is not None and bound > self.storage_id:
+            self.storage_id = min(bound + 1, MAX_STORAGE_ID)
+            self.abstaining = True
+            self._log(f"storage identity raised to {self.storage_id} above our seat's; abstaining")
 
     def _seat_committed(self) -> None:
         """Stop abstaining once a committed configuration binds our storage."""

@@ -199,6 +199,8 @@ def _short(op: Operation) -> str:
         call = f"put {op.value}"
     elif op.kind is OpKind.GET:
         call = "get"
+    elif op.kind is OpKind.TXN:
+        call = "txn"
     else:
         call = f"cas {op.expected}→{op.new}"
     if op.outcome is Outcome.OK and op.kind is not OpKind.PUT:

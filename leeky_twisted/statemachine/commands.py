@@ -370,7 +370,7 @@ def encode_command(command: Command) -> bytes:
 
 def _op_json(op: TxnOp) -> list[object]:
     if isinstance(op, Put):
-        return ["put", op.key, op.value]
+        return ["put", op.key, op.value, op.lease] if op.lease else ["put", op.key, op.value]
     if isinstance(op, Delete):
         return ["del", op.key]
     if isinstance(op, Range):
@@ -536,6 +536,11 @@ def _txn_op(value: object) -> TxnOp:
     name, arity = value[0], {"put": 3, "del": 2, "range": 6}.get(value[0])
     if arity is None:
         raise CommandDecodeError(f"unknown transaction operation {name[:40]!r}")
+    if name == "put" and len(value) == 4:  # a put to a lease
+        lease = _int(value[3], "lease")
+        if lease < 1:
+            raise CommandDecodeError("lease must be a positive integer")
+        return Put(_text(value[1], "key"), _text(value[2], "value"), None, lease)
     if len(value) != arity:
         raise CommandDecodeError(f"a transaction {name} takes {arity - 1} fields")
     if name == "put":

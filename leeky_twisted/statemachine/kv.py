@@ -374,12 +374,19 @@ class KeyValueStateMachine:
             self._pending.append(Event(index, "delete", key, None, create, 0))
         return True
 
-    def _txn(self, txn: Txn, index: int) -> TxnResult:
+    def _txn(self, txn: Txn, index: int) -> TxnResult | CommandError:
         ok = all(self._compare(c) for c in txn.compares)
+        branch = txn.success if ok else txn.failure
+        for op in branch:  # every lease first: a refused txn changes nothing
+            if type(op) is Put and op.lease and op.lease not in self._leases:
+                return CommandError(f"lease {op.lease} not found (expired or revoked)")
         responses: list[bool | RangeResult | None] = []
-        for op in txn.success if ok else txn.failure:
+        for op in branch:
             if isinstance(op, Put):
                 self._set(op.key, op.value, index)
+                if op.lease:
+                    self._key_lease[op.key] = op.lease
+                    self._leases[op.lease][1].add(op.key)
                 responses.append(None)
             elif isinstance(op, Delete):
                 responses.append(self._remove(op.key, index))

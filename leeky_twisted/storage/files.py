@@ -706,10 +706,13 @@ def _decode_snapshot_meta(body: bytes, path: str) -> SnapshotMeta:
     seats_ok = isinstance(seats, list) and all(
         isinstance(seat, list)
         and len(seat) == 2
+        and isinstance(seat[0], str)
         and seat[0] in voters
         and _is_count(seat[1], MAX_STORAGE_ID)
         for seat in seats
     )
+    if seats_ok and len({seat[0] for seat in seats}) != len(seats):
+        seats_ok = False  # a seat named twice
     if not seats_ok:
         raise CorruptSnapshotError(path, None, f"impossible seats {seats!r:.200}")
     storage = tuple(sorted((NodeId(nid), int(sid)) for nid, sid in seats))

@@ -422,3 +422,42 @@ def test_key_value_methods_on_an_executor_cluster_are_refused_clearly(method, pa
     assert "this cluster runs an executor" in error["message"]
     assert "use submit/query" in error["message"]
     assert h.leader.calls == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": [1, 2.5, "\\u00e9", null, true]}',
+        '{"a": "é"}'.encode("utf-8-sig"),  # a UTF-8 byte-order mark is allowed
+        '{"a": "é"}'.encode("utf-16"),
+        '{"a": "é"}'.encode("utf-32-le"),
+        b'"\\ud800"',  # a lone surrogate escape parses, as json.loads lets it
+    ],
+)
+def test_request_bodies_parse_as_json_loads_parses_them(body):
+    """The shared decoder reads a body exactly as json.loads(body) does."""
+    from leeky_twisted.api.jsonrpc_api import _decode_body
+
+    assert _decode_body(body) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"\xff", b"{"])
+def test_the_shared_decoder_refuses_what_json_rpc_refuses(body):
+    from leeky_twisted.api.jsonrpc_api import _decode_body
+
+    with pytest.raises(ValueError):
+        _decode_body(body)
+
+
+def test_methods_are_looked_up_once_and_unknown_names_are_not_remembered(h):
+    """A found method is remembered by name; unknown and dotted names never are."""
+    rpc = h.site.resource.children[b"jsonrpc"]
+    assert h.result("put", "k", "v") is True
+    assert h.result("put", "k", "w") is True
+    assert set(rpc._functions) == {"put"}
+    for name in ("frobnicate", "system.listMethods", "nope.put"):
+        assert h.error(name, "k")["code"] == METHOD_NOT_FOUND
+    assert h.error("frobnicate", "k")["code"] == METHOD_NOT_FOUND
+    assert set(rpc._functions) == {"put"}
+    assert h.result("get", "k") == "w"
+    assert set(rpc._functions) == {"put", "get"}

@@ -169,3 +169,92 @@ def test_keepalive_reads_the_lease_linearizably_before_renewing(h):
     h.leader.not_leader = NotLeader("2", None)  # the read finds this node deposed
     f = failure_of(h.call(c, cc.LeaseKeepalive, lease=lease), NotLeader)
     assert f.value.leader_id == "2"
+
+
+# ------------------------------------------------------- txn with leases
+
+
+def _txn(h, c, document):
+    return json.loads(result_of(h.call(c, cc.Txn, txn=json.dumps(document)))["result"])
+
+
+def test_amp_txn_puts_keys_on_a_lease_and_its_expiry_deletes_them(h):
+    """A txn's put with a lease: the key is the lease's; expiry deletes it through the log."""
+    c = h.client()
+    k = keeper(h)
+    k.check()
+    lease = grant(h, c, 5)
+    k.check()
+    document = {
+        "compare": [{"key": "lock", "target": "version", "op": "==", "value": 0}],
+        "success": [
+            {"type": "put", "key": "lock", "value": "me", "lease": lease},
+            {"type": "put", "key": "plain", "value": "p"},
+        ],
+    }
+    assert _txn(h, c, document)["succeeded"] is True
+    info = json.loads(result_of(h.call(c, cc.LeaseTTL, lease=lease))["result"])
+    assert info["keys"] == ["lock"]
+    run_for(h, 5.2)
+    assert proposed_revokes(h.leader) == [LeaseRevoke(lease, None, True)]
+    assert h.leader.state_machine.query(Get("lock")) is None
+    assert h.leader.state_machine.query(Get("plain")) == "p"
+
+
+def test_amp_txn_through_a_follower_keeps_its_lease(h):
+    """The follower forwards the document with the lease (txn_document carries it)."""
+    lease = grant(h, h.client(), 30)
+    c = h.client(FOLLOWER)
+    assert _txn(h, c, {"success": [{"type": "put", "key": "k", "value": "v", "lease": lease}]})
+    assert h.leader.state_machine.lease(lease) == (30, ["k"])
+
+
+def test_amp_txn_to_a_revoked_lease_is_refused_and_applies_nothing(h):
+    """Unknown lease: a clear error, and no operation of the txn is applied."""
+    c = h.client()
+    lease = grant(h, c, 30)
+    result_of(h.call(c, cc.LeaseRevoke, lease=lease))
+    revision = h.leader.state_machine.revision
+    document = {
+        "success": [
+            {"type": "put", "key": "a", "value": "1"},
+            {"type": "put", "key": "b", "value": "2", "lease": lease},
+        ]
+    }
+    f = failure_of(h.call(c, cc.Txn, txn=json.dumps(document)), InvalidRequest)
+    assert str(f.value) == f"lease {lease} not found (expired or revoked)"
+    assert h.leader.state_machine.query(Get("a")) is None
+    assert h.leader.state_machine.revision == revision
+
+
+@pytest.mark.parametrize(
+    ("lease", "message"),
+    [
+        (0, "lease must be a lease id"),
+        (-3, "lease must be a lease id"),
+        ("7", "lease must be a lease id"),
+        (True, "lease must be a lease id"),
+        (2**63, "lease must be a lease id"),
+    ],
+)
+def test_amp_txn_with_a_malformed_lease_is_refused_before_proposing(h, lease, message):
+    """A lease that is not a positive 64-bit integer is refused; nothing is proposed."""
+    document = {"success": [{"type": "put", "key": "k", "value": "v", "lease": lease}]}
+    f = failure_of(h.call(h.client(), cc.Txn, txn=json.dumps(document)), InvalidRequest)
+    assert message in str(f.value)
+    assert not [call for call in h.leader.calls if call[0] == "propose"]
+
+
+def test_rpc_txn_with_a_lease():
+    """JSON-RPC: a txn's put takes a lease; an unknown lease is invalid params."""
+    rpc = RPCHarness()
+    lease = rpc.result("lease_grant", 30)
+    document = {"success": [{"type": "put", "key": "svc/t", "value": "1", "lease": lease}]}
+    assert rpc.result("txn", document)["succeeded"] is True
+    assert rpc.result("lease_ttl", lease)["keys"] == ["svc/t"]
+    assert rpc.result("lease_revoke", lease) is True
+    assert rpc.result("get", "svc/t") is None
+    error = rpc.error("txn", document)
+    assert error["code"] == -32602 and f"lease {lease} not found" in error["message"]
+    bad = {"success": [{"type": "put", "key": "k", "value": "v", "lease": 1, "ttl": 3}]}
+    assert "optional lease" in rpc.error("txn", bad)["message"]

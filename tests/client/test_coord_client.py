@@ -152,3 +152,32 @@ def test_cli_lease_commands_and_put_with_a_lease():
     assert code == cli.EXIT_REFUSED and "not found" in err
     code, _, err = _cli(net, ["put", "--lease", str(lease), "k", "v"])
     assert code == cli.EXIT_REFUSED and f"lease {lease} not found" in err
+
+
+def test_client_txn_put_with_a_lease_and_to_a_revoked_lease():
+    """The bundled client passes a txn put's lease on; a revoked lease is InvalidRequest."""
+    cluster = Cluster(leader=B)
+    client = cluster.client()
+    lease = result_of(cluster.run(client.lease_grant(20)))
+    put = {"type": "put", "key": "svc/t", "value": "up", "lease": lease}
+    assert result_of(cluster.run(client.txn((), [put]))).succeeded
+    assert result_of(cluster.run(client.lease_ttl(lease)))["keys"] == ["svc/t"]
+    assert result_of(cluster.run(client.lease_revoke(lease))) is True
+    assert result_of(cluster.run(client.get("svc/t"))) is None
+    f = failure_of(cluster.run(client.txn((), [put])), InvalidRequest)
+    assert str(f.value) == f"lease {lease} not found (expired or revoked)"
+
+
+def test_cli_txn_with_a_lease(tmp_path):
+    """leekyraft txn: a put with "lease" attaches the key; a revoked lease exits 5."""
+    net, node = _cli_cluster()
+    lease = int(_cli(net, ["lease", "grant", "30"])[1])
+    path = tmp_path / "t.json"
+    path.write_text(
+        json.dumps({"success": [{"type": "put", "key": "k", "value": "v", "lease": lease}]})
+    )
+    assert _cli(net, ["txn", str(path)])[0] == 0
+    assert node.state_machine.lease(lease) == (30, ["k"])
+    assert _cli(net, ["lease", "revoke", str(lease)])[0] == 0
+    code, _, err = _cli(net, ["txn", str(path)])
+    assert code == cli.EXIT_REFUSED and f"lease {lease} not found" in err

@@ -11,7 +11,7 @@ from leeky_twisted import cli
 from leeky_twisted.client.library import LeekyClient
 from leeky_twisted.client.recipes import acquire
 from leeky_twisted.statemachine.commands import Range
-from leeky_twisted.testing.apifakes import result_of
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
 def _client(net):
@@ -41,6 +41,39 @@ def test_lock_waits_for_its_predecessor_and_tokens_grow():
     keys = [kv.key for kv in node.state_machine.query(Range.prefix("jobs/")).kvs]
     assert keys == [lock2.key]
     net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
+
+
+def test_acquire_reads_its_token_and_the_queue_in_one_range():
+    """No separate read of its own key: the prefix range gives the token too."""
+    net, node = _cli_cluster()
+    client = _client(net)
+    client.get_kv = None  # a call would fail the acquire
+    got = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(got, limit=1)
+    lock = result_of(got)
+    reads = [c for c in node.calls if c[0] == "read" and isinstance(c[1], Range)]
+    assert len(reads) == 1
+    [kv] = node.state_machine.query(Range.prefix("jobs/")).kvs
+    assert lock.token == kv.create_revision > 0
+    net.run(Deferred.fromCoroutine(lock.release()), limit=1)
+
+
+def test_a_waiter_whose_key_vanished_does_not_take_the_lock():
+    """The waiter's lease is revoked while it waits: it fails instead of holding a keyless lock."""
+    net, node = _cli_cluster()
+    first = Deferred.fromCoroutine(acquire(_client(net), "jobs", ttl=30))
+    net.run(first, limit=1)
+    lock1 = result_of(first)
+    waiter_client = _client(net)
+    second = Deferred.fromCoroutine(acquire(waiter_client, "jobs", ttl=30))
+    net.run(second, limit=5)
+    assert not second.called
+    keys = [kv.key for kv in node.state_machine.query(Range.prefix("jobs/")).kvs]
+    [waiting] = [k for k in keys if k != lock1.key]
+    net.run(_client(net).lease_revoke(int(waiting.split("/")[1], 16)), limit=1)
+    net.run(Deferred.fromCoroutine(lock1.release()), limit=1)
+    net.run(second, limit=2)
+    assert "vanished" in str(failure_of(second).value)
 
 
 def test_a_lock_keeps_its_lease_alive_and_reports_it_lost():

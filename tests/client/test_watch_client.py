@@ -60,6 +60,20 @@ def test_watch_prefix_gets_pushed_events_in_order():
     assert result_of(watch.done) is None
 
 
+def test_watch_starts_on_the_node_the_client_talks_to():
+    """A watch starts on the node that last answered (B here), not the next in turn (A)."""
+    r = Replicated()
+    client = r.client((B, A))
+    r.net.run(client.get("x"), limit=1)
+    assert client.leader == B
+    got = []
+    watch = client.watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k", "on B only", nodes=[r.b])
+    assert [e.value for b in got for e in b] == ["on B only"]
+    watch.cancel()
+
+
 def test_watch_resumes_on_another_node_without_gap_or_duplicate():
     """The watched node goes away: the client resumes on B from the next revision."""
     r = Replicated()

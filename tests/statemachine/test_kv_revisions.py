@@ -378,3 +378,55 @@ def test_leases_survive_a_snapshot(sm, apply):
     other.apply(3, encode_command(LeaseRevoke(lease)))
     assert other.query(Get("k")) is None
     assert decode_command(encode_command(Put("k", "v", None, 4))) == Put("k", "v", None, 4)
+
+
+# --------------------------------------------------------- txn with leases
+
+
+def test_a_txn_put_attaches_its_key_to_a_lease_and_the_revoke_deletes_it(sm, apply):
+    """A txn's put with a lease behaves as a plain leased put: the lease's end deletes it."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+
+    seen = []
+    sm.observe(seen.extend)
+    lease = apply(LeaseGrant(10))
+    absent = Compare("lock", "version", "==", 0)
+    result = apply(Txn((absent,), (Put("lock", "me", None, lease), Put("plain", "p"))))
+    assert result.succeeded and sm.lease(lease) == (10, ["lock"])
+    assert apply(LeaseRevoke(lease, expired=True)) is True
+    assert sm.query(Get("lock")) is None and sm.query(Get("plain")) == "p"
+    assert (seen[-1].kind, seen[-1].key, seen[-1].revision) == ("delete", "lock", 3)
+
+
+def test_a_txn_naming_an_unknown_lease_is_refused_and_changes_nothing(sm, apply):
+    """One put to an expired/revoked lease refuses the whole branch: nothing is applied."""
+    from leeky_twisted.statemachine.commands import LeaseGrant, LeaseRevoke
+    from leeky_twisted.statemachine.kv import CommandError
+
+    live = apply(LeaseGrant(10))
+    gone = apply(LeaseGrant(10))
+    apply(LeaseRevoke(gone))
+    revision = sm.revision
+    result = apply(Txn((), (Put("a", "1", None, live), Delete("x"), Put("b", "2", None, gone))))
+    assert isinstance(result, CommandError)
+    assert result.message == f"lease {gone} not found (expired or revoked)"
+    assert sm.query(Get("a")) is None and sm.revision == revision
+    assert sm.lease(live) == (10, [])
+
+
+def test_only_the_branch_that_runs_has_its_leases_checked(sm, apply):
+    """As in etcd: an unknown lease in the branch that does not run refuses nothing."""
+    result = apply(
+        Txn((Compare("k", "version", "==", 0),), (Put("k", "v"),), (Put("k", "w", None, 99),))
+    )
+    assert result.succeeded and sm.query(Get("k")) == "v"
+
+
+def test_a_txn_put_with_a_lease_round_trips_through_the_log_encoding():
+    """The lease rides in the encoded txn operation; a bad lease there is refused clearly."""
+    txn = Txn((), (Put("k", "v", None, 7), Put("p", "q")), (Put("f", "g", None, 8),))
+    assert decode_command(encode_command(txn)) == txn
+    for bad in (0, -1, "7", True):
+        data = json.dumps(["txn", [], [["put", "k", "v", bad]], [], None]).encode()
+        with pytest.raises(CommandDecodeError, match="lease"):
+            decode_command(data)
