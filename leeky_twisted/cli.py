@@ -16,20 +16,20 @@ from typing import IO, Any, NoReturn, Protocol
 
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    Compacted,
-    InvalidRequest,
-    LeekyError,
-    Unavailable,
-)
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
     NodeReport,
     parse_address,
 )
-from leeky_twisted.localcontrol import ACTIONS
+from leeky_twisted.ops.localcontrol import ACTIONS
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    Unavailable,
+)
 
 __all__ = [
     "CLUSTER_ENV",
@@ -402,7 +402,7 @@ def _names(text: str) -> list[str]:
 
 def run_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``leekyraft certs``: make the CA if absent, then the requested certificates."""
-    from leeky_twisted.certs import make_client_cert, make_dev_ca, make_node_cert
+    from leeky_twisted.security.certs import make_client_cert, make_dev_ca, make_node_cert
 
     directory: str = args.dir
     hosts = _names(args.hosts)
@@ -507,7 +507,7 @@ def add_local_parser(subparsers: Any) -> None:
 
 def run_local_action(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``leekyraft local ACTION N``: ask the running supervisor; return the exit code."""
-    from leeky_twisted.localcontrol import NoSupervisor, send_request
+    from leeky_twisted.ops.localcontrol import NoSupervisor, send_request
 
     if args.node is None:
         print(f"leekyraft: local {args.action} needs a node id (or `leader`)", file=err)
@@ -533,8 +533,8 @@ def run_local(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from leeky_twisted.localcluster import LocalCluster, Supervisor, saved_layout
-    from leeky_twisted.localcontrol import AlreadyRunning, ControlServer, SocketPathTooLong
+    from leeky_twisted.ops.localcluster import LocalCluster, Supervisor, saved_layout
+    from leeky_twisted.ops.localcontrol import AlreadyRunning, ControlServer, SocketPathTooLong
 
     if args.action is not None:
         return run_local_action(args, sys.stdout, sys.stderr)
@@ -627,7 +627,7 @@ def run_local(args: argparse.Namespace) -> int:
 
 def local_cluster_in(folder: str) -> str | None:
     """Return the client addresses of the local cluster recorded in ``folder``, or None."""
-    from leeky_twisted.localcluster import saved_layout
+    from leeky_twisted.ops.localcluster import saved_layout
 
     try:
         nodes = saved_layout(folder)
@@ -1190,7 +1190,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         parser.error(str(e))
     credentials = None
     if tls is not None:
-        from leeky_twisted.tls import TLSCredentials, TLSFiles
+        from leeky_twisted.security.tls import TLSCredentials, TLSFiles
 
         if args.command == "bench":
             parser.error("bench does not support TLS yet; run it against a plaintext cluster")
@@ -1206,7 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     async def session(reactor: Any) -> None:
         if args.command == "bench":
-            from leeky_twisted.bench import run_bench
+            from leeky_twisted.ops.bench import run_bench
 
             if min(args.clients, args.ops, args.value_size) < 1 or args.seconds <= 0:
                 raise SystemExit(EXIT_USAGE)

@@ -8,7 +8,7 @@ A :class:`ConnectionGuard` watches one listening port:
   counted, and logged at most once per ``log_interval``;
 - a **first-bytes timeout**: a connection that sends nothing within
   ``handshake_timeout`` seconds is aborted (TLS ports also abort a connection
-  whose handshake has not completed by then: see :mod:`leeky_twisted.tls`);
+  whose handshake has not completed by then: see :mod:`leeky_twisted.security.tls`);
 - an **idle timeout**: a connection that has neither received nor sent
   anything for ``idle_timeout`` seconds is aborted (a streamed answer, such as
   the dashboard's events, keeps its connection busy by what it sends). None

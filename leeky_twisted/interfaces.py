@@ -7,10 +7,13 @@ the reactor thread may read. Only the transport returns Deferreds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zope.interface import Attribute, Interface
+
+from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
 
 
 class ILogStore(Interface):
@@ -132,10 +135,50 @@ class IMembership(Interface):
         """Call ``listener(member)`` whenever a member's state changes."""
 
 
+@dataclass(frozen=True)
+class FollowerProgress:
+    """The leader's view of one follower's replication."""
+
+    match: int  #: the highest index known to be on the follower
+    next: int  #: the next index the leader sends it
+    state: str  #: "probe", "replicate" or "snapshot"
+    inflight: int  #: AppendEntries sent and not yet acknowledged
+    max_inflight: int  #: the window of unacknowledged AppendEntries
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A consistent, immutable view of one node's Raft state, for operators and autopilot."""
+
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId | None
+    commit: int
+    applied: int
+    first_index: int
+    last_index: int
+    configuration: Configuration
+    #: a configuration entry is in the log and not yet committed
+    config_change_pending: bool
+    #: the leader's view of each member (empty unless this node leads)
+    progress: Mapping[NodeId, FollowerProgress]
+
+
 class IRaftNode(Interface):
-    """What the client-facing APIs need from a running node."""
+    """Everything the API, metrics, dashboard and autopilot may use of a running node.
+
+    Callers reach the node only through these members: no ``getattr`` probing
+    and no reaching into its core. Optional capabilities are declared here as
+    members that answer ``None`` (or empty) when the node lacks them.
+    """
 
     node_id = Attribute("This node's id (str).")
+    stopped = Attribute("True once the node has stopped (or stopped itself).")
+    addresses = Attribute(
+        "The address book, read only for callers: node id -> {'peer', 'client', 'http'}."
+    )
+    membership = Attribute("Capability: the IMembership (gossip) the node runs, or None.")
 
     def propose(command: bytes, timeout: float) -> object:
         """Replicate ``command``; Deferred firing with the state machine's result.
@@ -149,3 +192,33 @@ class IRaftNode(Interface):
 
     def status() -> dict[str, Any]:
         """Return a JSON-able status dictionary."""
+
+    def view() -> NodeView:
+        """Return the node's Raft state as an immutable value object."""
+
+    def progress() -> Mapping[NodeId, FollowerProgress]:
+        """Return the leader's view of each member (itself too); empty unless leading."""
+
+    def role_name() -> str:
+        """Return the role as users see it: leader, follower, candidate or learner."""
+
+    def local_state_machine() -> IStateMachine | None:
+        """Capability: the in-process state machine, or None when an executor applies."""
+
+    def members() -> list[dict[str, Any]]:
+        """Return every node this node knows of: Raft role, gossip state, addresses."""
+
+    def address_of(node_id: NodeId) -> dict[str, str]:
+        """Return what is known of a node's addresses (peer, client, http)."""
+
+    def propose_config_change(change: ConfChange, timeout: float) -> object:
+        """Replicate one configuration change; Deferred firing once it is applied."""
+
+    def add_server(node_id: str, address: str | None, voter: bool) -> object:
+        """Add a learner or voter (a voter joins as learner first); leader only."""
+
+    def remove_server(node_id: str) -> object:
+        """Remove a member from the configuration; leader only."""
+
+    def transfer_leader(node_id: str) -> None:
+        """Start handing leadership to ``node_id``; raise NotLeader or InvalidRequest."""

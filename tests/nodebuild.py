@@ -7,9 +7,9 @@ from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 
-from leeky_twisted.node import RaftNode
-from leeky_twisted.service import make_node_service
-from leeky_twisted.tap import Options
+from leeky_twisted.server.node import RaftNode
+from leeky_twisted.server.service import make_node_service
+from leeky_twisted.server.tap import Options
 
 
 def service_from(argv: list[str]) -> Any:

@@ -21,7 +21,7 @@ from leeky_twisted.connlimits import (
     raise_descriptor_limit,
 )
 from leeky_twisted.netutil import write_now
-from leeky_twisted.tls import RefusalLoggingFactory
+from leeky_twisted.security.tls import RefusalLoggingFactory
 
 
 class Recorder(Protocol):
@@ -272,7 +272,7 @@ def test_every_listener_of_a_node_is_guarded_with_the_options(tmp_path):
 
     from nodebuild import service_from
 
-    from leeky_twisted.service import _Listener
+    from leeky_twisted.server.service import _Listener
 
     top = service_from(
         [
@@ -304,7 +304,7 @@ def test_plain_listeners_ask_for_a_deep_backlog():
     from twisted.internet.protocol import Factory
     from twisted.internet.testing import MemoryReactor
 
-    from leeky_twisted.service import LISTEN_BACKLOG, _Listener
+    from leeky_twisted.server.service import LISTEN_BACKLOG, _Listener
 
     reactor = MemoryReactor()
     _Listener(reactor, "127.0.0.1", 0, Factory()).startService()
@@ -466,7 +466,7 @@ def test_the_request_read_timeout_reaches_the_client_ports_only(tmp_path):
     from nodebuild import service_from
 
     from leeky_twisted.connlimits import DEFAULT_REQUEST_READ_TIMEOUT
-    from leeky_twisted.service import _Listener
+    from leeky_twisted.server.service import _Listener
 
     def guards(*more: str) -> dict[str, ConnectionGuard]:
         argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path / str(len(more))}"]
@@ -531,7 +531,7 @@ def test_the_client_ports_get_the_held_bytes_budget(tmp_path):
     from nodebuild import service_from
 
     from leeky_twisted.connlimits import DEFAULT_HELD_BYTES
-    from leeky_twisted.service import _Listener
+    from leeky_twisted.server.service import _Listener
 
     def guards(*more: str) -> dict[str, ConnectionGuard]:
         argv = ["--id=1", "--peers=1=127.0.0.1:7001", f"--data-dir={tmp_path / str(len(more))}"]

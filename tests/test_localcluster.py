@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import ClusterSizeMismatch, LocalCluster, Supervisor
+from leeky_twisted.ops.localcluster import ClusterSizeMismatch, LocalCluster, Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from leeky_twisted import cli
-from leeky_twisted.localcontrol import (
+from leeky_twisted.ops.localcontrol import (
     AlreadyRunning,
     ControlServer,
     NoSupervisor,

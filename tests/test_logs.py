@@ -6,7 +6,7 @@ import json
 import pytest
 from twisted.logger import Logger, LogLevel
 
-from leeky_twisted.logs import (
+from leeky_twisted.server.logs import (
     json_observer,
     level_from,
     node_id_from,
@@ -88,7 +88,7 @@ def test_the_node_service_gives_the_application_its_log_observer():
     from twisted.application.service import Application
     from twisted.logger import ILogObserver
 
-    from leeky_twisted.service import LeekyRaftService
+    from leeky_twisted.server.service import LeekyRaftService
 
     svc = LeekyRaftService(node=None)  # type: ignore[arg-type]
     svc.log_observer = mine = json_observer(io.StringIO(), ["--id", "1"])
@@ -105,7 +105,7 @@ def test_log_level_option_is_checked(tmp_path):
     """`--log-level loud` is refused naming the levels; --config's log_level is used."""
     from twisted.python import usage
 
-    from leeky_twisted.tap import Options
+    from leeky_twisted.server.tap import Options
 
     base = ["--id", "1", "--peers", "1=127.0.0.1:7101", "--data-dir", str(tmp_path / "d")]
     opts = Options()

@@ -10,7 +10,6 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     AppendEntries,
@@ -20,10 +19,12 @@ from leeky_twisted.core.messages import (
     NodeId,
     RequestVote,
     RequestVoteResponse,
+    Role,
 )
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.interfaces import IPeerTransport, IRaftNode
-from leeky_twisted.node import INLINE_PERSIST_BYTES, NodeSettings, RaftNode
+from leeky_twisted.protocol.errors import CommitTimeout, NotLeader, Unavailable
+from leeky_twisted.server.node import INLINE_PERSIST_BYTES, NodeSettings, RaftNode
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
@@ -128,6 +129,21 @@ def lead_by_hand(node: RaftNode, clock: task.Clock) -> None:
         node.receive(RequestVoteResponse(NodeId(peer), NodeId("1"), node.core.term, True, False))
     run(clock, 0.05)
     assert node.status()["role"] == "leader"
+
+
+def test_view_and_progress_show_a_leader_and_its_followers():
+    """view() is the node's state as a value object; progress() is empty off the lead."""
+    node, clock, _, _ = make_node(["1", "2", "3"])
+    assert node.progress() == {}
+    assert node.view().role is Role.FOLLOWER
+    lead_by_hand(node, clock)
+    view = node.view()
+    assert (view.role, view.leader, view.term) == (Role.LEADER, "1", node.core.term)
+    assert view.configuration.voters == {"1", "2", "3"}
+    assert set(node.progress()) == {"1", "2", "3"}
+    assert view.progress == node.progress()
+    assert node.progress()["2"].match == 0
+    assert node.local_state_machine() is node.state_machine
 
 
 def test_uncommittable_write_times_out_with_outcome_unknown():

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from twisted.python.failure import Failure
 
-from leeky_twisted.api.errors import InvalidRequest, NotLeader
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -15,6 +14,7 @@ from leeky_twisted.core.messages import (
     HeartbeatResponse,
     NodeId,
 )
+from leeky_twisted.protocol.errors import InvalidRequest, NotLeader
 from tests.test_node import lead_by_hand, make_node, outcome, run
 
 

@@ -12,13 +12,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, NotLeader, Unavailable
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId, TimeoutNow
 from leeky_twisted.core.raft import bootstrap_entries
-from leeky_twisted.executor import wire
 from leeky_twisted.executor.filemeta import CommandRejected
-from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.protocol import executor_wire as wire
+from leeky_twisted.protocol.errors import CommitTimeout, InvalidRequest, NotLeader, Unavailable
+from leeky_twisted.server.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.statemachine.remote import ExecutorRemoteError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore

@@ -11,7 +11,7 @@ def test_the_node_process_collects_garbage_less_often():
     GC_YOUNG_THRESHOLD allocations, the start-up heap frozen (run in a child process)."""
     code = (
         "import gc, tempfile\n"
-        "from leeky_twisted import tap\n"
+        "from leeky_twisted.server import tap\n"
         "o = tap.Options()\n"
         "d = tempfile.mkdtemp()\n"
         "o.parseOptions(['--id', '1', '--peers', '1=127.0.0.1:1', '--data-dir', d,"

@@ -1,6 +1,6 @@
 """Regression tests of the review's safety findings, on the shipped RaftNode.
 
-Each test runs real :class:`~leeky_twisted.node.RaftNode` objects on the
+Each test runs real :class:`~leeky_twisted.server.node.RaftNode` objects on the
 deterministic hosts of :mod:`leeky_twisted.testing.hosts` (the simulation's
 machinery) over a network the test controls message by message.
 """
@@ -15,7 +15,6 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from leeky_twisted.api.errors import NotLeader
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     AppendEntries,
@@ -30,7 +29,8 @@ from leeky_twisted.core.messages import (
     NodeId,
     Role,
 )
-from leeky_twisted.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.protocol.errors import NotLeader
+from leeky_twisted.server.node import NodeSettings, RaftNode, UnrecoverableStateError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 from leeky_twisted.testing.hosts import NodeHost, SimReactor, SimStateMachine, SimTransport
 
@@ -383,7 +383,7 @@ def test_a_compacted_log_behind_a_corrupt_snapshot_is_refused_even_when_empty():
     snapshot (11), forgetting entries it had acknowledged, and then voted a committed
     write away. It must refuse to start."""
     from leeky_twisted.core.messages import Configuration, SnapshotMeta
-    from leeky_twisted.node import encode_snapshot
+    from leeky_twisted.server.node import encode_snapshot
 
     log_store, snapshots = MemoryLogStore(), MemorySnapshotStore()
     config = Configuration(frozenset({NodeId("a"), NodeId("b"), NodeId("c")}), frozenset())

@@ -8,7 +8,7 @@ import pytest
 from twisted.python import usage
 
 from leeky_twisted.nodeid import ID_FILE, NodeIdError, resolve_node_id
-from leeky_twisted.tap import Options
+from leeky_twisted.server.tap import Options
 
 
 def parse(*argv: str) -> Options:

@@ -8,7 +8,7 @@ from pathlib import Path
 from nodebuild import node_from
 
 from leeky_twisted.core.messages import ConfChange, ConfChangeOp, Entry, EntryKind, NodeId
-from leeky_twisted.node import RaftNode
+from leeky_twisted.server.node import RaftNode
 
 
 def node_of(tmp_path: Path) -> RaftNode:

@@ -13,7 +13,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from leeky_twisted.cli import build_parser, run_keygen
 from leeky_twisted.clusterkey import create_key_file, read_key_file
-from leeky_twisted.localcluster import twistd_path
+from leeky_twisted.ops.localcluster import twistd_path
 from leeky_twisted.peerauth import (
     UnauthenticatedPeersError,
     is_loopback_host,

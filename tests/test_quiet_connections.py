@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from leeky_twisted.client.library import _PooledAMP, connect_quietly
+from leeky_twisted.protocol.connection import _PooledAMP, connect_quietly
 from leeky_twisted.transport.peer_protocol import PeerProtocol
 
 

@@ -10,7 +10,7 @@ from twisted.internet import task
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId
 from leeky_twisted.core.raft import bootstrap_entries
-from leeky_twisted.node import NodeSettings, RaftNode
+from leeky_twisted.server.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from leeky_twisted.localcluster import LocalCluster, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, jsonrpc
 
 
 def main() -> None:

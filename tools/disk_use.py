@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from leeky_twisted.localcluster import LocalCluster
+from leeky_twisted.ops.localcluster import LocalCluster
 
 
 def folder_size(path: Path) -> int:

@@ -11,7 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from leeky_twisted.localcluster import LocalCluster
+from leeky_twisted.ops.localcluster import LocalCluster
 
 
 def snapshot(c: LocalCluster) -> list[tuple[str, int, int, int]]:

@@ -29,21 +29,16 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import between_boxes, split_box
-from leeky_twisted.api import client_commands as cc
+from leeky_twisted import defaults
 from leeky_twisted.api import coord
 from leeky_twisted.api import watch as watches
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    Compacted,
-    InvalidRequest,
-    LeekyError,
-    NotLeader,
-    SessionExpired,
-    Unavailable,
-)
 from leeky_twisted.api.leases import LeaseKeeper
-from leeky_twisted.client.library import (
+from leeky_twisted.connlimits import RateLimitedLog
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.ampframes import between_boxes, split_box
+from leeky_twisted.protocol.connection import (
     DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
     CallTimedOut,
@@ -53,9 +48,15 @@ from leeky_twisted.client.library import (
     parse_address,
     with_timeout,
 )
-from leeky_twisted.connlimits import RateLimitedLog
-from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
+)
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import (
     CommandError,
@@ -94,9 +95,9 @@ _refusals = RateLimitedLog()
 class RequestLimits:
     """Size limits on client input, in UTF-8 bytes. Keys must not be empty."""
 
-    max_key_bytes: int = 1024
-    max_value_bytes: int = 1 << 20
-    max_client_id_bytes: int = 128
+    max_key_bytes: int = defaults.MAX_KEY_BYTES
+    max_value_bytes: int = defaults.MAX_VALUE_BYTES
+    max_client_id_bytes: int = defaults.MAX_CLIENT_ID_BYTES
 
     @property
     def max_txn_bytes(self) -> int:
@@ -198,7 +199,7 @@ class KeyValueFrontend:
         *,
         forwarder: LeaderForwarder | None = None,
         limits: RequestLimits | None = None,
-        timeout: float = 5.0,
+        timeout: float = defaults.REQUEST_TIMEOUT,
         watch_window: int = watches.DEFAULT_WINDOW,
         lease_extension: float = 1.0,
     ) -> None:
@@ -210,10 +211,10 @@ class KeyValueFrontend:
         self._clock = clock
         self._forwarder = forwarder
         #: the node applies entries in an executor process: no key-value store here
-        self.executor = getattr(node, "executor", None) is not None
+        machine = node.local_state_machine()
+        self.executor = machine is None
         #: the node's window of recent events and its watchers (None: nothing to watch)
         self.watches: watches.WatchHub | None = None
-        machine = getattr(node, "state_machine", None)
         #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
         self.leases: LeaseKeeper | None = None
         if not self.executor and hasattr(machine, "observe"):
@@ -749,8 +750,8 @@ class KeyValueFrontend:
     def status(self) -> dict[str, Any]:
         """Return the node's status dictionary, with the store's ``revision`` when it has one."""
         status = dict(self.node.status())
-        revision = getattr(getattr(self.node, "state_machine", None), "revision", None)
-        if isinstance(revision, int) and not self.executor:
+        revision = getattr(self.node.local_state_machine(), "revision", None)
+        if isinstance(revision, int):
             status["revision"] = revision
         return status
 
@@ -885,7 +886,7 @@ def make_frontend(
     *,
     forward: bool = True,
     limits: RequestLimits | None = None,
-    timeout: float = 5.0,
+    timeout: float = defaults.REQUEST_TIMEOUT,
     connect: Connector | None = None,
     watch_window: int = watches.DEFAULT_WINDOW,
     lease_extension: float = 1.0,
@@ -1110,12 +1111,6 @@ class ClientLocator(amp.CommandLocator):
 
     # ------------------------------------------------------------ membership
 
-    def _admin(self, name: str) -> Any:
-        method = getattr(self.frontend.node, name, None)
-        if method is None:
-            raise InvalidRequest(f"this node does not support {name}")
-        return method
-
     @cc.Submit.responder
     def submit(self, command: str, forwarded: bool | None) -> Deferred[dict[str, Any]]:
         """Answer Submit with the result as JSON text."""
@@ -1133,7 +1128,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer Members with this node's view of every member."""
 
         async def members() -> list[dict[str, Any]]:
-            return list(self._admin("members")())
+            return list(self.frontend.node.members())
 
         return self._run(members(), lambda m: {"members": json.dumps(m, default=str)})
 
@@ -1144,7 +1139,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer AddServer once the change is committed."""
 
         async def add() -> None:
-            await self._admin("add_server")(node_id, address, bool(voter))
+            await self.frontend.node.add_server(node_id, address, bool(voter))
 
         return self._run(add(), lambda _: {})
 
@@ -1153,7 +1148,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer RemoveServer once the change is committed."""
 
         async def remove() -> None:
-            await self._admin("remove_server")(node_id)
+            await self.frontend.node.remove_server(node_id)
 
         return self._run(remove(), lambda _: {})
 
@@ -1162,7 +1157,7 @@ class ClientLocator(amp.CommandLocator):
         """Answer TransferLeader once the transfer has started."""
 
         async def transfer() -> None:
-            self._admin("transfer_leader")(node_id)
+            self.frontend.node.transfer_leader(node_id)
 
         return self._run(transfer(), lambda _: {})
 
@@ -1244,7 +1239,7 @@ def _known_errors_only(failure: Failure) -> Failure:
 class ClientAPIProtocol(amp.AMP):
     """The AMP connection of one client, with two shortcuts on the hot path.
 
-    Whole boxes are split by hand (:func:`~leeky_twisted.ampframes.split_box`)
+    Whole boxes are split by hand (:func:`~leeky_twisted.protocol.ampframes.split_box`)
     and handed to AMP's usual dispatch, instead of going through AMP's
     string-at-a-time parser; a partial or invalid box is left to that parser.
     And AMP writes each answer through ``transport.write``, which waits for

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leeky_twisted.api.errors import InvalidRequest
+from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine import commands as kv
 
 __all__ = ["MAX_RANGE_LIMIT", "MAX_REVISION", "parse_txn", "range_request", "txn_document"]

@@ -83,8 +83,10 @@ from twisted.web import resource, server
 from txjsonrpc import jsonrpclib
 from txjsonrpc.jsonrpc import BaseSubhandler
 
+from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
-from leeky_twisted.api.errors import (
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol.errors import (
     CommitTimeout,
     Compacted,
     InvalidRequest,
@@ -94,8 +96,7 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
-from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.jsonrpc_codes import (
+from leeky_twisted.protocol.jsonrpc_codes import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -619,7 +620,7 @@ def make_http_site(
         frontend = make_frontend(node_or_frontend, reactor, **frontend_options)
     if max_body_bytes is None:
         limits = frontend.limits if frontend.limits is not None else RequestLimits()
-        max_body_bytes = 2 * limits.max_value_bytes + 65536
+        max_body_bytes = defaults.http_body_bytes(limits.max_value_bytes)
     root = resource.Resource()
     root.putChild(b"jsonrpc", KeyValueJSONRPC(frontend, max_body_bytes))
     return _JSONRPCSite(root, max_body_bytes)

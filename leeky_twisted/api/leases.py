@@ -31,7 +31,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from leeky_twisted.api.errors import InvalidRequest, NotLeader
+from leeky_twisted import defaults
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol.errors import InvalidRequest, NotLeader
 from leeky_twisted.statemachine import commands as kv
 
 __all__ = ["LeaseKeeper"]
@@ -50,12 +52,12 @@ class LeaseKeeper:
     def __init__(
         self,
         clock: IReactorTime,
-        node: Any,
+        node: IRaftNode,
         machine: Any,
         *,
         extension: float,
         interval: float = 0.25,
-        timeout: float = 5.0,
+        timeout: float = defaults.REQUEST_TIMEOUT,
     ) -> None:
         self.clock = clock
         self.node = node
@@ -85,9 +87,7 @@ class LeaseKeeper:
 
     def is_leader(self) -> bool:
         """Return whether this node leads now."""
-        role_name = getattr(self.node, "role_name", None)
-        role = role_name() if callable(role_name) else self.node.status().get("role")
-        return bool(role == "leader")
+        return self.node.role_name() == "leader"
 
     def not_leader(self) -> NotLeader:
         """Return the NotLeader error naming the leader, as far as this node knows it."""

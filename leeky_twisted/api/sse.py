@@ -27,8 +27,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from leeky_twisted.api.errors import Compacted, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.api.watch import Watcher, WatchHub
+from leeky_twisted.protocol.errors import Compacted, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.statemachine.kv import Event
 
 __all__ = ["WatchResource", "add_watch_resource", "format_events"]

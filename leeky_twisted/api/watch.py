@@ -10,7 +10,7 @@ applies them.
 A watch from revision R gets every matching event with revision ≥ R. R must
 lie above the hub's *floor* (the newest revision it no longer holds events
 for: where it started, where a snapshot restore put it, or the last event it
-dropped from its window); else :class:`~leeky_twisted.api.errors.Compacted`
+dropped from its window); else :class:`~leeky_twisted.protocol.errors.Compacted`
 says "compacted, oldest is F+1". The events of one revision (a transaction)
 always travel together, so a client that resumes from its last revision + 1
 misses nothing and sees nothing twice.
@@ -32,7 +32,8 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from leeky_twisted.api.errors import Compacted
+from leeky_twisted import defaults
+from leeky_twisted.protocol.errors import Compacted
 from leeky_twisted.statemachine.kv import Event
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: Events a node keeps for watchers that resume (``--watch-window``).
-DEFAULT_WINDOW = 10_000
+DEFAULT_WINDOW = defaults.WATCH_WINDOW
 #: ... and at most this many characters of their keys and values (64 per event more).
 DEFAULT_WINDOW_BYTES = 64 << 20
 #: Events a watcher may have delivered but not passed on before it is cancelled.
@@ -236,7 +237,7 @@ class WatchHub:
         each new one as it is applied. Raises Compacted (see :meth:`history`),
         or Unavailable when the node serves ``max_watchers`` already.
         """
-        from leeky_twisted.api.errors import Unavailable
+        from leeky_twisted.protocol.errors import Unavailable
 
         if len(self._watchers) >= self.max_watchers:
             raise Unavailable(f"this node serves {self.max_watchers} watches already")

@@ -44,11 +44,11 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
-from leeky_twisted.api.errors import InvalidRequest, LeekyError
 from leeky_twisted.chaos.workload import Endpoint, call_jsonrpc
 from leeky_twisted.checker.history import Outcome
 from leeky_twisted.client.library import LeekyClient
 from leeky_twisted.client.recipes import acquire
+from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
 
 __all__ = ["WORKLOADS", "lease_bound", "main"]
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leeky_twisted import localcluster
 from leeky_twisted.clusterkey import (
     DEFAULT_CLUSTER_ID,
     KEY_FILE_NAME,
@@ -50,7 +49,8 @@ from leeky_twisted.clusterkey import (
     create_key_file,
     read_key_file,
 )
-from leeky_twisted.localcluster import RpcError, twistd_path
+from leeky_twisted.ops import localcluster
+from leeky_twisted.ops.localcluster import RpcError, twistd_path
 
 __all__ = [
     "CLIENT_PORT",

@@ -41,7 +41,7 @@ from leeky_twisted.chaos.netns import HTTP_PORT, NetnsCluster, NetnsNetwork
 from leeky_twisted.chaos.workload import Endpoint, FinalReads, Workload
 from leeky_twisted.checker.history import dumps_history, summarize
 from leeky_twisted.checker.linearizability import Verdict, check_history
-from leeky_twisted.localcluster import twistd_path
+from leeky_twisted.ops.localcluster import twistd_path
 
 __all__ = [
     "NODE_TIMING",

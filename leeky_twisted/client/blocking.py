@@ -13,7 +13,7 @@
   a session the cluster dropped is replaced by a new one, unless an earlier
   attempt of the write had an unknown outcome (then CommitTimeout,
   "outcome unknown", rather than a second application);
-- errors are the classes of ``leeky_twisted.api.errors``: InvalidRequest
+- errors are the classes of ``leeky_twisted.protocol.errors``: InvalidRequest
   (refused, never retried), Unavailable (no node reachable, no leader),
   CommitTimeout (outcome unknown), SessionExpired, Compacted.
 
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from leeky_twisted.api.errors import (
+from leeky_twisted.protocol.errors import (
     CommitTimeout,
     Compacted,
     InvalidRequest,

@@ -23,8 +23,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from leeky_twisted.api.errors import InvalidRequest, LeekyError
-from leeky_twisted.statemachine.kv import Event
+from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
+from leeky_twisted.protocol.kvresults import Event
 
 __all__ = ["Lock", "acquire", "campaign", "observe"]
 

@@ -22,10 +22,10 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import QuietAMP
-from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.errors import Compacted, InvalidRequest
-from leeky_twisted.statemachine.kv import Event, event_from_json
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.ampframes import QuietAMP
+from leeky_twisted.protocol.errors import Compacted, InvalidRequest
+from leeky_twisted.protocol.kvresults import Event, event_from_json
 
 if TYPE_CHECKING:
     from leeky_twisted.client.library import LeekyClient

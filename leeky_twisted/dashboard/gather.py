@@ -68,7 +68,7 @@ class _ClusterTLS:
 def treq_fetch(reactor: Any, credentials: Any = None) -> Fetch:
     """Return a :data:`Fetch` using treq on ``reactor``; HTTPS with node ``credentials``.
 
-    With credentials (:class:`~leeky_twisted.tls.TLSCredentials`), the ``http://``
+    With credentials (:class:`~leeky_twisted.security.tls.TLSCredentials`), the ``http://``
     of each URL becomes ``https://``: the node shows its own certificate and
     accepts any node certificate of the cluster's CA.
     """
@@ -150,7 +150,7 @@ class Gatherer:
 
     def address_of(self, nid: str) -> str | None:
         """Return ``nid``'s HTTP ``host:port``: from the node, else learned."""
-        book = getattr(self.recorder.node, "addresses", {}) or {}
+        book = self.recorder.node.addresses
         known = book.get(nid, {}).get("http")
         if known and not known.endswith(":0"):
             return str(known)

@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from leeky_twisted.api.errors import NotLeader, Unavailable
 from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol.errors import NotLeader, Unavailable
 
 __all__ = ["MAX_SAMPLES", "MeteredNode", "RequestMeter", "percentile"]
 

@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from leeky_twisted.dashboard.meter import RequestMeter, percentile
 from leeky_twisted.dashboard.timeline import Timeline
 from leeky_twisted.dashboard.traffic import MessageCounter
+from leeky_twisted.interfaces import IRaftNode
 
 __all__ = ["HISTORY_POINTS", "SAMPLE_SECONDS", "Recorder", "folder_bytes"]
 
@@ -56,7 +57,7 @@ class Recorder:
     def __init__(
         self,
         clock: IReactorTime,
-        node: Any,
+        node: IRaftNode,
         counter: MessageCounter | None = None,
         meter: RequestMeter | None = None,
         last_heard: Callable[[str], float | None] | None = None,
@@ -141,21 +142,20 @@ class Recorder:
 
     def followers(self) -> dict[str, dict[str, Any]]:
         """Return the leader's view of each follower (empty unless this node leads)."""
-        core = getattr(self.node, "core", None)
-        if core is None or self.status.get("role") != "leader":
+        if self.status.get("role") != "leader":
             return {}
         last = int(self.status.get("last_index") or 0)
         now = self.clock.seconds()
         out = {}
-        for nid, pr in dict(getattr(core, "progress", {})).items():
+        for nid, pr in self.node.progress().items():
             if nid == self.node.node_id:
                 continue
             heard = self.last_heard(nid) if self.last_heard is not None else None
             out[str(nid)] = {
                 "match": pr.match,
                 "next": pr.next,
-                "state": getattr(pr.state, "value", str(pr.state)),
-                "inflight": len(pr.inflight),
+                "state": pr.state,
+                "inflight": pr.inflight,
                 "max_inflight": pr.max_inflight,
                 "lag": max(0, last - pr.match),
                 "last_contact": None if heard is None else round(now - heard, 3),
@@ -164,8 +164,7 @@ class Recorder:
 
     def members(self) -> list[dict[str, Any]]:
         """Return the node's ``members()`` (Raft role, gossip state), or []."""
-        members = getattr(self.node, "members", None)
-        return list(members()) if callable(members) else []
+        return list(self.node.members())
 
     def local_state(self, history: bool = False) -> dict[str, Any]:
         """Return this node's state: status, followers, members, timeline, history."""

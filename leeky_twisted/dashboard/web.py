@@ -29,8 +29,8 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from leeky_twisted.api.errors import LeekyError
 from leeky_twisted.dashboard.gather import Gatherer
+from leeky_twisted.protocol.errors import LeekyError
 
 __all__ = [
     "ASSETS",

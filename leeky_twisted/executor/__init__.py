@@ -9,7 +9,7 @@ Raft's ``ADD f`` / ``READ f`` / ``DELETE f`` log:
 - :mod:`~leeky_twisted.executor.filemeta`: the deterministic state machine.
 - :mod:`~leeky_twisted.executor.store`: its durable state and last applied index.
 - :mod:`~leeky_twisted.executor.server`: the JSON-RPC resource.
-- :mod:`~leeky_twisted.executor.wire`: what both ends share (methods, codes, codecs).
+- :mod:`~leeky_twisted.protocol.executor_wire`: what both ends share (methods, codes, codecs).
 - :mod:`~leeky_twisted.executor.tap`: ``python -m leeky_twisted.executor`` and
   ``twistd -n leekyexecutor``.
 """

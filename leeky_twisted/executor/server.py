@@ -4,7 +4,7 @@ As in :mod:`leeky_twisted.api.jsonrpc_api`, the resource is ``Resource`` plus
 txJSON-RPC's ``BaseSubhandler`` (``jsonrpc_*`` lookup) with its own ``render``:
 txJSON-RPC's ``JSONRPC.render`` answers malformed bodies with an HTML 500,
 logs every body and imports the global reactor. The protocol is described in
-:mod:`leeky_twisted.executor.wire`.
+:mod:`leeky_twisted.protocol.executor_wire`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from twisted.web import resource, server
 from txjsonrpc import jsonrpclib
 from txjsonrpc.jsonrpc import BaseSubhandler
 
-from leeky_twisted.executor import wire
 from leeky_twisted.executor.filemeta import SNAPSHOT_FORMAT, CommandRejected
 from leeky_twisted.executor.store import DurableExecutorState, OwnerMismatch
+from leeky_twisted.protocol import executor_wire as wire
 
 __all__ = ["MAX_BODY_BYTES", "ExecutorJSONRPC", "RPCError", "make_executor_site"]
 

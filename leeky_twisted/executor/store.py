@@ -23,8 +23,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from leeky_twisted.executor import wire
 from leeky_twisted.executor.filemeta import CommandRejected, FileMetadataMachine
+from leeky_twisted.protocol import executor_wire as wire
 from leeky_twisted.storage.errors import CorruptStorageError
 from leeky_twisted.storage.fsutil import DirectoryLock, atomic_write, remove_temp_files
 

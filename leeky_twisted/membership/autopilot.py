@@ -20,6 +20,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from leeky_twisted.core.messages import NodeId, Role
+from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.membership.reconciler import (
     ReconcilerSettings,
     health_from_gossip,
@@ -35,7 +36,7 @@ class Autopilot:
     def __init__(
         self,
         reactor: Any,
-        node: Any,
+        node: IRaftNode,
         gossip_core: Any,
         tick_seconds: float,
         last_heard: Callable[[NodeId], float | None],
@@ -68,7 +69,7 @@ class Autopilot:
 
     def check(self) -> None:
         """Propose the next change, if this node leads and one is due."""
-        core = self.node.core
+        core = self.node.view()
         if self.node.stopped or core.role is not Role.LEADER:
             self._leader_since = None
             return
@@ -78,16 +79,15 @@ class Autopilot:
             self._leader_since, self._leader_term = now, core.term
         if self._busy:
             return
-        status = core.status()
         decision = next_change(
             self.node.node_id,
             core.configuration,
             health_from_gossip(self.gossip.members(), self.tick_seconds),
-            {nid: match for nid, (match, _next, _state) in status.progress.items()},
-            status.last_index,
+            {nid: pr.match for nid, pr in core.progress.items()},
+            core.last_index,
             self.gossip.now * self.tick_seconds,
             self.settings,
-            change_pending=core.log.config_index() > core.commit,
+            change_pending=core.config_change_pending,
             silence=self.silence(core.configuration.members(), now),
         )
         if decision is None:

@@ -12,7 +12,7 @@ from leeky_twisted.plots.figures import OUTCOME_COLOR, new_figure, save
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from leeky_twisted.bench import BenchResult
+    from leeky_twisted.ops.bench import BenchResult
 
 __all__ = ["PERCENTILES", "bench_figure", "write_bench_plot"]
 

@@ -4,7 +4,7 @@ Two parts, both asynchronous:
 
 :class:`RemoteStateMachineExecutor`
     The JSON-RPC client (treq) of one executor process (protocol:
-    :mod:`leeky_twisted.executor.wire`; example server:
+    :mod:`leeky_twisted.protocol.executor_wire`; example server:
     :mod:`leeky_twisted.executor`). It provides :class:`IAsyncStateMachine`.
 
 :class:`ExecutorFeed`
@@ -49,7 +49,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from leeky_twisted.executor import wire
+from leeky_twisted.protocol import executor_wire as wire
 
 __all__ = [
     "CommandFailed",

@@ -8,7 +8,7 @@ that node is dropped, as when the process dies). :class:`SimDisk` holds the
 real in-memory stores (what survives a crash), wrapped so a write can fail,
 tear (only a prefix of an append lands, then the process dies) or be followed
 by a crash before the node hears it finished. :class:`NodeHost` builds a
-:class:`~leeky_twisted.node.RaftNode` over them and restarts, stops or wipes it.
+:class:`~leeky_twisted.server.node.RaftNode` over them and restarts, stops or wipes it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from zope.interface import implementer
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import Entry, HardState, Message, NodeId
 from leeky_twisted.interfaces import IPeerTransport, IStateMachine
-from leeky_twisted.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.server.node import NodeSettings, RaftNode, UnrecoverableStateError
 from leeky_twisted.storage.errors import StorageError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 

@@ -31,7 +31,6 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from leeky_twisted.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -46,6 +45,7 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
@@ -121,10 +121,10 @@ def certificate_node_id(transport: Any) -> NodeId | None:
     None when the transport is not TLS, the peer sent no certificate, or the
     certificate's role is not ``node`` (a client certificate proves no node id).
     The certificate chain itself was already checked against the cluster CA
-    during the handshake (:class:`~leeky_twisted.tls.MutualTLSServerEndpoint`).
+    during the handshake (:class:`~leeky_twisted.security.tls.MutualTLSServerEndpoint`).
     """
-    from leeky_twisted.certs import NODE_ROLE
-    from leeky_twisted.tls import peer_identity
+    from leeky_twisted.security.certs import NODE_ROLE
+    from leeky_twisted.security.tls import peer_identity
 
     identity = peer_identity(transport)
     if identity is None or identity[1] != NODE_ROLE or not identity[0]:

@@ -10,7 +10,7 @@ off after a reconnect. Incoming connections are accepted by
 :meth:`AMPPeerTransport.server_factory` (or :meth:`AMPPeerTransport.listen`).
 
 With TLS, peers are dialled through a ``connect_endpoint`` hook (e.g. a
-:func:`~leeky_twisted.tls.client_endpoint` that checks the peer's node id in
+:func:`~leeky_twisted.security.tls.client_endpoint` that checks the peer's node id in
 its certificate), and an ``authenticate`` hook makes every accepted Hello
 prove its node id with the connection's certificate
 (:func:`~leeky_twisted.transport.peer_protocol.certificate_node_id`).

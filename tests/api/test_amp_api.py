@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
-from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.amp_api import RequestLimits, make_amp_factory, make_frontend
-from leeky_twisted.api.errors import (
+from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import (
     CommitTimeout,
     InvalidRequest,
     LeekyError,
@@ -22,7 +22,6 @@ from leeky_twisted.api.errors import (
     SessionExpired,
     Unavailable,
 )
-from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.statemachine.commands import (
     Append,
     Get,
@@ -32,6 +31,7 @@ from leeky_twisted.statemachine.commands import (
     decode_command,
     encode_command,
 )
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, capture, failure_of, result_of
 
 LEADER = ("10.0.0.1", 7001)
 FOLLOWER = ("10.0.0.2", 7002)
@@ -529,3 +529,10 @@ def test_key_value_requests_on_an_executor_cluster_are_refused_clearly(command, 
         assert "use submit/query" in str(f.value)
         assert node.calls == []
     assert h.leader.calls == []
+
+
+def test_the_shared_fake_node_base_provides_iraftnode():
+    """Every fake built on FakeNodeBase provides all of IRaftNode."""
+    from leeky_twisted.testing.fakes import FakeNodeBase
+
+    assert verifyObject(IRaftNode, FakeNodeBase())

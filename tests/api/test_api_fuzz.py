@@ -12,16 +12,16 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kvfakes import FakeRaftNode, result_of
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
 
-from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.amp_api import make_amp_factory, make_frontend
 from leeky_twisted.api.jsonrpc_api import INVALID_REQUEST, PARSE_ERROR, KeyValueJSONRPC
+from leeky_twisted.protocol import commands as cc
 from leeky_twisted.statemachine.commands import CommandDecodeError, decode_command
+from leeky_twisted.testing.apifakes import FakeRaftNode, result_of
 
 
 class Failures:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import failure_of, result_of
 from test_amp_api import FOLLOWER, Harness
 from test_jsonrpc_api import Harness as RPCHarness
 
-from leeky_twisted.api import client_commands as cc
 from leeky_twisted.api.amp_api import RequestLimits
-from leeky_twisted.api.errors import InvalidRequest
 from leeky_twisted.api.jsonrpc_api import INVALID_PARAMS
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine.commands import Range, Txn, decode_command
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
 @pytest.fixture

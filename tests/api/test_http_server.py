@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,9 +11,7 @@ from twisted.internet.testing import StringTransport
 from leeky_twisted.api.amp_api import make_frontend
 from leeky_twisted.api.http_server import JSONRPCHTTPFactory, _encode
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
-
-sys.path.insert(0, str(Path(__file__).parent))
-from kvfakes import FakeNetwork, FakeRaftNode
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
 
 
 def make(max_body: int = 4096):

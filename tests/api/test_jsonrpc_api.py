@@ -7,12 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, result_of
 from treq.testing import StubTreq
 from twisted.internet.testing import StringTransport
 
 from leeky_twisted.api.amp_api import make_frontend
-from leeky_twisted.api.errors import NotLeader
 from leeky_twisted.api.jsonrpc_api import (
     COMMIT_TIMEOUT,
     INTERNAL_ERROR,
@@ -26,7 +24,9 @@ from leeky_twisted.api.jsonrpc_api import (
     _positional_arity,
     make_http_site,
 )
+from leeky_twisted.protocol.errors import NotLeader
 from leeky_twisted.statemachine.commands import Get
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, result_of
 
 LEADER = ("10.0.0.1", 7001)
 URL = "http://node/jsonrpc"

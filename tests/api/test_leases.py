@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import failure_of, result_of
 from test_amp_api import FOLLOWER, Harness
 from test_jsonrpc_api import Harness as RPCHarness
 
-from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.errors import InvalidRequest, NotLeader
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import InvalidRequest, NotLeader
 from leeky_twisted.statemachine.commands import Get, LeaseRevoke, decode_command
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import FakeRaftNode
 from test_jsonrpc_api import Harness as RPCHarness
 from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET
@@ -15,6 +14,7 @@ from leeky_twisted.api.amp_api import make_frontend
 from leeky_twisted.api.jsonrpc_api import COMPACTED, INVALID_PARAMS
 from leeky_twisted.api.sse import WatchResource, add_watch_resource
 from leeky_twisted.statemachine.commands import Put, encode_command
+from leeky_twisted.testing.apifakes import FakeRaftNode
 
 
 class StreamRequest(DummyRequest):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from leeky_twisted.api.errors import Compacted
 from leeky_twisted.api.watch import WatchHub, attach
+from leeky_twisted.protocol.errors import Compacted
 from leeky_twisted.statemachine.commands import Delete, Put, Txn, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 

@@ -11,7 +11,7 @@ import pytest
 from leeky_twisted.chaos.runner import main, run_verify
 from leeky_twisted.chaos.workload import Endpoint
 from leeky_twisted.checker.history import loads_history
-from leeky_twisted.localcluster import LOOPBACK, LocalCluster
+from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster
 
 FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3"]
 

@@ -10,7 +10,7 @@ import pytest
 from leeky_twisted.chaos.runner import main
 from leeky_twisted.checker.history import OpKind, Outcome, loads_history
 from leeky_twisted.checker.linearizability import Verdict, check_history
-from leeky_twisted.localcluster import LOOPBACK, LocalCluster
+from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster
 
 FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3"]
 

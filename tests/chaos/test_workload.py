@@ -14,7 +14,7 @@ import pytest
 from leeky_twisted.chaos.workload import Endpoint, Workload, call_jsonrpc, classify_error
 from leeky_twisted.checker.history import OpKind, Outcome
 from leeky_twisted.checker.linearizability import Verdict, check_history
-from leeky_twisted.localcluster import LOOPBACK, LocalCluster
+from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster
 
 
 @pytest.mark.parametrize(

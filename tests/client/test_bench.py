@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from leeky_twisted.bench import Progress
+from leeky_twisted.ops.bench import Progress
 
 
 class Terminal(io.StringIO):
@@ -45,11 +45,11 @@ def test_no_progress_without_an_output():
 
 def test_bench_with_a_silent_node_first_loses_about_one_attempt_timeout():
     """`leekyraft bench --cluster paused,live`: every client moves on; no operation fails."""
-    from kvfakes import FakeNetwork, FakeRaftNode, result_of
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import Factory, Protocol
 
-    from leeky_twisted.bench import run_bench
+    from leeky_twisted.ops.bench import run_bench
+    from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, result_of
 
     net = FakeNetwork()
     hung, live = ("10.0.0.9", 7009), ("10.0.0.1", 7001)
@@ -69,11 +69,11 @@ def test_bench_with_a_silent_node_first_loses_about_one_attempt_timeout():
 
 def test_bench_records_each_operations_start_and_latency():
     """Every operation leaves (start, latency): ok ones in starts/latencies, failed ones apart."""
-    from kvfakes import FakeNetwork, FakeRaftNode, result_of
     from twisted.internet.defer import Deferred, fail
 
-    from leeky_twisted.api.errors import InvalidRequest
-    from leeky_twisted.bench import run_bench
+    from leeky_twisted.ops.bench import run_bench
+    from leeky_twisted.protocol.errors import InvalidRequest
+    from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, result_of
 
     net = FakeNetwork()
     live = ("10.0.0.1", 7001)

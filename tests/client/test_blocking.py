@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.api.errors import Compacted, InvalidRequest, Unavailable
 from leeky_twisted.client import blocking
 from leeky_twisted.client.blocking import BlockingClient, Event, KeyValue
-from leeky_twisted.localcluster import LocalCluster, NodeProcess, free_ports
+from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess, free_ports
+from leeky_twisted.protocol.errors import Compacted, InvalidRequest, Unavailable
 
 pytestmark = pytest.mark.integration
 

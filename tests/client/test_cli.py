@@ -6,14 +6,14 @@ import io
 import json
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode
 from twisted.internet.defer import Deferred, fail, succeed
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.client.library import LeekyClient, NodeReport
+from leeky_twisted.protocol.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
 
 
 class FakeClient:
@@ -208,7 +208,7 @@ def test_without_a_cluster_option_the_commands_use_the_local_clusters_real_size(
     tmp_path, monkeypatch
 ):
     """A 3-node ./leekyraft-local is what status (and every command) probes, not 7001-7005."""
-    from leeky_twisted.localcluster import LocalCluster
+    from leeky_twisted.ops.localcluster import LocalCluster
 
     monkeypatch.chdir(tmp_path)
     LocalCluster(tmp_path / "leekyraft-local", 3, base_port=8000)

@@ -6,15 +6,15 @@ import io
 import json
 
 import pytest
-from kvfakes import failure_of, result_of
 from test_cli import _cli_cluster, _run_on
 from test_library import A, B, Cluster
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import InvalidRequest
 from leeky_twisted.client.library import LeekyClient
+from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine.commands import Get, Txn, decode_command
 from leeky_twisted.statemachine.kv import KeyValue
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 LOCK = {
     "compare": [{"key": "lock", "target": "version", "op": "==", "value": 0}],

@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from leeky_twisted import cli
-from leeky_twisted.api.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.client.library import LeekyClient, format_address
+from leeky_twisted.protocol.errors import CommitTimeout, NotLeader, Unavailable
 from leeky_twisted.statemachine.commands import Get, decode_command
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 HUNG = ("10.0.0.9", 7009)
 A = ("10.0.0.1", 7001)

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.api.errors import (
-    CommitTimeout,
-    InvalidRequest,
-    NotLeader,
-    SessionExpired,
-    Unavailable,
-)
 from leeky_twisted.client.library import (
     CallTimedOut,
     LeekyClient,
@@ -21,6 +13,13 @@ from leeky_twisted.client.library import (
     format_address,
     parse_address,
     with_timeout,
+)
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
 )
 from leeky_twisted.statemachine.commands import (
     Append,
@@ -31,6 +30,7 @@ from leeky_twisted.statemachine.commands import (
     encode_command,
 )
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 A = ("10.0.0.1", 7001)
 B = ("10.0.0.2", 7002)

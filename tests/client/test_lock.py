@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-from kvfakes import failure_of, result_of
 from test_cli import _cli_cluster
 from twisted.internet.defer import CancelledError, Deferred, succeed
 
@@ -12,6 +11,7 @@ from leeky_twisted import cli
 from leeky_twisted.client.library import LeekyClient
 from leeky_twisted.client.recipes import acquire
 from leeky_twisted.statemachine.commands import Range
+from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
 def _client(net):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from kvfakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
-from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.errors import Compacted
 from leeky_twisted.client.library import LeekyClient, format_address
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import Compacted
 from leeky_twisted.statemachine.commands import Put, encode_command
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
 A = ("10.0.0.1", 7001)
 B = ("10.0.0.2", 7002)
@@ -162,7 +162,7 @@ def test_bad_watch_is_refused_clearly(arguments, message):
     """A malformed watch gets INVALID_REQUEST with the reason."""
     from twisted.protocols import amp
 
-    from leeky_twisted.api.errors import InvalidRequest
+    from leeky_twisted.protocol.errors import InvalidRequest
 
     r = Replicated()
     proto = amp.AMP()
@@ -243,7 +243,7 @@ def test_one_connection_holds_at_most_100_watches(monkeypatch):
     from twisted.protocols import amp
 
     from leeky_twisted.api import amp_api
-    from leeky_twisted.api.errors import InvalidRequest
+    from leeky_twisted.protocol.errors import InvalidRequest
 
     monkeypatch.setattr(amp_api, "MAX_WATCHES_PER_CONNECTION", 2)
     r = Replicated()

@@ -1,6 +1,6 @@
 """One test per rule of the Raft paper (and Ongaro's dissertation), after etcd's
 raft_paper_test.go. Unit tests drive a single RaftCore by hand; the rest use
-the step-by-step harness in leeky_twisted.testing_core."""
+the step-by-step harness in leeky_twisted.testing.scenarios."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from leeky_twisted.core.raft import (
     TransferInProgressError,
     bootstrap_entries,
 )
-from leeky_twisted.testing_core import Network
+from leeky_twisted.testing.scenarios import Network
 
 N1, N2, N3, N4 = NodeId("n1"), NodeId("n2"), NodeId("n3"), NodeId("n4")
 IDS = ("n1", "n2", "n3")

@@ -124,7 +124,7 @@ def test_core_module_is_pure(path):
         "from random import randrange",
         "import random\nrng = random.Random()",
         "from ..service import x",
-        "import leeky_twisted.node",
+        "import leeky_twisted.server.node",
         "x = hash('a')",
         "print('hi')",
         "open('f')",

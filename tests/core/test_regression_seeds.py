@@ -1,4 +1,4 @@
-"""Seeds of leeky_twisted.simulation that once found a bug, kept so it stays fixed.
+"""Seeds of leeky_twisted.testing.simulation that once found a bug, kept so it stays fixed.
 
 Add a seed here, with what it found, whenever a run fails; replay one with
 ``python -m leeky_twisted.simulation --seed SEED -v``. Bugs found by the
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from leeky_twisted.simulation import Simulation
+from leeky_twisted.testing.simulation import Simulation
 
 REGRESSIONS = {
     303572: (
@@ -131,7 +131,10 @@ def test_seed_that_once_found_a_bug_now_passes(seed):
     assert result.committed > 0
 
 
-REPLAY = "from leeky_twisted.simulation import Simulation\nprint(Simulation(92, ticks=300).run())\n"
+REPLAY = (
+    "from leeky_twisted.testing.simulation import Simulation\n"
+    "print(Simulation(92, ticks=300).run())\n"
+)
 
 
 def test_replay_does_not_depend_on_string_hash_randomization():

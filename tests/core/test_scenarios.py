@@ -1,6 +1,6 @@
 """The classic Raft lab scenarios (elections, agreement, persistence, Figure 8,
 unreliable networks, churn, snapshots, membership) on the deterministic
-harness of leeky_twisted.testing_core. The harness checks Election Safety and
+harness of leeky_twisted.testing.scenarios. The harness checks Election Safety and
 State Machine Safety on every step; these tests add agreement and liveness."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from leeky_twisted.core.messages import (
     Role,
 )
 from leeky_twisted.core.raft import RaftError
-from leeky_twisted.testing_core import Network
+from leeky_twisted.testing.scenarios import Network
 
 E = 10  # election ticks
 H = 2  # heartbeat ticks

@@ -1,4 +1,4 @@
-"""Randomized whole-cluster simulation (leeky_twisted.simulation): every seed is a
+"""Randomized whole-cluster simulation (leeky_twisted.testing.simulation): every seed is a
 cluster of 3, 5 or 7 nodes under its own mix of faults, checked for Raft's
 safety properties after every step and for liveness once the faults stop.
 
@@ -20,7 +20,7 @@ import pytest
 
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId
-from leeky_twisted.simulation import SafetyViolation, Simulation, main
+from leeky_twisted.testing.simulation import SafetyViolation, Simulation, main
 
 SEEDS = int(os.environ.get("LEEKY_SIM_SEEDS", "500"))
 START = int(os.environ.get("LEEKY_SIM_START", "0"))
@@ -125,8 +125,8 @@ def test_simulation_runs_the_shipped_node():
     of the Ready loop exists in the simulation."""
     import inspect
 
-    import leeky_twisted.simulation as simulation
-    from leeky_twisted.node import RaftNode
+    import leeky_twisted.testing.simulation as simulation
+    from leeky_twisted.server.node import RaftNode
     from leeky_twisted.storage.memory import MemoryLogStore
 
     sim = Simulation(5, ticks=30)

@@ -8,6 +8,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from leeky_twisted.interfaces import FollowerProgress
+from leeky_twisted.testing.fakes import FakeNodeBase
+
 
 @dataclass
 class FakeProgress:
@@ -23,7 +26,7 @@ class FakeCore:
         self.progress: dict[str, FakeProgress] = {}
 
 
-class FakeNode:
+class FakeNode(FakeNodeBase):
     """Has what the dashboard reads: node_id, status(), members(), addresses, core."""
 
     def __init__(self, node_id: str = "1", **status: Any) -> None:
@@ -49,6 +52,12 @@ class FakeNode:
 
     def status(self) -> dict[str, Any]:
         return dict(self.st)
+
+    def progress(self) -> dict[Any, FollowerProgress]:
+        return {
+            nid: FollowerProgress(pr.match, pr.next, pr.state, len(pr.inflight), pr.max_inflight)
+            for nid, pr in self.core.progress.items()
+        }
 
     def members(self) -> list[dict[str, Any]]:
         return [{"id": n, "raft": "voter", "gossip": None} for n in self.st["voters"]]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster
+from leeky_twisted.ops.localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

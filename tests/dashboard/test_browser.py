@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, NodeProcess, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.python import usage
 
-from leeky_twisted.tap import Options
+from leeky_twisted.server.tap import Options
 
 
 def base(tmp_path) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from leeky_twisted.api.errors import NotLeader
 from leeky_twisted.core.messages import (
     AppendEntries,
     Heartbeat,
@@ -15,6 +14,7 @@ from leeky_twisted.core.messages import (
 from leeky_twisted.dashboard.meter import MeteredNode, RequestMeter, percentile
 from leeky_twisted.dashboard.recorder import HISTORY_POINTS, Recorder, folder_bytes
 from leeky_twisted.dashboard.traffic import CountingTransport, MessageCounter, kind_of
+from leeky_twisted.protocol.errors import NotLeader
 from tests.dashboard.fakes import FakeNode, FakeProgress
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.certs import make_client_cert, make_dev_ca, make_node_cert
-from leeky_twisted.localcluster import LocalCluster
+from leeky_twisted.ops.localcluster import LocalCluster
+from leeky_twisted.security.certs import make_client_cert, make_dev_ca, make_node_cert
 
 pytestmark = pytest.mark.integration
 

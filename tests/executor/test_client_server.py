@@ -14,9 +14,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from leeky_twisted.executor import wire
 from leeky_twisted.executor.server import ExecutorJSONRPC
 from leeky_twisted.executor.store import DurableExecutorState
+from leeky_twisted.protocol import executor_wire as wire
 from leeky_twisted.statemachine.remote import (
     CommandFailed,
     ExecutorRemoteError,

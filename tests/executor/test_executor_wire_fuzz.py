@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leeky_twisted.core.messages import MAX_INDEX
-from leeky_twisted.executor import wire
 from leeky_twisted.executor.filemeta import SNAPSHOT_FORMAT
 from leeky_twisted.executor.server import ExecutorJSONRPC
 from leeky_twisted.executor.store import DurableExecutorState
+from leeky_twisted.protocol import executor_wire as wire
 from leeky_twisted.statemachine import remote
 from leeky_twisted.statemachine.remote import ExecutorError
 from leeky_twisted.storage.errors import CorruptStorageError

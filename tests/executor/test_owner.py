@@ -35,8 +35,8 @@ def test_a_damaged_token_file_is_an_error_not_a_new_token(tmp_path: Path) -> Non
 
 def test_the_service_gives_its_executor_the_tokened_owner(tmp_path: Path) -> None:
     """``--executor-url``: the node's owner is not the guessable ``cluster/node``."""
-    from leeky_twisted.service import make_node_service
-    from leeky_twisted.tap import Options
+    from leeky_twisted.server.service import make_node_service
+    from leeky_twisted.server.tap import Options
 
     opts = Options()
     opts.parseOptions(

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols import amp
 
-from leeky_twisted.api import client_commands as cc
+from leeky_twisted.protocol import commands as cc
 
 
 async def main(reactor, address, key, suffix=None, client_id=None, seq=None, timeout=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, NodeProcess
+from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess
 
 pytestmark = pytest.mark.integration
 

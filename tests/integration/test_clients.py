@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, RpcError, free_ports, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, RpcError, free_ports, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, RpcError, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, RpcError, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, free_ports, jsonrpc, twistd_path
+from leeky_twisted.ops.localcluster import LocalCluster, free_ports, jsonrpc, twistd_path
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import jsonrpc
+from leeky_twisted.ops.localcluster import jsonrpc
 
 pytestmark = pytest.mark.integration
 

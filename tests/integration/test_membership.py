@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import free_ports, jsonrpc, twistd_path
+from leeky_twisted.ops.localcluster import free_ports, jsonrpc, twistd_path
 
 pytestmark = pytest.mark.integration
 

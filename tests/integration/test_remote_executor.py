@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, NodeProcess, RpcError, free_ports, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess, RpcError, free_ports, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.localcluster import LOOPBACK, LocalCluster, NodeProcess, jsonrpc
+from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster, NodeProcess, jsonrpc
 
 pytestmark = pytest.mark.integration
 

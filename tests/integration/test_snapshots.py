@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from leeky_twisted.localcluster import LocalCluster, jsonrpc
+from leeky_twisted.ops.localcluster import LocalCluster, jsonrpc
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """A 3-node cluster of real ``twistd -n leekyraft`` processes with mutual TLS on loopback.
 
-Certificates come from :mod:`leeky_twisted.certs`; clients are the real
+Certificates come from :mod:`leeky_twisted.security.certs`; clients are the real
 ``leekyraft`` command with ``--tls-dir``/``--tls-name``. Whoever lacks a
 certificate from the cluster's CA is refused, and the node logs the refusal.
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from leeky_twisted.certs import NODES_NAME, make_client_cert, make_dev_ca, make_node_cert
-from leeky_twisted.localcluster import (
+from leeky_twisted.ops.localcluster import (
     LOOPBACK,
     LocalCluster,
     NodeProcess,
@@ -28,6 +27,7 @@ from leeky_twisted.localcluster import (
     jsonrpc,
     twistd_path,
 )
+from leeky_twisted.security.certs import NODES_NAME, make_client_cert, make_dev_ca, make_node_cert
 
 pytestmark = pytest.mark.integration
 

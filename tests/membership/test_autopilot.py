@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
 
 from leeky_twisted.core.messages import ConfChange, ConfChangeOp, Configuration, NodeId, Role
+from leeky_twisted.interfaces import FollowerProgress, NodeView
 from leeky_twisted.membership import codec
 from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.codec import MemberState, Packet, PacketKind, Record
 from leeky_twisted.membership.contact import ContactTracker
 from leeky_twisted.membership.gossip_core import GossipConfig, GossipCore
 from leeky_twisted.membership.reconciler import ReconcilerSettings
-from leeky_twisted.service import make_node_service
+from leeky_twisted.server.service import make_node_service
+from leeky_twisted.testing.fakes import FakeNodeBase
 
 CLUSTER = "unit"
 KEY = b"the cluster key"
@@ -31,19 +33,6 @@ class Message:
     sender: str
 
 
-@dataclass
-class FakeStatus:
-    last_index: int = 100
-    progress: dict[str, tuple[int, int, int]] = field(
-        default_factory=lambda: {n: (100, 101, 0) for n in VOTERS}
-    )
-
-
-class FakeLog:
-    def config_index(self) -> int:
-        return 0
-
-
 class FakeCore:
     """What the autopilot reads of the Raft core."""
 
@@ -52,13 +41,9 @@ class FakeCore:
         self.term = 2
         self.configuration = Configuration(frozenset(NodeId(n) for n in VOTERS))
         self.commit = 0
-        self.log = FakeLog()
-
-    def status(self) -> FakeStatus:
-        return FakeStatus()
 
 
-class FakeNode:
+class FakeNode(FakeNodeBase):
     """Records proposed configuration changes and applies them at once."""
 
     def __init__(self) -> None:
@@ -71,6 +56,23 @@ class FakeNode:
         self.proposed.append((change.op, change.node_id))
         self.core.configuration = self.core.configuration.apply(change)
         return defer.succeed(None)
+
+    def view(self) -> NodeView:
+        """Return the core's state, every voter caught up to index 100."""
+        c = self.core
+        return NodeView(
+            node_id=self.node_id,
+            role=c.role,
+            term=c.term,
+            leader=self.node_id,
+            commit=c.commit,
+            applied=c.commit,
+            first_index=1,
+            last_index=100,
+            configuration=c.configuration,
+            config_change_pending=False,
+            progress={NodeId(n): FollowerProgress(100, 101, "replicate", 0, 64) for n in VOTERS},
+        )
 
 
 def gossip_view() -> GossipCore:
@@ -220,7 +222,7 @@ def test_the_node_service_feeds_the_autopilot_from_the_transport(tmp_path: Any) 
     from twisted.internet.testing import MemoryReactorClock
 
     from leeky_twisted.membership.contact import ContactTrackingTransport
-    from leeky_twisted.tap import Options
+    from leeky_twisted.server.tap import Options
 
     opts = Options()
     argv = ["--id", "n1", "--address", "127.0.0.1:7100", "--gossip-port", "7300"]

@@ -15,8 +15,8 @@ from leeky_twisted.clusterkey import (
     read_key_file,
     resolve_key,
 )
-from leeky_twisted.localcluster import LocalCluster
-from leeky_twisted.tap import Options
+from leeky_twisted.ops.localcluster import LocalCluster
+from leeky_twisted.server.tap import Options
 
 
 def parse(*argv: str) -> Options:

@@ -19,14 +19,15 @@ from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId
 from leeky_twisted.core.raft import bootstrap_entries
 from leeky_twisted.interfaces import IPeerTransport
-from leeky_twisted.metrics import CONTENT_TYPE, NodeMetrics, metrics_route
-from leeky_twisted.node import RaftNode
+from leeky_twisted.server.metrics import CONTENT_TYPE, NodeMetrics, metrics_route
+from leeky_twisted.server.node import RaftNode
 from leeky_twisted.statemachine.commands import Put, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.testing.fakes import FakeNodeBase
 
 
-class FakeNode:
+class FakeNode(FakeNodeBase):
     """A node whose status is a plain dictionary the test edits."""
 
     def __init__(self) -> None:

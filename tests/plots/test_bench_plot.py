@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from figure_checks import assert_png, assert_svg, one
 
-from leeky_twisted.bench import BenchResult
 from leeky_twisted.cli import EXIT_USAGE, main
+from leeky_twisted.ops.bench import BenchResult
 from leeky_twisted.plots.bench import bench_figure, write_bench_plot
 
 pytest.importorskip("matplotlib")  # the plots extra (CI installs it with test)

@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_node_and_the_commands_do_not_import_matplotlib():
     """Importing the node's modules and the commands' modules leaves matplotlib unloaded."""
     modules = [
-        "leeky_twisted.service",
-        "leeky_twisted.node",
-        "leeky_twisted.tap",
+        "leeky_twisted.server.service",
+        "leeky_twisted.server.node",
+        "leeky_twisted.server.tap",
         "leeky_twisted.api.http_server",
         "leeky_twisted.api.jsonrpc_api",
         "leeky_twisted.api.amp_api",
         "leeky_twisted.cli",
-        "leeky_twisted.bench",
+        "leeky_twisted.ops.bench",
         "leeky_twisted.chaos.runner",
         "leeky_twisted.plots",
         "leeky_twisted.plots.report",

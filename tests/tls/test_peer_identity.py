@@ -15,8 +15,8 @@ from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.test import iosim
 from twisted.test.iosim import ConnectionCompleter
 
-from leeky_twisted.certs import make_client_cert, make_dev_ca, make_node_cert
 from leeky_twisted.core.messages import Heartbeat, NodeId
+from leeky_twisted.security.certs import make_client_cert, make_dev_ca, make_node_cert
 from leeky_twisted.transport.peer_protocol import (
     PeerInbox,
     PeerProtocol,

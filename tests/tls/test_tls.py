@@ -16,14 +16,14 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrap
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols import amp
 
-from leeky_twisted.certs import (
+from leeky_twisted.security.certs import (
     NODES_NAME,
     make_client_cert,
     make_dev_ca,
     make_node_cert,
     node_dns_name,
 )
-from leeky_twisted.tls import (
+from leeky_twisted.security.tls import (
     MutualTLSServerEndpoint,
     RefusalLoggingFactory,
     TLSCredentials,

@@ -25,26 +25,26 @@ from twisted.protocols import amp
 from twisted.python import usage
 
 from leeky_twisted import cli
-from leeky_twisted.api import client_commands as cc
-from leeky_twisted.api.errors import Unavailable
-from leeky_twisted.certs import (
+from leeky_twisted.client.library import LeekyClient, client_tls_connector, tls_connector
+from leeky_twisted.core.messages import Heartbeat, NodeId
+from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.errors import Unavailable
+from leeky_twisted.security.certs import (
     NODE_ROLE,
     make_client_cert,
     make_dev_ca,
     make_node_cert,
     node_dns_name,
 )
-from leeky_twisted.client.library import LeekyClient, client_tls_connector, tls_connector
-from leeky_twisted.core.messages import Heartbeat, NodeId
-from leeky_twisted.service import _EndpointListener, load_node_credentials
-from leeky_twisted.tap import Options
-from leeky_twisted.tls import (
+from leeky_twisted.security.tls import (
     ALL_ROLES,
     MutualTLSServerEndpoint,
     TLSCredentials,
     TLSFiles,
     client_endpoint,
 )
+from leeky_twisted.server.service import _EndpointListener, load_node_credentials
+from leeky_twisted.server.tap import Options
 from leeky_twisted.transport.peer_protocol import certificate_node_id
 from leeky_twisted.transport.peers import AMPPeerTransport
 

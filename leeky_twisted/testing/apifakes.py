@@ -1,6 +1,6 @@
 """Test fakes for the client APIs: a fake IRaftNode and an in-memory AMP network.
 
-Imported by tests/api and tests/client (whose conftest puts this folder on sys.path).
+Shared by tests/api and tests/client; import it as ``leeky_twisted.testing.apifakes``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ from twisted.internet.task import Clock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from zope.interface import implementer
 
 from leeky_twisted.api.amp_api import KeyValueFrontend, make_amp_factory, make_frontend
-from leeky_twisted.api.errors import CommitTimeout, NotLeader
 from leeky_twisted.client.library import Address
-from leeky_twisted.interfaces import IRaftNode
+from leeky_twisted.interfaces import IStateMachine
+from leeky_twisted.protocol.errors import CommitTimeout, NotLeader
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
+from leeky_twisted.testing.fakes import FakeNodeBase
 
 
-@implementer(IRaftNode)
-class FakeRaftNode:
+class FakeRaftNode(FakeNodeBase):
     """An IRaftNode whose log commits at once into a real KeyValueStateMachine.
 
     Switches: ``not_leader`` (raise it from propose and linearizable reads),
@@ -44,6 +43,13 @@ class FakeRaftNode:
         self.hang = False
         self.crash: Exception | None = None
         self.calls: list[tuple[Any, ...]] = []
+
+    #: set it to anything: the node applies entries in an executor process
+    executor: object | None = None
+
+    def local_state_machine(self) -> IStateMachine | None:
+        """Return the key-value store the fake applies to (None under an executor)."""
+        return None if self.executor is not None else self.state_machine
 
     def _trouble(self) -> Deferred[Any] | None:
         if self.crash is not None:

@@ -1,0 +1,1 @@
+"""Running and measuring clusters on one machine: localcluster, localcontrol, bench."""

@@ -1,0 +1,437 @@
+"""The AMP schema of the client API: shared by the server responders and the clients.
+
+Strings travel as :class:`ChunkedText`, because an AMP value is at most 65,535
+bytes and values may be up to 1 MiB. Writes carry an optional client session
+(``client_id``, ``seq``, ``ack``: see ``statemachine.commands.Session``);
+``seq`` and ``ack`` lie in [0, MAX_SEQ].
+``forwarded`` is set by a follower that passes a request on to the leader; the
+leader then answers NotLeader instead of forwarding again.
+
+A client opens a session with RegisterSession (one log entry) and sends its id
+as ``client_id``; a write in a session the cluster does not hold (never
+registered, expired, evicted) fails with SessionExpired (``SESSION_EXPIRED``)
+and is not applied.
+
+Errors: NotLeader's description carries the leader's id and client address as
+JSON, so the client rebuilds ``NotLeader(leader_id, leader_address)`` and can
+follow it (see ``api.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.protocols import amp
+
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    Compacted,
+    InvalidRequest,
+    LeekyError,
+    NotCommitted,
+    NotLeader,
+    SessionExpired,
+    Unavailable,
+)
+
+__all__ = [
+    "CLIENT_ERRORS",
+    "MAX_SEQ",
+    "AddServer",
+    "Append",
+    "BoundedInteger",
+    "CancelWatch",
+    "Cas",
+    "ChunkedText",
+    "Delete",
+    "Get",
+    "LeaseGrant",
+    "LeaseKeepalive",
+    "LeaseRevoke",
+    "LeaseTTL",
+    "Members",
+    "Put",
+    "Query",
+    "Range",
+    "RegisterSession",
+    "RemoveServer",
+    "Status",
+    "Submit",
+    "TransferLeader",
+    "Txn",
+    "Watch",
+    "WatchEnded",
+    "WatchEvents",
+    "refuse_malformed",
+]
+
+#: The largest ``seq`` or ``ack`` of a client session.
+MAX_SEQ = 2**63 - 1
+
+
+class ChunkedText(amp.Argument):
+    """A text argument of any length, split over several AMP keys.
+
+    The UTF-8 bytes go in pieces of at most 65,535 bytes under ``name``,
+    ``name.1``, ``name.2``, ... Decoding never fails: bytes that are not UTF-8
+    come out as lone surrogates (``surrogateescape``), which the API rejects
+    with a clear InvalidRequest instead of AMP dropping the connection.
+    """
+
+    def fromBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
+        """Collect the pieces of ``name`` from ``strings`` into ``objects``."""
+        pieces = []
+        first = strings.pop(name, None)
+        if first is not None:
+            pieces.append(first)
+            n = 1
+            while (piece := strings.pop(name + b".%d" % n, None)) is not None:
+                pieces.append(piece)
+                n += 1
+        nk = amp._wireNameToPythonIdentifier(name)
+        if not pieces:
+            if not self.optional:
+                raise KeyError(name)
+            objects[nk] = None
+            return
+        objects[nk] = b"".join(pieces).decode("utf-8", "surrogateescape")
+
+    def toBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
+        """Write ``objects[name]`` into ``strings`` in pieces."""
+        nk = amp._wireNameToPythonIdentifier(name)
+        value = objects.pop(nk, None) if self.optional else objects.pop(nk)
+        if value is None:
+            if not self.optional:
+                raise TypeError(f"{nk} must not be None")
+            return
+        data = value.encode("utf-8", "surrogateescape")
+        limit = amp.MAX_VALUE_LENGTH
+        strings[name] = data[:limit]
+        for n, start in enumerate(range(limit, len(data), limit), 1):
+            strings[name + b".%d" % n] = data[start : start + limit]
+
+
+class BoundedInteger(amp.Integer):
+    """An integer argument in [``minimum``, ``maximum``]: at most 20 ASCII digits, optional sign.
+
+    Anything else raises ValueError naming the bounds before any large number
+    is built; :func:`refuse_malformed` answers it with INVALID_REQUEST.
+    """
+
+    def __init__(self, minimum: int = 0, maximum: int = MAX_SEQ, optional: bool = False) -> None:
+        super().__init__(optional=optional)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def fromString(self, inString: bytes) -> int:  # type: ignore[override]
+        """Return the integer ``inString`` spells; ValueError unless it lies within the bounds."""
+        digits = inString[1:] if inString[:1] == b"-" else inString
+        if 0 < len(digits) <= 20 and digits.isdigit():
+            value = int(inString)
+            if self.minimum <= value <= self.maximum:
+                return value
+        raise ValueError(f"expected an integer from {self.minimum} to {self.maximum}")
+
+
+def refuse_malformed(
+    name: bytes, responder: Callable[[amp.AmpBox], Any] | None
+) -> Callable[[amp.AmpBox], Deferred[Any]]:
+    """Wrap the located ``responder`` of command ``name`` (None: an unknown command).
+
+    Arguments that do not parse (a missing argument, bad UTF-8, an integer
+    out of bounds) are answered INVALID_REQUEST and the connection stays
+    open; left to itself, AMP logs a traceback and closes the connection for
+    each such box. A box that asks for no answer gets none: its failures
+    (and unknown commands) are dropped instead of logged.
+    """
+
+    def respond(box: amp.AmpBox) -> Deferred[Any]:
+        asked = amp.ASK in box
+        if responder is None:
+            if not asked:
+                return succeed(None)
+            why = f"Unhandled Command: {name!r}"[:200]
+            return fail(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, why))
+        try:
+            result: Deferred[Any] = responder(box)
+        except Exception as e:  # the responder itself runs later, in a Deferred
+            if not asked:
+                return succeed(None)
+            command = name.decode("ascii", "replace")[:40]
+            why = f"malformed {command} arguments: {e}"[:200]
+            return fail(amp.RemoteAmpError(b"INVALID_REQUEST", why))
+        if not asked:
+            result.addErrback(lambda _: None)
+        return result
+
+    return respond
+
+
+#: The errors every client command may answer with; LeekyError last, as a catch-all.
+CLIENT_ERRORS: dict[type[Exception], bytes] = {
+    NotLeader: b"NOT_LEADER",
+    CommitTimeout: b"COMMIT_TIMEOUT",
+    InvalidRequest: b"INVALID_REQUEST",
+    Unavailable: b"UNAVAILABLE",
+    NotCommitted: b"NOT_COMMITTED",
+    SessionExpired: b"SESSION_EXPIRED",
+    Compacted: b"COMPACTED",
+    LeekyError: b"ERROR",
+}
+
+_SESSION = [
+    (b"client_id", ChunkedText(optional=True)),
+    (b"seq", BoundedInteger(optional=True)),
+    (b"ack", BoundedInteger(optional=True)),
+    (b"forwarded", amp.Boolean(optional=True)),
+]
+
+
+class RegisterSession(amp.Command):
+    """Open a client session (a log entry); ``session`` is its id, for ``client_id``."""
+
+    arguments = [(b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"session", amp.Unicode())]
+    errors = CLIENT_ERRORS
+
+
+class Put(amp.Command):
+    """Set ``key`` to ``value``; with ``lease``, the key belongs to that lease."""
+
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"value", ChunkedText()),
+        *_SESSION,
+        (b"lease", BoundedInteger(1, MAX_SEQ, optional=True)),
+    ]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    errors = CLIENT_ERRORS
+
+
+class Get(amp.Command):
+    """Read ``key``: ``value`` is absent when the key is. Linearizable unless ``stale``."""
+
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"stale", amp.Boolean(optional=True)),
+        (b"forwarded", amp.Boolean(optional=True)),
+    ]
+    response = [(b"value", ChunkedText(optional=True))]
+    errors = CLIENT_ERRORS
+
+
+class Delete(amp.Command):
+    """Remove ``key``; ``existed`` says whether it was there."""
+
+    arguments = [(b"key", ChunkedText()), *_SESSION]
+    response = [(b"existed", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class Cas(amp.Command):
+    """Set ``key`` to ``new`` if it holds ``expected``; no ``expected``: if ``key`` is absent."""
+
+    arguments = [
+        (b"key", ChunkedText()),
+        (b"expected", ChunkedText(optional=True)),
+        (b"new", ChunkedText()),
+        *_SESSION,
+    ]
+    response = [(b"swapped", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class Append(amp.Command):
+    """Append ``suffix`` to the value of ``key``; ``length`` is the new value's length."""
+
+    arguments = [(b"key", ChunkedText()), (b"suffix", ChunkedText()), *_SESSION]
+    response = [(b"length", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class Range(amp.Command):
+    """Read the keys in [``start``, ``end``) (no end: to the last key), or with
+    ``prefix`` every key starting with ``start``; sorted, linearizable unless
+    ``stale``. ``result`` is the JSON of a ``statemachine.kv.RangeResult``
+    (``revision``, ``kvs``, ``count``, ``more``).
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"limit", BoundedInteger(0, 10**9, optional=True)),
+        (b"keys_only", amp.Boolean(optional=True)),
+        (b"count_only", amp.Boolean(optional=True)),
+        (b"stale", amp.Boolean(optional=True)),
+        (b"forwarded", amp.Boolean(optional=True)),
+    ]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Txn(amp.Command):
+    """Run the transaction ``txn`` (a JSON document, see ``api.coord``) as one log entry.
+
+    ``result`` is the JSON of a ``statemachine.kv.TxnResult`` (``succeeded``,
+    ``revision``, ``responses``).
+    """
+
+    arguments = [(b"txn", ChunkedText()), *_SESSION]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseGrant(amp.Command):
+    """Create a lease of ``ttl`` seconds (a log entry); ``lease`` is its id."""
+
+    arguments = [(b"ttl", BoundedInteger(1, 10**6)), *_SESSION]
+    response = [(b"lease", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseRevoke(amp.Command):
+    """End ``lease`` and delete its keys (a log entry); ``existed`` says whether it was live."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), *_SESSION]
+    response = [(b"existed", amp.Boolean())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseKeepalive(amp.Command):
+    """Renew ``lease`` for its ttl from now (the leader does); ``ttl`` is that ttl.
+
+    An expired or revoked lease is INVALID_REQUEST ("lease N not found").
+    """
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"ttl", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class LeaseTTL(amp.Command):
+    """Describe ``lease``: ``result`` is JSON ``{"id", "ttl", "remaining", "keys"}``."""
+
+    arguments = [(b"lease", BoundedInteger(1, MAX_SEQ)), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Watch(amp.Command):
+    """Watch the keys in [``start``, ``end``) (or with ``prefix``) from ``start_revision``.
+
+    No ``start_revision`` (or 0): from the next revision. The answer gives
+    the watch's id and the revision it starts at; the node then sends
+    WatchEvents on this connection (after the answer), and WatchEnded if it
+    ends the watch. Fails with COMPACTED when the node no longer holds
+    events that old.
+    """
+
+    arguments = [
+        (b"start", ChunkedText()),
+        (b"end", ChunkedText(optional=True)),
+        (b"prefix", amp.Boolean(optional=True)),
+        (b"start_revision", BoundedInteger(0, MAX_SEQ, optional=True)),
+    ]
+    response = [(b"watch_id", amp.Integer()), (b"start_revision", amp.Integer())]
+    errors = CLIENT_ERRORS
+
+
+class CancelWatch(amp.Command):
+    """End the watch ``watch_id`` of this connection (unknown ids are ignored)."""
+
+    arguments = [(b"watch_id", BoundedInteger(0, MAX_SEQ))]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    errors = CLIENT_ERRORS
+
+
+class WatchEvents(amp.Command):
+    """Node → client: ``events`` (a JSON list, whole revisions, in order) of ``watch_id``.
+
+    ``next_revision``: the watch has had every matching event below it (with
+    no events, a progress note). The client answers once it has taken them.
+    """
+
+    arguments = [
+        (b"watch_id", amp.Integer()),
+        (b"events", ChunkedText()),
+        (b"next_revision", amp.Integer()),
+    ]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+
+
+class WatchEnded(amp.Command):
+    """Node → client: the node ended ``watch_id`` for ``reason`` (no more events follow)."""
+
+    arguments = [(b"watch_id", amp.Integer()), (b"reason", ChunkedText())]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    requiresAnswer = False
+
+
+class Status(amp.Command):
+    """Return this node's status dictionary as JSON text."""
+
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    response = [(b"status", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Members(amp.Command):
+    """Return every known node (gossip state and Raft role) as JSON text."""
+
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    response = [(b"members", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class AddServer(amp.Command):
+    """Add ``node_id`` at peer ``address`` as a learner, or as a voter with ``voter``.
+
+    Adding a voter that is already a learner promotes it. Leader only.
+    """
+
+    arguments = [
+        (b"node_id", amp.Unicode()),
+        (b"address", amp.Unicode(optional=True)),
+        (b"voter", amp.Boolean(optional=True)),
+    ]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    errors = CLIENT_ERRORS
+
+
+class RemoveServer(amp.Command):
+    """Remove ``node_id`` (voter or learner) from the configuration. Leader only."""
+
+    arguments = [(b"node_id", amp.Unicode())]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    errors = CLIENT_ERRORS
+
+
+class TransferLeader(amp.Command):
+    """Hand leadership to the voter ``node_id``. Leader only."""
+
+    arguments = [(b"node_id", amp.Unicode())]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    errors = CLIENT_ERRORS
+
+
+class Submit(amp.Command):
+    """Replicate a raw command string; ``result`` is the state machine's result as JSON."""
+
+    arguments = [(b"command", ChunkedText()), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS
+
+
+class Query(amp.Command):
+    """Answer a raw read-only request (linearizable); ``result`` is JSON."""
+
+    arguments = [(b"request", ChunkedText()), (b"forwarded", amp.Boolean(optional=True))]
+    response = [(b"result", ChunkedText())]
+    errors = CLIENT_ERRORS

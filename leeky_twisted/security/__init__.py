@@ -1,0 +1,1 @@
+"""TLS for peers and clients (tls.py) and the certificates it uses (certs.py)."""

@@ -1,0 +1,97 @@
+"""Fakes that tests share: a base for fake nodes that provides all of IRaftNode."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from zope.interface import implementer
+
+from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
+from leeky_twisted.interfaces import FollowerProgress, IRaftNode, IStateMachine, NodeView
+from leeky_twisted.protocol.errors import InvalidRequest
+
+_ROLES = {"leader": Role.LEADER, "candidate": Role.CANDIDATE}
+
+
+@implementer(IRaftNode)
+class FakeNodeBase:
+    """Every IRaftNode member with a harmless default, derived from ``status()``.
+
+    A fake subclasses it and overrides what its tests drive; what it does not
+    override answers as a follower with no admin powers (InvalidRequest).
+    """
+
+    node_id: str = "1"
+    stopped = False
+    membership: Any = None
+    addresses: Mapping[str, Mapping[str, str]] = MappingProxyType({})
+
+    def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
+        """Refuse: this fake replicates nothing."""
+        return fail(InvalidRequest("this fake node does not propose"))
+
+    def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
+        """Refuse: this fake holds no state."""
+        return fail(InvalidRequest("this fake node does not read"))
+
+    def status(self) -> dict[str, Any]:
+        """Return a follower's status."""
+        return {"id": self.node_id, "role": "follower", "term": 0, "leader": None}
+
+    def view(self) -> NodeView:
+        """Return a value object built from ``status()``."""
+        st = self.status()
+        return NodeView(
+            node_id=NodeId(self.node_id),
+            role=_ROLES.get(str(st.get("role")), Role.FOLLOWER),
+            term=int(st.get("term") or 0),
+            leader=st.get("leader"),
+            commit=int(st.get("commit_index") or 0),
+            applied=int(st.get("applied_index") or 0),
+            first_index=int(st.get("first_index") or 1),
+            last_index=int(st.get("last_index") or 0),
+            configuration=Configuration(
+                frozenset(st.get("voters") or ()), frozenset(st.get("learners") or ())
+            ),
+            config_change_pending=False,
+            progress=self.progress(),
+        )
+
+    def progress(self) -> Mapping[NodeId, FollowerProgress]:
+        """Return no followers."""
+        return {}
+
+    def role_name(self) -> str:
+        """Return ``status()["role"]``."""
+        return str(self.status().get("role", "follower"))
+
+    def local_state_machine(self) -> IStateMachine | None:
+        """Return no state machine."""
+        return None
+
+    def members(self) -> list[dict[str, Any]]:
+        """Return nobody."""
+        return []
+
+    def address_of(self, node_id: NodeId) -> dict[str, str]:
+        """Return what ``addresses`` holds for ``node_id``."""
+        return dict(self.addresses.get(node_id, {}))
+
+    def propose_config_change(self, change: ConfChange, timeout: float) -> Deferred[Any]:
+        """Refuse."""
+        return fail(InvalidRequest("this fake node changes no configuration"))
+
+    def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
+        """Refuse."""
+        return fail(InvalidRequest("this fake node adds no server"))
+
+    def remove_server(self, node_id: str) -> Deferred[Any]:
+        """Refuse."""
+        return fail(InvalidRequest("this fake node removes no server"))
+
+    def transfer_leader(self, node_id: str) -> None:
+        """Refuse."""
+        raise InvalidRequest("this fake node transfers no leadership")

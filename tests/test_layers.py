@@ -1,0 +1,139 @@
+"""The import arrows follow the layers of docs/architecture.md: none points up.
+
+core < storage, transport, membership, statemachine < server (node runtime) <
+api < client, cli; the shared protocol sits low, under both api and client,
+and the client reaches a node only through it. Testing and ops sit on top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "leeky_twisted"
+
+#: layer of each module, by longest matching dotted prefix (without "leeky_twisted.")
+LAYERS: dict[str, int] = {
+    "core": 0,
+    "defaults": 0,
+    "interfaces": 1,
+    # what both ends of a connection share; security is used by both ends too
+    "protocol": 2,
+    "ampframes": 2,
+    "jsonrpc_codes": 2,
+    "netutil": 2,
+    "connlimits": 2,
+    "tls": 2,
+    "certs": 2,
+    "security": 2,
+    "clusterkey": 2,
+    "peerauth": 2,
+    "logs": 4,  # the old path of server/logs.py (the --logger option names it)
+    # the adapters
+    "storage": 3,
+    "transport": 3,
+    "membership": 3,
+    "statemachine": 3,
+    "nodeid": 3,
+    "recovery": 3,
+    # the node runtime
+    "node": 4,
+    "server": 4,
+    "metrics": 4,
+    # the front ends of a node
+    "api": 5,
+    "dashboard": 5,
+    # the composition root: builds a node with its front ends
+    "server.service": 6,
+    "server.tap": 6,
+    "service": 6,
+    "tap": 6,
+    # the far end of a connection
+    "client": 7,
+    # the leekyraft command: a client, and the front of the ops tools
+    "cli": 9,
+    # on top: harnesses, tools, the example executor app
+    "testing": 9,
+    "testing_core": 9,
+    "simulation": 9,
+    "ops": 9,
+    "localcluster": 9,
+    "localcontrol": 9,
+    "bench": 9,
+    "plots": 9,
+    "chaos": 9,
+    "checker": 9,
+    "executor": 9,
+}
+
+#: the client talks to a node only through the protocol: it imports nothing of
+#: the server side (adapters, runtime, api), even though those sit lower
+CLIENT_SIDE = ("client", "cli")
+CLIENT_MAY_IMPORT_UP_TO = 2
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    """Return the LAYERS key and layer of a dotted module name (without the package)."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in LAYERS:
+            return key, LAYERS[key]
+    raise KeyError(f"leeky_twisted.{module} has no layer: add it to LAYERS in {__file__}")
+
+
+def imports() -> list[tuple[str, str]]:
+    """Return (importer, imported) for every leeky_twisted import in the package."""
+    edges = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        mod = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        mod = mod.removesuffix(".__init__").removesuffix("__init__") or "__init__"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module == "leeky_twisted":
+                    edges += [(mod, a.name) for a in node.names]
+                elif node.module.startswith("leeky_twisted."):
+                    edges.append((mod, node.module.removeprefix("leeky_twisted.")))
+            elif isinstance(node, ast.Import):
+                edges += [
+                    (mod, a.name.removeprefix("leeky_twisted."))
+                    for a in node.names
+                    if a.name.startswith("leeky_twisted.")
+                ]
+    return [(a, b) for a, b in edges if a != "__init__"]
+
+
+def test_every_module_has_a_layer():
+    """A new module is placed in a layer on purpose."""
+    for mod, _ in imports():
+        layer_of(mod)
+
+
+def test_no_import_points_to_a_higher_layer():
+    """Lower layers never import higher ones."""
+    bad = []
+    for importer, imported in imports():
+        (ka, la), (kb, lb) = layer_of(importer), layer_of(imported)
+        if lb > la and ka != kb:
+            bad.append(f"{importer} ({la}) imports {imported} ({lb})")
+    assert not bad, "imports against the layers:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_the_client_side_reaches_a_node_only_through_the_protocol():
+    """client/ and cli.py import no server-side module (api, runtime, adapters)."""
+    bad = []
+    for importer, imported in imports():
+        (ka, _), (kb, lb) = layer_of(importer), layer_of(imported)
+        server_side = CLIENT_MAY_IMPORT_UP_TO < lb < LAYERS["testing"]
+        if ka in CLIENT_SIDE and kb not in CLIENT_SIDE and server_side:
+            bad.append(f"{importer} imports {imported}")
+    assert not bad, "client-side imports of the server side:\n" + "\n".join(sorted(set(bad)))
+
+
+@pytest.mark.parametrize("module", ["core.raft", "api.amp_api", "client"])
+def test_layer_of_finds_the_longest_prefix(module):
+    """layer_of knows the package's modules (a guard for the table itself)."""
+    assert layer_of(module)[1] >= 0
