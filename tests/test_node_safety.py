@@ -669,3 +669,33 @@ def test_an_operators_change_waits_for_the_leaders_own_change_instead_of_failing
     c.run(20)
     assert results and not isinstance(results[0], Failure), results
     assert NodeId("d") in c.node(leader).core.configuration.learners
+
+
+def test_a_snapshot_stored_before_the_log_was_cut_after_it_does_not_leave_a_gap():
+    """Found by the seats soak (seed 316428): a follower stored a received snapshot (5)
+    and stopped before its log (ending at 4) was cut to begin after it; at every restart
+    its next append (6) would leave a gap, so it stopped itself again and again. At start
+    the log is now cut to begin after the snapshot."""
+    from leeky_twisted.core.messages import Configuration, SnapshotMeta
+    from leeky_twisted.core.raft import bootstrap_entries
+    from leeky_twisted.server.node import encode_snapshot
+
+    log_store, snapshots = MemoryLogStore(), MemorySnapshotStore()
+    log_store.append(bootstrap_entries([(NodeId(n), b"") for n in ("a", "b", "c")]))
+    log_store.append([Entry(4, 1, EntryKind.NOOP, b"")])
+    config = Configuration(frozenset({NodeId("a"), NodeId("b"), NodeId("c")}), frozenset())
+    sink = snapshots.create(SnapshotMeta(5, 2, config))
+    sink.write(encode_snapshot({}, SimStateMachine().snapshot()))
+    sink.close()
+    node = RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId("a")),
+        log_store,
+        MemoryStableStore(HardState(2, None, 4, storage_id=7)),
+        snapshots,
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+    )
+    assert node.core.log.last_index() == 5
+    assert log_store.first_index() == 6 and log_store.last_index() == 5
+    log_store.append([Entry(6, 2, EntryKind.NOOP, b"")])  # no gap

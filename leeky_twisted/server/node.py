@@ -327,6 +327,11 @@ class RaftNode:
             )
         if last >= start + 1:
             entries = self.log_store.entries(start + 1, last + 1)
+        elif meta is not None and last < start:
+            # A snapshot was received and stored, and the node stopped before
+            # the log was cut to begin after it: do that now, or the next
+            # entry (start + 1) would leave a gap in the log store.
+            self.log_store.reset(start + 1)
         log.info(
             "recovered term={term} commit={commit} snapshot={snap} entries={n}",
             term=hs.term,
