@@ -310,16 +310,6 @@ class RaftCore:
             raise ConfigChangeInProgressError("the leader has not committed in its term yet")
         cfg = self.log.config()
         new = cfg.apply(change)  # validates; raises ValueError
-        if not self._can_commit_under(new):
-            # A configuration whose majority needs voters that are silent or do
-            # not count (a vacant seat) could never commit again, not even the
-            # change that would mend it (etcd's strict reconfiguration check).
-            raise ValueError(
-                f"refused: after this change, fewer than a majority of the voters "
-                f"{sorted(new.voters)} would be both heard from and counted (a voter down, "
-                "or one whose storage was replaced and is not seated again yet); bring "
-                "them back first"
-            )
         if change.op is ConfChangeOp.ADD_VOTER and change.node_id not in cfg.voters:
             if change.node_id not in cfg.learners:
                 raise ValueError(f"add {change.node_id} as a learner first")
@@ -335,6 +325,16 @@ class RaftCore:
                     f"learner {change.node_id} has not caught up yet: it still abstains "
                     "(its storage started empty)"
                 )
+        if not self._can_commit_under(new):
+            # A configuration whose majority needs voters that are silent or do
+            # not count (a vacant seat) could never commit again, not even the
+            # change that would mend it (etcd's strict reconfiguration check).
+            raise ValueError(
+                f"refused: after this change, fewer than a majority of the voters "
+                f"{sorted(new.voters)} would be both heard from and counted (a voter down, "
+                "or one whose storage was replaced and is not seated again yet); bring "
+                "them back first"
+            )
         return self._append_new(EntryKind.CONFIG, change.encode())
 
     def read_index(self, context: object) -> None:
