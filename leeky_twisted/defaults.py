@@ -9,6 +9,9 @@ from __future__ import annotations
 
 TICK_SECONDS = 0.05  #: seconds per Raft tick
 HEARTBEAT_TICKS = 2  #: ticks between leader heartbeats
+#: seconds after an entry commits before an idle follower is told so (an append
+#: sent meanwhile carries the commit index for free)
+COMMIT_NOTICE_SECONDS = 0.005
 ELECTION_TICKS = 10  #: minimum election timeout, in ticks (each node draws from [T, 2T))
 REQUEST_TIMEOUT = 5.0  #: seconds before a request ends as "timed out, outcome unknown"
 SNAPSHOT_ENTRIES = 100_000  #: take a snapshot after this many applied entries

@@ -699,3 +699,42 @@ def test_a_snapshot_stored_before_the_log_was_cut_after_it_does_not_leave_a_gap(
     assert node.core.log.last_index() == 5
     assert log_store.first_index() == 6 and log_store.last_index() == 5
     log_store.append([Entry(6, 2, EntryKind.NOOP, b"")])  # no gap
+
+
+def test_an_idle_follower_is_told_the_commit_index_shortly_after_it_commits():
+    """The leader tells followers a new commit index commit_notice_seconds after it
+    commits, not a heartbeat later: a follower's reads and watches see the write soon."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    notices = c.node(leader).stats["commit_notices"]
+    out = c.put(leader, b"k=1")
+    c.run(3 * DELAY)  # append, answer: committed on the leader; notice still pending
+    index = c.node(leader).core.commit
+    assert out == [index]
+    followers = [n for n in ("a", "b", "c") if n != leader]
+    assert all(c.node(n).core.commit < index for n in followers)
+    c.run(DELAY + 0.01)  # notice after 5 ms, then the message delay; well before a heartbeat
+    assert all(c.node(n).core.commit == index for n in followers)
+    assert 1 <= c.node(leader).stats["commit_notices"] - notices <= 2
+
+
+def test_sequential_writes_send_no_commit_notices():
+    """When the next write follows within commit_notice_seconds (a sequential client),
+    its append carries the commit index: no write costs an extra message."""
+    c = Cluster(["a", "b", "c"])
+    leader = c.run_until_leader()
+    c.run(5)
+    stats = c.node(leader).stats
+    notices = stats["commit_notices"]
+    for i in range(20):
+        out = c.put(leader, f"k={i}".encode())
+        for _ in range(1000):
+            if out:
+                break
+            c.run(0.001)
+        assert out and isinstance(out[0], int)
+        c.run(0.001)  # the client's next request arrives a millisecond later
+    assert stats["commit_notices"] == notices
+    c.run(0.3)
+    assert stats["commit_notices"] - notices == 2  # the last write's commit, once to each follower

@@ -19,6 +19,7 @@ class Progress:
 
     __slots__ = (
         "abstaining",
+        "commit_sent",
         "heard_tick",
         "inflight",
         "match",
@@ -48,6 +49,8 @@ class Progress:
         #: the leader's tick when this follower last answered (-1: never)
         self.heard_tick = -1
         self.read_ack = 0
+        #: the highest commit index an append or heartbeat carried to it
+        self.commit_sent = 0
         #: the follower's storage identity its answers carry (0: none heard yet)
         self.storage_id = 0
         #: whether its last answer said it abstains (unknown: assume so)

@@ -177,8 +177,6 @@ class RaftCore:
         self._abstaining_voters: set[NodeId] = set()
         #: the last index before our no-op, while we lead
         self._term_start = 0
-        #: the commit index our appends have carried to followers, while we lead
-        self._commit_told = 0
         #: storage identities the answers to our campaign carried
         self._voter_storage: dict[NodeId, int] = {}
         self.progress: dict[NodeId, Progress] = {}
@@ -556,7 +554,6 @@ class RaftCore:
         self.progress = {}
         self._sync_progress()
         self._term_start = self.log.last_index()  # our no-op comes after
-        self._commit_told = self.commit
         for nid, pr in self.progress.items():
             pr.named_at = self._term_start
             if nid in self._voter_storage:
@@ -1140,6 +1137,7 @@ class RaftCore:
                 self.id, nid, self.term, prev, prev_term, tuple(entries), self.commit, to_storage
             )
         )
+        pr.commit_sent = max(pr.commit_sent, self.commit)
         if entries:
             pr.sent(entries[-1].index)
         elif pr.state is ProgressState.PROBE:
@@ -1153,9 +1151,9 @@ class RaftCore:
         self._read_round_wanted = False
         for nid, pr in self.progress.items():
             if nid != self.id:
-                self._send(
-                    Heartbeat(self.id, nid, self.term, min(pr.match, self.commit), self.read_round)
-                )
+                told = min(pr.match, self.commit)
+                self._send(Heartbeat(self.id, nid, self.term, told, self.read_round))
+                pr.commit_sent = max(pr.commit_sent, told)
         self._confirm_reads()  # a single voter confirms itself
 
     def _flush(self) -> None:
@@ -1165,33 +1163,40 @@ class RaftCore:
             return
         if self._read_round_wanted:
             self._broadcast_heartbeat()
-        sent: set[NodeId] = set()
         if self._needs_append:
             for nid in sorted(self._needs_append):
                 pr = self.progress.get(nid)
                 if pr is None:
                     continue
                 while self._send_append(nid, pr):
-                    sent.add(nid)
                     if pr.state is not ProgressState.REPLICATE:
                         break
                     if pr.next > self.log.last_index():
                         break
             self._needs_append.clear()
-        if self.commit > self._commit_told:
-            # A follower that has every entry learns the new commit index now,
-            # not at the next heartbeat: its reads and watches see the write a
-            # round trip after it commits (etcd does the same).
-            last = self.log.last_index()
-            for nid, pr in self.progress.items():
-                if (
-                    nid != self.id
-                    and nid not in sent
-                    and pr.state is ProgressState.REPLICATE
-                    and pr.next > last
-                ):
-                    self._send_append(nid, pr, empty=True)
-            self._commit_told = self.commit
+
+    def notify_commit(self) -> int:
+        """Tell each follower that holds every entry the commit index, if it lacks it.
+
+        Without this a follower learns a new commit index from the next append
+        or heartbeat. The node calls it shortly after an entry commits, not at
+        once: under steady load the next append carries the commit index for
+        free, and only an idle follower (whose reads and watches wait for it)
+        gets an empty append. Return how many followers were told.
+        """
+        if self.role is not Role.LEADER:
+            return 0
+        last = self.log.last_index()
+        told = 0
+        for nid, pr in self.progress.items():
+            if (
+                nid != self.id
+                and pr.commit_sent < self.commit
+                and pr.state is ProgressState.REPLICATE
+                and pr.next > last
+            ):
+                told += self._send_append(nid, pr, empty=True)
+        return told
 
     # ================================================================== reads
 

@@ -98,6 +98,10 @@ class NodeSettings:
     #: a remote executor that has kept the feed waiting this many seconds is down:
     #: its node, if leader, refuses new requests and hands leadership on
     executor_down_after: float = 3.0
+    #: seconds after a commit before the leader tells idle followers the new
+    #: commit index (their reads and watches wait for it); an append sent
+    #: meanwhile tells them for free, so a steady load sends no extra message
+    commit_notice_seconds: float = defaults.COMMIT_NOTICE_SECONDS
     #: the voters (id, address context) a brand-new cluster starts with, written
     #: as its first log entries when the storage is empty; empty for a joiner
     bootstrap: list[tuple[str, bytes]] = field(default_factory=list)
@@ -226,6 +230,7 @@ class RaftNode:
         self._ready_reads: list[tuple[int, int]] = []  # (index, ctx) waiting for apply
         self._read_seq = 0
         self._scheduled = False
+        self._commit_notice: Any = None  #: the pending call of _notify_commit
         self._inflight = False
         self._snapshotting = False
         self._trailing = self.settings.snapshot_trailing
@@ -251,6 +256,7 @@ class RaftNode:
             "applied": 0,
             "persist_seconds": 0.0,
             "messages_sent": 0,
+            "commit_notices": 0,
         }
         self._last_leader: NodeId | None = None
         self.stopped = False
@@ -372,6 +378,7 @@ class RaftNode:
         self.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        self._cancel_commit_notice()
         for index in list(self._waiters):
             self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
         for ctx in list(self._reads):
@@ -748,6 +755,7 @@ class RaftNode:
         self.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        self._cancel_commit_notice()
         for index in list(self._waiters):
             self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
         for ctx in list(self._reads):
@@ -781,10 +789,26 @@ class RaftNode:
             if self.feed is not None:  # serve it once the executor has caught up
                 self.feed.wait_applied(rs.index).addBoth(lambda _: self._serve_reads())
         self.core.advance(rd)
+        if rd.committed_entries and self._commit_notice is None and self.core.role is Role.LEADER:
+            self._commit_notice = self.reactor.callLater(
+                self.settings.commit_notice_seconds, self._notify_commit
+            )
         self._serve_reads()
         self._inflight = False
         self._maybe_snapshot()
         self._schedule()
+
+    def _notify_commit(self) -> None:
+        """Tell followers that hold every entry the commit index they lack."""
+        self._commit_notice = None
+        if not self.stopped:
+            self.stats["commit_notices"] += self.core.notify_commit()
+            self._schedule()
+
+    def _cancel_commit_notice(self) -> None:
+        if self._commit_notice is not None and self._commit_notice.active():
+            self._commit_notice.cancel()
+        self._commit_notice = None
 
     def _on_soft_state(self, rd: Ready) -> None:
         soft = rd.soft_state

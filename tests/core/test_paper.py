@@ -976,13 +976,44 @@ def test_a_late_term_only_rejection_does_not_make_match_negative():
 
 
 def test_an_idle_follower_learns_the_new_commit_index_without_waiting_for_a_heartbeat():
-    """Once an entry commits, a follower that holds every entry is told at once (an empty
-    AppendEntries), so its reads and watches see the write a round trip later, not a
-    heartbeat later."""
+    """notify_commit tells a follower that holds every entry the new commit index (an
+    empty AppendEntries), so its reads and watches see the write a round trip later,
+    not a heartbeat later; a follower already told gets nothing."""
     net = Network(IDS)
     net.elect("n1")
     net.sync()
     index, _ = net.propose("n1", b"x")
     net.stabilize()  # no tick: no heartbeat carries it
     assert net.core("n1").commit >= index
+    assert all(net.core(n).commit < index for n in ("n2", "n3"))
+    before = net.sent["AppendEntries"]
+    net.core("n1").notify_commit()
+    net.stabilize()
     assert all(net.core(n).commit >= index for n in ("n2", "n3"))
+    assert net.sent["AppendEntries"] - before == 2
+    net.core("n1").notify_commit()
+    net.stabilize()
+    assert net.sent["AppendEntries"] - before == 2  # nothing left to tell
+
+
+def test_an_append_carries_the_commit_index_so_no_notice_is_needed():
+    """Under steady load the next append tells followers the commit index: a notice
+    after it sends nothing."""
+    net = Network(IDS)
+    net.elect("n1")
+    net.sync()
+    net.propose("n1", b"x")
+    net.stabilize()
+    index, _ = net.propose("n1", b"y")
+    net.stabilize()
+    first = net.core("n1").commit
+    assert first >= index
+    net.propose("n1", b"z")
+    net.stabilize()
+    # the append of z carried y's commit index, with no notice
+    assert all(net.core(n).commit >= first for n in ("n2", "n3"))
+    before = net.sent["AppendEntries"]
+    net.core("n1").notify_commit()
+    net.stabilize()
+    assert net.sent["AppendEntries"] - before == 2  # only z's own commit is left to tell
+    assert all(net.core(n).commit == net.core("n1").commit for n in ("n2", "n3"))
