@@ -76,6 +76,7 @@ from leeky_twisted.protocol.connection import (
 )
 from leeky_twisted.protocol.errors import (
     CommitTimeout,
+    InvalidRequest,
     LeekyError,
     NotCommitted,
     NotLeader,
@@ -199,6 +200,9 @@ class LeekyClient:
         self._pending: set[int] = set()
         self._leader: Address | None = None
         self._cursor = 0
+        self._watches: set[Watch] = set()
+        #: the lease sessions of the lock recipe (``client.recipes``), by ttl
+        self.lock_sessions: dict[int, Any] = {}
 
     @property
     def leader(self) -> Address | None:
@@ -330,10 +334,24 @@ class LeekyClient:
         revision after the last it saw). Returns a ``Watch``: ``cancel()``
         stops it; its ``done`` fails with Compacted when the cluster no longer
         holds the events it needs.
+
+        The events come on the client's own connection to the node (no
+        connection per watch). One client holds at most 100 watches at once
+        (``client.watch.MAX_WATCHES_PER_CONNECTION``): one more raises
+        InvalidRequest.
         """
-        from leeky_twisted.client.watch import DEFAULT_SILENCE_TIMEOUT
+        from leeky_twisted.client.watch import (
+            DEFAULT_SILENCE_TIMEOUT,
+            MAX_WATCHES_PER_CONNECTION,
+        )
         from leeky_twisted.client.watch import Watch as _Watch
 
+        if len(self._watches) >= MAX_WATCHES_PER_CONNECTION:
+            raise InvalidRequest(
+                f"this client holds {len(self._watches)} watches, the most one connection"
+                " carries (a node takes at most that many per connection); cancel one,"
+                " or watch through another LeekyClient"
+            )
         if end is None and not prefix:
             end = start + "\0"  # exactly the key
         watch = _Watch(
@@ -345,6 +363,13 @@ class LeekyClient:
             on_events,
             DEFAULT_SILENCE_TIMEOUT if silence_timeout is None else silence_timeout,
         )
+        self._watches.add(watch)
+
+        def ended(result: T) -> T:
+            self._watches.discard(watch)
+            return result
+
+        watch.done.addBoth(ended)
         return watch.start()
 
     def delete(self, key: str) -> Deferred[bool]:
@@ -433,7 +458,14 @@ class LeekyClient:
         return gatherResults([self._report(address) for address in self.addresses])
 
     def close(self) -> Deferred[None]:
-        """Close every connection; fire when they are closed."""
+        """Cancel the watches, stop keeping lock sessions alive, close every connection.
+
+        Fire when the connections are closed.
+        """
+        for watch in list(self._watches):
+            watch.cancel()
+        for session in list(self.lock_sessions.values()):
+            session.stop()
         return self._pool.close()
 
     # ------------------------------------------------------------- internals

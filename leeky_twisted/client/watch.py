@@ -1,12 +1,18 @@
-"""The client side of a watch: one AMP connection that follows the cluster.
+"""The client side of a watch, carried by the client's own connection to a node.
 
-:class:`Watch` asks any node for the events of a key or prefix (every node
+:class:`Watch` asks a node for the events of a key or prefix (every node
 serves watches from its own applied state) and receives them pushed as
-``WatchEvents``. When the connection breaks (the node died, was paused past
-``silence_timeout``, or ended the watch because it fell behind) it moves to
-the next node and resumes from the revision after the last one it received:
-events of one revision always arrive together, and anything below that
-revision is dropped, so the program sees every event once, in order.
+``WatchEvents`` on the connection the client already holds to that node (the
+pool's; no connection of its own). When that connection breaks (the node
+died, was paused past ``silence_timeout``) or the node ends the watch (it
+fell behind), it moves to the next node and resumes from the revision after
+the last one it received: events of one revision always arrive together, and
+anything below that revision is dropped, so the program sees every event
+once, in order.
+
+A node takes at most :data:`MAX_WATCHES_PER_CONNECTION` watches on one
+connection, so one client holds at most that many at once; the next
+``watch()`` is refused with InvalidRequest until one is cancelled.
 """
 
 from __future__ import annotations
@@ -19,57 +25,26 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.protocols import amp
-from twisted.python.failure import Failure
 
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.ampframes import QuietAMP
+from leeky_twisted.protocol.connection import with_timeout
 from leeky_twisted.protocol.errors import Compacted, InvalidRequest
 from leeky_twisted.protocol.kvresults import Event, event_from_json
 
 if TYPE_CHECKING:
     from leeky_twisted.client.library import LeekyClient
+    from leeky_twisted.protocol.connection import _PooledAMP
 
-__all__ = ["DEFAULT_SILENCE_TIMEOUT", "Watch"]
+__all__ = ["DEFAULT_SILENCE_TIMEOUT", "MAX_WATCHES_PER_CONNECTION", "Watch"]
 
 _log = Logger()
 
 #: Seconds without a word from the node (nodes send progress every 10 s) before
 #: a watch gives up on it and resumes elsewhere.
 DEFAULT_SILENCE_TIMEOUT = 30.0
-
-
-class _WatchLocator(amp.CommandLocator):
-    def __init__(self, watch: Watch) -> None:
-        super().__init__()
-        self.watch = watch
-
-    @cc.WatchEvents.responder
-    def events(self, watch_id: int, events: str, next_revision: int) -> dict[str, Any]:
-        self.watch._received(events, next_revision)
-        return {}
-
-    @cc.WatchEnded.responder
-    def ended(self, watch_id: int, reason: str) -> dict[str, Any]:
-        self.watch._ended(reason)
-        return {}
-
-
-class _WatchAMP(QuietAMP):
-    def __init__(self, watch: Watch) -> None:
-        super().__init__(locator=_WatchLocator(watch))
-        self.lost: Deferred[None] = Deferred()
-        self.heard = 0.0
-        self._watch = watch
-
-    def ampBoxReceived(self, box: amp.AmpBox) -> None:
-        self.heard = self._watch._clock.seconds()
-        super().ampBoxReceived(box)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        super().connectionLost(reason)
-        if not self.lost.called:
-            self.lost.callback(None)
+#: The most watches one client holds: they share its connection, and a node
+#: takes at most this many on one connection (``api.amp_api``'s limit).
+MAX_WATCHES_PER_CONNECTION = 100
 
 
 class Watch:
@@ -98,40 +73,54 @@ class Watch:
         self._silence_timeout = silence_timeout
         self.done: Deferred[None] = Deferred()
         self._stopped = False
-        self._proto: _WatchAMP | None = None
+        #: the connection and the node's id of the watch, while a node serves it
+        self._proto: _PooledAMP | None = None
+        self._watch_id: int | None = None
+        #: fires when the node in use stops serving the watch (any reason)
+        self._left: Deferred[None] | None = None
         self._end_reason: str | None = None
-        self.resumes = 0  #: connections opened after the first
+        self.resumes = 0  #: nodes asked after the first
 
     def cancel(self) -> None:
         """Stop watching; ``done`` fires with None."""
         if self._stopped:
             return
         self._stopped = True
-        self._drop()
+        self._leave(tell_node=True)
         if not self.done.called:
             self.done.callback(None)
 
     def _fail(self, e: Exception) -> None:
         self._stopped = True
-        self._drop()
+        self._leave(tell_node=True)
         if not self.done.called:
             self.done.errback(e)
 
-    def _drop(self) -> None:
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.loseConnection()
+    def _leave(self, tell_node: bool) -> None:
+        """Stop taking this node's events (with ``tell_node``, ask it to end the watch)."""
+        proto, watch_id = self._proto, self._watch_id
+        self._proto = self._watch_id = None
+        if proto is not None and watch_id is not None:
+            if proto.watches.get(watch_id) is self:
+                del proto.watches[watch_id]
+            if tell_node and not proto.is_lost and proto.transport is not None:
+                d = proto.callRemote(cc.CancelWatch, watch_id=watch_id)
+                d.addErrback(lambda _: None)
+        left, self._left = self._left, None
+        if left is not None and not left.called:
+            left.callback(None)
 
     # ---------------------------------------------------------- from a node
 
-    def _received(self, payload: str, next_revision: int) -> None:
+    def watch_events(self, payload: str, next_revision: int) -> None:
+        """Take a batch of events (or a progress note) the node pushed."""
         if self._stopped:
             return
         try:
             events = [event_from_json(e) for e in json.loads(payload)]
         except (KeyError, TypeError, ValueError) as e:
             _log.warn("dropping a malformed watch message: {e}", e=e)
-            self._drop()  # resume elsewhere from what we have
+            self._leave(tell_node=True)  # resume elsewhere from what we have
             return
         fresh = [e for e in events if e.revision >= self.next_revision]
         if fresh:
@@ -143,9 +132,14 @@ class Watch:
             except Exception:
                 _log.failure("a watch callback failed")
 
-    def _ended(self, reason: str) -> None:
+    def watch_ended(self, reason: str) -> None:
+        """The node ended the watch (it fell behind, or the node is stopping)."""
         self._end_reason = reason
-        self._drop()
+        self._leave(tell_node=False)
+
+    def watch_lost(self) -> None:
+        """The connection carrying the watch closed."""
+        self._leave(tell_node=False)
 
     # ------------------------------------------------------------ the loop
 
@@ -159,45 +153,45 @@ class Watch:
         clock = self._clock
         delay = client._retry_delay
         # Start where the client's requests go (the leader, once known): events
-        # appear there first, while a follower learns of a commit with the
-        # leader's next message (up to a heartbeat later).
+        # appear there first, and its connection is open already.
         known = client.leader
         address = known if known in client.addresses else client._next_address(None)
         first = True
         while not self._stopped:
-            proto = _WatchAMP(self)
-            self._proto = proto
+            left: Deferred[None] = Deferred()
+            self._left = left
             try:
-                from leeky_twisted.client.library import with_timeout
-
-                await with_timeout(
-                    client._pool._connect(address, proto), client.attempt_timeout, clock
+                proto: _PooledAMP = await with_timeout(
+                    client._pool.connection(address), client.attempt_timeout, clock
                 )
                 arguments = dict(self._arguments)
                 if self.next_revision:
                     arguments["start_revision"] = self.next_revision
-                answer = await with_timeout(
-                    proto.callRemote(cc.Watch, **arguments), client.attempt_timeout, clock
-                )
+                call = proto.callRemote(cc.Watch, **arguments)
+                # Taken on in the answer's own callback, before the next box
+                # (this watch's first events) is read from the connection.
+                call.addCallback(self._taken_on, proto, left)
+                answer = await with_timeout(call, client.attempt_timeout, clock)
             except (Compacted, InvalidRequest) as e:
                 raise e from None
             except Exception:  # unreachable, silent, not the leader's business: next node
-                self._drop()
+                self._left = None
                 if self._stopped:
                     return
                 address = client._next_address(address)
                 await deferLater(clock, delay, lambda: None)
                 delay = min(delay * 2, client._max_retry_delay)
                 continue
+            if self._stopped:
+                return
             if not self.next_revision:
                 self.next_revision = answer["start_revision"]
             if not first:
                 self.resumes += 1
             first = False
             delay = client._retry_delay
-            proto.heard = clock.seconds()
             watchdog = self._watchdog(proto)
-            await proto.lost
+            await left
             if watchdog.active():
                 watchdog.cancel()
             reason, self._end_reason = self._end_reason, None
@@ -205,12 +199,31 @@ class Watch:
                 raise Compacted(reason)
             if reason is not None:
                 _log.info("watch ended by the node ({reason}); resuming", reason=reason)
-            address = client._next_address(address)
+            if not self._stopped:
+                address = client._next_address(address)
 
-    def _watchdog(self, proto: _WatchAMP) -> IDelayedCall:
+    def _taken_on(
+        self, answer: dict[str, Any], proto: _PooledAMP, left: Deferred[None]
+    ) -> dict[str, Any]:
+        """The node serves the watch: route its events here, unless given up on meanwhile."""
+        watch_id = answer["watch_id"]
+        if self._stopped or self._left is not left or proto.is_lost:
+            if not proto.is_lost:
+                proto.callRemote(cc.CancelWatch, watch_id=watch_id).addErrback(lambda _: None)
+            return answer
+        self._proto, self._watch_id = proto, watch_id
+        proto.watches[watch_id] = self
+        return answer
+
+    def _watchdog(self, proto: _PooledAMP) -> IDelayedCall:
+        """Abort ``proto`` once the node has been silent for the silence timeout."""
+        started = self._clock.seconds()
+
         def check() -> None:
             nonlocal call
-            silent = self._clock.seconds() - proto.heard
+            if self._proto is not proto:
+                return
+            silent = self._clock.seconds() - max(proto.last_heard, started)
             if silent >= self._silence_timeout:
                 transport = proto.transport
                 if transport is not None:  # a silent node may never finish a clean close

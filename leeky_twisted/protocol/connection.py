@@ -6,6 +6,7 @@ leader with the same :class:`AMPConnectionPool`.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -281,12 +282,27 @@ def client_tls_connector(
     return tls_connector(reactor, credentials, timeout)
 
 
+class WatchReceiver(typing.Protocol):
+    """One watch carried by a pooled connection (``client.watch.Watch``)."""
+
+    def watch_events(self, events: str, next_revision: int) -> None:
+        """The node sent ``events`` (a JSON list) of this watch."""
+
+    def watch_ended(self, reason: str) -> None:
+        """The node ended this watch for ``reason``."""
+
+    def watch_lost(self) -> None:
+        """The connection carrying this watch closed."""
+
+
 class _PooledAMP(QuietAMP):
     """An AMP client connection that tells its pool when it closes.
 
     It notes when it last received an AMP box (``last_heard``: the node is
     alive) and the first bytes it received, to say what answered when they
-    were no AMP (an SSH or HTTP server).
+    were no AMP (an SSH or HTTP server). It also carries the client's watches
+    (``watches``, by the id the node gave each): the node pushes their
+    events on this connection beside the answers to requests.
     """
 
     def __init__(self, on_lost: Callable[[_PooledAMP], None], clock: IReactorTime) -> None:
@@ -298,6 +314,24 @@ class _PooledAMP(QuietAMP):
         self.boxes = 0
         self.last_heard = float("-inf")
         self.first_bytes = b""
+        #: the watches this connection carries, by watch id
+        self.watches: dict[int, WatchReceiver] = {}
+
+    @cc.WatchEvents.responder
+    def _watch_events(self, watch_id: int, events: str, next_revision: int) -> dict[str, Any]:
+        receiver = self.watches.get(watch_id)
+        if receiver is None:  # cancelled here, or started by a call given up on: end it there
+            self.callRemote(cc.CancelWatch, watch_id=watch_id).addErrback(lambda _: None)
+        else:
+            receiver.watch_events(events, next_revision)
+        return {}  # the answer is the acknowledgement the node counts its backlog by
+
+    @cc.WatchEnded.responder
+    def _watch_ended(self, watch_id: int, reason: str) -> dict[str, Any]:
+        receiver = self.watches.pop(watch_id, None)
+        if receiver is not None:
+            receiver.watch_ended(reason)
+        return {}
 
     def dataReceived(self, data: bytes) -> None:
         """Keep the first bytes (for error messages), then parse as AMP."""
@@ -316,6 +350,9 @@ class _PooledAMP(QuietAMP):
         self.is_lost = True
         self._on_lost(self)
         super().connectionLost(reason)
+        watches, self.watches = self.watches, {}
+        for receiver in watches.values():
+            receiver.watch_lost()
         self.lost.callback(None)
 
 

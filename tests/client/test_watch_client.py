@@ -258,3 +258,73 @@ def test_one_connection_holds_at_most_100_watches(monkeypatch):
     proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
     r.net.flush()
     assert "watch_id" in answers[3]
+
+
+def _hub(r, address):
+    return r.net.servers[address].locator.frontend.watches
+
+
+def test_watches_ride_the_clients_own_connection():
+    """Three watches and the requests share the client's one connection to the node;
+    a cancelled watch ends on the node while the others go on."""
+    r = Replicated()
+    client = r.client()
+    r.net.run(client.get("x"), limit=1)
+    got = [[], [], []]
+    watches = [client.watch("k", got[i].append, prefix=True) for i in range(3)]
+    r.net.run(watches[0].done, limit=0.5)
+    r.commit("k1", "a")
+    assert [revisions(g) for g in got] == [[1], [1], [1]]
+    assert r.net.connects == [A]  # no connection per watch
+    watches[1].cancel()
+    r.net.flush()
+    assert len(_hub(r, A).watchers()) == 2
+    r.commit("k2", "b")
+    assert [revisions(g) for g in got] == [[1, 2], [1], [1, 2]]
+    r.net.run(client.get("x"), limit=1)  # requests still answered on the same connection
+    assert r.net.connects == [A]
+
+
+def test_a_client_holds_at_most_one_connections_worth_of_watches(monkeypatch):
+    """One watch past the cap is refused with a clear error; cancelling one makes room."""
+    from leeky_twisted.client import watch as client_watch
+    from leeky_twisted.protocol.errors import InvalidRequest
+
+    monkeypatch.setattr(client_watch, "MAX_WATCHES_PER_CONNECTION", 2)
+    r = Replicated()
+    client = r.client()
+    r.net.run(client.get("x"), limit=1)  # every watch goes to A, the node it talks to
+    first = client.watch("k", lambda events: None)
+    client.watch("j", lambda events: None)
+    with pytest.raises(InvalidRequest, match="holds 2 watches, the most one connection"):
+        client.watch("m", lambda events: None)
+    first.cancel()
+    third = client.watch("m", lambda events: None)
+    r.net.run(third.done, limit=0.5)
+    assert len(_hub(r, A).watchers()) == 2
+
+
+def test_events_of_a_watch_the_client_does_not_hold_end_it_on_the_node():
+    """A watch the node serves but the client forgot (a late answer) is cancelled there."""
+    r = Replicated()
+    client = r.client()
+    watch = client.watch("k", lambda events: None, prefix=True)
+    r.net.run(watch.done, limit=0.5)
+    proto = watch._proto
+    proto.watches.clear()  # as if its answer had come after the client gave up on it
+    r.commit("k1", "a")
+    r.net.flush()
+    assert _hub(r, A).watchers() == []
+    assert not proto.is_lost
+
+
+def test_closing_the_client_ends_its_watches():
+    """close() cancels every watch (done fires with None) and closes the connection."""
+    r = Replicated()
+    client = r.client()
+    watch = client.watch("k", lambda events: None)
+    r.net.run(watch.done, limit=0.5)
+    client.close()
+    r.net.flush()
+    assert result_of(watch.done) is None
+    assert _hub(r, A).watchers() == []
