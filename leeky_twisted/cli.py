@@ -955,7 +955,7 @@ async def run_locked(
     """``leekyraft lock NAME [-- COMMAND...]``: hold the lock while COMMAND runs."""
     import shutil
 
-    from leeky_twisted.client.recipes import acquire
+    from leeky_twisted.client.recipes import acquire, end_sessions
 
     program = list(args.program)
     if program[:1] == ["--"]:
@@ -990,7 +990,10 @@ async def run_locked(
         code: int = await ended
         return code
     finally:
-        await lock.release()
+        try:
+            await lock.release()
+        finally:
+            await end_sessions(client)  # this process is done with its session lease
 
 
 def _release_on_ctrl_c(client: Any, lock: Any) -> None:
@@ -1004,7 +1007,7 @@ def _release_on_ctrl_c(client: Any, lock: Any) -> None:
 
 async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err: IO[str]) -> int:
     """``leekyraft elect NAME [PROPOSAL]``: campaign and lead, or observe the leaders."""
-    from leeky_twisted.client.recipes import campaign, observe
+    from leeky_twisted.client.recipes import campaign, end_sessions, observe
 
     if args.ttl < 1:
         raise ValueError("--ttl must be a positive number of seconds")
@@ -1024,7 +1027,10 @@ async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err:
         print(f"leekyraft: leadership lost: {reason}", file=err)
         return EXIT_ERROR
     finally:
-        await leadership.release()
+        try:
+            await leadership.release()
+        finally:
+            await end_sessions(client)  # this process is done with its session lease
 
 
 async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:

@@ -1,17 +1,29 @@
 """A distributed lock built on leases, revisions and watches (as etcd's).
 
-:func:`acquire` grants a lease, puts ``NAME/<lease id>`` on it, and holds
-the lock once no key under ``NAME/`` has an older create revision. Until then
-it watches only its predecessor (the key created just before its own) for a
-delete: no polling, and one release wakes one waiter, not all of them.
+Each client keeps one **session lease** per ttl (:class:`Session`, as etcd's
+``concurrency.Session``): granted at its first :func:`acquire`, kept alive
+every ttl/3 for as long as the client lives, and shared by every lock and
+campaign of the client. An acquisition is then one transaction (put
+``NAME/<lease id>`` on the lease, and read every key under ``NAME/``) and a
+release one delete: two log entries a cycle, and no read when nobody waits.
+
+The lock is held once no key under ``NAME/`` has an older create revision.
+Until then :func:`acquire` watches only its predecessor (the key created just
+before its own) for a delete: no polling, and one release wakes one waiter,
+not all of them.
 
 The **fencing token** is the create revision of the holder's key: it grows
 with every acquisition. Pass it along with every write the lock protects and
 have the protected store refuse a token lower than one it has seen: a holder
 that was paused past its lease (and lost the lock without knowing) is then
-refused instead of overwriting its successor's work. The lease is kept
-alive every ttl/3 seconds; if a keepalive says the lease is gone, ``lost``
-fires and the holder must stop acting on the lock.
+refused instead of overwriting its successor's work. If a keepalive says the
+session lease is gone, ``lost`` fires on every lock held through it and the
+holder must stop acting on the lock; the next acquisition grants a new lease.
+
+A release that cannot be committed (the cluster unreachable for the client's
+whole timeout) gives the session up: its keepalives stop, so its keys go when
+the lease expires, and the other locks held through it are reported lost.
+One client holds or awaits a given lock name once at a time.
 """
 
 from __future__ import annotations
@@ -22,59 +34,176 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
-from leeky_twisted.protocol.kvresults import Event
+from leeky_twisted.protocol.kvresults import Event, RangeResult
 
-__all__ = ["Lock", "acquire", "campaign", "observe"]
+__all__ = ["Lock", "Session", "acquire", "campaign", "end_sessions", "observe", "session_of"]
 
 _log = Logger()
+
+#: Sessions an acquisition starts, at most, when it finds its lease expired.
+_SESSION_ATTEMPTS = 3
+
+
+class Session:
+    """One lease of ``ttl`` seconds that a client's locks share, kept alive every ttl/3.
+
+    Use :func:`session_of` rather than building one. ``ended`` once the lease
+    is found gone, given up, or the client closed: a new session takes over.
+    """
+
+    def __init__(self, client: Any, ttl: int) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.lease: int | None = None
+        self.ended = False
+        #: the locks held through this session
+        self.held: set[Lock] = set()
+        #: the lock names held or awaited through this session
+        self.names: set[str] = set()
+        self._granting: list[Deferred[int]] = []
+        self._keepalive = LoopingCall(self._renew)
+        self._keepalive.clock = client._clock
+
+    def lease_id(self) -> Deferred[int]:
+        """Fire with the session's lease, granting it first if needed (one grant for all)."""
+        waiter: Deferred[int] = Deferred()
+        if self.lease is not None:
+            waiter.callback(self.lease)
+            return waiter
+        self._granting.append(waiter)
+        if len(self._granting) == 1:
+            self.client.lease_grant(self.ttl).addBoth(self._granted)
+        return waiter
+
+    def _granted(self, outcome: int | Failure) -> None:
+        waiters, self._granting = self._granting, []
+        if isinstance(outcome, Failure):
+            for waiter in waiters:
+                waiter.errback(outcome)
+            return
+        self.lease = outcome
+        if self.ended:  # the client closed meanwhile: nobody keeps it alive
+            for waiter in waiters:
+                waiter.errback(InvalidRequest("the client is closed"))
+            return
+        self._keepalive.start(max(self.ttl / 3, 0.2), now=False)
+        for waiter in waiters:
+            waiter.callback(outcome)
+
+    def _renew(self) -> Deferred[Any]:
+        lease = self.lease
+        d = self.client.lease_keepalive(lease)
+
+        def failed(f: Failure) -> None:
+            if f.check(InvalidRequest):
+                self.end(f"lease {lease} is gone: {f.getErrorMessage()}")
+            elif not f.check(LeekyError):
+                _log.failure("lock session keepalive failed", f)
+
+        return d.addErrback(failed)
+
+    def pause(self) -> None:
+        """Stop the keepalives (as a paused process would): the lease runs out by itself."""
+        if self._keepalive.running:
+            self._keepalive.stop()
+
+    def stop(self) -> None:
+        """Stop keeping the lease alive and hand out no more locks (the client closes)."""
+        self.pause()
+        self._retire()
+
+    def end(self, reason: str) -> None:
+        """The lease is gone, or given up: report every held lock lost; a new session follows."""
+        self.stop()
+        held, self.held = self.held, set()
+        for lock in held:
+            lock._lost(reason)
+
+    def _retire(self) -> None:
+        self.ended = True
+        sessions = self.client.lock_sessions
+        if sessions.get(self.ttl) is self:
+            del sessions[self.ttl]
+
+    def give_up(self, reason: str) -> None:
+        """End the session and revoke its lease if the cluster lets us (else it expires)."""
+        self.end(reason)
+        if self.lease is not None:
+            self.client.lease_revoke(self.lease).addErrback(lambda _: None)
+
+
+def session_of(client: Any, ttl: int) -> Session:
+    """Return ``client``'s live lock session of ``ttl`` seconds, starting one if needed."""
+    sessions: dict[int, Session] = client.lock_sessions
+    session = sessions.get(ttl)
+    if session is None or session.ended:
+        session = sessions[ttl] = Session(client, ttl)
+    return session
+
+
+async def end_sessions(client: Any) -> None:
+    """Revoke ``client``'s lock session leases now (the keys still on them go too).
+
+    For a program about to exit: without it a session lease ends by itself
+    ``ttl`` seconds (plus the bound in docs/coordination.md) after the client
+    closed.
+    """
+    for session in list(client.lock_sessions.values()):
+        lease = session.lease
+        session.end("the client ended its lock sessions")
+        if lease is not None:
+            with contextlib.suppress(LeekyError):
+                await client.lease_revoke(lease)
 
 
 class Lock:
     """A held lock: ``key``, ``token`` (the fencing token), ``lease``; :meth:`release` it."""
 
-    def __init__(self, client: Any, name: str, lease: int, ttl: int) -> None:
-        self.client = client
+    def __init__(self, session: Session, name: str, token: int) -> None:
+        assert session.lease is not None
+        self.session = session
+        self.client = session.client
         self.name = name
-        self.lease = lease
-        self.key = f"{name}/{lease:016x}"
-        self.token = 0
-        #: fires (with the reason) if the lease is found gone while the lock is held
+        self.lease = session.lease
+        self.key = _key(name, session.lease)
+        self.token = token
+        #: fires (with the reason) if the session lease is found gone while the lock is held
         self.lost: Deferred[str] = Deferred()
         self.is_lost = False
         self.released = False
-        self._keepalive = LoopingCall(self._renew)
-        self._keepalive.clock = client._clock
-        self._keepalive.start(max(ttl / 3, 0.2), now=False)
 
-    def _renew(self) -> Deferred[Any]:
-        d = self.client.lease_keepalive(self.lease)
-
-        def failed(f: Any) -> None:
-            if f.check(InvalidRequest) and not self.is_lost:
-                self._stop()
-                self.is_lost = True
-                self.lost.callback(f"lease {self.lease} is gone: {f.getErrorMessage()}")
-            elif not f.check(LeekyError):
-                _log.failure("lock keepalive failed", f)
-
-        return d.addErrback(failed)
+    def _lost(self, reason: str) -> None:
+        self.session.names.discard(self.name)
+        if not self.is_lost and not self.released:
+            self.is_lost = True
+            self.lost.callback(reason)
 
     def _stop(self) -> None:
-        if self._keepalive.running:
-            self._keepalive.stop()
+        """Stop the session's keepalives, as a paused holder would (the fault rig's stall)."""
+        self.session.pause()
 
     async def release(self) -> None:
-        """Give the lock up: revoke the lease (its key goes, the next waiter wakes).
+        """Give the lock up: delete its key (the next waiter wakes).
 
-        Does nothing when already released, or lost.
+        Does nothing when already released, or lost. When the delete cannot
+        be committed, the session is given up (its lease then expires, and
+        the key with it) and the error is raised.
         """
-        self._stop()
         if self.released or self.is_lost:
             return
         self.released = True
-        await self.client.lease_revoke(self.lease)
+        session = self.session
+        session.held.discard(self)
+        try:
+            await self.client.delete(self.key)
+        except LeekyError as e:
+            session.give_up(f"the release of {self.key} failed: {e}")
+            raise
+        finally:
+            session.names.discard(self.name)
 
     def release_on_shutdown(self, reactor: Any) -> None:
         """Release when ``reactor`` shuts down (Ctrl-C), so waiters need not wait the ttl."""
@@ -85,33 +214,93 @@ class Lock:
         reactor.addSystemEventTrigger("before", "shutdown", release)
 
 
+def _key(name: str, lease: int) -> str:
+    return f"{name}/{lease:016x}"
+
+
 async def acquire(client: Any, name: str, ttl: int = 10, value: str = "") -> Lock:
     """Wait for the lock ``name``; return it held (see the module docstring).
 
-    ``value`` is stored in the holder's key (an election's proposal).
+    ``value`` is stored in the holder's key (an election's proposal). The
+    client's session lease of ``ttl`` seconds carries the key.
     """
     if not name or "\0" in name:
         raise InvalidRequest("a lock name must be a non-empty string without NUL")
-    lease = await client.lease_grant(ttl)
-    lock = Lock(client, name, lease, ttl)
+    for attempt in range(_SESSION_ATTEMPTS):
+        session = session_of(client, ttl)
+        if name in session.names:
+            raise InvalidRequest(
+                f"this client already holds or awaits the lock {name!r}; release it first"
+                " (or take it through another client)"
+            )
+        lease = await session.lease_id()
+        if session.ended:
+            continue
+        session.names.add(name)
+        try:
+            created = await _create(client, name, lease, value)
+        except InvalidRequest as e:
+            session.names.discard(name)
+            if f"lease {lease} not found" not in str(e) or attempt == _SESSION_ATTEMPTS - 1:
+                raise
+            session.end(f"lease {lease} is gone: {e}")  # it expired unnoticed: a new one
+            continue
+        except BaseException as e:
+            session.names.discard(name)
+            if isinstance(e, LeekyError):  # the key may exist: let the lease take it away
+                session.give_up(f"the creation of {_key(name, lease)} failed: {e}")
+            raise
+        return await _wait_turn(session, name, created)
+    raise AssertionError("unreachable")
+
+
+async def _create(client: Any, name: str, lease: int, value: str) -> RangeResult:
+    """Put our key on the lease and read the queue, in one transaction; return the queue."""
+    key = _key(name, lease)
+    result = await client.txn(
+        compare=[{"key": key, "target": "create", "op": "==", "value": 0}],
+        success=[
+            {"type": "put", "key": key, "value": value, "lease": lease},
+            {"type": "range", "prefix": name + "/", "keys_only": True},
+        ],
+    )
+    if not result.succeeded:
+        raise InvalidRequest(f"lock key {key} exists already (written by another program?)")
+    listing = result.responses[1]
+    if not isinstance(listing, RangeResult):
+        raise LeekyError(f"the lock transaction answered {listing!r:.80} for its range")
+    if listing.more:  # more waiters than a transaction reads: read them all
+        listing = await client.range_prefix(name + "/", keys_only=True)
+    return listing
+
+
+async def _wait_turn(session: Session, name: str, listing: RangeResult) -> Lock:
+    """Wait until no key under ``name/`` is older than ours; return the held lock."""
+    client = session.client
+    assert session.lease is not None
+    key = _key(name, session.lease)
     try:
-        await client.put(lock.key, value, lease=lease)
         while True:
-            # one read gives both the token (our key's create revision) and the queue
-            listing = await client.range_prefix(name + "/", keys_only=True)
-            mine = next((kv for kv in listing.kvs if kv.key == lock.key), None)
-            if mine is None:
-                raise InvalidRequest(f"lock key {lock.key} vanished: lease {lease} expired")
-            lock.token = mine.create_revision
-            older = [kv for kv in listing.kvs if kv.create_revision < lock.token]
+            mine = next((kv for kv in listing.kvs if kv.key == key), None)
+            if mine is None or session.ended:
+                raise InvalidRequest(
+                    f"lock key {key} vanished: lease {session.lease} expired or was revoked"
+                )
+            older = [kv for kv in listing.kvs if kv.create_revision < mine.create_revision]
             if not older:
+                lock = Lock(session, name, mine.create_revision)
+                session.held.add(lock)
                 return lock
             predecessor = max(older, key=lambda kv: kv.create_revision)
             await _deleted(client, predecessor.key, listing.revision + 1)
+            listing = await client.range_prefix(name + "/", keys_only=True)
     except BaseException:
-        lock._stop()
-        with contextlib.suppress(LeekyError):
-            await client.lease_revoke(lease)
+        session.names.discard(name)
+        if not session.ended:
+            try:
+                await client.delete(key)
+            except LeekyError as e:
+                session.give_up(f"withdrawing {key} failed: {e}")
         raise
 
 

@@ -43,19 +43,87 @@ def test_lock_waits_for_its_predecessor_and_tokens_grow():
     net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
 
 
-def test_acquire_reads_its_token_and_the_queue_in_one_range():
-    """No separate read of its own key: the prefix range gives the token too."""
+def _proposed(node):
+    return len([c for c in node.calls if c[0] == "propose"])
+
+
+def _ranges(node):
+    return len([c for c in node.calls if c[0] == "read" and isinstance(c[1], Range)])
+
+
+def test_an_uncontended_lock_cycle_is_two_log_writes_and_no_read():
+    """Once the client's session lease exists, acquire + release is one txn and one
+    delete: the same lease carries every acquisition, and the txn reads the queue."""
     net, node = _cli_cluster()
     client = _client(net)
     client.get_kv = None  # a call would fail the acquire
+    first = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(first, limit=1)
+    lock1 = result_of(first)
+    net.run(Deferred.fromCoroutine(lock1.release()), limit=1)
+    writes, reads = _proposed(node), _ranges(node)
+    second = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(second, limit=1)
+    lock2 = result_of(second)
+    [kv] = node.state_machine.query(Range.prefix("jobs/")).kvs
+    assert lock2.token == kv.create_revision > lock1.token
+    net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
+    assert (_proposed(node) - writes, _ranges(node) - reads) == (2, 0)
+    assert lock2.lease == lock1.lease and node.state_machine.leases() != []
+    assert node.state_machine.query(Range.prefix("jobs/")).count == 0
+
+
+def test_a_session_lease_found_gone_is_replaced_at_the_next_acquire():
+    """The session lease expired (revoked here) while no lock was held: the next
+    acquire finds it gone, starts a new session and takes the lock."""
+    net, node = _cli_cluster()
+    client = _client(net)
+    got = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(got, limit=1)
+    lock1 = result_of(got)
+    lock1._stop()  # no keepalive notices the loss before the next acquire
+    net.run(Deferred.fromCoroutine(lock1.release()), limit=1)
+    net.run(_client(net).lease_revoke(lock1.lease), limit=1)
+    again = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(again, limit=1)
+    lock2 = result_of(again)
+    assert lock2.lease != lock1.lease and lock2.token > lock1.token
+    assert [kv.key for kv in node.state_machine.query(Range.prefix("jobs/")).kvs] == [lock2.key]
+    net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
+
+
+def test_one_client_takes_a_lock_name_once_at_a_time():
+    """A second acquisition of a name the client holds is refused clearly; other names work."""
+    from leeky_twisted.protocol.errors import InvalidRequest
+
+    net, _ = _cli_cluster()
+    client = _client(net)
     got = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
     net.run(got, limit=1)
     lock = result_of(got)
-    reads = [c for c in node.calls if c[0] == "read" and isinstance(c[1], Range)]
-    assert len(reads) == 1
-    [kv] = node.state_machine.query(Range.prefix("jobs/")).kvs
-    assert lock.token == kv.create_revision > 0
+    twice = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    assert "already holds or awaits the lock 'jobs'" in str(failure_of(twice, InvalidRequest).value)
+    other = Deferred.fromCoroutine(acquire(client, "other", ttl=30))
+    net.run(other, limit=1)
+    assert result_of(other).lease == lock.lease
     net.run(Deferred.fromCoroutine(lock.release()), limit=1)
+    again = Deferred.fromCoroutine(acquire(client, "jobs", ttl=30))
+    net.run(again, limit=1)
+    assert result_of(again).token > lock.token
+
+
+def test_a_lost_session_reports_every_lock_held_through_it():
+    """The session lease is revoked: both locks held through it fire ``lost``."""
+    net, _ = _cli_cluster()
+    client = _client(net)
+    locks = []
+    for name in ("a", "b"):
+        got = Deferred.fromCoroutine(acquire(client, name, ttl=3))
+        net.run(got, limit=1)
+        locks.append(result_of(got))
+    net.run(_client(net).lease_revoke(locks[0].lease), limit=1)
+    net.run(locks[1].lost, limit=3)
+    assert all("is gone" in result_of(lock.lost) for lock in locks)
 
 
 def test_a_waiter_whose_key_vanished_does_not_take_the_lock():
@@ -109,6 +177,7 @@ def test_cli_lock_runs_the_command_with_the_token_then_releases():
     assert int(seen["token"]) > 0 and len(seen["held"]) == 1
     assert "holding db/" in err.getvalue()
     assert node.state_machine.query(Range.prefix("db/")).count == 0  # released
+    assert node.state_machine.leases() == []  # and its session lease revoked
 
 
 def test_cli_lock_with_an_unknown_command_is_a_usage_error():
