@@ -463,7 +463,7 @@ class LeekyClient:
         Fire when the connections are closed.
         """
         for watch in list(self._watches):
-            watch.cancel()
+            watch.close()
         for session in list(self.lock_sessions.values()):
             session.stop()
         return self._pool.close()

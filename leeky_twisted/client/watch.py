@@ -90,6 +90,22 @@ class Watch:
         if not self.done.called:
             self.done.callback(None)
 
+    def close(self) -> None:
+        """Stop at once, as the client closes; ``done`` fires (None) on the next turn.
+
+        Not at once: the caller may be the very coroutine that awaits ``done``
+        (``client.close()`` in its ``finally``, run as the coroutine is closed).
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._leave(tell_node=False)  # the connection closes with the client
+        self._clock.callLater(0, self._closed)
+
+    def _closed(self) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
     def _fail(self, e: Exception) -> None:
         self._stopped = True
         self._leave(tell_node=True)

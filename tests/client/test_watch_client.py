@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from leeky_twisted.client.library import LeekyClient, format_address
 from leeky_twisted.protocol import commands as cc
@@ -325,6 +326,32 @@ def test_closing_the_client_ends_its_watches():
     watch = client.watch("k", lambda events: None)
     r.net.run(watch.done, limit=0.5)
     client.close()
-    r.net.flush()
+    assert not watch.done.called  # on the next turn: the closer may be awaiting it
+    r.net.run(watch.done, limit=0.1)
     assert result_of(watch.done) is None
     assert _hub(r, A).watchers() == []
+    assert r.net.connects == [A]  # and it does not reconnect
+
+
+def test_closing_the_client_from_the_coroutine_awaiting_a_watch_is_safe():
+    """A program awaiting ``watch.done`` closes its client in ``finally`` when it is closed
+    (the process ends): no "coroutine already executing" error."""
+    r = Replicated()
+    client = r.client()
+
+    started = []
+
+    async def program():
+        watch = client.watch("k", lambda events: None)
+        started.append(watch)
+        try:
+            await watch.done
+        finally:
+            client.close()
+
+    coroutine = program()
+    d = Deferred.fromCoroutine(coroutine)
+    r.net.run(Deferred(), limit=0.2)
+    coroutine.close()  # as at interpreter exit: its finally closes the client
+    assert not d.called  # the closed coroutine was not resumed
+    assert started[0]._stopped and not started[0].done.called  # its done fires next turn
