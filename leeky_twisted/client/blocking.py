@@ -20,7 +20,8 @@
 Watches use the JSON-RPC long poll; :class:`Watch` is an iterator of
 :class:`Event` that resumes on another node from the revision after the
 last event it returned. :class:`Lock` is the lease + revision + watch lock
-of ``client.recipes`` as a context manager, with its fencing token.
+of ``client.recipes`` as a context manager, with its fencing token; a
+client's locks share one session lease per ttl.
 
 Importing this module imports no Twisted (``tests/client/test_blocking.py``
 checks). One client may be shared by threads: each thread gets its own HTTP
@@ -222,6 +223,7 @@ class BlockingClient:
         self._local = threading.local()
         self._request_id = 0
         self._pause = threading.Event()  # never set: its wait() is the retry pause
+        self._lock_sessions: dict[int, _LockSession] = {}
 
     @property
     def leader(self) -> Address | None:
@@ -349,6 +351,25 @@ class BlockingClient:
         oldest = min(listing.kvs, key=lambda kv: kv.create_revision, default=None)
         return None if oldest is None else oldest.value
 
+    def _lock_session(self, ttl: int) -> _LockSession:
+        """Return the live lock session of ``ttl`` seconds, starting one if needed."""
+        with self._lock:
+            session = self._lock_sessions.get(ttl)
+            if session is None or session.ended:
+                session = self._lock_sessions[ttl] = _LockSession(self, ttl)
+            return session
+
+    def end_lock_sessions(self) -> None:
+        """Revoke the session leases of this client's locks now (keys still on them go too).
+
+        Leaving ``with BlockingClient(...)`` does this; otherwise a session
+        lease ends by itself ``ttl`` seconds after the program stopped.
+        """
+        with self._lock:
+            sessions = list(self._lock_sessions.values())
+        for session in sessions:
+            session.give_up("the client ended its lock sessions")
+
     def close(self) -> None:
         """Close this thread's connections (others close when their threads end)."""
         for conn in getattr(self._local, "conns", {}).values():
@@ -359,6 +380,7 @@ class BlockingClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.end_lock_sessions()
         self.close()
 
     # ----------------------------------------------------------- machinery
@@ -751,17 +773,81 @@ class Watch:
 # -------------------------------------------------------------------- lock
 
 
-class Lock:
-    """The lock ``name`` (as ``client.recipes``): a lease, a key, a watch on the predecessor.
+class _LockSession:
+    """One lease of ``ttl`` seconds that a client's locks share (as ``client.recipes.Session``).
 
-    :meth:`acquire` grants a lease of ``ttl`` seconds (kept alive by a
-    thread every ttl/3), creates ``NAME/<lease id>`` on it in one
-    transaction, and holds the lock once no key under ``NAME/`` is older.
-    Until then it watches only its predecessor's key for a delete (no
-    polling; a release wakes one waiter). ``token`` is the fencing token
-    (the key's create revision): pass it with every protected write, and
-    have the protected store refuse tokens lower than one it has seen.
-    ``lost`` is set if a keepalive finds the lease gone: stop acting then.
+    Granted at the first acquisition, kept alive every ttl/3 by a daemon
+    thread until the lease is found gone or :meth:`BlockingClient.end_lock_sessions`.
+    """
+
+    def __init__(self, client: BlockingClient, ttl: int) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.lease = 0
+        self.ended = False
+        self.held: set[Lock] = set()
+        self.names: set[str] = set()
+        self._grant = threading.Lock()
+        self._stop = threading.Event()
+
+    def lease_id(self) -> int:
+        """Return the lease, granting it (and starting its keepalives) the first time."""
+        with self._grant:
+            if not self.lease:
+                self.lease = self.client.lease_grant(self.ttl)
+                keeper = threading.Thread(
+                    target=self._keep, name=f"lock session {self.lease}", daemon=True
+                )
+                keeper.start()
+            return self.lease
+
+    def _keep(self) -> None:
+        interval = max(self.ttl / 3, 0.2)
+        try:
+            while not self._stop.wait(interval):  # ends with the session
+                try:
+                    self.client.lease_keepalive(self.lease)
+                except InvalidRequest as e:
+                    self.end(f"lease {self.lease} is gone: {e}")
+                    return
+                except LeekyError:
+                    continue  # the cluster is busy or changing leader: again next interval
+        finally:
+            self.client.close()  # this thread's connections
+
+    def end(self, reason: str) -> None:
+        """The lease is gone, or given up: every lock held through it is lost."""
+        self.ended = True
+        self._stop.set()
+        with self.client._lock:
+            if self.client._lock_sessions.get(self.ttl) is self:
+                del self.client._lock_sessions[self.ttl]
+        for lock in list(self.held):
+            lock._lost(reason)
+        self.held.clear()
+
+    def give_up(self, reason: str) -> None:
+        """End the session and revoke its lease if the cluster lets us (else it expires)."""
+        self.end(reason)
+        if self.lease:
+            with contextlib.suppress(LeekyError):
+                self.client.lease_revoke(self.lease)
+
+
+class Lock:
+    """The lock ``name`` (as ``client.recipes``): a key on the client's session lease,
+    a watch on the predecessor.
+
+    :meth:`acquire` puts ``NAME/<lease id>`` on the client's session lease of
+    ``ttl`` seconds (granted once per client and ttl, kept alive by a thread
+    every ttl/3) and reads the queue, in one transaction, and holds the lock
+    once no key under ``NAME/`` is older. Until then it watches only its
+    predecessor's key for a delete (no polling; a release wakes one waiter).
+    :meth:`release` deletes the key: a cycle is two log writes. ``token`` is
+    the fencing token (the key's create revision): pass it with every
+    protected write, and have the protected store refuse tokens lower than one
+    it has seen. ``lost`` is set if a keepalive finds the lease gone: stop
+    acting then. One client holds or awaits a given lock name once at a time.
     """
 
     def __init__(self, client: BlockingClient, name: str, ttl: int = 10, value: str = "") -> None:
@@ -777,41 +863,96 @@ class Lock:
         #: set when the lease was found gone while held (the reason is in ``lost_reason``)
         self.lost = threading.Event()
         self.lost_reason = ""
-        self._stop = threading.Event()
-        self._keeper: threading.Thread | None = None
+        self._session: _LockSession | None = None
+        self._released = False
+
+    def _lost(self, reason: str) -> None:
+        if self._session is not None:
+            self._session.names.discard(self.name)
+        self.lost_reason = reason
+        self.lost.set()
 
     def acquire(self, timeout: float | None = None) -> Lock:
         """Wait for the lock (at most ``timeout`` seconds: then TimeoutError); return self."""
         deadline = None if timeout is None else time.monotonic() + timeout
         client = self.client
-        self.lease = client.lease_grant(self.ttl)
-        self.key = f"{self.name}/{self.lease:016x}"
-        self._stop.clear()
-        self._keeper = threading.Thread(target=self._keep, name=f"lock {self.key}", daemon=True)
-        self._keeper.start()
-        try:
-            put = {"type": "put", "key": self.key, "value": self.value, "lease": self.lease}
-            created = client.txn((), [put, {"type": "range", "key": self.key}])
-            mine = created.responses[1]
-            if not isinstance(mine, RangeResult) or not mine.kvs:
-                raise LeekyError(f"lock key {self.key} was not created")
-            self.token = mine.kvs[0].create_revision
-            while True:  # each pass waits for one predecessor to go
-                listing = client.range_prefix(self.name + "/", keys_only=True)
-                older = [kv for kv in listing.kvs if kv.create_revision < self.token]
-                if not older:
-                    return self
-                predecessor = max(older, key=lambda kv: kv.create_revision)
-                self._wait_deleted(predecessor.key, listing.revision + 1, deadline)
-        except BaseException:
-            self._end()
-            raise
+        for attempt in range(3):
+            session = client._lock_session(self.ttl)
+            with client._lock:
+                if self.name in session.names:
+                    raise InvalidRequest(
+                        f"this client already holds or awaits the lock {self.name!r};"
+                        " release it first (or take it through another client)"
+                    )
+                session.names.add(self.name)
+            try:
+                lease = session.lease_id()
+                listing = self._create(session, lease)
+            except InvalidRequest as e:
+                session.names.discard(self.name)
+                if not session.lease or f"lease {session.lease} not found" not in str(e):
+                    raise
+                session.end(f"lease {session.lease} is gone: {e}")  # expired unnoticed
+                if attempt == 2:
+                    raise
+                continue
+            except LeekyError as e:
+                session.names.discard(self.name)
+                session.give_up(f"the creation of a key under {self.name}/ failed: {e}")
+                raise
+            self._session, self.lease = session, lease
+            self.key = f"{self.name}/{lease:016x}"
+            self._released = False
+            self.lost.clear()
+            try:
+                self._wait_turn(listing, deadline)
+            except BaseException:
+                session.names.discard(self.name)
+                if not session.ended:
+                    try:
+                        client.delete(self.key)
+                    except LeekyError as e:
+                        session.give_up(f"withdrawing {self.key} failed: {e}")
+                raise
+            session.held.add(self)
+            return self
+        raise AssertionError("unreachable")
+
+    def _create(self, session: _LockSession, lease: int) -> RangeResult:
+        key = f"{self.name}/{lease:016x}"
+        put = {"type": "put", "key": key, "value": self.value, "lease": lease}
+        created = self.client.txn(
+            [{"key": key, "target": "create", "op": "==", "value": 0}],
+            [put, {"type": "range", "prefix": self.name + "/", "keys_only": True}],
+        )
+        if not created.succeeded:
+            raise InvalidRequest(f"lock key {key} exists already (written by another program?)")
+        listing = created.responses[1]
+        if not isinstance(listing, RangeResult):
+            raise LeekyError(f"the lock transaction answered {listing!r:.80} for its range")
+        if listing.more:  # more waiters than a transaction reads
+            listing = self.client.range_prefix(self.name + "/", keys_only=True)
+        return listing
+
+    def _wait_turn(self, listing: RangeResult, deadline: float | None) -> None:
+        while True:  # each pass waits for one predecessor to go
+            mine = next((kv for kv in listing.kvs if kv.key == self.key), None)
+            if mine is None:
+                raise LeekyError(f"lock key {self.key} vanished: lease {self.lease} expired")
+            self.token = mine.create_revision
+            older = [kv for kv in listing.kvs if kv.create_revision < self.token]
+            if not older:
+                return
+            predecessor = max(older, key=lambda kv: kv.create_revision)
+            self._wait_deleted(predecessor.key, listing.revision + 1, deadline)
+            listing = self.client.range_prefix(self.name + "/", keys_only=True)
 
     def _wait_deleted(self, key: str, from_revision: int, deadline: float | None) -> None:
         watch = self.client.watch(key, start_revision=from_revision)
         while True:
-            if self.lost.is_set():
-                raise LeekyError(f"lock {self.name}: {self.lost_reason}")
+            session = self._session
+            if session is not None and session.ended:
+                raise LeekyError(f"lock {self.name}: the session lease {self.lease} is gone")
             wait = watch.poll_wait
             if deadline is not None:
                 wait = deadline - time.monotonic()
@@ -821,35 +962,28 @@ class Lock:
             if any(e.kind == "delete" for e in watch.poll(wait)):
                 return
 
-    def _keep(self) -> None:
-        interval = max(self.ttl / 3, 0.2)
-        try:
-            while not self._stop.wait(interval):  # ends with release() or the lease
-                try:
-                    self.client.lease_keepalive(self.lease)
-                except InvalidRequest as e:
-                    self.lost_reason = f"lease {self.lease} is gone: {e}"
-                    self.lost.set()
-                    return
-                except LeekyError:
-                    continue  # the cluster is busy or changing leader: again next interval
-        finally:
-            self.client.close()  # this thread's connections
-
-    def _end(self) -> None:
-        self._stop.set()
-        if not self.lost.is_set() and self.lease:
-            with contextlib.suppress(LeekyError):  # else it expires by itself within its ttl
-                self.client.lease_revoke(self.lease)
-
     def release(self) -> None:
-        """Give the lock up: revoke the lease (its key goes; the next waiter wakes)."""
-        self._end()
-        if self._keeper is not None:
-            self._keeper.join(timeout=self.client.timeout)
+        """Give the lock up: delete its key (the next waiter wakes).
+
+        Nothing to do once lost. When the delete cannot be committed, the
+        session is given up (its lease expires, the key with it) and the
+        error is raised.
+        """
+        session = self._session
+        if session is None or self._released or self.lost.is_set():
+            return
+        self._released = True
+        session.held.discard(self)
+        try:
+            self.client.delete(self.key)
+        except LeekyError as e:
+            session.give_up(f"the release of {self.key} failed: {e}")
+            raise
+        finally:
+            session.names.discard(self.name)
 
     def __enter__(self) -> Lock:
-        return self if self.token else self.acquire()
+        return self if self.token and not self._released else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -358,6 +358,28 @@ def test_a_lock_wait_ends_at_its_timeout_and_a_lost_lease_is_reported(
     held.release()  # nothing left to revoke: no error
 
 
+def test_a_blocking_clients_locks_share_one_session_lease(cluster: LocalCluster) -> None:
+    """Two cycles on one client use one lease; the second costs two log entries (a txn
+    and a delete); leaving ``with`` revokes the session lease."""
+    leader = cluster.wait_for_leader()
+    watcher = client_of([leader])
+
+    def commit_index() -> int:
+        return int(watcher.status()["commit_index"])
+
+    with client_of(cluster.nodes) as c:
+        with c.lock("jobs", ttl=5) as first:
+            pass
+        before = commit_index()
+        with c.lock("jobs", ttl=5) as second:
+            assert second.token > first.token
+        assert commit_index() - before == 2
+        assert second.lease == first.lease
+        assert watcher.lease_ttl(first.lease)["keys"] == []
+    with pytest.raises(InvalidRequest, match="not found"):
+        watcher.lease_ttl(first.lease)
+
+
 def test_election_campaign_and_leader(cluster: LocalCluster) -> None:
     """campaign holds the election; leader_of names its proposal; release resigns."""
     c = client_of(cluster.nodes)
