@@ -1450,14 +1450,19 @@ class _AMPWatchSink:
         self._send(watcher, events)
 
     def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
+        proto = self.proto
         for batch in watches.batches(events, WATCH_MESSAGE_CHARS):
-            payload = json.dumps([e.to_json() for e in batch], ensure_ascii=False)
-            arguments = {
-                "watch_id": watcher.id,
-                "events": payload,
-                "next_revision": batch[-1].revision + 1,
-            }
-            self._call(watcher, cc.WatchEvents, arguments, _acker(self.hub, watcher, len(batch)))
+            if proto.transport is None:
+                self.hub.cancel(watcher)
+                return
+            payload = self.hub.encoded(batch)
+            d = cc.send_watch_events(proto, watcher.id, payload, batch[-1].revision + 1)
+            d.addCallbacks(
+                _acker(self.hub, watcher, len(batch)), self._broken, errbackArgs=(watcher,)
+            )
+
+    def _broken(self, _: object, watcher: watches.Watcher) -> None:
+        self.hub.cancel(watcher)
 
     def progress(self, watcher: watches.Watcher, revision: int) -> None:
         if self.held is not None:

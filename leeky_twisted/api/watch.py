@@ -26,6 +26,7 @@ client resume from a recent revision.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -130,6 +131,7 @@ class WatchHub:
         self._timer: IDelayedCall | None = None
         #: watchers cancelled for falling behind (a metric)
         self.cancelled_slow = 0
+        self._encoded: tuple[list[Event], bytes] = ([], b"[]")
 
     @property
     def window(self) -> int:
@@ -251,6 +253,19 @@ class WatchHub:
         watcher.next_revision = max(watcher.next_revision, self.revision + 1)
         self._arm()
         return watcher
+
+    def encoded(self, events: list[Event]) -> bytes:
+        """Return the UTF-8 JSON list of ``events``.
+
+        The last answer is kept: a fan-out hands every watcher of one key the
+        same events, which are then encoded once, not once per watcher.
+        """
+        last, data = self._encoded
+        if len(last) == len(events) and all(a is b for a, b in zip(last, events, strict=True)):
+            return data
+        data = json.dumps([e.to_json() for e in events], ensure_ascii=False).encode("utf-8")
+        self._encoded = (events, data)
+        return data
 
     def acked(self, watcher: Watcher, count: int) -> None:
         """The sink passed on ``count`` more of the watcher's events."""

@@ -355,3 +355,50 @@ def test_closing_the_client_from_the_coroutine_awaiting_a_watch_is_safe():
     coroutine.close()  # as at interpreter exit: its finally closes the client
     assert not d.called  # the closed coroutine was not resumed
     assert started[0]._stopped and not started[0].done.called  # its done fires next turn
+
+
+def test_a_node_encodes_an_event_once_for_all_its_watchers_and_counts_their_acks(monkeypatch):
+    """Three watchers of one key: the event is JSON-encoded once; each client's answer
+    acknowledges its copy (the node's backlog of every watcher is back to 0)."""
+    from leeky_twisted.api import watch as hub_module
+
+    encoded = []
+    real = hub_module.json.dumps
+    monkeypatch.setattr(
+        hub_module.json, "dumps", lambda *a, **k: encoded.append(1) or real(*a, **k)
+    )
+    r = Replicated()
+    client = r.client()
+    r.net.run(client.get("x"), limit=1)
+    got = []
+    watches = [client.watch("k", got.append) for _ in range(3)]
+    r.net.run(watches[0].done, limit=0.5)
+    r.commit("k", "v")
+    assert len(got) == 3 and len(encoded) == 1
+    assert [w.backlog for w in _hub(r, A).watchers()] == [0, 0, 0]
+
+
+def test_send_watch_events_sends_the_box_call_remote_would():
+    """The node's direct WatchEvents box equals AMP's own, long events split alike."""
+    from twisted.protocols import amp
+
+    class Sender:
+        def __init__(self):
+            self.boxes = []
+
+        def sendBox(self, box):
+            self.boxes.append(dict(box))
+
+        def unhandledError(self, failure):
+            raise AssertionError(failure)
+
+    events = json.dumps([{"value": "é" * 70_000}], ensure_ascii=False)
+    by_amp, direct = Sender(), Sender()
+    for sender in (by_amp, direct):
+        dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+        dispatcher.startReceivingBoxes(sender)
+        if sender is by_amp:
+            dispatcher.callRemote(cc.WatchEvents, watch_id=7, events=events, next_revision=9)
+        else:
+            cc.send_watch_events(dispatcher, 7, events.encode("utf-8"), 9)
+    assert direct.boxes == by_amp.boxes and b"events.2" in direct.boxes[0]
