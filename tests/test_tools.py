@@ -86,3 +86,25 @@ def test_jsonrpc_parse_bench_prints_one_line_per_round():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all("shared decoder" in line for line in lines)
+
+
+def test_watch_fanout_bench_prints_the_cpu_per_event():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "watch_fanout_bench.py"),
+            "--watchers",
+            "3",
+            "--events",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout
