@@ -199,8 +199,8 @@ class Lock:
         session.held.discard(self)
         try:
             await self.client.delete(self.key)
-        except LeekyError as e:
-            session.give_up(f"the release of {self.key} failed: {e}")
+        except BaseException as e:  # not committed, or cancelled: the lease takes the key
+            session.give_up(f"the release of {self.key} failed: {e!r}")
             raise
         finally:
             session.names.discard(self.name)
@@ -245,10 +245,9 @@ async def acquire(client: Any, name: str, ttl: int = 10, value: str = "") -> Loc
                 raise
             session.end(f"lease {lease} is gone: {e}")  # it expired unnoticed: a new one
             continue
-        except BaseException as e:
+        except BaseException as e:  # unknown outcome, or cancelled: the key may exist
             session.names.discard(name)
-            if isinstance(e, LeekyError):  # the key may exist: let the lease take it away
-                session.give_up(f"the creation of {_key(name, lease)} failed: {e}")
+            session.give_up(f"the creation of {_key(name, lease)} failed: {e!r}")
             raise
         return await _wait_turn(session, name, created)
     raise AssertionError("unreachable")

@@ -225,3 +225,25 @@ def test_cli_elect_prints_elected_and_resigns_on_exit():
     net.run(Deferred(), limit=1)
     d.addErrback(lambda f: f.trap(CancelledError))
     assert node.state_machine.query(Range.prefix("primary/")).count == 0
+
+
+def test_a_release_that_cannot_be_committed_gives_the_session_up():
+    """The cluster is gone when a lock is released: the release fails, the session's
+    keepalives stop (its lease, and the key, then expire) and the other lock held
+    through it is reported lost."""
+    from leeky_twisted.protocol.errors import Unavailable
+
+    net, _ = _cli_cluster()
+    client = LeekyClient(net.clock, [("10.0.0.1", 7001)], timeout=2, connect=net.connect)
+    locks = []
+    for name in ("a", "b"):
+        got = Deferred.fromCoroutine(acquire(client, name, ttl=30))
+        net.run(got, limit=1)
+        locks.append(result_of(got))
+    session = locks[0].session
+    net.drop(("10.0.0.1", 7001))
+    released = Deferred.fromCoroutine(locks[0].release())
+    net.run(released, limit=5)
+    failure_of(released, Unavailable)
+    assert "the release of a/" in result_of(locks[1].lost)
+    assert session.ended and not session._keepalive.running and client.lock_sessions == {}
