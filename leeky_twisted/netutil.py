@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet import tcp
@@ -47,3 +48,18 @@ def write_now(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def no_delay(transport: Any) -> None:
+    """Turn Nagle's algorithm off on ``transport``'s socket, when it has one.
+
+    An RPC connection that also carries pushed events (a watch's) sends small
+    boxes back to back; with Nagle the second waits for the peer's delayed
+    acknowledgement (40 ms on Linux) whenever the peer has nothing to send.
+    """
+    if type(transport) is GuardedProtocol:
+        transport = transport.transport
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        with contextlib.suppress(OSError):  # not a TCP socket after all
+            set_no_delay(True)

@@ -35,7 +35,7 @@ from leeky_twisted.api import watch as watches
 from leeky_twisted.api.leases import LeaseKeeper
 from leeky_twisted.connlimits import RateLimitedLog
 from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.netutil import write_now
+from leeky_twisted.netutil import no_delay, write_now
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.ampframes import between_boxes, split_box
 from leeky_twisted.protocol.connection import (
@@ -1271,9 +1271,13 @@ class ClientAPIProtocol(amp.AMP):
         self._boxes = 0  # boxes received whole on this connection
 
     def makeConnection(self, transport: Any) -> None:
-        """Connect without AMP's log line: a client churning connections would flood the log."""
+        """Connect without AMP's log line: a client churning connections would flood the log.
+
+        Nagle is off: answers and pushed watch events go out back to back.
+        """
         self._transportPeer = transport.getPeer()
         self._transportHost = transport.getHost()
+        no_delay(transport)
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]

@@ -10,7 +10,8 @@ release one delete: two log entries a cycle, and no read when nobody waits.
 The lock is held once no key under ``NAME/`` has an older create revision.
 Until then :func:`acquire` watches only its predecessor (the key created just
 before its own) for a delete: no polling, and one release wakes one waiter,
-not all of them.
+not all of them. The waiter then reads the queue from the node's own state
+(no consensus read: older keys only ever go, see :func:`_queue_after`).
 
 The **fencing token** is the create revision of the holder's key: it grows
 with every acquisition. Pass it along with every write the lock protects and
@@ -292,7 +293,7 @@ async def _wait_turn(session: Session, name: str, listing: RangeResult) -> Lock:
                 return lock
             predecessor = max(older, key=lambda kv: kv.create_revision)
             await _deleted(client, predecessor.key, listing.revision + 1)
-            listing = await client.range_prefix(name + "/", keys_only=True)
+            listing = await _queue_after(client, name, mine.create_revision)
     except BaseException:
         session.names.discard(name)
         if not session.ended:
@@ -301,6 +302,20 @@ async def _wait_turn(session: Session, name: str, listing: RangeResult) -> Lock:
             except LeekyError as e:
                 session.give_up(f"withdrawing {key} failed: {e}")
         raise
+
+
+async def _queue_after(client: Any, name: str, created: int) -> RangeResult:
+    """Read the keys under ``name/`` from a node's own state, at or after revision ``created``.
+
+    No consensus read is needed: a key older than ours can only go, never
+    come, so any state at or after our key's creation that shows none older
+    proves the lock is ours (a node that has not yet applied that revision
+    is passed over for a linearizable read).
+    """
+    listing: RangeResult = await client.range_prefix(name + "/", keys_only=True, stale=True)
+    if listing.revision < created:
+        listing = await client.range_prefix(name + "/", keys_only=True)
+    return listing
 
 
 async def _deleted(client: Any, key: str, from_revision: int) -> None:

@@ -6,6 +6,7 @@ leader with the same :class:`AMPConnectionPool`.
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -332,6 +333,14 @@ class _PooledAMP(QuietAMP):
         if receiver is not None:
             receiver.watch_ended(reason)
         return {}
+
+    def connectionMade(self) -> None:
+        """Turn Nagle off (requests, answers to pushed events and cancels go back to back)."""
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket after all
+                set_no_delay(True)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         """Keep the first bytes (for error messages), then parse as AMP."""

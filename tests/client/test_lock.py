@@ -247,3 +247,42 @@ def test_a_release_that_cannot_be_committed_gives_the_session_up():
     failure_of(released, Unavailable)
     assert "the release of a/" in result_of(locks[1].lost)
     assert session.ended and not session._keepalive.running and client.lock_sessions == {}
+
+
+def test_a_woken_waiter_reads_the_queue_from_the_nodes_own_state():
+    """After its predecessor's delete the waiter reads the queue without a consensus
+    read (older keys only go), and takes the lock."""
+    net, node = _cli_cluster()
+    first = Deferred.fromCoroutine(acquire(_client(net), "jobs", ttl=30))
+    net.run(first, limit=1)
+    lock1 = result_of(first)
+    second = Deferred.fromCoroutine(acquire(_client(net), "jobs", ttl=30))
+    net.run(second, limit=2)
+    before = len(node.calls)
+    net.run(Deferred.fromCoroutine(lock1.release()), limit=1)
+    net.run(second, limit=2)
+    lock2 = result_of(second)
+    assert lock2.token > lock1.token
+    reads = [c for c in node.calls[before:] if c[0] == "read" and isinstance(c[1], Range)]
+    assert [linearizable for _, _, linearizable, _ in reads] == [False]
+    net.run(Deferred.fromCoroutine(lock2.release()), limit=1)
+
+
+def test_a_queue_read_from_a_node_behind_the_waiters_key_is_read_again_linearizably():
+    """A node that has not applied the waiter's own key yet cannot decide: ask again."""
+    from leeky_twisted.client.recipes import _queue_after
+    from leeky_twisted.protocol.kvresults import RangeResult
+
+    asked = []
+
+    class Client:
+        def range_prefix(self, prefix, **options):
+            asked.append(options.get("stale", False))
+            revision = 5 if options.get("stale") else 9
+            return succeed(RangeResult(revision, (), 0, False))
+
+    got = Deferred.fromCoroutine(_queue_after(Client(), "jobs", created=7))
+    assert result_of(got).revision == 9 and asked == [True, False]
+    asked.clear()
+    got = Deferred.fromCoroutine(_queue_after(Client(), "jobs", created=5))
+    assert result_of(got).revision == 5 and asked == [True]

@@ -402,3 +402,27 @@ def test_send_watch_events_sends_the_box_call_remote_would():
         else:
             cc.send_watch_events(dispatcher, 7, events.encode("utf-8"), 9)
     assert direct.boxes == by_amp.boxes and b"events.2" in direct.boxes[0]
+
+
+def test_client_and_node_connections_turn_nagle_off():
+    """Both ends of a client connection set TCP_NODELAY: a watch's pushed events and the
+    requests share it, and Nagle would hold a second small box for a delayed ack (40 ms)."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from leeky_twisted.api.amp_api import ClientAPIProtocol
+    from leeky_twisted.protocol.connection import _PooledAMP
+
+    class Transport(StringTransport):
+        no_delay = None
+
+        def setTcpNoDelay(self, enabled):
+            self.no_delay = enabled
+
+    for proto in (
+        ClientAPIProtocol(max_request_bytes=1 << 20),
+        _PooledAMP(lambda p: None, Clock()),
+    ):
+        transport = Transport()
+        proto.makeConnection(transport)
+        assert transport.no_delay is True, type(proto).__name__
