@@ -945,7 +945,10 @@ class Lock:
                 return
             predecessor = max(older, key=lambda kv: kv.create_revision)
             self._wait_deleted(predecessor.key, listing.revision + 1, deadline)
-            listing = self.client.range_prefix(self.name + "/", keys_only=True)
+            # A node's own state decides (older keys only go) once it holds our key.
+            listing = self.client.range_prefix(self.name + "/", keys_only=True, stale=True)
+            if listing.revision < self.token:
+                listing = self.client.range_prefix(self.name + "/", keys_only=True)
 
     def _wait_deleted(self, key: str, from_revision: int, deadline: float | None) -> None:
         watch = self.client.watch(key, start_revision=from_revision)
