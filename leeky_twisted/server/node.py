@@ -70,6 +70,7 @@ from leeky_twisted.protocol.errors import (
     NotLeader,
     Unavailable,
 )
+from leeky_twisted.server.snapshot_write import write_in_slices
 
 log = Logger()
 
@@ -1155,11 +1156,6 @@ class RaftNode:
         if self.feed is not None:  # never past what the feed may still read back
             upto = max(min(upto, self.feed.applied_index - kept), 0)
 
-        def write() -> None:
-            sink = self.snapshot_store.create(meta)
-            sink.write(data)
-            sink.close()
-
         def done(_: object) -> Deferred[Any]:
             self.core.compact(meta, upto)
             start = self.core.log.start
@@ -1179,7 +1175,7 @@ class RaftNode:
             self._snapshotting = False
             log.failure("snapshot failed", f)
 
-        d = self._on_disk(write)
+        d = write_in_slices(self._on_disk, self.snapshot_store, meta, data)
         d.addCallback(done)
         d.addCallbacks(finished, failed)
 
