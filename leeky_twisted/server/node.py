@@ -1109,7 +1109,7 @@ class RaftNode:
                 self._snapshotting = False
                 return
             meta = core.snapshot_meta_at(index)
-            self._write_snapshot(meta, encode_snapshot(self.addresses, state))
+            self._write_snapshot(meta, [encode_snapshot(self.addresses, state)])
 
         def failed(f: Any) -> None:
             self._snapshotting = False
@@ -1146,9 +1146,9 @@ class RaftNode:
             parts.append(piece)
             self.reactor.callLater(0, self._serialize_step, meta, pieces, parts)
             return
-        self._write_snapshot(meta, b"".join(parts))
+        self._write_snapshot(meta, parts)
 
-    def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def _write_snapshot(self, meta: SnapshotMeta, parts: list[bytes]) -> None:
         trailing, self._trailing = self._trailing, self.settings.snapshot_trailing
         kept = self._trailing_entries(meta.index, trailing)
         upto = max(meta.index - kept, 0)
@@ -1167,7 +1167,7 @@ class RaftNode:
             log.info(
                 "snapshot at {index} ({size} bytes); log compacted to {upto}",
                 index=meta.index,
-                size=len(data),
+                size=sum(len(p) for p in parts),
                 upto=upto,
             )
 
@@ -1175,7 +1175,7 @@ class RaftNode:
             self._snapshotting = False
             log.failure("snapshot failed", f)
 
-        d = write_in_slices(self._on_disk, self.snapshot_store, meta, data)
+        d = write_in_slices(self._on_disk, self.snapshot_store, meta, parts)
         d.addCallback(done)
         d.addCallbacks(finished, failed)
 
