@@ -7,7 +7,7 @@ state machine's result into an answer. When the node is not the leader and
 knows who is, the frontend forwards the request to the leader's client AMP
 address (at most one hop) instead of bouncing it. Every request ends within
 ``timeout`` (plus a small grace) with an answer or an error from
-``api.errors``.
+``protocol.errors``.
 
 :class:`ClientLocator` holds the thin AMP responders; :func:`make_amp_factory`
 builds the server factory the service listens with.
