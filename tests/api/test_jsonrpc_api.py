@@ -461,3 +461,19 @@ def test_methods_are_looked_up_once_and_unknown_names_are_not_remembered(h):
     assert set(rpc._functions) == {"put"}
     assert h.result("get", "k") == "w"
     assert set(rpc._functions) == {"put", "get"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        json.dumps(["register", "nonce-1"]),
+        json.dumps(["lease_grant", 30, None]),
+        json.dumps(["txn", [], [["del", "k"]], [], None]),
+    ],
+)
+def test_submit_refuses_raw_commands_that_have_their_own_methods(h, command):
+    """A raw register/lease/txn command is invalid params naming the methods to use,
+    never an internal error (it once reached ``command.key`` and raised AttributeError)."""
+    error = h.error("submit", command)
+    assert error["code"] == INVALID_PARAMS, error
+    assert "register_session, txn and the lease methods" in error["message"]
