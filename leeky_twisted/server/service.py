@@ -776,7 +776,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
         http_what,
-        client_host,
+        client_listen,  # like the AMP client port: --client-host, a wildcard too
         opts.http_port,
         http_factory,
         ALL_ROLES,
