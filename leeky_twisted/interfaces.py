@@ -7,13 +7,16 @@ the reactor thread may read. Only the transport returns Deferreds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
-from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
+from leeky_twisted.core.messages import ConfChange, Configuration, Message, NodeId, Role
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class ILogStore(Interface):
@@ -115,10 +118,10 @@ class IStateMachine(Interface):
 class IPeerTransport(Interface):
     """Carries core messages between Raft peers. Delivery is best effort."""
 
-    def send(message: object) -> None:
+    def send(message: Message) -> None:
         """Send ``message`` to ``message.recipient``; never raises, may drop."""
 
-    def set_receiver(receiver: object) -> None:
+    def set_receiver(receiver: Callable[[Message], None]) -> None:
         """Deliver every incoming message by calling ``receiver(message)``."""
 
     def close() -> object:
@@ -180,14 +183,14 @@ class IRaftNode(Interface):
     )
     membership = Attribute("Capability: the IMembership (gossip) the node runs, or None.")
 
-    def propose(command: bytes, timeout: float) -> object:
+    def propose(command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; Deferred firing with the state machine's result.
 
         Errbacks with NotLeader (carrying the leader id/address when known) or
         CommitTimeout ("timed out, outcome unknown").
         """
 
-    def read(request: object, linearizable: bool, timeout: float) -> object:
+    def read(request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a read-only query; ReadIndex first when ``linearizable``."""
 
     def status() -> dict[str, Any]:
@@ -211,13 +214,13 @@ class IRaftNode(Interface):
     def address_of(node_id: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""
 
-    def propose_config_change(change: ConfChange, timeout: float) -> object:
+    def propose_config_change(change: ConfChange, timeout: float) -> Deferred[Any]:
         """Replicate one configuration change; Deferred firing once it is applied."""
 
-    def add_server(node_id: str, address: str | None, voter: bool) -> object:
+    def add_server(node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
         """Add a learner or voter (a voter joins as learner first); leader only."""
 
-    def remove_server(node_id: str) -> object:
+    def remove_server(node_id: str) -> Deferred[Any]:
         """Remove a member from the configuration; leader only."""
 
     def transfer_leader(node_id: str) -> None:

@@ -22,12 +22,8 @@ LAYERS: dict[str, int] = {
     "interfaces": 1,
     # what both ends of a connection share; security is used by both ends too
     "protocol": 2,
-    "ampframes": 2,
-    "jsonrpc_codes": 2,
     "netutil": 2,
     "connlimits": 2,
-    "tls": 2,
-    "certs": 2,
     "security": 2,
     "clusterkey": 2,
     "peerauth": 2,
@@ -40,29 +36,21 @@ LAYERS: dict[str, int] = {
     "nodeid": 3,
     "recovery": 3,
     # the node runtime
-    "node": 4,
     "server": 4,
-    "metrics": 4,
     # the front ends of a node
     "api": 5,
     "dashboard": 5,
     # the composition root: builds a node with its front ends
     "server.service": 6,
     "server.tap": 6,
-    "service": 6,
-    "tap": 6,
     # the far end of a connection
     "client": 7,
     # the leekyraft command: a client, and the front of the ops tools
     "cli": 9,
     # on top: harnesses, tools, the example executor app
     "testing": 9,
-    "testing_core": 9,
-    "simulation": 9,
+    "simulation": 9,  # the old path of testing/simulation.py (python -m names it)
     "ops": 9,
-    "localcluster": 9,
-    "localcontrol": 9,
-    "bench": 9,
     "plots": 9,
     "chaos": 9,
     "checker": 9,

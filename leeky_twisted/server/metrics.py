@@ -157,7 +157,7 @@ class _StatusCollector:
         yield SummaryMetricFamily(
             "leeky_raft_persist_seconds",
             "Time spent persisting (append + fsync) on the disk thread.",
-            count_value=_number(stats, "persists"),
+            count_value=int(_number(stats, "persists")),
             sum_value=_number(stats, "persist_seconds"),
         )
 
@@ -196,7 +196,7 @@ class NodeMetrics:
 
     def __init__(self, node: IRaftNode) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StatusCollector(node))  # type: ignore[arg-type]
+        self.registry.register(_StatusCollector(node))
         self._persist = Histogram(
             "leeky_raft_persist_duration_seconds",
             "Duration of one persist (append + fsync), observed by the node.",

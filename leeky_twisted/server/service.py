@@ -768,7 +768,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     metrics = NodeMetrics(node)
     node.on_persist = metrics.observe_persist
     node.on_peer_rtt = metrics.observe_peer_rtt
-    metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
+    metrics.registry.register(_GuardCollector(list(guards.values())))
     routes = {b"/metrics": metrics.render}
     top.web = make_node_site(rpc, node.status, routes)
     add_watch_resource(top.web.root, frontend)
@@ -776,7 +776,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
         http_what,
-        client_host,
+        client_listen,  # like the AMP client port: --client-host, a wildcard too
         opts.http_port,
         http_factory,
         ALL_ROLES,
@@ -789,7 +789,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         node,
         message_counter,
         request_meter,
-        contact.last_heard,
+        lambda node_id: contact.last_heard(NodeId(node_id)),
         data,
         admin_token=opts.dashboard_admin_token,
         credentials=credentials,  # with TLS, the other members are asked over HTTPS
