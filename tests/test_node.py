@@ -110,7 +110,7 @@ def test_single_node_elects_itself_and_applies_a_put():
     """A one-voter cluster elects itself and answers a put with the state machine's result."""
     node, clock, _, _ = make_node(["1"])
     run(clock, 2.0)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
     got = outcome(node.propose(kv.encode_command(kv.Put("k", "v", None)), timeout=5))
     run(clock, 0.1)
     assert got == [None]
@@ -128,7 +128,7 @@ def lead_by_hand(node: RaftNode, clock: task.Clock) -> None:
     for peer in ("2", "3"):
         node.receive(RequestVoteResponse(NodeId(peer), NodeId("1"), node.core.term, True, False))
     run(clock, 0.05)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
 
 
 def test_view_and_progress_show_a_leader_and_its_followers():
@@ -312,7 +312,7 @@ def test_a_slow_write_sends_the_next_writes_to_the_disk_thread_until_writes_are_
 def test_follower_writes_on_the_disk_thread_while_another_disk_job_runs():
     """The stores have one writer at a time: no inline write beside a running disk job."""
     node, clock, transport, disk, _ = make_follower_on_a_disk_thread()
-    busy: Deferred[Any] = node._on_disk(lambda: None)  # e.g. a snapshot being written
+    busy: Deferred[Any] = node.on_disk(lambda: None)  # e.g. a snapshot being written
     index = node.core.log.last_index() + 1
     append_from_leader(node, index)
     run(clock, 0.02)

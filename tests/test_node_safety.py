@@ -339,9 +339,9 @@ def test_h_no_snapshot_of_a_state_not_yet_restored():
     answers: list[Any] = []
     d: Deferred[Any] = Deferred()
     d.addBoth(answers.append)
-    node._reads[-1] = ("k", d)
-    node._ready_reads.append((snap.index, -1))
-    node._serve_reads()
+    node.pending.reads[-1] = ("k", d)
+    node.pending.read_ready(snap.index, -1)
+    node.serve_reads()
     assert answers == []
     while held:  # let the disk finish, in order
         job, d = held.pop(0)
@@ -645,7 +645,7 @@ def test_e_a_wiped_voters_seat_is_vacated_then_bound_to_its_new_storage():
     assert bound[-2:] == [0, new]  # vacated, then bound to the new storage
     assert core.commit >= core.log.config_index()
     assert not c.node(victim).core.abstaining
-    assert c.node(leader).status()["seats"][victim] == new  # shown by `leekyraft status`
+    assert c.node(leader).status().seats[victim] == new  # shown by `leekyraft status`
     c.hosts[NodeId(leader)].crash()  # the rebound node now makes a majority with the third
     assert c.run_until_leader() != leader
 
