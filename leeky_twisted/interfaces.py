@@ -239,10 +239,10 @@ class ExecutorStatus:
 class NodeStatus:
     """What ``leekyraft status`` shows of one node: a consistent, immutable reading."""
 
-    node_id: str
+    node_id: NodeId
     role: str = "follower"  #: as users see it: leader, follower, candidate or learner
     term: int = 0
-    leader: str | None = None
+    leader: NodeId | None = None
     address: str | None = None  #: this node's peer address
     client_address: str | None = None
     http_address: str | None = None
@@ -253,8 +253,8 @@ class NodeStatus:
     last_index: int = 0
     log_entries: int = 0  #: entries held in the log (not compacted)
     snapshot_index: int = 0
-    voters: tuple[str, ...] = ()
-    learners: tuple[str, ...] = ()
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
     storage_id: int = 0
     abstaining: bool = False
     #: each voter's seat: the storage its votes count from (0: vacant)
@@ -316,12 +316,15 @@ class NodeStatus:
                 failures=int(data.get("executor_failures") or 0),
                 error=data.get("executor_error"),
             )
-        known = {f.name for f in fields(cls)} - {"node_id", "voters", "learners", "executor"}
+        special = {"node_id", "leader", "voters", "learners", "executor"}
+        known = {f.name for f in fields(cls)} - special
         values = {k: v for k, v in data.items() if k in known}
+        leader = data.get("leader")
         return cls(
-            node_id=str(data.get("id", "")),
-            voters=tuple(data.get("voters") or ()),
-            learners=tuple(data.get("learners") or ()),
+            node_id=NodeId(str(data.get("id", ""))),
+            leader=NodeId(str(leader)) if leader is not None else None,
+            voters=tuple(NodeId(str(v)) for v in data.get("voters") or ()),
+            learners=tuple(NodeId(str(v)) for v in data.get("learners") or ()),
             executor=executor,
             **values,
         )

@@ -37,6 +37,11 @@ def test_core_storage_and_interfaces_are_strictly_typed():
         "leeky_twisted/defaults.py",
         "leeky_twisted/protocol",
         "leeky_twisted/server/node.py",
+        "leeky_twisted/server/addresses.py",
+        "leeky_twisted/server/applier.py",
+        "leeky_twisted/server/executor_applier.py",
+        "leeky_twisted/server/pending.py",
+        "leeky_twisted/server/snapshots.py",
         "leeky_twisted/testing/fakes.py",
     ]
     run = subprocess.run(

@@ -146,9 +146,10 @@ class LocalApplier:
     def capture(self) -> Iterator[bytes] | None:
         """Return the state's pieces (its ``snapshot_chunks`` when it has them)."""
         chunks = getattr(self.state_machine, "snapshot_chunks", None)
-        if chunks is not None:
-            return iter(chunks())
-        return iter([self.state_machine.snapshot()])
+        pieces: Iterator[bytes] = (
+            iter(chunks()) if chunks is not None else iter([self.state_machine.snapshot()])
+        )
+        return pieces
 
     def take_snapshot(self, snapshots: Snapshots, base: int) -> None:
         """Snapshot the state at the applied index."""

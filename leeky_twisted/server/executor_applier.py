@@ -211,9 +211,9 @@ class ExecutorApplier:
         """Ask the executor; its refusals and absence become clear errors."""
 
         def unavailable(f: Failure) -> Failure:
-            if f.check(ExecutorUnavailable):
-                raise Unavailable(f"this node's executor cannot answer: {f.value}")
             e = f.value
+            if isinstance(e, ExecutorUnavailable):
+                raise Unavailable(f"this node's executor cannot answer: {e}")
             if isinstance(e, ExecutorRemoteError) and e.code == COMMAND_REJECTED:
                 raise InvalidRequest(e.message)  # the executor refused the query itself
             return f

@@ -71,8 +71,12 @@ PERSIST_BUCKETS: Sequence[float] = (
 )
 
 
-def _number(status: Mapping[str, Any], key: str, default: float = 0) -> float:
-    value = status.get(key, default)
+def _number(status: Mapping[str, Any] | None, key: str, default: float = 0) -> float:
+    return _value(status.get(key, default) if status else default, default)
+
+
+def _value(value: object, default: float = 0) -> float:
+    """Return ``value`` as a float; ``default`` for anything not a number (never raise)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return float(default)
     return float(value)
@@ -117,7 +121,7 @@ class _StatusCollector:
             ("leeky_raft_pending_reads", "Linearizable reads waiting.", st.pending_reads),
         )
         for name, help_text, value in gauges:
-            yield GaugeMetricFamily(name, help_text, value=float(value))
+            yield GaugeMetricFamily(name, help_text, value=_value(value))
 
         yield GaugeMetricFamily("leeky_raft_voters", "Voters in the configuration.", len(st.voters))
         yield GaugeMetricFamily(
@@ -131,7 +135,7 @@ class _StatusCollector:
         yield GaugeMetricFamily(
             "leeky_raft_executor_lag_entries",
             "Committed entries the state machine has not applied yet (commit - applied).",
-            value=max(st.commit_index - applied, 0),
+            value=max(_value(st.commit_index) - _value(applied), 0),
         )
 
         counters = (
@@ -139,7 +143,7 @@ class _StatusCollector:
             ("leeky_raft_elections_started", "Elections this node started.", st.elections),
         )
         for name, help_text, value in counters:
-            yield CounterMetricFamily(name, help_text, value=float(value))
+            yield CounterMetricFamily(name, help_text, value=_value(value))
 
         yield from self._members()
 

@@ -45,7 +45,7 @@ class FakeNodeBase:
 
     def status(self) -> NodeStatus:
         """Return a follower's status."""
-        return NodeStatus(node_id=self.node_id, role="follower")
+        return NodeStatus(node_id=NodeId(self.node_id), role="follower")
 
     def view(self) -> NodeView:
         """Return a value object built from ``status()``."""
@@ -54,7 +54,7 @@ class FakeNodeBase:
             node_id=NodeId(self.node_id),
             role=_ROLES.get(st.role, Role.FOLLOWER),
             term=st.term,
-            leader=NodeId(st.leader) if st.leader else None,
+            leader=st.leader,
             commit=st.commit_index,
             applied=st.applied_index,
             first_index=st.first_index,
