@@ -42,6 +42,7 @@ def test_core_storage_and_interfaces_are_strictly_typed():
         "leeky_twisted/server/executor_applier.py",
         "leeky_twisted/server/pending.py",
         "leeky_twisted/server/snapshots.py",
+        "leeky_twisted/server/writes.py",
         "leeky_twisted/testing/fakes.py",
     ]
     run = subprocess.run(

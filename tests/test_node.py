@@ -206,7 +206,7 @@ def test_leader_sends_new_entries_while_its_own_write_is_in_flight():
     for peer in ("2", "3"):  # followers confirm the no-op: replication is pipelined now
         node.receive(AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last))
     run(clock2, 0.02)
-    node._run_blocking = slow_disk
+    node.writer.run_blocking = slow_disk
     node.settings.inline_persist_seconds = 0  # every write on the disk thread
     node.propose(b"first", timeout=5)
     run(clock2, 0.02)
@@ -254,9 +254,9 @@ class StepTimer:
 def make_follower_on_a_disk_thread():
     node, clock, transport, _events = make_node(["1", "2", "3"])
     disk = DiskThreadRecorder()
-    node._run_blocking = disk
+    node.writer.run_blocking = disk
     timer = StepTimer()
-    node.timer = timer
+    node.writer.timer = timer
     return node, clock, transport, disk, timer
 
 
@@ -339,8 +339,8 @@ def test_leader_writes_one_entry_inline_and_batches_on_the_disk_thread():
     node, clock, _transport, _events = make_node(["1", "2", "3"])
     lead_by_hand(node, clock)
     disk = DiskThreadRecorder()
-    node._run_blocking = disk
-    node.timer = StepTimer()
+    node.writer.run_blocking = disk
+    node.writer.timer = StepTimer()
     last = node.core.log.last_index()
     node.propose(b"alone", timeout=5)
     run(clock, 0.02)

@@ -154,7 +154,7 @@ def test_b_stop_saves_only_a_commit_index_the_durable_log_backs():
     host = c.hosts[NodeId(follower)]
     held: list[tuple[Callable[[], Any], Any]] = []
     node = c.node(follower)
-    node._run_blocking = lambda job: _hold(held, job)
+    node.writer.run_blocking = lambda job: _hold(held, job)
     node.settings.inline_persist_seconds = 0.0
     for i in range(5):
         c.put(leader, f"k=v{i}".encode())
@@ -326,7 +326,7 @@ def test_h_no_snapshot_of_a_state_not_yet_restored():
     host = c.hosts[NodeId(lagger)]
     held: list[tuple[Callable[[], Any], Any]] = []
     node = c.node(lagger)
-    node._run_blocking = lambda job: _hold(held, job)
+    node.writer.run_blocking = lambda job: _hold(held, job)
     node.settings.inline_persist_seconds = 0.0
     before = node.applied_index
     c.drop = lambda m: False
@@ -434,7 +434,7 @@ def test_the_hard_state_written_before_entries_commits_none_they_replace():
     log_store.dying = True
     new = tuple(Entry(i, 3, EntryKind.NOOP, b"new") for i in range(4, 7))
     with pytest.raises(OSError):
-        node._write(Ready(hard_state=HardState(3, None, 6), entries=new))
+        node.writer.write(Ready(hard_state=HardState(3, None, 6), entries=new))
     saved = stable.load()
     assert saved.term == 3  # the term went first
     assert saved.commit <= 3  # but no commit over entries being replaced

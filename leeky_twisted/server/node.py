@@ -71,6 +71,7 @@ from leeky_twisted.server.addresses import AddressBook
 from leeky_twisted.server.applier import Applier, LocalApplier
 from leeky_twisted.server.pending import PendingRequests
 from leeky_twisted.server.snapshots import Snapshots, decode_snapshot, encode_snapshot
+from leeky_twisted.server.writes import INLINE_PERSIST_BYTES, DiskWriter
 
 __all__ = [
     "INLINE_PERSIST_BYTES",
@@ -85,9 +86,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-#: writes bigger than this always go to the disk thread (see _persist_inline)
-INLINE_PERSIST_BYTES = 32 * 1024
 
 
 @dataclass
@@ -157,11 +155,6 @@ def check_peer_address(address: str) -> None:
         raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
 
 
-def _durable_part(hs: HardState) -> tuple[int, NodeId | None, bool, int]:
-    """What of a hard state must be on disk before anything depending on it."""
-    return hs.term, hs.voted_for, hs.abstaining, hs.storage_id
-
-
 def new_storage_id(now: float, rng: random.Random) -> int:
     """Return an identity for storage created at ``now`` (seconds since the epoch).
 
@@ -173,15 +166,9 @@ def new_storage_id(now: float, rng: random.Random) -> int:
     return min(((ms << 16) | rng.getrandbits(16)) or 1, MAX_STORAGE_ID)
 
 
-def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
-    return defer.maybeDeferred(fn)
-
-
 @implementer(IRaftNode)
 class RaftNode:
     """One Raft replica running on a reactor."""
-
-    timer: Callable[[], float] = staticmethod(time.perf_counter)  #: times each write
 
     def __init__(
         self,
@@ -230,12 +217,6 @@ class RaftNode:
         self.state_machine = state_machine
         self.membership = membership
         self.hooks = hooks or NodeHooks()
-        if timer is not None:
-            self.timer = timer
-        self._run_blocking = run_blocking or _synchronous
-        self._disk_jobs = 0  #: jobs handed to the disk thread and not finished
-        self._recent_persist = 0.0  #: the slowest recent write, decaying (seconds)
-        self._installing = b""  #: snapshot data read by the disk thread, to install
         self.addresses = (
             addresses
             if addresses is not None
@@ -269,15 +250,6 @@ class RaftNode:
         self._commit_notice: Any = None  #: the pending call of _notify_commit
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
-        self._synced_hs = HardState(
-            self.core.term,
-            self.core.voted_for,
-            0,
-            self._loaded_abstaining,
-            self.core.storage_id,
-        )
-        self.leader_changes = 0
-        self.elections = 0
         self.stats = {
             "readies": 0,
             "persists": 0,
@@ -287,6 +259,25 @@ class RaftNode:
             "messages_sent": 0,
             "commit_notices": 0,
         }
+        self.writer = DiskWriter(
+            log_store,
+            stable_store,
+            snapshot_store,
+            HardState(
+                self.core.term,
+                self.core.voted_for,
+                0,
+                self._loaded_abstaining,
+                self.core.storage_id,
+            ),
+            self.stats,
+            self.settings,
+            run_blocking,
+            timer,
+            self.hooks.on_persist,
+        )
+        self.leader_changes = 0
+        self.elections = 0
         self._last_leader: NodeId | None = None
         self.stopped = False
         self._heartbeats_out: dict[tuple[str, int], float] = {}
@@ -395,9 +386,11 @@ class RaftNode:
         term, voted_for, storage_id = core.term, core.voted_for, core.storage_id
         commit, abstaining = min(core.commit, core.log.stable), core.abstaining
 
+        writer = self.writer
+
         def save() -> None:
             # Run after the writes in flight: their result decides abstention.
-            synced = self._synced_hs
+            synced = writer.synced
             self.stable_store.save(
                 HardState(
                     term,
@@ -588,135 +581,23 @@ class RaftNode:
             self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if not self._needs_disk(rd):
+        writer = self.writer
+        if not writer.needs_disk(rd):
             self._after_persist(rd)
-        elif self._persist_inline(rd):
+        elif writer.inline(rd, self.core.role is Role.LEADER):
             try:
-                self._persist(rd)
+                writer.persist(rd)
             except Exception:
                 self._persist_failed(Failure())
                 return
             self._after_persist(rd)
         else:
-            d = self.on_disk(lambda: self._persist(rd))
+            d = writer.on_disk(lambda: writer.persist(rd))
             d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
 
     def on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
-        """Run ``job`` on the disk thread, counting it while it runs."""
-        self._disk_jobs += 1
-
-        def finished(result: Any) -> Any:
-            self._disk_jobs -= 1
-            return result
-
-        return self._run_blocking(job).addBoth(finished)
-
-    def _persist_inline(self, rd: Ready) -> bool:
-        """Return True to write ``rd`` on the reactor thread, not the disk thread.
-
-        A trip to the disk thread and back costs two thread wake-ups, which on
-        a busy machine is as long as a small fsync. It buys overlap only when
-        the reactor has work to do meanwhile. A follower has none: its answer
-        waits for this write, and entries arriving meanwhile are written
-        together next time. Neither has a leader writing one entry, the
-        low-load case where latency counts most. A leader's bigger batches go
-        to the disk thread, so it keeps sending, reading requests and answering
-        while the disk works, and so do big writes (over INLINE_PERSIST_BYTES),
-        whose fsync is long enough to overlap the decoding of the next batch.
-        Never inline while another disk job runs (the stores have one writer
-        at a time), for a snapshot, or while recent writes were slow: a slow
-        disk must not stall heartbeats and gossip.
-        """
-        budget = self.settings.inline_persist_seconds
-        if budget <= 0 or self._disk_jobs or rd.snapshot is not None:
-            return False
-        if self._recent_persist > budget:
-            return False
-        if self.core.role is Role.LEADER and len(rd.entries) > 1:
-            return False
-        size = 0
-        for e in rd.entries:
-            size += len(e.data)
-        return size <= INLINE_PERSIST_BYTES
-
-    def _needs_disk(self, rd: Ready) -> bool:
-        """Return True when the Ready has something that must be made durable.
-
-        A change of the commit index alone is not fsynced (it is recovered from
-        the leader after a restart), so it costs no trip to the disk thread.
-        """
-        if rd.entries or rd.snapshot is not None:
-            return True
-        hs = rd.hard_state
-        return hs is not None and _durable_part(hs) != _durable_part(self._synced_hs)
-
-    def _persist(self, rd: Ready) -> None:
-        """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
-        started = self.timer()
-        try:
-            self._write(rd)
-        finally:
-            elapsed = self.timer() - started
-            # Peak-hold with decay: one slow write moves the next ones to the
-            # disk thread until about ten fast ones have passed.
-            self._recent_persist = max(elapsed, self._recent_persist * 0.75)
-            self.stats["persists"] += 1
-            self.stats["entries_persisted"] += len(rd.entries)
-            self.stats["persist_seconds"] += elapsed
-            on_persist = self.hooks.on_persist
-            if on_persist is not None:
-                on_persist(elapsed, len(rd.entries))
-
-    def _write(self, rd: Ready) -> None:
-        """Make ``rd`` durable: snapshot, then hard state, then entries.
-
-        The hard state goes first, so the saved term is never below the term
-        of a stored entry (a crash between two writes leaves no entry of a
-        term the node does not know it is in); its commit index is held to
-        what the log already backs. Ending abstention waits for the entries
-        that justify it, except for a new leader, whose election does.
-        """
-        if rd.snapshot is not None:
-            # Read the installed snapshot here, on the disk thread, for
-            # _install_snapshot to restore on the reactor thread afterwards.
-            self._installing = self.snapshot_store.open(rd.snapshot.index)
-            self.log_store.reset(rd.snapshot.index + 1)
-        hs = rd.hard_state
-        synced = self._synced_hs
-        if hs is not None and _durable_part(hs) != _durable_part(synced):
-            elected = rd.soft_state is not None and rd.soft_state.role is Role.LEADER
-            # Backed already: entries before this batch's first one (those at and
-            # past it may be an old leader's, about to be replaced).
-            backed = self.log_store.last_index()
-            if rd.entries:
-                backed = min(backed, rd.entries[0].index - 1)
-            ends_abstention = synced.abstaining and not hs.abstaining and not elected
-            caught_up = 0
-            if ends_abstention:
-                # Say which entry ends it, so a crash before the last write
-                # does not leave the node abstaining with that entry on disk.
-                if rd.entries:
-                    caught_up = rd.entries[-1].index
-                elif rd.snapshot is not None:
-                    caught_up = rd.snapshot.index
-                else:
-                    caught_up = self.log_store.last_index()
-            first = HardState(
-                hs.term,
-                hs.voted_for,
-                min(hs.commit, backed),
-                hs.abstaining or ends_abstention,
-                hs.storage_id,
-                caught_up,
-            )
-            if _durable_part(first) != _durable_part(synced) or caught_up:
-                self.stable_store.save(first)
-                self._synced_hs = synced = first
-        if rd.entries:
-            self.log_store.append(list(rd.entries))
-        if hs is not None and _durable_part(hs) != _durable_part(synced):
-            self.stable_store.save(hs)  # abstention ends once its entries are on disk
-            self._synced_hs = hs
+        """Run ``job`` on the disk thread, after the writes before it."""
+        return self.writer.on_disk(job)
 
     def _flush_transport(self) -> None:
         flush = getattr(self.transport, "flush", None)
@@ -856,8 +737,7 @@ class RaftNode:
             pending.serve_reads(applier.readable_index(self.applied_index), applier.query)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        data, self._installing = self._installing, b""
-        addresses, state = decode_snapshot(data)
+        addresses, state = decode_snapshot(self.writer.take_installed())
         self.addresses.restore(addresses)
         self.applier.install(meta.index, state)
         self.applied_index = meta.index
