@@ -8,6 +8,19 @@ entries and hard state durable on the disk thread, then send
 answer the requests waiting on them), serve reads, and ``advance``. Only one
 Ready is in flight at a time, so every request that arrives while the disk is
 busy joins the next batch: that is group commit.
+
+The loop is thin; each other job has a collaborator of its own module, given
+or built when the node is:
+
+- :mod:`~leeky_twisted.server.writes`: where and in what order a Ready is
+  written (disk thread or inline; hard state before entries);
+- :mod:`~leeky_twisted.server.pending`: requests waiting on the log, and
+  their deadlines;
+- :mod:`~leeky_twisted.server.applier` (local state machine) or
+  :mod:`~leeky_twisted.server.executor_applier` (remote executor): what
+  applies committed entries and answers queries;
+- :mod:`~leeky_twisted.server.snapshots`: when to snapshot, and how;
+- :mod:`~leeky_twisted.server.addresses`: the address book.
 """
 
 from __future__ import annotations
