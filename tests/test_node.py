@@ -64,7 +64,7 @@ class RecordingStableStore(MemoryStableStore):
         super().save(hard_state)
 
 
-def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10):
+def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10, **extra: Any):
     clock = task.Clock()
     events: list[Any] = []
     log_store = MemoryLogStore()
@@ -84,6 +84,7 @@ def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10):
         KeyValueStateMachine(),
         NodeSettings(tick_interval=0.05),
         rng=random.Random(1),
+        **extra,
     )
     node.start()
     return node, clock, transport, events
