@@ -37,6 +37,13 @@ LAYERS: dict[str, int] = {
     "recovery": 3,
     # the node runtime
     "server": 4,
+    # the Ready loop's collaborators, one job each (server/node.py uses them)
+    "server.writes": 4,
+    "server.pending": 4,
+    "server.applier": 4,
+    "server.executor_applier": 4,
+    "server.snapshots": 4,
+    "server.addresses": 4,
     # the front ends of a node
     "api": 5,
     "dashboard": 5,
@@ -125,3 +132,26 @@ def test_the_client_side_reaches_a_node_only_through_the_protocol():
 def test_layer_of_finds_the_longest_prefix(module):
     """layer_of knows the package's modules (a guard for the table itself)."""
     assert layer_of(module)[1] >= 0
+
+
+#: the Ready loop's collaborators: each has one job and does not run the loop
+NODE_COLLABORATORS = ("writes", "pending", "applier", "executor_applier", "snapshots", "addresses")
+
+
+@pytest.mark.parametrize("name", NODE_COLLABORATORS)
+def test_a_node_collaborator_imports_the_ready_loop_only_for_types(name):
+    """server/<collaborator>.py names RaftNode in annotations only: no import cycle."""
+    path = PACKAGE / "server" / f"{name}.py"
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            typing_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    bad = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module == "leeky_twisted.server.node"
+        and id(node) not in typing_only
+    ]
+    assert not bad, f"{path.name} imports server.node at run time (lines {bad})"

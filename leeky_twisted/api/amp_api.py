@@ -755,7 +755,7 @@ class KeyValueFrontend:
 
     def status(self) -> dict[str, Any]:
         """Return the node's status dictionary, with the store's ``revision`` when it has one."""
-        status = dict(self.node.status())
+        status = self.node.status().to_json()
         revision = getattr(self.node.local_state_machine(), "revision", None)
         if isinstance(revision, int):
             status["revision"] = revision
