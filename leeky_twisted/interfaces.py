@@ -7,13 +7,16 @@ the reactor thread may read. Only the transport returns Deferreds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
-from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
+from leeky_twisted.core.messages import ConfChange, Configuration, Message, NodeId, Role
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class ILogStore(Interface):
@@ -115,10 +118,10 @@ class IStateMachine(Interface):
 class IPeerTransport(Interface):
     """Carries core messages between Raft peers. Delivery is best effort."""
 
-    def send(message: object) -> None:
+    def send(message: Message) -> None:
         """Send ``message`` to ``message.recipient``; never raises, may drop."""
 
-    def set_receiver(receiver: object) -> None:
+    def set_receiver(receiver: Callable[[Message], None]) -> None:
         """Deliver every incoming message by calling ``receiver(message)``."""
 
     def close() -> object:
@@ -180,18 +183,18 @@ class IRaftNode(Interface):
     )
     membership = Attribute("Capability: the IMembership (gossip) the node runs, or None.")
 
-    def propose(command: bytes, timeout: float) -> object:
+    def propose(command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; Deferred firing with the state machine's result.
 
         Errbacks with NotLeader (carrying the leader id/address when known) or
         CommitTimeout ("timed out, outcome unknown").
         """
 
-    def read(request: object, linearizable: bool, timeout: float) -> object:
+    def read(request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a read-only query; ReadIndex first when ``linearizable``."""
 
-    def status() -> dict[str, Any]:
-        """Return a JSON-able status dictionary."""
+    def status() -> NodeStatus:
+        """Return the node's status as an immutable value (``to_json()`` for the wire)."""
 
     def view() -> NodeView:
         """Return the node's Raft state as an immutable value object."""
@@ -211,14 +214,120 @@ class IRaftNode(Interface):
     def address_of(node_id: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""
 
-    def propose_config_change(change: ConfChange, timeout: float) -> object:
+    def propose_config_change(change: ConfChange, timeout: float) -> Deferred[Any]:
         """Replicate one configuration change; Deferred firing once it is applied."""
 
-    def add_server(node_id: str, address: str | None, voter: bool) -> object:
+    def add_server(node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
         """Add a learner or voter (a voter joins as learner first); leader only."""
 
-    def remove_server(node_id: str) -> object:
+    def remove_server(node_id: str) -> Deferred[Any]:
         """Remove a member from the configuration; leader only."""
 
     def transfer_leader(node_id: str) -> None:
         """Start handing leadership to ``node_id``; raise NotLeader or InvalidRequest."""
+
+
+@dataclass(frozen=True)
+class ExecutorStatus:
+    """How a node's remote executor keeps up with the log."""
+
+    applied_index: int  #: the last index the executor has applied
+    lag: int  #: committed entries it has not applied yet
+    reachable: bool  #: its last call succeeded
+    failures: int  #: calls that failed in a row
+    error: str | None  #: the last failure, if any
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``leekyraft status`` shows of one node: a consistent, immutable reading."""
+
+    node_id: NodeId
+    role: str = "follower"  #: as users see it: leader, follower, candidate or learner
+    term: int = 0
+    leader: NodeId | None = None
+    address: str | None = None  #: this node's peer address
+    client_address: str | None = None
+    http_address: str | None = None
+    leader_address: str | None = None  #: the leader's client address, when known
+    commit_index: int = 0
+    applied_index: int = 0
+    first_index: int = 1
+    last_index: int = 0
+    log_entries: int = 0  #: entries held in the log (not compacted)
+    snapshot_index: int = 0
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
+    storage_id: int = 0
+    abstaining: bool = False
+    #: each voter's seat: the storage its votes count from (0: vacant)
+    seats: Mapping[str, int] = field(default_factory=dict)
+    leader_changes: int = 0
+    elections: int = 0
+    pending_requests: int = 0
+    pending_reads: int = 0
+    #: counters of the Ready loop (readies, persists, applied, ...)
+    stats: Mapping[str, float] = field(default_factory=dict)
+    executor: ExecutorStatus | None = None  #: when a remote executor applies
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON object of ``leekyraft status --json`` (its keys are a contract)."""
+        out: dict[str, Any] = {
+            "id": self.node_id,
+            "address": self.address,
+            "client_address": self.client_address,
+            "http_address": self.http_address,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader,
+            "leader_address": self.leader_address,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "first_index": self.first_index,
+            "last_index": self.last_index,
+            "log_entries": self.log_entries,
+            "snapshot_index": self.snapshot_index,
+            "voters": list(self.voters),
+            "learners": list(self.learners),
+            "storage_id": self.storage_id,
+            "abstaining": self.abstaining,
+            "seats": dict(self.seats),
+            "leader_changes": self.leader_changes,
+            "elections": self.elections,
+            "pending_requests": self.pending_requests,
+            "pending_reads": self.pending_reads,
+            "stats": dict(self.stats),
+        }
+        ex = self.executor
+        if ex is not None:
+            out["executor_applied_index"] = ex.applied_index
+            out["executor_lag"] = ex.lag
+            out["executor_reachable"] = ex.reachable
+            out["executor_failures"] = ex.failures
+            out["executor_error"] = ex.error
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NodeStatus:
+        """Return the status a :meth:`to_json` object describes (missing keys: defaults)."""
+        executor = None
+        if "executor_applied_index" in data:
+            executor = ExecutorStatus(
+                applied_index=int(data["executor_applied_index"]),
+                lag=int(data.get("executor_lag") or 0),
+                reachable=bool(data.get("executor_reachable")),
+                failures=int(data.get("executor_failures") or 0),
+                error=data.get("executor_error"),
+            )
+        special = {"node_id", "leader", "voters", "learners", "executor"}
+        known = {f.name for f in fields(cls)} - special
+        values = {k: v for k, v in data.items() if k in known}
+        leader = data.get("leader")
+        return cls(
+            node_id=NodeId(str(data.get("id", ""))),
+            leader=NodeId(str(leader)) if leader is not None else None,
+            voters=tuple(NodeId(str(v)) for v in data.get("voters") or ()),
+            learners=tuple(NodeId(str(v)) for v in data.get("learners") or ()),
+            executor=executor,
+            **values,
+        )

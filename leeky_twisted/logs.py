@@ -1,4 +1,4 @@
-"""Moved to :mod:`leeky_twisted.server.logs`: the old name still imports."""
+"""Kept: users type ``twistd --logger=leeky_twisted.logs.json_observer``; see server/logs.py."""
 
 from leeky_twisted.server.logs import (  # noqa: F401
     DEFAULT_LEVEL,

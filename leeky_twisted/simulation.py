@@ -1,4 +1,4 @@
-"""Moved to :mod:`leeky_twisted.testing.simulation`: the old name still imports."""
+"""Kept: users type ``python -m leeky_twisted.simulation --seed S``; see testing/simulation.py."""
 
 import sys
 

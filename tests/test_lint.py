@@ -29,14 +29,16 @@ MYPY = shutil.which("mypy", path=str(Path(sys.executable).parent))
 @pytest.mark.skipif(MYPY is None, reason="mypy is installed with the test extras")
 def test_core_storage_and_interfaces_are_strictly_typed():
     """mypy --strict (with mypy_zope) passes on the core, storage, the shared protocol,
-    the node runtime and the interfaces (api/ and transport/ are not there yet)."""
+    the transport, the node runtime, the API and the interfaces."""
     paths = [
         "leeky_twisted/core",
         "leeky_twisted/storage",
         "leeky_twisted/interfaces.py",
         "leeky_twisted/defaults.py",
         "leeky_twisted/protocol",
-        "leeky_twisted/server/node.py",
+        "leeky_twisted/transport",
+        "leeky_twisted/server",
+        "leeky_twisted/api",
         "leeky_twisted/testing/fakes.py",
     ]
     run = subprocess.run(

@@ -64,7 +64,7 @@ class RecordingStableStore(MemoryStableStore):
         super().save(hard_state)
 
 
-def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10):
+def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10, **extra: Any):
     clock = task.Clock()
     events: list[Any] = []
     log_store = MemoryLogStore()
@@ -84,6 +84,7 @@ def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10):
         KeyValueStateMachine(),
         NodeSettings(tick_interval=0.05),
         rng=random.Random(1),
+        **extra,
     )
     node.start()
     return node, clock, transport, events
@@ -110,7 +111,7 @@ def test_single_node_elects_itself_and_applies_a_put():
     """A one-voter cluster elects itself and answers a put with the state machine's result."""
     node, clock, _, _ = make_node(["1"])
     run(clock, 2.0)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
     got = outcome(node.propose(kv.encode_command(kv.Put("k", "v", None)), timeout=5))
     run(clock, 0.1)
     assert got == [None]
@@ -128,7 +129,7 @@ def lead_by_hand(node: RaftNode, clock: task.Clock) -> None:
     for peer in ("2", "3"):
         node.receive(RequestVoteResponse(NodeId(peer), NodeId("1"), node.core.term, True, False))
     run(clock, 0.05)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
 
 
 def test_view_and_progress_show_a_leader_and_its_followers():
@@ -206,7 +207,7 @@ def test_leader_sends_new_entries_while_its_own_write_is_in_flight():
     for peer in ("2", "3"):  # followers confirm the no-op: replication is pipelined now
         node.receive(AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last))
     run(clock2, 0.02)
-    node._run_blocking = slow_disk
+    node.writer.run_blocking = slow_disk
     node.settings.inline_persist_seconds = 0  # every write on the disk thread
     node.propose(b"first", timeout=5)
     run(clock2, 0.02)
@@ -254,9 +255,9 @@ class StepTimer:
 def make_follower_on_a_disk_thread():
     node, clock, transport, _events = make_node(["1", "2", "3"])
     disk = DiskThreadRecorder()
-    node._run_blocking = disk
+    node.writer.run_blocking = disk
     timer = StepTimer()
-    node.timer = timer
+    node.writer.timer = timer
     return node, clock, transport, disk, timer
 
 
@@ -312,7 +313,7 @@ def test_a_slow_write_sends_the_next_writes_to_the_disk_thread_until_writes_are_
 def test_follower_writes_on_the_disk_thread_while_another_disk_job_runs():
     """The stores have one writer at a time: no inline write beside a running disk job."""
     node, clock, transport, disk, _ = make_follower_on_a_disk_thread()
-    busy: Deferred[Any] = node._on_disk(lambda: None)  # e.g. a snapshot being written
+    busy: Deferred[Any] = node.on_disk(lambda: None)  # e.g. a snapshot being written
     index = node.core.log.last_index() + 1
     append_from_leader(node, index)
     run(clock, 0.02)
@@ -339,8 +340,8 @@ def test_leader_writes_one_entry_inline_and_batches_on_the_disk_thread():
     node, clock, _transport, _events = make_node(["1", "2", "3"])
     lead_by_hand(node, clock)
     disk = DiskThreadRecorder()
-    node._run_blocking = disk
-    node.timer = StepTimer()
+    node.writer.run_blocking = disk
+    node.writer.timer = StepTimer()
     last = node.core.log.last_index()
     node.propose(b"alone", timeout=5)
     run(clock, 0.02)

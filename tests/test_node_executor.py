@@ -103,7 +103,7 @@ def test_a_healthy_idle_executor_is_never_judged_down(cluster: Cluster) -> None:
     """Long quiet periods are not an outage: requests are served after them."""
     assert cluster.submit(b"ADD a 1")[0]["name"] == "a"
     cluster.run(10.0)
-    assert cluster.node.feed.stalled_for() == 0.0
+    assert cluster.node.applier.feed.stalled_for() == 0.0
     assert cluster.submit(b"READ a")[0]["reads"] == 1
 
 
@@ -166,7 +166,7 @@ def test_a_hung_executor_counts_as_down_before_its_call_times_out(tmp_path: Path
         c.executor.hold = True
         c.submit(b"ADD b 1")
         c.run(2.5)
-        assert c.node.feed.stalled_for() >= 2.0
+        assert c.node.applier.feed.stalled_for() >= 2.0
         assert "executor down" in unavailable(outcome(c.node.propose(b"ADD c 1", 5)))
     finally:
         c.node.stop()
@@ -192,9 +192,9 @@ def test_an_executor_cluster_snapshots_by_bytes_too(tmp_path: Path) -> None:
             assert c.submit(f"ADD {'f' * 200}{i} 1".encode())[0]["size"] == 1
         c.run(0.5)
         status = c.node.status()
-        assert status["snapshot_index"] > 0
+        assert status.snapshot_index > 0
         assert c.node.snapshot_store.latest() is not None
-        assert status["log_entries"] < 30
+        assert status.log_entries < 30
     finally:
         c.node.stop()
         c.executor.state.close()

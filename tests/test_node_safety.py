@@ -154,7 +154,7 @@ def test_b_stop_saves_only_a_commit_index_the_durable_log_backs():
     host = c.hosts[NodeId(follower)]
     held: list[tuple[Callable[[], Any], Any]] = []
     node = c.node(follower)
-    node._run_blocking = lambda job: _hold(held, job)
+    node.writer.run_blocking = lambda job: _hold(held, job)
     node.settings.inline_persist_seconds = 0.0
     for i in range(5):
         c.put(leader, f"k=v{i}".encode())
@@ -326,7 +326,7 @@ def test_h_no_snapshot_of_a_state_not_yet_restored():
     host = c.hosts[NodeId(lagger)]
     held: list[tuple[Callable[[], Any], Any]] = []
     node = c.node(lagger)
-    node._run_blocking = lambda job: _hold(held, job)
+    node.writer.run_blocking = lambda job: _hold(held, job)
     node.settings.inline_persist_seconds = 0.0
     before = node.applied_index
     c.drop = lambda m: False
@@ -339,9 +339,9 @@ def test_h_no_snapshot_of_a_state_not_yet_restored():
     answers: list[Any] = []
     d: Deferred[Any] = Deferred()
     d.addBoth(answers.append)
-    node._reads[-1] = ("k", d)
-    node._ready_reads.append((snap.index, -1))
-    node._serve_reads()
+    node.pending.reads[-1] = ("k", d)
+    node.pending.read_ready(snap.index, -1)
+    node.serve_reads()
     assert answers == []
     while held:  # let the disk finish, in order
         job, d = held.pop(0)
@@ -434,7 +434,7 @@ def test_the_hard_state_written_before_entries_commits_none_they_replace():
     log_store.dying = True
     new = tuple(Entry(i, 3, EntryKind.NOOP, b"new") for i in range(4, 7))
     with pytest.raises(OSError):
-        node._write(Ready(hard_state=HardState(3, None, 6), entries=new))
+        node.writer.write(Ready(hard_state=HardState(3, None, 6), entries=new))
     saved = stable.load()
     assert saved.term == 3  # the term went first
     assert saved.commit <= 3  # but no commit over entries being replaced
@@ -645,7 +645,7 @@ def test_e_a_wiped_voters_seat_is_vacated_then_bound_to_its_new_storage():
     assert bound[-2:] == [0, new]  # vacated, then bound to the new storage
     assert core.commit >= core.log.config_index()
     assert not c.node(victim).core.abstaining
-    assert c.node(leader).status()["seats"][victim] == new  # shown by `leekyraft status`
+    assert c.node(leader).status().seats[victim] == new  # shown by `leekyraft status`
     c.hosts[NodeId(leader)].crash()  # the rebound node now makes a majority with the third
     assert c.run_until_leader() != leader
 

@@ -39,15 +39,26 @@ def test_replayed_configuration_entries_leave_own_addresses_alone(tmp_path: Path
     node._apply_config(config_entry("2", old))
     assert node.addresses["1"] == mine
     assert node.addresses["2"] == old
-    assert node.status()["client_address"] == "127.0.0.1:7501"
+    assert node.status().client_address == "127.0.0.1:7501"
 
 
 def test_a_restored_snapshot_leaves_own_addresses_alone(tmp_path: Path) -> None:
-    """A snapshot's address book (``addresses.update``) replaces every entry but our own."""
+    """A snapshot's address book (``addresses.restore``) replaces every entry but our own."""
     node = node_of(tmp_path)
     mine = dict(node.addresses["1"])
-    node.addresses.update({"1": {"peer": "old:1"}, "3": {"peer": "n3:7100"}})
-    node.addresses["1"] = {"peer": "old:2"}
+    node.addresses.restore({"1": {"peer": "old:1"}, "3": {"peer": "n3:7100"}})
+    node.addresses.learn("1", {"peer": "old:2"})
     assert node.addresses["1"] == mine and node.addresses["3"] == {"peer": "n3:7100"}
-    node.addresses["1"]["client"] = "127.0.0.1:9999"  # the service records a bound port
+    node.addresses.set_own("client", "127.0.0.1:9999")  # the service records a bound port
     assert node.addresses["1"]["client"] == "127.0.0.1:9999"
+
+
+def test_an_announcement_of_this_node_is_not_taken_from_the_log(tmp_path: Path) -> None:
+    """A leader's announcement naming this node (an old one of its own) changes nothing."""
+    node = node_of(tmp_path)
+    mine = dict(node.addresses["1"])
+    node.addresses.apply_announcement(b'{"announce": "1", "addresses": {"client": "old:1"}}')
+    node.addresses.apply_announcement(b'{"announce": "2", "addresses": {"client": "n2:7500"}}')
+    node.addresses.apply_announcement(b"not json")
+    assert node.addresses["1"] == mine
+    assert node.addresses["2"]["client"] == "n2:7500"

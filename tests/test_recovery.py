@@ -86,7 +86,7 @@ def test_without_recovery_a_survivor_of_a_lost_majority_never_leads() -> None:
     """The problem: node 1 alone of 3 voters stays without a leader however long it waits."""
     node, clock = build(*three_voter_stores())
     run(clock, 5.0)
-    assert node.status()["role"] != "leader"
+    assert node.status().role != "leader"
 
 
 def test_forced_node_is_the_only_voter_keeps_its_data_and_elects_itself() -> None:
@@ -103,7 +103,7 @@ def test_forced_node_is_the_only_voter_keeps_its_data_and_elects_itself() -> Non
     node, clock = build(log_store, stable, snaps)
     assert node.core.configuration == Configuration(frozenset({NodeId("1")}))
     run(clock, 1.0)  # two election timeouts at most
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
     for key in ("committed", "uncommitted"):
         got = outcome(node.read(kv.Get(key), linearizable=True, timeout=5))
         run(clock, 0.1)
@@ -132,7 +132,7 @@ def test_a_learner_survivor_is_promoted_before_the_others_are_removed() -> None:
     ]
     node, clock = build(log_store, stable, MemorySnapshotStore())
     run(clock, 1.0)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
 
 
 def test_the_configuration_of_a_snapshot_counts_when_the_log_is_compacted() -> None:
@@ -189,4 +189,4 @@ def test_a_survivor_whose_seat_is_vacant_or_names_a_lost_storage_takes_it(seat: 
     node, clock = build(log_store, stable, snaps)
     assert node.core.configuration.storage == ((NodeId("1"), 99),)
     run(clock, 1.0)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"

@@ -35,7 +35,7 @@ def single_node(**settings: int) -> tuple[RaftNode, task.Clock]:
     )
     node.start()
     run(clock, 2.0)
-    assert node.status()["role"] == "leader"
+    assert node.status().role == "leader"
     return node, clock
 
 
@@ -52,11 +52,11 @@ def test_large_values_trigger_a_snapshot_long_before_the_entry_count():
     for i in range(20):
         put(node, clock, f"k{i}", 10_000)
     status = node.status()
-    assert status["snapshot_index"] > 0
-    kept = node.core.log.slice(node.core.log.start + 1, status["last_index"] + 1)
-    behind = [e for e in kept if e.index <= status["snapshot_index"]]
+    assert status.snapshot_index > 0
+    kept = node.core.log.slice(node.core.log.start + 1, status.last_index + 1)
+    behind = [e for e in kept if e.index <= status.snapshot_index]
     assert sum(len(e.data) for e in behind) <= 100_000 // 4
-    assert status["log_entries"] < 20
+    assert status.log_entries < 20
 
 
 def test_small_values_do_not_trigger_a_byte_snapshot():
@@ -64,13 +64,13 @@ def test_small_values_do_not_trigger_a_byte_snapshot():
     node, clock = single_node(snapshot_entries=100_000, snapshot_bytes=100_000)
     for i in range(20):
         put(node, clock, f"k{i}", 100)
-    assert node.status()["snapshot_index"] == 0
+    assert node.status().snapshot_index == 0
     put(node, clock, "big", 100_000)
-    first = node.status()["snapshot_index"]
+    first = node.status().snapshot_index
     assert first > 0
     for i in range(20):
         put(node, clock, f"j{i}", 100)
-    assert node.status()["snapshot_index"] == first
+    assert node.status().snapshot_index == first
 
 
 def test_the_option_reaches_the_node(tmp_path: Path):

@@ -2,6 +2,8 @@
 
     python tools/elections_under_load.py                      # 3 nodes: put, get, 10 KiB put
     python tools/elections_under_load.py --nodes 5 --seconds 300   # 64 x 1 KiB puts for 5 min
+    python tools/elections_under_load.py --seconds 90 --value-size 10240 --keys 10000
+        # 64 x 10 KiB puts for 90 s over a 100 MB state: a 65-100 MB snapshot every ~6,500 puts
 
 A spurious election (the term moving while every node is up) would show as a
 term or leader change between the start and the end of the load.
@@ -27,13 +29,13 @@ def snapshot(c: LocalCluster) -> list[tuple[str, int, int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--seconds", type=int, help="one sustained 1 KiB put load this long instead")
+    p.add_argument("--seconds", type=int, help="one sustained put load this long instead")
+    p.add_argument("--value-size", type=int, default=1024, help="bytes per value (--seconds)")
+    p.add_argument("--keys", type=int, default=1000, help="distinct keys written (--seconds)")
     args = p.parse_args()
     if args.seconds:
-        seconds = str(args.seconds)
-        loads = [
-            ["--clients", "64", "--value-size", "1024", "--ops", "1000000000", "--seconds", seconds]
-        ]
+        sized = ["--value-size", str(args.value_size), "--keys", str(args.keys)]
+        loads = [["--clients", "64", *sized, "--ops", "1000000000", "--seconds", str(args.seconds)]]
     else:
         loads = [
             ["--clients", "64", "--ops", "20000"],

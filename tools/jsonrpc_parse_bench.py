@@ -16,7 +16,8 @@ from typing import Any
 
 from txjsonrpc.jsonrpc import BaseSubhandler
 
-from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC, _decode_body, _refuse_constant
+from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.protocol.jsonrpc import _refuse_constant, decode_body
 
 
 class _Bare(KeyValueJSONRPC):
@@ -52,7 +53,7 @@ def main() -> None:
     rpc = _Bare()
     for rnd in range(args.rounds):
         old_parse = _best_us(lambda: json.loads(body, parse_constant=_refuse_constant), args.n)
-        new_parse = _best_us(lambda: _decode_body(body), args.n)
+        new_parse = _best_us(lambda: decode_body(body), args.n)
         old_find = _best_us(lambda: rpc._getFunction("put"), args.n)
         new_find = _best_us(lambda: rpc._functions.get("put") or rpc._lookup("put"), args.n)
         print(

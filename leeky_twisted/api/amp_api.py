@@ -7,7 +7,7 @@ state machine's result into an answer. When the node is not the leader and
 knows who is, the frontend forwards the request to the leader's client AMP
 address (at most one hop) instead of bouncing it. Every request ends within
 ``timeout`` (plus a small grace) with an answer or an error from
-``api.errors``.
+``protocol.errors``.
 
 :class:`ClientLocator` holds the thin AMP responders; :func:`make_amp_factory`
 builds the server factory the service listens with.
@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from twisted.internet import error, task
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -62,6 +62,7 @@ from leeky_twisted.statemachine.kv import (
     CommandError,
     Event,
     KeyValue,
+    KeyValueStateMachine,
     RangeResult,
     TxnResult,
     UnknownSession,
@@ -217,7 +218,7 @@ class KeyValueFrontend:
         self.watches: watches.WatchHub | None = None
         #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
         self.leases: LeaseKeeper | None = None
-        if not self.executor and hasattr(machine, "observe"):
+        if isinstance(machine, KeyValueStateMachine):
             self.watches = watches.WatchHub(clock, machine.revision, window=watch_window)
             self._detach = watches.attach(machine, self.watches)
             self.leases = LeaseKeeper(
@@ -271,7 +272,7 @@ class KeyValueFrontend:
         if not _is_int(seq) or (ack is not None and not _is_int(ack)):
             raise InvalidRequest("seq and ack must be integers")
         try:
-            return kv.Session(cid, seq, seq if ack is None else ack)  # type: ignore[arg-type]
+            return kv.Session(cid, seq, seq if ack is None else ack)
         except ValueError as e:
             raise InvalidRequest(str(e)) from None
 
@@ -305,9 +306,9 @@ class KeyValueFrontend:
     def _lease_id(self, lease: object, optional: bool = False) -> int:
         if lease is None and optional:
             return 0
-        if not (_is_int(lease) and 1 <= lease <= cc.MAX_SEQ):  # type: ignore[operator]
+        if not (_is_int(lease) and 1 <= lease <= cc.MAX_SEQ):
             raise InvalidRequest(f"lease must be a lease id (an integer from 1 to {cc.MAX_SEQ})")
-        return lease  # type: ignore[return-value]
+        return lease
 
     # -------------------------------------------------------------- leases
 
@@ -326,9 +327,9 @@ class KeyValueFrontend:
     ) -> int:
         """Create a lease of ``ttl`` seconds (one log entry); return its id."""
         self._keeper()
-        if not (_is_int(ttl) and 1 <= ttl <= kv.MAX_LEASE_TTL):  # type: ignore[operator]
+        if not (_is_int(ttl) and 1 <= ttl <= kv.MAX_LEASE_TTL):
             raise InvalidRequest(f"ttl must be an integer from 1 to {kv.MAX_LEASE_TTL} seconds")
-        command = kv.LeaseGrant(ttl, self._session(*(session or _NONE3)))  # type: ignore[arg-type]
+        command = kv.LeaseGrant(ttl, self._session(*(session or _NONE3)))
         lease: int = await self._write(
             command, cc.LeaseGrant, {"ttl": ttl}, _field("lease"), forwarded
         )
@@ -549,12 +550,12 @@ class KeyValueFrontend:
             raise InvalidRequest("this node keeps no events to watch")
         request = coord.range_request(self, start, end, prefix=prefix)
         if start_revision is not None and not (
-            _is_int(start_revision) and 0 <= start_revision <= coord.MAX_REVISION  # type: ignore[operator]
+            _is_int(start_revision) and 0 <= start_revision <= coord.MAX_REVISION
         ):
             raise InvalidRequest(
                 f"start revision must be an integer from 0 to {coord.MAX_REVISION}"
             )
-        return hub.watch(request.start, request.end, start_revision or None, sink)  # type: ignore[arg-type]
+        return hub.watch(request.start, request.end, start_revision or None, sink)
 
     async def poll_watch(
         self,
@@ -574,7 +575,7 @@ class KeyValueFrontend:
         """
         if not (isinstance(wait, int | float) and not isinstance(wait, bool) and 0 <= wait <= 60):
             raise InvalidRequest("wait must be a number of seconds from 0 to 60")
-        if not (_is_int(limit) and 1 <= limit <= 10_000):  # type: ignore[operator]
+        if not (_is_int(limit) and 1 <= limit <= 10_000):
             raise InvalidRequest("limit must be an integer from 1 to 10000")
         sink = _PollSink()
         watcher = self.start_watch(start, end, prefix, from_revision, sink)
@@ -582,11 +583,11 @@ class KeyValueFrontend:
         assert hub is not None
         hub.cancel(watcher)  # what was held is in the sink; wait afresh if nothing
         if sink.taken:
-            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]
             return events, events[-1].revision + 1
         sink = _PollSink()
         watcher = hub.watch(watcher.start, watcher.end, watcher.next_revision, sink)
-        timer = self._clock.callLater(wait, sink.fire)  # type: ignore[arg-type]
+        timer = self._clock.callLater(wait, sink.fire)
         try:
             await sink.ready
         finally:
@@ -596,7 +597,7 @@ class KeyValueFrontend:
         if sink.ended is not None:
             raise Compacted(sink.ended) if "compacted" in sink.ended else Unavailable(sink.ended)
         if sink.taken:
-            events = sink.taken[: _whole_revisions(sink.taken, limit)]  # type: ignore[arg-type]
+            events = sink.taken[: _whole_revisions(sink.taken, limit)]
             return events, events[-1].revision + 1
         return [], watcher.next_revision
 
@@ -671,6 +672,11 @@ class KeyValueFrontend:
             command = kv.decode_command(data)
         except kv.CommandDecodeError as e:
             raise InvalidRequest(str(e)) from None
+        if not isinstance(command, kv.Put | kv.Delete | kv.Cas | kv.Append | kv.Get):
+            raise InvalidRequest(
+                "submit takes put, delete, cas, append and get commands: use"
+                " register_session, txn and the lease methods for the others"
+            )
         self._key(command.key)
         if isinstance(command, kv.Put):
             self._value(command.value)
@@ -749,7 +755,7 @@ class KeyValueFrontend:
 
     def status(self) -> dict[str, Any]:
         """Return the node's status dictionary, with the store's ``revision`` when it has one."""
-        status = dict(self.node.status())
+        status = self.node.status().to_json()
         revision = getattr(self.node.local_state_machine(), "revision", None)
         if isinstance(revision, int):
             status["revision"] = revision
@@ -862,7 +868,7 @@ def _field(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda response: response[name]
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -1331,7 +1337,7 @@ class ClientAPIProtocol(amp.AMP):
 
     def proto_value(self, string: bytes) -> str:
         """Count each key and value of an unfinished box."""
-        self._held += len(self._currentKey) + len(string) + 4
+        self._held += len(self._currentKey or b"") + len(string) + 4
         return super().proto_value(string)  # type: ignore[no-any-return]
 
     def proto_key(self, string: bytes) -> str:

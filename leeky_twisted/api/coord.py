@@ -19,10 +19,13 @@ anything is proposed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leeky_twisted.protocol.errors import InvalidRequest
 from leeky_twisted.statemachine import commands as kv
+
+if TYPE_CHECKING:
+    from leeky_twisted.api.amp_api import KeyValueFrontend
 
 __all__ = ["MAX_RANGE_LIMIT", "MAX_REVISION", "parse_txn", "range_request", "txn_document"]
 
@@ -53,7 +56,7 @@ def _count(value: object, what: str, maximum: int) -> int:
 
 
 def range_request(
-    checker: Any,
+    checker: KeyValueFrontend,
     start: object,
     end: object = None,
     *,
@@ -73,7 +76,7 @@ def range_request(
     start = checker._check_text(start, "range start", limit_bytes)
     if end is not None:  # one more byte: the end of a one-key range is the key + "\0"
         end = checker._check_text(end, "range end", limit_bytes + 1)
-    options = {
+    options: dict[str, Any] = {
         "limit": _count(limit, "limit", MAX_RANGE_LIMIT),
         "keys_only": _flag(keys_only, "keys_only"),
         "count_only": _flag(count_only, "count_only"),
@@ -83,12 +86,12 @@ def range_request(
             if end is not None:
                 raise InvalidRequest("a prefix range takes no end")
             return kv.Range.prefix(start, **options)
-        return kv.Range(start, end, **options)  # type: ignore[arg-type]
+        return kv.Range(start, end, **options)
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
 
 
-def _range_op(checker: Any, op: dict[str, Any]) -> kv.Range:
+def _range_op(checker: KeyValueFrontend, op: dict[str, Any]) -> kv.Range:
     given = [name for name in ("key", "prefix", "start") if op.get(name) is not None]
     if len(given) != 1:
         raise InvalidRequest("a range operation names one of key, prefix or start")
@@ -105,7 +108,7 @@ def _range_op(checker: Any, op: dict[str, Any]) -> kv.Range:
     return range_request(checker, op["start"], op.get("end"), **options)
 
 
-def _op(checker: Any, op: object, where: str) -> kv.TxnOp:
+def _op(checker: KeyValueFrontend, op: object, where: str) -> kv.TxnOp:
     if not isinstance(op, dict):
         raise InvalidRequest(f"each {where} operation must be an object")
     kind = op.get("type")
@@ -130,7 +133,7 @@ def _op(checker: Any, op: object, where: str) -> kv.TxnOp:
     raise InvalidRequest(f'operation type must be "put", "delete" or "range", not {kind!r:.40}')
 
 
-def _compare(checker: Any, item: object) -> kv.Compare:
+def _compare(checker: KeyValueFrontend, item: object) -> kv.Compare:
     if not isinstance(item, dict) or set(item) != _COMPARE_FIELDS:
         raise InvalidRequest("a compare is an object {key, target, op, value}")
     key = checker._key(item["key"])
@@ -158,7 +161,7 @@ def _items(document: dict[str, Any], name: str) -> list[object]:
     return items
 
 
-def parse_txn(checker: Any, document: object, session: kv.Session | None) -> kv.Txn:
+def parse_txn(checker: KeyValueFrontend, document: object, session: kv.Session | None) -> kv.Txn:
     """Return the checked transaction the JSON ``document`` describes.
 
     InvalidRequest, naming the field, when it is malformed or out of bounds.

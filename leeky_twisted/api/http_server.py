@@ -19,10 +19,14 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.interfaces import (
+    IProtocolNegotiationFactory,
+    IPushProducer,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -95,6 +99,9 @@ class _Slot:
 
 class JSONRPCHTTPProtocol(Protocol):
     """One HTTP connection: parse requests, answer them in order."""
+
+    #: Set by ``makeConnection`` before any byte arrives: a TCP or TLS connection.
+    transport: ITCPTransport
 
     def __init__(
         self,
@@ -311,7 +318,7 @@ class JSONRPCHTTPProtocol(Protocol):
             self._buf = b""
         if len(self._slots) >= MAX_PIPELINED and not self._paused:
             self._paused = True
-            self.transport.pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
         return slot
 
     def _answer_now(
@@ -353,11 +360,11 @@ class JSONRPCHTTPProtocol(Protocol):
         if self._gone:
             self._slots.clear()
             return
-        out = []
+        out: list[bytes] = []
         close = False
-        while self._slots and self._slots[0].data is not None:
+        while self._slots and (data := self._slots[0].data) is not None:
             slot = self._slots.popleft()
-            out.append(slot.data)
+            out.append(data)
             if slot.close:
                 close = True
                 self._slots.clear()
@@ -370,7 +377,7 @@ class JSONRPCHTTPProtocol(Protocol):
             self._hand_over()
         elif self._paused and len(self._slots) < MAX_PIPELINED // 2:
             self._paused = False
-            self.transport.resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Forget pending answers; they have nowhere to go."""

@@ -54,34 +54,18 @@ Any node answers: a follower forwards the request to the leader (see
 -32005  compacted: the watch's revision is older than the node's window
 ======= ===========================================================
 
-Why not txJSON-RPC's ``web.jsonrpc.JSONRPC`` as is: its ``render`` lets a
-malformed body, a batch (JSON array), a request without ``method`` or a
-non-numeric ``jsonrpc`` version raise out of ``render`` (Twisted then answers
-an HTML 500), reports wrong parameters as code 8002 instead of -32602, logs
-every request body in full, and has no body size limit; and its module imports
-the global reactor at import time. ``JSONRPC`` is ``Resource`` plus txJSON-RPC's
-``BaseSubhandler`` (the ``jsonrpc_*`` method lookup, ``_getFunction``) plus
-that ``render``. So the resource here is ``Resource`` plus ``BaseSubhandler``
-with its own ``render``: txJSON-RPC's method lookup, none of the above
-problems, and importing this module leaves the reactor alone.
+The JSON-RPC 2.0 handling (parsing, checks, batches, notifications, body
+limit) is the shared dispatcher of :mod:`leeky_twisted.protocol.jsonrpc`;
+this module holds the methods and maps the node's errors to their codes.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import io
-import json
-import math
-from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from txjsonrpc import jsonrpclib
-from txjsonrpc.jsonrpc import BaseSubhandler
 
 from leeky_twisted import defaults
 from leeky_twisted.api.amp_api import KeyValueFrontend, RequestLimits, make_frontend
@@ -95,6 +79,12 @@ from leeky_twisted.protocol.errors import (
     NotLeader,
     SessionExpired,
     Unavailable,
+)
+from leeky_twisted.protocol.jsonrpc import (
+    InvalidParams,
+    JSONRPCResource,
+    JSONRPCSite,
+    error_object,
 )
 from leeky_twisted.protocol.jsonrpc_codes import (
     INTERNAL_ERROR,
@@ -119,8 +109,6 @@ __all__ = [
     "make_http_site",
 ]
 
-_log = Logger()
-
 NOT_LEADER = -32000
 UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
@@ -128,100 +116,16 @@ NOT_COMMITTED = -32003
 SESSION_EXPIRED = -32004
 COMPACTED = -32005
 
-#: At most this many calls in one batch request.
-MAX_BATCH = 100
-#: The longest string id a request may carry (ids are echoed in the answer).
-MAX_ID_CHARS = 256
-#: Integer ids are signed 64-bit.
-_ID_INTS = range(-(2**63), 2**63)
 
-
-def _refuse_constant(name: str) -> None:
-    """Refuse NaN and Infinity, which Python's parser accepts but JSON does not have."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
-#: One decoder for every request: ``json.loads`` with a keyword builds a new one per call.
-_decode_text = json.JSONDecoder(parse_constant=_refuse_constant).decode
-
-
-def _decode_body(body: bytes) -> Any:
-    """Parse a request body exactly as ``json.loads(body, parse_constant=...)`` would."""
-    return _decode_text(body.decode(json.detect_encoding(body), "surrogatepass"))
-
-
-def _id_problem(request_id: object) -> str | None:
-    """Return why ``request_id`` is not an acceptable JSON-RPC id, or None."""
-    if request_id is None:
-        return None
-    if isinstance(request_id, str):
-        return None if len(request_id) <= MAX_ID_CHARS else f"id longer than {MAX_ID_CHARS}"
-    if isinstance(request_id, bool):
-        return "id must be a string, a number or null"
-    if isinstance(request_id, int):
-        return None if request_id in _ID_INTS else "id must be a 64-bit integer"
-    if isinstance(request_id, float):
-        return None if math.isfinite(request_id) else "id must be a finite number"
-    return "id must be a string, a number or null"
-
-
-class _InvalidParams(Exception):
-    """The params do not fit the method."""
-
-
-def _error(code: int, message: str, data: object = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return error
-
-
-def _response(request_id: object, *, result: object = None, error: object = None) -> dict[str, Any]:
-    if error is not None:
-        return {"jsonrpc": "2.0", "error": error, "id": request_id}
-    return {"jsonrpc": "2.0", "result": result, "id": request_id}
-
-
-def _error_for(failure: Failure) -> dict[str, Any]:
-    """Return the JSON-RPC error object for a failed call."""
-    e = failure.value
-    if isinstance(e, NotLeader):
-        data = {"leader_id": e.leader_id, "leader_address": e.leader_address}
-        return _error(NOT_LEADER, str(e), data)
-    if isinstance(e, CommitTimeout):
-        return _error(COMMIT_TIMEOUT, str(e))
-    if isinstance(e, Unavailable):
-        return _error(UNAVAILABLE, str(e))
-    if isinstance(e, NotCommitted):
-        return _error(NOT_COMMITTED, str(e))
-    if isinstance(e, SessionExpired):
-        return _error(SESSION_EXPIRED, str(e))
-    if isinstance(e, Compacted):
-        return _error(COMPACTED, str(e))
-    if isinstance(e, InvalidRequest | _InvalidParams):
-        return _error(INVALID_PARAMS, str(e))
-    if isinstance(e, LeekyError):
-        return _error(INTERNAL_ERROR, str(e))
-    _log.failure("JSON-RPC call failed", failure)
-    return _error(INTERNAL_ERROR, f"internal error: {failure.getErrorMessage()}")
-
-
-class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
+class KeyValueJSONRPC(JSONRPCResource):
     """The JSON-RPC 2.0 resource of the key-value API (a leaf resource).
 
     :param max_body_bytes: refuse larger request bodies (-32600, HTTP 413).
     """
 
-    isLeaf = True
-
     def __init__(self, frontend: KeyValueFrontend, max_body_bytes: int) -> None:
-        resource.Resource.__init__(self)
-        BaseSubhandler.__init__(self)
+        super().__init__(max_body_bytes)
         self.frontend = frontend
-        #: Methods already looked up by name (only ``jsonrpc_*`` methods of this
-        #: class, so it stays as small as the API).
-        self._functions: dict[str, Callable[..., Any]] = {}
-        self.max_body_bytes = max_body_bytes
 
     # ------------------------------------------------------------- methods
 
@@ -232,7 +136,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         lease = None
         if options is not None:
             if not isinstance(options, dict) or not set(options) <= {"lease"}:
-                raise _InvalidParams('put options must be an object like {"lease": 7}')
+                raise InvalidParams('put options must be an object like {"lease": 7}')
             lease = options.get("lease")
         d = self.frontend.put_now(key, value, _session_params(session), lease)
         return d.addCallback(lambda _: True)
@@ -261,13 +165,13 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         if options is None:
             options = {}
         if not isinstance(options, dict) or not set(options) <= {"stale", "revisions"}:
-            raise _InvalidParams('options must be an object like {"stale": true}')
+            raise InvalidParams('options must be an object like {"stale": true}')
         stale = options.get("stale", False)
         revisions = options.get("revisions", False)
         if not isinstance(stale, bool):
-            raise _InvalidParams("stale must be true or false")
+            raise InvalidParams("stale must be true or false")
         if not isinstance(revisions, bool):
-            raise _InvalidParams("revisions must be true or false")
+            raise InvalidParams("revisions must be true or false")
         if revisions:
             d = Deferred.fromCoroutine(self.frontend.get_kv(key, stale=stale))
             return d.addCallback(
@@ -292,12 +196,12 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         if options is None:
             options = {}
         if not isinstance(options, dict) or not set(options) <= _RANGE_OPTIONS:
-            raise _InvalidParams(
+            raise InvalidParams(
                 f"range options must be an object with keys from {sorted(_RANGE_OPTIONS)}"
             )
         stale = options.get("stale", False)
         if not isinstance(stale, bool):
-            raise _InvalidParams("stale must be true or false")
+            raise InvalidParams("stale must be true or false")
         coroutine = self.frontend.range(
             start,
             end,
@@ -314,7 +218,7 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         if options is None:
             options = {}
         if not isinstance(options, dict) or not set(options) <= _WATCH_OPTIONS:
-            raise _InvalidParams(
+            raise InvalidParams(
                 f"watch options must be an object with keys from {sorted(_WATCH_OPTIONS)}"
             )
         prefix = options.get("prefix", False)
@@ -369,121 +273,32 @@ class KeyValueJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
         """Return this node's status."""
         return self.frontend.status()
 
-    # -------------------------------------------------------------- render
+    # -------------------------------------------------------------- errors
 
-    def render(self, request: server.Request) -> int | bytes:
-        """Answer one JSON-RPC request or batch; never raise."""
-        if request.method != b"POST":
-            request.setHeader(b"Allow", b"POST")
-            return self._finish(
-                request, 405, _response(None, error=_error(INVALID_REQUEST, "use POST"))
-            )
-        content = request.content
-        content.seek(0, io.SEEK_END)
-        too_large = getattr(request, "body_too_large", False) or (
-            content.tell() > self.max_body_bytes
-        )
-        if too_large:
-            message = f"request body too large (limit {self.max_body_bytes} bytes)"
-            return self._finish(
-                request, 413, _response(None, error=_error(INVALID_REQUEST, message))
-            )
-        content.seek(0)
-        d = self.answer(content.read())
+    #: Answer a request body (one call or a batch): the shared dispatcher, as is.
+    answer = JSONRPCResource.dispatch
 
-        finished = {"gone": False}
-        request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
-
-        def send(answer: object) -> None:
-            if not finished["gone"]:
-                self._finish(request, 200, answer)
-
-        d.addCallback(send)
-        d.addErrback(lambda f: _log.failure("JSON-RPC response failed", f))
-        return server.NOT_DONE_YET
-
-    def answer(self, body: bytes) -> Deferred[Any]:
-        """Answer a JSON-RPC request body (one call or a batch); never fails.
-
-        Fires with the response object (or list, for a batch), or None when
-        nothing is to be sent back (notifications only).
-        """
-        try:
-            parsed = _decode_body(body)
-        except (ValueError, RecursionError) as e:
-            return _now(_response(None, error=_error(PARSE_ERROR, f"parse error: {e}")))
-        if isinstance(parsed, list):
-            if not parsed or len(parsed) > MAX_BATCH:
-                message = f"a batch must hold 1 to {MAX_BATCH} requests"
-                return _now(_response(None, error=_error(INVALID_REQUEST, message)))
-            d: Deferred[Any] = gatherResults([self._call(item) for item in parsed])
-            return d.addCallback(lambda answers: [a for a in answers if a is not None] or None)
-        return self._call(parsed)
-
-    def _lookup(self, method: str) -> Callable[..., Any]:
-        """Find ``method`` (txJSON-RPC's lookup); remember plain ``jsonrpc_*`` methods."""
-        function: Callable[..., Any] = self._getFunction(method)
-        if "." not in method and method != "__dir__":
-            self._functions[method] = function
-        return function
-
-    def too_large(self) -> dict[str, Any]:
-        """Return the error response for a body over the limit."""
-        message = f"request body too large (limit {self.max_body_bytes} bytes)"
-        return _response(None, error=_error(INVALID_REQUEST, message))
-
-    def _call(self, call: object) -> Deferred[dict[str, Any] | None]:
-        """Run one call; fire with its response object, or None for a notification."""
-        if not isinstance(call, dict):
-            return _now(_response(None, error=_error(INVALID_REQUEST, "not a request object")))
-        request_id = call.get("id")
-        notification = "id" not in call
-        problem = _id_problem(request_id)
-        if problem is not None:
-            return _now(_response(None, error=_error(INVALID_REQUEST, problem)))
-        method, params = call.get("method"), call.get("params", [])
-        problem = None
-        if call.get("jsonrpc", "2.0") != "2.0":
-            problem = 'only "jsonrpc": "2.0" is supported'
-        elif not isinstance(method, str):
-            problem = "method must be a string"
-        elif not isinstance(params, list | dict):
-            problem = "params must be an array or an object"
-        if problem is not None:
-            return _now(_response(request_id, error=_error(INVALID_REQUEST, problem)))
-        try:
-            function = self._functions.get(method) or self._lookup(method)
-        except jsonrpclib.Fault:
-            error = _error(METHOD_NOT_FOUND, f"method not found: {method[:100]!r}")
-            return _now(None if notification else _response(request_id, error=error))
-        args, kwargs = (params, {}) if isinstance(params, list) else ([], params)
-        d = maybeDeferred(_checked_call, function, args, kwargs)
-
-        def answer(result: object) -> dict[str, Any] | None:
-            return None if notification else _response(request_id, result=result)
-
-        def fail(failure: Failure) -> dict[str, Any] | None:
-            error = _error_for(failure)
-            return None if notification else _response(request_id, error=error)
-
-        return d.addCallbacks(answer, fail)
-
-    def _finish(self, request: server.Request, code: int, answer: object) -> int:
-        """Write ``answer`` (None: nothing, 204) and finish the request."""
-        if answer is None:
-            request.setResponseCode(204)
-            request.finish()
-            return server.NOT_DONE_YET  # type: ignore[no-any-return]
-        try:
-            body = json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8")
-        except UnicodeEncodeError:
-            body = json.dumps(answer, default=str).encode("ascii")
-        request.setResponseCode(code)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
-        return server.NOT_DONE_YET  # type: ignore[no-any-return]
+    def error_for(self, failure: Failure, method: str) -> dict[str, Any]:
+        """Return the JSON-RPC error object for a failed call."""
+        e = failure.value
+        if isinstance(e, NotLeader):
+            data = {"leader_id": e.leader_id, "leader_address": e.leader_address}
+            return error_object(NOT_LEADER, str(e), data)
+        if isinstance(e, CommitTimeout):
+            return error_object(COMMIT_TIMEOUT, str(e))
+        if isinstance(e, Unavailable):
+            return error_object(UNAVAILABLE, str(e))
+        if isinstance(e, NotCommitted):
+            return error_object(NOT_COMMITTED, str(e))
+        if isinstance(e, SessionExpired):
+            return error_object(SESSION_EXPIRED, str(e))
+        if isinstance(e, Compacted):
+            return error_object(COMPACTED, str(e))
+        if isinstance(e, InvalidRequest):
+            return error_object(INVALID_PARAMS, str(e))
+        if isinstance(e, LeekyError):
+            return error_object(INTERNAL_ERROR, str(e))
+        return super().error_for(failure, method)
 
 
 _SESSION_KEYS = frozenset({"session", "seq", "ack"})
@@ -496,107 +311,10 @@ def _session_params(session: object) -> tuple[object, object, object] | None:
     if session is None:
         return None
     if not isinstance(session, dict) or not set(session) <= _SESSION_KEYS:
-        raise _InvalidParams('session must be an object like {"session": ID, "seq": 1, "ack": 1}')
+        raise InvalidParams('session must be an object like {"session": ID, "seq": 1, "ack": 1}')
     if session.get("session") is None or session.get("seq") is None:
-        raise _InvalidParams("a session needs both session and seq")
+        raise InvalidParams("a session needs both session and seq")
     return session["session"], session["seq"], session.get("ack")
-
-
-@functools.lru_cache(maxsize=64)
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(function)
-
-
-@functools.lru_cache(maxsize=64)
-def _positional_arity(function: Callable[..., Any]) -> tuple[int, int]:
-    """Return (fewest, most) positional arguments ``function`` accepts with no keywords."""
-    fewest = most = 0
-    for parameter in _signature(function).parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            most = 1 << 30
-        elif parameter.kind in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            most += 1
-            if parameter.default is inspect.Parameter.empty:
-                fewest += 1
-        elif (
-            parameter.kind is inspect.Parameter.KEYWORD_ONLY
-            and parameter.default is inspect.Parameter.empty
-        ):
-            fewest = 1 << 30  # a required keyword: positional params never do
-    return fewest, most
-
-
-def _checked_call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    if not kwargs:  # the usual call: positional params, checked by count alone
-        fewest, most = _positional_arity(function)
-        if fewest <= len(args) <= most:
-            return function(*args)
-    try:
-        _signature(function).bind(*args, **kwargs)
-    except TypeError as e:
-        raise _InvalidParams(f"invalid params: {e}") from None
-    return function(*args, **kwargs)
-
-
-def _now(value: Any) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.callback(value)
-    return d
-
-
-class _CappedRequest(server.Request):
-    """A request that stops storing its body past the site's ``max_body_bytes``.
-
-    The body is still read (and discarded) so the client gets a proper answer;
-    the resource sees ``body_too_large`` and refuses the call.
-    """
-
-    body_too_large = False
-    _received = 0
-
-    def _limit(self) -> int | None:
-        return getattr(getattr(self.channel, "site", None), "max_body_bytes", None)
-
-    def gotLength(self, length: int | None) -> None:
-        """Refuse at once a declared length above the limit."""
-        limit = self._limit()
-        if limit is not None and length is not None and length > limit:
-            self.body_too_large = True
-            self.content = io.BytesIO()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Store ``data`` while the body stays within the limit."""
-        if self.body_too_large:
-            return
-        self._received += len(data)
-        limit = self._limit()
-        if limit is not None and self._received > limit:
-            self.body_too_large = True
-            self.content.close()
-            self.content = io.BytesIO()
-            return
-        super().handleContentChunk(data)
-
-
-class _JSONRPCSite(server.Site):
-    """A site whose requests cap their bodies at ``max_body_bytes``."""
-
-    requestFactory = _CappedRequest
-
-    def __init__(self, root: resource.Resource, max_body_bytes: int) -> None:
-        # JSON-RPC bodies are never HTML forms: skip Twisted's form parsing, which
-        # costs a Content-Type parse through the email package on every request.
-        super().__init__(root, parsePOSTFormSubmission=False)
-        self.max_body_bytes = max_body_bytes
-        self.displayTracebacks = False
-
-    def log(self, request: server.Request) -> None:
-        """Write no access log line per request (the hot path); errors are logged."""
 
 
 def make_http_site(
@@ -623,4 +341,4 @@ def make_http_site(
         max_body_bytes = defaults.http_body_bytes(limits.max_value_bytes)
     root = resource.Resource()
     root.putChild(b"jsonrpc", KeyValueJSONRPC(frontend, max_body_bytes))
-    return _JSONRPCSite(root, max_body_bytes)
+    return JSONRPCSite(root, max_body_bytes)

@@ -92,8 +92,8 @@ class LeaseKeeper:
     def not_leader(self) -> NotLeader:
         """Return the NotLeader error naming the leader, as far as this node knows it."""
         status = self.node.status()
-        leader = status.get("leader")
-        return NotLeader(leader, status.get("leader_address")) if leader else NotLeader()
+        leader = status.leader
+        return NotLeader(leader, status.leader_address) if leader else NotLeader()
 
     def check(self) -> None:
         """Follow leadership; propose the expiry of each lease past its deadline."""

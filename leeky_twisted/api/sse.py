@@ -173,7 +173,7 @@ class WatchResource(resource.Resource):
         request.write(b": watching from revision %d\n\n" % watcher.origin)
         sink.start(watcher)
         request.notifyFinish().addBoth(lambda _: hub.cancel(watcher) if hub else None)
-        return server.NOT_DONE_YET  # type: ignore[no-any-return]
+        return server.NOT_DONE_YET
 
 
 def _error(request: server.Request, code: int, message: str) -> bytes:

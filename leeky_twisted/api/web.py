@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from twisted.web import resource, server
 
-from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC, _JSONRPCSite
+from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
+from leeky_twisted.protocol.jsonrpc import JSONRPCSite
 
 __all__ = ["NodeWebSite", "RouteResource", "make_node_site"]
 
@@ -36,7 +37,7 @@ class RouteResource(resource.Resource):
         return body
 
 
-class NodeWebSite(_JSONRPCSite):
+class NodeWebSite(JSONRPCSite):
     """The site a node's HTTP port hands connections to; add resources to ``root``."""
 
     def __init__(self, root: resource.Resource, max_body_bytes: int) -> None:

@@ -94,7 +94,7 @@ class Recorder:
     def sample(self) -> None:
         """Read the status, feed the timeline, and keep a point once a second."""
         now = self.clock.seconds()
-        self.status = dict(self.node.status())
+        self.status = self.node.status().to_json()
         self.timeline.observe(self.status, now)
         if self.data_dir is not None and now - self._size_at >= SIZE_EVERY:
             self._size_at = now

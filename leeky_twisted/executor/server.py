@@ -1,26 +1,29 @@
-"""The executor's JSON-RPC 2.0 resource (``POST /jsonrpc``), on txJSON-RPC's method lookup.
+"""The executor's JSON-RPC 2.0 resource (``POST /jsonrpc``), on the shared dispatcher.
 
-As in :mod:`leeky_twisted.api.jsonrpc_api`, the resource is ``Resource`` plus
-txJSON-RPC's ``BaseSubhandler`` (``jsonrpc_*`` lookup) with its own ``render``:
-txJSON-RPC's ``JSONRPC.render`` answers malformed bodies with an HTML 500,
-logs every body and imports the global reactor. The protocol is described in
-:mod:`leeky_twisted.protocol.executor_wire`.
+The JSON-RPC handling is :mod:`leeky_twisted.protocol.jsonrpc` (as for the client
+API), under the executor's rules: one call object per request (no batches), every
+call answered (no notifications), ``"jsonrpc": "2.0"`` required. The protocol is
+described in :mod:`leeky_twisted.protocol.executor_wire`.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
-from txjsonrpc import jsonrpclib
-from txjsonrpc.jsonrpc import BaseSubhandler
 
 from leeky_twisted.executor.filemeta import SNAPSHOT_FORMAT, CommandRejected
 from leeky_twisted.executor.store import DurableExecutorState, OwnerMismatch
 from leeky_twisted.protocol import executor_wire as wire
+from leeky_twisted.protocol.jsonrpc import (
+    JSONRPCResource,
+    JSONRPCSite,
+    RPCError,
+    Rules,
+    error_object,
+)
 
 __all__ = ["MAX_BODY_BYTES", "ExecutorJSONRPC", "RPCError", "make_executor_site"]
 
@@ -30,31 +33,20 @@ log = Logger()
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-class RPCError(Exception):
-    """A call failed with a JSON-RPC error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _owner(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 256:
         raise RPCError(wire.INVALID_PARAMS, "owner must be a non-empty string")
     return value
 
 
-class ExecutorJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
+class ExecutorJSONRPC(JSONRPCResource):
     """Serve one :class:`DurableExecutorState` over JSON-RPC 2.0 (a leaf resource)."""
 
-    isLeaf = True
+    rules = Rules(batches=False, notifications=False, version_required=True)
 
     def __init__(self, state: DurableExecutorState, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-        resource.Resource.__init__(self)
-        BaseSubhandler.__init__(self)
+        super().__init__(max_body_bytes)
         self.state = state
-        self.max_body_bytes = max_body_bytes
 
     # ------------------------------------------------------------- methods
 
@@ -113,79 +105,23 @@ class ExecutorJSONRPC(resource.Resource, BaseSubhandler):  # type: ignore[misc]
             raise RPCError(wire.INVALID_PARAMS, str(e)) from None
         return {"last_applied": self.state.last_applied}
 
-    # -------------------------------------------------------------- render
-
-    def render(self, request: server.Request) -> bytes:
-        """Answer one JSON-RPC call; never raise."""
-        if request.method != b"POST":
-            request.setResponseCode(405)
-            request.setHeader(b"Allow", b"POST")
-            return self._encode(request, self._error(None, wire.INVALID_REQUEST, "use POST"))
-        content = request.content
-        assert content is not None
-        body = content.read(self.max_body_bytes + 1)
-        if len(body) > self.max_body_bytes:
-            request.setResponseCode(413)
-            message = f"request body too large (limit {self.max_body_bytes} bytes)"
-            return self._encode(request, self._error(None, wire.INVALID_REQUEST, message))
-        return self._encode(request, self.answer(body))
+    # -------------------------------------------------------------- answers
 
     def answer(self, body: bytes) -> dict[str, Any]:
-        """Return the JSON-RPC response object for one request body."""
-        try:
-            call = json.loads(body)
-        except (ValueError, RecursionError) as e:
-            return self._error(None, wire.PARSE_ERROR, f"parse error: {e}")
-        if not isinstance(call, dict):
-            return self._error(None, wire.INVALID_REQUEST, "send one request object")
-        request_id = call.get("id")
-        method, params = call.get("method"), call.get("params", {})
-        if call.get("jsonrpc") != "2.0" or not isinstance(method, str):
-            return self._error(request_id, wire.INVALID_REQUEST, "not a JSON-RPC 2.0 call")
-        if not isinstance(params, list | dict):
-            return self._error(request_id, wire.INVALID_REQUEST, "params must be an array/object")
-        try:
-            function = self._getFunction(method)
-        except jsonrpclib.Fault:
-            return self._error(request_id, wire.METHOD_NOT_FOUND, f"no method {method[:80]!r}")
-        args, kwargs = (params, {}) if isinstance(params, list) else ([], params)
-        try:
-            inspect.signature(function).bind(*args, **kwargs)
-        except TypeError as e:
-            return self._error(request_id, wire.INVALID_PARAMS, f"invalid params: {e}")
-        try:
-            result = function(*args, **kwargs)
-        except RPCError as e:
-            return self._error(request_id, e.code, e.message)
-        except OwnerMismatch as e:
-            log.error("refused a call: {why}", why=str(e))
-            return self._error(request_id, wire.OWNER_MISMATCH, str(e))
-        except Exception as e:
-            log.failure("executor call {method} failed", method=method)
-            return self._error(request_id, wire.INTERNAL_ERROR, f"internal error: {e}")
-        return {"jsonrpc": "2.0", "result": result, "id": request_id}
+        """Return the JSON-RPC response object for one request body.
 
-    @staticmethod
-    def _error(request_id: object, code: int, message: str) -> dict[str, Any]:
-        error = {"code": code, "message": message}
-        return {"jsonrpc": "2.0", "error": error, "id": request_id}
+        Every method here answers synchronously, so the dispatcher has fired.
+        """
+        answers: list[dict[str, Any]] = []
+        self.dispatch(body).addCallback(answers.append)
+        return answers[0]
 
-    @staticmethod
-    def _encode(request: server.Request, answer: dict[str, Any]) -> bytes:
-        body = json.dumps(answer, ensure_ascii=False).encode("utf-8")
-        request.setHeader(b"Content-Type", b"application/json")
-        return body
-
-
-class _ExecutorSite(server.Site):
-    """A site without per-request access logs or HTML tracebacks."""
-
-    def __init__(self, root: resource.Resource) -> None:
-        super().__init__(root, parsePOSTFormSubmission=False)
-        self.displayTracebacks = False
-
-    def log(self, request: server.Request) -> None:
-        """Write no access log line per request."""
+    def error_for(self, failure: Failure, method: str) -> dict[str, Any]:
+        """Refuse another node's call (-32010); any other failure is internal."""
+        if isinstance(failure.value, OwnerMismatch):
+            log.error("refused a call: {why}", why=str(failure.value))
+            return error_object(wire.OWNER_MISMATCH, str(failure.value))
+        return super().error_for(failure, method)
 
 
 def make_executor_site(
@@ -194,4 +130,4 @@ def make_executor_site(
     """Return a Site serving ``state`` at ``/jsonrpc``."""
     root = resource.Resource()
     root.putChild(b"jsonrpc", ExecutorJSONRPC(state, max_body_bytes))
-    return _ExecutorSite(root)
+    return JSONRPCSite(root, max_body_bytes)

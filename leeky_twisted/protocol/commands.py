@@ -14,7 +14,7 @@ and is not applied.
 
 Errors: NotLeader's description carries the leader's id and client address as
 JSON, so the client rebuilds ``NotLeader(leader_id, leader_address)`` and can
-follow it (see ``api.errors``).
+follow it (see ``protocol.errors``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ afterwards and need the node to report them as they happen:
   ``stats["persist_seconds"]``/``stats["persists"]`` still give a summary
   (count and sum, hence the mean), just no buckets.
 - the executor's applied index when the state machine is a separate process:
-  the node puts ``executor_applied_index`` in its status and the lag is
-  measured against it (otherwise against ``applied_index``).
+  the node puts its ``executor`` figures in its status and the lag is
+  measured against their applied index (otherwise against ``applied_index``).
 
 Serve it from the lean HTTP server with
 ``extra_routes={b"/metrics": metrics_route(node)}``.
@@ -48,7 +48,7 @@ __all__ = [
 #: The Content-Type of the exposition (text format 0.0.4, what every scraper reads).
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-#: The roles a node reports in ``status()["role"]``; one ``leeky_raft_role`` series each.
+#: The roles a node reports in ``status().role``; one ``leeky_raft_role`` series each.
 ROLES = ("leader", "follower", "candidate", "learner")
 
 #: Histogram buckets for one persist (append + fsync), in seconds: 50 µs to 2.5 s.
@@ -71,8 +71,12 @@ PERSIST_BUCKETS: Sequence[float] = (
 )
 
 
-def _number(status: Mapping[str, Any], key: str, default: float = 0) -> float:
-    value = status.get(key, default)
+def _number(status: Mapping[str, Any] | None, key: str, default: float = 0) -> float:
+    return _value(status.get(key, default) if status else default, default)
+
+
+def _value(value: object, default: float = 0) -> float:
+    """Return ``value`` as a float; ``default`` for anything not a number (never raise)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return float(default)
     return float(value)
@@ -87,65 +91,63 @@ class _StatusCollector:
     def collect(self) -> Iterator[Metric]:
         """Yield every status-derived metric family (called once per scrape)."""
         st = self._node.status()
-        node_id = str(st.get("id", ""))
 
         info = GaugeMetricFamily(
             "leeky_raft_node_info", "Constant 1, labelled with this node's id.", labels=["node_id"]
         )
-        info.add_metric([node_id], 1)
+        info.add_metric([str(st.node_id)], 1)
         yield info
 
         role = GaugeMetricFamily(
             "leeky_raft_role", "1 for the current role, 0 for others.", labels=["role"]
         )
-        current = str(st.get("role", ""))
         for name in ROLES:
-            role.add_metric([name], 1 if name == current else 0)
+            role.add_metric([name], 1 if name == st.role else 0)
         yield role
 
         gauges = (
-            ("leeky_raft_term", "The current term.", "term"),
-            ("leeky_raft_commit_index", "The highest committed log index.", "commit_index"),
-            ("leeky_raft_applied_index", "The highest log index applied.", "applied_index"),
-            ("leeky_raft_first_index", "The first index still in the log.", "first_index"),
-            ("leeky_raft_last_index", "The last index in the log.", "last_index"),
-            ("leeky_raft_log_entries", "Entries held in the log (not compacted).", "log_entries"),
-            ("leeky_raft_snapshot_index", "The index of the latest snapshot.", "snapshot_index"),
-            ("leeky_raft_pending_requests", "Proposals waiting to be applied.", "pending_requests"),
-            ("leeky_raft_pending_reads", "Linearizable reads waiting.", "pending_reads"),
+            ("leeky_raft_term", "The current term.", st.term),
+            ("leeky_raft_commit_index", "The highest committed log index.", st.commit_index),
+            ("leeky_raft_applied_index", "The highest log index applied.", st.applied_index),
+            ("leeky_raft_first_index", "The first index still in the log.", st.first_index),
+            ("leeky_raft_last_index", "The last index in the log.", st.last_index),
+            ("leeky_raft_log_entries", "Entries held in the log (not compacted).", st.log_entries),
+            ("leeky_raft_snapshot_index", "The index of the latest snapshot.", st.snapshot_index),
+            (
+                "leeky_raft_pending_requests",
+                "Proposals waiting to be applied.",
+                st.pending_requests,
+            ),
+            ("leeky_raft_pending_reads", "Linearizable reads waiting.", st.pending_reads),
         )
-        for name, help_text, key in gauges:
-            yield GaugeMetricFamily(name, help_text, value=_number(st, key))
+        for name, help_text, value in gauges:
+            yield GaugeMetricFamily(name, help_text, value=_value(value))
 
-        voters = st.get("voters") or ()
-        learners = st.get("learners") or ()
-        yield GaugeMetricFamily("leeky_raft_voters", "Voters in the configuration.", len(voters))
+        yield GaugeMetricFamily("leeky_raft_voters", "Voters in the configuration.", len(st.voters))
         yield GaugeMetricFamily(
-            "leeky_raft_learners", "Learners in the configuration.", len(learners)
+            "leeky_raft_learners", "Learners in the configuration.", len(st.learners)
         )
-        leader = st.get("leader")
         yield GaugeMetricFamily(
-            "leeky_raft_has_leader", "1 when this node knows a leader.", 1 if leader else 0
+            "leeky_raft_has_leader", "1 when this node knows a leader.", 1 if st.leader else 0
         )
 
-        commit = _number(st, "commit_index")
-        executor_applied = _number(st, "executor_applied_index", _number(st, "applied_index"))
+        applied = st.executor.applied_index if st.executor is not None else st.applied_index
         yield GaugeMetricFamily(
             "leeky_raft_executor_lag_entries",
             "Committed entries the state machine has not applied yet (commit - applied).",
-            value=max(commit - executor_applied, 0),
+            value=max(_value(st.commit_index) - _value(applied), 0),
         )
 
         counters = (
-            ("leeky_raft_leader_changes", "Times the known leader changed.", "leader_changes"),
-            ("leeky_raft_elections_started", "Elections this node started.", "elections"),
+            ("leeky_raft_leader_changes", "Times the known leader changed.", st.leader_changes),
+            ("leeky_raft_elections_started", "Elections this node started.", st.elections),
         )
-        for name, help_text, key in counters:
-            yield CounterMetricFamily(name, help_text, value=_number(st, key))
+        for name, help_text, value in counters:
+            yield CounterMetricFamily(name, help_text, value=_value(value))
 
         yield from self._members()
 
-        stats = st.get("stats") or {}
+        stats = st.stats
         stat_counters = (
             ("leeky_raft_readies", "Ready batches handled.", "readies"),
             ("leeky_raft_entries_persisted", "Log entries written to disk.", "entries_persisted"),
@@ -157,7 +159,7 @@ class _StatusCollector:
         yield SummaryMetricFamily(
             "leeky_raft_persist_seconds",
             "Time spent persisting (append + fsync) on the disk thread.",
-            count_value=_number(stats, "persists"),
+            count_value=int(_number(stats, "persists")),
             sum_value=_number(stats, "persist_seconds"),
         )
 
@@ -191,12 +193,15 @@ class _StatusCollector:
 class NodeMetrics:
     """The metrics of one node, in a registry of their own.
 
-    :param node: anything with a ``status()`` like ``RaftNode.status``.
+    Made before the node, so the node can be given :meth:`observe_persist` and
+    :meth:`observe_peer_rtt` as hooks when it is built; :meth:`track` (or
+    ``node`` here) then adds the figures read from its ``status()``.
     """
 
-    def __init__(self, node: IRaftNode) -> None:
+    def __init__(self, node: IRaftNode | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StatusCollector(node))  # type: ignore[arg-type]
+        if node is not None:
+            self.track(node)
         self._persist = Histogram(
             "leeky_raft_persist_duration_seconds",
             "Duration of one persist (append + fsync), observed by the node.",
@@ -216,6 +221,10 @@ class NodeMetrics:
             buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+
+    def track(self, node: IRaftNode) -> None:
+        """Read ``node``'s status at each scrape."""
+        self.registry.register(_StatusCollector(node))
 
     def observe_peer_rtt(self, peer: str, seconds: float) -> None:
         """Record one heartbeat round trip to ``peer`` (leader only)."""

@@ -8,16 +8,27 @@ entries and hard state durable on the disk thread, then send
 answer the requests waiting on them), serve reads, and ``advance``. Only one
 Ready is in flight at a time, so every request that arrives while the disk is
 busy joins the next batch: that is group commit.
+
+The loop is thin; each other job has a collaborator of its own module, given
+or built when the node is:
+
+- :mod:`~leeky_twisted.server.writes`: where and in what order a Ready is
+  written (disk thread or inline; hard state before entries);
+- :mod:`~leeky_twisted.server.pending`: requests waiting on the log, and
+  their deadlines;
+- :mod:`~leeky_twisted.server.applier` (local state machine) or
+  :mod:`~leeky_twisted.server.executor_applier` (remote executor): what
+  applies committed entries and answers queries;
+- :mod:`~leeky_twisted.server.snapshots`: when to snapshot, and how;
+- :mod:`~leeky_twisted.server.addresses`: the address book.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import struct
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -60,21 +71,34 @@ from leeky_twisted.interfaces import (
     ISnapshotStore,
     IStableStore,
     IStateMachine,
+    NodeStatus,
     NodeView,
 )
 from leeky_twisted.protocol.errors import (
-    CommitTimeout,
     InvalidRequest,
     LeekyError,
-    NotCommitted,
     NotLeader,
     Unavailable,
 )
+from leeky_twisted.server.addresses import AddressBook
+from leeky_twisted.server.applier import Applier, LocalApplier
+from leeky_twisted.server.pending import PendingRequests
+from leeky_twisted.server.snapshots import Snapshots, decode_snapshot, encode_snapshot
+from leeky_twisted.server.writes import INLINE_PERSIST_BYTES, DiskWriter
+
+__all__ = [
+    "INLINE_PERSIST_BYTES",
+    "NodeHooks",
+    "NodeSettings",
+    "RaftNode",
+    "UnrecoverableStateError",
+    "check_peer_address",
+    "decode_snapshot",
+    "encode_snapshot",
+    "new_storage_id",
+]
 
 log = Logger()
-
-#: writes bigger than this always go to the disk thread (see _persist_inline)
-INLINE_PERSIST_BYTES = 32 * 1024
 
 
 @dataclass
@@ -125,24 +149,16 @@ class UnrecoverableStateError(Exception):
         )
 
 
-@dataclass
-class _Waiter:
-    term: int
-    deferred: Deferred[Any]
+@dataclass(frozen=True)
+class NodeHooks:
+    """Observers of a node's work, given at construction; each may be None."""
 
-
-def encode_snapshot(addresses: dict[str, dict[str, str]], state: bytes) -> bytes:
-    """Wrap the state machine's snapshot with the node's address book."""
-    head = json.dumps(addresses, sort_keys=True).encode()
-    return struct.pack(">I", len(head)) + head + state
-
-
-def decode_snapshot(data: bytes) -> tuple[dict[str, dict[str, str]], bytes]:
-    """Split a node snapshot into (address book, state machine bytes)."""
-    if len(data) < 4:
-        raise ValueError("snapshot too short")
-    (n,) = struct.unpack(">I", data[:4])
-    return json.loads(data[4 : 4 + n]), data[4 + n :]
+    #: sees each Ready before it is handled (the simulation's checks)
+    on_ready: Callable[[Ready], None] | None = None
+    #: ``(seconds, entries)`` of each write; called on the disk thread
+    on_persist: Callable[[float, int], None] | None = None
+    #: ``(peer, seconds)`` of each heartbeat round trip (leader only)
+    on_peer_rtt: Callable[[str, float], None] | None = None
 
 
 def check_peer_address(address: str) -> None:
@@ -150,11 +166,6 @@ def check_peer_address(address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
-
-
-def _durable_part(hs: HardState) -> tuple[int, NodeId | None, bool, int]:
-    """What of a hard state must be on disk before anything depending on it."""
-    return hs.term, hs.voted_for, hs.abstaining, hs.storage_id
 
 
 def new_storage_id(now: float, rng: random.Random) -> int:
@@ -168,15 +179,9 @@ def new_storage_id(now: float, rng: random.Random) -> int:
     return min(((ms << 16) | rng.getrandbits(16)) or 1, MAX_STORAGE_ID)
 
 
-def _synchronous(fn: Callable[[], Any]) -> Deferred[Any]:
-    return defer.maybeDeferred(fn)
-
-
 @implementer(IRaftNode)
 class RaftNode:
     """One Raft replica running on a reactor."""
-
-    timer: Callable[[], float] = staticmethod(time.perf_counter)  #: times each write
 
     def __init__(
         self,
@@ -192,18 +197,30 @@ class RaftNode:
         run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
         executor: Any = None,
         monotonic: Callable[[], float] | None = None,
+        *,
+        applier: Applier | None = None,
+        addresses: AddressBook | None = None,
+        hooks: NodeHooks | None = None,
+        membership: Any = None,
+        timer: Callable[[], float] | None = None,
     ) -> None:
-        """``executor``, an IAsyncStateMachine (a remote process), replaces
-        ``state_machine`` for NORMAL entries when given. ``monotonic`` is the
-        clock ticks are counted on (default ``time.monotonic``): a stalled
-        reactor still ticks once per interval that passed.
+        """Build a node on its durable state; it starts with :meth:`start`.
+
+        The applier is chosen here, once: ``applier`` when given, else an
+        :class:`~leeky_twisted.server.executor_applier.ExecutorApplier` for
+        ``executor`` (an IAsyncStateMachine, a remote process), else a
+        :class:`~leeky_twisted.server.applier.LocalApplier` of ``state_machine``.
+        ``addresses`` is the address book (default: one made of
+        ``settings.addresses``); ``membership`` the IMembership (gossip) the
+        node reports in ``members()``; ``hooks`` observe its work; ``timer``
+        times each write. ``monotonic`` is the clock ticks are counted on
+        (default ``time.monotonic``): a stalled reactor still ticks once per
+        interval that passed.
 
         Raises UnrecoverableStateError when the durable state is impossible.
         """
         self.reactor = reactor
         self.executor = executor
-        self._base_snapshot: tuple[int, bytes] | None = None
-        self._installing = b""  #: snapshot data read by the disk thread, to install
         self.node_id = core_config.node_id
         self.settings = settings or NodeSettings()
         self.log_store = log_store
@@ -211,44 +228,41 @@ class RaftNode:
         self.snapshot_store = snapshot_store
         self.transport = transport
         self.state_machine = state_machine
-        self._run_blocking = run_blocking or _synchronous
-        self._disk_jobs = 0  #: jobs handed to the disk thread and not finished
-        self._recent_persist = 0.0  #: the slowest recent write, decaying (seconds)
-        self.addresses: dict[str, dict[str, str]] = dict(self.settings.addresses)
+        self.membership = membership
+        self.hooks = hooks or NodeHooks()
+        self.addresses = (
+            addresses
+            if addresses is not None
+            else AddressBook(self.node_id, self.settings.addresses)
+        )
+        if applier is None:
+            applier = _applier_for(state_machine, executor)
+        self.applier = applier
+        self.pending = PendingRequests()
         self.monotonic = monotonic or time.monotonic
         self._last_tick_at = 0.0
         self._tick_carry = 0.0
         #: the index the state machine (or the executor's base) reflects
         self.applied_index = 0
-        self.on_ready: Callable[[Ready], None] | None = None  #: observes each Ready (tests)
         self.failure: str | None = None  #: why the node stopped itself, if it did
+        applier.attach(self)
         self.core = self._recover(core_config, rng)
-        self._waiters: dict[int, _Waiter] = {}
-        self._reads: dict[int, tuple[object, Deferred[Any]]] = {}
-        # (deadline, is_read, index or read id), in arrival order; swept each tick
-        self._deadlines: deque[tuple[float, bool, int, Deferred[Any]]] = deque()
-        self._ready_reads: list[tuple[int, int]] = []  # (index, ctx) waiting for apply
-        self._read_seq = 0
+        self.snapshots = Snapshots(
+            reactor,
+            self.settings,
+            self.core,
+            log_store,
+            snapshot_store,
+            self.addresses,
+            applier,
+            self.on_disk,
+            lambda: self.stopped,
+            lambda: self.applied_index,
+        )
         self._scheduled = False
         self._commit_notice: Any = None  #: the pending call of _notify_commit
         self._inflight = False
-        self._snapshotting = False
-        self._trailing = self.settings.snapshot_trailing
-        #: bytes of entry data applied since start, and that count when the latest
-        #: snapshot (or the one being taken) was taken: cheap to keep on the hot path
-        self._applied_bytes = 0
-        self._bytes_at_snapshot = 0
-        self._bytes_mark = 0
         self._ticker: task.LoopingCall | None = None
-        self._synced_hs = HardState(
-            self.core.term,
-            self.core.voted_for,
-            0,
-            self._loaded_abstaining,
-            self.core.storage_id,
-        )
-        self.leader_changes = 0
-        self.elections = 0
         self.stats = {
             "readies": 0,
             "persists": 0,
@@ -258,25 +272,28 @@ class RaftNode:
             "messages_sent": 0,
             "commit_notices": 0,
         }
+        self.writer = DiskWriter(
+            log_store,
+            stable_store,
+            snapshot_store,
+            HardState(
+                self.core.term,
+                self.core.voted_for,
+                0,
+                self._loaded_abstaining,
+                self.core.storage_id,
+            ),
+            self.stats,
+            self.settings,
+            run_blocking,
+            timer,
+            self.hooks.on_persist,
+        )
+        self.leader_changes = 0
+        self.elections = 0
         self._last_leader: NodeId | None = None
         self.stopped = False
-        self.membership: Any = None  #: an IMembership (gossip) when the node runs one
-        self.on_persist: Callable[[float, int], None] | None = None  #: disk-thread hook
-        self.on_peer_rtt: Callable[[str, float], None] | None = None  #: heartbeat round trips
         self._heartbeats_out: dict[tuple[str, int], float] = {}
-        self.feed: Any = None
-        self._executor_handoff_at = -1e18  #: when leadership was last handed on for it
-        self._entry_terms: dict[int, int] = {}  # NORMAL entries waiting on the executor
-        if executor is not None:
-            from leeky_twisted.statemachine.remote import ExecutorFeed
-
-            self.feed = ExecutorFeed(
-                reactor,
-                executor,
-                self._executor_applied,
-                fetch=self._fetch_for_executor,
-                snapshot_source=self._latest_snapshot_state,
-            )
         transport.set_receiver(self.receive)
 
     # ------------------------------------------------------------ lifecycle
@@ -314,11 +331,8 @@ class RaftNode:
         if meta is not None:
             assert isinstance(meta, SnapshotMeta)
             addresses, state = decode_snapshot(self.snapshot_store.open(meta.index))
-            self.addresses.update(addresses)
-            if self.executor is None:
-                self.state_machine.restore(state)
-            else:
-                self._base_snapshot = (meta.index, state)
+            self.addresses.restore(addresses)
+            self.applier.restore_base(meta.index, state)
             self.applied_index = meta.index
         first, last = self.log_store.first_index(), self.log_store.last_index()
         start = meta.index if meta is not None else 0
@@ -368,9 +382,7 @@ class RaftNode:
         self._ticker = task.LoopingCall(self.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.tick_interval, now=False)
-        if self.feed is not None:
-            self.feed.start(base_snapshot=self._base_snapshot)
-            self._base_snapshot = None
+        self.applier.start()
         self._schedule()
 
     def stop(self) -> Deferred[None]:
@@ -379,10 +391,7 @@ class RaftNode:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._cancel_commit_notice()
-        for index in list(self._waiters):
-            self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
-        for ctx in list(self._reads):
-            self._fail_read(ctx, Unavailable("node is shutting down"))
+        self.pending.fail_all("node is shutting down")
         # Save only a commit index the durable log backs: entries past
         # log.stable may still be in flight to the disk (or never get there).
         # The disk thread runs jobs in order, so this lands after any write in flight.
@@ -390,9 +399,11 @@ class RaftNode:
         term, voted_for, storage_id = core.term, core.voted_for, core.storage_id
         commit, abstaining = min(core.commit, core.log.stable), core.abstaining
 
+        writer = self.writer
+
         def save() -> None:
             # Run after the writes in flight: their result decides abstention.
-            synced = self._synced_hs
+            synced = writer.synced
             self.stable_store.save(
                 HardState(
                     term,
@@ -404,12 +415,9 @@ class RaftNode:
                 )
             )
 
-        d = self._on_disk(save)
-        if self.feed is not None:
-            feed_stopped = self.feed.stop()
-            d.addCallback(lambda _: feed_stopped)
-            d.addCallback(lambda _: self.executor.close())
-            d.addCallback(lambda _: None)
+        d = self.on_disk(save)
+        applier_stopped = self.applier.stop()
+        d.addCallback(lambda _: applier_stopped)
         return d
 
     def tick(self) -> None:
@@ -421,9 +429,8 @@ class RaftNode:
         the whole stall.
         """
         self._catch_up(at_least=1)
-        self._expire()
-        if self.feed is not None:
-            self._check_executor()
+        self.pending.expire(self.reactor.seconds())
+        self.applier.tick()
         self._schedule()
 
     def _catch_up(self, at_least: int = 0) -> None:
@@ -442,23 +449,6 @@ class RaftNode:
         for _ in range(min(ticks, core.cfg.election_ticks)):
             core.tick()
 
-    def _expire(self) -> None:
-        """Fail requests past their deadline with "timed out, outcome unknown".
-
-        Deadlines are checked once per tick (cheaper than a timer per request),
-        so a request may outlive its timeout by up to one tick.
-        """
-        now = self.reactor.seconds()
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, is_read, key, d = deadlines.popleft()
-            if is_read:
-                self._fail_read(key, CommitTimeout())
-            else:
-                w = self._waiters.get(key)
-                if w is not None and w.deferred is d:  # not a later request at that index
-                    self._fail_waiter(key, CommitTimeout())
-
     # --------------------------------------------------------------- inputs
 
     def _note_heartbeats(self, messages: Sequence[Message]) -> None:
@@ -475,10 +465,11 @@ class RaftNode:
         """Feed a peer's message to the core."""
         if self.stopped:
             return
-        if isinstance(message, HeartbeatResponse) and self.on_peer_rtt is not None:
+        on_peer_rtt = self.hooks.on_peer_rtt
+        if on_peer_rtt is not None and isinstance(message, HeartbeatResponse):
             sent = self._heartbeats_out.pop((message.sender, message.read_round), None)
             if sent is not None:
-                self.on_peer_rtt(message.sender, self.reactor.seconds() - sent)
+                on_peer_rtt(message.sender, self.reactor.seconds() - sent)
         try:
             self.core.step(message)
         except Exception as e:
@@ -488,7 +479,7 @@ class RaftNode:
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
-        down = self._executor_down()
+        down = self.applier.refusal()
         if down is not None:
             return defer.fail(down)
         try:
@@ -497,9 +488,7 @@ class RaftNode:
             return defer.fail(self._not_leader(e.leader))
         except TransferInProgressError as e:
             return defer.fail(Unavailable(str(e)))
-        d: Deferred[Any] = Deferred()
-        self._wait_for(index, term, d)
-        self._deadlines.append((self.reactor.seconds() + timeout, False, index, d))
+        d = self.pending.wait_for(index, term, self.reactor.seconds() + timeout)
         self._schedule()
         return d
 
@@ -532,30 +521,25 @@ class RaftNode:
             return defer.fail(Unavailable(str(e)))
         except ValueError as e:
             return defer.fail(e)
-        d: Deferred[Any] = Deferred()
-        self._wait_for(index, term, d)
-        self._deadlines.append((deadline, False, index, d))
+        d = self.pending.wait_for(index, term, deadline)
         self._schedule()
         return d
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
-        down = self._executor_down()
+        down = self.applier.refusal()
         if down is not None:
             return defer.fail(down)
         if not linearizable or self.settings.unsafe_stale_reads:
-            return self._query(request)
+            return self.applier.query(request)
         # A lease is judged on the ticks of real time: count any the reactor missed.
         self._catch_up()
-        self._read_seq += 1
-        ctx = self._read_seq
+        ctx = self.pending.next_read_id()
         try:
             self.core.read_index(ctx)
         except NotLeaderError as e:
             return defer.fail(self._not_leader(e.leader))
-        d: Deferred[Any] = Deferred()
-        self._reads[ctx] = (request, d)
-        self._deadlines.append((self.reactor.seconds() + timeout, True, ctx, d))
+        d = self.pending.add_read(ctx, request, self.reactor.seconds() + timeout)
         self._schedule()
         return d
 
@@ -596,8 +580,9 @@ class RaftNode:
             return
         rd = self.core.ready()
         self._inflight = True
-        if self.on_ready is not None:
-            self.on_ready(rd)
+        hooks = self.hooks
+        if hooks.on_ready is not None:
+            hooks.on_ready(rd)
         stats = self.stats
         stats["readies"] += 1
         stats["messages_sent"] += len(rd.messages) + len(rd.messages_after_persist)
@@ -605,138 +590,27 @@ class RaftNode:
         for m in rd.messages:
             send(m)
         self._flush_transport()
-        if self.on_peer_rtt is not None:
+        if hooks.on_peer_rtt is not None:
             self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if not self._needs_disk(rd):
+        writer = self.writer
+        if not writer.needs_disk(rd):
             self._after_persist(rd)
-        elif self._persist_inline(rd):
+        elif writer.inline(rd, self.core.role is Role.LEADER):
             try:
-                self._persist(rd)
+                writer.persist(rd)
             except Exception:
                 self._persist_failed(Failure())
                 return
             self._after_persist(rd)
         else:
-            d = self._on_disk(lambda: self._persist(rd))
+            d = writer.on_disk(lambda: writer.persist(rd))
             d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
 
-    def _on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
-        """Run ``job`` on the disk thread, counting it while it runs."""
-        self._disk_jobs += 1
-
-        def finished(result: Any) -> Any:
-            self._disk_jobs -= 1
-            return result
-
-        return self._run_blocking(job).addBoth(finished)
-
-    def _persist_inline(self, rd: Ready) -> bool:
-        """Return True to write ``rd`` on the reactor thread, not the disk thread.
-
-        A trip to the disk thread and back costs two thread wake-ups, which on
-        a busy machine is as long as a small fsync. It buys overlap only when
-        the reactor has work to do meanwhile. A follower has none: its answer
-        waits for this write, and entries arriving meanwhile are written
-        together next time. Neither has a leader writing one entry, the
-        low-load case where latency counts most. A leader's bigger batches go
-        to the disk thread, so it keeps sending, reading requests and answering
-        while the disk works, and so do big writes (over INLINE_PERSIST_BYTES),
-        whose fsync is long enough to overlap the decoding of the next batch.
-        Never inline while another disk job runs (the stores have one writer
-        at a time), for a snapshot, or while recent writes were slow: a slow
-        disk must not stall heartbeats and gossip.
-        """
-        budget = self.settings.inline_persist_seconds
-        if budget <= 0 or self._disk_jobs or rd.snapshot is not None:
-            return False
-        if self._recent_persist > budget:
-            return False
-        if self.core.role is Role.LEADER and len(rd.entries) > 1:
-            return False
-        size = 0
-        for e in rd.entries:
-            size += len(e.data)
-        return size <= INLINE_PERSIST_BYTES
-
-    def _needs_disk(self, rd: Ready) -> bool:
-        """Return True when the Ready has something that must be made durable.
-
-        A change of the commit index alone is not fsynced (it is recovered from
-        the leader after a restart), so it costs no trip to the disk thread.
-        """
-        if rd.entries or rd.snapshot is not None:
-            return True
-        hs = rd.hard_state
-        return hs is not None and _durable_part(hs) != _durable_part(self._synced_hs)
-
-    def _persist(self, rd: Ready) -> None:
-        """Make the Ready's snapshot, entries and hard state durable (disk thread)."""
-        started = self.timer()
-        try:
-            self._write(rd)
-        finally:
-            elapsed = self.timer() - started
-            # Peak-hold with decay: one slow write moves the next ones to the
-            # disk thread until about ten fast ones have passed.
-            self._recent_persist = max(elapsed, self._recent_persist * 0.75)
-            self.stats["persists"] += 1
-            self.stats["entries_persisted"] += len(rd.entries)
-            self.stats["persist_seconds"] += elapsed
-            if self.on_persist is not None:
-                self.on_persist(elapsed, len(rd.entries))
-
-    def _write(self, rd: Ready) -> None:
-        """Make ``rd`` durable: snapshot, then hard state, then entries.
-
-        The hard state goes first, so the saved term is never below the term
-        of a stored entry (a crash between two writes leaves no entry of a
-        term the node does not know it is in); its commit index is held to
-        what the log already backs. Ending abstention waits for the entries
-        that justify it, except for a new leader, whose election does.
-        """
-        if rd.snapshot is not None:
-            # Read the installed snapshot here, on the disk thread, for
-            # _install_snapshot to restore on the reactor thread afterwards.
-            self._installing = self.snapshot_store.open(rd.snapshot.index)
-            self.log_store.reset(rd.snapshot.index + 1)
-        hs = rd.hard_state
-        synced = self._synced_hs
-        if hs is not None and _durable_part(hs) != _durable_part(synced):
-            elected = rd.soft_state is not None and rd.soft_state.role is Role.LEADER
-            # Backed already: entries before this batch's first one (those at and
-            # past it may be an old leader's, about to be replaced).
-            backed = self.log_store.last_index()
-            if rd.entries:
-                backed = min(backed, rd.entries[0].index - 1)
-            ends_abstention = synced.abstaining and not hs.abstaining and not elected
-            caught_up = 0
-            if ends_abstention:
-                # Say which entry ends it, so a crash before the last write
-                # does not leave the node abstaining with that entry on disk.
-                if rd.entries:
-                    caught_up = rd.entries[-1].index
-                elif rd.snapshot is not None:
-                    caught_up = rd.snapshot.index
-                else:
-                    caught_up = self.log_store.last_index()
-            first = HardState(
-                hs.term,
-                hs.voted_for,
-                min(hs.commit, backed),
-                hs.abstaining or ends_abstention,
-                hs.storage_id,
-                caught_up,
-            )
-            if _durable_part(first) != _durable_part(synced) or caught_up:
-                self.stable_store.save(first)
-                self._synced_hs = synced = first
-        if rd.entries:
-            self.log_store.append(list(rd.entries))
-        if hs is not None and _durable_part(hs) != _durable_part(synced):
-            self.stable_store.save(hs)  # abstention ends once its entries are on disk
-            self._synced_hs = hs
+    def on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
+        """Run ``job`` on the disk thread, after the writes before it."""
+        return self.writer.on_disk(job)
 
     def _flush_transport(self) -> None:
         flush = getattr(self.transport, "flush", None)
@@ -756,10 +630,7 @@ class RaftNode:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._cancel_commit_notice()
-        for index in list(self._waiters):
-            self._fail_waiter(index, CommitTimeout("node stopped; outcome unknown"))
-        for ctx in list(self._reads):
-            self._fail_read(ctx, Unavailable("node stopped"))
+        self.pending.fail_all("node stopped")
         if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
             self.reactor.stop()
 
@@ -772,30 +643,28 @@ class RaftNode:
         self._flush_transport()
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
-        for e in rd.committed_entries:
+        committed = rd.committed_entries
+        for e in committed:
             self._apply(e)
             self.applied_index = e.index
-        self.stats["applied"] += len(rd.committed_entries)
-        self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
-        if self.feed is not None and rd.committed_entries:
-            normal = EntryKind.NORMAL
-            self.feed.enqueue(
-                (e.index, e.data if e.kind is normal else None) for e in rd.committed_entries
-            )
+        self.stats["applied"] += len(committed)
+        self.snapshots.note_applied(sum(len(e.data) for e in committed))
+        applier = self.applier
+        applier.committed(committed)
+        pending = self.pending
         for ctx in rd.dropped_reads:
-            self._fail_read(cast(int, ctx), self._not_leader(self.core.leader_id))
+            pending.fail_read(cast(int, ctx), self._not_leader(self.core.leader_id))
         for rs in rd.read_states:
-            self._ready_reads.append((rs.index, cast(int, rs.context)))
-            if self.feed is not None:  # serve it once the executor has caught up
-                self.feed.wait_applied(rs.index).addBoth(lambda _: self._serve_reads())
+            pending.read_ready(rs.index, cast(int, rs.context))
+            applier.read_ready(rs.index)
         self.core.advance(rd)
         if rd.committed_entries and self._commit_notice is None and self.core.role is Role.LEADER:
             self._commit_notice = self.reactor.callLater(
                 self.settings.commit_notice_seconds, self._notify_commit
             )
-        self._serve_reads()
+        self.serve_reads()
         self._inflight = False
-        self._maybe_snapshot()
+        self.snapshots.maybe_snapshot()
         self._schedule()
 
     def _notify_commit(self) -> None:
@@ -830,66 +699,31 @@ class RaftNode:
     # ---------------------------------------------------------------- apply
 
     def _apply(self, e: Entry) -> None:
-        result: Any = None
-        if e.kind is EntryKind.NORMAL and self.feed is not None:
-            if e.index in self._waiters:
-                self._entry_terms[e.index] = e.term  # answered by _executor_applied
-            return
         if e.kind is EntryKind.NORMAL:
-            try:
-                result = self.state_machine.apply(e.index, e.data)
-            except Exception as exc:
-                log.failure("state machine failed on entry {index}", index=e.index)
-                result = exc
-        elif e.kind is EntryKind.CONFIG:
+            self.applier.apply(e)
+            return
+        if e.kind is EntryKind.CONFIG:
             self._apply_config(e)
         elif e.data:
-            self._apply_announcement(e)
-        w = self._waiters.pop(e.index, None)
-        if w is None:
-            return
-        if w.term != e.term:
-            w.deferred.errback(NotCommitted(f"entry {e.index} was replaced by a new leader"))
-        elif isinstance(result, Exception):
-            w.deferred.errback(result)
-        else:
-            w.deferred.callback(result)
+            self.addresses.apply_announcement(e.data)
+        self.pending.answer(e.index, e.term, None)
 
     def _announce(self) -> None:
         """Put this leader's addresses in the log so followers can forward to it."""
-        mine = self.addresses.get(self.node_id, {})
-        if not mine:
+        data = self.addresses.announcement()
+        if data is None:
             return  # nothing to tell (a node without client addresses, as in tests)
-        data = json.dumps({"announce": self.node_id, "addresses": mine}).encode()
         try:
             self.core.propose(data, EntryKind.NOOP)
         except Exception:
             log.failure("could not announce addresses")
-
-    def _apply_announcement(self, e: Entry) -> None:
-        try:
-            info = json.loads(e.data)
-            nid = str(info["announce"])
-            addrs = {str(k): str(v) for k, v in dict(info["addresses"]).items()}
-        except (ValueError, KeyError, TypeError):
-            return
-        if nid != self.node_id:
-            self.addresses.setdefault(nid, {}).update(addrs)
 
     def _apply_config(self, e: Entry) -> None:
         try:
             change = ConfChange.decode(e.data)
         except ValueError:
             return
-        if change.context:
-            try:
-                info = json.loads(change.context)
-            except ValueError:
-                info = None
-            if isinstance(info, dict):
-                self.addresses.setdefault(change.node_id, {}).update(
-                    {str(k): str(v) for k, v in info.items()}
-                )
+        self.addresses.apply_config_context(change.node_id, change.context)
         if change.op is ConfChangeOp.BIND_STORAGE:
             storage = change.context.decode("ascii", "replace")
             log.info(
@@ -906,303 +740,31 @@ class RaftNode:
             index=e.index,
         )
 
-    def _serve_reads(self) -> None:
-        if not self._ready_reads:
-            return
-        # The state machine's own index, not the core's: a snapshot received
-        # but not yet restored moves the core's applied index ahead of the state.
-        applied = self.feed.applied_index if self.feed is not None else self.applied_index
-        keep = []
-        for index, ctx in self._ready_reads:
-            if index > applied:
-                keep.append((index, ctx))
-                continue
-            entry = self._reads.pop(ctx, None)
-            if entry is None:
-                continue
-            request, d = entry
-            self._query(request).chainDeferred(d)
-        self._ready_reads = keep
-
-    def _query(self, request: object) -> Deferred[Any]:
-        """Ask the state machine (or the remote executor) a read-only question."""
-        if self.feed is not None:
-            from leeky_twisted.protocol.executor_wire import COMMAND_REJECTED
-            from leeky_twisted.statemachine.remote import ExecutorRemoteError, ExecutorUnavailable
-
-            def unavailable(f: Failure) -> Failure:
-                if f.check(ExecutorUnavailable):
-                    raise Unavailable(f"this node's executor cannot answer: {f.value}")
-                e = f.value
-                if isinstance(e, ExecutorRemoteError) and e.code == COMMAND_REJECTED:
-                    raise InvalidRequest(e.message)  # the executor refused the query itself
-                return f
-
-            return self.executor.query(request).addErrback(unavailable)  # type: ignore[no-any-return]
-        return defer.maybeDeferred(self.state_machine.query, request)
-
-    # ------------------------------------------------------- remote executor
-
-    def _executor_down(self) -> Unavailable | None:
-        """The error for a request this leader cannot serve: its executor is down."""
-        if self.feed is None or self.core.role is not Role.LEADER:
-            return None
-        stalled = self.feed.stalled_for()
-        if stalled < self.settings.executor_down_after:
-            return None
-        why = self.feed.last_error or "no answer"
-        return Unavailable(
-            f"executor down: this leader's executor has not answered for {stalled:.1f}s "
-            f"({why}); leadership moves to another voter if one can take it, retry"
-        )
-
-    def _check_executor(self) -> None:
-        """While this leader's executor is down, hand leadership to another voter.
-
-        A leader whose executor does not apply can commit but answer nobody:
-        clients would only see timeouts. The best-placed voter (recently heard
-        from, longest log) takes over; the core brings it up to date first. Its
-        executor's health is not known here: if it is down too, that node hands
-        leadership on in its turn. At most one attempt per ``executor_down_after``.
-        """
-        core = self.core
-        if core.role is not Role.LEADER or core.transferee is not None:
-            return
-        if self.feed.stalled_for() < self.settings.executor_down_after:
-            return
-        for index in [i for i in self._waiters if i in self._entry_terms]:  # committed
-            term = self._entry_terms.pop(index)
-            if self._waiters[index].term != term:
-                self._fail_waiter(index, NotCommitted(f"entry {index} was replaced"))
-                continue
-            self._fail_waiter(
-                index,
-                CommitTimeout(
-                    f"entry {index} is committed, but this leader's executor is down: it is "
-                    "applied once the executor is back; its result is unknown"
-                ),
-            )
-        now = self.reactor.seconds()
-        if now - self._executor_handoff_at < self.settings.executor_down_after:
-            return
-        candidates = [
-            (pr.match, nid)
-            for nid, pr in core.progress.items()
-            if nid != self.node_id and nid in core.configuration.voters and pr.recent_active
-        ]
-        if not candidates:
-            return  # none heard from lately (or a single voter): clients get Unavailable
-        self._executor_handoff_at = now
-        _, target = max(candidates)
-        log.warn("executor down: handing leadership to {target}", target=target)
-        try:
-            self.transfer_leadership(target)
-        except (LeekyError, ValueError) as e:
-            log.warn("could not hand leadership on: {why}", why=str(e))
-
-    def _executor_applied(self, index: int, outcome: object) -> None:
-        """Answer the request waiting on ``index`` with the executor's outcome."""
-        from leeky_twisted.statemachine.remote import CommandFailed, ResultUnknown
-
-        term = self._entry_terms.pop(index, None)
-        w = self._waiters.get(index)
-        if w is not None and term is not None:
-            del self._waiters[index]
-            if w.term != term:
-                w.deferred.errback(NotCommitted())
-            elif isinstance(outcome, CommandFailed):
-                w.deferred.errback(InvalidRequest(str(outcome)))
-            elif isinstance(outcome, ResultUnknown):
-                w.deferred.errback(CommitTimeout(f"executor outcome unknown: {outcome}"))
-            else:
-                w.deferred.callback(outcome)
-        self._serve_reads()
-
-    def _fetch_for_executor(self, lo: int, hi: int) -> list[tuple[int, bytes | None]]:
-        """Return committed entries lo <= index < hi for the executor feed."""
-        hi = min(hi, self.core.commit + 1)
-        return [
-            (e.index, e.data if e.kind is EntryKind.NORMAL else None)
-            for e in self.core.log.slice(lo, hi)
-        ]
-
-    def _latest_snapshot_state(self) -> Deferred[tuple[int, bytes] | None]:
-        """Fire with the newest durable snapshot's (index, state), read on the disk thread."""
-
-        def read() -> tuple[int, bytes] | None:
-            meta = self.snapshot_store.latest()
-            if meta is None:
-                return None
-            assert isinstance(meta, SnapshotMeta)
-            _, state = decode_snapshot(self.snapshot_store.open(meta.index))
-            return meta.index, state
-
-        return self._on_disk(read)
+    def serve_reads(self) -> None:
+        """Answer the safe reads the applied state now reaches."""
+        pending = self.pending
+        if pending.ready_reads:
+            # The state machine's own index, not the core's: a snapshot received
+            # but not yet restored moves the core's applied index ahead of the state.
+            applier = self.applier
+            pending.serve_reads(applier.readable_index(self.applied_index), applier.query)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        data, self._installing = self._installing, b""
-        addresses, state = decode_snapshot(data)
-        self.addresses.update(addresses)
-        if self.feed is not None:
-            self.feed.install_snapshot(meta.index, state)
-        else:
-            self.state_machine.restore(state)
+        addresses, state = decode_snapshot(self.writer.take_installed())
+        self.addresses.restore(addresses)
+        self.applier.install(meta.index, state)
         self.applied_index = meta.index
-        self._bytes_at_snapshot = self._applied_bytes
+        self.snapshots.installed()
         log.info("installed snapshot at {index}", index=meta.index)
-
-    def _snapshot_due(self, applied: int, base: int) -> bool:
-        """Whether the log since the snapshot at ``base`` is long or large enough to compact."""
-        if applied <= base:
-            return False
-        if applied - base >= self.settings.snapshot_entries:
-            return True
-        return self._applied_bytes - self._bytes_at_snapshot >= self.settings.snapshot_bytes
-
-    def _maybe_snapshot(self) -> None:
-        core = self.core
-        base = core.snapshot_meta.index if core.snapshot_meta else 0
-        if self._snapshotting or not self._snapshot_due(core.applied, base):
-            return
-        if self.feed is not None:
-            self._snapshot_executor(base)
-            return
-        self.snapshot_now()
 
     def snapshot_now(self, trailing: int | None = None) -> bool:
         """Start a snapshot of the state at the applied index; False if one can't start now.
 
         ``trailing`` entries (default: the settings') stay in the log behind it.
         """
-        core = self.core
-        if self._snapshotting or self.stopped or self.feed is not None:
-            return False
-        if self.applied_index != core.applied or core.applied <= core.log.start:
-            return False  # a received snapshot is not restored yet, or nothing new
-        meta = core.snapshot_meta_at(core.applied)
-        self._snapshotting = True
-        self._bytes_mark = self._applied_bytes
-        head = encode_snapshot(self.addresses, b"")
-        chunks = getattr(self.state_machine, "snapshot_chunks", None)
-        # The state is captured now (consistent at meta.index); serializing it
-        # happens a piece per reactor turn so a large state never stalls
-        # heartbeats (a stall would look like a dead leader).
-        pieces = iter(chunks()) if chunks is not None else iter([self.state_machine.snapshot()])
-        parts = [head]
-        self._trailing = self.settings.snapshot_trailing if trailing is None else trailing
-        self._serialize_step(meta, pieces, parts)
-        return True
-
-    def _snapshot_executor(self, base: int) -> None:
-        """Snapshot the remote executor's state at the index it has applied."""
-        if not self._snapshot_due(self.feed.applied_index, base):
-            return
-        self._snapshotting = True
-        self._bytes_mark = self._applied_bytes
-        d = self.feed.snapshot()
-
-        def taken(result: tuple[int, bytes]) -> None:
-            index, state = result
-            core = self.core
-            if index <= base or index > core.applied or index < core.log.start:
-                self._snapshotting = False
-                return
-            meta = core.snapshot_meta_at(index)
-            self._write_snapshot(meta, encode_snapshot(self.addresses, state))
-
-        def failed(f: Any) -> None:
-            self._snapshotting = False
-            log.info("executor snapshot not taken: {why}", why=f.getErrorMessage())
-
-        d.addCallbacks(taken, failed)
-
-    def _trailing_entries(self, index: int, trailing: int) -> int:
-        """Return how many of the ``trailing`` entries up to ``index`` to keep.
-
-        At most ``trailing``, and no more than a quarter of ``snapshot_bytes``
-        of data: large values must not keep gigabytes behind each snapshot.
-        Reads the in-memory log once per snapshot, never on the hot path.
-        """
-        budget = self.settings.snapshot_bytes // 4
-        log_ = self.core.log
-        kept = 0
-        i = index
-        while kept < trailing and i > log_.start:
-            budget -= len(log_.entry_at(i).data)
-            if budget < 0:
-                break
-            kept += 1
-            i -= 1
-        return kept
-
-    def _serialize_step(
-        self, meta: SnapshotMeta, pieces: Iterator[bytes], parts: list[bytes]
-    ) -> None:
-        if self.stopped:
-            self._snapshotting = False
-            return
-        for piece in pieces:
-            parts.append(piece)
-            self.reactor.callLater(0, self._serialize_step, meta, pieces, parts)
-            return
-        self._write_snapshot(meta, b"".join(parts))
-
-    def _write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        trailing, self._trailing = self._trailing, self.settings.snapshot_trailing
-        kept = self._trailing_entries(meta.index, trailing)
-        upto = max(meta.index - kept, 0)
-        mark = self._bytes_mark
-        if self.feed is not None:  # never past what the feed may still read back
-            upto = max(min(upto, self.feed.applied_index - kept), 0)
-
-        def write() -> None:
-            sink = self.snapshot_store.create(meta)
-            sink.write(data)
-            sink.close()
-
-        def done(_: object) -> Deferred[Any]:
-            self.core.compact(meta, upto)
-            start = self.core.log.start
-            return self._on_disk(lambda: self.log_store.compact(start))
-
-        def finished(result: object) -> None:
-            self._snapshotting = False
-            self._bytes_at_snapshot = max(self._bytes_at_snapshot, mark)
-            log.info(
-                "snapshot at {index} ({size} bytes); log compacted to {upto}",
-                index=meta.index,
-                size=len(data),
-                upto=upto,
-            )
-
-        def failed(f: Any) -> None:
-            self._snapshotting = False
-            log.failure("snapshot failed", f)
-
-        d = self._on_disk(write)
-        d.addCallback(done)
-        d.addCallbacks(finished, failed)
+        return self.snapshots.snapshot_now(trailing)
 
     # -------------------------------------------------------------- helpers
-
-    def _wait_for(self, index: int, term: int, d: Deferred[Any]) -> None:
-        """Answer ``d`` when ``index`` is applied; an older request waiting on the
-        same index (proposed in an earlier term, since replaced) is told so."""
-        self._fail_waiter(index, NotCommitted(f"entry {index} was replaced by a new leader"))
-        self._waiters[index] = _Waiter(term, d)
-
-    def _fail_waiter(self, index: int, error: Exception) -> None:
-        w = self._waiters.pop(index, None)
-        if w is None:
-            return
-        w.deferred.errback(error)
-
-    def _fail_read(self, ctx: int, error: Exception) -> None:
-        entry = self._reads.pop(ctx, None)
-        if entry is None:
-            return
-        _, d = entry
-        d.errback(error)
 
     def _not_leader(self, leader: NodeId | None) -> NotLeader:
         if leader is None:
@@ -1338,11 +900,11 @@ class RaftNode:
 
     def local_state_machine(self) -> IStateMachine | None:
         """Return the in-process state machine, or None when an executor applies."""
-        return None if self.executor is not None else self.state_machine
+        return self.applier.local_state_machine()
 
     def address_of(self, nid: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""
-        return dict(self.addresses.get(nid, {}))
+        return self.addresses.address_of(nid)
 
     def role_name(self) -> str:
         """Return the role as users see it: leader, follower, candidate or learner."""
@@ -1355,36 +917,46 @@ class RaftNode:
             return "learner"
         return "follower"
 
-    def status(self) -> dict[str, Any]:
-        """Return a JSON-able status of this node."""
-        st = self.core.status()
-        mine = self.addresses.get(self.node_id, {})
-        leader_addr = self.addresses.get(st.leader, {}) if st.leader else {}
-        return {
-            "id": self.node_id,
-            "address": mine.get("peer"),
-            "client_address": mine.get("client"),
-            "http_address": mine.get("http"),
-            "role": self.role_name(),
-            "term": st.term,
-            "leader": st.leader,
-            "leader_address": leader_addr.get("client"),
-            "commit_index": st.commit,
-            "applied_index": st.applied,
-            "first_index": st.first_index,
-            "last_index": st.last_index,
-            "log_entries": st.last_index - st.first_index + 1,
-            "snapshot_index": self.core.snapshot_meta.index if self.core.snapshot_meta else 0,
-            "voters": sorted(st.voters),
-            "learners": sorted(st.learners),
-            "storage_id": self.core.storage_id,
-            "abstaining": self.core.abstaining,
-            # each voter's seat: the storage its votes count from (0: vacant)
-            "seats": dict(self.core.configuration.storage),
-            "leader_changes": self.leader_changes,
-            "elections": self.elections,
-            "pending_requests": len(self._waiters),
-            "pending_reads": len(self._reads),
-            "stats": dict(self.stats),
-            **(self.feed.status() if self.feed is not None else {}),
-        }
+    def status(self) -> NodeStatus:
+        """Return this node's status (``to_json()`` gives what ``leekyraft status`` shows)."""
+        core = self.core
+        st = core.status()
+        book = self.addresses
+        mine = book.get(self.node_id, {})
+        leader_addr = book.get(st.leader, {}) if st.leader else {}
+        return NodeStatus(
+            node_id=self.node_id,
+            address=mine.get("peer"),
+            client_address=mine.get("client"),
+            http_address=mine.get("http"),
+            role=self.role_name(),
+            term=st.term,
+            leader=st.leader,
+            leader_address=leader_addr.get("client"),
+            commit_index=st.commit,
+            applied_index=st.applied,
+            first_index=st.first_index,
+            last_index=st.last_index,
+            log_entries=st.last_index - st.first_index + 1,
+            snapshot_index=core.snapshot_meta.index if core.snapshot_meta else 0,
+            voters=tuple(sorted(st.voters)),
+            learners=tuple(sorted(st.learners)),
+            storage_id=core.storage_id,
+            abstaining=core.abstaining,
+            seats=dict(core.configuration.storage),
+            leader_changes=self.leader_changes,
+            elections=self.elections,
+            pending_requests=len(self.pending.waiters),
+            pending_reads=len(self.pending.reads),
+            stats=dict(self.stats),
+            executor=self.applier.status(),
+        )
+
+
+def _applier_for(state_machine: IStateMachine, executor: Any) -> Applier:
+    """Return the applier of a node: the remote ``executor`` when given, else the state machine."""
+    if executor is None:
+        return LocalApplier(state_machine)
+    from leeky_twisted.server.executor_applier import ExecutorApplier
+
+    return ExecutorApplier(executor)

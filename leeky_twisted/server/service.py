@@ -82,8 +82,9 @@ from leeky_twisted.security.tls import (
     client_endpoint,
     warn_tls_disabled,
 )
+from leeky_twisted.server.addresses import AddressBook
 from leeky_twisted.server.metrics import NodeMetrics
-from leeky_twisted.server.node import NodeSettings, RaftNode
+from leeky_twisted.server.node import NodeHooks, NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
@@ -405,7 +406,7 @@ def _listen_address(host: str) -> str:
         return socket.gethostbyname(host)
 
 
-def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> GossipService:
+def _gossip(reactor: Any, opts: NodeOptions, book: AddressBook, own: PeerSpec) -> GossipService:
     """Build the gossip service and let it feed the node's address book."""
     assert opts.gossip_port is not None
     if opts.gossip_key is None:
@@ -426,7 +427,7 @@ def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> G
         opts.node_id,
         (own.host, opts.gossip_port),
         opts.cluster_id,
-        node.addresses[opts.node_id],
+        book.own(),
         interface=_listen_address(own.host),
         key=opts.gossip_key,
         tick_interval=GOSSIP_TICK,
@@ -435,12 +436,9 @@ def _gossip(reactor: Any, opts: NodeOptions, node: RaftNode, own: PeerSpec) -> G
 
     def on_member(member: Any) -> None:
         if member.node_id != opts.node_id and member.metadata:
-            node.addresses.setdefault(member.node_id, {}).update(
-                {str(k): str(v) for k, v in member.metadata.items()}
-            )
+            book.learn(member.node_id, member.metadata)
 
     gossip.core.subscribe(on_member)
-    node.membership = gossip.core
     return gossip
 
 
@@ -460,36 +458,6 @@ class _Hooks(service.Service):
         super().stopService()
         for hook in self.stop_hooks:
             hook()
-
-
-class _OwnAddresses(dict[str, str]):
-    """This node's own addresses: set by the service, never by ``update``.
-
-    RaftNode also learns addresses from configuration entries and snapshots,
-    which may have been written while this node had other ones (a re-created
-    container has a new host name): those must not overwrite what it listens on.
-    """
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Ignore: the log and snapshots hold old news of this node."""
-
-
-class _AddressBook(dict[str, dict[str, str]]):
-    """The node's address book, where this node's own entry stays its own."""
-
-    def __init__(self, book: dict[str, dict[str, str]], own_id: str, own: _OwnAddresses) -> None:
-        super().__init__(book)
-        self._own_id = own_id
-        super().__setitem__(own_id, own)
-
-    def __setitem__(self, key: str, value: dict[str, str]) -> None:
-        if key != self._own_id:
-            super().__setitem__(key, value)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Update every entry but this node's own."""
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
 
 
 class LeekyRaftService(service.MultiService):
@@ -580,7 +548,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             "http": f"{client_host}:{opts.http_port}",
         }
     )
-    own_addresses = _OwnAddresses(addresses[opts.node_id])
+    # The node's own entry is what it listens on: the log and snapshots may
+    # hold old news of it (a re-created container has a new host name).
+    book = AddressBook(opts.node_id, addresses, keep_own=True)
     # The first entries of a new folder; every peer must state the same (or none).
     bootstrap = [(p.node_id, json.dumps({"peer": p.address}).encode()) for p in voters]
     bootstrap_config = BootstrapConfig.of(
@@ -609,7 +579,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     holder: dict[str, RaftNode] = {}
 
     def peer_address(nid: NodeId) -> tuple[str, int] | None:
-        addr = holder["node"].addresses.get(nid, {}).get("peer")
+        addr = book.get(nid, {}).get("peer")
         if not addr:
             return None
         host, _, port = addr.rpartition(":")
@@ -619,7 +589,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         node = holder.get("node")
         if node is None:
             return False
-        return nid in node.addresses or nid in node.core.configuration.members()
+        return nid in book or nid in node.core.configuration.members()
 
     # Snapshot files are read and written on the disk thread, never the reactor's.
     def read_snapshot(meta: SnapshotMeta) -> bytes | None:
@@ -667,6 +637,8 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
 
         owner = node_executor_owner(data, opts.cluster_id, opts.node_id)
         executor = RemoteStateMachineExecutor(reactor, opts.executor_url, owner=owner)
+    gossip = _gossip(reactor, opts, book, own) if opts.gossip_port is not None else None
+    metrics = NodeMetrics()
     node = RaftNode(
         reactor,
         core_config,
@@ -679,10 +651,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         rng=random.Random(),
         run_blocking=disk.run,
         executor=executor,
+        addresses=book,
+        hooks=NodeHooks(on_persist=metrics.observe_persist, on_peer_rtt=metrics.observe_peer_rtt),
+        membership=gossip.core if gossip is not None else None,
     )
-    # TODO(#15): RaftNode._apply_config and snapshot restores should leave the
-    # node's own addresses alone; until then the service guards them.
-    node.addresses = _AddressBook(node.addresses, opts.node_id, own_addresses)
+    metrics.track(node)
     holder["node"] = node
     top = LeekyRaftService(node)
     disk.setServiceParent(top)
@@ -743,13 +716,11 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         guards["peer"],
     ).setServiceParent(top)
 
-    gossip = _gossip(reactor, opts, node, own) if opts.gossip_port is not None else None
-
     def set_port(kind: str) -> Callable[[int], None]:
         def record(port: int) -> None:
-            node.addresses[opts.node_id][kind] = f"{client_host}:{port}"
+            book.set_own(kind, f"{client_host}:{port}")
             if gossip is not None:
-                gossip.set_metadata(node.addresses[opts.node_id])
+                gossip.set_metadata(book.own())
 
         return record
 
@@ -765,18 +736,19 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     )
     client_listener.setServiceParent(top)
     rpc = KeyValueJSONRPC(frontend, defaults.http_body_bytes(opts.max_value_bytes))
-    metrics = NodeMetrics(node)
-    node.on_persist = metrics.observe_persist
-    node.on_peer_rtt = metrics.observe_peer_rtt
-    metrics.registry.register(_GuardCollector(list(guards.values())))  # type: ignore[arg-type]
+    metrics.registry.register(_GuardCollector(list(guards.values())))
     routes = {b"/metrics": metrics.render}
-    top.web = make_node_site(rpc, node.status, routes)
+
+    def status_json() -> dict[str, Any]:
+        return node.status().to_json()
+
+    top.web = make_node_site(rpc, status_json, routes)
     add_watch_resource(top.web.root, frontend)
-    http_factory = JSONRPCHTTPFactory(rpc, node.status, routes, top.web)
+    http_factory = JSONRPCHTTPFactory(rpc, status_json, routes, top.web)
     http_what = "the HTTPS port" if credentials is not None else "the HTTP port"
     listener(
         http_what,
-        client_host,
+        client_listen,  # like the AMP client port: --client-host, a wildcard too
         opts.http_port,
         http_factory,
         ALL_ROLES,
@@ -789,7 +761,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         node,
         message_counter,
         request_meter,
-        contact.last_heard,
+        lambda node_id: contact.last_heard(NodeId(node_id)),
         data,
         admin_token=opts.dashboard_admin_token,
         credentials=credentials,  # with TLS, the other members are asked over HTTPS

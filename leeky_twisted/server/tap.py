@@ -122,7 +122,7 @@ class Options(usage.Options):
             "linearizability; exists to prove the fault-injection checker catches it.",
         ],
     ]
-    optParameters = [
+    optParameters: list[list[object]] = [
         [
             "id",
             None,

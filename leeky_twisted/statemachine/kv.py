@@ -49,7 +49,6 @@ from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 
 from zope.interface import implementer
 
@@ -101,6 +100,9 @@ __all__ = [
 SNAPSHOT_FORMAT = "leeky-kv/2"
 #: The format before revisions; restored as the module docstring says.
 SNAPSHOT_FORMAT_V1 = "leeky-kv/1"
+#: A snapshot piece holds about this many bytes of keys and values: serializing
+#: one costs a few milliseconds of the reactor, whatever the size of the values.
+SNAPSHOT_PIECE_BYTES = 1 << 20
 
 #: A range answer holds at most this many bytes of keys and values (then ``more``).
 MAX_RANGE_BYTES = 4 << 20
@@ -532,17 +534,22 @@ class KeyValueStateMachine:
         """Return the whole state (data, revisions, sessions, last applied index) as UTF-8 JSON."""
         return b"".join(self.snapshot_chunks())
 
-    def snapshot_chunks(self, batch: int = 20000) -> Iterator[bytes]:
+    def snapshot_chunks(
+        self, batch: int = 20000, piece_bytes: int = SNAPSHOT_PIECE_BYTES
+    ) -> Iterator[bytes]:
         """Return the bytes of :meth:`snapshot`, as a lazy series of pieces.
 
         The state is captured when this is called (shallow copies of the
         data and the revisions, whose entries are immutable); the pieces are
-        produced as the iterator is advanced, at most ``batch`` keys each, so
-        a node can serialize a large state a little at a time without
-        stalling its reactor. The document is ``{"format", "last_applied",
-        "revision", "sessions", "data": {key: value}, "meta": {key: [create,
-        mod, version]}}``.
+        produced as the iterator is advanced, each of at most ``batch`` keys
+        and about ``piece_bytes`` of keys and values (one value more at most),
+        so a node can serialize a large state a little at a time without
+        stalling its reactor, whatever the size of the values. The document is
+        ``{"format", "last_applied", "revision", "sessions", "data": {key:
+        value}, "meta": {key: [create, mod, version]}}``.
         """
+        if batch < 1 or piece_bytes < 1:
+            raise ValueError("batch and piece_bytes must be positive")
         data = dict(self._data)
         meta = dict(self._meta)
         head = self.snapshot_header()
@@ -551,7 +558,13 @@ class KeyValueStateMachine:
             items = iter(mapping.items())
             first = True
             while True:
-                chunk = dict(islice(items, batch))
+                chunk: dict[str, object] = {}
+                size = 0
+                for key, value in items:
+                    chunk[key] = value
+                    size += len(key) + (len(value) if isinstance(value, str) else 16)
+                    if len(chunk) >= batch or size >= piece_bytes:
+                        break
                 if not chunk:
                     break
                 body = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))[1:-1]

@@ -666,6 +666,8 @@ class FileStableStore:
 _SNAPSHOT_NAME = re.compile(r"^snapshot-(\d{20})\.snap$")
 _SNAPSHOT_MAGIC = b"LKSNAP\x00\x01"
 _SNAPSHOT_END = b"LKSNEND\x01"
+#: a snapshot sink syncs its file each time this many bytes have been written since
+SNAPSHOT_SYNC_BYTES = 4 << 20
 _SNAPSHOT_HEADER = struct.Struct("<8sI")  # magic, length of the meta JSON that follows
 _SNAPSHOT_FOOTER = struct.Struct("<Q32s8s")  # data length, sha256(header+meta+data), end magic
 _READ_CHUNK = 1 << 20
@@ -776,6 +778,7 @@ class FileSnapshotSink:
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._checksum = hashlib.sha256(header)
         self._length = 0
+        self._unsynced = 0
         self._state = "open"
         self._file.write(header)
 
@@ -784,10 +787,20 @@ class FileSnapshotSink:
             raise StorageError(f"snapshot sink for index {self.meta.index} is {self._state}")
 
     def write(self, data: bytes) -> None:
-        """Append ``data`` to the snapshot."""
+        """Append ``data`` to the snapshot; sync every SNAPSHOT_SYNC_BYTES written.
+
+        Syncing as it goes keeps each call short and leaves ``close`` little to
+        flush, so a large snapshot written a slice per disk job never holds the
+        disk thread for the whole state (see ``server/snapshot_write.py``).
+        """
         self._check_writable()
         try:
             self._file.write(data)
+            self._unsynced += len(data)
+            if self._unsynced >= SNAPSHOT_SYNC_BYTES:
+                self._file.flush()
+                fdatasync(self._file.fileno())
+                self._unsynced = 0
         except BaseException:
             self._discard("failed")
             raise

@@ -16,7 +16,7 @@ from twisted.test import iosim
 
 from leeky_twisted.api.amp_api import KeyValueFrontend, make_amp_factory, make_frontend
 from leeky_twisted.client.library import Address
-from leeky_twisted.interfaces import IStateMachine
+from leeky_twisted.interfaces import IStateMachine, NodeStatus
 from leeky_twisted.protocol.errors import CommitTimeout, NotLeader
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.testing.fakes import FakeNodeBase
@@ -84,25 +84,27 @@ class FakeRaftNode(FakeNodeBase):
                 return trouble
         return succeed(self.state_machine.query(request))
 
-    def status(self) -> dict[str, Any]:
-        """Return a status dictionary shaped like the real node's."""
+    def status(self) -> NodeStatus:
+        """Return a status shaped like the real node's."""
         leader = self.not_leader.leader_id if self.not_leader else self.node_id
-        return {
-            "id": self.node_id,
-            "address": f"peer-{self.node_id}",
-            "client_address": self.client_address,
-            "role": "follower" if self.not_leader else "leader",
-            "term": 3,
-            "leader": leader,
-            "leader_address": (
-                self.not_leader.leader_address if self.not_leader else self.client_address
-            ),
-            "commit_index": self.index,
-            "applied_index": self.index,
-            "voters": ["1", "2", "3"],
-            "learners": [],
-            "log_entries": self.index,
-        }
+        return NodeStatus.from_json(
+            {
+                "id": self.node_id,
+                "address": f"peer-{self.node_id}",
+                "client_address": self.client_address,
+                "role": "follower" if self.not_leader else "leader",
+                "term": 3,
+                "leader": leader,
+                "leader_address": (
+                    self.not_leader.leader_address if self.not_leader else self.client_address
+                ),
+                "commit_index": self.index,
+                "applied_index": self.index,
+                "voters": ["1", "2", "3"],
+                "learners": [],
+                "log_entries": self.index,
+            }
+        )
 
 
 class FakeNetwork:

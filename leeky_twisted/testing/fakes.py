@@ -10,7 +10,13 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
-from leeky_twisted.interfaces import FollowerProgress, IRaftNode, IStateMachine, NodeView
+from leeky_twisted.interfaces import (
+    FollowerProgress,
+    IRaftNode,
+    IStateMachine,
+    NodeStatus,
+    NodeView,
+)
 from leeky_twisted.protocol.errors import InvalidRequest
 
 _ROLES = {"leader": Role.LEADER, "candidate": Role.CANDIDATE}
@@ -37,25 +43,23 @@ class FakeNodeBase:
         """Refuse: this fake holds no state."""
         return fail(InvalidRequest("this fake node does not read"))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """Return a follower's status."""
-        return {"id": self.node_id, "role": "follower", "term": 0, "leader": None}
+        return NodeStatus(node_id=NodeId(self.node_id), role="follower")
 
     def view(self) -> NodeView:
         """Return a value object built from ``status()``."""
         st = self.status()
         return NodeView(
             node_id=NodeId(self.node_id),
-            role=_ROLES.get(str(st.get("role")), Role.FOLLOWER),
-            term=int(st.get("term") or 0),
-            leader=st.get("leader"),
-            commit=int(st.get("commit_index") or 0),
-            applied=int(st.get("applied_index") or 0),
-            first_index=int(st.get("first_index") or 1),
-            last_index=int(st.get("last_index") or 0),
-            configuration=Configuration(
-                frozenset(st.get("voters") or ()), frozenset(st.get("learners") or ())
-            ),
+            role=_ROLES.get(st.role, Role.FOLLOWER),
+            term=st.term,
+            leader=st.leader,
+            commit=st.commit_index,
+            applied=st.applied_index,
+            first_index=st.first_index,
+            last_index=st.last_index,
+            configuration=Configuration(frozenset(st.voters), frozenset(st.learners)),
             config_change_pending=False,
             progress=self.progress(),
         )
@@ -65,8 +69,8 @@ class FakeNodeBase:
         return {}
 
     def role_name(self) -> str:
-        """Return ``status()["role"]``."""
-        return str(self.status().get("role", "follower"))
+        """Return ``status().role``."""
+        return self.status().role
 
     def local_state_machine(self) -> IStateMachine | None:
         """Return no state machine."""

@@ -13,6 +13,7 @@ by a crash before the node hears it finished. :class:`NodeHost` builds a
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import random
@@ -26,7 +27,12 @@ from zope.interface import implementer
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import Entry, HardState, Message, NodeId
 from leeky_twisted.interfaces import IPeerTransport, IStateMachine
-from leeky_twisted.server.node import NodeSettings, RaftNode, UnrecoverableStateError
+from leeky_twisted.server.node import (
+    NodeHooks,
+    NodeSettings,
+    RaftNode,
+    UnrecoverableStateError,
+)
 from leeky_twisted.storage.errors import StorageError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 
@@ -349,6 +355,8 @@ class NodeHost:
         self.clock = clock = NodeClock(self.reactor, self.crash)
         self.sm = SimStateMachine()
         self.disk.arm(None)  # recovery reads and bootstrap writes are not faulted
+        observe = self._observe
+        on_ready = functools.partial(observe, self) if observe is not None else None
         try:
             node = RaftNode(
                 clock,
@@ -362,6 +370,8 @@ class NodeHost:
                 rng=random.Random(self.rng.random()),
                 run_blocking=self._run_blocking,
                 monotonic=self.reactor.seconds,
+                hooks=NodeHooks(on_ready=on_ready),
+                timer=self.reactor.seconds,
             )
         except UnrecoverableStateError as e:
             self.refused = str(e)
@@ -369,10 +379,6 @@ class NodeHost:
             self.sm = None
             return False
         self.refused = None
-        node.timer = self.reactor.seconds  # type: ignore[method-assign]
-        if self._observe is not None:
-            observe = self._observe
-            node.on_ready = lambda rd: observe(self, rd)
         self.node = node
         self.disk.arm(self.disk_faults)
         clock.callLater(0, node.start)

@@ -50,7 +50,7 @@ from leeky_twisted.core.messages import (
 )
 from leeky_twisted.core.raft import RaftCore
 from leeky_twisted.interfaces import IStateMachine
-from leeky_twisted.server.node import NodeSettings, RaftNode
+from leeky_twisted.server.node import NodeHooks, NodeSettings, RaftNode
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 from leeky_twisted.testing.hosts import NodeClock, SimReactor, SimTransport
 
@@ -138,8 +138,8 @@ class Node:
             rng=rng,
             run_blocking=self._run_blocking,
             monotonic=lambda: 0.0,  # one tick per tick(): time is the test's
+            hooks=NodeHooks(on_ready=self._on_ready),
         )
-        self.raft.on_ready = self._on_ready
         self._held = []
 
     def crash(self) -> None:

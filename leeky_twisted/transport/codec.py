@@ -307,7 +307,7 @@ def _decode_append_entries(s: NodeId, r: NodeId, data: bytes, off: int) -> Appen
     unpack = _ENTRY.unpack_from
     size = _ENTRY.size
     kinds = _KINDS
-    entries = []
+    entries: list[Entry] = []
     append = entries.append
     for _ in range(count):
         if off + size > end:

@@ -22,11 +22,11 @@ import contextlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -149,7 +149,8 @@ def frame_message(message: Message) -> bytes:
     box = amp.AmpBox()
     box[amp.COMMAND] = name
     put_large(box, b"m", encode(message))
-    return box.serialize()
+    data: bytes = box.serialize()
+    return data
 
 
 def _describe_address(address: IAddress | None) -> str:
@@ -719,7 +720,7 @@ class PeerProtocol(QuietAMP):
         if transport is None:
             return
         with contextlib.suppress(Exception):  # none registered
-            transport.unregisterProducer()
+            cast(IConsumer, transport).unregisterProducer()
         transport.loseConnection()
 
     def resume(self) -> None:
@@ -883,7 +884,7 @@ class PeerProtocol(QuietAMP):
             self.lose_connection()
 
 
-class PeerServerFactory(Factory):
+class PeerServerFactory(ServerFactory):
     """Build accepting :class:`PeerProtocol` connections that share one inbox."""
 
     noisy = False
@@ -891,7 +892,7 @@ class PeerServerFactory(Factory):
     def __init__(self, inbox: PeerInbox) -> None:
         self.inbox = inbox
 
-    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol:
         """Return a new accepting connection."""
         protocol = PeerProtocol(self.inbox, self.inbox.log)
         protocol.factory = self

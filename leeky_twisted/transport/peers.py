@@ -23,12 +23,13 @@ import random
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
+    IConsumer,
     IDelayedCall,
     IListeningPort,
     IPushProducer,
@@ -92,7 +93,7 @@ class _LinkFactory(ClientFactory):
     def __init__(self, link: _PeerLink) -> None:
         self.link = link
 
-    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol:
         """Return a dialling PeerProtocol wired to the link."""
         protocol = PeerProtocol(None, self.link.log)
         protocol.factory = self
@@ -308,7 +309,7 @@ class _PeerLink:
         self.paused = False
         transport = protocol.transport
         try:
-            transport.registerProducer(self, True)
+            cast(IConsumer, transport).registerProducer(self, True)
         except Exception:  # flow control is an optimisation; carry on without it
             self.log.failure("cannot register producer for {peer}", peer=self.peer_id)
         owner = self.owner
@@ -751,7 +752,7 @@ class AMPPeerTransport:
 
         It is drawn from [d/2, d) with d = min(max_backoff, initial_backoff * 2**(failures-1)).
         """
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** min(failures - 1, 32))
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** min(failures - 1, 32))
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
     async def fetch_snapshot(self, meta: SnapshotMeta) -> bytes | None:

@@ -21,10 +21,10 @@ from leeky_twisted.api.jsonrpc_api import (
     PARSE_ERROR,
     SESSION_EXPIRED,
     UNAVAILABLE,
-    _positional_arity,
     make_http_site,
 )
 from leeky_twisted.protocol.errors import NotLeader
+from leeky_twisted.protocol.jsonrpc import positional_arity as _positional_arity
 from leeky_twisted.statemachine.commands import Get
 from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, result_of
 
@@ -436,14 +436,14 @@ def test_key_value_methods_on_an_executor_cluster_are_refused_clearly(method, pa
 )
 def test_request_bodies_parse_as_json_loads_parses_them(body):
     """The shared decoder reads a body exactly as json.loads(body) does."""
-    from leeky_twisted.api.jsonrpc_api import _decode_body
+    from leeky_twisted.protocol.jsonrpc import decode_body as _decode_body
 
     assert _decode_body(body) == json.loads(body)
 
 
 @pytest.mark.parametrize("body", [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"\xff", b"{"])
 def test_the_shared_decoder_refuses_what_json_rpc_refuses(body):
-    from leeky_twisted.api.jsonrpc_api import _decode_body
+    from leeky_twisted.protocol.jsonrpc import decode_body as _decode_body
 
     with pytest.raises(ValueError):
         _decode_body(body)
@@ -461,3 +461,19 @@ def test_methods_are_looked_up_once_and_unknown_names_are_not_remembered(h):
     assert set(rpc._functions) == {"put"}
     assert h.result("get", "k") == "w"
     assert set(rpc._functions) == {"put", "get"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        json.dumps(["register", "nonce-1"]),
+        json.dumps(["lease_grant", 30, None]),
+        json.dumps(["txn", [], [["del", "k"]], [], None]),
+    ],
+)
+def test_submit_refuses_raw_commands_that_have_their_own_methods(h, command):
+    """A raw register/lease/txn command is invalid params naming the methods to use,
+    never an internal error (it once reached ``command.key`` and raised AttributeError)."""
+    error = h.error("submit", command)
+    assert error["code"] == INVALID_PARAMS, error
+    assert "register_session, txn and the lease methods" in error["message"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from leeky_twisted.interfaces import FollowerProgress
+from leeky_twisted.interfaces import FollowerProgress, NodeStatus
 from leeky_twisted.testing.fakes import FakeNodeBase
 
 
@@ -50,8 +50,8 @@ class FakeNode(FakeNodeBase):
         self.transfers: list[str] = []
         self.removals: dict[str, Deferred[Any]] = {}
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.st)
+    def status(self) -> NodeStatus:
+        return NodeStatus.from_json(self.st)
 
     def progress(self) -> dict[Any, FollowerProgress]:
         return {

@@ -83,7 +83,7 @@ def test_metered_node_counts_errors_and_passes_everything_else_through():
     metered.read(object(), False, 1.0).addErrback(lambda f: None)
     assert meter.counts == {"stale_read:error": 1}
     assert metered.node_id == "1"
-    assert metered.status()["role"] == "follower"
+    assert metered.status().role == "follower"
 
 
 def test_latency_samples_are_bounded_between_two_points():

@@ -18,7 +18,7 @@ from leeky_twisted.api.http_server import JSONRPCHTTPFactory
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import HardState, NodeId
 from leeky_twisted.core.raft import bootstrap_entries
-from leeky_twisted.interfaces import IPeerTransport
+from leeky_twisted.interfaces import IPeerTransport, NodeStatus
 from leeky_twisted.server.metrics import CONTENT_TYPE, NodeMetrics, metrics_route
 from leeky_twisted.server.node import RaftNode
 from leeky_twisted.statemachine.commands import Put, encode_command
@@ -58,9 +58,9 @@ class FakeNode(FakeNodeBase):
             },
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """Return the current status."""
-        return self.state
+        return NodeStatus.from_json(self.state)
 
 
 def scrape(route: Any) -> dict[str, float]:

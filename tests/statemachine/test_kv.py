@@ -367,3 +367,29 @@ def test_snapshot_in_pieces_restores_the_same_state_and_ignores_later_writes():
     assert other.query(Get("k5")) == "vvvvv"
     assert other.query(Get("late")) is None
     assert other.last_applied == 59
+
+
+def test_a_snapshot_of_large_values_comes_in_pieces_bounded_by_bytes():
+    """Pieces are cut by bytes as well as by keys: with 10 KiB values, one piece of
+    20,000 keys would be the whole state, serialized in one reactor turn (issue 18:
+    a 65 MB piece stalled every node for 0.4-0.8 s of CPU at the same moment)."""
+    from leeky_twisted.statemachine.kv import SNAPSHOT_PIECE_BYTES
+
+    sm = KeyValueStateMachine()
+    value = "v" * 10240
+    count = 3 * SNAPSHOT_PIECE_BYTES // len(value)
+    for i in range(1, count + 1):
+        sm.apply(i, encode_command(Put(f"bench/large/{i}", value, None)))
+    pieces = list(sm.snapshot_chunks())
+    assert b"".join(pieces) == sm.snapshot()
+    assert len(pieces) > 3
+    assert max(len(p) for p in pieces) <= SNAPSHOT_PIECE_BYTES + 2 * len(value)
+    other = KeyValueStateMachine()
+    other.restore(b"".join(pieces))
+    assert other.query(Get("bench/large/7")) == value
+
+
+def test_snapshot_pieces_refuse_a_bound_below_one():
+    sm = KeyValueStateMachine()
+    with pytest.raises(ValueError, match="positive"):
+        sm.snapshot_chunks(piece_bytes=0)

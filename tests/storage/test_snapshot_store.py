@@ -200,3 +200,22 @@ def test_all_snapshots_corrupt_gives_none(tmp_path: Path) -> None:
     for path in snapshot_files(tmp_path):
         path.write_bytes(path.read_bytes()[:-1])
     assert FileSnapshotStore(tmp_path).latest() is None
+
+
+def test_a_file_sink_syncs_as_it_goes_so_close_has_little_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SNAPSHOT_SYNC_BYTES written, the sink syncs its file: a large snapshot
+    written a slice per disk job never leaves the whole state for one fsync."""
+    from leeky_twisted.storage import files
+
+    synced: list[int] = []
+    monkeypatch.setattr(files, "fdatasync", lambda fd: synced.append(fd))
+    store = FileSnapshotStore(tmp_path / "snapshots")
+    sink = store.create(meta(7))
+    step = files.SNAPSHOT_SYNC_BYTES // 4
+    for i in range(10):
+        sink.write(bytes([i]) * step)
+    assert len(synced) == 2  # after 4 and 8 slices; close() syncs the rest
+    sink.close()
+    assert store.open(7) == b"".join(bytes([i]) * step for i in range(10))
