@@ -359,21 +359,17 @@ def test_a_lock_wait_ends_at_its_timeout_and_a_lost_lease_is_reported(
 
 
 def test_a_blocking_clients_locks_share_one_session_lease(cluster: LocalCluster) -> None:
-    """Two cycles on one client use one lease; the second costs two log entries (a txn
-    and a delete); leaving ``with`` revokes the session lease."""
-    leader = cluster.wait_for_leader()
-    watcher = client_of([leader])
-
-    def commit_index() -> int:
-        return int(watcher.status()["commit_index"])
-
+    """Two cycles on one client use one lease; the second writes two log entries (a txn
+    and a delete: the client's session sequence counts its writes); leaving ``with``
+    revokes the session lease."""
+    watcher = client_of(cluster.nodes)
     with client_of(cluster.nodes) as c:
         with c.lock("jobs", ttl=5) as first:
             pass
-        before = commit_index()
+        before = c._seq
         with c.lock("jobs", ttl=5) as second:
             assert second.token > first.token
-        assert commit_index() - before == 2
+        assert c._seq - before == 2
         assert second.lease == first.lease
         assert watcher.lease_ttl(first.lease)["keys"] == []
     with pytest.raises(InvalidRequest, match="not found"):
