@@ -108,3 +108,22 @@ def test_watch_fanout_bench_prints_the_cpu_per_event():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout
+
+
+def test_lock_steps_without_the_shared_yardstick_says_what_is_missing(tmp_path):
+    """tools/lock_steps.py stops with one line naming the missing yardstick."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "lock_steps.py"),
+            "--bench-dir",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode != 0
+    assert "the shared yardstick" in done.stderr and "Traceback" not in done.stderr
