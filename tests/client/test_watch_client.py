@@ -426,3 +426,46 @@ def test_client_and_node_connections_turn_nagle_off():
         transport = Transport()
         proto.makeConnection(transport)
         assert transport.no_delay is True, type(proto).__name__
+
+
+def test_the_client_takes_watch_events_without_amps_responder_lookup():
+    """A WatchEvents box (long events in pieces) reaches its watch whole and is answered
+    without AMP's per-command machinery; a malformed one still gets AMP's error answer."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols import amp
+
+    from leeky_twisted.protocol.connection import _PooledAMP
+
+    got = []
+
+    class Receiver:
+        def watch_events(self, events, next_revision):
+            got.append((len(events), next_revision))
+
+    proto = _PooledAMP(lambda p: None, Clock())
+    proto.makeConnection(StringTransport())
+    proto.watches[7] = Receiver()
+    looked_up = []
+    real = proto.locateResponder
+    proto.locateResponder = lambda name: looked_up.append(name) or real(name)
+    events = json.dumps(["é" * 70_000], ensure_ascii=False).encode("utf-8")
+    sender = []
+
+    class Sender:
+        def sendBox(self, box):
+            sender.append(box.serialize())
+
+        def unhandledError(self, failure):
+            raise AssertionError(failure)
+
+    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+    dispatcher.startReceivingBoxes(Sender())
+    cc.send_watch_events(dispatcher, 7, events, 9)
+    proto.dataReceived(sender[0])
+    assert got == [(len(events.decode("utf-8")), 9)] and looked_up == []
+    assert b"_answer" in proto.transport.value()
+    proto.transport.clear()
+    bad = amp.AmpBox({b"_command": b"WatchEvents", b"_ask": b"2", b"events": b"[]"})
+    proto.dataReceived(bad.serialize())
+    assert len(got) == 1 and b"_error" in proto.transport.value()
