@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_keygen(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``leekyraft keygen FILE``: write a new cluster key; never overwrite one."""
-    from leeky_twisted.clusterkey import create_key_file
+    from leeky_twisted.security.clusterkey import create_key_file
 
     path: str = args.file
     if os.path.lexists(path):

@@ -1,4 +1,4 @@
-"""Connection caps, first-bytes and idle timeouts, descriptor budget (leeky_twisted.connlimits)."""
+"""Connection caps, first-bytes and idle timeouts, descriptor budget (security/connlimits.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import LogLevel, globalLogPublisher
 
-from leeky_twisted.connlimits import (
+from leeky_twisted.protocol.netutil import write_now
+from leeky_twisted.security.connlimits import (
     RESERVED_DESCRIPTORS,
     ConnectionGuard,
     GuardedFactory,
@@ -20,7 +21,6 @@ from leeky_twisted.connlimits import (
     plan_caps,
     raise_descriptor_limit,
 )
-from leeky_twisted.netutil import write_now
 from leeky_twisted.security.tls import RefusalLoggingFactory
 
 
@@ -465,7 +465,7 @@ def test_the_request_read_timeout_reaches_the_client_ports_only(tmp_path):
     """--request-read-timeout (default 30 s) goes to the AMP and HTTP guards; peers have none."""
     from nodebuild import service_from
 
-    from leeky_twisted.connlimits import DEFAULT_REQUEST_READ_TIMEOUT
+    from leeky_twisted.security.connlimits import DEFAULT_REQUEST_READ_TIMEOUT
     from leeky_twisted.server.service import _Listener
 
     def guards(*more: str) -> dict[str, ConnectionGuard]:
@@ -530,7 +530,7 @@ def test_the_client_ports_get_the_held_bytes_budget(tmp_path):
     """256 MiB per client port, or four of the largest requests when values are huge."""
     from nodebuild import service_from
 
-    from leeky_twisted.connlimits import DEFAULT_HELD_BYTES
+    from leeky_twisted.security.connlimits import DEFAULT_HELD_BYTES
     from leeky_twisted.server.service import _Listener
 
     def guards(*more: str) -> dict[str, ConnectionGuard]:

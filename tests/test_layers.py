@@ -22,19 +22,13 @@ LAYERS: dict[str, int] = {
     "interfaces": 1,
     # what both ends of a connection share; security is used by both ends too
     "protocol": 2,
-    "netutil": 2,
-    "connlimits": 2,
     "security": 2,
-    "clusterkey": 2,
-    "peerauth": 2,
     "logs": 4,  # the old path of server/logs.py (the --logger option names it)
     # the adapters
     "storage": 3,
     "transport": 3,
     "membership": 3,
     "statemachine": 3,
-    "nodeid": 3,
-    "recovery": 3,
     # the node runtime
     "server": 4,
     # the Ready loop's collaborators, one job each (server/node.py uses them)

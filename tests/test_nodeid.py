@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from leeky_twisted.nodeid import ID_FILE, NodeIdError, resolve_node_id
+from leeky_twisted.server.nodeid import ID_FILE, NodeIdError, resolve_node_id
 from leeky_twisted.server.tap import Options
 
 

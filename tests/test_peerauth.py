@@ -12,9 +12,9 @@ from nodebuild import node_from, service_from
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from leeky_twisted.cli import build_parser, run_keygen
-from leeky_twisted.clusterkey import create_key_file, read_key_file
 from leeky_twisted.ops.localcluster import twistd_path
-from leeky_twisted.peerauth import (
+from leeky_twisted.security.clusterkey import create_key_file, read_key_file
+from leeky_twisted.security.peerauth import (
     UnauthenticatedPeersError,
     is_loopback_host,
     unauthenticated_peers_refusal,

@@ -22,12 +22,12 @@ from leeky_twisted.core.messages import (
     SnapshotMeta,
 )
 from leeky_twisted.core.raft import bootstrap_entries
-from leeky_twisted.recovery import (
+from leeky_twisted.server.node import NodeSettings, RaftNode
+from leeky_twisted.server.recovery import (
     ForceNewClusterError,
     force_new_cluster,
     recover_as_new_cluster,
 )
-from leeky_twisted.server.node import NodeSettings, RaftNode
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore

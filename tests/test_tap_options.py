@@ -12,10 +12,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from leeky_twisted import defaults
-from leeky_twisted.peerauth import UnauthenticatedPeersError
-from leeky_twisted.recovery import ForceNewClusterError
+from leeky_twisted.security.peerauth import UnauthenticatedPeersError
 from leeky_twisted.server import tap
 from leeky_twisted.server.node import UnrecoverableStateError
+from leeky_twisted.server.recovery import ForceNewClusterError
 from leeky_twisted.server.service import _Listener, make_node_service
 from leeky_twisted.server.tap import Options
 from leeky_twisted.statemachine.owner import OwnerFileError

@@ -33,9 +33,7 @@ from leeky_twisted import defaults
 from leeky_twisted.api import coord
 from leeky_twisted.api import watch as watches
 from leeky_twisted.api.leases import LeaseKeeper
-from leeky_twisted.connlimits import RateLimitedLog
 from leeky_twisted.interfaces import IRaftNode
-from leeky_twisted.netutil import no_delay, write_now
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.ampframes import between_boxes, split_box
 from leeky_twisted.protocol.connection import (
@@ -57,6 +55,8 @@ from leeky_twisted.protocol.errors import (
     SessionExpired,
     Unavailable,
 )
+from leeky_twisted.protocol.netutil import no_delay, write_now
+from leeky_twisted.security.connlimits import RateLimitedLog
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import (
     CommandError,

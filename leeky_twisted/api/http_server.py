@@ -34,7 +34,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
-from leeky_twisted.netutil import write_now
+from leeky_twisted.protocol.netutil import write_now
 
 log = Logger()
 

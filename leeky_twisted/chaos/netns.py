@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leeky_twisted.clusterkey import (
+from leeky_twisted.ops import localcluster
+from leeky_twisted.ops.localcluster import RpcError, twistd_path
+from leeky_twisted.security.clusterkey import (
     DEFAULT_CLUSTER_ID,
     KEY_FILE_NAME,
     cluster_id_from_key,
     create_key_file,
     read_key_file,
 )
-from leeky_twisted.ops import localcluster
-from leeky_twisted.ops.localcluster import RpcError, twistd_path
 
 __all__ = [
     "CLIENT_PORT",

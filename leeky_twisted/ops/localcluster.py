@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leeky_twisted.clusterkey import KEY_FILE_NAME, create_key_file
+from leeky_twisted.security.clusterkey import KEY_FILE_NAME, create_key_file
 
 LOOPBACK = "127.0.0.1"
 

@@ -52,13 +52,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from leeky_twisted.connlimits import (
+from leeky_twisted.security.certs import CLIENT_ROLE, NODE_ROLE, NODES_NAME
+from leeky_twisted.security.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     ConnectionGuard,
     GuardedFactory,
     RateLimitedLog,
 )
-from leeky_twisted.security.certs import CLIENT_ROLE, NODE_ROLE, NODES_NAME
 
 __all__ = [
     "ALL_ROLES",

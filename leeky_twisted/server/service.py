@@ -9,7 +9,7 @@ the leader, with its own node certificate. Without it everything is
 plaintext and each listener logs a warning (:func:`~leeky_twisted.security.tls.warn_tls_disabled`).
 
 Every listener admits connections through a
-:class:`~leeky_twisted.connlimits.ConnectionGuard` of its own: caps sized from
+:class:`~leeky_twisted.security.connlimits.ConnectionGuard` of its own: caps sized from
 the open-files limit (raised to the hard limit at start), a first-bytes (and
 TLS handshake) timeout, and on the client ports an idle timeout and a bound on
 the time one request may take to arrive.
@@ -47,17 +47,6 @@ from leeky_twisted.api.http_server import MAX_HEADER_BYTES, JSONRPCHTTPFactory
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.api.sse import add_watch_resource
 from leeky_twisted.api.web import NodeWebSite, make_node_site
-from leeky_twisted.connlimits import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_HELD_BYTES,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_REQUEST_READ_TIMEOUT,
-    ConnectionGuard,
-    GuardedFactory,
-    guard_metrics,
-    plan_caps,
-    raise_descriptor_limit,
-)
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, SnapshotMeta
 from leeky_twisted.dashboard import (
@@ -71,9 +60,20 @@ from leeky_twisted.membership.autopilot import Autopilot
 from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.membership.reconciler import ReconcilerSettings
 from leeky_twisted.membership.udp import GossipService, make_gossip_service
-from leeky_twisted.peerauth import UnauthenticatedPeersError, unauthenticated_peers_refusal
 from leeky_twisted.protocol.connection import Connector, tls_connector
 from leeky_twisted.security.certs import NODE_ROLE, node_dns_name
+from leeky_twisted.security.connlimits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HELD_BYTES,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_READ_TIMEOUT,
+    ConnectionGuard,
+    GuardedFactory,
+    guard_metrics,
+    plan_caps,
+    raise_descriptor_limit,
+)
+from leeky_twisted.security.peerauth import UnauthenticatedPeersError, unauthenticated_peers_refusal
 from leeky_twisted.security.tls import (
     ALL_ROLES,
     MutualTLSServerEndpoint,
@@ -163,7 +163,7 @@ class NodeOptions:
     max_client_connections: int | None = None
     #: Cap on connections from one address to each client port; None: half the port's cap.
     max_connections_per_host: int | None = None
-    #: Make this node the only member at start, keeping its data (leeky_twisted.recovery).
+    #: Make this node the only member at start, keeping its data (leeky_twisted.server.recovery).
     force_new_cluster: bool = False
     #: The token that enables the dashboard's operator actions; None: read-only.
     dashboard_admin_token: bytes | None = None
@@ -530,7 +530,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
     if opts.force_new_cluster:
-        from leeky_twisted.recovery import recover_as_new_cluster
+        from leeky_twisted.server.recovery import recover_as_new_cluster
 
         def warn(text: str) -> None:
             log.critical("{text}", text=text)

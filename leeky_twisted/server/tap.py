@@ -11,13 +11,13 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from leeky_twisted import defaults
-from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
-from leeky_twisted.connlimits import (
+from leeky_twisted.security.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, resolve_key
+from leeky_twisted.security.connlimits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_REQUEST_READ_TIMEOUT,
 )
-from leeky_twisted.nodeid import NodeIdError, resolve_node_id, store_node_id
+from leeky_twisted.server.nodeid import NodeIdError, resolve_node_id, store_node_id
 from leeky_twisted.server.service import (
     NodeOptions,
     PeerSpec,
@@ -508,9 +508,9 @@ def makeService(options: Options) -> IService:
     A node whose data is impossible exits with one line naming the cause and
     the recovery, never a traceback.
     """
-    from leeky_twisted.peerauth import UnauthenticatedPeersError
-    from leeky_twisted.recovery import ForceNewClusterError
+    from leeky_twisted.security.peerauth import UnauthenticatedPeersError
     from leeky_twisted.server.node import UnrecoverableStateError
+    from leeky_twisted.server.recovery import ForceNewClusterError
     from leeky_twisted.statemachine.owner import OwnerFileError
     from leeky_twisted.storage.errors import StoreLockedError
 

@@ -44,8 +44,8 @@ from leeky_twisted.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from leeky_twisted.netutil import write_now
 from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
+from leeky_twisted.protocol.netutil import write_now
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator

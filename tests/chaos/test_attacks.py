@@ -33,10 +33,10 @@ from leeky_twisted.chaos.hostile import (
 )
 from leeky_twisted.chaos.nemesis import NEMESES, Mixed, make_nemesis
 from leeky_twisted.chaos.netns import GOSSIP_PORT, NetnsCluster, NetnsNetwork, parse_metrics
-from leeky_twisted.clusterkey import cluster_id_from_key
 from leeky_twisted.core.messages import MAX_TERM
 from leeky_twisted.membership import codec as gossip_codec
 from leeky_twisted.membership.codec import MemberState, PacketKind
+from leeky_twisted.security.clusterkey import cluster_id_from_key
 from leeky_twisted.transport.codec import OutOfBounds, decode
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 

@@ -166,7 +166,7 @@ def test_a_hello_without_the_cluster_key_is_refused_and_reveals_nothing(cluster3
 
     from twisted.protocols import amp
 
-    from leeky_twisted.clusterkey import cluster_id_from_key, read_key_file
+    from leeky_twisted.security.clusterkey import cluster_id_from_key, read_key_file
 
     cluster_id = cluster_id_from_key(read_key_file(str(cluster3.key_path)))
     leader = cluster3.wait_for_leader()

@@ -168,8 +168,8 @@ def test_grow_fail_remove_rejoin_and_lose_the_introducer(tmp_path):
 
 def send_gossip(g: Grown, sender: str, records: tuple, key: bytes | None, to: list[str]) -> None:
     """Send one forged SYNC datagram to the gossip ports of ``to``, signed with ``key``."""
-    from leeky_twisted.clusterkey import cluster_id_from_key, read_key_file
     from leeky_twisted.membership import codec
+    from leeky_twisted.security.clusterkey import cluster_id_from_key, read_key_file
 
     cluster = cluster_id_from_key(read_key_file(str(g.key_path)))
     packet = codec.Packet(codec.PacketKind.SYNC, sender, records=records)
@@ -213,8 +213,8 @@ def test_forged_joins_never_add_an_outsider(tmp_path):
 
 def test_a_forged_left_never_removes_a_healthy_voter(tmp_path):
     """Issue 19 finding 2: "n4 LEFT" signed with the real key, even as n4, leaves n4 a voter."""
-    from leeky_twisted.clusterkey import read_key_file
     from leeky_twisted.membership import codec
+    from leeky_twisted.security.clusterkey import read_key_file
 
     g = Grown(tmp_path)
     try:

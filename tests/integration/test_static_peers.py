@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from leeky_twisted.chaos.attacks import forged_proof, hello_box
-from leeky_twisted.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, read_key_file
 from leeky_twisted.core.messages import AppendEntries, Entry, Heartbeat, NodeId
 from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess, jsonrpc, twistd_path
+from leeky_twisted.security.clusterkey import DEFAULT_CLUSTER_ID, cluster_id_from_key, read_key_file
 from leeky_twisted.statemachine.commands import Put, encode_command
 from leeky_twisted.transport.peer_protocol import frame_message
 

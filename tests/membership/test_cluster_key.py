@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from leeky_twisted.clusterkey import (
+from leeky_twisted.ops.localcluster import LocalCluster
+from leeky_twisted.security.clusterkey import (
     DEFAULT_CLUSTER_ID,
     cluster_id_from_key,
     create_key_file,
     read_key_file,
     resolve_key,
 )
-from leeky_twisted.ops.localcluster import LocalCluster
 from leeky_twisted.server.tap import Options
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import tcp
 
-from leeky_twisted.connlimits import GuardedProtocol
+from leeky_twisted.security.connlimits import GuardedProtocol
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)
 
@@ -21,7 +21,7 @@ def write_now(transport: Any, data: bytes) -> None:
     directly keeps the byte order and skips that; whatever the kernel does not
     take goes through the normal, buffered path. TLS transports and anything
     without a plain socket always take the normal path. A connection guard's
-    wrapper (:class:`~leeky_twisted.connlimits.GuardedProtocol`) adds no bytes,
+    wrapper (:class:`~leeky_twisted.security.connlimits.GuardedProtocol`) adds no bytes,
     so writes go through it to the transport underneath.
     """
     if type(transport) is GuardedProtocol:

@@ -29,7 +29,7 @@ A :class:`ConnectionGuard` watches one listening port:
 
 :class:`GuardedFactory` wraps the factory a port listens with (outside TLS,
 so a refused connection never costs a handshake). The wrapper adds no bytes:
-:func:`leeky_twisted.netutil.write_now` writes through it to the socket.
+:func:`leeky_twisted.protocol.netutil.write_now` writes through it to the socket.
 
 The caps are sized from the descriptor limit (:func:`plan_caps`), which
 :func:`raise_descriptor_limit` raises to its hard limit at start, so that
