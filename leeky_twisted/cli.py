@@ -53,6 +53,11 @@ __all__ = [
 #: The client (AMP) addresses of the cluster ``leekyraft local`` starts by default.
 DEFAULT_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005"
 CLUSTER_ENV = "LEEKYRAFT_CLUSTER"
+#: printed under an error that says no node listens where the client looked
+UNREACHABLE_HINT = (
+    "leekyraft: is the cluster running, and are these its AMP client ports? Start one "
+    f"with `leekyraft local`, or name its nodes with --cluster HOST:PORT,... or ${CLUSTER_ENV}."
+)
 TLS_DIR_ENV = "LEEKYRAFT_TLS_DIR"
 TLS_NAME_ENV = "LEEKYRAFT_TLS_NAME"
 DEFAULT_TIMEOUT = 10.0
@@ -372,7 +377,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="where to write the key")
 
     add_local_parser(sub)
+    _accept_connection_options_after_the_command(parser, sub)
     return parser
+
+
+#: commands that talk to no running cluster: the connection options mean nothing to them
+_NO_CLUSTER_COMMANDS = frozenset({"local", "certs", "keygen", "chaos"})
+
+
+def _accept_connection_options_after_the_command(parser: argparse.ArgumentParser, sub: Any) -> None:
+    """Let ``--cluster``, ``--timeout`` and the TLS options follow the command too.
+
+    ``leekyraft get k --cluster H:P`` means what ``leekyraft --cluster H:P get k``
+    does (etcdctl takes its flags anywhere). Given after the command, an option
+    wins; not given there, the value before the command (or its default) stands.
+    """
+    common = [
+        a
+        for a in parser._actions
+        if a.option_strings
+        and a.dest in ("cluster", "timeout", "attempt_timeout", "tls_dir", "tls_name")
+    ]
+    for name, command in sub.choices.items():
+        if name in _NO_CLUSTER_COMMANDS:
+            continue
+        taken = set(command._option_string_actions)
+        for action in common:
+            if taken.intersection(action.option_strings):
+                continue
+            command.add_argument(
+                *action.option_strings,
+                dest=action.dest,
+                type=action.type,
+                metavar=action.metavar,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
 
 
 def run_keygen(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -760,6 +800,8 @@ async def run_command(
         return await _run(args, client, out, err)
     except LeekyError as e:
         print(f"leekyraft: {e}", file=err)
+        if isinstance(e, Unavailable) and "nothing listens" in str(e):
+            print(UNREACHABLE_HINT, file=err)
         return exit_code_for(e)
     except ValueError as e:
         print(f"leekyraft: {e}", file=err)
@@ -866,6 +908,8 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         print(format_status_json(reports) if args.json else format_status_table(reports), file=out)
         if all(r.status is None for r in reports):
             print("leekyraft: no node of the cluster answered", file=err)
+            if any("nothing listens" in (r.error or "") for r in reports):
+                print(UNREACHABLE_HINT, file=err)
             return EXIT_UNREACHABLE
         return EXIT_OK
     if command == "submit":

@@ -791,5 +791,9 @@ def _parse_hint(address: str | None) -> Address | None:
 def _describe(e: BaseException) -> str:
     if isinstance(e, amp.RemoteAmpError):
         return f"{e.errorCode.decode('ascii', 'replace')} {e.description!r}"
+    if isinstance(e, error.ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(e, error.DNSLookupError):
+        return "unknown host name"
     text = str(e).strip()
     return text or type(e).__name__

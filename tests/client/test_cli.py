@@ -218,6 +218,34 @@ def test_without_a_cluster_option_the_commands_use_the_local_clusters_real_size(
     assert cli.cluster_from(args, env) == [("10.0.0.1", 1)]  # the environment still wins
 
 
+def test_connection_options_may_follow_the_command():
+    """--cluster, --timeout and the TLS options work after the command too (as etcdctl's
+    flags do); given there they win, not given there the value before the command stands."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["get", "k", "--cluster", "h:9", "--timeout", "3"])
+    assert (args.cluster, args.timeout, args.key) == ("h:9", 3.0, "k")
+    args = parser.parse_args(["--cluster", "a:1", "--timeout", "5", "get", "k"])
+    assert (args.cluster, args.timeout) == ("a:1", 5.0)
+    args = parser.parse_args(["--timeout", "5", "status", "--cluster", "b:2"])
+    assert (args.cluster, args.timeout) == ("b:2", 5.0)
+    args = parser.parse_args(["put", "k", "v", "--tls-dir", "d", "--tls-name", "n"])
+    assert (args.tls_dir, args.tls_name, args.value) == ("d", "n", ["v"])
+    args = parser.parse_args(["get", "k"])
+    assert (args.cluster, args.timeout) == (None, cli.DEFAULT_TIMEOUT)
+
+
+def test_a_refused_connection_says_what_to_check():
+    """When nothing listens where the client looked, the error says so and how to fix it."""
+    refused = Unavailable(
+        "cannot reach any node of the cluster (127.0.0.1:1): "
+        "connection refused (nothing listens on that port)"
+    )
+    code, _, err = run(["get", "k"], FakeClient(error=refused))
+    assert code == 3
+    assert err.splitlines()[1] == cli.UNREACHABLE_HINT
+    assert "leekyraft local" in cli.UNREACHABLE_HINT and "--cluster" in cli.UNREACHABLE_HINT
+
+
 def test_parse_cluster_rejects_garbage():
     """A malformed or empty cluster list is a ValueError."""
     for text in ["", ",", "host", "h:1,nope"]:
