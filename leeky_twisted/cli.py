@@ -8,13 +8,15 @@ they are tested without a reactor; only :func:`main` runs one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import IO, Any, NoReturn, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ProcessExitedAlready
 
 from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -966,6 +968,70 @@ async def _get_with_revisions(
     return EXIT_OK
 
 
+async def run_until_signalled(reactor: Any, command: Any) -> int:
+    """Run the coroutine ``command``; Ctrl-C or SIGTERM cancels it instead of
+    stopping the reactor under it.
+
+    The command sees CancelledError where it waits, so its ``finally`` blocks
+    (releasing a lock, revoking the session lease) run with the reactor still
+    running, and the exit status is 128 + the signal's number, as a shell
+    expects. Returns the command's exit code.
+    """
+    import signal
+
+    running: Deferred[int] = Deferred.fromCoroutine(command)
+    received: list[int] = []
+
+    def on_signal(number: int, frame: Any) -> None:
+        received.append(number)
+        reactor.callFromThread(running.cancel)
+
+    previous: dict[int, Any] = {}
+
+    def install() -> None:
+        # On the reactor's first turn: the reactor installs its own handlers
+        # (stop on SIGTERM) as it starts, after the command has begun.
+        if not running.called:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(number) is signal.SIG_IGN:
+                    continue  # a background job of a script keeps ignoring Ctrl-C
+                previous[number] = signal.signal(number, on_signal)
+
+    reactor.callLater(0, install)
+    try:
+        return await running
+    except CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): end quietly, as ``cat`` does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + 13  # as if killed by SIGPIPE
+
+
+def _view(d: Deferred[Any]) -> Deferred[Any]:
+    """Return a Deferred that fires as ``d`` does; cancelling it leaves ``d`` running."""
+    view: Deferred[Any] = Deferred()
+
+    def relay(result: Any) -> Any:
+        if not view.called:
+            view.callback(result)
+        return result
+
+    d.addBoth(relay)
+    return view
+
+
 def spawn_inheriting(argv: list[str], env: dict[str, str]) -> Deferred[int]:
     """Run ``argv`` with this process's standard streams; fire with its exit code."""
     from twisted.internet import protocol, reactor
@@ -1008,7 +1074,11 @@ async def run_locked(
         raise ValueError("--ttl must be a positive number of seconds")
     if program and shutil.which(program[0]) is None:
         raise ValueError(f"command not found: {program[0]}")
-    lock = await acquire(client, args.name, args.ttl)
+    try:
+        lock = await acquire(client, args.name, args.ttl)
+    except CancelledError:
+        await end_sessions(client)  # our place in the queue goes with the session lease
+        raise
     _release_on_ctrl_c(client, lock)
     try:
         print(f"leekyraft: holding {lock.key} (token {lock.token})", file=err, flush=True)
@@ -1031,7 +1101,18 @@ async def run_locked(
                 transport.signalProcess("TERM")
 
         lock.lost.addCallback(lost)
-        code: int = await ended
+        try:
+            code: int = await _view(ended)
+        except CancelledError:
+            # Signalled: the command must end before the lock is released, or
+            # the next holder would run beside it.
+            transport = getattr(ended, "transport", None)
+            if transport is not None and not ended.called:
+                print("leekyraft: stopping the command, then releasing the lock", file=err)
+                with contextlib.suppress(ProcessExitedAlready):
+                    transport.signalProcess("TERM")
+            await _view(ended)
+            raise
         return code
     finally:
         try:
@@ -1063,7 +1144,11 @@ async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err:
         watch = await observe(client, args.name, show)
         await watch.done
         return EXIT_OK
-    leadership = await campaign(client, args.name, args.proposal, args.ttl)
+    try:
+        leadership = await campaign(client, args.name, args.proposal, args.ttl)
+    except CancelledError:
+        await end_sessions(client)  # our candidacy goes with the session lease
+        raise
     _release_on_ctrl_c(client, leadership)
     try:
         print(f"elected: {args.proposal}", file=out, flush=True)
@@ -1298,7 +1383,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             attempt_timeout=args.attempt_timeout,
         )
         try:
-            code = await run_command(args, client, sys.stdout, sys.stderr)
+            code = await run_until_signalled(
+                reactor, run_command(args, client, sys.stdout, sys.stderr)
+            )
+        except BrokenPipeError:
+            code = _quiet_broken_pipe()
         finally:
             client.close()  # the reactor stops right after; don't wait for the close
         if code:

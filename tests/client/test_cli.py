@@ -7,6 +7,7 @@ import json
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 
 from leeky_twisted import cli
 from leeky_twisted.client.library import LeekyClient, NodeReport
@@ -424,3 +425,37 @@ def test_put_dash_on_a_terminal_says_how_to_end_the_value():
     quiet = io.StringIO()
     cli.put_value(_put_args("k", "-"), io.BytesIO(b"piped"), quiet)
     assert quiet.getvalue() == ""
+
+
+class _SignalReactor(Clock):
+    """A Clock that runs callFromThread calls at once (a signal handler's path)."""
+
+    def callFromThread(self, f, *args):
+        f(*args)
+
+
+def test_a_signal_cancels_the_command_which_cleans_up_and_exits_128_plus_it():
+    """Ctrl-C or SIGTERM does not stop the reactor under the command: the command is
+    cancelled where it waits, its finally blocks run, and the exit code is 128 + N.
+    The previous handlers come back afterwards."""
+    import signal
+
+    reactor = _SignalReactor()
+    cleaned = []
+    forever: Deferred = Deferred()
+
+    async def command():
+        try:
+            await forever
+        finally:
+            cleaned.append(True)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    d = Deferred.fromCoroutine(cli.run_until_signalled(reactor, command()))
+    reactor.advance(0)  # the handlers go in on the reactor's first turn
+    handler = signal.getsignal(signal.SIGTERM)
+    assert handler is not before and signal.getsignal(signal.SIGINT) is handler
+    handler(signal.SIGTERM, None)
+    assert d.called and d.result == 128 + signal.SIGTERM and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

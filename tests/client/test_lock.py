@@ -286,3 +286,63 @@ def test_a_queue_read_from_a_node_behind_the_waiters_key_is_read_again_lineariza
     asked.clear()
     got = Deferred.fromCoroutine(_queue_after(Client(), "jobs", created=5))
     assert result_of(got).revision == 5 and asked == [True]
+
+
+class _Process:
+    """A spawned command's stand-in: it ends (with 143) only once it is sent TERM."""
+
+    def __init__(self, on_term):
+        self.signals = []
+        self.on_term = on_term
+
+    def signalProcess(self, name):
+        self.signals.append(name)
+        self.on_term()
+
+
+def test_a_signalled_lock_stops_its_command_and_releases_only_after_it_ended():
+    """Ctrl-C or SIGTERM while `lock NAME -- CMD` runs: CMD is sent TERM, the lock is
+    held until CMD has ended, then released (the next holder never runs beside it)."""
+    net, node = _cli_cluster()
+    held_when_ended = []
+    ended: Deferred = Deferred()
+
+    def end():
+        held_when_ended.append(node.state_machine.query(Range.prefix("db/")).count)
+        net.clock.callLater(1.0, ended.callback, 143)  # CMD takes a second to stop
+
+    ended.transport = _Process(end)
+    args = cli.build_parser().parse_args(["lock", "db", "--", "true"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(
+        cli.run_locked(args, _client(net), out, err, spawn=lambda a, e: ended)
+    )
+    net.run(Deferred(), limit=1)
+    assert node.state_machine.query(Range.prefix("db/")).count == 1
+    d.cancel()  # what run_until_signalled does on a signal
+    net.run(Deferred(), limit=0.5)
+    assert ended.transport.signals == ["TERM"] and held_when_ended == [1]
+    assert node.state_machine.query(Range.prefix("db/")).count == 1  # CMD still running
+    net.run(Deferred(), limit=2)
+    assert node.state_machine.query(Range.prefix("db/")).count == 0  # released after
+    assert node.state_machine.leases() == []
+    assert failure_of(d, CancelledError)
+    assert "stopping the command, then releasing the lock" in err.getvalue()
+
+
+def test_a_signalled_waiter_leaves_the_queue_at_once():
+    """Ctrl-C on a `lock` that waits: its queue key goes with its session lease at
+    once, so the next contender does not wait for the ttl."""
+    net, node = _cli_cluster()
+    holder = _client(net)
+    first = Deferred.fromCoroutine(acquire(holder, "db", ttl=30))
+    net.run(first, limit=1)
+    args = cli.build_parser().parse_args(["lock", "--ttl", "30", "db"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_locked(args, _client(net), out, err))
+    net.run(Deferred(), limit=1)
+    assert node.state_machine.query(Range.prefix("db/")).count == 2  # holder + waiter
+    d.cancel()
+    net.run(Deferred(), limit=1)
+    assert failure_of(d, CancelledError)
+    assert node.state_machine.query(Range.prefix("db/")).count == 1  # only the holder

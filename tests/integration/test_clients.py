@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,6 +21,11 @@ pytestmark = pytest.mark.integration
 
 FAST = ["--tick", "0.02", "--heartbeat", "0.06", "--election-timeout", "0.3"]
 CLI = str(Path(sys.executable).parent / "leekyraft")
+UNREACHABLE_HINT = (
+    "leekyraft: is the cluster running, and are these its AMP client ports? Start one "
+    "with `leekyraft local`, or name its nodes with --cluster HOST:PORT,... or "
+    "$LEEKYRAFT_CLUSTER."
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,62 @@ def test_cli_unreachable_cluster_exits_3(cluster):
     port = free_ports(1)[0]
     r = cli(None, "get", "k", cluster_arg=f"127.0.0.1:{port}")
     assert r.returncode == 3
-    assert len(r.stderr.strip().splitlines()) == 1
+    first, *rest = r.stderr.strip().splitlines()
+    assert "connection refused (nothing listens on that port)" in first
+    assert rest == [UNREACHABLE_HINT]  # what to check: is it running, are these its ports
+
+
+def test_cli_output_into_a_closed_pipe_ends_quietly(cluster, tmp_path):
+    """`leekyraft get big | head -c 10`: the reader goes away; no traceback, exit 141."""
+    value = tmp_path / "big.txt"
+    value.write_text("x" * 300_000)
+    assert cli(cluster, "put", "big", "--file", str(value)).returncode == 0
+    env = dict(os.environ)
+    env["LEEKYRAFT_CLUSTER"] = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
+    p = subprocess.Popen(
+        [CLI, "get", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.read(10) == b"x" * 10
+    p.stdout.close()  # more than a pipe's buffer is still to come
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err and err == ""
+
+
+def test_cli_lock_stopped_by_sigterm_ends_its_command_before_releasing(cluster, tmp_path):
+    """SIGTERM to `leekyraft lock NAME -- CMD`: CMD is sent TERM and the lock is still
+    held while CMD stops (CMD itself looks); released once CMD ended; exit 143."""
+    import signal
+
+    env = dict(os.environ)
+    env["LEEKYRAFT_CLUSTER"] = ",".join(f"127.0.0.1:{n.client_port}" for n in cluster.nodes)
+    report = tmp_path / "report.txt"
+    script = (
+        f"trap '{CLI} ls --count jobs >> {report}; exit 0' TERM; "
+        f"echo started >> {report}; while :; do sleep 0.1; done"
+    )
+    p = subprocess.Popen(
+        [CLI, "lock", "jobs", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group: the finally stops CMD too
+    )
+    try:
+        cluster.wait_for(
+            "the command to start",
+            lambda: p.poll() is not None or (report.exists() and "started" in report.read_text()),
+        )
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 143
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+    assert report.read_text().split() == ["started", "1"]  # held while CMD stopped
+    assert cli(cluster, "ls", "--count", "jobs").stdout.strip() == "0"  # released after
 
 
 def test_cli_refused_input_exits_5(cluster):
