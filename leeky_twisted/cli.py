@@ -913,6 +913,14 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             if any("nothing listens" in (r.error or "") for r in reports):
                 print(UNREACHABLE_HINT, file=err)
             return EXIT_UNREACHABLE
+        answered = [r.status for r in reports if r.status is not None]
+        if not any(st.get("leader") not in (None, "", "-") for st in answered):
+            print(
+                f"leekyraft: no leader: {len(answered)} of {len(reports)} nodes answered, and "
+                "none knows a leader (an election needs a majority of the voters up)",
+                file=err,
+            )
+            return EXIT_UNREACHABLE
         return EXIT_OK
     if command == "submit":
         result = await client.submit(" ".join(args.entry))  # type: ignore[attr-defined]

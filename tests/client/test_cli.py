@@ -193,6 +193,22 @@ def test_status_with_no_node_answering_exits_3():
     assert err == "leekyraft: no node of the cluster answered\n"
 
 
+def test_status_with_no_leader_exits_3_and_says_why():
+    """A node answers but none knows a leader (no majority up): the table is shown and the
+    exit code says so, for scripts that wait on `leekyraft status`."""
+    candidate = NodeReport(
+        "127.0.0.1:7002", {"id": "2", "role": "candidate", "term": 7, "leader": None}
+    )
+    code, out, err = run(["status"], FakeClient(reports=[candidate, REPORTS[2]]))
+    assert code == 3
+    assert "candidate" in out
+    assert err == (
+        "leekyraft: no leader: 1 of 2 nodes answered, and none knows a leader "
+        "(an election needs a majority of the voters up)\n"
+    )
+    assert run(["status"], FakeClient(reports=REPORTS))[0] == 0
+
+
 def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
     monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
