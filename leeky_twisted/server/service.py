@@ -29,6 +29,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger
@@ -204,6 +205,25 @@ class _DiskThread(service.Service):
         self.pool.stop()
 
 
+def stop_for_a_port(reactor: Any, what: str, host: str, port: int, error: Exception) -> None:
+    """A port we must serve is taken: say so in one line, stop, and exit with status 1.
+
+    A node that cannot listen is of no use, and one left running without its
+    port looks alive to whoever started it.
+    """
+    why = getattr(error, "socketError", None) or error
+    log.critical(
+        "cannot listen on {what} ({host}:{port}): {why}; is another node or cluster "
+        "using that port? Start this node with another port.",
+        what=what,
+        host=host,
+        port=port,
+        why=why,
+    )
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.callWhenRunning(reactor.stop)
+
+
 class _Listener(service.Service):
     """Listen on a plaintext TCP port at start; report the bound port (for port 0).
 
@@ -229,9 +249,13 @@ class _Listener(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.listening = self.reactor.listenTCP(
-            self.port, self.factory, backlog=LISTEN_BACKLOG, interface=self.host
-        )
+        try:
+            self.listening = self.reactor.listenTCP(
+                self.port, self.factory, backlog=LISTEN_BACKLOG, interface=self.host
+            )
+        except CannotListenError as e:
+            stop_for_a_port(self.reactor, self.what, self.host, self.port, e)
+            return
         bound = self.listening.getHost().port
         warn_tls_disabled(f"{self.what} ({self.host}:{bound})")
         if self.on_port is not None:
@@ -271,6 +295,11 @@ class _EndpointListener(service.Service):
         if not outcome:  # TCP-based endpoints always answer at once
             raise RuntimeError(f"{self.what}: the endpoint did not listen at once")
         if isinstance(outcome[0], Failure):
+            if outcome[0].check(CannotListenError):
+                port = getattr(outcome[0].value, "port", "?")
+                host = getattr(outcome[0].value, "interface", "") or "*"
+                stop_for_a_port(self.endpoint.reactor, self.what, host, port, outcome[0].value)
+                return
             outcome[0].raiseException()
         self.listening = outcome[0]
         bound = outcome[0].getHost().port
