@@ -492,7 +492,7 @@ class LeekyClient:
             except CallTimedOut:
                 return NodeReport(shown, None, "timed out")
             except NodeUnresponsive as e:
-                return NodeReport(shown, None, f"connected but sent nothing: {e}")
+                return NodeReport(shown, None, f"connected but sent nothing: {e}{_SILENT_HINT}")
             except (LeekyError, error.ConnectionClosed) as e:
                 return NodeReport(shown, None, _describe(e))
             except amp.RemoteAmpError as e:
@@ -656,7 +656,7 @@ class LeekyClient:
                     proto, clock, command, arguments, self.attempt_timeout, deadline
                 )
             except NodeUnresponsive as e:
-                last = NodeUnresponsive(f"{shown} connected but sent nothing: {e}")
+                last = NodeUnresponsive(f"{shown} connected but sent nothing: {e}{_SILENT_HINT}")
                 silent.add(address)
                 if write:  # it may be applied when the node wakes up
                     if not retry_unknown:
@@ -786,6 +786,13 @@ def _parse_hint(address: str | None) -> Address | None:
         return parse_address(address)
     except ValueError:
         return None
+
+
+#: why a port may accept a connection and say nothing
+_SILENT_HINT = (
+    " (a paused or overloaded node, or not an AMP client port: an HTTP port, for one, "
+    "waits for an HTTP request)"
+)
 
 
 def _describe(e: BaseException) -> str:

@@ -377,7 +377,7 @@ def test_status_all_reports_every_node_including_unreachable_ones():
         "follower",
         None,
     ]
-    assert isinstance(reports[2], NodeReport) and "nothing at" in reports[2].error
+    assert isinstance(reports[2], NodeReport) and "connection refused" in reports[2].error
 
 
 def test_close_disconnects_and_later_calls_fail():
