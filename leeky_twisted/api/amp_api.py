@@ -507,18 +507,10 @@ class KeyValueFrontend:
         forwarded: bool = False,
     ) -> TxnResult:
         """Run a transaction (``api.coord`` describes the document) as one log entry."""
-        self._key_value_only()
-        command = coord.parse_txn(self, document, self._session(*(session or _NONE3)))
-        try:
-            size = len(kv.encode_command(command))
-        except ValueError as e:
-            raise InvalidRequest(str(e)) from None
-        if size > self.limits.max_txn_bytes:
-            raise InvalidRequest(
-                f"transaction too large for one log entry: {size} bytes encoded;"
-                f" the limit is {self.limits.max_txn_bytes}"
-            )
-        wire = {"txn": json.dumps(coord.txn_document(command), ensure_ascii=False)}
+        command, data = self._txn_entry(document, session)
+
+        def wire() -> dict[str, Any]:  # built only when the request is forwarded
+            return {"txn": json.dumps(coord.txn_document(command), ensure_ascii=False)}
 
         def from_response(response: dict[str, Any]) -> TxnResult:
             try:
@@ -526,10 +518,28 @@ class KeyValueFrontend:
             except (KeyError, TypeError, ValueError) as e:
                 raise LeekyError(f"the leader answered a malformed txn result: {e}") from None
 
-        result = await self._write(command, cc.Txn, wire, from_response, forwarded)
-        if not isinstance(result, TxnResult):
-            raise LeekyError(f"state machine answered a txn with {type(result).__name__}")
-        return result
+        result = await self._write(command, cc.Txn, wire, from_response, forwarded, data)
+        return _txn_result(result)
+
+    def _txn_entry(
+        self, document: object, session: tuple[object, object, object] | None
+    ) -> tuple[kv.Txn, bytes]:
+        """Return the checked transaction and its log entry (encoded once).
+
+        InvalidRequest when it is malformed or too large for one entry.
+        """
+        self._key_value_only()
+        command = coord.parse_txn(self, document, self._session(*(session or _NONE3)))
+        try:
+            data = kv.encode_command(command)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        if len(data) > self.limits.max_txn_bytes:
+            raise InvalidRequest(
+                f"transaction too large for one log entry: {len(data)} bytes encoded;"
+                f" the limit is {self.limits.max_txn_bytes}"
+            )
+        return command, data
 
     def start_watch(
         self,
@@ -737,6 +747,32 @@ class KeyValueFrontend:
             return Deferred.fromCoroutine(self.put(key, value, session, lease=lease))
         return failure
 
+    def txn_now(
+        self, document: object, session: tuple[object, object, object] | None = None
+    ) -> Deferred[TxnResult]:
+        """Like :meth:`txn`, on the hot path: straight to the node.
+
+        Only when the node refuses (not leader, or no leader yet) does the call
+        fall back to the full path, which waits for a leader or forwards.
+        """
+        try:
+            _, data = self._txn_entry(document, session)
+        except InvalidRequest as e:
+            return fail(e)
+        d = self.node.propose(data, self.timeout)
+        d.addCallbacks(_txn_result, self._txn_slowly, errbackArgs=(document, session))
+        return d
+
+    def _txn_slowly(
+        self,
+        failure: Failure,
+        document: object,
+        session: tuple[object, object, object] | None,
+    ) -> Any:
+        if failure.check(NotLeader, Unavailable):  # refused: it was never proposed
+            return Deferred.fromCoroutine(self.txn(document, session))
+        return failure
+
     def get_now(self, key: object, stale: bool = False) -> Deferred[str | None]:
         """Like :meth:`get`, on the hot path: straight to the node unless it refuses."""
         try:
@@ -767,19 +803,32 @@ class KeyValueFrontend:
         self,
         command: kv.WriteCommand,
         amp_command: type[amp.Command],
-        wire: dict[str, Any],
+        wire: dict[str, Any] | Callable[[], dict[str, Any]],
         from_response: Callable[[dict[str, Any]], Any],
         forwarded: bool,
+        data: bytes | None = None,
     ) -> Any:
-        try:
-            data = kv.encode_command(command)
-        except ValueError as e:
-            raise InvalidRequest(str(e)) from None
+        """Propose ``command`` (``data``: its encoding, when already made) or forward it.
+
+        ``wire`` holds the forwarded request's arguments, or makes them: it is
+        called only when the request is forwarded.
+        """
+        if data is None:
+            try:
+                data = kv.encode_command(command)
+            except ValueError as e:
+                raise InvalidRequest(str(e)) from None
+        entry = data
         session = command.session
-        if session is not None:
-            wire = {**wire, "client_id": session.client_id, "seq": session.seq, "ack": session.ack}
+
+        def arguments() -> dict[str, Any]:
+            made = wire() if callable(wire) else wire
+            if session is None:
+                return made
+            return {**made, "client_id": session.client_id, "seq": session.seq, "ack": session.ack}
+
         where, result = await self._local_or_forward(
-            lambda: self.node.propose(data, self.timeout), forwarded, amp_command, wire
+            lambda: self.node.propose(entry, self.timeout), forwarded, amp_command, arguments
         )
         if where == "forwarded":
             return from_response(result)
@@ -790,9 +839,11 @@ class KeyValueFrontend:
         attempt: Callable[[], Deferred[Any]],
         forwarded: bool,
         command: type[amp.Command],
-        arguments: dict[str, Any],
+        arguments: dict[str, Any] | Callable[[], dict[str, Any]],
     ) -> tuple[str, Any]:
         """Run on the local node, or forward to the leader it names.
+
+        ``arguments`` (or what it returns, when callable) are the forwarded request's.
 
         A leader hint can be stale (leadership just moved): the node it names
         then refuses the forwarded request, which was therefore never
@@ -804,6 +855,8 @@ class KeyValueFrontend:
             except NotLeader as e:
                 if forwarded or self._forwarder is None or e.leader_address is None:
                     raise
+                if callable(arguments):
+                    arguments = arguments()
                 try:
                     return "forwarded", await self._forward(e, forwarded, command, arguments)
                 except NotLeader:
@@ -1093,18 +1146,20 @@ class ClientLocator(amp.CommandLocator):
         ack: int | None,
         forwarded: bool | None,
     ) -> Deferred[dict[str, Any]]:
-        """Answer Txn with the result as JSON text."""
+        """Answer Txn with the result as JSON text.
 
-        async def run() -> TxnResult:
-            try:
-                document = json.loads(txn)
-            except (ValueError, RecursionError) as e:
-                raise InvalidRequest(f"txn is not a JSON document: {e}") from None
-            return await self.frontend.txn(
-                document, (client_id, seq, ack), forwarded=bool(forwarded)
-            )
-
-        return self._run(run(), _json_result)
+        From a client, straight to the node (:meth:`KeyValueFrontend.txn_now`);
+        from a follower, the full path, which never forwards again.
+        """
+        try:
+            document = json.loads(txn)
+        except (ValueError, RecursionError) as e:
+            return self._answer(fail(InvalidRequest(f"txn is not a JSON document: {e}")), _empty)
+        if forwarded:
+            coroutine = self.frontend.txn(document, (client_id, seq, ack), forwarded=True)
+            return self._run(coroutine, _json_result)
+        d = self.frontend.txn_now(document, (client_id, seq, ack))
+        return self._answer(self.frontend.guarded(d), _json_result)
 
     @cc.Status.responder
     def status(self) -> Deferred[dict[str, Any]]:
@@ -1177,6 +1232,14 @@ def _checked(result: T) -> T:
     return result
 
 
+def _txn_result(result: object) -> TxnResult:
+    """Return the state machine's answer to a txn, or raise the error it stands for."""
+    result = _checked(result)
+    if not isinstance(result, TxnResult):
+        raise LeekyError(f"state machine answered a txn with {type(result).__name__}")
+    return result
+
+
 def _no_command_error(result: object) -> None:
     _checked(result)
     return None
@@ -1227,8 +1290,12 @@ def _whole_revisions(events: list[Event], limit: int) -> int:
     return n
 
 
+#: One encoder for every answer (json.dumps with options builds a new one per call).
+_RESULT_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _json_result(result: RangeResult | TxnResult) -> dict[str, Any]:
-    return {"result": json.dumps(result.to_json(), ensure_ascii=False)}
+    return {"result": _RESULT_JSON.encode(result.to_json())}
 
 
 def _known_errors_only(failure: Failure) -> Failure:

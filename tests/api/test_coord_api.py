@@ -8,10 +8,12 @@ import pytest
 from test_amp_api import FOLLOWER, Harness
 from test_jsonrpc_api import Harness as RPCHarness
 
+from leeky_twisted.api import coord
 from leeky_twisted.api.amp_api import RequestLimits
 from leeky_twisted.api.jsonrpc_api import INVALID_PARAMS
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.errors import InvalidRequest
+from leeky_twisted.statemachine import commands as kv_commands
 from leeky_twisted.statemachine.commands import Range, Txn, decode_command
 from leeky_twisted.testing.apifakes import failure_of, result_of
 
@@ -108,6 +110,38 @@ def test_amp_txn_is_forwarded_by_a_follower(h):
     assert _txn(h, c, LOCK)["succeeded"]
     assert _range(h, c, start="lock", prefix=True)["kvs"][0]["value"] == "me"
     assert h.follower.state_machine.revision == 0
+
+
+def _counting(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_amp_txn_on_the_leader_encodes_its_entry_once_and_builds_no_forward(h, monkeypatch):
+    """On the leader a txn is encoded once, and no forwarding document is built for it."""
+    encoded = _counting(monkeypatch, kv_commands, "encode_command")
+    documents = _counting(monkeypatch, coord, "txn_document")
+    c = h.client()
+    assert _txn(h, c, LOCK)["succeeded"]
+    assert len([a for a in encoded if isinstance(a[0], Txn)]) == 1
+    assert documents == []
+
+
+def test_amp_txn_through_a_follower_forwards_the_checked_document(h, monkeypatch):
+    """A follower still builds the forwarding document, and only when it forwards."""
+    documents = _counting(monkeypatch, coord, "txn_document")
+    c = h.client(FOLLOWER)
+    assert _txn(h, c, LOCK)["succeeded"]
+    assert len(documents) == 1
+    proposed = [call[1] for call in h.leader.calls if call[0] == "propose"]
+    assert len(proposed) == 1 and isinstance(decode_command(proposed[0]), Txn)
 
 
 @pytest.mark.parametrize(
