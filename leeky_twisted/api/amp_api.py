@@ -757,9 +757,9 @@ class KeyValueFrontend:
         """
         try:
             _, data = self._txn_entry(document, session)
-        except InvalidRequest as e:
-            return fail(e)
-        d = self.node.propose(data, self.timeout)
+            d = self.node.propose(data, self.timeout)
+        except Exception:  # as from the coroutine: an error fails the Deferred, never raises
+            return fail()
         d.addCallbacks(_txn_result, self._txn_slowly, errbackArgs=(document, session))
         return d
 

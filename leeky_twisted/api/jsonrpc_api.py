@@ -239,8 +239,8 @@ class KeyValueJSONRPC(JSONRPCResource):
 
     def jsonrpc_txn(self, document: object, session: object = None) -> Deferred[Any]:
         """Run a transaction (one log entry); return which branch ran and its answers."""
-        coroutine = self.frontend.txn(document, _session_params(session))
-        return Deferred.fromCoroutine(coroutine).addCallback(lambda r: r.to_json())
+        d = self.frontend.guarded(self.frontend.txn_now(document, _session_params(session)))
+        return d.addCallback(lambda r: r.to_json())
 
     def jsonrpc_delete(self, key: object, session: object = None) -> Deferred[bool]:
         """Remove ``key``; true when it existed."""

@@ -12,7 +12,7 @@ from leeky_twisted.api import coord
 from leeky_twisted.api.amp_api import RequestLimits
 from leeky_twisted.api.jsonrpc_api import INVALID_PARAMS
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.errors import InvalidRequest
+from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
 from leeky_twisted.statemachine import commands as kv_commands
 from leeky_twisted.statemachine.commands import Range, Txn, decode_command
 from leeky_twisted.testing.apifakes import failure_of, result_of
@@ -142,6 +142,37 @@ def test_amp_txn_through_a_follower_forwards_the_checked_document(h, monkeypatch
     assert len(documents) == 1
     proposed = [call[1] for call in h.leader.calls if call[0] == "propose"]
     assert len(proposed) == 1 and isinstance(decode_command(proposed[0]), Txn)
+
+
+def test_amp_txn_whose_node_raises_is_a_generic_error_and_keeps_the_connection(h, monkeypatch):
+    """A node that raises (a bug) answers a txn with a generic error; the connection stays."""
+
+    def broken(command, timeout):
+        raise RuntimeError("boom")
+
+    c = h.client()
+    monkeypatch.setattr(h.leader, "propose", broken)
+    f = failure_of(h.call(c, cc.Txn, txn=json.dumps(LOCK)), LeekyError)
+    assert "internal error: boom" in str(f.value)
+    monkeypatch.undo()
+    assert _txn(h, c, LOCK)["succeeded"]
+
+
+def test_rpc_txn_on_the_leader_encodes_its_entry_once_and_builds_no_forward(rpc, monkeypatch):
+    """Over JSON-RPC too, a txn on the leader is encoded once, with no forwarding document."""
+    encoded = _counting(monkeypatch, kv_commands, "encode_command")
+    documents = _counting(monkeypatch, coord, "txn_document")
+    assert rpc.result("txn", LOCK)["succeeded"] is True
+    assert len([a for a in encoded if isinstance(a[0], Txn)]) == 1
+    assert documents == []
+
+
+def test_rpc_txn_through_a_follower_is_forwarded():
+    """A follower's JSON-RPC txn reaches the leader, with its result back."""
+    follower = RPCHarness(follower=True)
+    assert follower.result("txn", LOCK)["succeeded"] is True
+    assert follower.result("txn", LOCK)["succeeded"] is False
+    assert follower.leader.state_machine.revision == 1 and follower.node.state_machine.revision == 0
 
 
 @pytest.mark.parametrize(
