@@ -380,14 +380,9 @@ def _drip_amp(host: str, port: int, bound: int, stop: threading.Event, out: dict
                 sock.sendall(data[sent : sent + 65536])
                 sent += min(65536, len(data) - sent)
                 stop.wait(0.01)
-            # The kernel's buffers may hold the whole request while a busy node
-            # has not read it yet: keep the pressure on (bytes that would follow
-            # the request) until the node cuts the connection or the run ends.
-            filler = bytes(65536)
-            while not stop.is_set():
-                sock.sendall(filler)
-                stop.wait(0.01)
-            out["amp_never_closed"] = out.get("amp_never_closed", 0) + 1
+            out["amp_never_closed"] = out.get("amp_never_closed", 0) + int(sent >= len(data))
+            if sent >= len(data):
+                stop.wait(1.0)
         except OSError:
             closed_after.append(sent)
         finally:

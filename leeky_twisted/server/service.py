@@ -205,7 +205,7 @@ class _DiskThread(service.Service):
         self.pool.stop()
 
 
-def stop_for_a_port(reactor: Any, what: str, host: str, port: int, error: Exception) -> None:
+def stop_for_a_port(reactor: Any, what: str, host: str, port: Any, error: object) -> None:
     """A port we must serve is taken: say so in one line, stop, and exit with status 1.
 
     A node that cannot listen is of no use, and one left running without its
@@ -295,10 +295,11 @@ class _EndpointListener(service.Service):
         if not outcome:  # TCP-based endpoints always answer at once
             raise RuntimeError(f"{self.what}: the endpoint did not listen at once")
         if isinstance(outcome[0], Failure):
-            if outcome[0].check(CannotListenError):
+            reactor = getattr(self.endpoint, "reactor", None)
+            if outcome[0].check(CannotListenError) and reactor is not None:
                 port = getattr(outcome[0].value, "port", "?")
                 host = getattr(outcome[0].value, "interface", "") or "*"
-                stop_for_a_port(self.endpoint.reactor, self.what, host, port, outcome[0].value)
+                stop_for_a_port(reactor, self.what, host, port, outcome[0].value)
                 return
             outcome[0].raiseException()
         self.listening = outcome[0]

@@ -333,15 +333,41 @@ def test_twistd_tls_dir_option_reaches_the_node_options(certs: Path, tmp_path: P
 
 
 def test_endpoint_listener_fails_start_when_it_cannot_listen() -> None:
-    """A TLS port that cannot be bound fails startService, as listenTCP would."""
+    """A TLS port that cannot be bound stops the node, to exit with status 1, as a plain
+    port does (tests/integration/test_port_in_use.py); an endpoint with no reactor to
+    stop fails startService instead."""
+
+    class Reactor:
+        def __init__(self) -> None:
+            self.triggers: list[tuple[Any, ...]] = []
+            self.when_running: list[Any] = []
+
+        def addSystemEventTrigger(self, *args: Any) -> None:
+            self.triggers.append(args)
+
+        def callWhenRunning(self, f: Any) -> None:
+            self.when_running.append(f)
+
+        def stop(self) -> None:
+            pass
 
     class Busy:
+        def __init__(self, reactor: Any = None) -> None:
+            if reactor is not None:
+                self.reactor = reactor
+
         def listen(self, factory: Any) -> Any:
             return fail(CannotListenError("127.0.0.1", 7001, OSError("in use")))
 
-    listener = _EndpointListener(Busy(), protocol.Factory(), what="the peer port")  # type: ignore[arg-type]
+    reactor = Reactor()
+    listener = _EndpointListener(Busy(reactor), protocol.Factory(), what="the peer port")  # type: ignore[arg-type]
+    listener.startService()
+    assert listener.listening is None
+    assert reactor.when_running == [reactor.stop]
+    assert [t[:2] + t[3:] for t in reactor.triggers] == [("after", "shutdown", 1)]
+    bare = _EndpointListener(Busy(), protocol.Factory(), what="the peer port")  # type: ignore[arg-type]
     with pytest.raises(CannotListenError):
-        listener.startService()
+        bare.startService()
 
 
 # ------------------------------------------------------------------------ CLI
