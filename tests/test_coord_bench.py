@@ -134,3 +134,25 @@ def test_cpu_meter_reports_percent_per_process():
     sum(i * i for i in range(200_000))  # a little CPU
     reading = meter.read()
     assert list(reading) == ["me_cpu_pct"] and reading["me_cpu_pct"] >= 0
+
+
+def test_workloads_default_to_all_and_pick_a_subset():
+    assert cb.parse_args([]).workloads == list(cb.WORKLOADS)
+    a = cb.parse_args(["--workloads", "txn, watch100"])
+    assert a.workloads == ["txn", "watch100"]
+    assert [name for name, *_ in cb.watch_runs(a)] == ["watch100"]
+
+
+def test_unknown_workload_exits_2_naming_it(capsys):
+    with pytest.raises(SystemExit) as e:
+        cb.parse_args(["--workloads", "txn,locks"])
+    assert e.value.code == 2
+    assert "unknown locks" in capsys.readouterr().err
+
+
+def test_cpu_meter_reports_microseconds_per_operation():
+    meter = cb.CpuMeter({"me": os.getpid()})
+    sum(i * i for i in range(200_000))
+    reading = meter.read(ops=10)
+    assert set(reading) == {"me_cpu_pct", "me_cpu_us_per_op"}
+    assert reading["me_cpu_us_per_op"] >= 0

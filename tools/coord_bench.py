@@ -42,9 +42,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("leekyraft", "etcd")
+WORKLOADS = ("watch1", "watch100", "watch1f", "watch100f", "lock", "txn")
 VALUE_BYTES = 100
 WATCH_KEY = "coordbench/watched"
 LOCK_NAME = "coordbench/lock"
+#: puts before the measured ones of a watch workload
+WATCH_WARM = 10
 
 
 # ------------------------------------------------------------ pure parts
@@ -57,6 +60,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--rounds", type=int, default=2, help="runs of each system, alternated")
     p.add_argument("--systems", default="etcd,leekyraft", help="comma list, in running order")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma list of the workloads to run (default: all of {','.join(WORKLOADS)})",
+    )
     p.add_argument("--watch-puts", type=int, default=300, help="measured puts with 1 watcher")
     p.add_argument("--watch100-puts", type=int, default=150, help="measured puts, 100 watchers")
     p.add_argument("--lock-seconds", type=float, default=10.0)
@@ -74,6 +82,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad or not systems:
         p.error(f"--systems: unknown {', '.join(bad) or '(none)'}; choose from {SYSTEMS}")
     a.systems = systems
+    workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    bad = [w for w in workloads if w not in WORKLOADS]
+    if bad or not workloads:
+        p.error(f"--workloads: unknown {', '.join(bad) or '(none)'}; choose from {WORKLOADS}")
+    a.workloads = workloads
     for name in ("rounds", "watch_puts", "watch100_puts", "lock_contenders", "txn_clients"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -118,14 +131,15 @@ def median(values: Sequence[float]) -> float:
 
 
 def watch_runs(args: argparse.Namespace) -> list[tuple[str, int, int, bool]]:
-    """The watch workloads: (name, watchers, measured puts, watchers on a follower)."""
-    return [
+    """The watch workloads asked for: (name, watchers, measured puts, watchers on a follower)."""
+    runs = [
         ("watch1", 1, args.watch_puts, False),
         ("watch100", 100, args.watch100_puts, False),
         # on a follower each put waits up to a heartbeat: fewer puts keep the run short
         ("watch1f", 1, max(1, args.watch_puts // 3), True),
         ("watch100f", 100, max(1, args.watch100_puts // 3), True),
     ]
+    return [r for r in runs if r[0] in args.workloads]
 
 
 def _watch_metrics() -> list[tuple[str, str, str, str]]:
@@ -159,6 +173,11 @@ METRICS = [
     ("lock: client process CPU %", "lock", "client_cpu_pct", "lower"),
     ("txn: leader CPU % of a core", "txn", "leader_cpu_pct", "lower"),
     ("txn: client process CPU %", "txn", "client_cpu_pct", "lower"),
+    ("txn: leader CPU us per txn", "txn", "leader_cpu_us_per_op", "lower"),
+    ("txn: follower CPU us per txn", "txn", "follower1_cpu_us_per_op", "lower"),
+    ("txn: client CPU us per txn", "txn", "client_cpu_us_per_op", "lower"),
+    ("watch100: leader CPU us per put", "watch100", "leader_cpu_us_per_op", "lower"),
+    ("watch100: client CPU us per put", "watch100", "client_cpu_us_per_op", "lower"),
 ]
 
 
@@ -244,12 +263,16 @@ class CpuMeter:
         self.start = {who: cpu_seconds(pid) for who, pid in pids.items()}
         self.t0 = time.perf_counter()
 
-    def read(self) -> dict[str, float]:
+    def read(self, ops: int = 0) -> dict[str, float]:
+        """Percent of a core per process; with ``ops``, also CPU microseconds per operation."""
         wall = max(time.perf_counter() - self.t0, 1e-9)
-        return {
-            f"{who}_cpu_pct": round((cpu_seconds(pid) - self.start[who]) / wall * 100, 1)
-            for who, pid in self.pids.items()
-        }
+        out = {}
+        for who, pid in self.pids.items():
+            used = cpu_seconds(pid) - self.start[who]
+            out[f"{who}_cpu_pct"] = round(used / wall * 100, 1)
+            if ops > 0:
+                out[f"{who}_cpu_us_per_op"] = round(used / ops * 1e6, 1)
+        return out
 
 
 def _value(seq: int) -> str:

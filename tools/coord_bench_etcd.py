@@ -20,6 +20,7 @@ from typing import Any
 from coord_bench import (
     LOCK_NAME,
     WATCH_KEY,
+    WATCH_WARM,
     CpuMeter,
     _value,
     increasing,
@@ -85,7 +86,7 @@ async def watch_latency(writer: Grpc, watchers: list[Grpc], puts: int) -> dict[s
     samples: list[float] = []
     from_send: list[float] = []
     early = 0
-    warm = 10
+    warm = WATCH_WARM
     for seq in range(warm + puts):
         complete[seq] = asyncio.Event()
         sent = time.perf_counter()
@@ -234,6 +235,7 @@ async def txn_rate(clients: list[Grpc], seconds: float, cap: int) -> dict[str, A
     lat: list[float] = []
     failed = 0
     warm = 3
+    sent = [0]  # every txn, the warm-up ones included (for CPU per txn)
     count = [0]
     stop = [0.0]
 
@@ -257,6 +259,7 @@ async def txn_rate(clients: list[Grpc], seconds: float, cap: int) -> dict[str, A
             puts = [pb.RequestOp(request_put=pb.PutRequest(key=k, value=new)) for k in keys]
             t0 = time.perf_counter()
             r = await c.kv.Txn(pb.TxnRequest(compare=cmps, success=puts))
+            sent[0] += 1
             if seq > warm:
                 lat.append(time.perf_counter() - t0)
                 count[0] += 1
@@ -280,6 +283,7 @@ async def txn_rate(clients: list[Grpc], seconds: float, cap: int) -> dict[str, A
         "per_s": len(lat) / wall,
         "failed": failed,
         "in_flight": len(clients),
+        "all_txns": sent[0],
     }
 
 
@@ -300,17 +304,21 @@ async def _run(args: argparse.Namespace, adapter: EtcdAdapter) -> dict[str, Any]
         ws = await clients(n, follower if follows else port)
         meter = CpuMeter(pids)
         result[name] = await watch_latency(writer, ws, puts)
-        result[name].update(meter.read())
+        result[name].update(meter.read(puts + WATCH_WARM))
         for w in ws:
             await w.channel.close()
-    cs = await clients(args.lock_contenders)
-    meter = CpuMeter(pids)
-    result["lock"] = await lock_cycles(cs, args.lock_seconds)
-    result["lock"].update(meter.read())
-    ts = await clients(args.txn_clients)
-    meter = CpuMeter(pids)
-    result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
-    result["txn"].update(meter.read())
+    cs: list[Grpc] = []
+    ts: list[Grpc] = []
+    if "lock" in args.workloads:
+        cs = await clients(args.lock_contenders)
+        meter = CpuMeter(pids)
+        result["lock"] = await lock_cycles(cs, args.lock_seconds)
+        result["lock"].update(meter.read())
+    if "txn" in args.workloads:
+        ts = await clients(args.txn_clients)
+        meter = CpuMeter(pids)
+        result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
+        result["txn"].update(meter.read(result["txn"]["all_txns"]))
     for c in [writer, *cs, *ts]:
         await c.channel.close()
     return result

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 from coord_bench import (
     LOCK_NAME,
     WATCH_KEY,
+    WATCH_WARM,
     CpuMeter,
     _value,
     increasing,
@@ -68,7 +70,7 @@ async def watch_latency(
     samples: list[float] = []
     from_send: list[float] = []
     early = 0
-    warm = 10
+    warm = WATCH_WARM
     for seq in range(warm + puts):
         complete[seq] = Deferred()
         sent = time.perf_counter()
@@ -124,6 +126,7 @@ async def txn_rate(clients: list[LeekyClient], seconds: float, cap: int) -> dict
     lat: list[float] = []
     failed = 0
     warm = 3
+    sent = [0]  # every txn, the warm-up ones included (for CPU per txn)
     count = [0]
     stop = [0.0]
     started: Deferred[None] = Deferred()
@@ -149,6 +152,7 @@ async def txn_rate(clients: list[LeekyClient], seconds: float, cap: int) -> dict
             puts = [{"type": "put", "key": k, "value": new} for k in keys]
             t0 = time.perf_counter()
             r = await c.txn(cmps, puts)
+            sent[0] += 1
             if seq > warm:
                 lat.append(time.perf_counter() - t0)
                 count[0] += 1
@@ -174,11 +178,17 @@ async def txn_rate(clients: list[LeekyClient], seconds: float, cap: int) -> dict
         "per_s": len(lat) / wall,
         "failed": failed,
         "in_flight": len(clients),
+        "all_txns": sent[0],
     }
 
 
-def _profile(name: str, pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
-    """With $COORD_BENCH_PYSPY=DIR, sample each pid with py-spy for ``seconds`` (measuring only)."""
+def _profile(
+    name: str, pids: dict[str, int], seconds: float | None
+) -> list[subprocess.Popen[bytes]]:
+    """With $COORD_BENCH_PYSPY=DIR, sample each pid with py-spy for ``seconds`` (measuring only).
+
+    ``seconds`` None: until the sampler is sent SIGINT (:func:`_stop_profiles`).
+    """
     where = os.environ.get("COORD_BENCH_PYSPY")
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not where:
@@ -191,8 +201,7 @@ def _profile(name: str, pids: dict[str, int], seconds: float) -> list[subprocess
                 "record",
                 "--pid",
                 str(pid),
-                "--duration",
-                str(int(seconds)),
+                *(["--duration", str(int(seconds))] if seconds is not None else []),
                 "--rate",
                 "200",
                 "--format",
@@ -208,6 +217,25 @@ def _profile(name: str, pids: dict[str, int], seconds: float) -> list[subprocess
     ]
 
 
+async def _leader_stats(writer: LeekyClient) -> dict[str, float]:
+    """Return the leader's counters (Readies, disk writes, entries written, messages sent)."""
+    status = await writer.status()
+    return {k: v for k, v in status.get("stats", {}).items() if isinstance(v, int | float)}
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Return how much each counter grew."""
+    return {k: round(after[k] - before.get(k, 0), 6) for k in after}
+
+
+def _stop_profiles(spies: list[subprocess.Popen[bytes]]) -> None:
+    """End open-ended samplers (SIGINT: py-spy writes its file) and wait for them."""
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        spy.wait(timeout=60)
+
+
 async def _run(
     reactor: Any, args: argparse.Namespace, addresses: list[tuple[str, int]], pids: dict[str, int]
 ) -> dict[str, Any]:
@@ -219,25 +247,32 @@ async def _run(
     made: list[LeekyClient] = []
     writer = clients(1)[0]
     made.append(writer)
+    profiled = {k: pids[k] for k in ("leader", "follower1", "client")}
     for name, n, puts, follows in watch_runs(args):
         ws = clients(n, only=1 if follows else 0)
         made += ws
+        watching = _profile(name, profiled, None)
         meter = CpuMeter(pids)
         result[name] = await watch_latency(reactor, writer, ws, puts)
-        result[name].update(meter.read())
-    cs = clients(args.lock_contenders)
-    made += cs
-    profiled = {k: pids[k] for k in ("leader", "client")}
-    spies = _profile("lock", profiled, args.lock_seconds)
-    meter = CpuMeter(pids)
-    result["lock"] = await lock_cycles(cs, args.lock_seconds)
-    result["lock"].update(meter.read())
-    ts = clients(args.txn_clients)
-    made += ts
-    spies += _profile("txn", profiled, args.txn_seconds)
-    meter = CpuMeter(pids)
-    result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
-    result["txn"].update(meter.read())
+        result[name].update(meter.read(puts + WATCH_WARM))
+        _stop_profiles(watching)
+    spies: list[subprocess.Popen[bytes]] = []
+    if "lock" in args.workloads:
+        cs = clients(args.lock_contenders)
+        made += cs
+        spies += _profile("lock", profiled, args.lock_seconds)
+        meter = CpuMeter(pids)
+        result["lock"] = await lock_cycles(cs, args.lock_seconds)
+        result["lock"].update(meter.read())
+    if "txn" in args.workloads:
+        ts = clients(args.txn_clients)
+        made += ts
+        spies += _profile("txn", profiled, args.txn_seconds)
+        before = await _leader_stats(writer)
+        meter = CpuMeter(pids)
+        result["txn"] = await txn_rate(ts, args.txn_seconds, args.txn_ops)
+        result["txn"].update(meter.read(result["txn"]["all_txns"]))
+        result["txn"]["leader_stats"] = _delta(before, await _leader_stats(writer))
     for c in made:
         c.close()
     for spy in spies:
