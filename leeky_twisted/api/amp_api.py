@@ -1450,6 +1450,50 @@ class ClientAPIProtocol(amp.AMP):
             return
         write_now(self.transport, box.serialize())
 
+    def push_watch_events(
+        self, watch_id: int, events: bytes, next_revision: int
+    ) -> Deferred[amp.AmpBox]:
+        """Send a WatchEvents box now; fire with the client's answer (its acknowledgement).
+
+        The box's bytes after the watch id are built once per batch for every
+        watcher it goes to (:func:`_watch_events_tail`); only ``_ask`` and
+        ``watch_id`` are this connection's.
+        """
+        transport = self.transport
+        if (
+            self._locked
+            or self._startingTLSBuffer is not None
+            or transport is None
+            or self._failAllReason is not None
+        ):
+            return cc.send_watch_events(self, watch_id, events, next_revision)
+        tag = self._nextTag()
+        d: Deferred[amp.AmpBox] = Deferred()
+        self._outstandingRequests[tag] = d
+        write_now(
+            transport, cc.watch_events_box(tag, watch_id, _watch_events_tail(events, next_revision))
+        )
+        return d
+
+
+#: The last (events, next_revision, tail) of :func:`_watch_events_tail`.
+_last_tail: tuple[bytes, int, bytes] = (b"", 0, b"")
+
+
+def _watch_events_tail(events: bytes, next_revision: int) -> bytes:
+    """Return ``cc.watch_events_tail``, kept for the next watcher of the same batch.
+
+    ``events`` is the hub's encoding of the batch (``WatchHub.encoded``),
+    the same bytes object for every watcher it goes to.
+    """
+    global _last_tail
+    last, revision, tail = _last_tail
+    if events is last and next_revision == revision:
+        return tail
+    tail = cc.watch_events_tail(events, next_revision)
+    _last_tail = (events, next_revision, tail)
+    return tail
+
 
 class _WatchLocator(amp.CommandLocator):
     """One connection's responders for Watch and CancelWatch; the shared locator does the rest."""
@@ -1533,7 +1577,7 @@ class _AMPWatchSink:
                 self.hub.cancel(watcher)
                 return
             payload = self.hub.encoded(batch)
-            d = cc.send_watch_events(proto, watcher.id, payload, batch[-1].revision + 1)
+            d = proto.push_watch_events(watcher.id, payload, batch[-1].revision + 1)
             d.addCallbacks(
                 _acker(self.hub, watcher, len(batch)), self._broken, errbackArgs=(watcher,)
             )

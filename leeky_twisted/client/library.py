@@ -642,7 +642,8 @@ class LeekyClient:
                 raise self._gave_up(write, answered, unknown, last)
             shown = format_address(address)
             try:
-                proto = await with_timeout(
+                # the usual case, a connection already open, needs no timer
+                proto = self._pool.connected(address) or await with_timeout(
                     self._pool.connection(address), min(self.attempt_timeout, remaining), clock
                 )
             except _CONNECT_ERRORS as e:

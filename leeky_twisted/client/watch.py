@@ -47,6 +47,26 @@ DEFAULT_SILENCE_TIMEOUT = 30.0
 MAX_WATCHES_PER_CONNECTION = 100
 
 
+#: The last events payload decoded, and its events (immutable): the watches of one
+#: key in a process (on one or many connections) get the same payload for an event.
+_last_decoded: tuple[str, tuple[Event, ...]] = ("[]", ())
+
+
+def decoded_events(payload: str) -> tuple[Event, ...]:
+    """Return the events of a WatchEvents payload (a JSON list), decoding each text once.
+
+    A payload equal to the last one decoded gives the same events without
+    parsing again. KeyError, TypeError or ValueError when malformed.
+    """
+    global _last_decoded
+    last, events = _last_decoded
+    if payload == last:
+        return events
+    events = tuple(event_from_json(e) for e in json.loads(payload))
+    _last_decoded = (payload, events)
+    return events
+
+
 class Watch:
     """A running watch. ``done`` fires with None once :meth:`cancel` is called, or
     fails with Compacted (or InvalidRequest) when the watch cannot go on.
@@ -133,7 +153,7 @@ class Watch:
         if self._stopped:
             return
         try:
-            events = [event_from_json(e) for e in json.loads(payload)]
+            events = decoded_events(payload)
         except (KeyError, TypeError, ValueError) as e:
             _log.warn("dropping a malformed watch message: {e}", e=e)
             self._leave(tell_node=True)  # resume elsewhere from what we have

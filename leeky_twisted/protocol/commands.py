@@ -19,6 +19,7 @@ follow it (see ``protocol.errors``).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -66,6 +67,8 @@ __all__ = [
     "WatchEvents",
     "refuse_malformed",
     "send_watch_events",
+    "watch_events_box",
+    "watch_events_tail",
 ]
 
 #: The largest ``seq`` or ``ack`` of a client session.
@@ -385,6 +388,45 @@ def send_watch_events(
     box[b"next_revision"] = b"%d" % next_revision
     d: Deferred[amp.AmpBox] = proto._sendBoxCommand(b"WatchEvents", box)
     return d
+
+
+def watch_events_tail(events: bytes, next_revision: int) -> bytes:
+    """Return the wire bytes of a WatchEvents box after its ``_ask`` and ``watch_id``.
+
+    The command, ``events`` (the UTF-8 JSON list, in pieces as ChunkedText
+    sends it), ``next_revision`` and the end of the box: the part every
+    watcher of one batch shares, built once for all of them
+    (:func:`watch_events_box` adds the rest).
+    """
+    limit = amp.MAX_VALUE_LENGTH
+    parts = [_WATCH_EVENTS_COMMAND]
+    for n, start in enumerate(range(0, max(len(events), 1), limit)):
+        key = b"events.%d" % n if n else b"events"
+        chunk = events[start : start + limit]
+        parts += [_U16.pack(len(key)), key, _U16.pack(len(chunk)), chunk]
+    revision = b"%d" % next_revision
+    parts += [b"\x00\x0dnext_revision", _U16.pack(len(revision)), revision, b"\x00\x00"]
+    return b"".join(parts)
+
+
+def watch_events_box(tag: bytes, watch_id: int, tail: bytes) -> bytes:
+    """Return a whole WatchEvents box on the wire: ``_ask`` ``tag``, ``watch_id``, then ``tail``.
+
+    The same box :func:`send_watch_events` sends (AMP reads a box's keys in
+    any order), for a ``tail`` from :func:`watch_events_tail`.
+    """
+    wid = b"%d" % watch_id
+    return b"\x00\x04_ask\x00%c%s\x00\x08watch_id\x00%c%s%s" % (
+        len(tag),
+        tag,
+        len(wid),
+        wid,
+        tail,
+    )
+
+
+_U16 = struct.Struct("!H")
+_WATCH_EVENTS_COMMAND = b"\x00\x08_command\x00\x0bWatchEvents"
 
 
 class WatchEnded(amp.Command):

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.ampframes import QuietAMP
+from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.protocol.errors import (
     Unavailable,
 )
@@ -343,10 +343,32 @@ class _PooledAMP(QuietAMP):
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
-        """Keep the first bytes (for error messages), then parse as AMP."""
+        """Keep the first bytes (for error messages), then parse as AMP.
+
+        Whole boxes at the start of ``data`` are split by hand
+        (:func:`~leeky_twisted.protocol.ampframes.split_box`, as the node does)
+        instead of by AMP's key-at-a-time parser; the rest, a partial box or
+        bytes that are not AMP, goes to that parser as before.
+        """
         if self.boxes == 0 and len(self.first_bytes) < _FIRST_BYTES:
             self.first_bytes += data[: _FIRST_BYTES - len(self.first_bytes)]
-        super().dataReceived(data)
+        if not between_boxes(self):
+            super().dataReceived(data)
+            return
+        pos = 0
+        end = len(data)
+        while pos < end:
+            split = split_box(data, pos)
+            if split is None:
+                break
+            box, pos = split
+            self.ampBoxReceived(amp.AmpBox(box))
+            if self.transport is None or self.is_lost:  # the connection is gone
+                return
+            if self.paused or self._locked:
+                break
+        if pos < end:
+            super().dataReceived(data[pos:])
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         """Note that the node is alive, then dispatch the box.
@@ -376,9 +398,12 @@ class _PooledAMP(QuietAMP):
         self._watch_events(watch_id, events, next_revision)
         ask = box.get(b"_ask")
         if ask is not None and self.transport is not None:
-            answer = amp.AmpBox()
-            answer[b"_answer"] = ask
-            self.sendBox(answer)
+            if self._locked or self._startingTLSBuffer is not None or len(ask) > 255:
+                answer = amp.AmpBox()
+                answer[b"_answer"] = ask
+                self.sendBox(answer)
+            else:  # the same bytes as AmpBox({"_answer": ask}).serialize()
+                self.transport.write(b"%s%c%s\x00\x00" % (_ANSWER_KEY, len(ask), ask))
         return True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -449,6 +474,12 @@ class AMPConnectionPool:
         attempt.addCallbacks(connected, failed)
         return waiter
 
+    def connected(self, address: Address) -> amp.AMP | None:
+        """Return the open connection to ``address``, or None (then use :meth:`connection`)."""
+        if self._closed:
+            return None
+        return self._connected.get(address)
+
     def _forget(self, address: Address, proto: _PooledAMP) -> None:
         if self._connected.get(address) is proto:
             del self._connected[address]
@@ -467,6 +498,8 @@ class AMPConnectionPool:
 
 #: How many of the first bytes an endpoint sent are kept to describe it.
 _FIRST_BYTES = 40
+#: The key of an AMP answer box, with its length, and the high byte of its value's length.
+_ANSWER_KEY = b"\x00\x07_answer\x00"
 
 
 class NodeUnresponsive(Exception):

@@ -391,6 +391,27 @@ def test_close_disconnects_and_later_calls_fail():
     failure_of(cluster.run(client.get("k")), Unavailable)
 
 
+def test_a_call_on_an_open_connection_arms_only_its_own_timer(monkeypatch):
+    """Once connected, a request sets one timer (the call's silence check), none for
+    connecting; the first request, which connects, also bounds the connection's time."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    client = cluster.client(addresses=[A])
+    clock = cluster.net.clock
+    armed = []
+    real = clock.callLater
+    monkeypatch.setattr(clock, "callLater", lambda *a, **k: armed.append(a[0]) or real(*a, **k))
+    d = client.get("k")
+    first = len(armed)
+    cluster.run(d)
+    assert client._pool.connected(A) is not None
+    armed.clear()
+    client.get("k")  # on the open connection: sent at once
+    assert len(armed) == 1 and first == 2
+    closed = client.close()
+    cluster.net.flush()
+    assert result_of(closed) is None and client._pool.connected(A) is None
+
+
 def test_client_requires_addresses():
     """A client without addresses is a programming error."""
     with pytest.raises(ValueError):

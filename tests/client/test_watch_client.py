@@ -469,3 +469,138 @@ def test_the_client_takes_watch_events_without_amps_responder_lookup():
     bad = amp.AmpBox({b"_command": b"WatchEvents", b"_ask": b"2", b"events": b"[]"})
     proto.dataReceived(bad.serialize())
     assert len(got) == 1 and b"_error" in proto.transport.value()
+
+
+def _boxes(data):
+    """Split wire bytes into AMP boxes (dicts)."""
+    from leeky_twisted.protocol.ampframes import split_box
+
+    out, pos = [], 0
+    while pos < len(data):
+        box, pos = split_box(data, pos)
+        out.append(box)
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 10, 140_000])
+def test_watch_events_box_is_the_box_send_watch_events_sends(size):
+    """The node's per-watcher box (its ask tag and watch id, then the tail shared by every
+    watcher of the batch) holds the same keys and values as send_watch_events' box."""
+    from twisted.protocols import amp
+
+    class Sender:
+        def __init__(self):
+            self.boxes = []
+
+        def sendBox(self, box):
+            self.boxes.append(dict(box))
+
+        def unhandledError(self, failure):
+            raise AssertionError(failure)
+
+    events = ("é" * size).encode("utf-8")
+    sender = Sender()
+    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+    dispatcher.startReceivingBoxes(sender)
+    cc.send_watch_events(dispatcher, 7, events, 9)
+    tag = sender.boxes[0][b"_ask"]
+    (direct,) = _boxes(cc.watch_events_box(tag, 7, cc.watch_events_tail(events, 9)))
+    assert direct == sender.boxes[0]
+
+
+def test_a_node_builds_the_events_box_once_for_all_its_watchers(monkeypatch):
+    """Three watchers of one key on three connections: the box's shared part is built
+    once; each connection's box carries its own watch id and is acknowledged."""
+    from leeky_twisted.api import amp_api
+
+    built = []
+    real = amp_api.cc.watch_events_tail
+    monkeypatch.setattr(amp_api.cc, "watch_events_tail", lambda *a: built.append(a[1]) or real(*a))
+    r = Replicated()
+    clients = [r.client() for _ in range(3)]
+    got = []
+    for c in clients:
+        r.net.run(c.get("x"), limit=1)
+        watch = c.watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)  # every watch taken on
+    r.commit("k", "v")
+    r.commit("k", "w")
+    assert [e.value for batch in got for e in batch] == ["v"] * 3 + ["w"] * 3
+    assert built == [2, 3]  # once per event (its next revision), not per watcher
+    assert [w.backlog for w in _hub(r, A).watchers()] == [0, 0, 0]
+
+
+def test_the_client_decodes_an_events_payload_once_for_all_its_watches(monkeypatch):
+    """Watches of one key in one process (on separate connections) get the same payload:
+    it is parsed once, and each watch gets its events."""
+    from leeky_twisted.client import watch as client_watch
+
+    parsed = []
+    real = client_watch.event_from_json
+    monkeypatch.setattr(client_watch, "event_from_json", lambda e: parsed.append(e) or real(e))
+    r = Replicated()
+    clients = [r.client() for _ in range(3)]
+    got = []
+    for c in clients:
+        r.net.run(c.get("x"), limit=1)
+        watch = c.watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)  # every watch taken on
+    r.commit("k", "once")
+    assert [e.value for batch in got for e in batch] == ["once"] * 3
+    assert [e["value"] for e in parsed] == ["once"]
+
+
+def test_decoded_events_refuses_malformed_payloads():
+    """A payload that is not a list of events raises, as the watch expects, and is not kept."""
+    from leeky_twisted.client.watch import decoded_events
+
+    good = json.dumps(
+        [
+            {
+                "revision": 3,
+                "type": "put",
+                "key": "k",
+                "value": "v",
+                "create_revision": 3,
+                "mod_revision": 3,
+                "version": 1,
+            }
+        ]
+    )
+    assert decoded_events(good)[0].value == "v"
+    for bad in ("{", '"text"', '[{"revision": 1}]', '[{"revision": 1, "type": "nope"}]'):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            decoded_events(bad)
+    assert decoded_events(good) is decoded_events(good)
+
+
+def test_the_client_splits_whole_boxes_by_hand_and_leaves_a_partial_one_to_amp(monkeypatch):
+    """Answers that arrive whole are dispatched without AMP's key-at-a-time parser; a box
+    cut across two reads is finished by that parser; every call gets its answer."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols import amp
+
+    from leeky_twisted.protocol.connection import _PooledAMP
+
+    parsed_by_amp = []
+    real = amp.BinaryBoxProtocol.dataReceived
+    monkeypatch.setattr(
+        amp.BinaryBoxProtocol,
+        "dataReceived",
+        lambda self, data: parsed_by_amp.append(data) or real(self, data),
+    )
+    proto = _PooledAMP(lambda p: None, Clock())
+    proto.makeConnection(StringTransport())
+    answers = []
+    for _ in range(3):
+        proto.callRemote(cc.Status).addCallback(lambda r: answers.append(r["status"]))
+    wire = b"".join(
+        amp.AmpBox({b"_answer": b"%d" % n, b"status": b"s%d" % n}).serialize() for n in (1, 2, 3)
+    )
+    one = len(wire) // 3  # the three boxes are the same size
+    cut = len(wire) - 5
+    proto.dataReceived(wire[:cut])
+    assert answers == ["s1", "s2"] and parsed_by_amp == [wire[2 * one : cut]]
+    proto.dataReceived(wire[cut:])
+    assert answers == ["s1", "s2", "s3"] and proto.boxes == 3
