@@ -606,7 +606,14 @@ class RaftNode:
             self._after_persist(rd)
         else:
             d = writer.on_disk(lambda: writer.persist(rd))
-            d.addCallbacks(lambda _: self._after_persist(rd), self._persist_failed)
+            # The committed entries are durable on a majority already (the leader
+            # counts itself only once its own write is): apply them, and answer
+            # their clients, while the disk writes this batch's new entries,
+            # rather than one fsync later. A snapshot to install goes first.
+            early = rd.snapshot is None and bool(rd.committed_entries)
+            if early:
+                self._apply_committed(rd.committed_entries)
+            d.addCallbacks(lambda _: self._after_persist(rd, early), self._persist_failed)
 
     def on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
         """Run ``job`` on the disk thread, after the writes before it."""
@@ -634,7 +641,17 @@ class RaftNode:
         if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
             self.reactor.stop()
 
-    def _after_persist(self, rd: Ready) -> None:
+    def _apply_committed(self, committed: Sequence[Entry]) -> None:
+        """Apply committed entries in order and answer the requests waiting on them."""
+        for e in committed:
+            self._apply(e)
+            self.applied_index = e.index
+        self.stats["applied"] += len(committed)
+        self.snapshots.note_applied(sum(len(e.data) for e in committed))
+        self.applier.committed(committed)
+
+    def _after_persist(self, rd: Ready, applied: bool = False) -> None:
+        """Finish ``rd`` once it is durable (``applied``: its committed entries already are)."""
         if self.stopped:
             return
         send = self.transport.send
@@ -643,14 +660,9 @@ class RaftNode:
         self._flush_transport()
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
-        committed = rd.committed_entries
-        for e in committed:
-            self._apply(e)
-            self.applied_index = e.index
-        self.stats["applied"] += len(committed)
-        self.snapshots.note_applied(sum(len(e.data) for e in committed))
+        if not applied:
+            self._apply_committed(rd.committed_entries)
         applier = self.applier
-        applier.committed(committed)
         pending = self.pending
         for ctx in rd.dropped_reads:
             pending.fail_read(cast(int, ctx), self._not_leader(self.core.leader_id))
