@@ -365,3 +365,38 @@ def test_a_failed_inline_write_stops_the_node():
     append_from_leader(node, node.core.log.last_index() + 1)
     run(clock, 0.02)
     assert node.stopped and answers(transport) == []
+
+
+def test_committed_entries_are_applied_while_the_next_batch_is_on_the_disk():
+    """A leader whose disk is busy with new entries answers the writes a quorum already
+    holds at once, not one write later: committed entries are durable on a majority."""
+    node, clock, _transport, _events = make_node(["1", "2", "3"])
+    lead_by_hand(node, clock)
+    for _ in range(5):  # followers confirm the term's first entries (the leader adds some)
+        last = node.core.log.last_index()
+        for peer in ("2", "3"):
+            node.receive(
+                AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last)
+            )
+        run(clock, 0.02)
+        if node.core.log.last_index() == last:
+            break
+    disk = DiskThreadRecorder()
+    node.writer.run_blocking = disk
+    node.settings.inline_persist_seconds = 0  # every write on the disk thread
+    first = outcome(node.propose(kv.encode_command(kv.Put("a", "1")), timeout=5))
+    run(clock, 0.02)
+    assert len(disk.jobs) == 1  # "a" is being written
+    for peer in ("2", "3"):  # both followers hold "a": committed without the leader's write
+        node.receive(
+            AppendEntriesResponse(NodeId(peer), NodeId("1"), node.core.term, True, last + 1)
+        )
+    second = outcome(node.propose(kv.encode_command(kv.Put("b", "2")), timeout=5))
+    disk.finish_all()  # "a" is on the leader's disk too; "b" goes to the disk thread next
+    run(clock, 0.02)
+    assert len(disk.jobs) == 1 and node.log_store.last_index() == last + 1  # "b" not yet
+    assert first == [None] and second == []
+    assert node.local_state_machine().query(kv.Get("a")) == "1"
+    disk.finish_all()
+    run(clock, 0.02)
+    assert node.log_store.last_index() == last + 2 and second == []  # "b" awaits a quorum
