@@ -247,10 +247,13 @@ class KeyValueFrontend:
     def _check_text(self, value: object, what: str, limit: int, *, empty: bool = True) -> str:
         if not isinstance(value, str):
             raise InvalidRequest(f"{what} must be a string, not {_json_type(value)}")
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidRequest(f"{what} is not valid UTF-8") from None
+        if value.isascii():  # the usual case: its length is its size, no copy to measure
+            size = len(value)
+        else:
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"{what} is not valid UTF-8") from None
         if not empty and size == 0:
             raise InvalidRequest(f"{what} must not be empty")
         if size > limit:

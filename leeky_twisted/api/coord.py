@@ -113,7 +113,8 @@ def _op(checker: KeyValueFrontend, op: object, where: str) -> kv.TxnOp:
         raise InvalidRequest(f"each {where} operation must be an object")
     kind = op.get("type")
     if kind == "put":
-        if not {"type", "key", "value"} <= set(op) <= {"type", "key", "value", "lease"}:
+        n = len(op)  # {type, key, value}, or those and lease: no set built per operation
+        if not ("key" in op and "value" in op and (n == 3 or (n == 4 and "lease" in op))):
             raise InvalidRequest("a put operation is {type, key, value} with an optional lease")
         lease = op.get("lease")
         if lease is not None and not (
@@ -134,7 +135,7 @@ def _op(checker: KeyValueFrontend, op: object, where: str) -> kv.TxnOp:
 
 
 def _compare(checker: KeyValueFrontend, item: object) -> kv.Compare:
-    if not isinstance(item, dict) or set(item) != _COMPARE_FIELDS:
+    if not isinstance(item, dict) or item.keys() != _COMPARE_FIELDS:
         raise InvalidRequest("a compare is an object {key, target, op, value}")
     key = checker._key(item["key"])
     target, op, value = item["target"], item["op"], item["value"]

@@ -398,6 +398,8 @@ def decode_command(data: bytes) -> Command:
 def _text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise CommandDecodeError(f"{what} must be a string")
+    if value.isascii():  # the usual case: valid UTF-8, no copy to check it
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -530,10 +532,13 @@ def _txn(fields: list[object]) -> Txn:
     )
 
 
+_TXN_OP_ARITY = {"put": 3, "del": 2, "range": 6}
+
+
 def _txn_op(value: object) -> TxnOp:
     if not (isinstance(value, list) and value and isinstance(value[0], str)):
         raise CommandDecodeError("a transaction operation is a list starting with its name")
-    name, arity = value[0], {"put": 3, "del": 2, "range": 6}.get(value[0])
+    name, arity = value[0], _TXN_OP_ARITY.get(value[0])
     if arity is None:
         raise CommandDecodeError(f"unknown transaction operation {name[:40]!r}")
     if name == "put" and len(value) == 4:  # a put to a lease

@@ -361,7 +361,7 @@ class KeyValueStateMachine:
         self._data[key] = value
         self._revision = index
         if self._pending is not None:
-            self._pending.append(Event(index, "put", key, value, m[0], m[2]))
+            self._pending.append(_new_event(Event, (index, "put", key, value, m[0], m[2])))
 
     def _remove(self, key: str, index: int) -> bool:
         if self._data.pop(key, None) is None:
