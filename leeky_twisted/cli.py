@@ -1103,7 +1103,7 @@ async def run_locked(
         ended = spawn([shutil.which(program[0]), *program[1:]], env)
 
         def lost(reason: str) -> None:
-            print(f"leekyraft: lock lost ({reason}); stopping the command", file=err)
+            print(f"leekyraft: lock lost: {reason}; stopping the command", file=err)
             transport = getattr(ended, "transport", None)
             if transport is not None:
                 transport.signalProcess("TERM")

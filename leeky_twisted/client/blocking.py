@@ -841,8 +841,8 @@ class _LockSession:
         if self.ended or time.monotonic() < self.held_until:
             return  # renewed meanwhile
         self.give_up(
-            f"no keepalive of lease {self.lease} was answered for {self.ttl} s "
-            "(is the cluster reachable?): the lease may have expired"
+            f"no keepalive of lease {self.lease} was answered for {self.ttl} s, "
+            "so the lease may have expired (is the cluster reachable?)"
         )
 
     def end(self, reason: str) -> None:

@@ -138,8 +138,8 @@ class Session:
     def _may_have_expired(self) -> None:
         self._expiry = None
         self.give_up(
-            f"no keepalive of lease {self.lease} was answered for {self.ttl} s "
-            "(is the cluster reachable?): the lease may have expired"
+            f"no keepalive of lease {self.lease} was answered for {self.ttl} s, "
+            "so the lease may have expired (is the cluster reachable?)"
         )
 
     def pause(self) -> None:
