@@ -738,3 +738,27 @@ def test_sequential_writes_send_no_commit_notices():
     assert stats["commit_notices"] == notices
     c.run(0.3)
     assert stats["commit_notices"] - notices == 2  # the last write's commit, once to each follower
+
+
+def test_a_removed_leader_says_so_until_it_is_added_back():
+    """A leader that removes itself steps down once the change commits and then shows
+    the role "removed" (it would otherwise look like a follower that never hears of a
+    leader); added back, it is a member again."""
+    c = Cluster(["a", "b", "c"])
+    gone = c.run_until_leader()
+    results: list[Any] = []
+    c.node(gone).propose_config_change(
+        ConfChange(ConfChangeOp.REMOVE, NodeId(gone), b""), timeout=30.0
+    ).addBoth(results.append)
+    c.run(20)
+    assert results and not isinstance(results[0], Failure), results
+    node = c.node(gone)
+    assert node.role_name() == "removed" and node.status().role == "removed"
+    leader = c.run_until_leader()
+    assert leader != gone
+    c.node(leader).propose_config_change(
+        ConfChange(ConfChangeOp.ADD_LEARNER, NodeId(gone), b""), timeout=30.0
+    ).addBoth(results.append)
+    c.run(20)
+    assert len(results) == 2 and not isinstance(results[1], Failure), results
+    assert node.role_name() == "learner"

@@ -261,6 +261,8 @@ class RaftNode:
         )
         self._scheduled = False
         self._commit_notice: Any = None  #: the pending call of _notify_commit
+        #: the index of the applied configuration change that removed this node, if any
+        self.removed_at: int | None = None
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
         self.stats = {
@@ -739,6 +741,19 @@ class RaftNode:
             node=change.node_id,
             index=e.index,
         )
+        if change.node_id != self.node_id:
+            return
+        if change.op is ConfChangeOp.REMOVE:
+            self.removed_at = e.index
+            log.warn(
+                "this node ({node}) was removed from the cluster (configuration change at "
+                "{index}): it no longer votes, replicates or serves; stop it, or add it back "
+                "with `leekyraft add-server {node} PEER-ADDRESS`",
+                node=self.node_id,
+                index=e.index,
+            )
+        else:
+            self.removed_at = None
 
     def serve_reads(self) -> None:
         """Answer the safe reads the applied state now reaches."""
@@ -907,8 +922,15 @@ class RaftNode:
         return self.addresses.address_of(nid)
 
     def role_name(self) -> str:
-        """Return the role as users see it: leader, follower, candidate or learner."""
+        """Return the role as users see it: leader, follower, candidate, learner or removed."""
         core = self.core
+        if self.node_id not in core.configuration.members():
+            index = core.log.config_index()
+            if (
+                self.removed_at is not None
+                or self.node_id in core.log.config_at(index - 1).members()
+            ):
+                return "removed"  # by the latest change in its log (committed or not)
         if core.role is Role.LEADER:
             return "leader"
         if core.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
