@@ -242,6 +242,7 @@ class RaftNode:
         self.monotonic = monotonic or time.monotonic
         self._last_tick_at = 0.0
         self._tick_carry = 0.0
+        self._deferred_last = False  #: the last catch-up deferred elections and checks
         #: the index the state machine (or the executor's base) reflects
         self.applied_index = 0
         self.failure: str | None = None  #: why the node stopped itself, if it did
@@ -446,10 +447,18 @@ class RaftNode:
         self._tick_carry = min(max(owed - ticks, 0.0), 1.0)
         # One election timeout of ticks expires any lease; more would let a
         # leader run two quorum checks with no message read in between, and
-        # step down although its followers never stopped answering.
+        # step down although its followers never stopped answering. Ticks owed
+        # from a stall run before the reactor reads what arrived meanwhile, so
+        # they may not start an election or a quorum check: the next regular
+        # tick does, after those messages (a stalled leader is not deposed by
+        # answers it has not read yet).
+        # Only one catch-up in a row defers: a reactor that is late at every
+        # tick (overloaded) still campaigns and checks its quorum.
         core = self.core
+        missed = ticks > 1 and not self._deferred_last
+        self._deferred_last = missed
         for _ in range(min(ticks, core.cfg.election_ticks)):
-            core.tick()
+            core.tick(missed)
 
     # --------------------------------------------------------------- inputs
 
