@@ -25,6 +25,7 @@ or built when the node is:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -34,6 +35,7 @@ from typing import Any, cast
 
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -159,6 +161,11 @@ class NodeHooks:
     on_persist: Callable[[float, int], None] | None = None
     #: ``(peer, seconds)`` of each heartbeat round trip (leader only)
     on_peer_rtt: Callable[[str, float], None] | None = None
+    #: asked when a write fails: why the storage is gone (e.g. its folder was
+    #: deleted), or None; its answer is the reason the node gives for stopping
+    storage_check: Callable[[], str | None] | None = None
+    #: told the reason once the node stopped itself (the process exits non-zero)
+    on_fail_stop: Callable[[str], None] | None = None
 
 
 def check_peer_address(address: str) -> None:
@@ -389,7 +396,14 @@ class RaftNode:
         self._schedule()
 
     def stop(self) -> Deferred[None]:
-        """Stop ticking and fail every waiting request; persist the commit index."""
+        """Stop ticking and fail every waiting request; persist the commit index.
+
+        A node that stopped itself (:meth:`fail_stop`) writes nothing more:
+        its storage is in doubt.
+        """
+        if self.failure is not None:
+            self.stopped = True
+            return self.applier.stop()
         self.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
@@ -488,9 +502,15 @@ class RaftNode:
             return
         self._schedule()
 
+    def _refusal(self) -> Unavailable | None:
+        """Return the error for a new request this node cannot serve now, or None."""
+        if self.failure is not None:
+            return Unavailable(f"node {self.node_id} stopped itself: {self.failure}")
+        return self.applier.refusal()
+
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
-        down = self.applier.refusal()
+        down = self._refusal()
         if down is not None:
             return defer.fail(down)
         try:
@@ -513,6 +533,8 @@ class RaftNode:
         return self._propose_config_change(change, self.reactor.seconds() + timeout)
 
     def _propose_config_change(self, change: ConfChange, deadline: float) -> Deferred[Any]:
+        if self.failure is not None:
+            return defer.fail(Unavailable(f"node {self.node_id} stopped itself: {self.failure}"))
         try:
             index, term = self.core.propose_config_change(change)
         except NotLeaderError as e:
@@ -538,7 +560,7 @@ class RaftNode:
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
-        down = self.applier.refusal()
+        down = self._refusal()
         if down is not None:
             return defer.fail(down)
         if not linearizable or self.settings.unsafe_stale_reads:
@@ -629,7 +651,16 @@ class RaftNode:
             flush()
 
     def _persist_failed(self, failure: Any) -> None:
-        self._fail_stop(f"persisting failed: {failure.getErrorMessage()}")
+        check = self.hooks.storage_check
+        lost = check() if check is not None else None
+        self._fail_stop(lost or f"persisting failed: {failure.getErrorMessage()}")
+
+    def fail_stop(self, why: str) -> None:
+        """Stop serving at once (no votes, acknowledgements or reads) and stop the reactor.
+
+        Logs one critical line with ``why``; a second call does nothing.
+        """
+        self._fail_stop(why)
 
     def _fail_stop(self, why: str) -> None:
         """Stop at once, with one error naming the cause: safety over availability."""
@@ -642,8 +673,12 @@ class RaftNode:
             self._ticker.stop()
         self._cancel_commit_notice()
         self.pending.fail_all("node stopped")
+        on_fail_stop = self.hooks.on_fail_stop
+        if on_fail_stop is not None:
+            on_fail_stop(why)
         if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
-            self.reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):  # already shutting down
+                self.reactor.stop()
 
     def _after_persist(self, rd: Ready) -> None:
         if self.stopped:
