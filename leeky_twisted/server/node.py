@@ -643,7 +643,7 @@ class RaftNode:
             # counts itself only once its own write is): apply them, and answer
             # their clients, while the disk writes this batch's new entries,
             # rather than one fsync later. A snapshot to install goes first.
-            early = rd.snapshot is None and bool(rd.committed_entries)
+            early = rd.snapshot is None and bool(rd.committed_entries) and not self.stopped
             if early:
                 self._apply_committed(rd.committed_entries)
             d.addCallbacks(lambda _: self._after_persist(rd, early), self._persist_failed)
