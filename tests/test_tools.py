@@ -127,3 +127,27 @@ def test_lock_steps_without_the_shared_yardstick_says_what_is_missing(tmp_path):
     )
     assert done.returncode != 0
     assert "the shared yardstick" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_watch_fanout_bench_measures_the_client_side_too():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "watch_fanout_bench.py"),
+            "--side",
+            "client",
+            "--watchers",
+            "3",
+            "--events",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout
