@@ -151,3 +151,23 @@ def test_watch_fanout_bench_measures_the_client_side_too():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout
+
+
+def test_txn_steps_bench_prints_each_steps_cpu_per_txn():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "txn_steps_bench.py"),
+            "--count",
+            "5",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "parse and check" in done.stdout and "apply with events" in done.stdout
