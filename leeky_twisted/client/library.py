@@ -643,8 +643,13 @@ class LeekyClient:
             shown = format_address(address)
             try:
                 # the usual case, a connection already open, needs no timer
-                proto = self._pool.connected(address) or await with_timeout(
-                    self._pool.connection(address), min(self.attempt_timeout, remaining), clock
+                open_now = self._pool.connected(address)
+                proto = (
+                    open_now
+                    if open_now is not None
+                    else await with_timeout(
+                        self._pool.connection(address), min(self.attempt_timeout, remaining), clock
+                    )
                 )
             except _CONNECT_ERRORS as e:
                 if isinstance(e, CallTimedOut):
