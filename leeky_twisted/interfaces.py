@@ -208,6 +208,10 @@ class IRaftNode(Interface):
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""
 
+    def want_eager_commits(wanted: bool) -> None:
+        """Say whether local consumers (watches) wait for each commit: a follower
+        then asks its leader for each new commit index at once."""
+
     def members() -> list[dict[str, Any]]:
         """Return every node this node knows of: Raft role, gossip state, addresses."""
 

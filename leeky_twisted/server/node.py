@@ -543,6 +543,15 @@ class RaftNode:
         self._schedule()
         return d
 
+    def want_eager_commits(self, wanted: bool) -> None:
+        """Say whether consumers on this node (watches) wait for each commit.
+
+        While wanted, this node's answers to its leader ask for each new commit
+        index at once (an empty append in the batch where the index grows),
+        instead of ``commit_notice_seconds`` later or with the next append.
+        """
+        self.core.eager_commits = wanted
+
     def transfer_leadership(self, target: NodeId) -> None:
         """Ask the core to hand leadership to ``target``."""
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
@@ -50,6 +50,7 @@ from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import (
+    EAGER,
     AppendEntriesCmd,
     AppendEntriesResponseCmd,
     HeartbeatCmd,
@@ -108,6 +109,10 @@ _COMMAND_NAMES: dict[type, bytes] = {
 #: The message type each one-way command carries, for the receive fast path.
 _COMMAND_TYPES: dict[bytes, type] = {name: cls for cls, name in _COMMAND_NAMES.items()}
 _ONE_WAY_KEYS = frozenset((amp.COMMAND, b"m"))
+#: The answers that may say ``eager`` (an AMP argument beside ``m``), and their box.
+_EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
+_EAGER_KEYS = frozenset((amp.COMMAND, b"m", EAGER))
+_TRUE = b"True"  # how amp.Boolean writes True
 
 Receiver = Callable[[Message], None]
 SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
@@ -149,6 +154,8 @@ def frame_message(message: Message) -> bytes:
     box = amp.AmpBox()
     box[amp.COMMAND] = name
     put_large(box, b"m", encode(message))
+    if isinstance(message, _EAGER_TYPES) and message.eager:
+        box[EAGER] = _TRUE
     data: bytes = box.serialize()
     return data
 
@@ -515,10 +522,12 @@ class PeerLocator(amp.CommandLocator):
             return None
         return message
 
-    def _one_way(self, payload: bytes, expected: type) -> dict[str, Any]:
+    def _one_way(self, payload: bytes, expected: type, eager: bool | None = None) -> dict[str, Any]:
         assert self._inbox is not None
         message = self._message(payload, expected)
         if message is not None:
+            if eager:  # the codec leaves it out of ``m``: see peer_commands
+                message = replace(message, eager=True)  # type: ignore[type-var]
             self._inbox.deliver(message)
         return {}
 
@@ -538,9 +547,9 @@ class PeerLocator(amp.CommandLocator):
         return self._one_way(m, AppendEntries)
 
     @AppendEntriesResponseCmd.responder
-    def append_entries_response(self, m: bytes) -> dict[str, Any]:
+    def append_entries_response(self, m: bytes, eager: bool | None = None) -> dict[str, Any]:
         """Deliver an AppendEntriesResponse."""
-        return self._one_way(m, AppendEntriesResponse)
+        return self._one_way(m, AppendEntriesResponse, eager)
 
     @HeartbeatCmd.responder
     def heartbeat(self, m: bytes) -> dict[str, Any]:
@@ -548,9 +557,9 @@ class PeerLocator(amp.CommandLocator):
         return self._one_way(m, Heartbeat)
 
     @HeartbeatResponseCmd.responder
-    def heartbeat_response(self, m: bytes) -> dict[str, Any]:
+    def heartbeat_response(self, m: bytes, eager: bool | None = None) -> dict[str, Any]:
         """Deliver a HeartbeatResponse."""
-        return self._one_way(m, HeartbeatResponse)
+        return self._one_way(m, HeartbeatResponse, eager)
 
     @TimeoutNowCmd.responder
     def timeout_now(self, m: bytes) -> dict[str, Any]:
@@ -816,7 +825,8 @@ class PeerProtocol(QuietAMP):
         handed straight to the locator's checks and the inbox (about 15 µs
         less per message). It stops at the first box that is incomplete, over
         the size limit, or anything but a one-way message with a single value
-        (a Hello, a snapshot chunk, a value split over several keys): AMP's
+        and at most a true ``eager`` (a Hello, a snapshot chunk, a value split
+        over several keys): AMP's
         own parser takes it from there, at a box boundary, so both paths see
         every box in order.
         """
@@ -830,9 +840,16 @@ class PeerProtocol(QuietAMP):
                 return data[pos:]
             box, after = split
             kind = _COMMAND_TYPES.get(box.get(amp.COMMAND, b""))
-            if kind is None or box.keys() != _ONE_WAY_KEYS or after - pos - 2 > limit:
+            if kind is None or after - pos - 2 > limit:
                 return data[pos:]
-            locator._one_way(box[b"m"], kind)
+            keys = box.keys()
+            if keys == _ONE_WAY_KEYS:
+                eager = False
+            elif keys == _EAGER_KEYS and box[EAGER] == _TRUE and kind in _EAGER_TYPES:
+                eager = True
+            else:
+                return data[pos:]
+            locator._one_way(box[b"m"], kind, eager)
             pos = after
             if pos == end:
                 return b""
