@@ -526,8 +526,9 @@ class PeerLocator(amp.CommandLocator):
         assert self._inbox is not None
         message = self._message(payload, expected)
         if message is not None:
-            if eager:  # the codec leaves it out of ``m``: see peer_commands
-                message = replace(message, eager=True)  # type: ignore[type-var]
+            if eager and isinstance(message, _EAGER_TYPES):
+                # the codec leaves it out of ``m``: see peer_commands
+                message = replace(message, eager=True)
             self._inbox.deliver(message)
         return {}
 
