@@ -745,7 +745,7 @@ def _watched(c: Cluster) -> tuple[str, str, str]:
     leader = c.run_until_leader()
     eager, idle = [n for n in ("a", "b", "c") if n != leader]
     c.node(eager).want_eager_commits(True)
-    c.run(5)  # its heartbeat answers say so
+    c.run(5.5)  # its heartbeat answers say so; the next heartbeat is half a second away
     assert c.node(leader).core.progress[NodeId(eager)].eager
     return leader, eager, idle
 
@@ -789,6 +789,7 @@ def test_sequential_writes_send_one_notice_each_to_a_follower_with_a_watch_only(
     _sequential_puts(c, leader, 20)
     assert stats["commit_notices"] == notices
     assert core.eager_notices - eager_notices == 20
+    c.run(DELAY)  # the last notice's message delay
     assert c.node(eager).core.commit == core.commit
 
 
