@@ -209,7 +209,8 @@ class IRaftNode(Interface):
         """Capability: the in-process state machine, or None when an executor applies."""
 
     def members() -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        """Return every node this node knows of: Raft role, gossip state, addresses
+        (and, where known, ``this_node``, ``reachable``, ``last_contact``)."""
 
     def address_of(node_id: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""

@@ -203,6 +203,7 @@ class RaftNode:
         hooks: NodeHooks | None = None,
         membership: Any = None,
         timer: Callable[[], float] | None = None,
+        last_heard: Callable[[NodeId], float | None] | None = None,
     ) -> None:
         """Build a node on its durable state; it starts with :meth:`start`.
 
@@ -213,9 +214,11 @@ class RaftNode:
         ``addresses`` is the address book (default: one made of
         ``settings.addresses``); ``membership`` the IMembership (gossip) the
         node reports in ``members()``; ``hooks`` observe its work; ``timer``
-        times each write. ``monotonic`` is the clock ticks are counted on
-        (default ``time.monotonic``): a stalled reactor still ticks once per
-        interval that passed.
+        times each write; ``last_heard(id)`` is the reactor time this node last
+        heard that peer over Raft (None: never), for ``members()``.
+        ``monotonic`` is the clock ticks are counted on (default
+        ``time.monotonic``): a stalled reactor still ticks once per interval
+        that passed.
 
         Raises UnrecoverableStateError when the durable state is impossible.
         """
@@ -229,6 +232,7 @@ class RaftNode:
         self.transport = transport
         self.state_machine = state_machine
         self.membership = membership
+        self.last_heard = last_heard
         self.hooks = hooks or NodeHooks()
         self.addresses = (
             addresses
@@ -843,12 +847,30 @@ class RaftNode:
         return d.addErrback(refine)
 
     def members(self) -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        """Return every node this node knows of: Raft role, gossip state, addresses, contact.
+
+        ``this_node`` marks the answering node. ``last_contact`` is how many
+        seconds ago this node last heard the member over Raft (None: never
+        since it started, or itself). ``reachable`` judges it where this node
+        can: a leader for every member of the configuration, a follower for
+        its leader; heard within an election timeout is reachable. Elsewhere
+        it is None (unknown here).
+        """
         cfg = self.core.configuration
         gossip = self.membership.members() if self.membership is not None else {}
         ids = set(cfg.members()) | set(gossip) | {self.node_id}
+        now = self.reactor.seconds()
+        window = self.core.cfg.election_ticks * self.settings.tick_interval
+        leading = self.core.role is Role.LEADER
         out = []
         for nid in sorted(ids):
+            heard = self.last_heard(nid) if self.last_heard is not None else None
+            since = None if heard is None or nid == self.node_id else max(0.0, now - heard)
+            reachable: bool | None = None
+            if nid == self.node_id:
+                reachable = True
+            elif (leading and nid in cfg.members()) or nid == self.core.leader_id:
+                reachable = since is not None and since <= window
             if nid == self.core.leader_id and nid in cfg.voters:
                 role = "leader"
             elif nid in cfg.voters:
@@ -865,6 +887,9 @@ class RaftNode:
                     "gossip": m.state.name.lower() if m is not None else None,
                     "incarnation": getattr(m, "incarnation", None),
                     "addresses": dict(self.addresses.get(nid, {})),
+                    "this_node": nid == self.node_id,
+                    "reachable": reachable,
+                    "last_contact": None if since is None else round(since, 3),
                 }
             )
         return out

@@ -684,6 +684,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         addresses=book,
         hooks=NodeHooks(on_persist=metrics.observe_persist, on_peer_rtt=metrics.observe_peer_rtt),
         membership=gossip.core if gossip is not None else None,
+        last_heard=contact.last_heard,
     )
     metrics.track(node)
     holder["node"] = node
