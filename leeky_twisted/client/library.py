@@ -852,7 +852,7 @@ class LeekyClient:
             return CommitTimeout()
         if not answered:
             return self._unreachable(False, last)
-        if write or isinstance(last, NotLeader | Unavailable):
+        if leaderless or write or isinstance(last, NotLeader | Unavailable):
             if not leaderless:
                 seen = f": {_describe(last)}" if isinstance(last, Unavailable) else ""
                 reason = f"no leader found within {self.timeout:g} s{seen}"

@@ -148,7 +148,7 @@ class BoundedInteger(amp.Integer):
                 return value
         raise ValueError(f"expected an integer from {self.minimum} to {self.maximum}")
 
-    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:  # type: ignore[override]
+    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
         """Decode as amp.Integer does; a ValueError names the argument and its bounds."""
         try:
             super().fromBox(name, strings, objects, proto)

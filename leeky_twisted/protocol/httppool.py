@@ -24,5 +24,5 @@ class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
 def quiet_http_pool(reactor: Any, persistent: bool = True) -> HTTPConnectionPool:
     """Return an ``HTTPConnectionPool`` on ``reactor`` whose connections log no line."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
-    pool._factory = _QuietHTTP11ClientFactory  # type: ignore[misc]
+    pool._factory = _QuietHTTP11ClientFactory
     return pool

@@ -79,15 +79,15 @@ class SupervisorLifeline(Service):
 
     def startService(self) -> None:
         """Start watching the pipe (and ask for SIGCONT should the parent die paused)."""
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         resume_when_parent_dies()
-        fdesc.setNonBlocking(self.fd)
+        fdesc.setNonBlocking(self.fd)  # type: ignore[no-untyped-call]
         self.reactor.addReader(self)
 
     def stopService(self) -> Any:
         """Stop watching the pipe."""
         self.reactor.removeReader(self)
-        return super().stopService()
+        return super().stopService()  # type: ignore[no-untyped-call]
 
     def fileno(self) -> int:
         """Return the watched file descriptor."""

@@ -531,3 +531,12 @@ def test_members_fall_back_to_the_first_view_when_the_leader_cannot_be_asked():
     d = client.members_seen_by_leader()
     net.run(d)
     assert result_of(d) == follower
+
+
+def test_a_read_with_no_leader_among_dead_nodes_is_no_leader_not_a_timeout():
+    """Live nodes say "no leader", the others refuse connections (the last error seen):
+    still NoLeader, not "timed out" (which reads as exit 4, outcome unknown)."""
+    cluster = Cluster(leader=None)
+    client = cluster.client(addresses=[A, C, B], timeout=2.0)  # nothing listens at C
+    f = failure_of(cluster.run(client.get("k")), NoLeader)
+    assert str(f.value).startswith("no leader: ")
