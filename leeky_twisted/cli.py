@@ -962,6 +962,13 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
                 print(UNREACHABLE_HINT, file=err)
             return EXIT_UNREACHABLE
         answered = [r.status for r in reports if r.status is not None]
+        removed = [str(st.get("id")) for st in answered if st.get("role") == "removed"]
+        if removed:
+            print(
+                f"leekyraft: removed from the cluster: node {', '.join(removed)} (stop it, or "
+                "add it back with `leekyraft add-server ID PEER-ADDRESS`)",
+                file=err,
+            )
         if not any(st.get("leader") not in (None, "", "-") for st in answered):
             print(
                 f"leekyraft: no leader: {len(answered)} of {len(reports)} nodes answered, and "
@@ -1151,7 +1158,7 @@ async def run_locked(
         ended = spawn([shutil.which(program[0]), *program[1:]], env)
 
         def lost(reason: str) -> None:
-            print(f"leekyraft: lock lost ({reason}); stopping the command", file=err)
+            print(f"leekyraft: lock lost: {reason}; stopping the command", file=err)
             transport = getattr(ended, "transport", None)
             if transport is not None:
                 transport.signalProcess("TERM")

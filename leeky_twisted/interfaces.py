@@ -244,7 +244,7 @@ class NodeStatus:
     """What ``leekyraft status`` shows of one node: a consistent, immutable reading."""
 
     node_id: NodeId
-    role: str = "follower"  #: as users see it: leader, follower, candidate or learner
+    role: str = "follower"  #: as users see it: leader, follower, candidate, learner, removed
     term: int = 0
     leader: NodeId | None = None
     address: str | None = None  #: this node's peer address

@@ -189,6 +189,15 @@ class Options(usage.Options):
             _not_negative(float),
         ],
         [
+            "data-dir-check",
+            None,
+            defaults.DATA_DIR_CHECK_SECONDS,
+            "Check every this many seconds (and whenever a write fails) that DATA-DIR is "
+            "still the folder the node opened; if it was deleted or replaced, the node "
+            "stops serving and exits with status 1.",
+            _positive(float),
+        ],
+        [
             "max-key-bytes",
             None,
             defaults.MAX_KEY_BYTES,
@@ -454,6 +463,7 @@ class Options(usage.Options):
             snapshot_entries=self["snapshot-entries"],
             snapshot_bytes=self["snapshot-bytes"],
             inline_write_budget=self["inline-write-budget"],
+            data_dir_check=self["data-dir-check"],
             max_key_bytes=self["max-key-bytes"],
             max_value_bytes=self["max-value-bytes"],
             watch_window=self["watch-window"],

@@ -218,6 +218,17 @@ def test_status_with_no_leader_exits_7_and_says_why():
     assert run(["status"], FakeClient(reports=REPORTS))[0] == 0
 
 
+def test_status_names_a_node_removed_from_the_cluster():
+    """The only node answering was removed: status says so instead of only "no leader"."""
+    removed = NodeReport(
+        "127.0.0.1:7003", {"id": "3", "role": "removed", "term": 7, "leader": None}
+    )
+    code, out, err = run(["status"], FakeClient(reports=[removed]))
+    assert code == 3
+    assert "removed" in out
+    assert err.startswith("leekyraft: removed from the cluster: node 3 (stop it, or add it back")
+
+
 def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
     monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
