@@ -224,7 +224,7 @@ def test_status_names_a_node_removed_from_the_cluster():
         "127.0.0.1:7003", {"id": "3", "role": "removed", "term": 7, "leader": None}
     )
     code, out, err = run(["status"], FakeClient(reports=[removed]))
-    assert code == 3
+    assert code == cli.EXIT_NO_LEADER  # nodes answered, none knows a leader
     assert "removed" in out
     assert err.startswith("leekyraft: removed from the cluster: node 3 (stop it, or add it back")
 
