@@ -23,6 +23,9 @@ MAX_KEY_BYTES = 1024  #: largest key, in UTF-8 bytes
 MAX_VALUE_BYTES = 1024 * 1024  #: largest value, in UTF-8 bytes
 MAX_CLIENT_ID_BYTES = 128  #: largest client (session) id, in UTF-8 bytes
 WATCH_WINDOW = 10_000  #: recent events a node keeps for watches
+#: seconds between two checks that the data folder is still the one the node opened
+#: (not deleted, not replaced); a node whose folder is gone stops (docs/storage.md)
+DATA_DIR_CHECK_SECONDS = 1.0
 HTTP_BODY_HEADROOM = 65536  #: bytes a JSON-RPC body may hold beyond two values
 
 

@@ -213,7 +213,8 @@ class IRaftNode(Interface):
         then asks its leader for each new commit index at once."""
 
     def members() -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        """Return every node this node knows of: Raft role, gossip state, addresses
+        (and, where known, ``this_node``, ``reachable``, ``last_contact``)."""
 
     def address_of(node_id: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""
@@ -247,7 +248,7 @@ class NodeStatus:
     """What ``leekyraft status`` shows of one node: a consistent, immutable reading."""
 
     node_id: NodeId
-    role: str = "follower"  #: as users see it: leader, follower, candidate or learner
+    role: str = "follower"  #: as users see it: leader, follower, candidate, learner, removed
     term: int = 0
     leader: NodeId | None = None
     address: str | None = None  #: this node's peer address

@@ -26,6 +26,7 @@ def test_twistd_options_default_to_the_shared_values():
     assert opts["max-key-bytes"] == defaults.MAX_KEY_BYTES
     assert opts["max-value-bytes"] == defaults.MAX_VALUE_BYTES
     assert opts["watch-window"] == defaults.WATCH_WINDOW
+    assert opts["data-dir-check"] == defaults.DATA_DIR_CHECK_SECONDS
 
 
 def test_node_options_settings_and_limits_default_to_the_shared_values():
@@ -37,6 +38,7 @@ def test_node_options_settings_and_limits_default_to_the_shared_values():
         defaults.ELECTION_TICKS,
     )
     assert opts.request_timeout == defaults.REQUEST_TIMEOUT
+    assert opts.data_dir_check == defaults.DATA_DIR_CHECK_SECONDS
     assert (opts.snapshot_entries, opts.snapshot_bytes) == (
         defaults.SNAPSHOT_ENTRIES,
         defaults.SNAPSHOT_BYTES,

@@ -806,3 +806,69 @@ def test_a_follower_whose_last_watch_ends_stops_asking():
     _sequential_puts(c, leader, 20)
     assert core.eager_notices == eager_notices
     assert stats["commit_notices"] == notices
+
+
+def test_a_removed_leader_says_so_until_it_is_added_back():
+    """A leader that removes itself steps down once the change commits and then shows
+    the role "removed" (it would otherwise look like a follower that never hears of a
+    leader); added back, it is a member again."""
+    c = Cluster(["a", "b", "c"])
+    gone = c.run_until_leader()
+    results: list[Any] = []
+    c.node(gone).propose_config_change(
+        ConfChange(ConfChangeOp.REMOVE, NodeId(gone), b""), timeout=30.0
+    ).addBoth(results.append)
+    c.run(20)
+    assert results and not isinstance(results[0], Failure), results
+    node = c.node(gone)
+    assert node.role_name() == "removed" and node.status().role == "removed"
+    leader = c.run_until_leader()
+    assert leader != gone
+    c.node(leader).propose_config_change(
+        ConfChange(ConfChangeOp.ADD_LEARNER, NodeId(gone), b""), timeout=30.0
+    ).addBoth(results.append)
+    c.run(20)
+    assert len(results) == 2 and not isinstance(results[1], Failure), results
+    assert node.role_name() == "learner"
+
+
+def test_a_leader_stalled_past_its_quorum_check_reads_the_answers_before_checking():
+    """The leader's reactor stalls from just after a quorum check until the next one
+    is due; its followers answered meanwhile, and never timed out. The ticks owed
+    from the stall run before the reactor reads those answers (as Twisted's reactor
+    runs due timers before it polls), so they must not run the quorum check: the
+    leader keeps its leadership and its term."""
+    c = Cluster(["a", "b", "c"], seed=3)
+    leader = c.run_until_leader()
+    c.run(30)
+    core = c.node(leader).core
+    followers = [c.node(n).core for n in ("a", "b", "c") if n != leader]
+    assert all(f.randomized_timeout > core.cfg.election_ticks + 1 for f in followers)
+    term = core.term
+    previous = core.election_elapsed
+    for _ in range(2000):  # until a quorum check has just run
+        c.run(0.05)
+        if core.election_elapsed < previous:
+            break
+        previous = core.election_elapsed
+    assert core.election_elapsed == 0
+    c.hosts[NodeId(leader)].stall(core.cfg.election_ticks * TICK + 0.5)
+    c.run(core.cfg.election_ticks * TICK + 3)
+    assert c.leader() == leader and core.term == term
+
+
+def test_a_reactor_late_at_every_tick_still_runs_elections_and_quorum_checks():
+    """Deferring elections and quorum checks after a stall must not starve them when
+    the reactor is late at every tick (overloaded): only one catch-up in a row defers."""
+    c = Cluster(["a", "b", "c"])
+    c.run_until_leader()
+    node = c.node("a")
+    seen: list[bool] = []
+    node.core.tick = lambda missed=False: seen.append(missed)  # type: ignore[method-assign]
+    now = [node.monotonic()]
+    node.monotonic = lambda: now[0]  # type: ignore[method-assign]
+    for _ in range(4):
+        now[0] += 2.5 * TICK  # every tick call owes two or more ticks
+        node._catch_up(at_least=1)
+    calls = [seen[i] for i in range(len(seen)) if i == 0 or seen[i] != seen[i - 1]]
+    assert calls == [True, False, True, False], seen

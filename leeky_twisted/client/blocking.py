@@ -789,12 +789,18 @@ class _LockSession:
         self.names: set[str] = set()
         self._grant = threading.Lock()
         self._stop = threading.Event()
+        #: until when (time.monotonic) the lease is known live; then it may be gone
+        self.held_until = 0.0
+        self._expiry: threading.Timer | None = None
+        self._timing = threading.Lock()
 
     def lease_id(self) -> int:
         """Return the lease, granting it (and starting its keepalives) the first time."""
         with self._grant:
             if not self.lease:
+                sent = time.monotonic()
                 self.lease = self.client.lease_grant(self.ttl)
+                self._live_until(sent + self.ttl)
                 keeper = threading.Thread(
                     target=self._keep, name=f"lock session {self.lease}", daemon=True
                 )
@@ -805,20 +811,47 @@ class _LockSession:
         interval = max(self.ttl / 3, 0.2)
         try:
             while not self._stop.wait(interval):  # ends with the session
+                sent = time.monotonic()
                 try:
-                    self.client.lease_keepalive(self.lease)
+                    ttl = self.client.lease_keepalive(self.lease)
                 except InvalidRequest as e:
                     self.end(f"lease {self.lease} is gone: {e}")
                     return
                 except LeekyError:
                     continue  # the cluster is busy or changing leader: again next interval
+                self._live_until(sent + min(ttl, self.ttl))
         finally:
             self.client.close()  # this thread's connections
+
+    def _live_until(self, when: float) -> None:
+        """The lease is known live until ``when`` (counted from the keepalive's sending,
+        the leader counts from its arrival): past it, end the session unless renewed."""
+        with self._timing:
+            if self.ended or when <= self.held_until:
+                return
+            self.held_until = when
+            if self._expiry is not None:
+                self._expiry.cancel()
+            delay = max(when - time.monotonic(), 0.0)
+            self._expiry = threading.Timer(delay, self._may_have_expired)
+            self._expiry.daemon = True
+            self._expiry.start()
+
+    def _may_have_expired(self) -> None:
+        if self.ended or time.monotonic() < self.held_until:
+            return  # renewed meanwhile
+        self.give_up(
+            f"no keepalive of lease {self.lease} was answered for {self.ttl} s, "
+            "so the lease may have expired (is the cluster reachable?)"
+        )
 
     def end(self, reason: str) -> None:
         """The lease is gone, or given up: every lock held through it is lost."""
         self.ended = True
         self._stop.set()
+        with self._timing:
+            if self._expiry is not None:
+                self._expiry.cancel()
         with self.client._lock:
             if self.client._lock_sessions.get(self.ttl) is self:
                 del self.client._lock_sessions[self.ttl]

@@ -20,6 +20,11 @@ that was paused past its lease (and lost the lock without knowing) is then
 refused instead of overwriting its successor's work. If a keepalive says the
 session lease is gone, ``lost`` fires on every lock held through it and the
 holder must stop acting on the lock; the next acquisition grants a new lease.
+The same happens when no keepalive has been answered for a whole ttl (the
+cluster unreachable from this client): the lease may have expired, so the
+session ends at the latest moment the client still knows it held: ttl seconds
+after it *sent* the last keepalive that was answered (the leader counts its
+ttl from when it got that keepalive, which is later).
 
 A release that cannot be committed (the cluster unreachable for the client's
 whole timeout) gives the session up: its keepalives stop, so its keys go when
@@ -33,6 +38,7 @@ import contextlib
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -65,8 +71,12 @@ class Session:
         #: the lock names held or awaited through this session
         self.names: set[str] = set()
         self._granting: list[Deferred[int]] = []
+        self._clock = client._clock
         self._keepalive = LoopingCall(self._renew)
-        self._keepalive.clock = client._clock
+        self._keepalive.clock = self._clock
+        #: until when (client clock) the lease is known to be live; then it may be gone
+        self.held_until: float | None = None
+        self._expiry: IDelayedCall | None = None
 
     def lease_id(self) -> Deferred[int]:
         """Fire with the session's lease, granting it first if needed (one grant for all)."""
@@ -76,10 +86,11 @@ class Session:
             return waiter
         self._granting.append(waiter)
         if len(self._granting) == 1:
-            self.client.lease_grant(self.ttl).addBoth(self._granted)
+            sent = self._clock.seconds()
+            self.client.lease_grant(self.ttl).addBoth(self._granted, sent)
         return waiter
 
-    def _granted(self, outcome: int | Failure) -> None:
+    def _granted(self, outcome: int | Failure, sent: float) -> None:
         waiters, self._granting = self._granting, []
         if isinstance(outcome, Failure):
             for waiter in waiters:
@@ -90,13 +101,19 @@ class Session:
             for waiter in waiters:
                 waiter.errback(InvalidRequest("the client is closed"))
             return
+        self._live_until(sent + self.ttl)
         self._keepalive.start(max(self.ttl / 3, 0.2), now=False)
         for waiter in waiters:
             waiter.callback(outcome)
 
     def _renew(self) -> Deferred[Any]:
         lease = self.lease
+        sent = self._clock.seconds()
         d = self.client.lease_keepalive(lease)
+
+        def renewed(ttl: int) -> None:
+            if not self.ended:
+                self._live_until(sent + min(ttl, self.ttl))
 
         def failed(f: Failure) -> None:
             if f.check(InvalidRequest):
@@ -104,12 +121,35 @@ class Session:
             elif not f.check(LeekyError):
                 _log.failure("lock session keepalive failed", f)
 
-        return d.addErrback(failed)
+        return d.addCallbacks(renewed, failed)
+
+    def _live_until(self, when: float) -> None:
+        """The lease is known live until ``when``: end the session then, unless renewed."""
+        if self.held_until is not None and when <= self.held_until:
+            return
+        self.held_until = when
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.reset(max(when - self._clock.seconds(), 0.0))
+        else:
+            self._expiry = self._clock.callLater(
+                max(when - self._clock.seconds(), 0.0), self._may_have_expired
+            )
+
+    def _may_have_expired(self) -> None:
+        self._expiry = None
+        self.give_up(
+            f"no keepalive of lease {self.lease} was answered for {self.ttl} s, "
+            "so the lease may have expired (is the cluster reachable?)"
+        )
 
     def pause(self) -> None:
-        """Stop the keepalives (as a paused process would): the lease runs out by itself."""
+        """Stop the keepalives and the expiry timer (as a paused process would): the lease
+        runs out by itself, and nothing here notices."""
         if self._keepalive.running:
             self._keepalive.stop()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
 
     def stop(self) -> None:
         """Stop keeping the lease alive and hand out no more locks (the client closes)."""

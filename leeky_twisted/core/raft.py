@@ -218,13 +218,19 @@ class RaftCore:
 
     # ================================================================ inputs
 
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
+    def tick(self, missed: bool = False) -> None:
+        """Advance logical time by one tick.
+
+        ``missed``: a tick the host's reactor owed from a stall, counted before
+        it read the messages that arrived meanwhile. Time moves on (leases
+        expire, timers run out), but an election or a leader's quorum check
+        that comes due waits for the next regular tick, after those messages.
+        """
         self.ticks += 1
         if self.role is Role.LEADER:
-            self._tick_heartbeat()
+            self._tick_heartbeat(missed)
         else:
-            self._tick_election()
+            self._tick_election(missed)
 
     def step(self, m: Message) -> None:
         """Handle a message from a peer. Messages for other nodes are ignored."""
@@ -642,16 +648,16 @@ class RaftCore:
 
     # ================================================================== ticks
 
-    def _tick_election(self) -> None:
+    def _tick_election(self, missed: bool = False) -> None:
         self.election_elapsed += 1
-        if self.election_elapsed >= self.randomized_timeout and self._may_campaign():
+        if not missed and self.election_elapsed >= self.randomized_timeout and self._may_campaign():
             self.election_elapsed = 0
             self._campaign(self.cfg.pre_vote)
 
-    def _tick_heartbeat(self) -> None:
+    def _tick_heartbeat(self, missed: bool = False) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
-        if self.election_elapsed >= self.cfg.election_ticks:
+        if not missed and self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
                 if not self._quorum_active():

@@ -1,4 +1,4 @@
-"""Split AMP boxes out of received bytes by hand, for the hot paths.
+"""Split AMP boxes out of received bytes by hand, for the client request path.
 
 Twisted's AMP parser (``Int16StringReceiver`` plus ``BinaryBoxProtocol``)
 delivers a box one key or value at a time through several method calls;

@@ -49,7 +49,7 @@ __all__ = [
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 #: The roles a node reports in ``status().role``; one ``leeky_raft_role`` series each.
-ROLES = ("leader", "follower", "candidate", "learner")
+ROLES = ("leader", "follower", "candidate", "learner", "removed")
 
 #: Histogram buckets for one persist (append + fsync), in seconds: 50 µs to 2.5 s.
 PERSIST_BUCKETS: Sequence[float] = (

@@ -25,6 +25,7 @@ or built when the node is:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -34,6 +35,7 @@ from typing import Any, cast
 
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -159,6 +161,11 @@ class NodeHooks:
     on_persist: Callable[[float, int], None] | None = None
     #: ``(peer, seconds)`` of each heartbeat round trip (leader only)
     on_peer_rtt: Callable[[str, float], None] | None = None
+    #: asked when a write fails: why the storage is gone (e.g. its folder was
+    #: deleted), or None; its answer is the reason the node gives for stopping
+    storage_check: Callable[[], str | None] | None = None
+    #: told the reason once the node stopped itself (the process exits non-zero)
+    on_fail_stop: Callable[[str], None] | None = None
 
 
 def check_peer_address(address: str) -> None:
@@ -203,6 +210,7 @@ class RaftNode:
         hooks: NodeHooks | None = None,
         membership: Any = None,
         timer: Callable[[], float] | None = None,
+        last_heard: Callable[[NodeId], float | None] | None = None,
     ) -> None:
         """Build a node on its durable state; it starts with :meth:`start`.
 
@@ -213,9 +221,11 @@ class RaftNode:
         ``addresses`` is the address book (default: one made of
         ``settings.addresses``); ``membership`` the IMembership (gossip) the
         node reports in ``members()``; ``hooks`` observe its work; ``timer``
-        times each write. ``monotonic`` is the clock ticks are counted on
-        (default ``time.monotonic``): a stalled reactor still ticks once per
-        interval that passed.
+        times each write; ``last_heard(id)`` is the reactor time this node last
+        heard that peer over Raft (None: never), for ``members()``.
+        ``monotonic`` is the clock ticks are counted on (default
+        ``time.monotonic``): a stalled reactor still ticks once per interval
+        that passed.
 
         Raises UnrecoverableStateError when the durable state is impossible.
         """
@@ -229,6 +239,7 @@ class RaftNode:
         self.transport = transport
         self.state_machine = state_machine
         self.membership = membership
+        self.last_heard = last_heard
         self.hooks = hooks or NodeHooks()
         self.addresses = (
             addresses
@@ -242,6 +253,7 @@ class RaftNode:
         self.monotonic = monotonic or time.monotonic
         self._last_tick_at = 0.0
         self._tick_carry = 0.0
+        self._deferred_last = False  #: the last catch-up deferred elections and checks
         #: the index the state machine (or the executor's base) reflects
         self.applied_index = 0
         self.failure: str | None = None  #: why the node stopped itself, if it did
@@ -261,6 +273,8 @@ class RaftNode:
         )
         self._scheduled = False
         self._commit_notice: Any = None  #: the pending call of _notify_commit
+        #: the index of the applied configuration change that removed this node, if any
+        self.removed_at: int | None = None
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
         self.stats = {
@@ -386,7 +400,14 @@ class RaftNode:
         self._schedule()
 
     def stop(self) -> Deferred[None]:
-        """Stop ticking and fail every waiting request; persist the commit index."""
+        """Stop ticking and fail every waiting request; persist the commit index.
+
+        A node that stopped itself (:meth:`fail_stop`) writes nothing more:
+        its storage is in doubt.
+        """
+        if self.failure is not None:
+            self.stopped = True
+            return self.applier.stop()
         self.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
@@ -444,10 +465,18 @@ class RaftNode:
         self._tick_carry = min(max(owed - ticks, 0.0), 1.0)
         # One election timeout of ticks expires any lease; more would let a
         # leader run two quorum checks with no message read in between, and
-        # step down although its followers never stopped answering.
+        # step down although its followers never stopped answering. Ticks owed
+        # from a stall run before the reactor reads what arrived meanwhile, so
+        # they may not start an election or a quorum check: the next regular
+        # tick does, after those messages (a stalled leader is not deposed by
+        # answers it has not read yet).
+        # Only one catch-up in a row defers: a reactor that is late at every
+        # tick (overloaded) still campaigns and checks its quorum.
         core = self.core
+        missed = ticks > 1 and not self._deferred_last
+        self._deferred_last = missed
         for _ in range(min(ticks, core.cfg.election_ticks)):
-            core.tick()
+            core.tick(missed)
 
     # --------------------------------------------------------------- inputs
 
@@ -477,9 +506,15 @@ class RaftNode:
             return
         self._schedule()
 
+    def _refusal(self) -> Unavailable | None:
+        """Return the error for a new request this node cannot serve now, or None."""
+        if self.failure is not None:
+            return Unavailable(f"node {self.node_id} stopped itself: {self.failure}")
+        return self.applier.refusal()
+
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
-        down = self.applier.refusal()
+        down = self._refusal()
         if down is not None:
             return defer.fail(down)
         try:
@@ -502,6 +537,8 @@ class RaftNode:
         return self._propose_config_change(change, self.reactor.seconds() + timeout)
 
     def _propose_config_change(self, change: ConfChange, deadline: float) -> Deferred[Any]:
+        if self.failure is not None:
+            return defer.fail(Unavailable(f"node {self.node_id} stopped itself: {self.failure}"))
         try:
             index, term = self.core.propose_config_change(change)
         except NotLeaderError as e:
@@ -527,7 +564,7 @@ class RaftNode:
 
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         """Answer a query; with ``linearizable``, only after a ReadIndex round."""
-        down = self.applier.refusal()
+        down = self._refusal()
         if down is not None:
             return defer.fail(down)
         if not linearizable or self.settings.unsafe_stale_reads:
@@ -627,7 +664,16 @@ class RaftNode:
             flush()
 
     def _persist_failed(self, failure: Any) -> None:
-        self._fail_stop(f"persisting failed: {failure.getErrorMessage()}")
+        check = self.hooks.storage_check
+        lost = check() if check is not None else None
+        self._fail_stop(lost or f"persisting failed: {failure.getErrorMessage()}")
+
+    def fail_stop(self, why: str) -> None:
+        """Stop serving at once (no votes, acknowledgements or reads) and stop the reactor.
+
+        Logs one critical line with ``why``; a second call does nothing.
+        """
+        self._fail_stop(why)
 
     def _fail_stop(self, why: str) -> None:
         """Stop at once, with one error naming the cause: safety over availability."""
@@ -640,8 +686,12 @@ class RaftNode:
             self._ticker.stop()
         self._cancel_commit_notice()
         self.pending.fail_all("node stopped")
+        on_fail_stop = self.hooks.on_fail_stop
+        if on_fail_stop is not None:
+            on_fail_stop(why)
         if hasattr(self.reactor, "stop") and getattr(self.reactor, "running", False):
-            self.reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):  # already shutting down
+                self.reactor.stop()
 
     def _after_persist(self, rd: Ready) -> None:
         if self.stopped:
@@ -748,6 +798,19 @@ class RaftNode:
             node=change.node_id,
             index=e.index,
         )
+        if change.node_id != self.node_id:
+            return
+        if change.op is ConfChangeOp.REMOVE:
+            self.removed_at = e.index
+            log.warn(
+                "this node ({node}) was removed from the cluster (configuration change at "
+                "{index}): it no longer votes, replicates or serves; stop it, or add it back "
+                "with `leekyraft add-server {node} PEER-ADDRESS`",
+                node=self.node_id,
+                index=e.index,
+            )
+        else:
+            self.removed_at = None
 
     def serve_reads(self) -> None:
         """Answer the safe reads the applied state now reaches."""
@@ -852,12 +915,30 @@ class RaftNode:
         return d.addErrback(refine)
 
     def members(self) -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        """Return every node this node knows of: Raft role, gossip state, addresses, contact.
+
+        ``this_node`` marks the answering node. ``last_contact`` is how many
+        seconds ago this node last heard the member over Raft (None: never
+        since it started, or itself). ``reachable`` judges it where this node
+        can: a leader for every member of the configuration, a follower for
+        its leader; heard within an election timeout is reachable. Elsewhere
+        it is None (unknown here).
+        """
         cfg = self.core.configuration
         gossip = self.membership.members() if self.membership is not None else {}
         ids = set(cfg.members()) | set(gossip) | {self.node_id}
+        now = self.reactor.seconds()
+        window = self.core.cfg.election_ticks * self.settings.tick_interval
+        leading = self.core.role is Role.LEADER
         out = []
         for nid in sorted(ids):
+            heard = self.last_heard(nid) if self.last_heard is not None else None
+            since = None if heard is None or nid == self.node_id else max(0.0, now - heard)
+            reachable: bool | None = None
+            if nid == self.node_id:
+                reachable = True
+            elif (leading and nid in cfg.members()) or nid == self.core.leader_id:
+                reachable = since is not None and since <= window
             if nid == self.core.leader_id and nid in cfg.voters:
                 role = "leader"
             elif nid in cfg.voters:
@@ -874,6 +955,9 @@ class RaftNode:
                     "gossip": m.state.name.lower() if m is not None else None,
                     "incarnation": getattr(m, "incarnation", None),
                     "addresses": dict(self.addresses.get(nid, {})),
+                    "this_node": nid == self.node_id,
+                    "reachable": reachable,
+                    "last_contact": None if since is None else round(since, 3),
                 }
             )
         return out
@@ -916,8 +1000,15 @@ class RaftNode:
         return self.addresses.address_of(nid)
 
     def role_name(self) -> str:
-        """Return the role as users see it: leader, follower, candidate or learner."""
+        """Return the role as users see it: leader, follower, candidate, learner or removed."""
         core = self.core
+        if self.node_id not in core.configuration.members():
+            index = core.log.config_index()
+            if (
+                self.removed_at is not None
+                or self.node_id in core.log.config_at(index - 1).members()
+            ):
+                return "removed"  # by the latest change in its log (committed or not)
         if core.role is Role.LEADER:
             return "leader"
         if core.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):

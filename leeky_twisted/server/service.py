@@ -84,10 +84,12 @@ from leeky_twisted.security.tls import (
     warn_tls_disabled,
 )
 from leeky_twisted.server.addresses import AddressBook
+from leeky_twisted.server.folderguard import DataFolderGuard
 from leeky_twisted.server.metrics import NodeMetrics
 from leeky_twisted.server.node import NodeHooks, NodeSettings, RaftNode
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.files import FileLogStore, FileSnapshotStore, FileStableStore
+from leeky_twisted.storage.folderwatch import FolderIdentity
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_protocol import certificate_node_id
@@ -132,6 +134,8 @@ class NodeOptions:
     snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     snapshot_bytes: int = defaults.SNAPSHOT_BYTES
     inline_write_budget: float = defaults.INLINE_WRITE_BUDGET
+    #: seconds between two checks that the data folder is still the one opened
+    data_dir_check: float = defaults.DATA_DIR_CHECK_SECONDS
     max_key_bytes: int = defaults.MAX_KEY_BYTES
     max_value_bytes: int = defaults.MAX_VALUE_BYTES
     #: recent events kept for watches (docs/coordination.md)
@@ -220,8 +224,17 @@ def stop_for_a_port(reactor: Any, what: str, host: str, port: Any, error: object
         port=port,
         why=why,
     )
-    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    exit_1_after_shutdown(reactor)
     reactor.callWhenRunning(reactor.stop)
+
+
+def exit_1_after_shutdown(reactor: Any) -> None:
+    """Make the process exit with status 1 once the reactor has shut down.
+
+    For a node that stops because it must not go on: a supervisor (or a
+    shell) sees that it failed.
+    """
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
 
 
 class _Listener(service.Service):
@@ -559,6 +572,18 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
     log_store = FileLogStore(os.path.join(data, "log"), segment_size=LOG_SEGMENT_BYTES)
     stable_store = FileStableStore(os.path.join(data, "hardstate"))
     snapshot_store = FileSnapshotStore(os.path.join(data, "snapshots"))
+    holder: dict[str, RaftNode] = {}
+    folder_guard = DataFolderGuard(
+        reactor,
+        FolderIdentity(
+            data,
+            [os.path.join(data, "log"), os.path.join(data, "snapshots")],
+            log_store.lock.path,
+            log_store.lock.identity,
+        ),
+        lambda why: holder["node"].fail_stop(why),
+        opts.data_dir_check,
+    )
     if opts.force_new_cluster:
         from leeky_twisted.server.recovery import recover_as_new_cluster
 
@@ -604,9 +629,9 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         lease_read=opts.lease_read,
     )
     disk = _DiskThread(reactor)
+    # Every disk job that fails has the data folder checked at once.
+    run_on_disk = folder_guard.checked(disk.run)
     credentials = load_node_credentials(opts.tls_dir, opts.node_id) if opts.tls_dir else None
-
-    holder: dict[str, RaftNode] = {}
 
     def peer_address(nid: NodeId) -> tuple[str, int] | None:
         addr = book.get(nid, {}).get("peer")
@@ -634,10 +659,10 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         sink.close()
 
     def snapshot_source(meta: SnapshotMeta) -> Deferred[bytes | None]:
-        return disk.run(lambda: read_snapshot(meta))
+        return run_on_disk(lambda: read_snapshot(meta))
 
     def snapshot_receiver(meta: SnapshotMeta, payload: bytes) -> Deferred[None]:
-        return disk.run(lambda: write_snapshot(meta, payload))
+        return run_on_disk(lambda: write_snapshot(meta, payload))
 
     transport = AMPPeerTransport(
         reactor,
@@ -679,16 +704,23 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         KeyValueStateMachine(),
         settings,
         rng=random.Random(),
-        run_blocking=disk.run,
+        run_blocking=run_on_disk,
         executor=executor,
         addresses=book,
-        hooks=NodeHooks(on_persist=metrics.observe_persist, on_peer_rtt=metrics.observe_peer_rtt),
+        hooks=NodeHooks(
+            on_persist=metrics.observe_persist,
+            on_peer_rtt=metrics.observe_peer_rtt,
+            storage_check=folder_guard.check,
+            on_fail_stop=lambda _why: exit_1_after_shutdown(reactor),
+        ),
         membership=gossip.core if gossip is not None else None,
+        last_heard=contact.last_heard,
     )
     metrics.track(node)
     holder["node"] = node
     top = LeekyRaftService(node)
     disk.setServiceParent(top)
+    folder_guard.setServiceParent(top)
 
     limits = RequestLimits(max_key_bytes=opts.max_key_bytes, max_value_bytes=opts.max_value_bytes)
     # Followers forward to the leader's client port with this node's own certificate.

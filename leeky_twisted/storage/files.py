@@ -17,6 +17,7 @@ import re
 import struct
 import tempfile
 import threading
+import weakref
 import zlib
 from array import array
 from collections.abc import Sequence
@@ -47,8 +48,10 @@ from leeky_twisted.storage.fsutil import (
     TEMP_SUFFIX,
     DirectoryLock,
     atomic_write,
+    atomic_write_at,
     fdatasync,
     fsync_dir,
+    open_dir,
     preallocate,
     pwrite_all,
     remove_temp_files,
@@ -149,6 +152,11 @@ class FileLogStore:
                 os.close(segment.fd)
             self._dir_lock.release()
             raise
+
+    @property
+    def lock(self) -> DirectoryLock:
+        """The lock this store holds on its directory (``LOCK``) while open."""
+        return self._dir_lock
 
     # ------------------------------------------------------------------ recovery
 
@@ -606,18 +614,27 @@ class FileStableStore:
 
     ``save`` writes a temp file, fsyncs it, renames it over ``path`` and
     fsyncs the directory, so a crash leaves the old or the new state.
+
+    The folder is held open from the start and every file is reached through
+    it: a save lands in the folder the store opened even if that folder was
+    moved, and fails if it was deleted, but never writes into another folder
+    made at the old path (that would pair this node's vote with an empty log).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Use the file at ``path`` (created on the first save), removing a stale temp file."""
         self._path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(self._path))
+        os.makedirs(folder, exist_ok=True)
+        self._name = os.path.basename(self._path)
+        self._dir_fd = open_dir(folder)
+        self._close_dir = weakref.finalize(self, os.close, self._dir_fd)
         self._lock = threading.Lock()
         self._closed = False
         self._saved: HardState | None = None
-        tmp = self._path + TEMP_SUFFIX
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp = self._name + TEMP_SUFFIX
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self._dir_fd)
             log.warning("hard state %s: removed half-written %s", self._path, tmp)
 
     def _check_open(self) -> None:
@@ -632,7 +649,8 @@ class FileStableStore:
         with self._lock:
             self._check_open()
             try:
-                with open(self._path, "rb") as state_file:
+                fd = os.open(self._name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
+                with os.fdopen(fd, "rb") as state_file:
                     buf = state_file.read()
             except FileNotFoundError:
                 return HardState()
@@ -652,13 +670,14 @@ class FileStableStore:
             if hard_state == self._saved:
                 return
             self._saved = None
-            atomic_write(self._path, data)
+            atomic_write_at(self._dir_fd, self._name, data)
             self._saved = hard_state
 
     def close(self) -> None:
         """Mark the store closed; further calls raise StoreClosedError."""
         with self._lock:
             self._closed = True
+            self._close_dir()
 
 
 # ---------------------------------------------------------------------- snapshots

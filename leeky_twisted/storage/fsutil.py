@@ -62,6 +62,30 @@ def atomic_write(path: str, data: bytes) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def atomic_write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Like :func:`atomic_write`, for the file ``name`` in the folder open as ``dir_fd``.
+
+    The write lands in that folder even if it was renamed since it was opened,
+    and fails (FileNotFoundError) if it was deleted: never in another folder
+    created at its old path.
+    """
+    tmp = name + TEMP_SUFFIX
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    try:
+        pwrite_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
+
+
+def open_dir(directory: str) -> int:
+    """Return a read-only descriptor of ``directory`` (for ``dir_fd`` and fsync)."""
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def remove_temp_files(directory: str) -> list[str]:
     """Delete leftover ``*.tmp`` files (half-written by a crash); return their names."""
     removed = sorted(name for name in os.listdir(directory) if name.endswith(TEMP_SUFFIX))
@@ -89,6 +113,9 @@ class DirectoryLock:
             os.close(self._fd)
             self._fd = None
             raise StoreLockedError(f"{path} is locked by another store") from None
+        stat = os.fstat(self._fd)
+        #: (device, inode) of the file the lock is held on
+        self.identity: tuple[int, int] = (stat.st_dev, stat.st_ino)
 
     def release(self) -> None:
         """Drop the lock; a second call does nothing."""

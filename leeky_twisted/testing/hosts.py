@@ -61,7 +61,7 @@ class SimCrash(BaseException):
 class SimCall:
     """A delayed call of :class:`SimReactor` (the parts LoopingCall uses)."""
 
-    __slots__ = ("args", "called", "cancelled", "func", "time")
+    __slots__ = ("args", "called", "cancelled", "func", "io", "time")
 
     def __init__(self, time: float, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.time = time
@@ -69,6 +69,7 @@ class SimCall:
         self.args = args
         self.called = False
         self.cancelled = False
+        self.io = False  #: reading input: after a stall, it waits for the due timers
 
     def active(self) -> bool:
         return not (self.called or self.cancelled)
@@ -119,6 +120,10 @@ class SimReactor:
         self.now = when
 
 
+#: after a stall, how long after the due timers the input that waited is read
+IO_AFTER_TIMERS = 1e-6
+
+
 class NodeClock:
     """One node's reactor: the shared clock, plus stalls and death."""
 
@@ -141,11 +146,20 @@ class NodeClock:
         self._calls.append(call)
         return call
 
+    def read_later(self, func: Callable[..., Any], *args: Any) -> SimCall:
+        """Schedule the reading of input (a message that arrived): at once, or if the
+        reactor is stalled, after the timers that come due while it is (as Twisted's
+        reactor runs its due timers before it polls for input)."""
+        call = self.callLater(0, func, *args)
+        call.io = True
+        return call
+
     def _fire(self, func: Callable[..., Any], args: tuple[Any, ...], call: SimCall) -> None:
         if self._dead:
             return
         if self.reactor.now < self.stalled_until:  # the reactor is blocked: run it when it wakes
-            self.reactor.postpone(call, self.stalled_until)
+            later = IO_AFTER_TIMERS if call.io else 0.0
+            self.reactor.postpone(call, self.stalled_until + later)
             return
         try:
             func(*args)
@@ -415,7 +429,7 @@ class NodeHost:
     def deliver(self, message: Message) -> None:
         """Hand ``message`` to the node (through its reactor, so stalls delay it)."""
         if self.clock is not None and self.node is not None:
-            self.clock.callLater(0, self._receive, self.node, message)
+            self.clock.read_later(self._receive, self.node, message)
 
     def _receive(self, node: RaftNode, message: Message) -> None:
         if self.node is node:

@@ -44,7 +44,7 @@ from leeky_twisted.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
+from leeky_twisted.protocol.ampframes import QuietAMP
 from leeky_twisted.protocol.netutil import write_now
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
@@ -106,12 +106,8 @@ MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
 _COMMAND_NAMES: dict[type, bytes] = {
     cls: command.commandName for cls, command in MESSAGE_COMMANDS.items()
 }
-#: The message type each one-way command carries, for the receive fast path.
-_COMMAND_TYPES: dict[bytes, type] = {name: cls for cls, name in _COMMAND_NAMES.items()}
-_ONE_WAY_KEYS = frozenset((amp.COMMAND, b"m"))
-#: The answers that may say ``eager`` (an AMP argument beside ``m``), and their box.
+#: The answers that may say ``eager`` (an AMP argument beside ``m``: see peer_commands).
 _EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
-_EAGER_KEYS = frozenset((amp.COMMAND, b"m", EAGER))
 _TRUE = b"True"  # how amp.Boolean writes True
 
 Receiver = Callable[[Message], None]
@@ -809,52 +805,10 @@ class PeerProtocol(QuietAMP):
         if self.closing:
             return
         try:
-            if self.peer_id is not None and self.inbox is not None and between_boxes(self):
-                data = self._receive_messages(data)
-                if not data or self.closing:
-                    return
             super().dataReceived(data)
         except Exception:
             self.log.failure("unexpected error on peer connection {peer}", peer=self.describe())
             self.drop("internal error while parsing")
-
-    def _receive_messages(self, data: bytes) -> bytes:
-        """Deliver the whole one-way message boxes at the start of ``data``; return the rest.
-
-        The fast path of an accepted connection after its Hello: the same AMP
-        boxes, split by hand instead of by AMP's string-at-a-time parser and
-        handed straight to the locator's checks and the inbox (about 15 µs
-        less per message). It stops at the first box that is incomplete, over
-        the size limit, or anything but a one-way message with a single value
-        and at most a true ``eager`` (a Hello, a snapshot chunk, a value split
-        over several keys): AMP's
-        own parser takes it from there, at a box boundary, so both paths see
-        every box in order.
-        """
-        end = len(data)
-        pos = 0
-        limit = self._box_limit
-        locator = self.locator
-        while not self.closing and not self.paused:
-            split = split_box(data, pos)
-            if split is None:
-                return data[pos:]
-            box, after = split
-            kind = _COMMAND_TYPES.get(box.get(amp.COMMAND, b""))
-            if kind is None or after - pos - 2 > limit:
-                return data[pos:]
-            keys = box.keys()
-            if keys == _ONE_WAY_KEYS:
-                eager = False
-            elif keys == _EAGER_KEYS and box[EAGER] == _TRUE and kind in _EAGER_TYPES:
-                eager = True
-            else:
-                return data[pos:]
-            locator._one_way(box[b"m"], kind, eager)
-            pos = after
-            if pos == end:
-                return b""
-        return b"" if self.closing else data[pos:]
 
     def stringReceived(self, string: bytes) -> None:
         """Count each key and value toward the box size limit."""

@@ -358,6 +358,24 @@ def test_a_lock_wait_ends_at_its_timeout_and_a_lost_lease_is_reported(
     held.release()  # nothing left to revoke: no error
 
 
+def test_a_lock_whose_only_node_is_killed_is_reported_lost_and_passes_on(
+    cluster: LocalCluster,
+) -> None:
+    """The holder reaches one node, which is killed: no keepalive is answered, so
+    ``lost`` is set once the lease may have expired, and another client gets the lock."""
+    doomed = cluster.nodes[0]
+    holder = client_of([doomed], timeout=1.0)
+    held = holder.lock("jobs", ttl=2).acquire()
+    cluster.kill(doomed)
+    assert held.lost.wait(timeout=30)
+    assert "may have expired" in held.lost_reason
+    other = client_of(cluster.nodes[1:])
+    got = other.lock("jobs", ttl=2).acquire(timeout=30)
+    assert got.token > held.token
+    got.release()
+    held.release()  # lost: nothing to do, no error
+
+
 def test_a_blocking_clients_locks_share_one_session_lease(cluster: LocalCluster) -> None:
     """Two cycles on one client use one lease; the second writes two log entries (a txn
     and a delete: the client's session sequence counts its writes); leaving ``with``

@@ -346,3 +346,48 @@ def test_a_signalled_waiter_leaves_the_queue_at_once():
     net.run(Deferred(), limit=1)
     assert failure_of(d, CancelledError)
     assert node.state_machine.query(Range.prefix("db/")).count == 1  # only the holder
+
+
+def test_a_lock_whose_keepalives_go_unanswered_is_lost_before_its_lease_can_end():
+    """The holder's node goes away (nothing else reachable): no keepalive is answered,
+    so `lost` fires ttl seconds after the last answered keepalive was sent (the lease
+    may be gone by then), and not before."""
+    net, _ = _cli_cluster()
+    got = Deferred.fromCoroutine(acquire(_client(net), "m", ttl=3))
+    net.run(got, limit=1)
+    lock = result_of(got)
+    net.run(Deferred(), limit=2.5)  # keepalives answered
+    known = lock.session.held_until
+    assert known is not None and known > net.clock.seconds() + 1.0
+    net.drop(("10.0.0.1", 7001))
+    net.run(Deferred(), limit=known - net.clock.seconds() - 0.1)
+    assert not lock.lost.called  # the lease is still known live
+    net.run(lock.lost, limit=1.0)
+    assert "may have expired" in result_of(lock.lost)
+    assert net.clock.seconds() <= known + 0.05
+
+
+def test_cli_lock_stops_the_command_when_its_node_is_unreachable_for_a_ttl():
+    """`lock NAME -- CMD` whose only node goes away: CMD is sent TERM once the lease
+    may have expired, before another contender can be handed the lock."""
+    net, _ = _cli_cluster()
+    ended: Deferred = Deferred()
+    args = cli.build_parser().parse_args(["lock", "--ttl", "3", "db", "--", "true"])
+    out, err = io.StringIO(), io.StringIO()
+    client = _client(net)
+    d = Deferred.fromCoroutine(cli.run_locked(args, client, out, err, spawn=lambda a, e: ended))
+
+    termed = []
+    ended.transport = _Process(
+        lambda: (termed.append(net.clock.seconds()), net.clock.callLater(0.1, ended.callback, 143))
+    )
+    net.run(Deferred(), limit=1)
+    [session] = client.lock_sessions.values()
+    known = session.held_until
+    net.drop(("10.0.0.1", 7001))
+    net.run(ended, limit=5)
+    assert ended.transport.signals == ["TERM"]
+    assert termed[0] <= known + 0.05  # no later than the lease is known live
+    assert "may have expired" in err.getvalue() and "stopping the command" in err.getvalue()
+    net.run(d, limit=60)
+    assert d.called

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,13 +123,13 @@ def test_half_written_temp_file_is_ignored(tmp_path: Path) -> None:
 def test_unchanged_state_is_not_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Saving the state already on disk costs no write or fsync."""
     writes: list[str] = []
-    real = fsutil.atomic_write
+    real = fsutil.atomic_write_at
 
-    def counting(path: str, data: bytes) -> None:
-        writes.append(path)
-        real(path, data)
+    def counting(dir_fd: int, name: str, data: bytes) -> None:
+        writes.append(name)
+        real(dir_fd, name, data)
 
-    monkeypatch.setattr(files, "atomic_write", counting)
+    monkeypatch.setattr(files, "atomic_write_at", counting)
     store = FileStableStore(tmp_path / "hard_state")
     store.save(HardState(1, NodeId("a"), 0))
     store.save(HardState(1, NodeId("a"), 0))
@@ -147,3 +148,36 @@ def test_a_storage_identity_out_of_bounds_is_refused(stores):
     """An identity no message could carry is never saved."""
     with pytest.raises(ValueError):
         stores.open().save(HardState(2, None, 5, storage_id=2**62 + 1))
+
+
+def test_a_save_after_the_folder_was_replaced_lands_in_the_folder_opened(tmp_path: Path) -> None:
+    """The folder is moved away and a new one made at its path while the node runs.
+
+    The vote must go where the node's log is (the folder it opened), never into
+    the new folder: a new folder holding a vote and a term but no log would
+    restart as a voter that is not new (so it does not abstain) with a blank log.
+    """
+    data = tmp_path / "data"
+    store = FileStableStore(data / "hardstate")
+    store.save(HardState(3, NodeId("a"), 2))
+    data.rename(tmp_path / "moved")
+    data.mkdir()
+    store.save(HardState(4, NodeId("b"), 2))
+    assert list(data.iterdir()) == []
+    assert FileStableStore(tmp_path / "moved" / "hardstate").load() == HardState(4, NodeId("b"), 2)
+    store.close()
+
+
+def test_a_save_after_the_folder_was_deleted_fails(tmp_path: Path) -> None:
+    """rm -rf of the folder: the save fails (the node stops) instead of writing elsewhere."""
+    data = tmp_path / "data"
+    store = FileStableStore(data / "hardstate")
+    store.save(HardState(3, NodeId("a"), 2))
+    shutil.rmtree(data)
+    with pytest.raises(FileNotFoundError):
+        store.save(HardState(4, NodeId("b"), 2))
+    data.mkdir()
+    with pytest.raises(FileNotFoundError):
+        store.save(HardState(4, NodeId("b"), 2))
+    assert list(data.iterdir()) == []
+    store.close()

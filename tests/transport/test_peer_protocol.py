@@ -546,11 +546,11 @@ def test_command_on_dialled_connection_drops_it(capture):
     assert any("on a dialled connection" in e for e in capture.errors())
 
 
-# ------------------------------------------------ the receive fast path
+# ------------------------------------------------ many boxes in one read
 
 
 def after_hello(server):
-    """Return an accepted protocol whose Hello arrived alone (later input takes the fast path)."""
+    """Return an accepted protocol whose Hello arrived alone."""
     protocol, transport = server.raw()
     protocol.dataReceived(HELLO_N1)
     assert protocol.peer_id == N1
@@ -561,7 +561,7 @@ def mixed_stream() -> tuple[bytes, list]:
     """Return bytes of one-way boxes with a snapshot chunk between them, and what they deliver."""
     messages = all_messages()
     data = b"".join(frame_message(m) for m in messages[:3])
-    # a box the fast path leaves to AMP's parser, mid-stream (a small whole snapshot)
+    # a snapshot chunk between one-way messages, mid-stream
     install = InstallSnapshot(N1, N2, 3, META)
     payload = b"snapshot"
     data += box(
@@ -578,8 +578,8 @@ def mixed_stream() -> tuple[bytes, list]:
     return data, [*messages[:3], install, *messages[3:]]
 
 
-def test_fast_path_delivers_what_the_amp_parser_delivers_at_every_split(capture):
-    """Split anywhere in two reads, a stream mixing both paths delivers every message in order."""
+def test_boxes_are_delivered_in_order_at_every_split(capture):
+    """Split anywhere in two reads, a stream of messages and a chunk delivers each in order."""
     data, expected = mixed_stream()
     for split in range(len(data) + 1):
         server = Server(capture)
@@ -591,7 +591,7 @@ def test_fast_path_delivers_what_the_amp_parser_delivers_at_every_split(capture)
     assert capture.errors() == []
 
 
-def test_fast_path_byte_at_a_time(capture):
+def test_boxes_fed_a_byte_at_a_time(capture):
     """One byte per read still delivers every message."""
     data, expected = mixed_stream()
     server = Server(capture)
@@ -601,7 +601,7 @@ def test_fast_path_byte_at_a_time(capture):
     assert server.received == expected
 
 
-def test_fast_path_hands_a_value_split_over_keys_to_amp(capture):
+def test_a_value_split_over_keys_is_delivered(capture):
     """A message over 64 KiB (its value split over several keys) arrives whole after small ones."""
     server = Server(capture)
     protocol, _ = after_hello(server)
@@ -611,8 +611,8 @@ def test_fast_path_hands_a_value_split_over_keys_to_amp(capture):
     assert server.received == [small, big, small]
 
 
-def test_fast_path_box_over_the_limit_drops_connection(capture):
-    """A single-value box over max_frame_bytes is refused on the fast path too."""
+def test_a_box_over_the_limit_in_a_whole_read_drops_connection(capture):
+    """A single-value box over max_frame_bytes is refused when it arrives in one read too."""
     server = Server(capture, max_frame_bytes=1000)
     protocol, transport = after_hello(server)
     big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"e" * 2000),), 0)
@@ -633,7 +633,7 @@ def test_fast_path_box_over_the_limit_drops_connection(capture):
         (box(_command=b"HeartbeatCmd", _ask=b"5", m=b"x"), "undecodable Heartbeat"),
     ],
 )
-def test_fast_path_refuses_what_the_amp_path_refuses(capture, frame, reason):
+def test_bad_boxes_are_refused_whether_whole_or_split(capture, frame, reason):
     """Bad one-way boxes after the Hello drop the connection, and nothing after them is read."""
     server = Server(capture)
     protocol, transport = after_hello(server)
@@ -661,7 +661,7 @@ def test_random_bytes_never_raise_out_of_data_received(prefix, data, split):
     protocol.makeConnection(transport)
     globalLogPublisher.addObserver(events.append)
     try:
-        if prefix == b"hello first":  # later reads take the fast path
+        if prefix == b"hello first":  # later reads arrive after the Hello
             protocol.dataReceived(HELLO_N1)
             prefix = b""
         stream = prefix + data

@@ -157,7 +157,7 @@ def test_out_of_bounds_message_never_reaches_the_receiver(capture, name, feed):
     protocol, transport = receiver.connect()
     good = Heartbeat(N1, N2, 3, 1)
     data = _box(_command=command, m=payload) + frame_message(good)
-    if feed == "whole":  # the hand-split fast path
+    if feed == "whole":  # many boxes in one read
         protocol.dataReceived(data)
     else:  # AMP's own parser
         for i in range(len(data)):
