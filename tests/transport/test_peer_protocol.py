@@ -691,9 +691,8 @@ def eager_stream() -> tuple[bytes, list]:
     return b"".join(frame_message(m) for m in messages), messages
 
 
-def test_eager_answers_arrive_eager_on_the_fast_path_and_through_amp(capture):
-    """``eager`` travels beside ``m`` and is delivered in one read (the fast path) and
-    byte by byte (AMP's parser) alike."""
+def test_eager_answers_arrive_eager(capture):
+    """``eager`` travels beside ``m`` and is delivered, in one read and byte by byte."""
     data, expected = eager_stream()
     server = Server(capture)
     protocol, _ = after_hello(server)
@@ -744,8 +743,8 @@ def test_a_node_that_does_not_know_eager_reads_an_eager_answer_as_before():
 
 
 @pytest.mark.parametrize(("value", "eager"), [(b"False", False), (b"True", True)])
-def test_an_eager_value_amp_writes_is_read_by_either_path(capture, value, eager):
-    """``eager=False`` (which this node never writes) is read by AMP's parser as false."""
+def test_an_eager_value_amp_writes_is_read(capture, value, eager):
+    """``eager=False`` (which this node never writes) is read as false."""
     server = Server(capture)
     protocol, transport = after_hello(server)
     m = HeartbeatResponse(N1, N2, 4, 1, 12)
