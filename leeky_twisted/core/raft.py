@@ -198,8 +198,6 @@ class RaftCore:
         self._applying = self.applied
         # ReadIndex: reads wait for a heartbeat round to be acknowledged by a quorum
         self.read_round = 0
-        #: the newest read round a quorum acknowledged (this term)
-        self._read_round_confirmed = 0
         self._read_round_wanted = False
         self._pending_reads: list[tuple[int, int, object]] = []  # (round, index, ctx)
         self._reads_before_commit: list[object] = []
@@ -562,7 +560,6 @@ class RaftCore:
                 pr.storage_id = self._voter_storage[nid]
                 pr.abstaining = nid in self._abstaining_voters or not self.votes.get(nid)
         self._voter_storage = {}
-        self._read_round_confirmed = self.read_round  # no read round of this term in flight
         self._self_match()
         # Elected by voters whose logs it is at least as up to date as: its log
         # holds every committed entry, so it need no longer abstain.
@@ -1164,9 +1161,7 @@ class RaftCore:
         if self.role is not Role.LEADER:
             self._needs_append.clear()
             return
-        if self._read_round_wanted and self._read_round_confirmed >= self.read_round:
-            # One read round in flight at a time: reads that arrive while one
-            # is out wait for it and then share the next (as etcd's read loop).
+        if self._read_round_wanted:
             self._broadcast_heartbeat()
         if self._needs_append:
             for nid in sorted(self._needs_append):
@@ -1221,8 +1216,6 @@ class RaftCore:
         if self._counts(self.id):
             acks[self.id] = self.read_round
         confirmed = committed_index(voters, acks, self._abstaining_followers())
-        if confirmed > self._read_round_confirmed:
-            self._read_round_confirmed = confirmed
         if confirmed in self._round_sent_tick:
             # Followers will not elect another leader for election_ticks after
             # they acknowledged this round, which was sent at that tick.
