@@ -17,7 +17,9 @@ import json
 import time
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -25,6 +27,7 @@ from leeky_twisted.api.amp_api import make_frontend
 from leeky_twisted.api.http_server import JSONRPCHTTPProtocol
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.dashboard.meter import MeteredNode, RequestMeter
+from leeky_twisted.security.connlimits import ConnectionGuard, GuardedFactory, PortCaps
 from leeky_twisted.server.applier import LocalApplier
 from leeky_twisted.server.node import RaftNode
 from leeky_twisted.server.pending import PendingRequests
@@ -58,8 +61,12 @@ class _LeaderStandIn:
         RaftNode.serve_reads(self)  # type: ignore[arg-type]
 
 
-def build(clients: int) -> tuple[_LeaderStandIn, list[JSONRPCHTTPProtocol], list[bytes]]:
-    """A leader stand-in with 1,000 keys, ``clients`` HTTP connections, and their requests."""
+def build(clients: int, guarded: bool = False) -> tuple[_LeaderStandIn, list[Any], list[bytes]]:
+    """A leader stand-in with 1,000 keys, ``clients`` HTTP connections, and their requests.
+
+    With ``guarded``, each connection sits under the HTTP port's connection guard, as
+    the node's listener puts it.
+    """
     sm = KeyValueStateMachine()
     for i in range(1000):
         sm.apply(i + 1, kv.encode_command(kv.Put(f"bench/reads/{i:08d}", "v" * 100)))
@@ -68,9 +75,16 @@ def build(clients: int) -> tuple[_LeaderStandIn, list[JSONRPCHTTPProtocol], list
     clock = Clock()
     frontend = make_frontend(MeteredNode(node, RequestMeter(clock)), clock, forward=False)
     rpc = KeyValueJSONRPC(frontend, 1 << 20)
+    factory = Factory.forProtocol(lambda: JSONRPCHTTPProtocol(rpc, lambda: {}))
+    if guarded:
+        caps = PortCaps(max_connections=clients, max_per_host=clients)
+        guard = ConnectionGuard(
+            "http", caps, clock, request_read_timeout=30.0, max_held_bytes=256 << 20
+        )
+        factory = GuardedFactory(factory, guard)
     protocols = []
     for _ in range(clients):
-        p = JSONRPCHTTPProtocol(rpc, lambda: {})
+        p = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         p.makeConnection(StringTransport())
         protocols.append(p)
     requests = []
@@ -85,9 +99,9 @@ def build(clients: int) -> tuple[_LeaderStandIn, list[JSONRPCHTTPProtocol], list
     return node, protocols, requests
 
 
-def run(batches: int, clients: int) -> float:
+def run(batches: int, clients: int, guarded: bool = False) -> float:
     """Return the best of 5 process-CPU timings, in microseconds per get."""
-    node, protocols, requests = build(clients)
+    node, protocols, requests = build(clients, guarded)
     tune_collector()  # as the node process does
     pairs = list(zip(protocols, requests, strict=True))
     best = float("inf")
@@ -100,6 +114,7 @@ def run(batches: int, clients: int) -> float:
         best = min(best, (time.process_time() - t0) / (batches * clients) * 1e6)
         for p in protocols:
             transport = p.transport
+            transport = getattr(transport, "transport", transport)  # under the guard
             assert isinstance(transport, StringTransport)
             answer = transport.value()
             assert answer.count(b"200 OK") == batches and b'"result": "vvv' in answer
@@ -111,8 +126,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=400)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--guarded", action="store_true", help="under the HTTP connection guard")
     args = ap.parse_args()
-    print(f"{run(args.batches, args.clients):.2f} us per get (best of 5)")
+    print(f"{run(args.batches, args.clients, args.guarded):.2f} us per get (best of 5)")
     return 0
 
 
