@@ -810,7 +810,7 @@ class RaftNode:
             # The state machine's own index, not the core's: a snapshot received
             # but not yet restored moves the core's applied index ahead of the state.
             applier = self.applier
-            pending.serve_reads(applier.readable_index(self.applied_index), applier.query)
+            pending.serve_reads(applier.readable_index(self.applied_index), applier.answer_into)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         addresses, state = decode_snapshot(self.writer.take_installed())
