@@ -22,9 +22,13 @@ from leeky_twisted.client.library import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
     NodeReport,
+    NoLeader,
+    NoLeaderOutcomeUnknown,
     parse_address,
 )
 from leeky_twisted.ops.localcontrol import ACTIONS
+from leeky_twisted.protocol.commands import MAX_LEASE_TTL, MAX_RANGE_LIMIT
+from leeky_twisted.protocol.commands import MAX_SEQ as MAX_ID
 from leeky_twisted.protocol.errors import (
     CommitTimeout,
     Compacted,
@@ -60,6 +64,11 @@ UNREACHABLE_HINT = (
     "leekyraft: is the cluster running, and are these its AMP client ports? Start one "
     f"with `leekyraft local`, or name its nodes with --cluster HOST:PORT,... or ${CLUSTER_ENV}."
 )
+#: printed under an error that says no node knows a leader
+NO_LEADER_HINT = (
+    "leekyraft: `leekyraft status` shows which nodes are up; a leader is elected, and "
+    "writes work again, once a majority of the voters are up and reach each other."
+)
 TLS_DIR_ENV = "LEEKYRAFT_TLS_DIR"
 TLS_NAME_ENV = "LEEKYRAFT_TLS_NAME"
 DEFAULT_TIMEOUT = 10.0
@@ -71,22 +80,27 @@ DEFAULT_LOCAL_NODES = 5
 EXIT_OK = 0
 EXIT_ERROR = 1  #: any other error
 EXIT_NOT_FOUND = 2  #: get/delete: no such key
-EXIT_UNREACHABLE = 3  #: no node reachable, or no leader
+EXIT_UNREACHABLE = 3  #: no node of the cluster could be reached
 EXIT_TIMEOUT = 4  #: timed out, outcome unknown
 EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...)
 EXIT_CAS_FAILED = 6  #: cas: the current value differed; txn: a compare failed
-EXIT_USAGE = 64  #: bad command line (sysexits EX_USAGE)
+EXIT_NO_LEADER = 7  #: nodes answered, but none knew a leader; nothing was applied
+EXIT_USAGE = 64  #: bad command line or bad input (sysexits EX_USAGE)
+EXIT_NO_INPUT = 66  #: an input file cannot be read (sysexits EX_NOINPUT)
 
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}   success
   {EXIT_ERROR}   other error
-  {EXIT_NOT_FOUND}   key not found (get, delete)
-  {EXIT_UNREACHABLE}   cluster unreachable or no leader
-  {EXIT_TIMEOUT}   timed out, outcome unknown
-  {EXIT_REFUSED}   input refused (e.g. key or value too large)
+  {EXIT_NOT_FOUND}   key not found (get, delete, lease revoke)
+  {EXIT_UNREACHABLE}   cluster unreachable: no node answered; nothing was applied
+  {EXIT_TIMEOUT}   timed out, outcome unknown: a write may or may not have been applied
+  {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large)
   {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
-  {EXIT_USAGE}  bad command line
+  {EXIT_NO_LEADER}   no leader: nodes answered but none knew a leader (the cluster has
+      lost its majority, or is electing one); nothing was applied
+  {EXIT_USAGE}  bad command line or bad input (checked before anything is sent)
+  {EXIT_NO_INPUT}  an input file (put --file, txn FILE, TLS files) cannot be read
 
 The cluster is --cluster HOST:PORT,... or ${CLUSTER_ENV} (the nodes' AMP client
 addresses); by default the local cluster recorded in ./{LOCAL_DIR} (its real
@@ -95,6 +109,16 @@ size and ports), else {DEFAULT_CLUSTER}
 With mutual TLS: --tls-dir DIR --tls-name NAME (or ${TLS_DIR_ENV}, ${TLS_NAME_ENV})
 use DIR/ca.pem and DIR/client-NAME.pem/.key, as `leekyraft certs` writes them.
 """
+
+
+class InputFileError(Exception):
+    """An input file named on the command line cannot be read (exit EXIT_NO_INPUT)."""
+
+
+def cannot_read(path: str, error: OSError) -> InputFileError:
+    """Return the InputFileError of ``path``: its name and the system's reason, no errno."""
+    reason = error.strerror or str(error)
+    return InputFileError(f"cannot read {path}: {reason}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -298,7 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="a linearizable read-only request (GET k, or READ f)")
     p.add_argument("request", metavar="WORD", nargs="+")
 
-    p = sub.add_parser("members", help="every node: Raft role, gossip state, incarnation")
+    p = sub.add_parser(
+        "members",
+        help="every node: Raft role, whether it answers the leader, gossip state, addresses",
+        description="List every member as the leader sees it: its Raft role, CONTACT "
+        "(ok, or UNREACHABLE for N s: how long the leader has not heard from it), its "
+        "gossip state and incarnation, and its addresses. Without a leader, the answering "
+        "node's view is shown, and says so.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("add-server", help="add a node (as voter unless --learner)")
@@ -492,7 +523,7 @@ def tls_from(args: argparse.Namespace, environ: dict[str, str]) -> tuple[str, st
                 if f.startswith("client-") and f.endswith(".pem")
             )
         except OSError as e:
-            raise ValueError(f"cannot read --tls-dir {directory}: {e}") from None
+            raise cannot_read(f"--tls-dir {directory}", e) from None
         if len(found) != 1:
             which = ", ".join(found) if found else "none"
             raise ValueError(
@@ -566,7 +597,9 @@ def run_local_action(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
         print(reply.get("message", "done"), file=out)
         return EXIT_OK
     print(f"leekyraft: local {args.action}: {reply.get('error')}", file=err)
-    return EXIT_ERROR
+    return {"unknown-node": EXIT_USAGE, "no-leader": EXIT_NO_LEADER}.get(
+        str(reply.get("kind")), EXIT_ERROR
+    )
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -575,7 +608,12 @@ def run_local(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from leeky_twisted.ops.localcluster import LocalCluster, Supervisor, saved_layout
+    from leeky_twisted.ops.localcluster import (
+        ClusterSizeMismatch,
+        LocalCluster,
+        Supervisor,
+        saved_layout,
+    )
     from leeky_twisted.ops.localcontrol import AlreadyRunning, ControlServer, SocketPathTooLong
 
     if args.action is not None:
@@ -601,6 +639,9 @@ def run_local(args: argparse.Namespace) -> int:
     except AlreadyRunning as e:
         print(f"leekyraft: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except ClusterSizeMismatch as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except SocketPathTooLong as e:
         print(
             f"leekyraft: warning: {e}; `leekyraft local kill|pause|resume|restart` "
@@ -787,6 +828,8 @@ def exit_code_for(error: BaseException) -> int:
     """Return the exit code for a failed command."""
     if isinstance(error, CommitTimeout):
         return EXIT_TIMEOUT
+    if isinstance(error, NoLeader):
+        return EXIT_NO_LEADER
     if isinstance(error, Unavailable):
         return EXIT_UNREACHABLE
     if isinstance(error, InvalidRequest | Compacted):
@@ -804,7 +847,12 @@ async def run_command(
         print(f"leekyraft: {e}", file=err)
         if isinstance(e, Unavailable) and "nothing listens" in str(e):
             print(UNREACHABLE_HINT, file=err)
+        if isinstance(e, NoLeader | NoLeaderOutcomeUnknown):
+            print(NO_LEADER_HINT, file=err)
         return exit_code_for(e)
+    except InputFileError as e:
+        print(f"leekyraft: {args.command}: {e}", file=err)
+        return EXIT_NO_INPUT
     except ValueError as e:
         print(f"leekyraft: {e}", file=err)
         return EXIT_USAGE
@@ -841,7 +889,7 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             print(f"leekyraft: {result.count - len(result.kvs)} more keys not shown", file=err)
         return EXIT_OK
     if command == "lease":
-        return await _lease(args, client, out)
+        return await _lease(args, client, out, err)
     if command == "lock":
         return await run_locked(args, client, out, err)
     if command == "elect":
@@ -927,7 +975,7 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
                 "none knows a leader (an election needs a majority of the voters up)",
                 file=err,
             )
-            return EXIT_UNREACHABLE
+            return EXIT_NO_LEADER
         return EXIT_OK
     if command == "submit":
         result = await client.submit(" ".join(args.entry))  # type: ignore[attr-defined]
@@ -938,7 +986,7 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
         print(json.dumps(result, sort_keys=True), file=out)
         return EXIT_OK
     if command == "members":
-        members = await client.members()  # type: ignore[attr-defined]
+        members = await client.members_seen_by_leader()  # type: ignore[attr-defined]
         print(format_members(members, args.json), file=out)
         return EXIT_OK
     if command == "add-server":
@@ -1177,11 +1225,13 @@ async def run_election(args: argparse.Namespace, client: Any, out: IO[str], err:
             await end_sessions(client)  # this process is done with its session lease
 
 
-async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:
+async def _lease(args: argparse.Namespace, client: Any, out: IO[str], err: IO[str]) -> int:
     """``leekyraft lease grant|keepalive|revoke|ttl``."""
     number = args.number
-    if number < 1:
-        raise ValueError("a ttl or lease id is a positive integer")
+    if args.action == "grant" and not 1 <= number <= MAX_LEASE_TTL:
+        raise ValueError(f"lease grant: the ttl is a number of seconds from 1 to {MAX_LEASE_TTL}")
+    if not 1 <= number <= MAX_ID:
+        raise ValueError(f"lease {args.action}: a lease id is a number from 1 to {MAX_ID}")
     if args.action == "grant":
         print(await client.lease_grant(number), file=out)
         return EXIT_OK
@@ -1189,7 +1239,7 @@ async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:
         if await client.lease_revoke(number):
             print(f"Revoked lease {number}", file=out)
             return EXIT_OK
-        print(f"leekyraft: lease {number} not found", file=out)
+        print(f"leekyraft: lease {number} not found (expired or revoked)", file=err)
         return EXIT_NOT_FOUND
     if args.action == "ttl":
         print(json.dumps(await client.lease_ttl(number), sort_keys=True), file=out)
@@ -1209,7 +1259,8 @@ async def _lease(args: argparse.Namespace, client: Any, out: IO[str]) -> int:
 def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
     """Return the transaction document in ``path`` (``-``: ``stdin``).
 
-    Raises ValueError (a usage error) when it cannot be read or is not a JSON object.
+    Raises InputFileError when the file cannot be read, ValueError (bad input)
+    when it is not UTF-8 or not a JSON object of the right shape.
     """
     try:
         if path == "-":
@@ -1217,8 +1268,11 @@ def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read the transaction: {e}") from None
+    except OSError as e:
+        raise cannot_read(path, e) from None
+    except UnicodeDecodeError:
+        where = "standard input" if path == "-" else path
+        raise ValueError(f"the transaction in {where} is not UTF-8 text") from None
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as e:
@@ -1231,17 +1285,53 @@ def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
     return document
 
 
+def format_contact(member: dict[str, Any]) -> str:
+    """Return how a member answers, as the node that reported it knows it."""
+    if member.get("this_node"):
+        return "this node"
+    reachable, since = member.get("reachable"), member.get("last_contact")
+    if reachable is None:
+        return "-"  # the reporting node cannot tell (only a leader hears every member)
+    if reachable:
+        return f"ok ({since:.1f} s ago)" if isinstance(since, int | float) else "ok"
+    if isinstance(since, int | float):
+        return f"UNREACHABLE for {since:.0f} s"
+    return "UNREACHABLE (never heard)"
+
+
+def _seen_by(members: list[dict[str, Any]]) -> str | None:
+    """Return the line naming the node whose view the table shows, or None if unknown."""
+    me = next((m for m in members if m.get("this_node")), None)
+    if me is None:
+        return None
+    if me.get("raft") == "leader":
+        return f"(as seen by node {me.get('id')}, the leader)"
+    if any(m.get("raft") == "leader" for m in members):
+        return (
+            f"(as seen by node {me.get('id')}, not the leader, which could not be asked: "
+            "only the leader knows whether the other members answer)"
+        )
+    return (
+        f"(as seen by node {me.get('id')}: it knows no leader, so the cluster has lost its "
+        "majority or is electing one; `leekyraft status` shows who answers)"
+    )
+
+
 def format_members(members: list[dict[str, Any]], as_json: bool) -> str:
-    """Return the members table (or JSON): id, Raft role, gossip state, incarnation, address."""
+    """Return the members table (or JSON): id, Raft role, contact, gossip, addresses.
+
+    The JSON is the nodes' own list, unchanged (fields are only ever added).
+    """
     if as_json:
         return json.dumps(members, indent=2, sort_keys=True)
-    rows = [("ID", "RAFT", "GOSSIP", "INCARNATION", "PEER", "CLIENT")]
+    rows = [("ID", "RAFT", "CONTACT", "GOSSIP", "INCARNATION", "PEER", "CLIENT")]
     for m in members:
         addrs = m.get("addresses") or {}
         rows.append(
             (
                 str(m.get("id")),
                 str(m.get("raft")),
+                format_contact(m),
                 str(m.get("gossip") or "-"),
                 "-" if m.get("incarnation") is None else str(m["incarnation"]),
                 str(addrs.get("peer", "-")),
@@ -1249,9 +1339,9 @@ def format_members(members: list[dict[str, Any]], as_json: bool) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    seen = _seen_by(members)
+    return "\n".join([*lines, seen] if seen else lines)
 
 
 def _cas_values(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -1277,10 +1367,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             _cas_values(args)
         except ValueError as e:
             parser.error(str(e))
-    if getattr(args, "limit", 0) < 0:
-        parser.error("--limit must not be negative")
-    if (getattr(args, "from_revision", None) or 0) < 0:
-        parser.error("--from must not be negative")
+    if not 0 <= getattr(args, "limit", 0) <= MAX_RANGE_LIMIT:
+        parser.error(f"--limit must be from 0 to {MAX_RANGE_LIMIT}")
+    if not 0 <= (getattr(args, "from_revision", None) or 0) <= MAX_ID:
+        parser.error(f"--from must be a revision from 0 to {MAX_ID}")
+    if args.command in ("lock", "elect") and not 1 <= args.ttl <= MAX_LEASE_TTL:
+        parser.error(f"--ttl must be a number of seconds from 1 to {MAX_LEASE_TTL}")
+    if getattr(args, "lease", None) is not None and not 1 <= args.lease <= MAX_ID:
+        parser.error(f"--lease must be a lease id from 1 to {MAX_ID}")
+    if args.command == "bench" and min(args.clients, args.ops, args.value_size, args.keys) < 1:
+        parser.error("--clients, --ops, --value-size and --keys must be at least 1")
+    if args.command == "bench" and args.seconds <= 0:
+        parser.error("--seconds must be positive")
     if args.command == "bench" and args.plot is not None:
         from leeky_twisted.plots.figures import plot_format
 
@@ -1328,14 +1426,17 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         except ValueError as e:
             parser.error(str(e))
         except OSError as e:
-            print(f"leekyraft: cannot read the value: {e}", file=sys.stderr)
-            sys.exit(EXIT_ERROR)
+            print(f"leekyraft: put: {cannot_read(args.file, e)}", file=sys.stderr)
+            sys.exit(EXIT_NO_INPUT)
     try:
         cluster = cluster_from(args, dict(os.environ))
     except ValueError as e:
         parser.error(f"bad cluster address list: {e}")
     try:
         tls = tls_from(args, dict(os.environ))
+    except InputFileError as e:
+        print(f"leekyraft: {e}", file=sys.stderr)
+        sys.exit(EXIT_NO_INPUT)
     except ValueError as e:
         parser.error(str(e))
     credentials = None
@@ -1346,7 +1447,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             parser.error("bench does not support TLS yet; run it against a plaintext cluster")
         try:
             credentials = TLSCredentials.load(TLSFiles.for_client(*tls))
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            print(f"leekyraft: cannot load the TLS client certificate: {e}", file=sys.stderr)
+            sys.exit(EXIT_NO_INPUT)
+        except ValueError as e:
             print(f"leekyraft: cannot load the TLS client certificate: {e}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
 
@@ -1358,8 +1462,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if args.command == "bench":
             from leeky_twisted.ops.bench import run_bench
 
-            if min(args.clients, args.ops, args.value_size) < 1 or args.seconds <= 0:
-                raise SystemExit(EXIT_USAGE)
             result = await run_bench(
                 reactor,
                 cluster,
@@ -1368,7 +1470,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 args.ops,
                 args.seconds,
                 args.value_size,
-                max(1, args.keys),
+                args.keys,
                 attempt_timeout=args.attempt_timeout,
             )
             print(result.summary())

@@ -208,8 +208,13 @@ class IRaftNode(Interface):
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""
 
+    def want_eager_commits(wanted: bool) -> None:
+        """Say whether local consumers (watches) wait for each commit: a follower
+        then asks its leader for each new commit index at once."""
+
     def members() -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
+        """Return every node this node knows of: Raft role, gossip state, addresses
+        (and, where known, ``this_node``, ``reachable``, ``last_contact``)."""
 
     def address_of(node_id: NodeId) -> dict[str, str]:
         """Return what is known of a node's addresses (peer, client, http)."""

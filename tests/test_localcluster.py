@@ -154,6 +154,7 @@ def test_pause_and_resume_signal_the_node_and_a_paused_node_is_not_polled(tmp_pa
     assert sup.handle({"action": "pause", "node": "1"}) == {
         "ok": False,
         "error": "node 1 is already paused",
+        "kind": "state",
     }
     assert sup.handle({"action": "resume", "node": "1"})["ok"]
     assert cluster.nodes[0].proc.signals == [signal.SIGSTOP, signal.SIGCONT]
@@ -161,22 +162,26 @@ def test_pause_and_resume_signal_the_node_and_a_paused_node_is_not_polled(tmp_pa
 
 
 def test_bad_requests_get_one_clear_error(tmp_path):
-    """Unknown nodes, dead nodes and unknown actions are refused, naming what is wrong."""
+    """Unknown nodes, dead nodes and unknown actions are refused, naming what is wrong, with
+    a kind the command turns into its exit status (unknown-node: 64, no-leader: 7)."""
     cluster = FakeCluster(tmp_path)
     sup = Supervisor(cluster, lambda line: None)
     assert sup.handle({"action": "kill", "node": "9"}) == {
         "ok": False,
         "error": "no node '9': this cluster's nodes are 1, 2, 3",
+        "kind": "unknown-node",
     }
     assert sup.handle({"action": "kill", "node": "leader"}) == {
         "ok": False,
         "error": "no node is leader at the moment",
+        "kind": "no-leader",
     }
     assert sup.handle({"action": "kill", "node": "1"})["ok"]
     assert cluster.nodes[0].proc.signals == [signal.SIGKILL]
     assert sup.handle({"action": "kill", "node": "1"}) == {
         "ok": False,
         "error": "node 1 is not running",
+        "kind": "state",
     }
     assert sup.handle({"action": "resume", "node": "2"})["error"] == "node 2 is not paused"
     assert sup.handle({"action": "explode", "node": "2"})["error"] == "unknown action 'explode'"
@@ -186,12 +191,13 @@ def test_bad_requests_get_one_clear_error(tmp_path):
 def test_local_refuses_another_size_on_an_existing_folder_before_starting_anything(
     tmp_path, capsys
 ):
-    """`leekyraft local --nodes 3` on a 5-node folder: exit 1, one line, no node started."""
+    """`leekyraft local --nodes 3` on a 5-node folder: a usage error (64, as every bad input),
+    one line, no node started."""
     from leeky_twisted import cli
 
     LocalCluster(tmp_path, 5, base_port=8000)
     args = cli.build_parser().parse_args(["local", "--nodes", "3", "--dir", str(tmp_path)])
-    assert cli.run_local(args) == cli.EXIT_ERROR
+    assert cli.run_local(args) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds a 5-node cluster, not 3 nodes" in err
     assert not (tmp_path / "node1").exists()

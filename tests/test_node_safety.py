@@ -740,6 +740,74 @@ def test_sequential_writes_send_no_commit_notices():
     assert stats["commit_notices"] - notices == 2  # the last write's commit, once to each follower
 
 
+def _watched(c: Cluster) -> tuple[str, str, str]:
+    """Return (leader, a follower that wants commits eagerly, another follower)."""
+    leader = c.run_until_leader()
+    eager, idle = [n for n in ("a", "b", "c") if n != leader]
+    c.node(eager).want_eager_commits(True)
+    c.run(5.5)  # its heartbeat answers say so; the next heartbeat is half a second away
+    assert c.node(leader).core.progress[NodeId(eager)].eager
+    return leader, eager, idle
+
+
+def _sequential_puts(c: Cluster, leader: str, count: int) -> None:
+    for i in range(count):
+        out = c.put(leader, f"k={i}".encode())
+        for _ in range(1000):
+            if out:
+                break
+            c.run(0.001)
+        assert out and isinstance(out[0], int)
+        c.run(0.001)  # the client's next request arrives a millisecond later
+
+
+def test_a_follower_with_a_watch_is_told_each_commit_at_once():
+    """A follower that wants commits eagerly (it serves a watch) learns a commit one
+    message delay after the leader commits, not commit_notice_seconds later; the other
+    follower still waits for the delayed notice."""
+    c = Cluster(["a", "b", "c"])
+    leader, eager, idle = _watched(c)
+    out = c.put(leader, b"k=1")
+    c.run(2 * DELAY + 0.001)  # append, answer: committed on the leader
+    index = c.node(leader).core.commit
+    assert out == [index]
+    assert c.node(eager).core.commit < index
+    c.run(DELAY)  # the notice's message delay; the delayed one left 5 ms later
+    assert c.node(eager).core.commit == index
+    assert c.node(idle).core.commit < index
+    c.run(0.01)
+    assert c.node(idle).core.commit == index
+
+
+def test_sequential_writes_send_one_notice_each_to_a_follower_with_a_watch_only():
+    """With a watch on one follower, each sequential write sends that follower one notice
+    (as etcd's leader does for every follower); the other gets none."""
+    c = Cluster(["a", "b", "c"])
+    leader, eager, _ = _watched(c)
+    core, stats = c.node(leader).core, c.node(leader).stats
+    notices, eager_notices = stats["commit_notices"], core.eager_notices
+    _sequential_puts(c, leader, 20)
+    assert stats["commit_notices"] == notices
+    assert core.eager_notices - eager_notices == 20
+    c.run(DELAY)  # the last notice's message delay
+    assert c.node(eager).core.commit == core.commit
+
+
+def test_a_follower_whose_last_watch_ends_stops_asking():
+    """Once the node no longer wants commits eagerly, its next answers say so and the
+    leader goes back to the delayed notice: sequential writes send it nothing."""
+    c = Cluster(["a", "b", "c"])
+    leader, eager, _ = _watched(c)
+    c.node(eager).want_eager_commits(False)
+    c.run(5)
+    core, stats = c.node(leader).core, c.node(leader).stats
+    assert not core.progress[NodeId(eager)].eager
+    notices, eager_notices = stats["commit_notices"], core.eager_notices
+    _sequential_puts(c, leader, 20)
+    assert core.eager_notices == eager_notices
+    assert stats["commit_notices"] == notices
+
+
 def test_a_removed_leader_says_so_until_it_is_added_back():
     """A leader that removes itself steps down once the change commits and then shows
     the role "removed" (it would otherwise look like a follower that never hears of a

@@ -67,7 +67,7 @@ def test_reads_are_served_once_their_index_is_applied():
     got_b = outcome(p.add_read(b, "b", deadline=9.0))
     p.read_ready(3, a)
     p.read_ready(8, b)
-    p.serve_reads(5, lambda request: succeed(f"answer {request}"))
+    p.serve_reads(5, lambda request, d: succeed(f"answer {request}").chainDeferred(d))
     assert got_a == ["answer a"] and got_b == []
     assert p.ready_reads == [(8, b)]
 

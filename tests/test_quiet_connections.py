@@ -59,3 +59,33 @@ def test_connecting_quietly_logs_no_factory_lines():
         lambda: connect_quietly(RecordingEndpoint(), proto).addCallback(got.append)
     )
     assert (got, lines) == ([proto], [])
+
+
+def http_factory_lines(pool) -> list[str]:
+    """Return what one connection's factory of ``pool`` logs as it starts and stops."""
+    factory = pool._factory(lambda protocol: None, "endpoint")
+    return logged_while(lambda: (factory.doStart(), factory.doStop()))
+
+
+def test_the_dashboards_http_client_logs_no_factory_lines():
+    """The dashboard asks every member over HTTP: no "Starting factory
+    <twisted.web.client._HTTP11ClientFactory ...>" pair in the node's log per connection."""
+    from leeky_twisted.dashboard.gather import treq_fetch
+
+    assert http_factory_lines(treq_fetch(Clock()).pool) == []
+
+
+def test_the_remote_executors_http_client_logs_no_factory_lines():
+    """The node's JSON-RPC client of a remote executor is quiet too."""
+    from leeky_twisted.statemachine.remote import RemoteStateMachineExecutor
+
+    executor = RemoteStateMachineExecutor(Clock(), "http://127.0.0.1:1/", "cluster/1")
+    assert http_factory_lines(executor._pool) == []
+
+
+def test_twisteds_own_pool_would_log_them():
+    """The check above can fail: Twisted's default pool logs both lines."""
+    from twisted.web.client import HTTPConnectionPool
+
+    lines = http_factory_lines(HTTPConnectionPool(Clock()))
+    assert any(line.startswith("Starting factory") for line in lines)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,6 +88,39 @@ def test_jsonrpc_parse_bench_prints_one_line_per_round():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all("shared decoder" in line for line in lines)
+
+
+def test_cpu_per_op_splits_kernel_time_from_user_time():
+    """The kernel share it reports is stime alone: never more than the total."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("cpu_per_op", ROOT / "tools" / "cpu_per_op.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    user, system = mod.proc_user_sys_s(os.getpid())
+    assert user >= 0 and system >= 0
+    assert abs(user - os.times()[0]) < 0.5 and abs(system - os.times()[1]) < 0.5
+    assert system <= mod.proc_cpu_s(os.getpid())
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_get_path_bench_serves_every_get_and_prints_the_cpu_per_get(guarded):
+    """It checks each answer it produced (one 200 with the value per request) and prints µs."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "get_path_bench.py"), "--batches", "3"]
+        + ["--clients", "4"]
+        + (["--guarded"] if guarded else []),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(" us per get (best of 5)\n")
+    assert float(done.stdout.split()[0]) > 0
 
 
 def test_watch_fanout_bench_prints_the_cpu_per_event():

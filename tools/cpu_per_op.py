@@ -38,10 +38,15 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu_s(pid: int, tid: int | None = None) -> float:
     """utime + stime of one process (or of one of its threads), in seconds."""
+    return sum(proc_user_sys_s(pid, tid))
+
+
+def proc_user_sys_s(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """(utime, stime) of one process (or of one of its threads), in seconds."""
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 async def one_run(
@@ -68,6 +73,7 @@ async def one_run(
         pids = [p.pid for p in a.procs]
         stats_before = await _leader_stats(a, state["leader"])
         before = [proc_cpu_s(p) for p in pids]
+        sys_before = proc_user_sys_s(pids[state["leader"]])[1]
         # The main thread (its id is the process id) runs the reactor.
         main_before = [proc_cpu_s(p, p) for p in pids]
         spies = []
@@ -101,6 +107,7 @@ async def one_run(
                 )
         res = await real_loop(*a_, **kw)
         state["cpu"] = [proc_cpu_s(p) - b for p, b in zip(pids, before, strict=True)]
+        state["leader_sys"] = proc_user_sys_s(pids[state["leader"]])[1] - sys_before
         state["main"] = [proc_cpu_s(p, p) - b for p, b in zip(pids, main_before, strict=True)]
         stats_after = await _leader_stats(a, state["leader"])
         state["stats"] = {k: stats_after.get(k, 0) - stats_before.get(k, 0) for k in stats_after}
@@ -130,6 +137,8 @@ async def one_run(
         "p99_ms": res["p99_ms"],
         "leader_us_per_op": 1e6 * cpu[leader] / ops,
         "leader_reactor_us_per_op": 1e6 * state["main"][leader] / ops,
+        # the part of the leader's CPU spent in the kernel (system calls)
+        "leader_sys_us_per_op": 1e6 * state["leader_sys"] / ops,
         "follower_us_per_op": 1e6 * statistics.mean(followers) / ops if followers else 0.0,
         # The leader's Ready batches, disk writes and peer messages per operation.
         "leader_readies_per_op": state["stats"].get("readies", 0) / ops,
@@ -152,7 +161,8 @@ async def _leader_stats(adapter: Any, leader: int) -> dict[str, float]:
 def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['ops_per_s']:8.0f} ops/s p50={r['p50_ms']:6.2f}ms p99={r['p99_ms']:6.2f}ms "
-        f"leader {r['leader_us_per_op']:6.1f} us/op (reactor {r['leader_reactor_us_per_op']:5.1f}) "
+        f"leader {r['leader_us_per_op']:6.1f} us/op (reactor {r['leader_reactor_us_per_op']:5.1f}, "
+        f"kernel {r.get('leader_sys_us_per_op', 0):5.1f}) "
         f"follower {r['follower_us_per_op']:6.1f} us/op; leader per op: "
         f"{r.get('leader_readies_per_op', 0):.2f} readies, "
         f"{r.get('leader_persists_per_op', 0):.2f} writes, "
@@ -222,6 +232,7 @@ def main() -> int:
                 "p99_ms",
                 "leader_us_per_op",
                 "leader_reactor_us_per_op",
+                "leader_sys_us_per_op",
                 "follower_us_per_op",
                 "leader_readies_per_op",
                 "leader_persists_per_op",

@@ -219,7 +219,9 @@ class KeyValueFrontend:
         #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
         self.leases: LeaseKeeper | None = None
         if isinstance(machine, KeyValueStateMachine):
-            self.watches = watches.WatchHub(clock, machine.revision, window=watch_window)
+            self.watches = watches.WatchHub(
+                clock, machine.revision, window=watch_window, on_watching=node.want_eager_commits
+            )
             self._detach = watches.attach(machine, self.watches)
             self.leases = LeaseKeeper(
                 clock, node, machine, extension=lease_extension, timeout=timeout

@@ -100,6 +100,8 @@ class WatchHub:
     """The window of recent events of one node, and its watchers.
 
     :param revision: the state machine's revision now (the first floor).
+    :param on_watching: told True when the first watcher starts and False when
+        the last one ends (the node then asks its leader for each commit at once).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class WatchHub:
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         max_watchers: int = DEFAULT_MAX_WATCHERS,
+        on_watching: Callable[[bool], None] | None = None,
     ) -> None:
         if window < 1 or max_backlog < 1 or max_watchers < 1 or progress_interval <= 0:
             raise ValueError("watch window, backlog, watcher count and interval must be positive")
@@ -132,6 +135,7 @@ class WatchHub:
         #: watchers cancelled for falling behind (a metric)
         self.cancelled_slow = 0
         self._encoded: tuple[list[Event], bytes] = ([], b"[]")
+        self._on_watching = on_watching
 
     @property
     def window(self) -> int:
@@ -248,6 +252,8 @@ class WatchHub:
         self._next_id += 1
         watcher = Watcher(self._next_id, start, end, from_revision, sink)
         self._watchers[watcher.id] = watcher
+        if len(self._watchers) == 1 and self._on_watching is not None:
+            self._on_watching(True)
         if past:
             self._deliver(watcher, past)
         watcher.next_revision = max(watcher.next_revision, self.revision + 1)
@@ -275,6 +281,8 @@ class WatchHub:
         """Drop ``watcher``; with a ``reason``, tell its sink."""
         if self._watchers.pop(watcher.id, None) is None:
             return
+        if not self._watchers and self._on_watching is not None:
+            self._on_watching(False)
         if reason is not None:
             watcher.sink.cancelled(watcher, reason)
 

@@ -102,6 +102,8 @@ __all__ = [
     "CallTimedOut",
     "Connector",
     "LeekyClient",
+    "NoLeader",
+    "NoLeaderOutcomeUnknown",
     "NodeReport",
     "NodeUnresponsive",
     "NotLeekyRaft",
@@ -126,6 +128,26 @@ class NodeReport:
     address: str
     status: dict[str, Any] | None
     error: str | None = None
+
+
+class NoLeader(Unavailable):
+    """Nodes answered, but none knew a leader: the cluster has lost its majority of
+    voters, or is electing a leader. Nothing of the call was applied.
+
+    ``reason`` is the message without what it means for a write.
+    """
+
+    def __init__(self, message: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else self.message
+
+
+class NoLeaderOutcomeUnknown(CommitTimeout):
+    """No leader any more, and an earlier attempt of the write may have been applied."""
+
+    def __init__(self, message: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else self.message
 
 
 #: New sessions a write opens, at most, when the cluster keeps refusing its session.
@@ -410,6 +432,46 @@ class LeekyClient:
         d = self._call(cc.Members, {}, write=False, any_node=True)
         return d.addCallback(lambda r: json.loads(r["members"]))
 
+    def members_seen_by_leader(self) -> Deferred[list[dict[str, Any]]]:
+        """Fire with every member as the leader sees it, else as the first answering node does.
+
+        Only the leader hears from every member, so only its view says which
+        members answer (``reachable``, ``last_contact``). The first answering
+        node names the leader (``raft == "leader"``) and its client address;
+        if that leader cannot be asked within ``attempt_timeout``, the first
+        view is what this fires with.
+        """
+
+        async def ask() -> list[dict[str, Any]]:
+            first: list[dict[str, Any]] = await self.members()
+            me = next((m for m in first if m.get("this_node")), None)
+            if me is None or me.get("raft") == "leader":
+                return first
+            leader = next((m for m in first if m.get("raft") == "leader"), None)
+            try:
+                address = parse_address(str(((leader or {}).get("addresses") or {})["client"]))
+            except (KeyError, ValueError):
+                return first
+            clock = self._clock
+            try:
+                proto = await with_timeout(
+                    self._pool.connection(address), self.attempt_timeout, clock
+                )
+                response = await call_while_alive(
+                    proto,
+                    clock,
+                    cc.Members,
+                    {},
+                    self.attempt_timeout,
+                    clock.seconds() + self.attempt_timeout,
+                )
+                seen: list[dict[str, Any]] = json.loads(response["members"])
+            except Exception:
+                return first  # the first answer stands; it says who answered it
+            return seen
+
+        return Deferred.fromCoroutine(ask())
+
     def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[None]:
         """Add a node as learner (or voter); fire once the change is committed."""
         args: dict[str, Any] = {"node_id": node_id, "voter": voter}
@@ -427,19 +489,22 @@ class LeekyClient:
         d = self._call(cc.TransferLeader, {"node_id": node_id}, write=True)
         return d.addCallback(lambda _: None)
 
-    def open_session(self) -> Deferred[str]:
+    def open_session(self, deadline: float | None = None) -> Deferred[str]:
         """Fire with the client's session id, registering a session first if it has none.
 
         Writes call this by themselves; call it ahead to keep the registration
         (one log entry) out of the first write's latency. Concurrent callers
-        share one registration.
+        share one registration, which gives up at ``deadline`` (a clock time;
+        default: the client's timeout from now).
         """
         if self.session_id is not None:
             return succeed(self.session_id)
         waiter: Deferred[str] = Deferred()
         self._session_waiters.append(waiter)
         if len(self._session_waiters) == 1:
-            d = self._call(cc.RegisterSession, {}, write=True)
+            d = Deferred.fromCoroutine(
+                self._attempt(cc.RegisterSession, {}, True, False, deadline=deadline)
+            )
             d.addBoth(self._registered)
         return waiter
 
@@ -496,7 +561,7 @@ class LeekyClient:
             except (LeekyError, error.ConnectionClosed) as e:
                 return NodeReport(shown, None, _describe(e))
             except amp.RemoteAmpError as e:
-                return NodeReport(shown, None, f"server error: {_describe(e)}")
+                return NodeReport(shown, None, _describe(e))
             except Exception as e:
                 return NodeReport(shown, None, _not_leeky(shown, e, proto))
 
@@ -544,17 +609,28 @@ class LeekyClient:
         """Return the session id, registering one if needed, by ``deadline``.
 
         The write has not been sent yet, so a failure here is Unavailable
-        (nothing was applied), never "outcome unknown".
+        (NoLeader when the nodes knew no leader): nothing was applied, never
+        "outcome unknown". A registration this call starts gives up at
+        ``deadline`` by itself; one that another write started earlier has an
+        earlier deadline, so the timer here is only a backstop.
         """
         if self.session_id is not None:  # the usual case: no timer, no Deferred
             return self.session_id
         remaining = deadline - self._clock.seconds()
+        not_sent = "the write was not sent to any node, so it was not applied"
         try:
-            return await with_timeout(self.open_session(), max(remaining, 0.0), self._clock)
-        except (CallTimedOut, CommitTimeout) as e:
-            raise Unavailable(
-                f"could not open a client session ({_describe(e)}); the write was not sent"
-            ) from None
+            return await with_timeout(
+                self.open_session(deadline), max(remaining, 0.0) + self.attempt_timeout, self._clock
+            )
+        except (NoLeader, NoLeaderOutcomeUnknown) as e:
+            raise NoLeader(f"{e.reason}; {not_sent}", e.reason) from None
+        except (CallTimedOut, CommitTimeout):
+            reason = (
+                f"could not open a client session: no leader committed it within "
+                f"{self.timeout:g} s (the cluster has lost its majority of voters, or is "
+                "overloaded)"
+            )
+            raise NoLeader(f"{reason}; {not_sent}", reason) from None
 
     def _call(
         self,
@@ -612,6 +688,8 @@ class LeekyClient:
         answered = False  # some node answered (with a result or a Leeky error)
         unknown = False  # an attempt of this write may have been applied
         last: Exception | None = None
+        #: the nodes whose last answer was "I know no leader"
+        leaderless: set[Address] = set()
 
         async def move_on(failed: Address) -> Address:
             """Count ``failed`` as unreachable this round; return the next address to try."""
@@ -639,7 +717,7 @@ class LeekyClient:
         while True:
             remaining = deadline - clock.seconds()
             if remaining <= 0:
-                raise self._gave_up(write, answered, unknown, last)
+                raise self._gave_up(write, answered, unknown, last, leaderless)
             shown = format_address(address)
             try:
                 # the usual case, a connection already open, needs no timer
@@ -679,6 +757,10 @@ class LeekyClient:
                 answered = True
                 last = e
                 self._leader = None
+                if e.leader_id is None:
+                    leaderless.add(address)
+                else:
+                    leaderless.discard(address)
                 hint = _parse_hint(e.leader_address)
                 if (
                     hint is not None
@@ -720,7 +802,7 @@ class LeekyClient:
                 continue
             except CallTimedOut:
                 answered = answered or getattr(proto, "boxes", 1) > 0
-                raise self._gave_up(write, answered, unknown or write, last) from None
+                raise self._gave_up(write, answered, unknown or write, last, leaderless) from None
             except SessionExpired as e:
                 if unknown:  # an earlier attempt may have been applied, its result is gone
                     raise CommitTimeout(
@@ -736,7 +818,7 @@ class LeekyClient:
                     last = NotLeekyRaft(f"{shown} is not a Leeky Raft client port: {_describe(e)}")
                     address = await move_on(address)
                     continue
-                raise LeekyError(f"server error: {_describe(e)}") from None
+                raise LeekyError(f"{shown}: {_describe(e)}") from None
             except Exception as e:
                 # Not AMP at all (amp.TooLong from an SSH or HTTP server, a parse error).
                 last = NotLeekyRaft(_not_leeky(shown, e, proto))
@@ -747,15 +829,44 @@ class LeekyClient:
             return response
 
     def _gave_up(
-        self, write: bool, answered: bool, unknown: bool, last: Exception | None
+        self,
+        write: bool,
+        answered: bool,
+        unknown: bool,
+        last: Exception | None,
+        leaderless: set[Address],
     ) -> LeekyError:
-        """Return the error of a call whose deadline passed."""
+        """Return the error of a call whose deadline passed.
+
+        ``leaderless`` holds the nodes whose last answer was that they know no
+        leader: the error then says so plainly (NoLeader, or
+        NoLeaderOutcomeUnknown when an attempt of the write may have been applied).
+        """
+        reason = _NO_LEADER
+        if leaderless:
+            reason = (
+                f"no leader: {_count(len(leaderless), 'node')} answered, and none knew a "
+                f"leader within {self.timeout:g} s ({_NO_LEADER_WHY})"
+            )
         if write and unknown:
+            if leaderless:
+                return NoLeaderOutcomeUnknown(
+                    f"{reason}; the write reached a node before that and may or may not "
+                    "have been applied (outcome unknown)",
+                    reason,
+                )
             return CommitTimeout()
         if not answered:
             return self._unreachable(False, last)
-        if write or isinstance(last, NotLeader | Unavailable):
-            return Unavailable(f"no leader found within {self.timeout:g} s")
+        if leaderless or write or isinstance(last, NotLeader | Unavailable):
+            if not leaderless:
+                seen = f": {_describe(last)}" if isinstance(last, Unavailable) else ""
+                reason = f"no leader found within {self.timeout:g} s{seen}"
+            if write:
+                return NoLeader(
+                    f"{reason}; no node accepted the write, so it was not applied", reason
+                )
+            return NoLeader(reason)
         return CommitTimeout(f"timed out after {self.timeout:g} s")
 
     def _unreachable(self, unknown: bool, last: Exception | None) -> LeekyError:
@@ -781,8 +892,12 @@ def _not_leeky(shown: str, e: BaseException, proto: Any) -> str:
     """Describe an endpoint whose answer was not Leeky Raft's AMP."""
     first = getattr(proto, "first_bytes", b"")
     sent = f" (it sent {first.decode('ascii', 'replace')!r})" if first else ""
-    what = type(e).__name__ if isinstance(e, amp.AmpError) else _describe(e)
-    return f"{shown} does not speak Leeky Raft's client protocol{sent}: {what}"
+    # An AmpError (TooLong, a parse error) says only that the bytes were not AMP.
+    what = "" if isinstance(e, amp.AmpError) else f": {_describe(e)}"
+    return (
+        f"{shown} does not speak Leeky Raft's client protocol{sent}{what}; "
+        "is it a node's client (AMP) port?"
+    )
 
 
 def _parse_hint(address: str | None) -> Address | None:
@@ -794,6 +909,15 @@ def _parse_hint(address: str | None) -> Address | None:
         return None
 
 
+def _count(n: int, noun: str) -> str:
+    """Return ``n noun``, plural unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+#: what it means when no node knows a leader
+_NO_LEADER_WHY = "the cluster has lost its majority of voters, or is electing a leader"
+_NO_LEADER = f"no leader: {_NO_LEADER_WHY}"
+
 #: why a port may accept a connection and say nothing
 _SILENT_HINT = (
     " (a paused or overloaded node, or not an AMP client port: an HTTP port, for one, "
@@ -803,7 +927,14 @@ _SILENT_HINT = (
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, amp.RemoteAmpError):
-        return f"{e.errorCode.decode('ascii', 'replace')} {e.description!r}"
+        if e.errorCode == amp.UNKNOWN_ERROR_CODE:
+            return "the node failed while answering (an internal error: its log has the details)"
+        if e.errorCode == amp.UNHANDLED_ERROR_CODE:
+            return "it does not know this request (another program, or a much older node)"
+        description = e.description
+        if isinstance(description, bytes):
+            description = description.decode("utf-8", "replace")
+        return str(description)[:200]
     if isinstance(e, error.ConnectionRefusedError):
         return "connection refused (nothing listens on that port)"
     if isinstance(e, error.DNSLookupError):

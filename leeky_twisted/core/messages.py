@@ -299,6 +299,9 @@ class AppendEntriesResponse:
     storage: int = 0
     #: the sender abstains: its acknowledgements need one more (``committed_index``)
     abstaining: bool = False
+    #: the sender has local consumers waiting for commits (watches): the leader
+    #: tells it each new commit index at once instead of shortly after
+    eager: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,8 @@ class HeartbeatResponse:
     storage: int = 0
     #: the sender abstains: the leader answers with an append that can end it
     abstaining: bool = False
+    #: as :attr:`AppendEntriesResponse.eager`
+    eager: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ class Progress:
     __slots__ = (
         "abstaining",
         "commit_sent",
+        "eager",
         "heard_tick",
         "inflight",
         "match",
@@ -51,6 +52,8 @@ class Progress:
         self.read_ack = 0
         #: the highest commit index an append or heartbeat carried to it
         self.commit_sent = 0
+        #: its last answer asked for each new commit index at once (it has watchers)
+        self.eager = False
         #: the follower's storage identity its answers carry (0: none heard yet)
         self.storage_id = 0
         #: whether its last answer said it abstains (unknown: assume so)

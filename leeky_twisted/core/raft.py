@@ -192,6 +192,13 @@ class RaftCore:
         self._dropped_reads: list[object] = []
         self._pending_snapshot: SnapshotMeta | None = None
         self._needs_append: set[NodeId] = set()
+        #: set by the node while local consumers (watches) wait for commits: this
+        #: node's answers then ask the leader for each new commit index at once
+        self.eager_commits = False
+        #: empty appends sent only to tell an eager follower the commit index
+        self.eager_notices = 0
+        #: the commit index grew, or an eager follower lacks it: check in _flush
+        self._eager_due = False
         self._persisted_hs = hs
         self._reported_soft: SoftState | None = None
         self._in_ready = False
@@ -754,6 +761,7 @@ class RaftCore:
                     self.log.last_index(),
                     self.storage_id,
                     self.abstaining,
+                    self.eager_commits,
                 )
             )
         elif isinstance(m, InstallSnapshot):
@@ -801,6 +809,7 @@ class RaftCore:
                     hint_index,
                     self.storage_id,
                     self.abstaining,
+                    self.eager_commits,
                 )
             )
             return
@@ -849,6 +858,7 @@ class RaftCore:
                 match,
                 storage=self.storage_id,
                 abstaining=self.abstaining,
+                eager=self.eager_commits,
             )
         )
 
@@ -910,6 +920,7 @@ class RaftCore:
             pr.heard_tick = self.ticks
             if m.term == self.term:
                 pr.abstaining = m.abstaining
+            self._note_eager(pr, m.eager)
             if m.success:
                 self._handle_append_success(m.sender, pr, m.match_index)
             else:
@@ -919,6 +930,7 @@ class RaftCore:
             pr.recent_active = True
             pr.heard_tick = self.ticks
             pr.abstaining = m.abstaining
+            self._note_eager(pr, m.eager)
             self._settle_seats()
             if m.read_round > pr.read_ack:
                 pr.read_ack = m.read_round
@@ -951,6 +963,11 @@ class RaftCore:
                     self._send_append(m.sender, pr, empty=True)
                 elif self.log.last_index() <= pr.named_at and self.transferee is None:
                     self._append_new(EntryKind.NOOP, b"")
+
+    def _note_eager(self, pr: Progress, eager: bool) -> None:
+        pr.eager = eager
+        if eager and pr.commit_sent < self.commit:
+            self._eager_due = True  # it just started asking, or missed a notice
 
     def _handle_append_success(self, nid: NodeId, pr: Progress, match: int) -> None:
         grew = pr.update_match(match)
@@ -1055,6 +1072,7 @@ class RaftCore:
         if index > self.commit and self.log.term_at(index) == self.term:
             old = self.commit
             self.commit = index
+            self._eager_due = True
             if self.log.term_at(old) != self.term:
                 self._on_first_commit_in_term()
             if self.log.config_index() <= index and self.id not in cfg.voters:
@@ -1166,6 +1184,7 @@ class RaftCore:
         """Send the AppendEntries and read rounds accumulated since the last batch."""
         if self.role is not Role.LEADER:
             self._needs_append.clear()
+            self._eager_due = False
             return
         if self._read_round_wanted:
             self._broadcast_heartbeat()
@@ -1180,6 +1199,11 @@ class RaftCore:
                     if pr.next > self.log.last_index():
                         break
             self._needs_append.clear()
+        if self._eager_due:
+            # After the appends above: one that carried new entries told the
+            # commit index too, so only a follower left without it gets a notice.
+            self._eager_due = False
+            self.eager_notices += self._tell_commit(eager_only=True)
 
     def notify_commit(self) -> int:
         """Tell each follower that holds every entry the commit index, if it lacks it.
@@ -1188,16 +1212,23 @@ class RaftCore:
         or heartbeat. The node calls it shortly after an entry commits, not at
         once: under steady load the next append carries the commit index for
         free, and only an idle follower (whose reads and watches wait for it)
-        gets an empty append. Return how many followers were told.
+        gets an empty append. A follower whose answers say it is *eager* (it
+        has watchers) is told at once instead, in the batch where the index
+        grows. Return how many followers were told.
         """
+        return self._tell_commit(eager_only=False)
+
+    def _tell_commit(self, eager_only: bool) -> int:
         if self.role is not Role.LEADER:
             return 0
         last = self.log.last_index()
+        commit = self.commit
         told = 0
         for nid, pr in self.progress.items():
             if (
-                nid != self.id
-                and pr.commit_sent < self.commit
+                pr.commit_sent < commit
+                and (pr.eager or not eager_only)
+                and nid != self.id
                 and pr.state is ProgressState.REPLICATE
                 and pr.next > last
             ):

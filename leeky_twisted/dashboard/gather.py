@@ -73,9 +73,11 @@ def treq_fetch(reactor: Any, credentials: Any = None) -> Fetch:
     accepts any node certificate of the cluster's CA.
     """
     import treq
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import Agent
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    from leeky_twisted.protocol.httppool import quiet_http_pool
+
+    pool = quiet_http_pool(reactor, persistent=True)
     pool.maxPersistentPerHost = 1
     if credentials is not None:
         agent = Agent(

@@ -15,6 +15,7 @@ random cluster id from it, and gossip, if turned on, is authenticated.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -180,6 +181,8 @@ class LocalCluster:
         self.extra_args = ["--gossip-key-file", str(self.key_path.resolve())]
         self.extra_args += list(extra_args or [])
         self.https: ssl.SSLContext | None = None
+        #: the pipe each node watches (``--supervisor-fd``): (read end, write end)
+        self._lifeline: tuple[int, int] | None = None
         if tls_dir is not None:
             if tls_client is None:
                 raise ValueError("tls_dir needs tls_client (a client certificate name)")
@@ -259,16 +262,32 @@ class LocalCluster:
             if not node.alive():
                 self.start_node(node)
 
+    def lifeline(self) -> int:
+        """Return the read end of the pipe the nodes watch, made on first use.
+
+        Only this process holds the write end (a pipe's ends are not inherited
+        unless passed): when it ends, however it ends, every node sees the pipe
+        close and stops (``--supervisor-fd``, server/lifeline.py).
+        """
+        if self._lifeline is None:
+            self._lifeline = os.pipe()
+        return self._lifeline[0]
+
     def start_node(self, node: NodeProcess) -> None:
-        """Start one node's process, appending to its log file."""
+        """Start one node's process, appending to its log file.
+
+        The node gets ``--supervisor-fd``: it stops when this process ends.
+        """
         node.folder.mkdir(parents=True, exist_ok=True)
+        lifeline = self.lifeline()
         with open(node.log_path, "ab") as logf:
             node.proc = subprocess.Popen(
-                self.argv(node),
+                [*self.argv(node), "--supervisor-fd", str(lifeline)],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 cwd=node.folder,
                 start_new_session=True,
+                pass_fds=(lifeline,),
             )
 
     def kill(self, node: NodeProcess, sig: int = signal.SIGKILL) -> None:
@@ -299,6 +318,14 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 node.proc.kill()
                 node.proc.wait(timeout=10)
+        self.close_lifeline()
+
+    def close_lifeline(self) -> None:
+        """Close both ends of the nodes' pipe (a running node would then stop)."""
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+            self._lifeline = None
 
     def status(self, node: NodeProcess, timeout: float = 1.0) -> dict[str, Any] | None:
         """Return a node's status, or None when it does not answer."""
@@ -368,6 +395,14 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class UnknownNode(LookupError):
+    """A control request names a node this cluster does not have (bad input)."""
+
+
+class NoLeaderNow(LookupError):
+    """A control request names ``leader``, and no node leads at the moment."""
+
+
 class Supervisor:
     """Keep a :class:`LocalCluster` running and act out failures on it.
 
@@ -388,17 +423,21 @@ class Supervisor:
         self.leader_term: int | None = None
 
     def node(self, ref: str) -> NodeProcess:
-        """Return the node ``ref`` names (an id, or ``leader``); LookupError if none."""
+        """Return the node ``ref`` names (an id, or ``leader``).
+
+        Raises UnknownNode for an id the cluster does not have, NoLeaderNow
+        for ``leader`` while no node leads.
+        """
         if ref == "leader":
             found = self.find_leader()
             if found is None:
-                raise LookupError("no node is leader at the moment")
+                raise NoLeaderNow("no node is leader at the moment")
             return found[0]
         for n in self.cluster.nodes:
             if n.node_id == ref:
                 return n
         ids = ", ".join(n.node_id for n in self.cluster.nodes)
-        raise LookupError(f"no node {ref!r}: this cluster's nodes are {ids}")
+        raise UnknownNode(f"no node {ref!r}: this cluster's nodes are {ids}")
 
     def status(self, node: NodeProcess) -> dict[str, Any] | None:
         """Return the status of a running, unpaused node, or None."""
@@ -460,14 +499,26 @@ class Supervisor:
         return done
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request ``{"action": ..., "node": ...}``."""
+        """Answer one control request ``{"action": ..., "node": ...}``.
+
+        A refusal carries ``kind``: ``unknown-node`` (the request named no
+        node of this cluster), ``no-leader``, or ``state`` (the action does
+        not apply to the node as it is).
+        """
         action, ref = request.get("action"), request.get("node")
         if not isinstance(action, str) or not isinstance(ref, str):
             return {"ok": False, "error": "a request names an action and a node"}
         try:
             return {"ok": True, "message": self.act(action, ref)}
         except (LookupError, ValueError) as e:
-            return {"ok": False, "error": str(e.args[0]) if e.args else str(e)}
+            kind = (
+                "unknown-node"
+                if isinstance(e, UnknownNode)
+                else "no-leader"
+                if isinstance(e, NoLeaderNow)
+                else "state"
+            )
+            return {"ok": False, "error": str(e.args[0]) if e.args else str(e), "kind": kind}
 
     def watch(self) -> None:
         """Report new deaths, a leader change, and restarted nodes that answer."""

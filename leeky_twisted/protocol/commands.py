@@ -19,6 +19,7 @@ follow it (see ``protocol.errors``).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -39,6 +40,8 @@ from leeky_twisted.protocol.errors import (
 
 __all__ = [
     "CLIENT_ERRORS",
+    "MAX_LEASE_TTL",
+    "MAX_RANGE_LIMIT",
     "MAX_SEQ",
     "AddServer",
     "Append",
@@ -65,14 +68,20 @@ __all__ = [
     "Watch",
     "WatchEnded",
     "WatchEvents",
+    "describe_bad_arguments",
     "refuse_malformed",
+    "request_words",
     "send_watch_events",
     "watch_events_box",
     "watch_events_tail",
 ]
 
-#: The largest ``seq`` or ``ack`` of a client session.
+#: The largest ``seq`` or ``ack`` of a client session (and lease id, revision).
 MAX_SEQ = 2**63 - 1
+#: The longest lease, in seconds (the state machine's own bound).
+MAX_LEASE_TTL = 10**6
+#: The most keys one range returns.
+MAX_RANGE_LIMIT = 10**9
 
 
 class ChunkedText(amp.Argument):
@@ -142,6 +151,34 @@ class BoundedInteger(amp.Integer):
                 return value
         raise ValueError(f"expected an integer from {self.minimum} to {self.maximum}")
 
+    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
+        """Decode as amp.Integer does; a ValueError names the argument and its bounds."""
+        try:
+            super().fromBox(name, strings, objects, proto)
+        except ValueError:
+            shown = name.decode("ascii", "replace")
+            raise ValueError(
+                f"{shown} must be an integer from {self.minimum} to {self.maximum}"
+            ) from None
+
+
+def request_words(name: bytes) -> str:
+    """Return a command's name as a user says it: ``LeaseGrant`` is "lease grant"."""
+    text = name.decode("ascii", "replace")[:40]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text).lower()
+
+
+def describe_bad_arguments(error: Exception) -> str:
+    """Return what was wrong with a request's arguments, in a user's words."""
+    if isinstance(error, KeyError) and error.args:
+        missing = error.args[0]
+        if isinstance(missing, bytes):
+            missing = missing.decode("ascii", "replace")
+        return f"the {str(missing)[:40]} argument is missing"
+    if isinstance(error, UnicodeDecodeError):
+        return "an argument is not valid UTF-8 text"
+    return str(error) or "an argument cannot be read"
+
 
 def refuse_malformed(
     name: bytes, responder: Callable[[amp.AmpBox], Any] | None
@@ -167,8 +204,7 @@ def refuse_malformed(
         except Exception as e:  # the responder itself runs later, in a Deferred
             if not asked:
                 return succeed(None)
-            command = name.decode("ascii", "replace")[:40]
-            why = f"malformed {command} arguments: {e}"[:200]
+            why = f"invalid {request_words(name)} request: {describe_bad_arguments(e)}"[:200]
             return fail(amp.RemoteAmpError(b"INVALID_REQUEST", why))
         if not asked:
             result.addErrback(lambda _: None)
@@ -270,7 +306,7 @@ class Range(amp.Command):
         (b"start", ChunkedText()),
         (b"end", ChunkedText(optional=True)),
         (b"prefix", amp.Boolean(optional=True)),
-        (b"limit", BoundedInteger(0, 10**9, optional=True)),
+        (b"limit", BoundedInteger(0, MAX_RANGE_LIMIT, optional=True)),
         (b"keys_only", amp.Boolean(optional=True)),
         (b"count_only", amp.Boolean(optional=True)),
         (b"stale", amp.Boolean(optional=True)),
@@ -295,7 +331,7 @@ class Txn(amp.Command):
 class LeaseGrant(amp.Command):
     """Create a lease of ``ttl`` seconds (a log entry); ``lease`` is its id."""
 
-    arguments = [(b"ttl", BoundedInteger(1, 10**6)), *_SESSION]
+    arguments = [(b"ttl", BoundedInteger(1, MAX_LEASE_TTL)), *_SESSION]
     response = [(b"lease", amp.Integer())]
     errors = CLIENT_ERRORS
 

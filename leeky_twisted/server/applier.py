@@ -65,6 +65,9 @@ class Applier(Protocol):
     def query(self, request: object) -> Deferred[Any]:
         """Answer a read-only question from the applied state."""
 
+    def answer_into(self, request: object, d: Deferred[Any]) -> None:
+        """Answer a read-only question into ``d`` (a safe read being served)."""
+
     def install(self, index: int, state: bytes) -> None:
         """Replace the applied state with a received snapshot's, at ``index``."""
 
@@ -138,6 +141,22 @@ class LocalApplier:
     def query(self, request: object) -> Deferred[Any]:
         """Ask the state machine."""
         return defer.maybeDeferred(self.state_machine.query, request)
+
+    def answer_into(self, request: object, d: Deferred[Any]) -> None:
+        """Ask the state machine and fire ``d`` with its answer (or its exception).
+
+        The same outcome as ``query(request).chainDeferred(d)``, without the
+        intermediate Deferred: a read served on the leader's hot path.
+        """
+        try:
+            result = self.state_machine.query(request)
+        except Exception:
+            d.errback()
+            return
+        if isinstance(result, Deferred):
+            result.chainDeferred(d)
+        else:
+            d.callback(result)
 
     def install(self, index: int, state: bytes) -> None:
         """Restore the state machine."""

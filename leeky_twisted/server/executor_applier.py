@@ -220,6 +220,10 @@ class ExecutorApplier:
 
         return self.executor.query(request).addErrback(unavailable)  # type: ignore[no-any-return]
 
+    def answer_into(self, request: object, d: Deferred[Any]) -> None:
+        """Ask the executor; fire ``d`` with what :meth:`query` gives."""
+        self.query(request).chainDeferred(d)
+
     # ---------------------------------------------------------- snapshots
 
     def install(self, index: int, state: bytes) -> None:

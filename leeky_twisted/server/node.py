@@ -26,7 +26,6 @@ or built when the node is:
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -77,12 +76,11 @@ from leeky_twisted.interfaces import (
     NodeView,
 )
 from leeky_twisted.protocol.errors import (
-    InvalidRequest,
-    LeekyError,
     NotLeader,
     Unavailable,
 )
 from leeky_twisted.server.addresses import AddressBook
+from leeky_twisted.server.admin import Admin, check_peer_address
 from leeky_twisted.server.applier import Applier, LocalApplier
 from leeky_twisted.server.pending import PendingRequests
 from leeky_twisted.server.snapshots import Snapshots, decode_snapshot, encode_snapshot
@@ -168,13 +166,6 @@ class NodeHooks:
     on_fail_stop: Callable[[str], None] | None = None
 
 
-def check_peer_address(address: str) -> None:
-    """Raise ValueError unless ``address`` is ``HOST:PORT`` with a port in 1-65535."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{address[:100]!r} is not a peer address (HOST:PORT)")
-
-
 def new_storage_id(now: float, rng: random.Random) -> int:
     """Return an identity for storage created at ``now`` (seconds since the epoch).
 
@@ -210,6 +201,7 @@ class RaftNode:
         hooks: NodeHooks | None = None,
         membership: Any = None,
         timer: Callable[[], float] | None = None,
+        last_heard: Callable[[NodeId], float | None] | None = None,
     ) -> None:
         """Build a node on its durable state; it starts with :meth:`start`.
 
@@ -220,9 +212,11 @@ class RaftNode:
         ``addresses`` is the address book (default: one made of
         ``settings.addresses``); ``membership`` the IMembership (gossip) the
         node reports in ``members()``; ``hooks`` observe its work; ``timer``
-        times each write. ``monotonic`` is the clock ticks are counted on
-        (default ``time.monotonic``): a stalled reactor still ticks once per
-        interval that passed.
+        times each write; ``last_heard(id)`` is the reactor time this node last
+        heard that peer over Raft (None: never), for ``members()``.
+        ``monotonic`` is the clock ticks are counted on (default
+        ``time.monotonic``): a stalled reactor still ticks once per interval
+        that passed.
 
         Raises UnrecoverableStateError when the durable state is impossible.
         """
@@ -236,6 +230,7 @@ class RaftNode:
         self.transport = transport
         self.state_machine = state_machine
         self.membership = membership
+        self.last_heard = last_heard
         self.hooks = hooks or NodeHooks()
         self.addresses = (
             addresses
@@ -266,6 +261,17 @@ class RaftNode:
             self.on_disk,
             lambda: self.stopped,
             lambda: self.applied_index,
+        )
+        self.admin = Admin(
+            self.node_id,
+            self.core,
+            self.settings,
+            reactor,
+            self.addresses,
+            self.propose_config_change,
+            self.transfer_leadership,
+            membership,
+            last_heard,
         )
         self._scheduled = False
         self._commit_notice: Any = None  #: the pending call of _notify_commit
@@ -576,6 +582,15 @@ class RaftNode:
         self._schedule()
         return d
 
+    def want_eager_commits(self, wanted: bool) -> None:
+        """Say whether consumers on this node (watches) wait for each commit.
+
+        While wanted, this node's answers to its leader ask for each new commit
+        index at once (an empty append in the batch where the index grows),
+        instead of ``commit_notice_seconds`` later or with the next append.
+        """
+        self.core.eager_commits = wanted
+
     def transfer_leadership(self, target: NodeId) -> None:
         """Ask the core to hand leadership to ``target``."""
         try:
@@ -818,7 +833,7 @@ class RaftNode:
             # The state machine's own index, not the core's: a snapshot received
             # but not yet restored moves the core's applied index ahead of the state.
             applier = self.applier
-            pending.serve_reads(applier.readable_index(self.applied_index), applier.query)
+            pending.serve_reads(applier.readable_index(self.applied_index), applier.answer_into)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         addresses, state = decode_snapshot(self.writer.take_installed())
@@ -845,100 +860,20 @@ class RaftNode:
     # ------------------------------------------------------------ membership
 
     def add_server(self, node_id: str, address: str | None, voter: bool) -> Deferred[Any]:
-        """Add ``node_id`` as learner, or as voter; leader only.
-
-        A new voter joins as a learner and is promoted once it holds the entry
-        that added it (within the request timeout): a voter never starts empty.
-        A new member needs a peer address (given, or already known): without one
-        nobody could reach it. The address enters the address book only when the
-        entry that adds the member is applied, so a refused request leaves none.
-        """
-        nid = NodeId(node_id)
-        if address:
-            try:
-                check_peer_address(address)
-            except ValueError as e:
-                return defer.fail(InvalidRequest(f"add-server {node_id}: {e}"))
-        cfg = self.core.configuration
-        known = address or self.addresses.get(node_id, {}).get("peer")
-        if not known and nid not in cfg.members():
-            return defer.fail(
-                InvalidRequest(
-                    f"add-server {node_id}: no peer address is known for it, so nobody could "
-                    f"reach it; give its Raft peer address: add-server {node_id} HOST:PORT"
-                )
-            )
-        context = json.dumps({"peer": address}).encode() if address else b""
-        if voter and nid not in cfg.learners and nid not in cfg.voters:
-            return Deferred.fromCoroutine(self._add_voter(nid, context, known or "?"))
-        op = ConfChangeOp.ADD_VOTER if voter else ConfChangeOp.ADD_LEARNER
-        return self._config_change(ConfChange(op, nid, context))
-
-    async def _add_voter(self, nid: NodeId, context: bytes, address: str) -> Any:
-        await self._config_change(ConfChange(ConfChangeOp.ADD_LEARNER, nid, context))
-        deadline = self.reactor.seconds() + self.settings.request_timeout
-        while True:
-            try:
-                return await self._config_change(ConfChange(ConfChangeOp.ADD_VOTER, nid))
-            except InvalidRequest as e:
-                if "not caught up" not in str(e):
-                    raise
-                if self.reactor.seconds() >= deadline:
-                    raise InvalidRequest(
-                        f"node {nid} joined as a learner but has not caught up within "
-                        f"{self.settings.request_timeout:g}s (is it running at {address}?); "
-                        "it stays a learner and does not count toward the quorum: run "
-                        f"add-server {nid} again once it has caught up, or remove-server {nid}"
-                    ) from None
-            await task.deferLater(self.reactor, self.settings.tick_interval, lambda: None)
+        """Add ``node_id`` as learner, or as voter; leader only (see :mod:`.admin`)."""
+        return self.admin.add_server(node_id, address, voter)
 
     def remove_server(self, node_id: str) -> Deferred[Any]:
         """Remove ``node_id`` from the configuration; leader only."""
-        return self._config_change(ConfChange(ConfChangeOp.REMOVE, NodeId(node_id)))
+        return self.admin.remove_server(node_id)
 
     def transfer_leader(self, node_id: str) -> None:
         """Start handing leadership to ``node_id``; raise NotLeader or InvalidRequest."""
-        try:
-            self.transfer_leadership(NodeId(node_id))
-        except ValueError as e:
-            raise InvalidRequest(str(e)) from None
-
-    def _config_change(self, change: ConfChange) -> Deferred[Any]:
-        d = self.propose_config_change(change, self.settings.request_timeout)
-
-        def refine(failure: Any) -> Any:
-            if failure.check(ValueError) and not failure.check(LeekyError):
-                raise InvalidRequest(str(failure.value))
-            return failure
-
-        return d.addErrback(refine)
+        self.admin.transfer_leader(node_id)
 
     def members(self) -> list[dict[str, Any]]:
-        """Return every node this node knows of: Raft role, gossip state, addresses."""
-        cfg = self.core.configuration
-        gossip = self.membership.members() if self.membership is not None else {}
-        ids = set(cfg.members()) | set(gossip) | {self.node_id}
-        out = []
-        for nid in sorted(ids):
-            if nid == self.core.leader_id and nid in cfg.voters:
-                role = "leader"
-            elif nid in cfg.voters:
-                role = "voter"
-            elif nid in cfg.learners:
-                role = "learner"
-            else:
-                role = "not in configuration"
-            m = gossip.get(nid)
-            out.append(
-                {
-                    "id": nid,
-                    "raft": role,
-                    "gossip": m.state.name.lower() if m is not None else None,
-                    "incarnation": getattr(m, "incarnation", None),
-                    "addresses": dict(self.addresses.get(nid, {})),
-                }
-            )
-        return out
+        """Return every node this node knows of (see :meth:`.admin.Admin.members`)."""
+        return self.admin.members()
 
     def view(self) -> NodeView:
         """Return the node's Raft state as an immutable value object."""

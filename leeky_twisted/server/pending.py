@@ -94,8 +94,13 @@ class PendingRequests:
         """Note that read ``ctx`` may be served once ``index`` is applied."""
         self.ready_reads.append((index, ctx))
 
-    def serve_reads(self, applied: int, query: Callable[[object], Deferred[Any]]) -> None:
-        """Answer, through ``query``, every safe read whose index ``applied`` reaches."""
+    def serve_reads(
+        self, applied: int, answer_into: Callable[[object, Deferred[Any]], None]
+    ) -> None:
+        """Answer every safe read whose index ``applied`` reaches.
+
+        ``answer_into(request, d)`` fires the read's Deferred ``d`` with the answer.
+        """
         if not self.ready_reads:
             return
         keep = []
@@ -107,7 +112,7 @@ class PendingRequests:
             if entry is None:
                 continue
             request, d = entry
-            query(request).chainDeferred(d)
+            answer_into(request, d)
         self.ready_reads = keep
 
     def fail_read(self, ctx: int, error: Exception) -> None:

@@ -714,6 +714,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
             on_fail_stop=lambda _why: exit_1_after_shutdown(reactor),
         ),
         membership=gossip.core if gossip is not None else None,
+        last_heard=contact.last_heard,
     )
     metrics.track(node)
     holder["node"] = node

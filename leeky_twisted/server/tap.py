@@ -337,6 +337,15 @@ class Options(usage.Options):
             "Folder with ca.pem and node-<id>.pem/.key (made by `leekyraft certs`): mutual "
             "TLS on the peer, client and HTTP ports. Without it the node runs in plaintext.",
         ],
+        [
+            "supervisor-fd",
+            None,
+            None,
+            "The read end of a pipe inherited from the process that started this node "
+            "(`leekyraft local` passes it): when that process ends, however it ends, the "
+            "pipe closes and the node stops as on SIGTERM.",
+            int,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -400,6 +409,13 @@ class Options(usage.Options):
         for port in ("client-port", "http-port"):
             if not 0 <= self[port] < 65536:
                 raise usage.UsageError(f"--{port} out of range")
+        if self["supervisor-fd"] is not None:
+            from leeky_twisted.server.lifeline import check_lifeline_fd
+
+            try:
+                check_lifeline_fd(self["supervisor-fd"])
+            except ValueError as e:
+                raise usage.UsageError(f"--supervisor-fd: {e}") from None
         if self["tls-dir"]:
             try:  # fail here, with a clear message, rather than half-started
                 load_node_credentials(self["tls-dir"], self["id"])
@@ -535,6 +551,12 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"leekyraft: {e}") from None
     except StoreLockedError as e:
         raise SystemExit(f"leekyraft: {e}: is another node running on this --data-dir?") from None
+    if options["supervisor-fd"] is not None:
+        from twisted.internet import reactor
+
+        from leeky_twisted.server.lifeline import SupervisorLifeline
+
+        SupervisorLifeline(options["supervisor-fd"], reactor).setServiceParent(svc)
     twistd_options = getattr(options, "parent", None)
     if twistd_options is not None and not twistd_options.get("logger"):
         # twistd's own format, filtered by --log-level (a --logger filters itself).

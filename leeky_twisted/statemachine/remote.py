@@ -179,9 +179,11 @@ class RemoteStateMachineExecutor:
         self._pool: Any = None
         if http is None:
             from treq.client import HTTPClient
-            from twisted.web.client import Agent, HTTPConnectionPool
+            from twisted.web.client import Agent
 
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            from leeky_twisted.protocol.httppool import quiet_http_pool
+
+            self._pool = quiet_http_pool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = 2
             http = HTTPClient(Agent(reactor, pool=self._pool))
         self._http = http

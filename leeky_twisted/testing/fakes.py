@@ -76,6 +76,13 @@ class FakeNodeBase:
         """Return no state machine."""
         return None
 
+    #: what ``want_eager_commits`` was last told
+    eager_commits = False
+
+    def want_eager_commits(self, wanted: bool) -> None:
+        """Remember ``wanted``: this fake has no leader to ask."""
+        self.eager_commits = wanted
+
     def members(self) -> list[dict[str, Any]]:
         """Return nobody."""
         return []

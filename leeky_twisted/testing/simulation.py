@@ -589,7 +589,19 @@ class Simulation:
         if self.violations:
             raise SafetyViolation(self.violations[0])
         self._check_failures()
+        self._want_eager_commits()
         self.random_actions(faults_on)
+
+    def _want_eager_commits(self) -> None:
+        """On odd seeds, nodes take turns asking for each commit at once (as when
+        they serve watches). Decided by the tick, not the rng: even seeds run as before."""
+        if self.seed % 2 == 0:
+            return
+        phase = self.tick_count // 20
+        for i, nid in enumerate(self.ids + self.spares):
+            node = self.hosts[nid].node
+            if node is not None:
+                node.want_eager_commits((phase + i) % 2 == 0)
 
     def run(self) -> SimResult:
         """Run the faulty phase, heal, and check liveness; raise SafetyViolation on failure."""

@@ -9,6 +9,9 @@ of one flags byte (unknown bits are rejected). ``AppendEntries`` carries its
 entries as length-prefixed records (``index:u64 term:u64 kind:u8 len:u32
 data``); ``InstallSnapshot`` carries the voter and learner ids of its
 configuration as length-prefixed strings, sorted so the encoding is canonical.
+The ``eager`` field of append and heartbeat answers is not encoded here (it
+decodes as false): it travels as an AMP argument of its own, which a node of
+an earlier version ignores (:mod:`~leeky_twisted.transport.peer_commands`).
 
 :func:`decode` treats its input as untrusted: anything malformed raises
 :class:`CodecError` and nothing else. A well-formed message holding a value no

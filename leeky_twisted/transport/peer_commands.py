@@ -9,6 +9,12 @@ are answered: ``Hello`` so the dialling side learns who it reached, and
 
 ``InstallSnapshot`` has no command of its own: it rides on every
 ``SnapshotChunk`` and is delivered with the last one, after the data is stored.
+
+The answers to appends and heartbeats take one optional argument beside
+``m``: ``eager`` (the message's ``eager`` field, sent only when true). It is
+not inside ``m``, whose format refuses unknown flag bits: a node that does not
+know it ignores it, as AMP ignores every key a command does not declare, and
+a node that does reads its absence as false.
 """
 
 from __future__ import annotations
@@ -65,10 +71,14 @@ class AppendEntriesCmd(amp.Command):
     requiresAnswer = False
 
 
-class AppendEntriesResponseCmd(amp.Command):
-    """Carry an encoded ``AppendEntriesResponse``."""
+#: The optional argument saying the answering follower wants commits at once.
+EAGER = b"eager"
 
-    arguments = [(b"m", LargeBytes())]
+
+class AppendEntriesResponseCmd(amp.Command):
+    """Carry an encoded ``AppendEntriesResponse``, and whether it is ``eager``."""
+
+    arguments = [(b"m", LargeBytes()), (EAGER, amp.Boolean(optional=True))]
     requiresAnswer = False
 
 
@@ -80,9 +90,9 @@ class HeartbeatCmd(amp.Command):
 
 
 class HeartbeatResponseCmd(amp.Command):
-    """Carry an encoded ``HeartbeatResponse``."""
+    """Carry an encoded ``HeartbeatResponse``, and whether it is ``eager``."""
 
-    arguments = [(b"m", LargeBytes())]
+    arguments = [(b"m", LargeBytes()), (EAGER, amp.Boolean(optional=True))]
     requiresAnswer = False
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
@@ -50,6 +50,7 @@ from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import (
+    EAGER,
     AppendEntriesCmd,
     AppendEntriesResponseCmd,
     HeartbeatCmd,
@@ -105,6 +106,9 @@ MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
 _COMMAND_NAMES: dict[type, bytes] = {
     cls: command.commandName for cls, command in MESSAGE_COMMANDS.items()
 }
+#: The answers that may say ``eager`` (an AMP argument beside ``m``: see peer_commands).
+_EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
+_TRUE = b"True"  # how amp.Boolean writes True
 
 Receiver = Callable[[Message], None]
 SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
@@ -146,6 +150,8 @@ def frame_message(message: Message) -> bytes:
     box = amp.AmpBox()
     box[amp.COMMAND] = name
     put_large(box, b"m", encode(message))
+    if isinstance(message, _EAGER_TYPES) and message.eager:
+        box[EAGER] = _TRUE
     data: bytes = box.serialize()
     return data
 
@@ -512,10 +518,13 @@ class PeerLocator(amp.CommandLocator):
             return None
         return message
 
-    def _one_way(self, payload: bytes, expected: type) -> dict[str, Any]:
+    def _one_way(self, payload: bytes, expected: type, eager: bool | None = None) -> dict[str, Any]:
         assert self._inbox is not None
         message = self._message(payload, expected)
         if message is not None:
+            if eager and isinstance(message, _EAGER_TYPES):
+                # the codec leaves it out of ``m``: see peer_commands
+                message = replace(message, eager=True)
             self._inbox.deliver(message)
         return {}
 
@@ -535,9 +544,9 @@ class PeerLocator(amp.CommandLocator):
         return self._one_way(m, AppendEntries)
 
     @AppendEntriesResponseCmd.responder
-    def append_entries_response(self, m: bytes) -> dict[str, Any]:
+    def append_entries_response(self, m: bytes, eager: bool | None = None) -> dict[str, Any]:
         """Deliver an AppendEntriesResponse."""
-        return self._one_way(m, AppendEntriesResponse)
+        return self._one_way(m, AppendEntriesResponse, eager)
 
     @HeartbeatCmd.responder
     def heartbeat(self, m: bytes) -> dict[str, Any]:
@@ -545,9 +554,9 @@ class PeerLocator(amp.CommandLocator):
         return self._one_way(m, Heartbeat)
 
     @HeartbeatResponseCmd.responder
-    def heartbeat_response(self, m: bytes) -> dict[str, Any]:
+    def heartbeat_response(self, m: bytes, eager: bool | None = None) -> dict[str, Any]:
         """Deliver a HeartbeatResponse."""
-        return self._one_way(m, HeartbeatResponse)
+        return self._one_way(m, HeartbeatResponse, eager)
 
     @TimeoutNowCmd.responder
     def timeout_now(self, m: bytes) -> dict[str, Any]:

@@ -214,3 +214,16 @@ def test_long_poll_errors():
     assert error["code"] == COMPACTED and "oldest is 4" in error["message"]
     assert h.error("watch", "k", {"wait": 61})["code"] == INVALID_PARAMS
     assert h.error("watch", "k", {"bogus": 1})["code"] == INVALID_PARAMS
+
+
+def test_a_node_serving_a_watch_asks_for_commits_at_once_until_its_last_watch_ends():
+    """The frontend's hub tells the node: eager while a stream is open, not after it."""
+    n = Node()
+    assert n.node.eager_commits is False
+    first, _ = n.get(key="k")
+    second, _ = n.get(prefix="p/")
+    assert n.node.eager_commits is True
+    first.processingFailed(Exception("gone"))
+    assert n.node.eager_commits is True  # one watch left
+    second.processingFailed(Exception("gone"))
+    assert n.node.eager_commits is False

@@ -157,3 +157,32 @@ def test_batches_cut_at_revision_boundaries_within_a_size():
     cut = batches(events, 600)  # 165 characters an event
     assert [[e.revision for e in b] for b in cut] == [[1, 1, 2], [3, 3, 3]]
     assert batches(events, 1) == [events[:2], events[2:3], events[3:]]
+
+
+def test_the_hub_says_when_its_first_watcher_starts_and_its_last_one_ends():
+    """on_watching hears True at the first watcher and False once none is left, by
+    cancel, a slow watcher's end or close; nothing in between."""
+    said: list[bool] = []
+    clock = Clock()
+    hub = WatchHub(clock, 0, max_backlog=1, on_watching=said.append)
+    sm = KeyValueStateMachine()
+    attach(sm, hub)
+    s1, s2 = Sink(), Sink()
+    s1.hub = s2.hub = hub
+    first = hub.watch("", None, None, s1)
+    second = hub.watch("a", None, None, s2)
+    assert said == [True]
+    hub.cancel(first)
+    assert said == [True]
+    hub.cancel(second, "done")
+    hub.cancel(second, "twice")
+    assert said == [True, False]
+    slow = Sink(ack=False)
+    slow.hub = hub
+    hub.watch("", None, None, slow)
+    sm.apply(1, encode_command(Put("k", "v")))
+    sm.apply(2, encode_command(Put("k", "w")))  # over max_backlog: cancelled
+    assert slow.reasons and said == [True, False, True, False]
+    hub.watch("", None, None, s1)
+    hub.close()
+    assert said == [True, False, True, False, True, False]

@@ -10,8 +10,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from leeky_twisted import cli
-from leeky_twisted.client.library import LeekyClient, NodeReport
-from leeky_twisted.protocol.errors import CommitTimeout, InvalidRequest, LeekyError, Unavailable
+from leeky_twisted.client.library import LeekyClient, NodeReport, NoLeader, NoLeaderOutcomeUnknown
+from leeky_twisted.protocol.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    LeekyError,
+    NotLeader,
+    Unavailable,
+)
 from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
@@ -135,6 +141,8 @@ def test_exit_code_for_maps_the_error_types():
     assert cli.exit_code_for(CommitTimeout()) == cli.EXIT_TIMEOUT == 4
     assert cli.exit_code_for(InvalidRequest()) == cli.EXIT_REFUSED == 5
     assert cli.exit_code_for(RuntimeError()) == cli.EXIT_ERROR == 1
+    assert cli.exit_code_for(NoLeader("no leader")) == cli.EXIT_NO_LEADER == 7
+    assert cli.exit_code_for(NoLeaderOutcomeUnknown("no leader")) == cli.EXIT_TIMEOUT
 
 
 REPORTS = [
@@ -193,14 +201,15 @@ def test_status_with_no_node_answering_exits_3():
     assert err == "leekyraft: no node of the cluster answered\n"
 
 
-def test_status_with_no_leader_exits_3_and_says_why():
+def test_status_with_no_leader_exits_7_and_says_why():
     """A node answers but none knows a leader (no majority up): the table is shown and the
-    exit code says so, for scripts that wait on `leekyraft status`."""
+    exit code says so (7, as for a write that finds no leader), for scripts that wait on
+    `leekyraft status`."""
     candidate = NodeReport(
         "127.0.0.1:7002", {"id": "2", "role": "candidate", "term": 7, "leader": None}
     )
     code, out, err = run(["status"], FakeClient(reports=[candidate, REPORTS[2]]))
-    assert code == 3
+    assert code == cli.EXIT_NO_LEADER == 7
     assert "candidate" in out
     assert err == (
         "leekyraft: no leader: 1 of 2 nodes answered, and none knows a leader "
@@ -215,7 +224,7 @@ def test_status_names_a_node_removed_from_the_cluster():
         "127.0.0.1:7003", {"id": "3", "role": "removed", "term": 7, "leader": None}
     )
     code, out, err = run(["status"], FakeClient(reports=[removed]))
-    assert code == 3
+    assert code == cli.EXIT_NO_LEADER  # nodes answered, none knows a leader
     assert "removed" in out
     assert err.startswith("leekyraft: removed from the cluster: node 3 (stop it, or add it back")
 
@@ -309,7 +318,15 @@ def test_help_documents_the_exit_codes(capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for line in ["2   key not found", "3   cluster unreachable", "4   timed out", "5   input"]:
+    for line in [
+        "2   key not found",
+        "3   cluster unreachable",
+        "4   timed out",
+        "5   input",
+        "7   no leader",
+        "64  bad command line or bad input",
+        "66  an input file",
+    ]:
         assert line in help_text
 
 
@@ -405,7 +422,8 @@ def test_put_value_refuses_bad_combinations(argv, stdin, message):
 
 
 def test_put_from_stdin_through_main_reaches_the_client(monkeypatch, capsys):
-    """main() reads `put k -` from stdin before it connects; a bad file exits 1 in one line."""
+    """main() reads `put k -` from stdin before it connects; a missing file exits 66 (EX_NOINPUT)
+    in one line."""
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff")))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--cluster", "127.0.0.1:1", "put", "k", "-"])
@@ -413,9 +431,10 @@ def test_put_from_stdin_through_main_reaches_the_client(monkeypatch, capsys):
     assert "not UTF-8" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--cluster", "127.0.0.1:1", "put", "k", "--file", "/nonexistent/value"])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == cli.EXIT_NO_INPUT
     err = capsys.readouterr().err
-    assert err.startswith("leekyraft: cannot read the value:") and err.count("\n") == 1
+    assert err.startswith("leekyraft: put: cannot read /nonexistent/value:")
+    assert err.count("\n") == 1
 
 
 def test_put_does_not_echo_a_huge_value_in_full():
@@ -486,3 +505,238 @@ def test_a_signal_cancels_the_command_which_cleans_up_and_exits_128_plus_it():
     handler(signal.SIGTERM, None)
     assert d.called and d.result == 128 + signal.SIGTERM and cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_put_with_no_leader_exits_7_saying_it_was_not_applied():
+    """`leekyraft put` while no node knows a leader: no "outcome unknown", but "no leader",
+    "not applied", a hint, and exit 7 (nothing was written: safe to retry later)."""
+    net = FakeNetwork()
+    addresses = [("10.0.0.1", 7001), ("10.0.0.2", 7002), ("10.0.0.3", 7003)]
+    for n, address in enumerate(addresses, 1):
+        node = FakeRaftNode(str(n), f"{address[0]}:{address[1]}")
+        node.not_leader = NotLeader()  # no leader known: the majority is gone
+        net.serve(address, node, forward=False)
+    client = LeekyClient(net.clock, addresses, timeout=3.0, connect=net.connect)
+    code, out, err = _run_on(net, ["put", "k", "v"], client)
+    assert (code, out) == (cli.EXIT_NO_LEADER, "")
+    assert err.splitlines() == [
+        "leekyraft: no leader: 2 nodes answered, and none knew a leader within 3 s (the"
+        " cluster has lost its majority of voters, or is electing a leader); the write was"
+        " not sent to any node, so it was not applied",
+        cli.NO_LEADER_HINT,
+    ]
+
+
+# ------------------------------------------------------------------ input errors: one rule
+# 64 (EX_USAGE): the command line or its input is wrong; 66 (EX_NOINPUT): an input file
+# cannot be read; 5: the cluster refused what was sent.
+
+
+def main_exit(argv, capsys, monkeypatch, stdin=b""):
+    """Run cli.main(argv) with no cluster configured; return (exit code, stderr)."""
+    monkeypatch.delenv("LEEKYRAFT_CLUSTER", raising=False)
+    monkeypatch.delenv("LEEKYRAFT_TLS_DIR", raising=False)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_put_file_that_does_not_exist_exits_66(tmp_path, capsys, monkeypatch):
+    """put --file F with no F: EX_NOINPUT (66), one line naming the file, nothing sent."""
+    missing = tmp_path / "missing.txt"
+    code, err = main_exit(["put", "k", "--file", str(missing)], capsys, monkeypatch)
+    assert code == cli.EXIT_NO_INPUT == 66
+    assert err == f"leekyraft: put: cannot read {missing}: No such file or directory\n"
+
+
+def test_put_file_that_is_not_utf8_exits_64(tmp_path, capsys, monkeypatch):
+    """put --file F whose bytes are not UTF-8 text: bad input, 64."""
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff\xfe")
+    code, err = main_exit(["put", "k", "--file", str(bad)], capsys, monkeypatch)
+    assert code == cli.EXIT_USAGE
+    assert f"the value read from {bad} is not UTF-8 text" in err
+
+
+def test_txn_file_that_does_not_exist_exits_66(tmp_path):
+    """txn F with no F: 66, as put --file; nothing is sent."""
+    client = FakeClient()
+    missing = tmp_path / "lock.json"
+    code, out, err = run(["txn", str(missing)], client)
+    assert (code, out, client.calls) == (cli.EXIT_NO_INPUT, "", [])
+    assert err == f"leekyraft: txn: cannot read {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "the transaction is not valid JSON"),
+        (b"[]", "a transaction is a JSON object"),
+        (b'{"success": {}}', "the transaction's success must be a list"),
+        (b"\xff", "is not UTF-8 text"),
+    ],
+)
+def test_txn_with_a_bad_document_exits_64(tmp_path, content, message):
+    """A transaction file that is read but is not a transaction: bad input, 64."""
+    path = tmp_path / "txn.json"
+    path.write_bytes(content)
+    client = FakeClient()
+    code, _, err = run(["txn", str(path)], client)
+    assert (code, client.calls) == (cli.EXIT_USAGE, [])
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lease", "grant", "0"], "the ttl is a number of seconds from 1 to 1000000"),
+        (["lease", "grant", "2000000"], "the ttl is a number of seconds from 1 to 1000000"),
+        (["lease", "revoke", "0"], "a lease id is a number from 1 to 9223372036854775807"),
+        (["lease", "ttl", str(2**63)], "a lease id is a number from 1 to 9223372036854775807"),
+    ],
+)
+def test_lease_numbers_out_of_range_exit_64_before_anything_is_sent(argv, message):
+    """A ttl or lease id the cluster would refuse is refused here, in a user's words."""
+    client = FakeClient()
+    code, _, err = run(argv, client)
+    assert (code, client.calls) == (cli.EXIT_USAGE, [])
+    assert message in err
+    assert "LeaseGrant" not in err and "malformed" not in err
+
+
+def test_lease_revoke_of_an_unknown_lease_exits_2_on_stderr():
+    """Revoking a lease that is gone: exit 2 (not found), the message on stderr."""
+
+    class Leases(FakeClient):
+        def lease_revoke(self, lease):
+            return self._answer(("lease_revoke", lease), False)
+
+    code, out, err = run(["lease", "revoke", "7"], Leases())
+    assert (code, out) == (cli.EXIT_NOT_FOUND, "")
+    assert err == "leekyraft: lease 7 not found (expired or revoked)\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "k", "--prefix", "--limit", "-1"],
+        ["ls", "--limit", str(10**10)],
+        ["watch", "k", "--from", str(2**63)],
+        ["put", "k", "v", "--lease", "0"],
+        ["bench", "--clients", "0"],
+        ["bench", "--seconds", "0"],
+        ["lock", "--ttl", "0", "deploy"],
+        ["elect", "scheduler", "--ttl", "2000000"],
+    ],
+)
+def test_out_of_range_numbers_exit_64_with_a_message(argv, capsys, monkeypatch):
+    """Every numeric option the cluster would refuse exits 64 with a line saying why."""
+    code, err = main_exit(argv, capsys, monkeypatch)
+    assert code == cli.EXIT_USAGE
+    assert "error:" in err or "must" in err
+
+
+def test_a_tls_folder_that_does_not_exist_exits_66(tmp_path, capsys, monkeypatch):
+    """--tls-dir naming no folder: the input cannot be read, 66."""
+    code, err = main_exit(["--tls-dir", str(tmp_path / "nope"), "get", "k"], capsys, monkeypatch)
+    assert code == cli.EXIT_NO_INPUT
+    assert f"cannot read --tls-dir {tmp_path / 'nope'}: No such file or directory" in err
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (
+            {
+                "ok": False,
+                "error": "no node '9': this cluster's nodes are 1, 2, 3",
+                "kind": "unknown-node",
+            },
+            64,
+        ),
+        ({"ok": False, "error": "no node is leader at the moment", "kind": "no-leader"}, 7),
+        ({"ok": False, "error": "node 2 is not running", "kind": "state"}, 1),
+    ],
+)
+def test_local_actions_exit_with_the_same_rule(monkeypatch, reply, code):
+    """`local kill 9` (no such node) is bad input, 64; `kill leader` with none is 7."""
+    import argparse
+
+    monkeypatch.setattr(
+        "leeky_twisted.ops.localcontrol.send_request", lambda folder, action, node: reply
+    )
+    out, err = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(action="kill", node="9", dir="d")
+    assert cli.run_local_action(args, out, err) == code
+    assert err.getvalue() == f"leekyraft: local kill: {reply['error']}\n"
+
+
+MEMBERS = [
+    {
+        "id": "1",
+        "raft": "leader",
+        "gossip": None,
+        "incarnation": None,
+        "addresses": {"peer": "127.0.0.1:7101", "client": "127.0.0.1:7001"},
+        "this_node": True,
+        "reachable": True,
+        "last_contact": None,
+    },
+    {
+        "id": "2",
+        "raft": "voter",
+        "gossip": None,
+        "incarnation": None,
+        "addresses": {"peer": "127.0.0.1:7102", "client": "127.0.0.1:7002"},
+        "this_node": False,
+        "reachable": True,
+        "last_contact": 0.04,
+    },
+    {
+        "id": "3",
+        "raft": "voter",
+        "gossip": None,
+        "incarnation": None,
+        "addresses": {"peer": "127.0.0.1:7103"},
+        "this_node": False,
+        "reachable": False,
+        "last_contact": 42.3,
+    },
+]
+
+
+def test_members_shows_a_dead_voter_as_unreachable_with_how_long():
+    """The table says which voter the leader has not heard from, and for how long."""
+    assert cli.format_members(MEMBERS, as_json=False).splitlines() == [
+        "ID  RAFT    CONTACT               GOSSIP  INCARNATION  PEER            CLIENT",
+        "1   leader  this node             -       -            127.0.0.1:7101  127.0.0.1:7001",
+        "2   voter   ok (0.0 s ago)        -       -            127.0.0.1:7102  127.0.0.1:7002",
+        "3   voter   UNREACHABLE for 42 s  -       -            127.0.0.1:7103  -",
+        "(as seen by node 1, the leader)",
+    ]
+
+
+def test_members_json_keeps_its_shape_and_adds_the_contact_fields():
+    """--json prints the nodes' list as it is: the old fields unchanged, the new ones added."""
+    items = json.loads(cli.format_members(MEMBERS, as_json=True))
+    assert items == MEMBERS
+    assert {"id", "raft", "gossip", "incarnation", "addresses"} < set(items[0])
+
+
+def test_members_seen_by_a_follower_says_whose_view_it_is():
+    """Without the leader's view, the table says so, and unknown contact shows as -."""
+    follower = [
+        {**MEMBERS[0], "this_node": False, "reachable": True, "last_contact": 0.1},
+        {**MEMBERS[1], "this_node": True, "last_contact": None},
+        {**MEMBERS[2], "reachable": None, "last_contact": None},
+    ]
+    lines = cli.format_members(follower, as_json=False).splitlines()
+    assert lines[3].split()[:3] == ["3", "voter", "-"]
+    assert lines[-1].startswith("(as seen by node 2, not the leader")
+    nobody = [{**m, "raft": "voter"} for m in follower]
+    assert (
+        cli.format_members(nobody, as_json=False)
+        .splitlines()[-1]
+        .startswith("(as seen by node 2: it knows no leader")
+    )

@@ -268,3 +268,25 @@ def test_a_silent_node_is_passed_over_for_the_rest_of_the_call():
     assert result_of(d) is None
     assert net.net.connects.count(HUNG) == 1
     assert net.clock.seconds() < 4.2
+
+
+def test_a_not_leeky_endpoint_is_described_without_amp_class_names():
+    """What an SSH server sent is named, not AMP's parser error (no "TooLong")."""
+    net = Net()
+    net.speak(HUNG, SSHServer)
+    client = net.client([HUNG])
+    message = str(failure_of(net.run(client.get("k")), Unavailable).value)
+    assert "TooLong" not in message and "AmpError" not in message
+    assert message.endswith("is it a node's client (AMP) port?")
+
+
+def test_a_node_that_fails_internally_is_described_in_words():
+    """A failure inside a node reaches the user in words, not "UNKNOWN 'Unknown Error'"."""
+    from twisted.protocols import amp
+
+    from leeky_twisted.client.library import _describe
+
+    said = _describe(amp.RemoteAmpError(amp.UNKNOWN_ERROR_CODE, "Unknown Error"))
+    assert said == "the node failed while answering (an internal error: its log has the details)"
+    said = _describe(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, "Unhandled Command: b'Put'"))
+    assert "Unhandled" not in said and "does not know this request" in said

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from twisted.internet import error
 from twisted.internet.defer import Deferred
@@ -10,6 +12,8 @@ from leeky_twisted.client.library import (
     CallTimedOut,
     LeekyClient,
     NodeReport,
+    NoLeader,
+    NoLeaderOutcomeUnknown,
     format_address,
     parse_address,
     with_timeout,
@@ -448,3 +452,112 @@ def test_with_timeout_fires_on_time_and_drops_late_results():
     fast.callback("ok")
     assert result_of(d) == "ok"
     assert net.clock.getDelayedCalls() == []
+
+
+def test_a_write_with_no_leader_says_so_and_that_it_was_never_sent():
+    """Every node answers "no leader known": NoLeader, naming the cause in plain words,
+    and saying the write was not applied (only session registrations were tried)."""
+    cluster = Cluster(leader=None)
+    client = cluster.client(timeout=2.0)
+    f = failure_of(cluster.run(client.put("k", "v")), NoLeader)
+    assert re.fullmatch(
+        r"no leader: [12] nodes? answered, and none knew a leader within 2 s \(the cluster has"
+        r" lost its majority of voters, or is electing a leader\); the write was not sent to"
+        r" any node, so it was not applied",
+        str(f.value),
+    )
+    assert "outcome unknown" not in str(f.value)
+    proposed = [decode_command(c[1]) for n in cluster.nodes.values() for c in n.calls]
+    assert proposed and all(isinstance(p, RegisterSession) for p in proposed)
+
+
+def test_a_read_with_no_leader_is_no_leader_without_a_word_about_writes():
+    """A linearizable read that finds no leader: NoLeader (an Unavailable), plainly worded."""
+    cluster = Cluster(leader=None)
+    client = cluster.client(timeout=2.0)
+    f = failure_of(cluster.run(client.get("k")), NoLeader)
+    assert isinstance(f.value, Unavailable)
+    assert re.match(r"no leader: [12] nodes? answered, and none knew a leader", str(f.value))
+    assert "write" not in str(f.value)
+
+
+def test_a_write_that_reached_the_leader_before_it_was_lost_may_have_been_applied():
+    """The leader takes the write, then loses its majority (no answer), then nobody leads:
+    the error says there is no leader AND that the write may or may not be applied."""
+    cluster = Cluster(leader=A)
+    client = cluster.client(timeout=2.0)
+    cluster.run(client.open_session())
+    leader = cluster.nodes[A]
+    original = leader.propose
+
+    def answer_lost(_):
+        raise CommitTimeout()
+
+    def propose(command, timeout):
+        d = original(command, timeout)  # applied...
+        cluster.set_leader(None)  # ...but the leader steps down; nobody is elected
+        return d.addCallback(answer_lost)
+
+    leader.propose = propose
+    f = failure_of(cluster.run(client.put("k", "v")), NoLeaderOutcomeUnknown)
+    assert isinstance(f.value, CommitTimeout)
+    assert str(f.value).startswith("no leader: ")
+    assert str(f.value).endswith("may or may not have been applied (outcome unknown)")
+
+
+class MembersNode(FakeRaftNode):
+    """A fake node whose members() is the list given."""
+
+    def __init__(self, node_id, address, members):
+        super().__init__(node_id, address)
+        self.listed = members
+
+    def members(self):
+        return self.listed
+
+
+def _views():
+    leader_addr = format_address(B)
+    follower = [
+        {"id": "1", "raft": "voter", "this_node": True, "reachable": True},
+        {"id": "2", "raft": "leader", "this_node": False, "addresses": {"client": leader_addr}},
+        {"id": "3", "raft": "voter", "this_node": False, "reachable": None},
+    ]
+    leader = [
+        {"id": "1", "raft": "voter", "this_node": False, "reachable": True},
+        {"id": "2", "raft": "leader", "this_node": True, "reachable": True},
+        {"id": "3", "raft": "voter", "this_node": False, "reachable": False},
+    ]
+    return follower, leader
+
+
+def test_members_come_from_the_leader_who_alone_knows_who_answers():
+    """Asked through a follower, the members list is the leader's (reachability known)."""
+    follower, leader = _views()
+    net = FakeNetwork()
+    net.serve(A, MembersNode("1", format_address(A), follower), forward=False)
+    net.serve(B, MembersNode("2", format_address(B), leader), forward=False)
+    client = LeekyClient(net.clock, [A], timeout=5.0, connect=net.connect)
+    d = client.members_seen_by_leader()
+    net.run(d)
+    assert result_of(d) == leader
+
+
+def test_members_fall_back_to_the_first_view_when_the_leader_cannot_be_asked():
+    """The leader named is down: the follower's own view is shown (it says whose it is)."""
+    follower, _ = _views()
+    net = FakeNetwork()
+    net.serve(A, MembersNode("1", format_address(A), follower), forward=False)
+    client = LeekyClient(net.clock, [A], timeout=5.0, connect=net.connect)
+    d = client.members_seen_by_leader()
+    net.run(d)
+    assert result_of(d) == follower
+
+
+def test_a_read_with_no_leader_among_dead_nodes_is_no_leader_not_a_timeout():
+    """Live nodes say "no leader", the others refuse connections (the last error seen):
+    still NoLeader, not "timed out" (which reads as exit 4, outcome unknown)."""
+    cluster = Cluster(leader=None)
+    client = cluster.client(addresses=[A, C, B], timeout=2.0)  # nothing listens at C
+    f = failure_of(cluster.run(client.get("k")), NoLeader)
+    assert str(f.value).startswith("no leader: ")

@@ -1017,3 +1017,59 @@ def test_an_append_carries_the_commit_index_so_no_notice_is_needed():
     net.stabilize()
     assert net.sent["AppendEntries"] - before == 2  # only z's own commit is left to tell
     assert all(net.core(n).commit == net.core("n1").commit for n in ("n2", "n3"))
+
+
+def test_an_eager_follower_is_told_the_commit_index_in_the_same_batch():
+    """A follower whose answers say eager (it has watchers) gets the new commit index
+    as soon as the entry commits, with no notify_commit; the others still wait for it."""
+    net = Network(IDS)
+    net.elect("n1")
+    net.sync()
+    net.core("n2").eager_commits = True
+    before = net.sent["AppendEntries"]
+    index, _ = net.propose("n1", b"x")
+    net.stabilize()  # no tick, no notify_commit
+    leader = net.core("n1")
+    assert leader.commit >= index and leader.progress[N2].eager
+    assert net.core("n2").commit >= index
+    assert net.core("n3").commit < index
+    assert net.sent["AppendEntries"] - before == 3  # x to each follower, one notice
+    assert leader.eager_notices == 1
+    assert leader.notify_commit() == 1  # the delayed notice: n3 only
+
+
+def test_a_follower_that_stops_asking_gets_the_delayed_notice_again():
+    """Once its answers no longer say eager, the leader stops telling it at once."""
+    net = Network(IDS)
+    net.elect("n1")
+    net.sync()
+    net.core("n2").eager_commits = True
+    net.propose("n1", b"x")
+    net.stabilize()
+    net.core("n2").eager_commits = False
+    index, _ = net.propose("n1", b"y")  # its answer to y says it no longer asks
+    net.stabilize()
+    leader = net.core("n1")
+    assert leader.commit >= index and not leader.progress[N2].eager
+    assert all(net.core(n).commit < index for n in ("n2", "n3"))
+    assert leader.eager_notices == 1  # x's only
+
+
+def test_a_follower_that_starts_asking_is_told_a_commit_it_lacks():
+    """A follower that starts asking after an entry committed (its first watch began
+    meanwhile) is told the commit index on its first answer that says eager."""
+    net = Network(IDS)
+    net.elect("n1")
+    net.sync()
+    index, _ = net.propose("n1", b"x")
+    net.stabilize()
+    leader = net.core("n1")
+    assert net.core("n2").commit < index and leader.progress[N2].commit_sent < index
+    net.core("n2").eager_commits = True
+    leader.step(
+        HeartbeatResponse(N2, N1, leader.term, 0, index, leader.progress[N2].storage_id, eager=True)
+    )
+    net.node("n1").process()
+    net.stabilize()
+    assert net.core("n2").commit >= index and leader.eager_notices == 1
+    assert net.core("n3").commit < index

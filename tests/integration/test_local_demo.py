@@ -75,6 +75,35 @@ class Output:
                 self._cond.wait(left)
 
 
+def node_pids(folder: Path) -> list[int]:
+    """Return the pids of the node processes running on ``folder`` (by their --data-dir)."""
+    found = subprocess.run(
+        ["pgrep", "-f", "--", f"--data-dir {folder}/"], capture_output=True, text=True
+    ).stdout.split()
+    return sorted(int(pid) for pid in found)
+
+
+def wait_for_exits(pids: list[int], timeout: float) -> list[int]:
+    """Wait (no sleeping: pidfds, as select sees them) until every pid has exited or
+    ``timeout`` passes; return the pids still running."""
+    import select
+
+    fds = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds[os.pidfd_open(pid)] = pid
+    try:
+        deadline = time.monotonic() + timeout
+        waiting = set(fds)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(waiting), [], [], left)
+            waiting -= set(ready)
+        return sorted(fds[fd] for fd in waiting)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
     """`leekyraft local` outlives kill -9 of its leader; kill, restart, pause, resume work."""
     folder = tmp_path / "local"
@@ -177,9 +206,7 @@ def test_kill_the_leader_see_a_new_one_restart_the_old_and_pause_one(tmp_path):
                 proc.kill()
                 proc.wait()
         # Anything left (only if the supervisor itself failed) is ours: resume, then kill.
-        left = subprocess.run(
-            ["pgrep", "-f", f"--data-dir {folder}"], capture_output=True, text=True
-        ).stdout.split()
+        left = node_pids(folder)
         for pid in left:
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 with contextlib.suppress(ProcessLookupError):
@@ -208,3 +235,61 @@ def test_a_two_node_local_cluster_is_refused_in_one_line(tmp_path):
     )
     assert out.returncode == 64 and "--nodes must be 1 or 3 to 9" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "two").exists()
+
+
+def test_sigkill_of_leekyraft_local_ends_every_node_it_started(tmp_path):
+    """`kill -9` of `leekyraft local` leaves no node behind, a paused one included: each
+    sees the supervisor's pipe close and stops as on SIGTERM. Their logs hold no
+    "Starting factory <..._HTTP11ClientFactory ...>" lines from the dashboard's HTTP client."""
+    folder = tmp_path / "local"
+    base = free_base_port(3)
+    env = {k: v for k, v in os.environ.items() if k != "LEEKYRAFT_CLUSTER"}
+    proc = subprocess.Popen(
+        [CLI, "local", "--nodes", "3", "--dir", str(folder), "--base-port", str(base)]
+        + [f"--node-arg={a}" for a in FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    out = Output(proc)
+    pids: list[int] = []
+    try:
+        out.wait_for(lambda line: line.startswith("Ctrl-C"), "Ctrl-C ...")
+        pids = node_pids(folder)
+        assert len(pids) == 3, pids
+        # The dashboards ask each other over HTTP (the log check below needs one such
+        # connection): node 1's view has node 2 answering.
+        cluster_view = f"http://127.0.0.1:{base + 201}/dashboard/cluster"
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(cluster_view, timeout=10) as page:
+                if json.loads(page.read())["members"]["2"]["reachable"]:
+                    break
+            assert time.monotonic() < deadline, "node 1 never reached node 2's dashboard"
+            time.sleep(0.1)  # noqa: TID251 - polling a condition under a deadline
+        paused = subprocess.run(
+            [CLI, "local", "pause", "2", "--dir", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert paused.returncode == 0, paused.stderr
+
+        proc.kill()
+        proc.wait(timeout=60)
+        assert wait_for_exits(pids, timeout=60) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in set(pids) | set(node_pids(folder)):
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+    for n in (1, 2, 3):
+        text = (folder / f"node{n}" / "node.log").read_text()
+        assert "(leekyraft local) has ended: stopping the node" in text
+        assert "_HTTP11ClientFactory" not in text

@@ -676,3 +676,88 @@ def test_random_bytes_never_raise_out_of_data_received(prefix, data, split):
             "dropping peer connection" in formatEvent(e) or "refused" in formatEvent(e)
             for e in events
         )
+
+
+# ------------------------------------------------------------- eager answers
+
+
+def eager_stream() -> tuple[bytes, list]:
+    """Return bytes of answers saying eager (and one that does not), and what they deliver."""
+    messages = [
+        AppendEntriesResponse(N1, N2, 4, True, 12, eager=True),
+        HeartbeatResponse(N1, N2, 4, 1, 12, eager=True),
+        AppendEntriesResponse(N1, N2, 4, True, 13),
+    ]
+    return b"".join(frame_message(m) for m in messages), messages
+
+
+def test_eager_answers_arrive_eager(capture):
+    """``eager`` travels beside ``m`` and is delivered, in one read and byte by byte."""
+    data, expected = eager_stream()
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    protocol.dataReceived(data)
+    assert server.received == expected
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    for i in range(len(data)):
+        protocol.dataReceived(data[i : i + 1])
+    assert server.received == expected
+    assert capture.errors() == []
+
+
+def test_an_answer_that_is_not_eager_is_framed_as_before():
+    """Without eager the box holds exactly the command and ``m``: the bytes an older node
+    sends and expects."""
+    m = AppendEntriesResponse(N1, N2, 4, True, 12)
+    assert frame_message(m) == box(_command=b"AppendEntriesResponseCmd", m=encode(m))
+    hb = HeartbeatResponse(N1, N2, 4, 1, 12)
+    assert frame_message(hb) == box(_command=b"HeartbeatResponseCmd", m=encode(hb))
+
+
+def test_a_node_that_does_not_know_eager_reads_an_eager_answer_as_before():
+    """An older node's command (``m`` alone) parses an eager answer: AMP ignores a key
+    its command does not declare, so the older leader just keeps its delayed notice."""
+    from leeky_twisted.transport.codec import LargeBytes, decode
+
+    class OldAnswer(amp.Command):
+        commandName = b"AppendEntriesResponseCmd"
+        arguments = [(b"m", LargeBytes())]
+        requiresAnswer = False
+
+    got: list = []
+
+    class OldNode(amp.AMP):
+        @OldAnswer.responder
+        def answer(self, m: bytes) -> dict:
+            got.append(decode(m))
+            return {}
+
+    old = OldNode()
+    transport = StringTransport()
+    old.makeConnection(transport)
+    m = AppendEntriesResponse(N1, N2, 4, True, 12, eager=True)
+    old.dataReceived(frame_message(m))
+    assert got == [AppendEntriesResponse(N1, N2, 4, True, 12)]
+    assert not transport.disconnecting
+
+
+@pytest.mark.parametrize(("value", "eager"), [(b"False", False), (b"True", True)])
+def test_an_eager_value_amp_writes_is_read(capture, value, eager):
+    """``eager=False`` (which this node never writes) is read as false."""
+    server = Server(capture)
+    protocol, transport = after_hello(server)
+    m = HeartbeatResponse(N1, N2, 4, 1, 12)
+    protocol.dataReceived(box(_command=b"HeartbeatResponseCmd", m=encode(m), eager=value))
+    assert server.received == [HeartbeatResponse(N1, N2, 4, 1, 12, eager=eager)]
+    assert not transport.disconnecting
+
+
+def test_a_malformed_eager_value_drops_the_connection(capture):
+    """Anything but True or False is a broken peer, as any malformed argument."""
+    server = Server(capture)
+    protocol, transport = after_hello(server)
+    m = HeartbeatResponse(N1, N2, 4, 1, 12)
+    protocol.dataReceived(box(_command=b"HeartbeatResponseCmd", m=encode(m), eager=b"yes"))
+    assert server.received == []
+    assert transport.disconnecting
