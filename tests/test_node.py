@@ -400,3 +400,21 @@ def test_committed_entries_are_applied_while_the_next_batch_is_on_the_disk():
     disk.finish_all()
     run(clock, 0.02)
     assert node.log_store.last_index() == last + 2 and second == []  # "b" awaits a quorum
+
+
+def test_a_follower_applies_an_entry_committed_in_its_own_batch_only_after_writing_it():
+    """A follower may learn an entry and that it is committed in one AppendEntries: it
+    applies it only once the entry is on its own disk (no early apply of an entry this
+    node does not hold durably), so its state never runs ahead of its log."""
+    node, clock, _transport, disk, _ = make_follower_on_a_disk_thread()
+    node.settings.inline_persist_seconds = 0  # every write on the disk thread
+    index = node.core.log.last_index() + 1
+    entry = Entry(index, 2, data=kv.encode_command(kv.Put("k", "v")))
+    prev_term = node.core.log.last_term()
+    node.receive(AppendEntries(NodeId("2"), NodeId("1"), 2, index - 1, prev_term, (entry,), index))
+    run(clock, 0.02)
+    assert len(disk.jobs) == 1
+    assert node.local_state_machine().query(kv.Get("k")) is None  # not yet on this disk
+    disk.finish_all()
+    run(clock, 0.02)
+    assert node.local_state_machine().query(kv.Get("k")) == "v"

@@ -48,6 +48,9 @@ class _LeaderStandIn:
     def local_state_machine(self) -> Any:
         return self.applier.state_machine
 
+    def want_eager_commits(self, eager: bool) -> None:
+        """A leader is told of commits by its own core: nothing to ask."""
+
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         ctx = self.pending.next_read_id()
         self.safe.append(ctx)

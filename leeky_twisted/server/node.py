@@ -658,7 +658,18 @@ class RaftNode:
             # counts itself only once its own write is): apply them, and answer
             # their clients, while the disk writes this batch's new entries,
             # rather than one fsync later. A snapshot to install goes first.
-            early = rd.snapshot is None and bool(rd.committed_entries) and not self.stopped
+            # Only entries already on this node's disk (older than this batch's:
+            # a follower may learn an entry and its commit in one batch), and
+            # only into the local state machine: an executor keeps what it
+            # applied, so it must never be ahead of this node's durable log.
+            committed = rd.committed_entries
+            early = (
+                rd.snapshot is None
+                and bool(committed)
+                and not self.stopped
+                and self.executor is None
+                and (not rd.entries or committed[-1].index < rd.entries[0].index)
+            )
             if early:
                 self._apply_committed(rd.committed_entries)
             d.addCallbacks(lambda _: self._after_persist(rd, early), self._persist_failed)
