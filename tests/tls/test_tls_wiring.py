@@ -421,11 +421,12 @@ def test_cli_tls_options_come_from_flags_or_environment(certs: Path, tmp_path: P
         cli.tls_from(parser.parse_args(["--tls-dir", str(tmp_path), "get", "k"]), {})
 
 
-def test_cli_with_missing_client_certificate_exits_with_usage(
+def test_cli_with_missing_client_certificate_exits_no_input(
     certs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A --tls-name with no such certificate exits 64 before connecting anywhere."""
+    """A --tls-name with no such certificate exits 66 (an input file cannot be read, the
+    CLI's one rule for unreadable input files) before connecting anywhere."""
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--tls-dir", str(certs / "good"), "--tls-name", "nobody", "get", "k"])
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == cli.EXIT_NO_INPUT
     assert "cannot load the TLS client certificate" in capsys.readouterr().err
