@@ -310,23 +310,36 @@ class _Run:
 
     # ------------------------------------------------------------- lease
 
-    async def _leaders(self, seen: list[list[Any]], done: list[bool]) -> None:
-        """Record when each term's leader is first seen (polling every node's status)."""
+    async def _leaders(
+        self, seen: list[list[Any]], done: list[bool], outages: list[list[float]] | None = None
+    ) -> None:
+        """Record when each term's leader is first seen (polling every node's status), and
+        in ``outages`` each ``[start, end]`` of polls that found no leader at all."""
         terms: set[int] = set()
+        no_leader_since: float | None = None
         for _ in range(_MAX_LOOPS):
             if done[0]:
                 return
+            asked = self.now()
             polls = [
                 deferToThread(call_jsonrpc, e, "status", [], connect_timeout=0.2, timeout=0.3)
                 for e in self.http
             ]
+            leader_seen = False
             for res in await gatherResults(polls):
                 st = res.result if res.outcome is Outcome.OK else None
                 if isinstance(st, dict) and st.get("role") == "leader":
+                    leader_seen = True
                     term = int(st.get("term", 0))
                     if term not in terms:
                         terms.add(term)
                         seen.append([self.now(), term, st.get("leader")])
+            if outages is not None:
+                if not leader_seen and no_leader_since is None:
+                    no_leader_since = asked
+                elif leader_seen and no_leader_since is not None:
+                    outages.append([no_leader_since, self.now()])
+                    no_leader_since = None
             await self.sleep(0.1)
 
     async def lease(self) -> dict[str, Any]:
@@ -334,8 +347,9 @@ class _Run:
         leases: list[dict[str, Any]] = []
         reader = self.client()
         leaders: list[list[Any]] = []
+        outages: list[list[float]] = []
         polled = [False]
-        polling = Deferred.fromCoroutine(self._leaders(leaders, polled))
+        polling = Deferred.fromCoroutine(self._leaders(leaders, polled, outages))
 
         async def read_until_gone(rec: dict[str, Any], key: str, stop: list[bool]) -> None:
             for _ in range(_MAX_LOOPS):
@@ -404,6 +418,7 @@ class _Run:
             "bound": self.args.lease_bound,
             "extension": 2 * self.args.election_timeout,
             "leaders": leaders,
+            "outages": outages,
             "leases": leases,
         }
 

@@ -220,7 +220,8 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     violation. Once the last acknowledged keepalive was acknowledged (at
     ``a``; the leader got it before), the leader expires the lease by ``a +
     ttl``; a leader that takes office at ``c`` before then (``leaders``:
-    ``[time first seen, term, node]``) counts ``ttl + extension`` from ``c``.
+    ``[time first seen, term, node]``) counts ``ttl + extension`` from ``c``;
+    ``outages`` (``[start, end]`` with no leader found) delay "before then".
     A read invoked more than ``bound`` after the last such deadline that finds
     the key is a violation, and so is a cut-off lease whose key was never seen
     gone.
@@ -230,6 +231,7 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     bound = float(record["bound"])
     extension = float(record.get("extension", 0.0))
     changes = sorted(float(t) for t, *_ in record.get("leaders", ()))
+    outages = sorted((float(a), float(b)) for a, b in record.get("outages", ()))
     latencies = []
     for lease in record["leases"]:
         if lease.get("put_acked") is None:
@@ -238,7 +240,9 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
         last_sent = max((s for s, _ in acked), default=float(lease["granted"]))
         last_acked = max((a for _, a in acked), default=float(lease["put_acked"]))
         alive_until = last_sent + ttl
-        deadline = _lease_deadline(last_acked + ttl, changes, ttl + extension, bound) + bound
+        deadline = (
+            _lease_deadline(last_acked + ttl, changes, ttl + extension, bound, outages) + bound
+        )
         reads = [
             (float(i), float(c), bool(p))
             for i, c, p in lease["reads"]
@@ -276,15 +280,28 @@ def check_lease(record: Mapping[str, Any]) -> CoordResult:
     return out
 
 
-def _lease_deadline(deadline: float, changes: Sequence[float], fresh: float, slack: float) -> float:
+def _lease_deadline(
+    deadline: float,
+    changes: Sequence[float],
+    fresh: float,
+    slack: float,
+    outages: Sequence[tuple[float, float]] = (),
+) -> float:
     """Return when the last leader that could still hold a lease would expire it.
 
     ``deadline`` is the current leader's; a new leader seen at ``c`` before the
     lease was surely gone (``deadline + slack``) counts ``fresh`` (ttl +
-    extension) from ``c`` (docs/coordination.md).
+    extension) from ``c`` (docs/coordination.md). While no node leads
+    (``outages``: ``[start, end]`` of the polls that found no leader, say the
+    whole cluster killed) nobody can expire a lease, so an outage that starts
+    before the lease was surely gone moves that moment on by its length.
     """
+    surely_gone = deadline + slack
+    for start, end in outages:
+        if start <= surely_gone:
+            surely_gone += max(0.0, end - max(start, deadline - fresh))
     for c in changes:
-        if c <= deadline + slack:
+        if c <= surely_gone:
             deadline = max(deadline, c + fresh)
     return deadline
 

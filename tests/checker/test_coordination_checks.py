@@ -184,3 +184,19 @@ def test_new_leader_restarts_the_lease_count():
     result = check_lease(record)
     assert result.verdict == PASSED, result.render()
     assert result.figures["leader terms seen"] == 1
+
+
+def test_a_whole_cluster_outage_before_the_lease_ends_counts_the_next_leader():
+    """Found by CI (seed 597460973): every node was killed just after the lease's deadline
+    and before its bound; nobody could expire it, and the first leader after the restart
+    counts ttl + extension afresh, though it is seen after ``deadline + bound``."""
+    late = lease(reads=[[6.6, 6.7, True], [7.0, 7.1, False]])
+    record = lease_record(late)  # last ack 1.1: deadline 3.1, surely gone by 5.1
+    record["extension"] = 0.8
+    record["leaders"] = [[5.4, 8, "3"]]  # the first leader after the outage
+    assert check_lease(record).verdict == FAILED  # without the outage: 5.4 comes too late
+    record["outages"] = [[3.4, 5.4]]  # no leader from 3.4 (all killed) until 5.4
+    result = check_lease(record)
+    assert result.verdict == PASSED, result.render()
+    record["outages"] = [[5.3, 5.4]]  # an outage after the lease was surely gone: no help
+    assert check_lease(record).verdict == FAILED
