@@ -18,7 +18,7 @@ import heapq
 import json
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
@@ -35,6 +35,7 @@ from leeky_twisted.server.node import (
 )
 from leeky_twisted.storage.errors import StorageError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.transport.notices import RemovedNotice
 
 __all__ = [
     "DiskFaults",
@@ -308,8 +309,9 @@ class SimTransport:
         self.receiver: Callable[[Message], None] | None = None
 
     def send(self, message: object) -> None:
-        assert isinstance(message, Message)
-        self._send(message)
+        assert isinstance(message, Message | RemovedNotice)
+        # a notice has a sender and a recipient too: all the network reads of it
+        self._send(cast(Message, message))
 
     def set_receiver(self, receiver: object) -> None:
         assert callable(receiver)
