@@ -129,7 +129,7 @@ class Removal:
         self.told = None
         log.info(
             "this node ({node}) holds configuration changes past its removal at {index}: "
-            "it was added back, and campaigns again",
+            "it was added back",
             node=self._node_id,
             index=told.index,
         )
