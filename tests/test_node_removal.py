@@ -77,10 +77,13 @@ def test_a_member_that_applied_the_removal_tells_the_removed_node():
     assert node.core.term == term  # the request never reached the core
 
 
-def test_a_lagging_member_that_has_not_applied_the_addition_says_nothing():
-    """Member 1 holds "add 4" (uncommitted), and 4 asks it for a vote: no notice."""
+@pytest.mark.parametrize("holds_the_addition", [False, True])
+def test_a_lagging_member_that_has_not_applied_the_addition_says_nothing(holds_the_addition):
+    """4 was added, and asks member 1 for a vote; 1 has not applied "add 4" (it has not
+    received it, or holds it uncommitted): 4 is not in its configuration, yet no notice."""
     node, clock, transport, _ = make_node(["1", "2", "3"])
-    from_leader(node, [config_entry(4, ConfChangeOp.ADD_LEARNER, N4)], commit=3)
+    if holds_the_addition:
+        from_leader(node, [config_entry(4, ConfChangeOp.ADD_LEARNER, N4)], commit=3)
     run(clock, 0.1)
     transport.sent.clear()
     node.receive(vote_request(N4, N1))
