@@ -64,6 +64,7 @@ class Removal:
         self.told: RemovedNotice | None = None
         #: notices sent to removed nodes, since start
         self.notices_sent = 0
+        self._ignored: int | None = None  #: the removal index of the last notice ignored
 
     def applied(self, change: ConfChange, index: int) -> None:
         """Note an applied configuration change: it removes a node, or adds one (back)."""
@@ -99,6 +100,9 @@ class Removal:
             or self._node_id not in cfg.members()
             or core.log.config_index() >= notice.index
         ):
+            if notice.index == self._ignored:
+                return  # said already: one line per removal, not one per election
+            self._ignored = notice.index
             log.info(
                 "ignored {peer}'s notice that this node was removed at {index}: this node's "
                 "log holds configuration changes up to {mine}",
