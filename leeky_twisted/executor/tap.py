@@ -35,6 +35,15 @@ class Options(usage.Options):
         ["data-dir", "d", None, "Directory for the durable state (created if missing)."],
         ["port", "p", 7070, "TCP port for JSON-RPC (0: any free port).", int],
         ["host", None, "127.0.0.1", "Interface to listen on."],
+        [
+            "data-dir-check",
+            None,
+            defaults.DATA_DIR_CHECK_SECONDS,
+            "Check every this many seconds (and whenever a save fails) that DATA-DIR is "
+            "still the folder the executor opened; if it was deleted or replaced, the "
+            "executor stops serving and exits with status 1.",
+            float,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -43,6 +52,8 @@ class Options(usage.Options):
             raise usage.UsageError("--data-dir is required")
         if not 0 <= self["port"] < 65536:
             raise usage.UsageError("--port must be 0..65535")
+        if not self["data-dir-check"] > 0:
+            raise usage.UsageError("--data-dir-check must be positive")
 
 
 class ExecutorService(service.Service):
@@ -127,7 +138,13 @@ def makeService(options: Options, reactor: Any = None) -> ExecutorService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    return ExecutorService(reactor, options["data-dir"], options["port"], options["host"])
+    return ExecutorService(
+        reactor,
+        options["data-dir"],
+        options["port"],
+        options["host"],
+        options["data-dir-check"],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -115,6 +115,22 @@ def test_failed_save_checks_the_folder_at_once(tmp_path: Path) -> None:
     assert_stopped_with_exit_1(reactor, svc)
 
 
+def test_data_dir_check_is_an_option(tmp_path: Path) -> None:
+    """--data-dir-check sets the interval of the folder check; it must be positive."""
+    with pytest.raises(usage.UsageError, match="data-dir-check"):
+        Options().parseOptions(["--data-dir", str(tmp_path), "--data-dir-check", "0"])
+    opts = Options()
+    opts.parseOptions(["--data-dir", str(tmp_path / "d"), "--data-dir-check", "5"])
+    reactor = MemoryReactorClock()
+    svc = makeService(opts, reactor)
+    svc.startService()
+    shutil.rmtree(tmp_path / "d")
+    reactor.advance(4)
+    assert svc.lost is None
+    reactor.advance(1)
+    assert svc.lost is not None
+
+
 def test_unchanged_folder_keeps_the_executor_running(tmp_path: Path) -> None:
     """No false alarm: the checks of an untouched folder find nothing."""
     reactor, svc, _folder = started(tmp_path)
