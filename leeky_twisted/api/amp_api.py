@@ -35,6 +35,7 @@ from leeky_twisted.api import watch as watches
 from leeky_twisted.api.leases import LeaseKeeper
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.amperrors import describe_remote_error
 from leeky_twisted.protocol.ampframes import receive_boxes
 from leeky_twisted.protocol.connection import (
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -174,8 +175,8 @@ class LeaderForwarder:
             raise CommitTimeout() from None
         except error.ConnectionClosed:
             raise CommitTimeout("connection to the leader lost; outcome unknown") from None
-        except amp.RemoteAmpError as e:
-            raise LeekyError(f"leader failed: {e.description}") from None
+        except amp.RemoteAmpError as e:  # not one of ours: AMP's own, or a newer node's
+            raise LeekyError(describe_remote_error(e, f"the leader at {leader_address}")) from None
         return response
 
     def close(self) -> Deferred[None]:
