@@ -418,3 +418,88 @@ def test_a_follower_applies_an_entry_committed_in_its_own_batch_only_after_writi
     disk.finish_all()
     run(clock, 0.02)
     assert node.local_state_machine().query(kv.Get("k")) == "v"
+
+
+# ------------------------------------------ a read's messages handled in the same reactor turn
+
+
+class ReadingTransport(RecordingTransport):
+    """A recording transport that, like the peer transport, says when a read ends."""
+
+    def __init__(self, events: list[Any]) -> None:
+        super().__init__(events)
+        self.after_read: Any = None
+
+    def set_after_read(self, after_read: Any) -> None:
+        self.after_read = after_read
+
+    def read(self, *messages: Any) -> None:
+        """Deliver ``messages`` as one read: each to the receiver, then the end of the read."""
+        for m in messages:
+            self.receiver(m)
+        self.after_read()
+
+
+def make_reading_follower():
+    node, clock, _recording, events = make_node(["1", "2", "3"])
+    transport = ReadingTransport(events)
+    node.transport = transport
+    transport.set_receiver(node.receive)
+    transport.set_after_read(node.process_received)
+    return node, clock, transport
+
+
+def test_the_node_registers_for_the_end_of_each_read():
+    """A node built on a transport that reports the end of reads asks to be told."""
+    clock = task.Clock()
+    transport = ReadingTransport([])
+    log_store = MemoryLogStore()
+    log_store.append(bootstrap_entries([(NodeId(v), b"") for v in ("1", "2", "3")]))
+    stable = MemoryStableStore()
+    stable.save(HardState(1, None, 3))
+    node = RaftNode(
+        clock,
+        CoreConfig(NodeId("1"), election_ticks=10, heartbeat_ticks=2),
+        log_store,
+        stable,
+        MemorySnapshotStore(),
+        transport,
+        KeyValueStateMachine(),
+        NodeSettings(tick_interval=0.05),
+        rng=random.Random(1),
+    )
+    assert transport.after_read == node.process_received
+
+
+def test_a_follower_answers_an_append_in_the_reactor_turn_of_its_read():
+    """The answer to an append leaves at the end of the read, not a reactor turn later."""
+    node, clock, transport = make_reading_follower()
+    run(clock, 0.02)
+    first = node.core.log.last_index() + 1
+    entry = Entry(first, 2, data=b"x")
+    transport.read(AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (entry,), 0))
+    # no clock.advance: the same reactor turn
+    got = answers(transport)
+    assert len(got) == 1 and got[0].success and got[0].match_index == first
+    assert node.log_store.last_index() == first
+    readies = node.stats["readies"]
+    clock.advance(0)  # the turn that was scheduled does nothing more
+    assert node.stats["readies"] == readies
+
+
+def test_the_messages_of_one_read_are_one_batch():
+    """Two appends in one read make one write and one Ready, as they did a turn later."""
+    node, clock, transport = make_reading_follower()
+    run(clock, 0.02)
+    first = node.core.log.last_index() + 1
+    persists, readies = node.stats["persists"], node.stats["readies"]
+    a = Entry(first, 2, data=b"a")
+    b = Entry(first + 1, 2, data=b"b")
+    transport.read(
+        AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (a,), 0),
+        AppendEntries(NodeId("2"), NodeId("1"), 2, first, 2, (b,), 0),
+    )
+    assert node.stats["persists"] == persists + 1
+    assert node.stats["readies"] == readies + 1
+    assert node.log_store.last_index() == first + 1
+    assert answers(transport)[-1].match_index == first + 1

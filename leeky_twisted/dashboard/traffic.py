@@ -69,6 +69,9 @@ class CountingTransport:
         flush = getattr(inner, "flush", None)
         if flush is not None:
             self.flush = flush
+        set_after_read = getattr(inner, "set_after_read", None)
+        if set_after_read is not None:
+            self.set_after_read = set_after_read
         inner_send = inner.send
         count = counter.count
 

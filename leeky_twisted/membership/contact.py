@@ -67,6 +67,9 @@ class ContactTrackingTransport:
         flush = getattr(inner, "flush", None)
         if flush is not None:
             self.flush = flush
+        set_after_read = getattr(inner, "set_after_read", None)
+        if set_after_read is not None:
+            self.set_after_read = set_after_read
 
     def set_receiver(self, receiver: Callable[[Any], None]) -> None:
         """Install ``receiver`` on the inner transport, behind the tracker."""

@@ -278,6 +278,8 @@ class RaftNode:
             last_heard,
         )
         self._scheduled = False
+        self._scheduled_call: Any = None  #: the pending call of _process, if any
+        self._processing = False  #: inside _process (process_received waits its turn)
         self._commit_notice: Any = None  #: the pending call of _notify_commit
         #: the index of the applied configuration change that removed this node, if any
         self.removed_at: int | None = None
@@ -317,6 +319,9 @@ class RaftNode:
         self.stopped = False
         self._heartbeats_out: dict[tuple[str, int], float] = {}
         transport.set_receiver(self.receive)
+        set_after_read = getattr(transport, "set_after_read", None)
+        if set_after_read is not None:
+            set_after_read(self.process_received)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -623,10 +628,35 @@ class RaftNode:
         if self._scheduled or self.stopped:
             return
         self._scheduled = True
-        self.reactor.callLater(0, self._process)
+        self._scheduled_call = self.reactor.callLater(0, self._process)
+
+    def process_received(self) -> None:
+        """Handle now, in this reactor turn, what the messages of one read asked for.
+
+        The peer transport calls it once a read's messages are all delivered
+        (its ``after_read``): they form one batch as before, but the
+        follower's write and answer, or the leader's commit and reply, do not
+        wait for another turn of the reactor (one ``epoll_wait`` and its timer
+        run, on each side of a sequential put's round trip). Not re-entrant:
+        the transport never reads while the node handles a Ready.
+        """
+        if not self._scheduled or self.stopped or self._processing:
+            return
+        call = self._scheduled_call
+        if call is not None and call.active():
+            call.cancel()
+        self._process()
 
     def _process(self) -> None:
+        self._processing = True
+        try:
+            self._process_ready()
+        finally:
+            self._processing = False
+
+    def _process_ready(self) -> None:
         self._scheduled = False
+        self._scheduled_call = None
         if self.stopped:
             return
         if self._inflight:

@@ -43,7 +43,7 @@ from leeky_twisted.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from leeky_twisted.protocol.ampframes import QuietAMP
+from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.protocol.netutil import write_now
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
 from leeky_twisted.transport.codec import (
@@ -118,6 +118,12 @@ _COMMAND_NAMES: dict[type, bytes] = {
 #: The answers that may say ``eager`` (an AMP argument beside ``m``: see peer_commands).
 _EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
 _TRUE = b"True"  # how amp.Boolean writes True
+#: The message type each one-way command carries, for the receive fast path.
+_COMMAND_TYPES: dict[bytes, type] = {name: cls for cls, name in _COMMAND_NAMES.items()}
+_ONE_WAY_KEYS = frozenset((amp.COMMAND, b"m"))
+_EAGER_KEYS = frozenset((amp.COMMAND, b"m", EAGER))
+#: what the fast path reads an ``eager`` value as (anything else goes to AMP's parser)
+_EAGER_VALUES = {_TRUE: True, b"False": False}
 
 Receiver = Callable[[PeerMessage], None]
 SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
@@ -230,6 +236,11 @@ class PeerInbox:
         self.clock = clock
         self.hello_timeout = hello_timeout
         self.receiver: Receiver | None = None
+        #: called at the end of each read that delivered at least one message
+        #: (the node handles them all in this reactor turn, as one batch)
+        self.after_read: Callable[[], None] | None = None
+        #: messages handed to the receiver so far
+        self.delivered = 0
         self.connections: set[PeerProtocol] = set()
         self._is_known = is_known
         self._authenticate = authenticate
@@ -328,6 +339,7 @@ class PeerInbox:
                 sender=message.sender,
             )
             return
+        self.delivered += 1
         try:
             receiver(message)
         except Exception:
@@ -336,6 +348,16 @@ class PeerInbox:
                 kind=type(message).__name__,
                 sender=message.sender,
             )
+
+    def end_of_read(self) -> None:
+        """Tell ``after_read`` that a read's messages are all delivered; log if it raises."""
+        after_read = self.after_read
+        if after_read is None:
+            return
+        try:
+            after_read()
+        except Exception:
+            self.log.failure("after_read raised")
 
     def snapshot_chunk(
         self, message: InstallSnapshot, offset: int, total: int, crc32: int, data: bytes, done: bool
@@ -838,11 +860,62 @@ class PeerProtocol(QuietAMP):
         """Parse boxes; drop the connection instead of raising on anything unexpected."""
         if self.closing:
             return
+        inbox = self.inbox
+        delivered = inbox.delivered if inbox is not None else 0
         try:
+            self._parse(data)
+        finally:
+            if inbox is not None and inbox.delivered != delivered:
+                inbox.end_of_read()
+
+    def _parse(self, data: bytes) -> None:
+        try:
+            if self.peer_id is not None and self.inbox is not None and between_boxes(self):
+                data = self._receive_messages(data)
+                if not data or self.closing:
+                    return
             super().dataReceived(data)
         except Exception:
             self.log.failure("unexpected error on peer connection {peer}", peer=self.describe())
             self.drop("internal error while parsing")
+
+    def _receive_messages(self, data: bytes) -> bytes:
+        """Deliver the whole one-way message boxes at the start of ``data``; return the rest.
+
+        The fast path of an accepted connection after its Hello: the same AMP
+        boxes, split by hand instead of by AMP's string-at-a-time parser and
+        handed straight to the locator's checks and the inbox (about 15 µs
+        less per message, twice on a sequential put's critical path: the
+        follower's AppendEntries and the leader's answer). It stops at the
+        first box that is incomplete, over the size limit, or anything but a
+        one-way message with a single value and at most an ``eager`` flag
+        (a Hello, a snapshot chunk, a value split over several keys): AMP's
+        own parser takes it from there, at a box boundary, so both paths see
+        every box in order.
+        """
+        end = len(data)
+        pos = 0
+        limit = self._box_limit
+        locator = self.locator
+        while not self.closing and not self.paused:
+            split = split_box(data, pos)
+            if split is None:
+                return data[pos:]
+            box, after = split
+            kind = _COMMAND_TYPES.get(box.get(amp.COMMAND, b""))
+            if kind is None or after - pos - 2 > limit:
+                return data[pos:]
+            keys = box.keys()
+            if keys == _ONE_WAY_KEYS:
+                locator._one_way(box[b"m"], kind)
+            elif keys == _EAGER_KEYS and kind in _EAGER_TYPES and box[EAGER] in _EAGER_VALUES:
+                locator._one_way(box[b"m"], kind, _EAGER_VALUES[box[EAGER]])
+            else:
+                return data[pos:]
+            pos = after
+            if pos == end:
+                return b""
+        return b"" if self.closing else data[pos:]
 
     def stringReceived(self, string: bytes) -> None:
         """Count each key and value toward the box size limit."""

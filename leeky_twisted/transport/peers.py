@@ -667,6 +667,14 @@ class AMPPeerTransport:
         """Deliver every incoming message by calling ``receiver(message)``."""
         self._inbox.receiver = receiver
 
+    def set_after_read(self, after_read: Callable[[], None]) -> None:
+        """Call ``after_read()`` once the messages of one read are all delivered.
+
+        A node handles what they ask for in the same reactor turn (as one batch)
+        instead of the next one.
+        """
+        self._inbox.after_read = after_read
+
     def close(self) -> Deferred[None]:
         """Stop listening, close every connection; fire when all are closed."""
         self._closed = True

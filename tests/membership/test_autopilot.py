@@ -236,3 +236,6 @@ def test_the_node_service_feeds_the_autopilot_from_the_transport(tmp_path: Any) 
     assert isinstance(transport, ContactTrackingTransport)
     assert top.autopilot is not None
     assert top.autopilot.last_heard == transport.tracker.last_heard
+    # through both wrappers, the peer transport tells the node when each read ends
+    inbox = transport.inner.inner._inbox
+    assert inbox.after_read == top.node.process_received

@@ -761,3 +761,92 @@ def test_a_malformed_eager_value_drops_the_connection(capture):
     protocol.dataReceived(box(_command=b"HeartbeatResponseCmd", m=encode(m), eager=b"yes"))
     assert server.received == []
     assert transport.disconnecting
+
+
+# ------------------------------------------- whole boxes split by hand, and the end of a read
+
+
+def count_amp_strings(protocol) -> list[bytes]:
+    """Record every string AMP's own parser hands on (none when boxes are split by hand)."""
+    seen: list[bytes] = []
+    parse = protocol.stringReceived
+
+    def counting(string: bytes) -> None:
+        seen.append(string)
+        parse(string)
+
+    protocol.stringReceived = counting
+    return seen
+
+
+def test_whole_one_way_boxes_after_the_hello_skip_amps_parser(capture):
+    """Whole message boxes in a read are split by hand: AMP's parser sees none of them."""
+    server = Server(capture)
+    protocol, transport = after_hello(server)
+    strings = count_amp_strings(protocol)
+    messages = all_messages()
+    protocol.dataReceived(b"".join(frame_message(m) for m in messages))
+    assert server.received == messages
+    assert strings == []
+    assert not transport.disconnecting
+
+
+def test_an_eager_answer_is_split_by_hand_and_keeps_its_flag(capture):
+    """An answer carrying ``eager`` takes the hand-split path and arrives eager."""
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    strings = count_amp_strings(protocol)
+    eager = [
+        AppendEntriesResponse(N1, N2, 4, True, 12, eager=True),
+        HeartbeatResponse(N1, N2, 4, 1, 12, eager=True),
+    ]
+    protocol.dataReceived(b"".join(frame_message(m) for m in eager))
+    assert server.received == eager
+    assert strings == []
+
+
+def test_an_eager_flag_that_is_not_a_boolean_is_left_to_amps_parser(capture):
+    """A box whose ``eager`` is neither True nor False goes to AMP's parser, which refuses it."""
+    server = Server(capture)
+    protocol, _ = after_hello(server)
+    strings = count_amp_strings(protocol)
+    aer = AppendEntriesResponse(N1, N2, 4, True, 12)
+    frame = box(_command=b"AppendEntriesResponseCmd", m=encode(aer), eager=b"maybe")
+    protocol.dataReceived(frame)
+    assert strings != []
+    assert server.received == []
+
+
+def test_after_read_is_told_once_per_read_that_delivered_messages(capture):
+    """The inbox's ``after_read`` runs once after each read's messages, never for none."""
+    server = Server(capture)
+    calls: list[int] = []
+    server.inbox.after_read = lambda: calls.append(len(server.received))
+    protocol, _ = after_hello(server)
+    assert calls == []  # the Hello delivers no message
+    messages = all_messages()
+    data = b"".join(frame_message(m) for m in messages[:3])
+    protocol.dataReceived(data)
+    assert calls == [3]
+    frame = frame_message(messages[3])
+    protocol.dataReceived(frame[:5])  # not a whole box yet
+    assert calls == [3]
+    protocol.dataReceived(frame[5:])
+    assert calls == [3, 4]
+
+
+def test_after_read_that_raises_is_logged_and_the_connection_lives(capture):
+    """An ``after_read`` that raises costs neither the connection nor later messages."""
+    server = Server(capture)
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    server.inbox.after_read = broken
+    protocol, transport = after_hello(server)
+    messages = all_messages()
+    protocol.dataReceived(frame_message(messages[0]))
+    protocol.dataReceived(frame_message(messages[1]))
+    assert server.received == messages[:2]
+    assert not transport.disconnecting
+    assert any("after_read raised" in e for e in capture.errors())
