@@ -118,8 +118,12 @@ _COMMAND_NAMES: dict[type, bytes] = {
 #: The answers that may say ``eager`` (an AMP argument beside ``m``: see peer_commands).
 _EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
 _TRUE = b"True"  # how amp.Boolean writes True
-#: The message type each one-way command carries, for the receive fast path.
-_COMMAND_TYPES: dict[bytes, type] = {name: cls for cls, name in _COMMAND_NAMES.items()}
+#: The message type each one-way command carries, for the receive fast path. A
+#: RemovedNotice is left to AMP's parser and its responder, which delivers it only
+#: when the Hello proved who sent it.
+_COMMAND_TYPES: dict[bytes, type] = {
+    name: cls for cls, name in _COMMAND_NAMES.items() if cls is not RemovedNotice
+}
 _ONE_WAY_KEYS = frozenset((amp.COMMAND, b"m"))
 _EAGER_KEYS = frozenset((amp.COMMAND, b"m", EAGER))
 #: what the fast path reads an ``eager`` value as (anything else goes to AMP's parser)
