@@ -1608,20 +1608,28 @@ class _AMPWatchSink:
         self._send(watcher, events)
 
     def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
-        proto = self.proto
+        if len(events) == 1:  # one message, and the list the hub gave every watcher
+            self._push(watcher, events)
+            return
         for batch in watches.batches(events, WATCH_MESSAGE_CHARS):
-            if proto.transport is None:
-                self.hub.cancel(watcher)
+            if not self._push(watcher, batch):
                 return
-            payload = self.hub.encoded(batch)
-            d = proto.push_watch_events(
-                watcher.id, payload, batch[-1].revision + 1, not self.batched_acks
-            )
-            if d is None:
-                continue
+
+    def _push(self, watcher: watches.Watcher, batch: list[Event]) -> bool:
+        """Send one WatchEvents box; False (and the watch cancelled) if the connection is gone."""
+        proto = self.proto
+        if proto.transport is None:
+            self.hub.cancel(watcher)
+            return False
+        payload = self.hub.encoded(batch)
+        d = proto.push_watch_events(
+            watcher.id, payload, batch[-1].revision + 1, not self.batched_acks
+        )
+        if d is not None:
             d.addCallbacks(
                 _acker(self.hub, watcher, len(batch)), self._broken, errbackArgs=(watcher,)
             )
+        return True
 
     def _broken(self, _: object, watcher: watches.Watcher) -> None:
         self.hub.cancel(watcher)
