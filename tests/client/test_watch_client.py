@@ -672,3 +672,28 @@ def test_a_watch_that_never_acknowledges_is_cancelled_as_slow_and_resumes(monkey
     assert _hub(r, A).cancelled_slow == 1 and watch.resumes == 1
     assert revisions(got) == list(range(1, 13))
     watch.cancel()
+
+
+def test_an_events_box_asking_no_answer_is_the_box_send_watch_events_sends():
+    """For a watch acknowledged by WatchAck: the direct box (no tag) and AMP's box that
+    asks no answer hold the same keys and values, and nothing waits for an answer."""
+    from twisted.protocols import amp
+
+    class Sender:
+        def __init__(self):
+            self.boxes = []
+
+        def sendBox(self, box):
+            self.boxes.append(dict(box))
+
+        def unhandledError(self, failure):
+            raise AssertionError(failure)
+
+    events = ("é" * 10).encode("utf-8")
+    sender = Sender()
+    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+    dispatcher.startReceivingBoxes(sender)
+    assert cc.send_watch_events(dispatcher, 7, events, 9, ask=False) is None
+    (direct,) = _boxes(cc.watch_events_box(None, 7, cc.watch_events_tail(events, 9)))
+    assert direct == sender.boxes[0] and b"_ask" not in direct
+    assert not dispatcher._outstandingRequests
