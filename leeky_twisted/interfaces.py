@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
-from leeky_twisted.core.messages import ConfChange, Configuration, Message, NodeId, Role
+from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -118,11 +118,16 @@ class IStateMachine(Interface):
 class IPeerTransport(Interface):
     """Carries core messages between Raft peers. Delivery is best effort."""
 
-    def send(message: Message) -> None:
-        """Send ``message`` to ``message.recipient``; never raises, may drop."""
+    def send(message: Any) -> None:
+        """Send ``message`` (as :meth:`set_receiver` says) to ``message.recipient``;
+        never raises, may drop."""
 
-    def set_receiver(receiver: Callable[[Message], None]) -> None:
-        """Deliver every incoming message by calling ``receiver(message)``."""
+    def set_receiver(receiver: Callable[[Any], None]) -> None:
+        """Deliver every incoming message by calling ``receiver(message)``.
+
+        A message is a core message, or a notice only the node reads
+        (``transport/notices.py``: this layer cannot name its type).
+        """
 
     def close() -> object:
         """Close every connection; return a Deferred that fires when done."""

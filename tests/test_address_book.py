@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leeky_twisted.server.addresses import AddressBook
+from leeky_twisted.server.addresses import REMOVED_KEY, AddressBook
 
 
 def test_writers_merge_and_a_snapshot_replaces_entries():
@@ -45,3 +45,22 @@ def test_a_configuration_entry_context_names_the_new_member_address():
     book.apply_config_context("7", b"")
     assert book.address_of("4") == {"peer": "h4:7000"}
     assert all(n not in book for n in ("5", "6", "7"))
+
+
+def test_removal_marks_travel_in_the_snapshot_book_and_nowhere_else():
+    """A mark survives as_dict/restore, is not a node, and no gossip or entry can forge one."""
+    book = AddressBook("1")
+    book.learn("3", {"peer": "h:3"})
+    book.apply_removal("3", 17, removed=True)
+    snapshot = book.as_dict()
+    again = AddressBook("1")
+    again.restore(snapshot)
+    assert again.removed_at("3") == 17
+    assert set(again) == {"3"}  # the marks are not a node
+    again.learn(REMOVED_KEY, {"4": "5"})
+    again.apply_announcement(b'{"announce": " removed", "addresses": {"4": "5"}}')
+    assert again.removed_at("4") is None and set(again) == {"3"}
+    again.apply_removal("3", 20, removed=False)  # added back
+    assert again.removed_at("3") is None
+    again.restore({})  # a snapshot of an earlier version: no marks
+    assert again.removed_at("3") is None

@@ -112,6 +112,10 @@ class Cluster:
                 return leader
         raise AssertionError("no leader")
 
+    def followers(self, leader: str) -> list[str]:
+        """Return the ids of every node but ``leader``, in order."""
+        return [str(i) for i in self.ids if i != leader]
+
     def put(self, nid: str, data: bytes) -> list[Any]:
         """Propose ``data`` on ``nid``; return a list that gets the outcome."""
         out: list[Any] = []
@@ -121,6 +125,27 @@ class Cluster:
 
 def from_leader(cluster: Cluster, kind: type) -> Callable[[Message], bool]:
     return lambda m: isinstance(m, kind)
+
+
+def standalone(
+    log_store: MemoryLogStore,
+    stable: MemoryStableStore,
+    snapshots: MemorySnapshotStore | None = None,
+    *,
+    nid: str = "a",
+    settings: NodeSettings | None = None,
+) -> RaftNode:
+    """Start node ``nid`` on these stores, alone: no peers hear it, its clock never runs."""
+    return RaftNode(
+        SimReactor(),
+        CoreConfig(NodeId(nid)),
+        log_store,
+        stable,
+        snapshots if snapshots is not None else MemorySnapshotStore(),
+        SimTransport(lambda m: None),
+        SimStateMachine(),
+        settings=settings,
+    )
 
 
 def test_a_leader_sends_nothing_of_its_term_before_the_term_is_durable():
@@ -150,7 +175,7 @@ def test_b_stop_saves_only_a_commit_index_the_durable_log_backs():
     """Finding b: entries the node has not written yet must not be behind the saved commit."""
     c = Cluster(["a", "b", "c"])
     leader = c.run_until_leader()
-    follower = next(i for i in ("a", "b", "c") if i != leader)
+    follower = c.followers(leader)[0]
     host = c.hosts[NodeId(follower)]
     held: list[tuple[Callable[[], Any], Any]] = []
     node = c.node(follower)
@@ -182,15 +207,7 @@ def test_b_a_saved_commit_past_the_durable_log_is_refused_with_the_recovery():
     log_store, stable = MemoryLogStore(), MemoryStableStore(HardState(3, None, 9))
     log_store.append([Entry(1, 1, EntryKind.NOOP, b""), Entry(2, 1, EntryKind.NOOP, b"")])
     with pytest.raises(UnrecoverableStateError) as info:
-        RaftNode(
-            SimReactor(),
-            CoreConfig(NodeId("a")),
-            log_store,
-            stable,
-            MemorySnapshotStore(),
-            SimTransport(lambda m: None),
-            SimStateMachine(),
-        )
+        standalone(log_store, stable)
     message = str(info.value)
     assert "commit index 9" in message and "move the data folder away" in message
 
@@ -275,7 +292,7 @@ def test_e_a_wiped_follower_is_caught_up_within_seconds():
     for i in range(30):
         c.put(leader, f"k={i}".encode())
         c.run(0.2)
-    victim = next(i for i in ("a", "b", "c") if i != leader)
+    victim = c.followers(leader)[0]
     c.hosts[NodeId(victim)].wipe()
     c.hosts[NodeId(victim)].start()
     c.run(5 * TICK)
@@ -315,7 +332,7 @@ def test_h_no_snapshot_of_a_state_not_yet_restored():
     applied index at once; the node must not read or snapshot the old state as new."""
     c = Cluster(["a", "b", "c"])
     leader = c.run_until_leader()
-    lagger = next(i for i in ("a", "b", "c") if i != leader)
+    lagger = c.followers(leader)[0]
     c.drop = lambda m: lagger in (m.sender, m.recipient)
     for i in range(20):
         c.put(leader, f"k={i}".encode())
@@ -357,7 +374,7 @@ def test_fail_stop_once_on_a_conflict_with_a_committed_entry():
     c = Cluster(["a", "b", "c"])
     leader = c.run_until_leader()
     c.run(5)
-    follower = next(i for i in ("a", "b", "c") if i != leader)
+    follower = c.followers(leader)[0]
     node = c.node(follower)
     core = node.core
     bad = AppendEntries(
@@ -394,15 +411,7 @@ def test_a_compacted_log_behind_a_corrupt_snapshot_is_refused_even_when_empty():
     snapshots.corrupt(15)
     log_store.compact(15)  # empty, starts at 16
     with pytest.raises(UnrecoverableStateError) as info:
-        RaftNode(
-            SimReactor(),
-            CoreConfig(NodeId("a")),
-            log_store,
-            MemoryStableStore(HardState(2, None, 3)),
-            snapshots,
-            SimTransport(lambda m: None),
-            SimStateMachine(),
-        )
+        standalone(log_store, MemoryStableStore(HardState(2, None, 3)), snapshots)
     assert "the log starts at 16" in str(info.value)
 
 
@@ -422,15 +431,7 @@ def test_the_hard_state_written_before_entries_commits_none_they_replace():
 
     log_store, stable = DiesOnAppend(), MemoryStableStore(HardState(2, None, 3))
     log_store.append([Entry(i, 1 if i <= 3 else 2, EntryKind.NOOP, b"old") for i in range(1, 7)])
-    node = RaftNode(
-        SimReactor(),
-        CoreConfig(NodeId("a")),
-        log_store,
-        stable,
-        MemorySnapshotStore(),
-        SimTransport(lambda m: None),
-        SimStateMachine(),
-    )
+    node = standalone(log_store, stable)
     log_store.dying = True
     new = tuple(Entry(i, 3, EntryKind.NOOP, b"new") for i in range(4, 7))
     with pytest.raises(OSError):
@@ -448,15 +449,8 @@ def test_a_bootstrap_cut_short_by_a_crash_starts_over_abstaining():
     log_store, stable = MemoryLogStore(), MemoryStableStore()
     voters = [(NodeId(n), b"") for n in ("a", "b", "c")]
     log_store.append(bootstrap_entries(voters))  # ... and the process died here
-    node = RaftNode(
-        SimReactor(),
-        CoreConfig(NodeId("a")),
-        log_store,
-        stable,
-        MemorySnapshotStore(),
-        SimTransport(lambda m: None),
-        SimStateMachine(),
-        settings=NodeSettings(bootstrap=[(str(n), c) for n, c in voters]),
+    node = standalone(
+        log_store, stable, settings=NodeSettings(bootstrap=[(str(n), c) for n, c in voters])
     )
     assert node.core.abstaining
     assert stable.load().abstaining and stable.load().term == 1
@@ -474,7 +468,7 @@ def test_e_a_follower_caught_up_by_snapshot_in_an_idle_cluster_votes_again():
     c.run(2)
     assert c.node(leader).snapshot_now(trailing=0)
     c.run(1)
-    victim = next(i for i in ("a", "b", "c") if i != leader)
+    victim = c.followers(leader)[0]
     c.hosts[NodeId(victim)].wipe()
     c.hosts[NodeId(victim)].start()
     c.run(10 * TICK)  # idle: no client writes
@@ -512,16 +506,7 @@ def test_old_storage_without_an_identity_is_given_one_at_start():
 
     log.append(bootstrap_entries([(NodeId("a"), b"")]))
     stable.save(HardState(3, NodeId("a"), 1))
-    node = RaftNode(
-        SimReactor(),
-        CoreConfig(NodeId("a")),
-        log,
-        stable,
-        snaps,
-        SimTransport(lambda m: None),
-        SimStateMachine(),
-        NodeSettings(),
-    )
+    node = standalone(log, stable, snaps)
     saved = stable.load()
     assert (saved.term, saved.voted_for, saved.commit, saved.abstaining) == (3, "a", 1, False)
     assert saved.storage_id and node.core.storage_id == saved.storage_id
@@ -573,7 +558,7 @@ def test_ending_abstention_first_saves_which_entry_ends_it():
     c = Cluster(["a", "b", "c"])
     leader = c.run_until_leader()
     c.run(5)
-    victim = next(i for i in ("a", "b", "c") if i != leader)
+    victim = c.followers(leader)[0]
     host = c.hosts[NodeId(victim)]
     host.wipe()
     saves: list[HardState] = []
@@ -601,16 +586,7 @@ def _recovered(hs: HardState, entries: int, term: int) -> RaftNode:
     boot = bootstrap_entries([(NodeId(n), b"") for n in ("a", "b", "c")])
     log.append(boot + [Entry(len(boot) + 1 + i, term, EntryKind.NOOP, b"") for i in range(entries)])
     stable.save(hs)
-    return RaftNode(
-        SimReactor(),
-        CoreConfig(NodeId("b")),
-        log,
-        stable,
-        MemorySnapshotStore(),
-        SimTransport(lambda m: None),
-        SimStateMachine(),
-        NodeSettings(),
-    )
+    return standalone(log, stable, nid="b")
 
 
 def test_a_crash_between_the_marker_and_the_end_of_abstention_does_not_leave_it():
@@ -631,7 +607,7 @@ def test_e_a_wiped_voters_seat_is_vacated_then_bound_to_its_new_storage():
     c.run(10)
     seats = dict(c.node(leader).core.configuration.storage)
     assert seats == {NodeId(n): c.node(n).core.storage_id for n in ("a", "b", "c")}
-    victim = next(i for i in ("a", "b", "c") if i != leader)
+    victim = c.followers(leader)[0]
     old = seats[NodeId(victim)]
     c.hosts[NodeId(victim)].wipe()
     c.hosts[NodeId(victim)].start()
@@ -687,15 +663,7 @@ def test_a_snapshot_stored_before_the_log_was_cut_after_it_does_not_leave_a_gap(
     sink = snapshots.create(SnapshotMeta(5, 2, config))
     sink.write(encode_snapshot({}, SimStateMachine().snapshot()))
     sink.close()
-    node = RaftNode(
-        SimReactor(),
-        CoreConfig(NodeId("a")),
-        log_store,
-        MemoryStableStore(HardState(2, None, 4, storage_id=7)),
-        snapshots,
-        SimTransport(lambda m: None),
-        SimStateMachine(),
-    )
+    node = standalone(log_store, MemoryStableStore(HardState(2, None, 4, storage_id=7)), snapshots)
     assert node.core.log.last_index() == 5
     assert log_store.first_index() == 6 and log_store.last_index() == 5
     log_store.append([Entry(6, 2, EntryKind.NOOP, b"")])  # no gap
@@ -712,7 +680,7 @@ def test_an_idle_follower_is_told_the_commit_index_shortly_after_it_commits():
     c.run(3 * DELAY)  # append, answer: committed on the leader; notice still pending
     index = c.node(leader).core.commit
     assert out == [index]
-    followers = [n for n in ("a", "b", "c") if n != leader]
+    followers = c.followers(leader)
     assert all(c.node(n).core.commit < index for n in followers)
     c.run(DELAY + 0.01)  # notice after 5 ms, then the message delay; well before a heartbeat
     assert all(c.node(n).core.commit == index for n in followers)
@@ -727,14 +695,7 @@ def test_sequential_writes_send_no_commit_notices():
     c.run(5)
     stats = c.node(leader).stats
     notices = stats["commit_notices"]
-    for i in range(20):
-        out = c.put(leader, f"k={i}".encode())
-        for _ in range(1000):
-            if out:
-                break
-            c.run(0.001)
-        assert out and isinstance(out[0], int)
-        c.run(0.001)  # the client's next request arrives a millisecond later
+    _sequential_puts(c, leader, 20)
     assert stats["commit_notices"] == notices
     c.run(0.3)
     assert stats["commit_notices"] - notices == 2  # the last write's commit, once to each follower
@@ -743,7 +704,7 @@ def test_sequential_writes_send_no_commit_notices():
 def _watched(c: Cluster) -> tuple[str, str, str]:
     """Return (leader, a follower that wants commits eagerly, another follower)."""
     leader = c.run_until_leader()
-    eager, idle = [n for n in ("a", "b", "c") if n != leader]
+    eager, idle = c.followers(leader)
     c.node(eager).want_eager_commits(True)
     c.run(5.5)  # its heartbeat answers say so; the next heartbeat is half a second away
     assert c.node(leader).core.progress[NodeId(eager)].eager
@@ -842,7 +803,7 @@ def test_a_leader_stalled_past_its_quorum_check_reads_the_answers_before_checkin
     leader = c.run_until_leader()
     c.run(30)
     core = c.node(leader).core
-    followers = [c.node(n).core for n in ("a", "b", "c") if n != leader]
+    followers = [c.node(n).core for n in c.followers(leader)]
     assert all(f.randomized_timeout > core.cfg.election_ticks + 1 for f in followers)
     term = core.term
     previous = core.election_elapsed

@@ -35,7 +35,8 @@ from leeky_twisted.api import watch as watches
 from leeky_twisted.api.leases import LeaseKeeper
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.ampframes import between_boxes, split_box
+from leeky_twisted.protocol.amperrors import describe_remote_error
+from leeky_twisted.protocol.ampframes import receive_boxes
 from leeky_twisted.protocol.connection import (
     DEFAULT_ATTEMPT_TIMEOUT,
     AMPConnectionPool,
@@ -174,8 +175,8 @@ class LeaderForwarder:
             raise CommitTimeout() from None
         except error.ConnectionClosed:
             raise CommitTimeout("connection to the leader lost; outcome unknown") from None
-        except amp.RemoteAmpError as e:
-            raise LeekyError(f"leader failed: {e.description}") from None
+        except amp.RemoteAmpError as e:  # not one of ours: AMP's own, or a newer node's
+            raise LeekyError(describe_remote_error(e, f"the leader at {leader_address}")) from None
         return response
 
     def close(self) -> Deferred[None]:
@@ -1372,25 +1373,12 @@ class ClientAPIProtocol(amp.AMP):
         """Dispatch the whole boxes at the start of ``data``; AMP's parser gets the rest."""
         if self._oversized:
             return
-        if not between_boxes(self):
-            super().dataReceived(data)
-            self._check_held()
-            return
-        pos = 0
-        end = len(data)
-        while pos < end:
-            split = split_box(data, pos)
-            if split is None:
-                break
-            box, pos = split
-            self.ampBoxReceived(amp.AmpBox(box))
-            if self.transport is None:  # the connection is gone
-                return
-            if self.paused or self._locked:
-                break
-        if pos < end:
-            super().dataReceived(data[pos:])
-            self._check_held()
+        receive_boxes(self, data, self._parse)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed AMP's own parser, then check what it holds for an unfinished box."""
+        super().dataReceived(data)
+        self._check_held()
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         """Count the box, then dispatch it."""

@@ -429,9 +429,15 @@ class BlockingClient:
                 return self.session_id
             try:
                 session = self._attempt("register_session", [], write=True, deadline=deadline)
-            except CommitTimeout as e:
+            except CommitTimeout:
+                # Only the session's own outcome is unknown (an unused one expires).
                 raise Unavailable(
-                    f"could not open a client session ({e}); the write was not sent"
+                    "the write was not sent to any node, so it was not applied: the client "
+                    "could not open a session with the cluster, which it needs before its "
+                    f"first write (no leader confirmed one within {self.timeout:g} s; the "
+                    "cluster may have lost most of its nodes, or be overloaded). Check that "
+                    "most nodes are running and reach each other (leekyraft status), then "
+                    "try again"
                 ) from None
             if not isinstance(session, str):
                 raise LeekyError(f"the node sent a malformed session id: {session!r:.80}")

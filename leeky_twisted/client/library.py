@@ -56,6 +56,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from leeky_twisted.protocol import commands as cc
+from leeky_twisted.protocol.amperrors import describe_remote_error
 from leeky_twisted.protocol.connection import (
     DEFAULT_ATTEMPT_TIMEOUT,
     Address,
@@ -927,14 +928,7 @@ _SILENT_HINT = (
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, amp.RemoteAmpError):
-        if e.errorCode == amp.UNKNOWN_ERROR_CODE:
-            return "the node failed while answering (an internal error: its log has the details)"
-        if e.errorCode == amp.UNHANDLED_ERROR_CODE:
-            return "it does not know this request (another program, or a much older node)"
-        description = e.description
-        if isinstance(description, bytes):
-            description = description.decode("utf-8", "replace")
-        return str(description)[:200]
+        return describe_remote_error(e)
     if isinstance(e, error.ConnectionRefusedError):
         return "connection refused (nothing listens on that port)"
     if isinstance(e, error.DNSLookupError):

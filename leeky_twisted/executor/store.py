@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -28,7 +28,13 @@ from leeky_twisted.protocol import executor_wire as wire
 from leeky_twisted.storage.errors import CorruptStorageError
 from leeky_twisted.storage.fsutil import DirectoryLock, atomic_write, remove_temp_files
 
-__all__ = ["RESULT_CACHE_SIZE", "STATE_FORMAT", "DurableExecutorState", "OwnerMismatch"]
+__all__ = [
+    "RESULT_CACHE_SIZE",
+    "STATE_FORMAT",
+    "DurableExecutorState",
+    "FolderLostError",
+    "OwnerMismatch",
+]
 
 log = Logger()
 
@@ -41,18 +47,30 @@ class OwnerMismatch(Exception):
     """The executor is bound to another node."""
 
 
+class FolderLostError(Exception):
+    """The data folder is no longer the one opened: the executor applies nothing more."""
+
+
 class DurableExecutorState:
     """A :class:`FileMetadataMachine` with a durable last applied index.
 
     Holds an exclusive lock on ``directory`` while open. Not thread-safe: the
     executor calls it from its reactor thread only.
+
+    ``folder_check``, when set, is asked after a save failed: a reason means the
+    folder is gone, and the state in memory is kept (an empty reload would
+    answer as if nothing had been applied). Once :attr:`lost` is set, every
+    change is refused with :class:`FolderLostError`.
     """
+
+    folder_check: Callable[[], str | None] | None = None
+    lost: str | None = None  #: why the executor stopped applying, once it did
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.path = os.path.join(directory, "state.json")
-        self._lock = DirectoryLock(os.path.join(directory, "LOCK"))
+        self.lock = DirectoryLock(os.path.join(directory, "LOCK"))
         for name in remove_temp_files(directory):
             log.warn("removed half-written {name}", name=name)
         self.machine = FileMetadataMachine()
@@ -62,7 +80,7 @@ class DurableExecutorState:
         try:
             self._load()
         except BaseException:
-            self._lock.release()
+            self.lock.release()
             raise
 
     # ------------------------------------------------------------ disk
@@ -113,7 +131,7 @@ class DurableExecutorState:
 
     def close(self) -> None:
         """Release the directory lock."""
-        self._lock.release()
+        self.lock.release()
 
     # ------------------------------------------------------------ owner
 
@@ -142,6 +160,7 @@ class DurableExecutorState:
         not strictly increasing, OwnerMismatch for a foreign owner, and
         whatever the disk raises (in-memory changes are rolled back).
         """
+        self._refuse_if_lost()
         for (a, _), (b, _) in pairwise(entries):
             if b <= a:
                 raise ValueError(f"entry indexes must increase: {a} then {b}")
@@ -170,6 +189,10 @@ class DurableExecutorState:
             self._durably()
         return results
 
+    def _refuse_if_lost(self) -> None:
+        if self.lost is not None:
+            raise FolderLostError(f"the executor stopped: {self.lost}")
+
     def _remember(self, index: int, outcome: dict[str, Any]) -> None:
         self._recent[index] = outcome
         while len(self._recent) > RESULT_CACHE_SIZE:
@@ -179,6 +202,9 @@ class DurableExecutorState:
         try:
             self._save()
         except BaseException:
+            check = self.folder_check
+            if check is not None and check() is not None:
+                raise  # the folder is gone: stopping, with the state kept
             log.failure("could not save the executor state; rolling back to the last saved")
             self._reload_after_failure()
             raise
@@ -195,6 +221,7 @@ class DurableExecutorState:
 
         Raises ValueError (nothing changes) when ``data`` is malformed.
         """
+        self._refuse_if_lost()
         bind = self.check_owner(owner)
         if index < 0:
             raise ValueError("index must not be negative")

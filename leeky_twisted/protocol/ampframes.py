@@ -4,11 +4,14 @@ Twisted's AMP parser (``Int16StringReceiver`` plus ``BinaryBoxProtocol``)
 delivers a box one key or value at a time through several method calls;
 splitting whole boxes directly is several times cheaper. The wire format is
 AMP's own: each key and value has a 2-byte big-endian length, keys are 1 to
-255 bytes, and an empty key ends the box.
+255 bytes, and an empty key ends the box. :func:`receive_boxes` is the
+``dataReceived`` loop both ends share (the node's client port and the
+client's pooled connections).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.protocols import amp
@@ -57,6 +60,37 @@ def split_box(data: bytes, pos: int) -> tuple[dict[bytes, bytes], int] | None:
             return None
         box[key] = data[pos : pos + size]
         pos += size
+
+
+def receive_boxes(protocol: Any, data: bytes, parse: Callable[[bytes], None]) -> None:
+    """Dispatch the whole boxes at the start of ``data``; give the rest to ``parse``.
+
+    ``protocol`` is an ``amp.BinaryBoxProtocol``; ``parse`` is its own
+    ``dataReceived`` (AMP's parser, plus whatever the caller checks after it).
+    Each box split by hand goes to ``protocol.ampBoxReceived``. The loop stops
+    when the connection is gone (``protocol.transport`` is None: nothing more
+    is read), or is paused or handed to another protocol (the bytes after that
+    box go to ``parse``, which holds them as AMP does). ``parse`` gets all of
+    ``data`` when AMP's parser holds part of a box (:func:`between_boxes`).
+    """
+    if not between_boxes(protocol):
+        parse(data)
+        return
+    pos = 0
+    end = len(data)
+    received = protocol.ampBoxReceived
+    while pos < end:
+        split = split_box(data, pos)
+        if split is None:
+            break
+        box, pos = split
+        received(amp.AmpBox(box))
+        if protocol.transport is None:  # the connection is gone
+            return
+        if protocol.paused or protocol._locked:
+            break
+    if pos < end:
+        parse(data[pos:])
 
 
 class QuietAMP(amp.AMP):

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
+from leeky_twisted.protocol.ampframes import QuietAMP, receive_boxes
 from leeky_twisted.protocol.errors import (
     Unavailable,
 )
@@ -346,29 +346,13 @@ class _PooledAMP(QuietAMP):
         """Keep the first bytes (for error messages), then parse as AMP.
 
         Whole boxes at the start of ``data`` are split by hand
-        (:func:`~leeky_twisted.protocol.ampframes.split_box`, as the node does)
-        instead of by AMP's key-at-a-time parser; the rest, a partial box or
-        bytes that are not AMP, goes to that parser as before.
+        (:func:`~leeky_twisted.protocol.ampframes.receive_boxes`, as the node
+        does) instead of by AMP's key-at-a-time parser; the rest, a partial box
+        or bytes that are not AMP, goes to that parser as before.
         """
         if self.boxes == 0 and len(self.first_bytes) < _FIRST_BYTES:
             self.first_bytes += data[: _FIRST_BYTES - len(self.first_bytes)]
-        if not between_boxes(self):
-            super().dataReceived(data)
-            return
-        pos = 0
-        end = len(data)
-        while pos < end:
-            split = split_box(data, pos)
-            if split is None:
-                break
-            box, pos = split
-            self.ampBoxReceived(amp.AmpBox(box))
-            if self.transport is None or self.is_lost:  # the connection is gone
-                return
-            if self.paused or self._locked:
-                break
-        if pos < end:
-            super().dataReceived(data[pos:])
+        receive_boxes(self, data, super().dataReceived)
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         """Note that the node is alive, then dispatch the box.

@@ -3,6 +3,12 @@
 Node ids are stable; addresses are separate data, learned from the command
 line, configuration entries, snapshots, a leader's announcement in the log and
 gossip. Every writer goes through :class:`AddressBook`; readers see a mapping.
+
+The book also keeps, for each node an applied configuration change removed
+(and no later one added back), the index of that change: what a node tells a
+removed node that asks it for votes. Only :meth:`AddressBook.apply_removal`
+writes it (from applied configuration entries) and snapshots carry it, under
+a key no node id can take (:data:`REMOVED_KEY`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,11 @@ from collections.abc import Iterator, Mapping
 from twisted.logger import Logger
 
 log = Logger()
+
+#: The snapshot key of the removal marks. Not a node id: node ids never hold a
+#: space (``server/nodeid.py``). A node of an earlier version that reads such a
+#: snapshot sees one harmless extra entry.
+REMOVED_KEY = " removed"
 
 
 class AddressBook(Mapping[str, Mapping[str, str]]):
@@ -34,6 +45,8 @@ class AddressBook(Mapping[str, Mapping[str, str]]):
         self.own_id = own_id
         self._keep_own = keep_own
         self._book: dict[str, dict[str, str]] = {k: dict(v) for k, v in (book or {}).items()}
+        #: node id -> index of the applied configuration change that removed it
+        self._removed: dict[str, int] = {}
         if keep_own:
             self._book.setdefault(own_id, {})
 
@@ -56,9 +69,17 @@ class AddressBook(Mapping[str, Mapping[str, str]]):
         """Return a copy of this node's own addresses."""
         return dict(self._book.get(self.own_id, {}))
 
+    def removed_at(self, node_id: str) -> int | None:
+        """Return the index of the applied change that removed ``node_id`` (and no later
+        one added back), or None."""
+        return self._removed.get(node_id)
+
     def as_dict(self) -> dict[str, dict[str, str]]:
-        """Return a copy of the whole book (for a snapshot)."""
-        return {k: dict(v) for k, v in self._book.items()}
+        """Return a copy of the whole book, removal marks included (for a snapshot)."""
+        book = {k: dict(v) for k, v in self._book.items()}
+        if self._removed:
+            book[REMOVED_KEY] = {k: str(v) for k, v in self._removed.items()}
+        return book
 
     # -------------------------------------------------------------- writing
 
@@ -68,16 +89,33 @@ class AddressBook(Mapping[str, Mapping[str, str]]):
 
     def learn(self, node_id: str, addresses: Mapping[str, str]) -> None:
         """Merge what was learned of ``node_id`` (gossip, a configuration entry)."""
-        if self._keep_own and node_id == self.own_id:
+        if (self._keep_own and node_id == self.own_id) or node_id == REMOVED_KEY:
             return
         self._book.setdefault(node_id, {}).update({str(k): str(v) for k, v in addresses.items()})
 
     def restore(self, book: Mapping[str, Mapping[str, str]]) -> None:
-        """Take each node's entry from a snapshot's book, replacing what was known."""
+        """Take each node's entry from a snapshot's book, replacing what was known.
+
+        The snapshot's removal marks replace ours (a snapshot of an earlier
+        version has none); a malformed mark is skipped.
+        """
+        removed: dict[str, int] = {}
+        for node_id, index in book.get(REMOVED_KEY, {}).items():
+            if str(index).isdigit() and int(index) > 0:
+                removed[str(node_id)] = int(index)
+        self._removed = removed
         for node_id, addresses in book.items():
-            if self._keep_own and node_id == self.own_id:
+            if node_id == REMOVED_KEY or (self._keep_own and node_id == self.own_id):
                 continue
             self._book[node_id] = dict(addresses)
+
+    def apply_removal(self, node_id: str, index: int, removed: bool) -> None:
+        """Record the applied configuration change at ``index`` about ``node_id``:
+        it ``removed`` the node, or added it (back)."""
+        if removed:
+            self._removed[node_id] = index
+        else:
+            self._removed.pop(node_id, None)
 
     # --------------------------------------------------------- announcements
 
@@ -97,7 +135,7 @@ class AddressBook(Mapping[str, Mapping[str, str]]):
             addrs = {str(k): str(v) for k, v in dict(info["addresses"]).items()}
         except (ValueError, KeyError, TypeError):
             return
-        if nid != self.own_id:
+        if nid not in (self.own_id, REMOVED_KEY):
             self._book.setdefault(nid, {}).update(addrs)
 
     def apply_config_context(self, node_id: str, context: bytes) -> None:

@@ -12,7 +12,7 @@ that names the folder and what changed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import task
@@ -20,21 +20,32 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from leeky_twisted import defaults
-from leeky_twisted.storage.folderwatch import FolderIdentity
+
+
+class FolderCheck(Protocol):
+    """What the guard watches: :class:`~leeky_twisted.storage.folderwatch.FolderIdentity`,
+    or the simulation's stand-in for it."""
+
+    folder: str  #: the path a message names
+
+    def change(self) -> str | None:
+        """Return what changed since the folder was opened (one phrase), or None."""
 
 
 class DataFolderGuard(service.Service):
-    """Check a :class:`FolderIdentity` every ``interval`` seconds of ``clock``.
+    """Check a :class:`FolderCheck` every ``interval`` seconds of ``clock``.
 
     :param on_lost: called once, with the reason, when the folder changed.
+    :param who: what opened the folder, as the reason names it.
     """
 
     def __init__(
         self,
         clock: Any,
-        identity: FolderIdentity,
+        identity: FolderCheck,
         on_lost: Callable[[str], None],
         interval: float = defaults.DATA_DIR_CHECK_SECONDS,
+        who: str = "this node",
     ) -> None:
         if interval <= 0:
             raise ValueError(f"the data folder check interval must be positive, got {interval}")
@@ -42,6 +53,7 @@ class DataFolderGuard(service.Service):
         self.identity = identity
         self.on_lost = on_lost
         self.interval = interval
+        self.who = who  #: what opened the folder, as a message names it
         self.lost: str | None = None  #: the reason, once the folder changed
         self._loop: task.LoopingCall | None = None
 
@@ -73,8 +85,8 @@ class DataFolderGuard(service.Service):
         if change is None:
             return None
         self.lost = (
-            f"the data folder {self.identity.folder} is no longer the one this node "
-            f"opened: {change}. Every write since then would be lost at the next start"
+            f"the data folder {self.identity.folder} is no longer the one "
+            f"{self.who} opened: {change}. Every write since then would be lost at the next start"
         )
         self._stop_loop()
         self.on_lost(self.lost)

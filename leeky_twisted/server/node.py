@@ -53,6 +53,7 @@ from leeky_twisted.core.messages import (
     Message,
     NodeId,
     Ready,
+    RequestVote,
     Role,
     SnapshotMeta,
 )
@@ -83,8 +84,11 @@ from leeky_twisted.server.addresses import AddressBook
 from leeky_twisted.server.admin import Admin, check_peer_address
 from leeky_twisted.server.applier import Applier, LocalApplier
 from leeky_twisted.server.pending import PendingRequests
+from leeky_twisted.server.removal import Removal
 from leeky_twisted.server.snapshots import Snapshots, decode_snapshot, encode_snapshot
 from leeky_twisted.server.writes import INLINE_PERSIST_BYTES, DiskWriter
+from leeky_twisted.transport.codec import PeerMessage
+from leeky_twisted.transport.notices import RemovedNotice
 
 __all__ = [
     "INLINE_PERSIST_BYTES",
@@ -277,6 +281,8 @@ class RaftNode:
         self._commit_notice: Any = None  #: the pending call of _notify_commit
         #: the index of the applied configuration change that removed this node, if any
         self.removed_at: int | None = None
+        #: removal notices: answering removed nodes, and being told (``server/removal.py``)
+        self.removal = Removal(self.node_id, self.core, self.addresses, self.transport.send)
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
         self.stats = {
@@ -477,6 +483,8 @@ class RaftNode:
         core = self.core
         missed = ticks > 1 and not self._deferred_last
         self._deferred_last = missed
+        if self.removal.silenced():
+            return  # told it was removed: its election timer stops (server/removal.py)
         for _ in range(min(ticks, core.cfg.election_ticks)):
             core.tick(missed)
 
@@ -492,9 +500,15 @@ class RaftNode:
             for key in sorted(out, key=out.__getitem__)[:2048]:
                 del out[key]
 
-    def receive(self, message: Message) -> None:
-        """Feed a peer's message to the core."""
+    def receive(self, message: PeerMessage) -> None:
+        """Feed a peer's message to the core (a removal notice goes to ``self.removal``)."""
         if self.stopped:
+            return
+        if type(message) is RequestVote and self.removal.answer(message):
+            return
+        if isinstance(message, RemovedNotice):
+            self.removal.hear(message)
+            self._schedule()
             return
         on_peer_rtt = self.hooks.on_peer_rtt
         if on_peer_rtt is not None and isinstance(message, HeartbeatResponse):
@@ -823,6 +837,7 @@ class RaftNode:
             node=change.node_id,
             index=e.index,
         )
+        self.removal.applied(change, e.index)
         if change.node_id != self.node_id:
             return
         if change.op is ConfChangeOp.REMOVE:
@@ -926,6 +941,8 @@ class RaftNode:
     def role_name(self) -> str:
         """Return the role as users see it: leader, follower, candidate, learner or removed."""
         core = self.core
+        if self.removal.silenced():
+            return "removed"  # as a member that applied the removal told it
         if self.node_id not in core.configuration.members():
             index = core.log.config_index()
             if (

@@ -8,7 +8,9 @@ that node is dropped, as when the process dies). :class:`SimDisk` holds the
 real in-memory stores (what survives a crash), wrapped so a write can fail,
 tear (only a prefix of an append lands, then the process dies) or be followed
 by a crash before the node hears it finished. :class:`NodeHost` builds a
-:class:`~leeky_twisted.server.node.RaftNode` over them and restarts, stops or wipes it.
+:class:`~leeky_twisted.server.node.RaftNode` over them and restarts, stops or wipes it,
+or swaps its data folder while it runs (the node keeps the stores it opened, as
+a process keeps its open files; the shipped :class:`DataFolderGuard` must stop it).
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import heapq
 import json
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from leeky_twisted import defaults
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import Entry, HardState, Message, NodeId
 from leeky_twisted.interfaces import IPeerTransport, IStateMachine
+from leeky_twisted.server.folderguard import DataFolderGuard
 from leeky_twisted.server.node import (
     NodeHooks,
     NodeSettings,
@@ -35,6 +39,7 @@ from leeky_twisted.server.node import (
 )
 from leeky_twisted.storage.errors import StorageError
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from leeky_twisted.transport.notices import RemovedNotice
 
 __all__ = [
     "DiskFaults",
@@ -42,6 +47,7 @@ __all__ = [
     "NodeHost",
     "SimCrash",
     "SimDisk",
+    "SimFolderIdentity",
     "SimReactor",
     "SimStateMachine",
 ]
@@ -210,12 +216,19 @@ class DiskFaults:
         return self.rng.uniform(0.0, self.max_delay)
 
 
+#: the error of a write into a deleted data folder
+FOLDER_GONE = "simulated write error: no such file or directory (the data folder was deleted)"
+
+
 class _FaultyLogStore(MemoryLogStore):
     """The in-memory log, whose appends may fail, tear or be followed by a crash."""
 
     faults: DiskFaults | None = None
+    gone = False  #: its folder was deleted: every write fails
 
     def append(self, entries: Sequence[Entry]) -> None:
+        if self.gone and entries:
+            raise StorageError(FOLDER_GONE)
         fault = self.faults.draw() if self.faults is not None and entries else None
         if fault == "fail":
             raise StorageError("simulated write error")
@@ -233,8 +246,11 @@ class _FaultyStableStore(MemoryStableStore):
     """The in-memory hard state, whose saves may fail or be followed by a crash."""
 
     faults: DiskFaults | None = None
+    gone = False  #: its folder was deleted: every write fails
 
     def save(self, hard_state: object) -> None:
+        if self.gone:
+            raise StorageError(FOLDER_GONE)
         fault = self.faults.draw() if self.faults is not None else None
         if fault == "fail":
             raise StorageError("simulated write error")
@@ -258,10 +274,38 @@ class SimDisk:
         self.log.faults = faults
         self.stable.faults = faults
 
+    def delete(self) -> None:
+        """The folder is deleted: the stores opened on it fail every write from now on."""
+        self.log.gone = True
+        self.stable.gone = True
+
+    @property
+    def deleted(self) -> bool:
+        """Return True once :meth:`delete` was called."""
+        return self.log.gone
+
     def hard_state(self) -> HardState:
         hs = self.stable.load()
         assert isinstance(hs, HardState)
         return hs
+
+
+class SimFolderIdentity:
+    """The simulation's :class:`~leeky_twisted.storage.folderwatch.FolderIdentity`:
+    the folder is the one opened while the host still has the same :class:`SimDisk`."""
+
+    def __init__(self, host: NodeHost, disk: SimDisk) -> None:
+        self.folder = f"/sim/{host.id}"
+        self._host = host
+        self._disk = disk
+
+    def change(self) -> str | None:
+        """Return what changed since the node opened its disk, or None."""
+        if self._host.disk is self._disk:
+            return None
+        if self._disk.deleted:
+            return f"the data folder {self.folder} was deleted"
+        return f"the data folder {self.folder} was replaced (another made at its path)"
 
 
 # ---------------------------------------------------------- state machine
@@ -308,8 +352,9 @@ class SimTransport:
         self.receiver: Callable[[Message], None] | None = None
 
     def send(self, message: object) -> None:
-        assert isinstance(message, Message)
-        self._send(message)
+        assert isinstance(message, Message | RemovedNotice)
+        # a notice has a sender and a recipient too: all the network reads of it
+        self._send(cast(Message, message))
 
     def set_receiver(self, receiver: object) -> None:
         assert callable(receiver)
@@ -355,6 +400,11 @@ class NodeHost:
         self.refused: str | None = None  #: why the node refused to start, if it did
         self.incarnation = 0
         self._disk_free_at = 0.0
+        self.guard_folder = True  #: run the shipped folder guard (off: tests of the checker)
+        #: the node running when the folder was swapped, until it is gone
+        self.swapped_node: RaftNode | None = None
+        self.swapped_at = 0.0
+        self.folder_swapped = False  #: swapped since the node last started
 
     @property
     def up(self) -> bool:
@@ -371,6 +421,18 @@ class NodeHost:
         self.disk.arm(None)  # recovery reads and bootstrap writes are not faulted
         observe = self._observe
         on_ready = functools.partial(observe, self) if observe is not None else None
+        holder: list[RaftNode] = []
+        guard = DataFolderGuard(
+            clock,
+            SimFolderIdentity(self, self.disk),
+            lambda why: holder[0].fail_stop(why),
+            defaults.DATA_DIR_CHECK_SECONDS,
+        )
+        run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] = self._run_blocking
+        hooks = NodeHooks(on_ready=on_ready)
+        if self.guard_folder:
+            run_blocking = guard.checked(run_blocking)
+            hooks = NodeHooks(on_ready=on_ready, storage_check=guard.check)
         try:
             node = RaftNode(
                 clock,
@@ -382,9 +444,9 @@ class NodeHost:
                 self.sm,
                 settings=self._settings(self.id),
                 rng=random.Random(self.rng.random()),
-                run_blocking=self._run_blocking,
+                run_blocking=run_blocking,
                 monotonic=self.reactor.seconds,
-                hooks=NodeHooks(on_ready=on_ready),
+                hooks=hooks,
                 timer=self.reactor.seconds,
             )
         except UnrecoverableStateError as e:
@@ -394,8 +456,13 @@ class NodeHost:
             return False
         self.refused = None
         self.node = node
+        self.folder_swapped = False
+        self.swapped_node = None
+        holder.append(node)
         self.disk.arm(self.disk_faults)
         clock.callLater(0, node.start)
+        if self.guard_folder:
+            guard.startService()
         return True
 
     def crash(self) -> None:
@@ -420,6 +487,21 @@ class NodeHost:
         """Lose the disk: the node comes back under the same id, empty."""
         self.crash()
         self.disk = SimDisk()
+
+    def swap_folder(self, deleted: bool) -> None:
+        """Delete (``deleted``) or replace the data folder under the running node.
+
+        Either way a fresh, empty folder is at its path at the next start. The
+        running node keeps the stores it opened: after a replacement they take
+        writes as before (open files), after a deletion every write fails.
+        """
+        if deleted:
+            self.disk.delete()
+        self.disk = SimDisk()
+        self.folder_swapped = True
+        if self.up:
+            self.swapped_node = self.node
+            self.swapped_at = self.reactor.now
 
     def stall(self, seconds: float) -> None:
         """Block the node's reactor for ``seconds`` (its disk keeps working)."""

@@ -13,17 +13,20 @@ one-way link loss; crashes at any point (also between a write and the messages
 that depend on it, and in the middle of an append: a torn write); failing and
 slow disks; graceful stops; reactor stalls longer than an election timeout
 (with lease reads on in some seeds); a voter's disk wiped and the node started
-again under the same id; the newest snapshot corrupt at restart; snapshots
-installed while other writes are in flight; a cluster bootstrapped as a single
-voter and grown with learners and voters; leadership transfers.
+again under the same id; a voter's data folder deleted or replaced while it
+runs (it must stop itself, then starts again on the new folder); the newest
+snapshot corrupt at restart; snapshots installed while other writes are in
+flight; a cluster bootstrapped as a single voter and grown with learners and
+voters; leadership transfers.
 
 Checked as it runs: Election Safety, Leader Append-Only, Log Matching, Leader
 Completeness, State Machine Safety; that every write a client was told
 succeeded is the committed entry at its index (and in the final log); that no
 read saw a state older than a write committed before the read started; that no
-node stopped itself because of a broken rule. Liveness: once faults stop, a
-leader commits a fresh write within a bounded time, and every request a
-running node took has been answered.
+node stopped itself because of a broken rule; that a node whose data folder was
+swapped stopped itself within a check interval of its reactor. Liveness: once
+faults stop, a leader commits a fresh write within a bounded time, and every
+request a running node took has been answered.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
+from leeky_twisted import defaults
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
     BOOTSTRAP_TERM,
@@ -77,6 +81,7 @@ class FaultSettings:
     stop_rate: float = 0.0  #: chance per tick of a graceful stop
     stall_rate: float = 0.0  #: chance per tick of a reactor stall past an election timeout
     wipe_rate: float = 0.0  #: chance per tick of losing a voter's disk
+    folder_swap_rate: float = 0.0  #: chance per tick of a voter's folder deleted or replaced
     corrupt_snapshot: float = 0.0  #: chance that a restart finds its newest snapshot corrupt
     disk_fail: float = 0.0  #: per write
     disk_tear: float = 0.0  #: per write
@@ -118,6 +123,8 @@ class Simulation:
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        #: draws of the folder fault, kept apart so seeds without it replay as before
+        self.folder_rng = random.Random(f"{seed}/folder")
         self.n = nodes or self.rng.choice((3, 3, 5, 5, 7))
         self.ticks = ticks
         self.faults = faults or self._draw_faults()
@@ -175,6 +182,8 @@ class Simulation:
         self.reads_served = 0
         self.value_seq = 0
         self.messages_sent = 0
+        self.folder_swaps = 0
+        self.folder_stops = 0  #: nodes that stopped themselves over a swapped folder
 
     # ------------------------------------------------------------ setup
 
@@ -222,6 +231,9 @@ class Simulation:
         if r.random() < 0.15:
             f.single_voter = True
             f.config_rate = max(f.config_rate, 0.05)
+        fr = self.folder_rng
+        if fr.random() < 0.15:
+            f.folder_swap_rate = fr.choice((0.005, 0.02))
         return f
 
     def core_config(self, nid: NodeId) -> CoreConfig:
@@ -374,7 +386,25 @@ class Simulation:
             if node is not None and node.failure is not None:
                 if "broke the core" in node.failure:
                     raise SafetyViolation(f"{host.id} stopped itself: {node.failure}")
+                if node is host.swapped_node:
+                    self.folder_stops += 1
+                    self.trace(f"{host.id} stopped itself: {node.failure}")
                 host.crash()  # a failed disk: the process exits; it is restarted later
+            self._check_swapped(host)
+
+    def _check_swapped(self, host: NodeHost) -> None:
+        """A node whose data folder was swapped stops itself within one check
+        interval of its reactor (a stalled reactor checks when it wakes)."""
+        node = host.swapped_node
+        if node is None or host.node is not node or not host.up:
+            return
+        assert host.clock is not None
+        since = max(host.swapped_at, host.clock.stalled_until)
+        if self.reactor.now > since + defaults.DATA_DIR_CHECK_SECONDS + TICK:
+            raise SafetyViolation(
+                f"{host.id} went on running {self.reactor.now - host.swapped_at:.1f}s "
+                "after its data folder was swapped"
+            )
 
     # ----------------------------------------------------------- clients
 
@@ -489,13 +519,16 @@ class Simulation:
             self.hosts[r.choice(every)].stall(r.uniform(11, 40) * TICK)
         if r.random() < f.wipe_rate:
             self._maybe_wipe(self.hosts[r.choice(self.ids)])
+        fr = self.folder_rng
+        if f.folder_swap_rate and fr.random() < f.folder_swap_rate:
+            self._maybe_swap_folder(self.hosts[fr.choice(self.ids)], fr.random() < 0.5)
         for host in self.hosts.values():
             if not host.up and host.incarnation and r.random() < 0.05:
                 self._restart(host)
 
     def _recovering(self, host: NodeHost) -> bool:
         """Return True while ``host`` has lost its disk and not yet caught up."""
-        if host.refused is not None:
+        if host.refused is not None or host.folder_swapped:
             return True
         if host.node is not None:
             return host.node.core.abstaining
@@ -525,8 +558,21 @@ class Simulation:
         host.wipe()
         host.start()
 
+    def _maybe_swap_folder(self, host: NodeHost, deleted: bool) -> None:
+        """Delete or replace a running voter's data folder (a lost disk, under the
+        same rule as a wipe); it must stop itself and start again on the new folder."""
+        if not host.up or not self._disk_loss_allowed(host):
+            return
+        self.trace(f"{'delete' if deleted else 'replace'} the data folder of {host.id}")
+        self.folder_swaps += 1
+        host.swap_folder(deleted)
+
     def _restart(self, host: NodeHost) -> None:
         host.crash()
+        if host.folder_swapped:  # it starts on the new, empty folder: as after a wipe
+            if len(self._bootstrap) < 3:
+                self.rejoin.add(host.id)
+            self.formed.discard(host.id)
         if self.rng.random() < self.faults.corrupt_snapshot and self._disk_loss_allowed(host):
             newest = host.disk.snapshots.latest()
             if newest is not None:

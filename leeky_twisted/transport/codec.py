@@ -9,8 +9,10 @@ of one flags byte (unknown bits are rejected). ``AppendEntries`` carries its
 entries as length-prefixed records (``index:u64 term:u64 kind:u8 len:u32
 data``); ``InstallSnapshot`` carries the voter and learner ids of its
 configuration as length-prefixed strings, sorted so the encoding is canonical.
-The ``eager`` field of append and heartbeat answers is not encoded here (it
-decodes as false): it travels as an AMP argument of its own, which a node of
+A :class:`~leeky_twisted.transport.notices.RemovedNotice` (not a core message:
+the node reads it, the core never sees it) is encoded the same way, its body
+the index of the removal. The ``eager`` field of append and heartbeat answers
+is not encoded here (it decodes as false): it travels as an AMP argument of its own, which a node of
 an earlier version ignores (:mod:`~leeky_twisted.transport.peer_commands`).
 
 :func:`decode` treats its input as untrusted: anything malformed raises
@@ -34,6 +36,7 @@ from typing import Any
 from twisted.protocols import amp
 
 from leeky_twisted.core.messages import (
+    MAX_INDEX,
     MAX_STORAGE_ID,
     AppendEntries,
     AppendEntriesResponse,
@@ -51,12 +54,14 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
     bounds_error,
 )
+from leeky_twisted.transport.notices import RemovedNotice
 
 __all__ = [
     "TAGS",
     "CodecError",
     "LargeBytes",
     "OutOfBounds",
+    "PeerMessage",
     "decode",
     "encode",
     "put_large",
@@ -81,7 +86,11 @@ TAGS: dict[type, int] = {
     HeartbeatResponse: 6,
     InstallSnapshot: 7,
     TimeoutNow: 8,
+    RemovedNotice: 9,
 }
+
+#: What travels between peers: a core message, or a notice the node reads itself.
+PeerMessage = Message | RemovedNotice
 
 _PREFIX = struct.Struct("!BHH")  # tag, sender length, recipient length
 _U16 = struct.Struct("!H")
@@ -208,6 +217,10 @@ def _body_timeout_now(m: TimeoutNow) -> list[bytes]:
     return [_Q.pack(m.term)]
 
 
+def _body_removed_notice(m: RemovedNotice) -> list[bytes]:
+    return [_Q.pack(m.index)]
+
+
 _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     RequestVote: _body_request_vote,
     RequestVoteResponse: _body_request_vote_response,
@@ -217,10 +230,11 @@ _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     HeartbeatResponse: _body_heartbeat_response,
     InstallSnapshot: _body_install_snapshot,
     TimeoutNow: _body_timeout_now,
+    RemovedNotice: _body_removed_notice,
 }
 
 
-def encode(message: Message) -> bytes:
+def encode(message: PeerMessage) -> bytes:
     """Return the compact binary form of ``message``.
 
     Raises CodecError when ``message`` is not a core message or holds a value
@@ -416,6 +430,15 @@ def _decode_timeout_now(s: NodeId, r: NodeId, data: bytes, off: int) -> TimeoutN
     return TimeoutNow(s, r, term)
 
 
+def _decode_removed_notice(s: NodeId, r: NodeId, data: bytes, off: int) -> RemovedNotice:
+    _need(data, off, _Q.size, "RemovedNotice")
+    (index,) = _Q.unpack_from(data, off)
+    _done(data, off + _Q.size, "RemovedNotice")
+    if not 0 < index <= MAX_INDEX:
+        raise OutOfBounds(f"RemovedNotice refused: index {index} outside [1, {MAX_INDEX}]")
+    return RemovedNotice(s, r, index)
+
+
 _DECODERS: dict[int, Callable[[NodeId, NodeId, bytes, int], Any]] = {
     TAGS[RequestVote]: _decode_request_vote,
     TAGS[RequestVoteResponse]: _decode_request_vote_response,
@@ -425,10 +448,11 @@ _DECODERS: dict[int, Callable[[NodeId, NodeId, bytes, int], Any]] = {
     TAGS[HeartbeatResponse]: _decode_heartbeat_response,
     TAGS[InstallSnapshot]: _decode_install_snapshot,
     TAGS[TimeoutNow]: _decode_timeout_now,
+    TAGS[RemovedNotice]: _decode_removed_notice,
 }
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes) -> PeerMessage:
     """Parse bytes produced by :func:`encode` and return the message.
 
     ``data`` is untrusted: wrong lengths, unknown tags, flags or entry kinds,
@@ -451,7 +475,9 @@ def decode(data: bytes) -> Message:
         off += sender_len
         recipient = _text(data[off : off + recipient_len])
         off += recipient_len
-        message: Message = decoder(sender, recipient, data, off)
+        message: PeerMessage = decoder(sender, recipient, data, off)
+        if isinstance(message, RemovedNotice):
+            return message  # its decoder checked its one value
         problem = bounds_error(message)
         if problem is not None:
             raise OutOfBounds(f"{type(message).__name__} refused: {problem}")

@@ -103,6 +103,17 @@ class TimeoutNowCmd(amp.Command):
     requiresAnswer = False
 
 
+class RemovedNoticeCmd(amp.Command):
+    """Carry an encoded ``RemovedNotice`` (:mod:`~leeky_twisted.transport.notices`).
+
+    A node of an earlier version does not know it and drops the connection;
+    the sender dials again for its next message.
+    """
+
+    arguments = [(b"m", LargeBytes())]
+    requiresAnswer = False
+
+
 class SnapshotChunk(amp.Command):
     """Carry ``data`` = snapshot bytes [offset, offset + len(data)) of ``total``.
 

@@ -37,7 +37,6 @@ from leeky_twisted.core.messages import (
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
-    Message,
     NodeId,
     RequestVote,
     RequestVoteResponse,
@@ -47,8 +46,16 @@ from leeky_twisted.core.messages import (
 from leeky_twisted.protocol.ampframes import QuietAMP
 from leeky_twisted.protocol.netutil import write_now
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
-from leeky_twisted.transport.codec import CodecError, OutOfBounds, decode, encode, put_large
+from leeky_twisted.transport.codec import (
+    CodecError,
+    OutOfBounds,
+    PeerMessage,
+    decode,
+    encode,
+    put_large,
+)
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
+from leeky_twisted.transport.notices import RemovedNotice
 from leeky_twisted.transport.peer_commands import (
     EAGER,
     AppendEntriesCmd,
@@ -57,6 +64,7 @@ from leeky_twisted.transport.peer_commands import (
     HeartbeatResponseCmd,
     Hello,
     HelloRefused,
+    RemovedNoticeCmd,
     RequestVoteCmd,
     RequestVoteResponseCmd,
     SnapshotChunk,
@@ -102,6 +110,7 @@ MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
     Heartbeat: HeartbeatCmd,
     HeartbeatResponse: HeartbeatResponseCmd,
     TimeoutNow: TimeoutNowCmd,
+    RemovedNotice: RemovedNoticeCmd,
 }
 _COMMAND_NAMES: dict[type, bytes] = {
     cls: command.commandName for cls, command in MESSAGE_COMMANDS.items()
@@ -110,7 +119,7 @@ _COMMAND_NAMES: dict[type, bytes] = {
 _EAGER_TYPES = (AppendEntriesResponse, HeartbeatResponse)
 _TRUE = b"True"  # how amp.Boolean writes True
 
-Receiver = Callable[[Message], None]
+Receiver = Callable[[PeerMessage], None]
 SnapshotReceiver = Callable[[SnapshotMeta, bytes], "Deferred[Any] | None"]
 #: Returns the node id an accepted connection's certificate proves, or None if none.
 Authenticator = Callable[[Any], "NodeId | None"]
@@ -137,7 +146,7 @@ class PeerProtocolError(Exception):
     """A peer broke the protocol; the connection it came on must be dropped."""
 
 
-def frame_message(message: Message) -> bytes:
+def frame_message(message: PeerMessage) -> bytes:
     """Return the serialized AMP box carrying ``message`` as a one-way command.
 
     The bytes are what ``callRemote`` would write for the message's command,
@@ -228,7 +237,14 @@ class PeerInbox:
         self._partials: dict[NodeId, _PartialSnapshot] = {}
         #: Messages refused for out-of-bounds values, per sending peer, since start.
         self.refused: dict[NodeId, int] = {}
+        #: RemovedNotices ignored because no Hello proves who sent them (no key, no TLS)
+        self.unproven_notices = 0
         self._refusals_logged: dict[NodeId, tuple[float, int]] = {}  # peer: (when, count then)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether every accepted Hello is proven (a cluster key, or TLS certificates)."""
+        return self.hello_auth is not None or self._authenticate is not None
 
     def refusal(self, cluster_id: str, node_id: NodeId) -> str | None:
         """Return why a Hello from ``node_id`` of ``cluster_id`` is refused, or None."""
@@ -302,7 +318,7 @@ class PeerInbox:
             reason=reason,
         )
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: PeerMessage) -> None:
         """Hand ``message`` to the receiver; log and drop it if there is none or it raises."""
         receiver = self.receiver
         if receiver is None:
@@ -485,7 +501,7 @@ class PeerLocator(amp.CommandLocator):
         protocol.accept(NodeId(node_id), inbox.max_frame_bytes)
         return {"cluster_id": inbox.cluster_id, "node_id": inbox.node_id}
 
-    def _message(self, payload: bytes, expected: type) -> Message | None:
+    def _message(self, payload: bytes, expected: type) -> PeerMessage | None:
         """Decode and check ``payload``; return None when it must not be delivered.
 
         A message with out-of-bounds values is refused alone (counted, logged
@@ -562,6 +578,24 @@ class PeerLocator(amp.CommandLocator):
     def timeout_now(self, m: bytes) -> dict[str, Any]:
         """Deliver a TimeoutNow."""
         return self._one_way(m, TimeoutNow)
+
+    @RemovedNoticeCmd.responder
+    def removed_notice(self, m: bytes) -> dict[str, Any]:
+        """Deliver a RemovedNotice, only if the Hello proved who sent it."""
+        inbox = self._inbox
+        assert inbox is not None
+        if not inbox.authenticated:
+            message = self._message(m, RemovedNotice)
+            if message is not None:
+                inbox.unproven_notices += 1
+                if inbox.unproven_notices == 1:
+                    inbox.log.warn(
+                        "ignored a notice from {peer} that this node was removed: without a "
+                        "cluster key or TLS, a Hello does not prove who sent it",
+                        peer=message.sender,
+                    )
+            return {}
+        return self._one_way(m, RemovedNotice)
 
     @SnapshotChunk.responder
     def snapshot_chunk(

@@ -43,10 +43,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from leeky_twisted.core.messages import InstallSnapshot, Message, NodeId, SnapshotMeta
+from leeky_twisted.core.messages import InstallSnapshot, NodeId, SnapshotMeta
 from leeky_twisted.interfaces import IPeerTransport
 from leeky_twisted.transport.bootstrap_config import BootstrapConfig
-from leeky_twisted.transport.codec import CodecError, encode
+from leeky_twisted.transport.codec import CodecError, PeerMessage, encode
 from leeky_twisted.transport.hello_auth import HelloAuthenticator
 from leeky_twisted.transport.peer_commands import SnapshotChunk
 from leeky_twisted.transport.peer_protocol import (
@@ -140,7 +140,7 @@ class _PeerLink:
         self.owner = owner
         self.peer_id = peer_id
         self.log = owner.log
-        self.queue: deque[Message] = deque(maxlen=owner.max_queue)
+        self.queue: deque[PeerMessage] = deque(maxlen=owner.max_queue)
         self.dropped = 0
         self.failures = 0
         self.protocol: PeerProtocol | None = None
@@ -157,7 +157,7 @@ class _PeerLink:
 
     # ------------------------------------------------------------- sending
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: PeerMessage) -> None:
         """Queue ``message`` and make sure a flush or a connection is on its way."""
         queue = self.queue
         if len(queue) == queue.maxlen:
@@ -639,7 +639,7 @@ class AMPPeerTransport:
                 call.cancel()
                 link.flush()
 
-    def send(self, message: Message) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Send ``message`` to ``message.recipient``; never raises, may drop.
 
         Cheap: it queues the message for a write at the end of this reactor

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from zope.interface.verify import verifyObject
 
-from leeky_twisted.api.amp_api import RequestLimits, make_amp_factory, make_frontend
+from leeky_twisted.api.amp_api import (
+    LeaderForwarder,
+    RequestLimits,
+    make_amp_factory,
+    make_frontend,
+)
 from leeky_twisted.interfaces import IRaftNode
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.errors import (
@@ -536,3 +541,35 @@ def test_the_shared_fake_node_base_provides_iraftnode():
     from leeky_twisted.testing.fakes import FakeNodeBase
 
     assert verifyObject(IRaftNode, FakeNodeBase())
+
+
+@pytest.mark.parametrize(
+    ("code", "description", "said"),
+    [
+        (amp.UNKNOWN_ERROR_CODE, "Unknown Error", "failed while answering (an internal error"),
+        (amp.UNHANDLED_ERROR_CODE, "Unhandled Command: b'Put'", "does not know this request"),
+        (b"SOMETHING_NEW", "the disk is full", "refused it: the disk is full"),
+    ],
+)
+def test_a_leader_error_on_a_forwarded_request_is_said_in_words(code, description, said):
+    """When the leader fails a request a follower passed on, the client learns which
+    node failed and how, in words (no AMP error codes or command names)."""
+    clock = Clock()
+
+    class Pool:
+        def connection(self, address):
+            return succeed(proto)
+
+    class Failing:
+        def callRemote(self, command, **arguments):
+            return fail(amp.RemoteAmpError(code, description))
+
+    proto = Failing()
+    forwarder = LeaderForwarder(Pool(), clock, timeout=5.0)  # type: ignore[arg-type]
+    d = capture(Deferred.fromCoroutine(forwarder.call("10.0.0.1:7001", cc.Put, {"key": "k"})))
+    f = failure_of(d, LeekyError)
+    message = str(f.value)
+    assert message.startswith("the leader at 10.0.0.1:7001 ")
+    assert said in message
+    assert "leader failed" not in message and "Unhandled" not in message
+    assert "UNKNOWN" not in message

@@ -77,6 +77,29 @@ class Collector:
         self._thread.join(timeout=30)
 
 
+# ------------------------------------------------------------- wording
+
+
+def test_a_session_that_cannot_be_opened_says_what_happened_and_what_to_do() -> None:
+    """The write was never sent: the error says so plainly (not "outcome unknown"), says
+    why (no leader confirmed the client's session in time) and what the user can do."""
+    from leeky_twisted.protocol.errors import CommitTimeout
+
+    c = BlockingClient(["127.0.0.1:1"], timeout=2.0)
+
+    def no_answer(*args: object, **kwargs: object) -> object:
+        raise CommitTimeout("outcome unknown: no answer within 2 s (answer lost)")
+
+    c._attempt = no_answer  # type: ignore[method-assign]
+    with pytest.raises(Unavailable) as info:
+        c.put("k", "v")
+    message = str(info.value)
+    assert message.startswith("the write was not sent to any node, so it was not applied")
+    assert "could not open a session" in message and "within 2 s" in message
+    assert "outcome unknown" not in message
+    assert "leekyraft status" in message and "try again" in message
+
+
 # --------------------------------------------------------------- no Twisted
 
 

@@ -72,6 +72,12 @@ class Cluster:
         return d
 
 
+def one_node(timeout=10.0):
+    """A cluster of one node, A, that leads; and a client that knows only A."""
+    cluster = Cluster(leader=A, addresses=(A,))
+    return cluster, cluster.client(addresses=[A], timeout=timeout)
+
+
 def test_client_follows_not_leader_to_the_leader_and_remembers_it():
     """A NotLeader hint sends the client to the leader; later calls go there directly."""
     cluster = Cluster(leader=B)
@@ -152,9 +158,8 @@ def test_unreachable_cluster_fails_fast_with_unavailable():
 
 def test_write_retried_after_a_lost_answer_is_applied_once():
     """A write whose answer was lost is retried with the same session and applied once."""
-    cluster = Cluster(leader=A, addresses=(A,))
+    cluster, client = one_node()
     leader = cluster.nodes[A]
-    client = cluster.client(addresses=[A])
     cluster.run(client.open_session())
     leader.lose_answers = 1
     assert result_of(cluster.run(client.append("k", "x"))) == 1
@@ -167,9 +172,8 @@ def test_write_retried_after_a_lost_answer_is_applied_once():
 
 def test_each_write_gets_the_next_seq_and_acks_answered_ones():
     """Writes number themselves; ack is the lowest seq still waiting for an answer."""
-    cluster = Cluster(leader=A, addresses=(A,))
+    cluster, client = one_node()
     leader = cluster.nodes[A]
-    client = cluster.client(addresses=[A])
     s = result_of(cluster.run(client.open_session()))
     leader.hang = True
     first = client.put("a", "1")
@@ -187,8 +191,7 @@ def test_each_write_gets_the_next_seq_and_acks_answered_ones():
 
 def test_write_that_gets_no_answer_times_out_with_outcome_unknown():
     """A write that is never answered fails at the client's timeout: outcome unknown."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A], timeout=3.0)
+    cluster, client = one_node(3.0)
     cluster.run(client.open_session())
     cluster.nodes[A].hang = True
     started = cluster.net.clock.seconds()
@@ -258,8 +261,7 @@ def test_a_write_with_an_unknown_outcome_is_not_reapplied_in_a_new_session():
 
 def test_concurrent_writes_share_one_registration():
     """Writes started together wait for one RegisterSession, then go out in it."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     writes = [client.put(f"k{i}", "v") for i in range(5)]
     for d in writes:
         cluster.run(d)
@@ -310,8 +312,7 @@ def test_read_that_gets_no_answer_times_out():
 
 def test_server_commit_timeouts_are_retried_until_the_deadline():
     """CommitTimeout from the server is retried (safe with sessions), then reported."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A], timeout=2.0)
+    cluster, client = one_node(2.0)
     cluster.run(client.open_session())
     cluster.nodes[A].commit_timeout = True
     d = cluster.run(client.put("k", "v"))
@@ -321,8 +322,7 @@ def test_server_commit_timeouts_are_retried_until_the_deadline():
 
 def test_invalid_requests_are_not_retried():
     """InvalidRequest comes back at once, after a single attempt."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     d = cluster.run(client.put("", "v"))
     assert "key must not be empty" in str(failure_of(d, InvalidRequest).value)
     assert cluster.net.connects == [A]
@@ -353,8 +353,7 @@ def test_stale_reads_take_any_node():
 
 def test_cas_delete_and_status():
     """cas, delete and status return plain Python values."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     assert result_of(cluster.run(client.cas("k", None, "1"))) is True
     assert result_of(cluster.run(client.cas("k", "2", "3"))) is False
     assert result_of(cluster.run(client.delete("k"))) is True
@@ -363,8 +362,7 @@ def test_cas_delete_and_status():
 
 def test_a_200_kb_value_round_trips():
     """Values beyond one AMP value go through the library intact."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     value = "v" * 200_000
     cluster.run(client.put("big", value))
     assert result_of(cluster.run(client.get("big"))) == value
@@ -386,8 +384,7 @@ def test_status_all_reports_every_node_including_unreachable_ones():
 
 def test_close_disconnects_and_later_calls_fail():
     """After close, connections are gone and calls fail with Unavailable."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     cluster.run(client.put("k", "v"))
     closed = client.close()
     cluster.net.flush()
@@ -398,8 +395,7 @@ def test_close_disconnects_and_later_calls_fail():
 def test_a_call_on_an_open_connection_arms_only_its_own_timer(monkeypatch):
     """Once connected, a request sets one timer (the call's silence check), none for
     connecting; the first request, which connects, also bounds the connection's time."""
-    cluster = Cluster(leader=A, addresses=(A,))
-    client = cluster.client(addresses=[A])
+    cluster, client = one_node()
     clock = cluster.net.clock
     armed = []
     real = clock.callLater
@@ -531,27 +527,28 @@ def _views():
     return follower, leader
 
 
-def test_members_come_from_the_leader_who_alone_knows_who_answers():
-    """Asked through a follower, the members list is the leader's (reachability known)."""
-    follower, leader = _views()
+def _members_seen_by_leader(*views):
+    """Serve node n's members view ``views[n - 1]`` at A, B, ...; return what a client
+    that knows only A answers for members_seen_by_leader()."""
     net = FakeNetwork()
-    net.serve(A, MembersNode("1", format_address(A), follower), forward=False)
-    net.serve(B, MembersNode("2", format_address(B), leader), forward=False)
+    for n, (address, view) in enumerate(zip((A, B, C), views, strict=False), 1):
+        net.serve(address, MembersNode(str(n), format_address(address), view), forward=False)
     client = LeekyClient(net.clock, [A], timeout=5.0, connect=net.connect)
     d = client.members_seen_by_leader()
     net.run(d)
-    assert result_of(d) == leader
+    return result_of(d)
+
+
+def test_members_come_from_the_leader_who_alone_knows_who_answers():
+    """Asked through a follower, the members list is the leader's (reachability known)."""
+    follower, leader = _views()
+    assert _members_seen_by_leader(follower, leader) == leader
 
 
 def test_members_fall_back_to_the_first_view_when_the_leader_cannot_be_asked():
     """The leader named is down: the follower's own view is shown (it says whose it is)."""
     follower, _ = _views()
-    net = FakeNetwork()
-    net.serve(A, MembersNode("1", format_address(A), follower), forward=False)
-    client = LeekyClient(net.clock, [A], timeout=5.0, connect=net.connect)
-    d = client.members_seen_by_leader()
-    net.run(d)
-    assert result_of(d) == follower
+    assert _members_seen_by_leader(follower) == follower
 
 
 def test_a_read_with_no_leader_among_dead_nodes_is_no_leader_not_a_timeout():

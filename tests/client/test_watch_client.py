@@ -38,6 +38,49 @@ class Replicated:
     def client(self, addresses=(A, B)):
         return LeekyClient(self.net.clock, list(addresses), connect=self.net.connect)
 
+    def talking_client(self, addresses=(A, B)):
+        """A client that has had an answer from the first of ``addresses`` (its node now)."""
+        client = self.client(addresses)
+        self.net.run(client.get("x"), limit=1)
+        return client
+
+    def raw_connection(self, address=A, locator=None):
+        """A bare AMP connection to the node at ``address``."""
+        from twisted.protocols import amp
+
+        proto = amp.AMP() if locator is None else amp.AMP(locator=locator)
+        self.net.connect(address, proto)
+        return proto
+
+    def watched_by_clients(self, key, count, got):
+        """``count`` clients on their own connections, each watching ``key`` into ``got``."""
+        for _ in range(count):
+            client = self.talking_client()
+            watch = client.watch(key, got.append)
+        self.net.run(watch.done, limit=0.5)  # every watch taken on
+
+
+class BoxSender:
+    """What a box dispatcher sends through: it keeps each box as a dict."""
+
+    def __init__(self):
+        self.boxes = []
+
+    def sendBox(self, box):
+        self.boxes.append(dict(box))
+
+    def unhandledError(self, failure):
+        raise AssertionError(failure)
+
+
+def dispatcher_to(sender):
+    """An AMP box dispatcher sending through ``sender``."""
+    from twisted.protocols import amp
+
+    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+    dispatcher.startReceivingBoxes(sender)
+    return dispatcher
+
 
 def revisions(batches):
     return [e.revision for batch in batches for e in batch]
@@ -64,8 +107,7 @@ def test_watch_prefix_gets_pushed_events_in_order():
 def test_watch_starts_on_the_node_the_client_talks_to():
     """A watch starts on the node that last answered (B here), not the next in turn (A)."""
     r = Replicated()
-    client = r.client((B, A))
-    r.net.run(client.get("x"), limit=1)
+    client = r.talking_client((B, A))
     assert client.leader == B
     got = []
     watch = client.watch("k", got.append)
@@ -145,8 +187,7 @@ def test_watch_over_raw_amp_answers_before_its_first_events():
             seen.append(("events", json.loads(events)[0]["revision"], next_revision))
             return {}
 
-    proto = amp.AMP(locator=Locator())
-    r.net.connect(A, proto)
+    proto = r.raw_connection(locator=Locator())
     d = proto.callRemote(cc.Watch, start="k", prefix=True, start_revision=1)
     d.addCallback(lambda answer: seen.append(("answer", answer["start_revision"])))
     r.net.run(d, limit=1)
@@ -161,13 +202,11 @@ def test_watch_over_raw_amp_answers_before_its_first_events():
 )
 def test_bad_watch_is_refused_clearly(arguments, message):
     """A malformed watch gets INVALID_REQUEST with the reason."""
-    from twisted.protocols import amp
 
     from leeky_twisted.protocol.errors import InvalidRequest
 
     r = Replicated()
-    proto = amp.AMP()
-    r.net.connect(A, proto)
+    proto = r.raw_connection()
     results = []
     proto.callRemote(cc.Watch, **arguments).addBoth(results.append)
     r.net.flush()
@@ -241,15 +280,13 @@ def test_cli_watch_of_a_compacted_revision_exits_5_with_the_oldest_revision():
 
 def test_one_connection_holds_at_most_100_watches(monkeypatch):
     """The 101st watch on one connection is refused; cancelling one makes room."""
-    from twisted.protocols import amp
 
     from leeky_twisted.api import amp_api
     from leeky_twisted.protocol.errors import InvalidRequest
 
     monkeypatch.setattr(amp_api, "MAX_WATCHES_PER_CONNECTION", 2)
     r = Replicated()
-    proto = amp.AMP()
-    r.net.connect(A, proto)
+    proto = r.raw_connection()
     answers = []
     for _ in range(3):
         proto.callRemote(cc.Watch, start="k", prefix=True).addBoth(answers.append)
@@ -269,8 +306,7 @@ def test_watches_ride_the_clients_own_connection():
     """Three watches and the requests share the client's one connection to the node;
     a cancelled watch ends on the node while the others go on."""
     r = Replicated()
-    client = r.client()
-    r.net.run(client.get("x"), limit=1)
+    client = r.talking_client()
     got = [[], [], []]
     watches = [client.watch("k", got[i].append, prefix=True) for i in range(3)]
     r.net.run(watches[0].done, limit=0.5)
@@ -293,8 +329,7 @@ def test_a_client_holds_at_most_one_connections_worth_of_watches(monkeypatch):
 
     monkeypatch.setattr(client_watch, "MAX_WATCHES_PER_CONNECTION", 2)
     r = Replicated()
-    client = r.client()
-    r.net.run(client.get("x"), limit=1)  # every watch goes to A, the node it talks to
+    client = r.talking_client()  # every watch goes to A, the node it talks to
     first = client.watch("k", lambda events: None)
     client.watch("j", lambda events: None)
     with pytest.raises(InvalidRequest, match="holds 2 watches, the most one connection"):
@@ -368,8 +403,7 @@ def test_a_node_encodes_an_event_once_for_all_its_watchers_and_counts_their_acks
         hub_module.json, "dumps", lambda *a, **k: encoded.append(1) or real(*a, **k)
     )
     r = Replicated()
-    client = r.client()
-    r.net.run(client.get("x"), limit=1)
+    client = r.talking_client()
     got = []
     watches = [client.watch("k", got.append) for _ in range(3)]
     r.net.run(watches[0].done, limit=0.5)
@@ -390,23 +424,10 @@ def _ack_delay_passes(r):
 
 def test_send_watch_events_sends_the_box_call_remote_would():
     """The node's direct WatchEvents box equals AMP's own, long events split alike."""
-    from twisted.protocols import amp
-
-    class Sender:
-        def __init__(self):
-            self.boxes = []
-
-        def sendBox(self, box):
-            self.boxes.append(dict(box))
-
-        def unhandledError(self, failure):
-            raise AssertionError(failure)
-
     events = json.dumps([{"value": "é" * 70_000}], ensure_ascii=False)
-    by_amp, direct = Sender(), Sender()
+    by_amp, direct = BoxSender(), BoxSender()
     for sender in (by_amp, direct):
-        dispatcher = amp.BoxDispatcher(amp.CommandLocator())
-        dispatcher.startReceivingBoxes(sender)
+        dispatcher = dispatcher_to(sender)
         if sender is by_amp:
             dispatcher.callRemote(cc.WatchEvents, watch_id=7, events=events, next_revision=9)
         else:
@@ -496,22 +517,9 @@ def _boxes(data):
 def test_watch_events_box_is_the_box_send_watch_events_sends(size):
     """The node's per-watcher box (its ask tag and watch id, then the tail shared by every
     watcher of the batch) holds the same keys and values as send_watch_events' box."""
-    from twisted.protocols import amp
-
-    class Sender:
-        def __init__(self):
-            self.boxes = []
-
-        def sendBox(self, box):
-            self.boxes.append(dict(box))
-
-        def unhandledError(self, failure):
-            raise AssertionError(failure)
-
     events = ("é" * size).encode("utf-8")
-    sender = Sender()
-    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
-    dispatcher.startReceivingBoxes(sender)
+    sender = BoxSender()
+    dispatcher = dispatcher_to(sender)
     cc.send_watch_events(dispatcher, 7, events, 9)
     tag = sender.boxes[0][b"_ask"]
     (direct,) = _boxes(cc.watch_events_box(tag, 7, cc.watch_events_tail(events, 9)))
@@ -527,12 +535,8 @@ def test_a_node_builds_the_events_box_once_for_all_its_watchers(monkeypatch):
     real = amp_api.cc.watch_events_tail
     monkeypatch.setattr(amp_api.cc, "watch_events_tail", lambda *a: built.append(a[1]) or real(*a))
     r = Replicated()
-    clients = [r.client() for _ in range(3)]
     got = []
-    for c in clients:
-        r.net.run(c.get("x"), limit=1)
-        watch = c.watch("k", got.append)
-    r.net.run(watch.done, limit=0.5)  # every watch taken on
+    r.watched_by_clients("k", 3, got)
     r.commit("k", "v")
     r.commit("k", "w")
     assert [e.value for batch in got for e in batch] == ["v"] * 3 + ["w"] * 3
@@ -550,12 +554,8 @@ def test_the_client_decodes_an_events_payload_once_for_all_its_watches(monkeypat
     real = client_watch.event_from_json
     monkeypatch.setattr(client_watch, "event_from_json", lambda e: parsed.append(e) or real(e))
     r = Replicated()
-    clients = [r.client() for _ in range(3)]
     got = []
-    for c in clients:
-        r.net.run(c.get("x"), limit=1)
-        watch = c.watch("k", got.append)
-    r.net.run(watch.done, limit=0.5)  # every watch taken on
+    r.watched_by_clients("k", 3, got)
     r.commit("k", "once")
     assert [e.value for batch in got for e in batch] == ["once"] * 3
     assert [e["value"] for e in parsed] == ["once"]

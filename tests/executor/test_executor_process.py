@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ class ExecutorProcess(protocol.ProcessProtocol):
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.output = b""
+        self.exit_code: int | None = None
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
@@ -48,6 +50,7 @@ class ExecutorProcess(protocol.ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
+        self.exit_code = getattr(reason.value, "exitCode", None)
         if not self.ready.called:
             self.ready.errback(RuntimeError(f"executor exited: {self.output.decode()[-2000:]}"))
         self.ended.callback(None)
@@ -58,11 +61,11 @@ class ExecutorProcess(protocol.ProcessProtocol):
 
 
 @defer.inlineCallbacks
-def start_executor(reactor: Any, data_dir: Path, port: int) -> Any:
-    """Start an executor process and wait until it listens."""
+def start_executor(reactor: Any, data_dir: Path, port: int, *options: str) -> Any:
+    """Start an executor process (with ``options``) and wait until it listens."""
     proc = ExecutorProcess()
     args = [sys.executable, "-m", "leeky_twisted.executor"]
-    args += ["--port", str(port), "--data-dir", str(data_dir)]
+    args += ["--port", str(port), "--data-dir", str(data_dir), *options]
     reactor.spawnProcess(proc, sys.executable, args, env=dict(os.environ))
     yield proc.ready.addTimeout(DEADLINE, reactor)
     return proc
@@ -164,3 +167,16 @@ def test_restart_the_node_side_and_the_executor_mid_stream(tmp_path: Path) -> An
 
     assert json.loads(data) == reference(log)[0]
     assert "serves 'leeky/1'" in str(refused)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_executor_whose_data_folder_is_deleted_exits_with_status_1(tmp_path: Path) -> Any:
+    """The real process: its folder deleted, it says why and exits 1 (a supervisor sees it)."""
+    from twisted.internet import reactor
+
+    folder = tmp_path / "ex"
+    proc = yield start_executor(reactor, folder, free_port(), "--data-dir-check", "0.1")
+    shutil.rmtree(folder)
+    yield proc.ended.addTimeout(DEADLINE, reactor)
+    assert proc.exit_code == 1, proc.output.decode()[-2000:]
+    assert b"the executor stopped itself" in proc.output and b"was deleted" in proc.output

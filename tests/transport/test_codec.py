@@ -28,11 +28,13 @@ from leeky_twisted.core.messages import (
     TimeoutNow,
 )
 from leeky_twisted.transport.codec import TAGS, CodecError, LargeBytes, decode, encode, put_large
+from leeky_twisted.transport.notices import RemovedNotice
 
 
 def test_every_core_message_type_has_a_tag_and_a_strategy():
-    """The codec and these tests cover every type in MESSAGE_TYPES."""
-    assert set(TAGS) == set(MESSAGE_TYPES) == set(MESSAGES)
+    """The codec and these tests cover every type in MESSAGE_TYPES (and the one notice)."""
+    assert set(TAGS) == set(MESSAGE_TYPES) | {RemovedNotice}
+    assert set(MESSAGE_TYPES) == set(MESSAGES)
     assert len(set(TAGS.values())) == len(TAGS)
 
 
