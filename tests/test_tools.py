@@ -134,3 +134,30 @@ def test_txn_steps_bench_prints_each_steps_cpu_per_txn():
     done = run_tool("txn_steps_bench.py", "--count", "5", "--rounds", "1")
     assert done.returncode == 0, done.stderr
     assert "parse and check" in done.stdout and "apply with events" in done.stdout
+
+
+@pytest.mark.parametrize("side", ["node", "client"])
+def test_watch_fanout_bench_measures_batched_acks(side):
+    """--batched-acks: boxes that ask no answer, WatchAck every ack_every events."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "watch_fanout_bench.py"),
+            "--batched-acks",
+            "--side",
+            side,
+            "--watchers",
+            "3",
+            "--events",
+            "70",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout

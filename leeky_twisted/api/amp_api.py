@@ -1444,13 +1444,14 @@ class ClientAPIProtocol(amp.AMP):
         write_now(self.transport, box.serialize())
 
     def push_watch_events(
-        self, watch_id: int, events: bytes, next_revision: int
-    ) -> Deferred[amp.AmpBox]:
+        self, watch_id: int, events: bytes, next_revision: int, ask: bool = True
+    ) -> Deferred[amp.AmpBox] | None:
         """Send a WatchEvents box now; fire with the client's answer (its acknowledgement).
 
         The box's bytes after the watch id are built once per batch for every
         watcher it goes to (:func:`_watch_events_tail`); only ``_ask`` and
-        ``watch_id`` are this connection's.
+        ``watch_id`` are this connection's. Without ``ask`` (a client that
+        acknowledges with WatchAck) the box asks for no answer: None.
         """
         transport = self.transport
         if (
@@ -1459,7 +1460,13 @@ class ClientAPIProtocol(amp.AMP):
             or transport is None
             or self._failAllReason is not None
         ):
-            return cc.send_watch_events(self, watch_id, events, next_revision)
+            return cc.send_watch_events(self, watch_id, events, next_revision, ask)
+        if not ask:
+            write_now(
+                transport,
+                cc.watch_events_box(None, watch_id, _watch_events_tail(events, next_revision)),
+            )
+            return None
         tag = self._nextTag()
         d: Deferred[amp.AmpBox] = Deferred()
         self._outstandingRequests[tag] = d
@@ -1508,9 +1515,18 @@ class _WatchLocator(amp.CommandLocator):
 
     @cc.Watch.responder
     def watch(
-        self, start: str, end: str | None, prefix: bool | None, start_revision: int | None
+        self,
+        start: str,
+        end: str | None,
+        prefix: bool | None,
+        start_revision: int | None,
+        batched_acks: bool | None = None,
     ) -> Deferred[dict[str, Any]]:
-        """Start a watch; its events follow this answer as WatchEvents."""
+        """Start a watch; its events follow this answer as WatchEvents.
+
+        With ``batched_acks``, they ask no answer: the client acknowledges
+        them with WatchAck, at least every ``ack_every`` events (in the answer).
+        """
         if len(self.proto.watchers) >= MAX_WATCHES_PER_CONNECTION:
             return fail(
                 InvalidRequest(
@@ -1518,16 +1534,28 @@ class _WatchLocator(amp.CommandLocator):
                 )
             )
         hub = self.frontend.watches
-        sink = _AMPWatchSink(self.proto, hub)  # type: ignore[arg-type]
+        ack_every = watch_ack_every(hub.max_backlog) if batched_acks and hub is not None else 0
+        sink = _AMPWatchSink(self.proto, hub, ack_every > 0)  # type: ignore[arg-type]
         try:
             watcher = self.frontend.start_watch(start, end, bool(prefix), start_revision, sink)
         except LeekyError as e:
             return fail(e)
         self.proto.watchers[watcher.id] = watcher
         self.frontend._clock.callLater(0, sink.open)
+        answer: dict[str, Any] = {"watch_id": watcher.id, "start_revision": watcher.origin}
+        if ack_every:
+            answer["ack_every"] = ack_every
         d: Deferred[dict[str, Any]] = Deferred()
-        d.callback({"watch_id": watcher.id, "start_revision": watcher.origin})
+        d.callback(answer)
         return d
+
+    @cc.WatchAck.responder
+    def watch_ack(self, watch_id: int, count: int) -> dict[str, Any]:
+        """The client took ``count`` more events of one of this connection's watches."""
+        watcher = self.proto.watchers.get(watch_id)
+        if watcher is not None and self.frontend.watches is not None:
+            self.frontend.watches.acked(watcher, count)
+        return {}
 
     @cc.CancelWatch.responder
     def cancel_watch(self, watch_id: int) -> dict[str, Any]:
@@ -1545,9 +1573,13 @@ class _AMPWatchSink:
     arrive before it.
     """
 
-    def __init__(self, proto: ClientAPIProtocol, hub: watches.WatchHub) -> None:
+    def __init__(
+        self, proto: ClientAPIProtocol, hub: watches.WatchHub, batched_acks: bool = False
+    ) -> None:
         self.proto = proto
         self.hub = hub
+        #: the client acknowledges with WatchAck: events ask for no answer
+        self.batched_acks = batched_acks
         self.held: list[Event] | None = []
         self._watcher: watches.Watcher | None = None
 
@@ -1564,16 +1596,28 @@ class _AMPWatchSink:
         self._send(watcher, events)
 
     def _send(self, watcher: watches.Watcher, events: list[Event]) -> None:
-        proto = self.proto
+        if len(events) == 1:  # one message, and the list the hub gave every watcher
+            self._push(watcher, events)
+            return
         for batch in watches.batches(events, WATCH_MESSAGE_CHARS):
-            if proto.transport is None:
-                self.hub.cancel(watcher)
+            if not self._push(watcher, batch):
                 return
-            payload = self.hub.encoded(batch)
-            d = proto.push_watch_events(watcher.id, payload, batch[-1].revision + 1)
+
+    def _push(self, watcher: watches.Watcher, batch: list[Event]) -> bool:
+        """Send one WatchEvents box; False (and the watch cancelled) if the connection is gone."""
+        proto = self.proto
+        if proto.transport is None:
+            self.hub.cancel(watcher)
+            return False
+        payload = self.hub.encoded(batch)
+        d = proto.push_watch_events(
+            watcher.id, payload, batch[-1].revision + 1, not self.batched_acks
+        )
+        if d is not None:
             d.addCallbacks(
                 _acker(self.hub, watcher, len(batch)), self._broken, errbackArgs=(watcher,)
             )
+        return True
 
     def _broken(self, _: object, watcher: watches.Watcher) -> None:
         self.hub.cancel(watcher)
@@ -1607,6 +1651,14 @@ class _AMPWatchSink:
 MAX_WATCHES_PER_CONNECTION = 100
 #: A WatchEvents message holds about this many characters of events (whole revisions).
 WATCH_MESSAGE_CHARS = 1 << 20
+#: Events a client acknowledging with WatchAck may hold unacknowledged (at most a
+#: quarter of the node's backlog limit, so a client that keeps up is never cancelled).
+WATCH_ACK_EVERY = 64
+
+
+def watch_ack_every(max_backlog: int) -> int:
+    """Return the ``ack_every`` a node with backlog limit ``max_backlog`` answers."""
+    return max(1, min(WATCH_ACK_EVERY, max_backlog // 4))
 
 
 def _acker(hub: watches.WatchHub, watcher: watches.Watcher, count: int) -> Callable[[object], None]:

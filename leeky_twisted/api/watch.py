@@ -186,12 +186,30 @@ class WatchHub:
         self._bytes = size
 
     def _fan_out(self, events: list[Event]) -> None:
+        if len(events) == 1:
+            self._fan_out_one(events)
+            return
         for watcher in list(self._watchers.values()):
             start = watcher.next_revision
             matched = [e for e in events if e.revision >= start and watcher.matches(e.key)]
             if matched:
                 self._deliver(watcher, matched)
             watcher.next_revision = max(watcher.next_revision, self.revision + 1)
+
+    def _fan_out_one(self, events: list[Event]) -> None:
+        """One event (a put, a delete): every watcher of its key gets this very list.
+
+        No list per watcher: the sink's encoding and box are then found by identity
+        (:meth:`encoded`), and a fan-out to many watchers leaves little garbage.
+        """
+        event = events[0]
+        revision, key = event[0], event[2]
+        after = self.revision + 1
+        for watcher in list(self._watchers.values()):
+            if revision >= watcher.next_revision and watcher.matches(key):
+                self._deliver(watcher, events)
+            if watcher.next_revision < after:
+                watcher.next_revision = after
 
     def on_restore(self, revision: int) -> None:
         """The state jumped to ``revision`` (a snapshot): the events before it are gone.
@@ -264,9 +282,13 @@ class WatchHub:
         """Return the UTF-8 JSON list of ``events``.
 
         The last answer is kept: a fan-out hands every watcher of one key the
-        same events, which are then encoded once, not once per watcher.
+        same events, which are then encoded once, not once per watcher. (Event
+        lists handed to sinks are never changed afterwards: the same list is
+        the same events.)
         """
         last, data = self._encoded
+        if last is events:
+            return data
         if len(last) == len(events) and all(a is b for a, b in zip(last, events, strict=True)):
             return data
         data = json.dumps([e.to_json() for e in events], ensure_ascii=False).encode("utf-8")

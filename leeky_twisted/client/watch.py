@@ -10,6 +10,13 @@ the last one it received: events of one revision always arrive together, and
 anything below that revision is dropped, so the program sees every event
 once, in order.
 
+Flow control: a node counts the events it sent a watch and the client has
+not yet taken. The client asks for ``batched_acks``: a node that agrees
+sends events asking no answer and is told what was taken with ``WatchAck``,
+once ``ack_every`` events (its answer) are unacknowledged or
+:data:`WATCH_ACK_DELAY` seconds after the first of them; an older node
+asks for an answer to each ``WatchEvents``, which the connection gives.
+
 A node takes at most :data:`MAX_WATCHES_PER_CONNECTION` watches on one
 connection, so one client holds at most that many at once; the next
 ``watch()`` is refused with InvalidRequest until one is cancelled.
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from leeky_twisted.client.library import LeekyClient
     from leeky_twisted.protocol.connection import _PooledAMP
 
-__all__ = ["DEFAULT_SILENCE_TIMEOUT", "MAX_WATCHES_PER_CONNECTION", "Watch"]
+__all__ = ["DEFAULT_SILENCE_TIMEOUT", "MAX_WATCHES_PER_CONNECTION", "WATCH_ACK_DELAY", "Watch"]
 
 _log = Logger()
 
@@ -45,6 +52,10 @@ DEFAULT_SILENCE_TIMEOUT = 30.0
 #: The most watches one client holds: they share its connection, and a node
 #: takes at most this many on one connection (``api.amp_api``'s limit).
 MAX_WATCHES_PER_CONNECTION = 100
+#: Seconds after the first unacknowledged event a watch acknowledges what it took
+#: (sooner once the node's ``ack_every`` are waiting); well under the node's 10 s
+#: between progress notes, which go only to watchers with nothing unacknowledged.
+WATCH_ACK_DELAY = 1.0
 
 
 #: The last events payload decoded, and its events (immutable): the watches of one
@@ -100,6 +111,10 @@ class Watch:
         self._left: Deferred[None] | None = None
         self._end_reason: str | None = None
         self.resumes = 0  #: nodes asked after the first
+        #: with a node that takes WatchAck: send one at this many events (0: it does not)
+        self._ack_every = 0
+        self._unacked = 0  #: events taken and not yet acknowledged
+        self._ack_timer: IDelayedCall | None = None
 
     def cancel(self) -> None:
         """Stop watching; ``done`` fires with None."""
@@ -136,6 +151,10 @@ class Watch:
         """Stop taking this node's events (with ``tell_node``, ask it to end the watch)."""
         proto, watch_id = self._proto, self._watch_id
         self._proto = self._watch_id = None
+        self._ack_every = self._unacked = 0  # the node forgets the watch's backlog with it
+        timer, self._ack_timer = self._ack_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         if proto is not None and watch_id is not None:
             if proto.watches.get(watch_id) is self:
                 del proto.watches[watch_id]
@@ -167,6 +186,25 @@ class Watch:
                 self._on_events(fresh)
             except Exception:
                 _log.failure("a watch callback failed")
+        if self._ack_every and events:
+            self._unacked += len(events)
+            if self._unacked >= self._ack_every:
+                self._send_ack()
+            elif self._ack_timer is None:
+                self._ack_timer = self._clock.callLater(WATCH_ACK_DELAY, self._ack_due)
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        self._send_ack()
+
+    def _send_ack(self) -> None:
+        """Tell the node how many of its events this watch took since the last WatchAck."""
+        proto, count = self._proto, self._unacked
+        self._unacked = 0
+        if proto is None or self._watch_id is None or not count:
+            return
+        if not proto.is_lost and proto.transport is not None:
+            proto.callRemote(cc.WatchAck, watch_id=self._watch_id, count=count)
 
     def watch_ended(self, reason: str) -> None:
         """The node ended the watch (it fell behind, or the node is stopping)."""
@@ -200,7 +238,7 @@ class Watch:
                 proto: _PooledAMP = await with_timeout(
                     client._pool.connection(address), client.attempt_timeout, clock
                 )
-                arguments = dict(self._arguments)
+                arguments = dict(self._arguments, batched_acks=True)
                 if self.next_revision:
                     arguments["start_revision"] = self.next_revision
                 call = proto.callRemote(cc.Watch, **arguments)
@@ -248,6 +286,8 @@ class Watch:
                 proto.callRemote(cc.CancelWatch, watch_id=watch_id).addErrback(lambda _: None)
             return answer
         self._proto, self._watch_id = proto, watch_id
+        self._ack_every = answer.get("ack_every") or 0
+        self._unacked = 0
         proto.watches[watch_id] = self
         return answer
 

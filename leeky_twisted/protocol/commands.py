@@ -66,6 +66,7 @@ __all__ = [
     "TransferLeader",
     "Txn",
     "Watch",
+    "WatchAck",
     "WatchEnded",
     "WatchEvents",
     "describe_bad_arguments",
@@ -371,6 +372,14 @@ class Watch(amp.Command):
     WatchEvents on this connection (after the answer), and WatchEnded if it
     ends the watch. Fails with COMPACTED when the node no longer holds
     events that old.
+
+    ``batched_acks`` (optional; older nodes ignore it): the client would
+    rather acknowledge events with :class:`WatchAck` than answer every
+    WatchEvents. A node that agrees answers ``ack_every`` (optional; older
+    clients ignore it): it then sends this watch's events asking no answer,
+    and the client sends a WatchAck once that many events are unacknowledged
+    and soon after the last one (the node's progress notes, which still ask
+    for answers, go only to watchers with nothing unacknowledged).
     """
 
     arguments = [
@@ -378,9 +387,25 @@ class Watch(amp.Command):
         (b"end", ChunkedText(optional=True)),
         (b"prefix", amp.Boolean(optional=True)),
         (b"start_revision", BoundedInteger(0, MAX_SEQ, optional=True)),
+        (b"batched_acks", amp.Boolean(optional=True)),
     ]
-    response = [(b"watch_id", amp.Integer()), (b"start_revision", amp.Integer())]
+    response = [
+        (b"watch_id", amp.Integer()),
+        (b"start_revision", amp.Integer()),
+        (b"ack_every", amp.Integer(optional=True)),
+    ]
     errors = CLIENT_ERRORS
+
+
+class WatchAck(amp.Command):
+    """Client → node: the client has taken ``count`` more events of ``watch_id``.
+
+    Only for a watch whose Watch answer gave ``ack_every``; no answer.
+    """
+
+    arguments = [(b"watch_id", BoundedInteger(0, MAX_SEQ)), (b"count", BoundedInteger(0, MAX_SEQ))]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    requiresAnswer = False
 
 
 class CancelWatch(amp.Command):
@@ -407,13 +432,14 @@ class WatchEvents(amp.Command):
 
 
 def send_watch_events(
-    proto: amp.BoxDispatcher, watch_id: int, events: bytes, next_revision: int
-) -> Deferred[amp.AmpBox]:
+    proto: amp.BoxDispatcher, watch_id: int, events: bytes, next_revision: int, ask: bool = True
+) -> Deferred[amp.AmpBox] | None:
     """Send a WatchEvents box (``events``: the UTF-8 JSON list) straight to ``proto``.
 
     The same box as ``callRemote(WatchEvents, ...)`` sends, without building
     an ``amp.Command`` (which costs several times the box): a node sends one
-    per watcher per event. Fires with the answer box, or fails as callRemote.
+    per watcher per event. Fires with the answer box, or fails as callRemote;
+    without ``ask``, the box asks for no answer and None is returned.
     """
     box = amp.AmpBox()
     box[b"watch_id"] = b"%d" % watch_id
@@ -422,7 +448,7 @@ def send_watch_events(
     for n, start in enumerate(range(limit, len(events), limit), 1):
         box[b"events.%d" % n] = events[start : start + limit]
     box[b"next_revision"] = b"%d" % next_revision
-    d: Deferred[amp.AmpBox] = proto._sendBoxCommand(b"WatchEvents", box)
+    d: Deferred[amp.AmpBox] | None = proto._sendBoxCommand(b"WatchEvents", box, ask)
     return d
 
 
@@ -445,13 +471,16 @@ def watch_events_tail(events: bytes, next_revision: int) -> bytes:
     return b"".join(parts)
 
 
-def watch_events_box(tag: bytes, watch_id: int, tail: bytes) -> bytes:
+def watch_events_box(tag: bytes | None, watch_id: int, tail: bytes) -> bytes:
     """Return a whole WatchEvents box on the wire: ``_ask`` ``tag``, ``watch_id``, then ``tail``.
 
     The same box :func:`send_watch_events` sends (AMP reads a box's keys in
-    any order), for a ``tail`` from :func:`watch_events_tail`.
+    any order), for a ``tail`` from :func:`watch_events_tail`. ``tag`` None:
+    a box that asks for no answer.
     """
     wid = b"%d" % watch_id
+    if tag is None:
+        return b"\x00\x08watch_id\x00%c%s%s" % (len(wid), wid, tail)
     return b"\x00\x04_ask\x00%c%s\x00\x08watch_id\x00%c%s%s" % (
         len(tag),
         tag,

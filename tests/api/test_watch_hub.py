@@ -186,3 +186,32 @@ def test_the_hub_says_when_its_first_watcher_starts_and_its_last_one_ends():
     hub.watch("", None, None, s1)
     hub.close()
     assert said == [True, False, True, False, True, False]
+
+
+def test_a_one_event_fan_out_hands_every_watcher_the_same_list_once():
+    """One event to many watchers: each watcher of its key gets the very same list (no
+    copy per watcher, encoded once by identity); others, and a watch that starts after
+    it, get nothing; the next event still reaches each watcher once, in order."""
+    w = World()
+    lists = []
+
+    class Keeping(Sink):
+        def events(self, watcher, events):
+            lists.append(events)
+            super().events(watcher, events)
+
+    sinks = [Keeping() for _ in range(3)]
+    other = Keeping()
+    for s in [*sinks, other]:
+        s.hub = w.hub
+    for s in sinks:
+        w.hub.watch("k", "k\0", None, s)
+    w.hub.watch("x", "x\0", None, other)
+    w.apply(Put("k", "v1"))
+    assert len(lists) == 3 and lists[0] is lists[1] is lists[2]
+    assert w.hub.encoded(lists[0]) is w.hub.encoded(lists[1])
+    late = w.sink()
+    w.hub.watch("k", "k\0", 5, late)
+    w.apply(Put("k", "v2"))
+    assert [keys(s) for s in sinks] == [[(1, "put", "k"), (2, "put", "k")]] * 3
+    assert other.got == [] and late.got == []

@@ -393,8 +393,8 @@ def test_closing_the_client_from_the_coroutine_awaiting_a_watch_is_safe():
 
 
 def test_a_node_encodes_an_event_once_for_all_its_watchers_and_counts_their_acks(monkeypatch):
-    """Three watchers of one key: the event is JSON-encoded once; each client's answer
-    acknowledges its copy (the node's backlog of every watcher is back to 0)."""
+    """Three watchers of one key: the event is JSON-encoded once; each watch acknowledges
+    its copy (a WatchAck within WATCH_ACK_DELAY: the node's backlogs are back to 0)."""
     from leeky_twisted.api import watch as hub_module
 
     encoded = []
@@ -409,7 +409,17 @@ def test_a_node_encodes_an_event_once_for_all_its_watchers_and_counts_their_acks
     r.net.run(watches[0].done, limit=0.5)
     r.commit("k", "v")
     assert len(got) == 3 and len(encoded) == 1
+    assert [w.backlog for w in _hub(r, A).watchers()] == [1, 1, 1]
+    _ack_delay_passes(r)
     assert [w.backlog for w in _hub(r, A).watchers()] == [0, 0, 0]
+
+
+def _ack_delay_passes(r):
+    """Let the watches' acknowledgement timers fire and their WatchAcks arrive."""
+    from leeky_twisted.client.watch import WATCH_ACK_DELAY
+
+    r.net.clock.advance(WATCH_ACK_DELAY)
+    r.net.flush()
 
 
 def test_send_watch_events_sends_the_box_call_remote_would():
@@ -531,6 +541,7 @@ def test_a_node_builds_the_events_box_once_for_all_its_watchers(monkeypatch):
     r.commit("k", "w")
     assert [e.value for batch in got for e in batch] == ["v"] * 3 + ["w"] * 3
     assert built == [2, 3]  # once per event (its next revision), not per watcher
+    _ack_delay_passes(r)
     assert [w.backlog for w in _hub(r, A).watchers()] == [0, 0, 0]
 
 
@@ -604,3 +615,85 @@ def test_the_client_splits_whole_boxes_by_hand_and_leaves_a_partial_one_to_amp(m
     assert answers == ["s1", "s2"] and parsed_by_amp == [wire[2 * one : cut]]
     proto.dataReceived(wire[cut:])
     assert answers == ["s1", "s2", "s3"] and proto.boxes == 3
+
+
+def test_a_watch_acknowledges_its_events_in_batches_not_each_box():
+    """The client asks for batched acks: the node's event boxes ask no answer, and one
+    WatchAck comes once ``ack_every`` events are taken (no clock needed)."""
+    from leeky_twisted.api import amp_api
+
+    r = Replicated()
+    client = r.client()
+    r.net.run(client.get("x"), limit=1)
+    got = []
+    watch = client.watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    server = r.net.pumps[0].server  # the node's end of the client's connection
+    every = amp_api.watch_ack_every(_hub(r, A).max_backlog)
+    assert every > 1
+    for i in range(every - 1):
+        r.commit("k", f"v{i}")
+    (watcher,) = _hub(r, A).watchers()
+    assert watcher.backlog == every - 1 and not server._outstandingRequests
+    r.commit("k", "last")
+    assert watcher.backlog == 0 and len(got) == every
+
+
+def test_a_watch_on_a_node_without_batched_acks_answers_each_box(monkeypatch):
+    """A node that does not take WatchAck (an older one: no ``ack_every`` in its answer)
+    asks an answer for each events box, and the client gives it at once."""
+    from leeky_twisted.api import amp_api
+
+    monkeypatch.setattr(amp_api, "watch_ack_every", lambda max_backlog: 0)
+    r = Replicated()
+    got = []
+    watch = r.client().watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k", "v")
+    (watcher,) = _hub(r, A).watchers()
+    assert len(got) == 1 and watcher.backlog == 0 and watch._ack_every == 0
+
+
+def test_a_watch_that_never_acknowledges_is_cancelled_as_slow_and_resumes(monkeypatch):
+    """Batched acks keep the backlog bound: a client whose WatchAcks never come is
+    cancelled as slow at the node's limit, and resumes elsewhere without gap or repeat."""
+    from leeky_twisted.client import watch as client_watch
+
+    monkeypatch.setattr(client_watch.Watch, "_send_ack", lambda self: None)
+    r = Replicated()
+    for address in (A, B):
+        _hub(r, address).max_backlog = 8
+    got = []
+    watch = r.client().watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    for i in range(12):
+        r.commit("k", f"v{i}")
+    r.net.run(watch.done, limit=2)
+    assert _hub(r, A).cancelled_slow == 1 and watch.resumes == 1
+    assert revisions(got) == list(range(1, 13))
+    watch.cancel()
+
+
+def test_an_events_box_asking_no_answer_is_the_box_send_watch_events_sends():
+    """For a watch acknowledged by WatchAck: the direct box (no tag) and AMP's box that
+    asks no answer hold the same keys and values, and nothing waits for an answer."""
+    from twisted.protocols import amp
+
+    class Sender:
+        def __init__(self):
+            self.boxes = []
+
+        def sendBox(self, box):
+            self.boxes.append(dict(box))
+
+        def unhandledError(self, failure):
+            raise AssertionError(failure)
+
+    events = ("é" * 10).encode("utf-8")
+    sender = Sender()
+    dispatcher = amp.BoxDispatcher(amp.CommandLocator())
+    dispatcher.startReceivingBoxes(sender)
+    assert cc.send_watch_events(dispatcher, 7, events, 9, ask=False) is None
+    (direct,) = _boxes(cc.watch_events_box(None, 7, cc.watch_events_tail(events, 9)))
+    assert direct == sender.boxes[0] and b"_ask" not in direct
+    assert not dispatcher._outstandingRequests

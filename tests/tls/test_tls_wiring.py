@@ -430,3 +430,47 @@ def test_cli_with_missing_client_certificate_exits_no_input(
         cli.main(["--tls-dir", str(certs / "good"), "--tls-name", "nobody", "get", "k"])
     assert exit_info.value.code == cli.EXIT_NO_INPUT
     assert "cannot load the TLS client certificate" in capsys.readouterr().err
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_watch_over_tls_gets_its_events_and_acknowledges_them(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """A watch on a TLS connection: events asking no answer arrive whole, and the client's
+    WatchAck brings the node's backlog back to 0 (both ends take TLS's buffered path)."""
+    from twisted.internet import reactor
+
+    from leeky_twisted.api.amp_api import make_amp_factory, make_frontend
+    from leeky_twisted.client import watch as client_watch
+    from leeky_twisted.statemachine.commands import Put, encode_command
+    from leeky_twisted.testing.apifakes import FakeRaftNode
+
+    monkeypatch.setattr(client_watch, "WATCH_ACK_DELAY", 3600.0)  # acked below, by hand
+    node = FakeRaftNode("1", "127.0.0.1:1")
+    frontend = make_frontend(node, reactor)
+    endpoint = MutualTLSServerEndpoint(
+        reactor, 0, node_creds(certs, "1"), interface="127.0.0.1", allowed_roles=ALL_ROLES
+    )
+    port = yield endpoint.listen(make_amp_factory(frontend))
+    client = LeekyClient(
+        reactor,
+        [("127.0.0.1", port.getHost().port)],
+        timeout=DEADLINE,
+        connect=client_tls_connector(reactor, str(certs / "good"), "alice"),
+    )
+    got: list[Any] = []
+    try:
+        watch = client.watch("k", got.extend)
+        yield until(lambda: len(frontend.watches.watchers()) == 1, "the watch")
+        for index in (1, 2, 3):
+            node.state_machine.apply(index, encode_command(Put("k", f"v{index}")))
+        yield until(lambda: len(got) == 3, "three events")
+        assert [e.value for e in got] == ["v1", "v2", "v3"]
+        (watcher,) = frontend.watches.watchers()
+        assert watch._ack_every > 1 and watcher.backlog == 3  # none answered one by one
+        watch._send_ack()
+        yield until(lambda: watcher.backlog == 0, "the WatchAck")
+    finally:
+        yield client.close()
+        yield port.stopListening()
+        yield frontend.close()
