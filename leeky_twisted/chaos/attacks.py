@@ -488,11 +488,31 @@ ATTACKS: dict[str, Callable[[dict[str, Any], threading.Event], dict[str, Any]]] 
 }
 
 
+#: With this last argument, an attack also stops when its standard input ends: a
+#: stop request that cannot arrive before the process is ready for it (a SIGTERM
+#: sent while Python still imports would end it with no report).
+STOP_ON_EOF = "--stop-on-eof"
+
+
+def _stop_at_eof(stop: threading.Event) -> None:
+    """Set ``stop`` once standard input is closed."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        stop.set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m leeky_twisted.chaos.attacks KIND JSON``: run until SIGTERM, print a result."""
+    """``python -m leeky_twisted.chaos.attacks KIND JSON [--stop-on-eof]``: run until
+    SIGTERM (or the end of standard input, with :data:`STOP_ON_EOF`), print a result."""
     args = list(sys.argv[1:] if argv is None else argv)
+    stop_on_eof = args[-1:] == [STOP_ON_EOF]
+    if stop_on_eof:
+        args.pop()
     if len(args) != 2 or args[0] not in ATTACKS:
-        print(f"usage: attacks {{{','.join(ATTACKS)}}} JSON-ARGUMENTS", file=sys.stderr)
+        kinds = ",".join(ATTACKS)
+        print(f"usage: attacks {{{kinds}}} JSON-ARGUMENTS [{STOP_ON_EOF}]", file=sys.stderr)
         return 2
     try:
         params = json.loads(args[1])
@@ -502,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    if stop_on_eof:
+        threading.Thread(target=_stop_at_eof, args=(stop,), daemon=True).start()
     result = ATTACKS[args[0]](params, stop)
     print(json.dumps({"result": result}), flush=True)
     os._exit(0)  # threads still blocked in a socket call must not keep the process

@@ -136,10 +136,12 @@ class _Attack(Nemesis):
         args, detail, nodes = self._plan(cluster, rng)
         network = cluster.network
         argv = [sys.executable, "-m", "leeky_twisted.chaos.attacks", self.kind, json.dumps(args)]
+        argv.append("--stop-on-eof")  # closing its stdin stops it (attacks.STOP_ON_EOF)
         cluster.root.mkdir(parents=True, exist_ok=True)
         with open(cluster.root / "attacker.log", "a") as log:
             self._proc = subprocess.Popen(
                 network.exec_argv(network.attacker(), argv),
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -190,10 +192,8 @@ class _Attack(Nemesis):
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=15)
+        try:  # closing its stdin asks it to stop, whenever it gets there (STOP_ON_EOF)
+            out, _ = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate(timeout=10)

@@ -8,9 +8,12 @@ than the node's bound.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -191,6 +194,36 @@ def test_gossip_attack_sends_until_stopped():
     signed = [g for g in got if g[3] & 1]
     assert unsigned and signed
     assert result["datagrams"] >= len(got) and result["kinds"] == 2 * len(kinds)
+
+
+def test_an_attack_process_asked_to_stop_at_once_still_reports():
+    """Its stdin closed before it could even import (what a loaded machine does to a
+    short run), the attack process still stops and prints its JSON report."""
+    args = {
+        "cluster_id": CLUSTER,
+        "members": {k: list(v) for k, v in MEMBERS.items()},
+        "fake_id": "intruder7",
+        "fake_host": "127.0.0.1",
+        "fake_port": 0,
+        "bind": "127.0.0.1",
+        "targets": [["127.0.0.1", 9]],
+        "interval": 0.01,
+    }
+    command = [sys.executable, "-m", "leeky_twisted.chaos.attacks", "gossip", json.dumps(args)]
+    proc = subprocess.Popen(
+        [*command, attacks.STOP_ON_EOF],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)  # closes stdin first
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["result"]["kinds"] > 0
 
 
 # ------------------------------------------------------------------ peer Hello
