@@ -183,6 +183,8 @@ def test_rpc_txn_through_a_follower_is_forwarded():
         ({"compare": [{"key": "k", "target": "size", "op": "==", "value": 1}]}, "target"),
         ({"compare": [{"key": "k", "target": "version", "op": "==", "value": "1"}]}, "integer"),
         ({"compare": [{"key": "k", "target": "mod", "op": "==", "value": 2**64}]}, "from 0 to"),
+        ({"compare": [{"key": "k", "target": "version", "op": ">", "value": 1.5}]}, "integer"),
+        ({"compare": [{"key": "k", "target": "create", "op": "==", "value": 2.0}]}, "integer"),
         ({"success": [{"type": "cas", "key": "k"}]}, "operation type"),
         ({"success": [{"type": "put", "key": "", "value": "v"}]}, "key must not be empty"),
         ({"success": [{"type": "range", "start": "b", "end": "a"}]}, "is after its end"),
@@ -257,4 +259,9 @@ def test_rpc_txn_and_its_errors(rpc):
     assert rpc.error("range", "a", None, {"bogus": 1})["code"] == INVALID_PARAMS
     assert rpc.error("range", "a", None, {"limit": -1})["code"] == INVALID_PARAMS
     assert "operation type" in rpc.error("txn", {"success": [{"type": "x"}]})["message"]
+    floating = {"compare": [{"key": "lock", "target": "version", "op": ">", "value": 1.5}]}
+    proposed = len([c for c in rpc.leader.calls if c[0] == "propose"])
+    error = rpc.error("txn", floating)
+    assert error["code"] == INVALID_PARAMS and "integer" in error["message"]
+    assert len([c for c in rpc.leader.calls if c[0] == "propose"]) == proposed
     assert rpc.error("get", "k", {"revisions": "yes"})["code"] == INVALID_PARAMS
