@@ -30,6 +30,7 @@ from leeky_twisted.protocol.ampframes import QuietAMP, between_boxes, split_box
 from leeky_twisted.protocol.errors import (
     Unavailable,
 )
+from leeky_twisted.protocol.netutil import write_now
 
 if TYPE_CHECKING:
     from leeky_twisted.security.tls import TLSCredentials
@@ -333,6 +334,19 @@ class _PooledAMP(QuietAMP):
         if receiver is not None:
             receiver.watch_ended(reason)
         return {}
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        """Write ``box`` now (a request, mostly), as ``BinaryBoxProtocol.sendBox`` would later.
+
+        Twisted's TCP transport would queue it for the next reactor turn and
+        register the socket for writability first, and unregister it after:
+        :func:`~leeky_twisted.protocol.netutil.write_now` sends at once when
+        nothing is queued (the node answers the same way).
+        """
+        if self._locked or self._startingTLSBuffer is not None or self.transport is None:
+            super().sendBox(box)
+            return
+        write_now(self.transport, box.serialize())
 
     def connectionMade(self) -> None:
         """Turn Nagle off (requests, answers to pushed events and cancels go back to back)."""
