@@ -276,3 +276,28 @@ def test_rpc_txn_and_its_errors(rpc):
     assert error["code"] == INVALID_PARAMS and "integer" in error["message"]
     assert len([c for c in rpc.leader.calls if c[0] == "propose"]) == proposed
     assert rpc.error("get", "k", {"revisions": "yes"})["code"] == INVALID_PARAMS
+
+
+def test_amp_txn_in_a_session_skips_amps_command_machinery(h, monkeypatch):
+    """A client's Txn is read and answered directly: no AMP argument parsing or response objects."""
+    parsed = _counting(monkeypatch, cc.Txn, "parseArguments")
+    made = _counting(monkeypatch, cc.Txn, "makeResponse")
+    c = h.client()
+    session = result_of(h.call(c, cc.RegisterSession))["session"]
+    answer = _txn(h, c, LOCK, client_id=session, seq=1, ack=1)
+    assert answer == {"succeeded": True, "revision": 2, "responses": [None]}
+    assert (parsed, made) == ([], [])
+    assert _txn(h, c, LOCK, client_id=session, seq=1, ack=1) == answer  # a retry: cached
+
+
+def test_amp_txn_errors_on_the_direct_path_are_the_errors_of_amps_path(h):
+    """The same refusal, with the same words, whichever path a request takes."""
+    c = h.client()
+    session = result_of(h.call(c, cc.RegisterSession))["session"]
+    bad = json.dumps({"success": [{"type": "explode"}]})
+    direct = failure_of(h.call(c, cc.Txn, txn=bad, client_id=session, seq=1, ack=1), InvalidRequest)
+    usual = failure_of(h.call(c, cc.Txn, txn=bad, client_id=session, seq=2), InvalidRequest)
+    assert str(direct.value) == str(usual.value) and "operation type" in str(direct.value)
+    f = failure_of(h.call(c, cc.Txn, txn="{nope", client_id=session, seq=3, ack=3), InvalidRequest)
+    assert "not a JSON document" in str(f.value)
+    assert _txn(h, c, LOCK, client_id=session, seq=4, ack=4)["succeeded"]  # the connection stays
