@@ -206,3 +206,25 @@ def test_txn_steps_bench_prints_each_steps_cpu_per_txn():
     )
     assert done.returncode == 0, done.stderr
     assert "parse and check" in done.stdout and "apply with events" in done.stdout
+
+
+def test_txn_frontend_bench_prints_each_ends_cpu_per_txn():
+    """The node's and the client's front ends answer every txn; one line of figures."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "txn_frontend_bench.py"),
+            "--count",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("node ") and " client " in done.stdout
+    assert done.stdout.endswith("us per txn (best)\n")
