@@ -378,19 +378,6 @@ class _PooledAMP(QuietAMP):
             return cc.Txn.parseResponse(box, self)  # type: ignore[no-any-return]
         return response
 
-    def sendBox(self, box: amp.AmpBox) -> None:
-        """Write ``box`` now (a request, mostly), as ``BinaryBoxProtocol.sendBox`` would later.
-
-        Twisted's TCP transport would queue it for the next reactor turn and
-        register the socket for writability first, and unregister it after:
-        :func:`~leeky_twisted.protocol.netutil.write_now` sends at once when
-        nothing is queued (the node answers the same way).
-        """
-        if self._locked or self._startingTLSBuffer is not None or self.transport is None:
-            super().sendBox(box)
-            return
-        write_now(self.transport, box.serialize())
-
     def connectionMade(self) -> None:
         """Turn Nagle off (requests, answers to pushed events and cancels go back to back)."""
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
