@@ -36,6 +36,7 @@ from leeky_twisted.protocol.errors import (
     LeekyError,
     Unavailable,
 )
+from leeky_twisted.protocol.txndoc import check_txn_document
 
 __all__ = [
     "CLUSTER_ENV",
@@ -1282,6 +1283,10 @@ def read_txn(path: str, stdin: IO[str]) -> dict[str, Any]:
     for name, items in document.items():
         if not isinstance(items, list):
             raise ValueError(f"the transaction's {name} must be a list")
+    try:  # what every node would refuse is bad input here, before anything is sent
+        check_txn_document(document)
+    except ValueError as e:
+        raise ValueError(f"the transaction is malformed: {e}") from None
     return document
 
 

@@ -139,25 +139,17 @@ def test_txn_steps_bench_prints_each_steps_cpu_per_txn():
 @pytest.mark.parametrize("side", ["node", "client"])
 def test_watch_fanout_bench_measures_batched_acks(side):
     """--batched-acks: boxes that ask no answer, WatchAck every ack_every events."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "watch_fanout_bench.py"),
-            "--batched-acks",
-            "--side",
-            side,
-            "--watchers",
-            "3",
-            "--events",
-            "70",
-            "--rounds",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    done = run_tool(
+        "watch_fanout_bench.py",
+        *("--batched-acks", "--side", side, "--watchers", "3", "--events", "70", "--rounds", "1"),
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("3 watchers: ") and "us per event" in done.stdout
+
+
+def test_txn_frontend_bench_prints_each_ends_cpu_per_txn():
+    """The node's and the client's front ends answer every txn; one line of figures."""
+    done = run_tool("txn_frontend_bench.py", "--count", "5", "--rounds", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("node ") and " client " in done.stdout
+    assert done.stdout.endswith("us per txn (best)\n")

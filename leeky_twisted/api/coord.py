@@ -22,17 +22,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from leeky_twisted.protocol.errors import InvalidRequest
+from leeky_twisted.protocol.txndoc import (
+    COMPARE_TARGETS,
+    MAX_RANGE_LIMIT,
+    MAX_REVISION,
+    revision_operand_error,
+)
 from leeky_twisted.statemachine import commands as kv
 
 if TYPE_CHECKING:
     from leeky_twisted.api.amp_api import KeyValueFrontend
 
 __all__ = ["MAX_RANGE_LIMIT", "MAX_REVISION", "parse_txn", "range_request", "txn_document"]
-
-#: The largest ``limit`` a range may ask for (0: no limit).
-MAX_RANGE_LIMIT = 10**9
-#: The largest revision a request may name.
-MAX_REVISION = 2**63 - 1
 
 _COMPARE_FIELDS = frozenset({"key", "target", "op", "value"})
 _DOCUMENT_FIELDS = frozenset({"compare", "success", "failure"})
@@ -141,8 +142,10 @@ def _compare(checker: KeyValueFrontend, item: object) -> kv.Compare:
     target, op, value = item["target"], item["op"], item["value"]
     if target == "value":
         value = checker._value(value, "compare value")
-    elif isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_REVISION:
-        raise InvalidRequest(f"compare value must be from 0 to {MAX_REVISION}")
+    elif target in COMPARE_TARGETS:
+        error = revision_operand_error(target, value)  # a float too: refused before the log
+        if error is not None:
+            raise InvalidRequest(error)
     try:
         return kv.Compare(key, target, op, value)
     except (ValueError, TypeError) as e:

@@ -30,6 +30,8 @@ from leeky_twisted.protocol.ampframes import QuietAMP, receive_boxes
 from leeky_twisted.protocol.errors import (
     Unavailable,
 )
+from leeky_twisted.protocol.netutil import write_now
+from leeky_twisted.protocol.txnframes import txn_request, txn_response
 
 if TYPE_CHECKING:
     from leeky_twisted.security.tls import TLSCredentials
@@ -334,6 +336,48 @@ class _PooledAMP(QuietAMP):
             receiver.watch_ended(reason)
         return {}
 
+    def callRemote(self, commandType: Any, *a: Any, **arguments: Any) -> Any:
+        """Call ``command``; a Txn in a session is framed directly (``protocol.txnframes``).
+
+        The same bytes as AMP's, and the same answers: the result as AMP's
+        parser gives it, an error as the command's exception.
+        """
+        if commandType is cc.Txn and not a and len(arguments) == 4:
+            d = self._call_txn(arguments)
+            if d is not None:
+                return d
+        return super().callRemote(commandType, *a, **arguments)
+
+    def _call_txn(self, arguments: dict[str, Any]) -> Deferred[Any] | None:
+        transport = self.transport
+        if (
+            transport is None
+            or self._failAllReason is not None
+            or self._locked
+            or self._startingTLSBuffer is not None
+        ):
+            return None
+        tag = self._nextTag()
+        data = txn_request(
+            tag,
+            arguments.get("txn"),
+            arguments.get("client_id"),
+            arguments.get("seq"),
+            arguments.get("ack"),
+        )
+        if data is None:
+            return None
+        d: Deferred[amp.AmpBox] = Deferred()
+        self._outstandingRequests[tag] = d
+        write_now(transport, data)
+        return d.addCallbacks(self._txn_response, _txn_error)
+
+    def _txn_response(self, box: amp.AmpBox) -> dict[str, Any]:
+        response = txn_response(box)
+        if response is None:
+            return cc.Txn.parseResponse(box, self)  # type: ignore[no-any-return]
+        return response
+
     def connectionMade(self) -> None:
         """Turn Nagle off (requests, answers to pushed events and cancels go back to back)."""
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -399,6 +443,15 @@ class _PooledAMP(QuietAMP):
         for receiver in watches.values():
             receiver.watch_lost()
         self.lost.callback(None)
+
+
+def _txn_error(failure: Failure) -> Failure:
+    """Turn an error answer into the Txn's exception, as ``Command._doCommand`` does."""
+    failure.trap(amp.RemoteAmpError)
+    remote = cast(amp.RemoteAmpError, failure.value)
+    reverse: dict[bytes, type[Exception]] = cc.Txn.reverseErrors  # type: ignore[attr-defined]
+    kind = reverse.get(remote.errorCode, amp.UnknownRemoteError)
+    return Failure(kind(remote.description))
 
 
 class AMPConnectionPool:

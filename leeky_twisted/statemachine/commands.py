@@ -37,6 +37,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from leeky_twisted.protocol.txndoc import COMPARE_OPS, COMPARE_TARGETS, MAX_TXN_OPS
+
 __all__ = [
     "MAX_LEASE_TTL",
     "MAX_TXN_OPS",
@@ -241,11 +243,6 @@ def prefix_end(prefix: str) -> str | None:
     return stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
-#: What a :class:`Compare` may look at, and the operators it may apply.
-COMPARE_TARGETS = frozenset({"value", "version", "create", "mod"})
-COMPARE_OPS = frozenset({"==", "!=", "<", ">"})
-
-
 @dataclass(frozen=True, slots=True)
 class Compare:
     """A test of one key in a :class:`Txn`: ``target op operand``.
@@ -266,17 +263,16 @@ class Compare:
             raise ValueError(f"compare target must be one of {sorted(COMPARE_TARGETS)}")
         if self.op not in COMPARE_OPS:
             raise ValueError(f"compare op must be one of {sorted(COMPARE_OPS)}")
-        wants_text = self.target == "value"
-        if wants_text != isinstance(self.operand, str) or isinstance(self.operand, bool):
-            kind = "a string" if wants_text else "an integer"
-            raise ValueError(f"a {self.target} compare needs {kind} operand")
+        operand = self.operand
+        if self.target == "value":
+            if not isinstance(operand, str):
+                raise ValueError("a value compare needs a string operand")
+        elif not isinstance(operand, int) or isinstance(operand, bool):  # a float too
+            raise ValueError(f"a {self.target} compare needs an integer operand")
 
 
 #: An operation of a transaction: a put, a single-key delete or a range read.
 TxnOp = Put | Delete | Range
-
-#: The most compares, and the most operations per branch, of one transaction.
-MAX_TXN_OPS = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from leeky_twisted.api.jsonrpc_api import INVALID_PARAMS
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
 from leeky_twisted.statemachine import commands as kv_commands
-from leeky_twisted.statemachine.commands import Range, Txn, decode_command
+from leeky_twisted.statemachine.commands import Get, Range, Txn, decode_command
 from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
@@ -134,6 +134,17 @@ def test_amp_txn_on_the_leader_encodes_its_entry_once_and_builds_no_forward(h, m
     assert documents == []
 
 
+def test_amp_txn_and_put_on_the_leader_are_applied_without_decoding_their_entries(h, monkeypatch):
+    """The leader's store takes the commands its frontend checked, not a decoding of the bytes."""
+    from leeky_twisted.statemachine import kv as kv_machine
+
+    decoded = _counting(monkeypatch, kv_machine, "decode_command")
+    c = h.client()
+    assert _txn(h, c, LOCK)["succeeded"]
+    h.call(c, cc.Put, key="k", value="v")
+    assert decoded == [] and h.leader.state_machine.query(Get("lock")) == "me"
+
+
 def test_amp_txn_through_a_follower_forwards_the_checked_document(h, monkeypatch):
     """A follower still builds the forwarding document, and only when it forwards."""
     documents = _counting(monkeypatch, coord, "txn_document")
@@ -183,6 +194,8 @@ def test_rpc_txn_through_a_follower_is_forwarded():
         ({"compare": [{"key": "k", "target": "size", "op": "==", "value": 1}]}, "target"),
         ({"compare": [{"key": "k", "target": "version", "op": "==", "value": "1"}]}, "integer"),
         ({"compare": [{"key": "k", "target": "mod", "op": "==", "value": 2**64}]}, "from 0 to"),
+        ({"compare": [{"key": "k", "target": "version", "op": ">", "value": 1.5}]}, "integer"),
+        ({"compare": [{"key": "k", "target": "create", "op": "==", "value": 2.0}]}, "integer"),
         ({"success": [{"type": "cas", "key": "k"}]}, "operation type"),
         ({"success": [{"type": "put", "key": "", "value": "v"}]}, "key must not be empty"),
         ({"success": [{"type": "range", "start": "b", "end": "a"}]}, "is after its end"),
@@ -257,4 +270,34 @@ def test_rpc_txn_and_its_errors(rpc):
     assert rpc.error("range", "a", None, {"bogus": 1})["code"] == INVALID_PARAMS
     assert rpc.error("range", "a", None, {"limit": -1})["code"] == INVALID_PARAMS
     assert "operation type" in rpc.error("txn", {"success": [{"type": "x"}]})["message"]
+    floating = {"compare": [{"key": "lock", "target": "version", "op": ">", "value": 1.5}]}
+    proposed = len([c for c in rpc.leader.calls if c[0] == "propose"])
+    error = rpc.error("txn", floating)
+    assert error["code"] == INVALID_PARAMS and "integer" in error["message"]
+    assert len([c for c in rpc.leader.calls if c[0] == "propose"]) == proposed
     assert rpc.error("get", "k", {"revisions": "yes"})["code"] == INVALID_PARAMS
+
+
+def test_amp_txn_in_a_session_skips_amps_command_machinery(h, monkeypatch):
+    """A client's Txn is read and answered directly: no AMP argument parsing or response objects."""
+    parsed = _counting(monkeypatch, cc.Txn, "parseArguments")
+    made = _counting(monkeypatch, cc.Txn, "makeResponse")
+    c = h.client()
+    session = result_of(h.call(c, cc.RegisterSession))["session"]
+    answer = _txn(h, c, LOCK, client_id=session, seq=1, ack=1)
+    assert answer == {"succeeded": True, "revision": 2, "responses": [None]}
+    assert (parsed, made) == ([], [])
+    assert _txn(h, c, LOCK, client_id=session, seq=1, ack=1) == answer  # a retry: cached
+
+
+def test_amp_txn_errors_on_the_direct_path_are_the_errors_of_amps_path(h):
+    """The same refusal, with the same words, whichever path a request takes."""
+    c = h.client()
+    session = result_of(h.call(c, cc.RegisterSession))["session"]
+    bad = json.dumps({"success": [{"type": "explode"}]})
+    direct = failure_of(h.call(c, cc.Txn, txn=bad, client_id=session, seq=1, ack=1), InvalidRequest)
+    usual = failure_of(h.call(c, cc.Txn, txn=bad, client_id=session, seq=2), InvalidRequest)
+    assert str(direct.value) == str(usual.value) and "operation type" in str(direct.value)
+    f = failure_of(h.call(c, cc.Txn, txn="{nope", client_id=session, seq=3, ack=3), InvalidRequest)
+    assert "not a JSON document" in str(f.value)
+    assert _txn(h, c, LOCK, client_id=session, seq=4, ack=4)["succeeded"]  # the connection stays

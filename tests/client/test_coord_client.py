@@ -111,12 +111,27 @@ def test_cli_txn_bad_documents_are_usage_errors(tmp_path, text, message):
 
 
 def test_cli_txn_refused_by_the_cluster_exits_5(tmp_path):
-    """A document the cluster refuses (unknown operation) exits 5 with its reason."""
+    """A well-formed document the cluster refuses (a put to no lease) exits 5 with its reason."""
     net, _ = _cli_cluster()
     path = tmp_path / "t.json"
-    path.write_text(json.dumps({"success": [{"type": "explode", "key": "k"}]}))
+    put = {"type": "put", "key": "k", "value": "v", "lease": 9}
+    path.write_text(json.dumps({"success": [put]}))
     code, _, err = _cli(net, ["txn", str(path)])
-    assert code == cli.EXIT_REFUSED and "operation type" in err
+    assert code == cli.EXIT_REFUSED and "lease 9 not found" in err and err.count("\n") == 1
+
+
+def test_cli_txn_with_a_bad_operation_exits_64_and_sends_nothing(tmp_path):
+    """An unknown operation or a float revision inside valid JSON: 64, nothing proposed."""
+    net, node = _cli_cluster()
+    path = tmp_path / "t.json"
+    for document in (
+        {"success": [{"type": "explode", "key": "k"}]},
+        {"compare": [{"key": "k", "target": "version", "op": ">", "value": 1.5}]},
+    ):
+        path.write_text(json.dumps(document))
+        code, out, err = _cli(net, ["txn", str(path)])
+        assert (code, out) == (cli.EXIT_USAGE, "") and err.count("\n") == 1
+    assert not [c for c in node.calls if c[0] == "propose" and b"txn" in c[1]]
 
 
 def test_client_lease_grant_put_keepalive_ttl_revoke():

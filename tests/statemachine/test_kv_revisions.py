@@ -430,3 +430,13 @@ def test_a_txn_put_with_a_lease_round_trips_through_the_log_encoding():
         data = json.dumps(["txn", [], [["put", "k", "v", bad]], [], None]).encode()
         with pytest.raises(CommandDecodeError, match="lease"):
             decode_command(data)
+
+
+@pytest.mark.parametrize("operand", [1.5, 2.0, True, "1", None])
+def test_a_revision_compare_takes_only_an_integer_operand(operand):
+    """A version, create or mod compare with a float (or bool, text) operand is never built."""
+    for target in ("version", "create", "mod"):
+        with pytest.raises(ValueError, match="integer operand"):
+            Compare("k", target, ">", operand)
+    with pytest.raises(ValueError, match="string operand"):
+        Compare("k", "value", "==", 1)
