@@ -220,10 +220,7 @@ class KeyValueFrontend:
         self.watches: watches.WatchHub | None = None
         #: the leader's lease deadlines (None: no key-value store); start() it to expire leases
         self.leases: LeaseKeeper | None = None
-        #: tell the local store the commands this node proposes (it then skips their decoding)
-        self._expect: Callable[[bytes, kv.Command], None] | None = None
         if isinstance(machine, KeyValueStateMachine):
-            self._expect = machine.expect
             self.watches = watches.WatchHub(
                 clock, machine.revision, window=watch_window, on_watching=node.want_eager_commits
             )
@@ -549,8 +546,6 @@ class KeyValueFrontend:
                 f"transaction too large for one log entry: {len(data)} bytes encoded;"
                 f" the limit is {self.limits.max_txn_bytes}"
             )
-        if self._expect is not None:
-            self._expect(data, command)
         return command, data
 
     def start_watch(
@@ -741,8 +736,6 @@ class KeyValueFrontend:
             return fail(InvalidRequest(str(e)))
         except InvalidRequest as e:
             return fail(e)
-        if self._expect is not None:
-            self._expect(data, command)
         d = self.node.propose(data, self.timeout)
         d.addCallbacks(
             _no_command_error, self._put_slowly, errbackArgs=(key, value, session, lease)

@@ -66,7 +66,6 @@ from leeky_twisted.protocol.kvresults import (
 from leeky_twisted.statemachine.commands import (
     Append,
     Cas,
-    Command,
     CommandDecodeError,
     Compare,
     Delete,
@@ -113,8 +112,6 @@ MAX_TXN_RANGE_KEYS = 1000
 MAX_TXN_RANGE_BYTES = 256 << 10
 #: Pending sorted-index notes beyond which the index is dropped and rebuilt.
 _INDEX_NOTES = 65536
-#: The most proposals :meth:`KeyValueStateMachine.expect` keeps decoded.
-MAX_EXPECTED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,23 +191,6 @@ class KeyValueStateMachine:
         self._observer: Callable[[list[Event]], None] | None = None
         self._on_restore: Callable[[int], None] | None = None
         self._pending: list[Event] | None = None
-        #: log bytes this process encoded itself -> their command (see :meth:`expect`)
-        self._expected: dict[bytes, Command] = {}
-
-    def expect(self, data: bytes, command: Command) -> None:
-        """Note that ``data`` is ``encode_command(command)``, about to be proposed here.
-
-        When an entry with exactly these bytes is applied, :meth:`apply` takes
-        ``command`` instead of decoding the bytes again (the leader's own
-        proposals). Decoding is a pure function of the bytes, so the state and
-        results are the same as on every other replica. At most
-        :data:`MAX_EXPECTED` are kept (the oldest go first: a proposal that
-        never commits is forgotten).
-        """
-        expected = self._expected
-        expected[data] = command
-        if len(expected) > MAX_EXPECTED:
-            del expected[next(iter(expected))]
 
     def leases(self) -> list[tuple[int, int]]:
         """Return every live lease as (id, ttl in seconds), oldest first."""
@@ -267,13 +247,10 @@ class KeyValueStateMachine:
             return None
         self._last_applied = index
         self._expire_sessions(index)
-        expected = self._expected
-        decoded = expected.pop(command, None) if expected and type(command) is bytes else None
-        if decoded is None:
-            try:
-                decoded = decode_command(command)
-            except CommandDecodeError as e:
-                return CommandError(f"rejected command: {e}")
+        try:
+            decoded = decode_command(command)
+        except CommandDecodeError as e:
+            return CommandError(f"rejected command: {e}")
         if isinstance(decoded, RegisterSession):
             return self._register(index, decoded.nonce)
         session = None if isinstance(decoded, Get) else decoded.session
@@ -666,7 +643,6 @@ class KeyValueStateMachine:
         self._last_applied = last_applied
         self._sorted = None
         self._notes = {}
-        self._expected = {}
         if self._on_restore is not None:
             self._on_restore(revision)
 

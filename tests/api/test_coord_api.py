@@ -14,7 +14,7 @@ from leeky_twisted.api.jsonrpc_api import INVALID_PARAMS
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.errors import InvalidRequest, LeekyError
 from leeky_twisted.statemachine import commands as kv_commands
-from leeky_twisted.statemachine.commands import Get, Range, Txn, decode_command
+from leeky_twisted.statemachine.commands import Range, Txn, decode_command
 from leeky_twisted.testing.apifakes import failure_of, result_of
 
 
@@ -132,17 +132,6 @@ def test_amp_txn_on_the_leader_encodes_its_entry_once_and_builds_no_forward(h, m
     assert _txn(h, c, LOCK)["succeeded"]
     assert len([a for a in encoded if isinstance(a[0], Txn)]) == 1
     assert documents == []
-
-
-def test_amp_txn_and_put_on_the_leader_are_applied_without_decoding_their_entries(h, monkeypatch):
-    """The leader's store takes the commands its frontend checked, not a decoding of the bytes."""
-    from leeky_twisted.statemachine import kv as kv_machine
-
-    decoded = _counting(monkeypatch, kv_machine, "decode_command")
-    c = h.client()
-    assert _txn(h, c, LOCK)["succeeded"]
-    h.call(c, cc.Put, key="k", value="v")
-    assert decoded == [] and h.leader.state_machine.query(Get("lock")) == "me"
 
 
 def test_amp_txn_through_a_follower_forwards_the_checked_document(h, monkeypatch):
