@@ -1611,10 +1611,25 @@ class _WatchLocator(amp.CommandLocator):
 
     @cc.WatchAck.responder
     def watch_ack(self, watch_id: int, count: int) -> dict[str, Any]:
-        """The client took ``count`` more events of one of this connection's watches."""
+        """The client took ``count`` more events of one of this connection's watches.
+
+        Only a watch answered with ``ack_every`` takes it. A count over what the
+        node sent and has not yet been told of ends the watch: such acks would
+        keep its backlog at 0 while the client reads nothing, and the node would
+        buffer its events without bound.
+        """
+        hub = self.frontend.watches
         watcher = self.proto.watchers.get(watch_id)
-        if watcher is not None and self.frontend.watches is not None:
-            self.frontend.watches.acked(watcher, count)
+        if watcher is None or hub is None or not getattr(watcher.sink, "batched_acks", False):
+            return {}
+        if count > watcher.backlog:
+            hub.cancel(
+                watcher,
+                f"the client acknowledged {count} events, but only {watcher.backlog} were "
+                f"sent and not yet acknowledged; resume from revision {watcher.next_revision}",
+            )
+            return {}
+        hub.acked(watcher, count)
         return {}
 
     @cc.CancelWatch.responder

@@ -907,7 +907,7 @@ class PeerProtocol(QuietAMP):
                 return data[pos:]
             box, after = split
             kind = _COMMAND_TYPES.get(box.get(amp.COMMAND, b""))
-            if kind is None or after - pos - 2 > limit:
+            if kind is None or after - pos > limit:  # as AMP counts: its end key too
                 return data[pos:]
             keys = box.keys()
             if keys == _ONE_WAY_KEYS:

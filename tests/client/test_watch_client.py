@@ -697,3 +697,39 @@ def test_an_events_box_asking_no_answer_is_the_box_send_watch_events_sends():
     (direct,) = _boxes(cc.watch_events_box(None, 7, cc.watch_events_tail(events, 9)))
     assert direct == sender.boxes[0] and b"_ask" not in direct
     assert not dispatcher._outstandingRequests
+
+
+def test_a_watch_ack_for_events_never_sent_ends_the_watch():
+    """A client may not acknowledge more than it was sent: a WatchAck of a huge count
+    would hold the node's backlog at 0 while the client reads nothing, and the node
+    would buffer its events without bound. The node ends such a watch instead."""
+    from twisted.protocols import amp
+
+    class Locator(amp.CommandLocator):
+        ended: list[str] = []
+
+        @cc.WatchEvents.responder
+        def events(self, watch_id, events, next_revision):
+            return {}
+
+        @cc.WatchEnded.responder
+        def watch_ended(self, watch_id, reason):
+            self.ended.append(reason)
+            return {}
+
+    r = Replicated()
+    hub = _hub(r, A)
+    hub.max_backlog = 8
+    locator = Locator()
+    proto = r.raw_connection(locator=locator)
+    d = proto.callRemote(cc.Watch, start="k", prefix=True, batched_acks=True)
+    r.net.run(d, limit=1)
+    answer = result_of(d)
+    assert answer["ack_every"] >= 1
+    r.net.clock.advance(0)
+    for i in range(3 * hub.max_backlog):
+        r.commit("k", f"v{i}")
+        if hub.watchers():  # acknowledge far more than was sent, each time
+            proto.callRemote(cc.WatchAck, watch_id=answer["watch_id"], count=cc.MAX_SEQ)
+            r.net.flush()
+    assert hub.watchers() == [] and locator.ended

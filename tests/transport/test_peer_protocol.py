@@ -850,3 +850,36 @@ def test_after_read_that_raises_is_logged_and_the_connection_lives(capture):
     assert server.received == messages[:2]
     assert not transport.disconnecting
     assert any("after_read raised" in e for e in capture.errors())
+
+
+@pytest.mark.parametrize("over", [1, 2])
+def test_a_box_just_over_the_limit_is_refused_on_the_fast_path_as_by_amps_parser(capture, over):
+    """The limit counts a box's every byte, its closing empty key too (as AMP's parser
+    counts it): a box ``over`` bytes past it is refused whole in one read, as when its
+    bytes come one at a time."""
+    big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"e" * 500),), 0)
+    frame = frame_message(big)
+    for whole in (False, True):
+        server = Server(capture, max_frame_bytes=len(frame) - over)
+        protocol, transport = after_hello(server)
+        if whole:
+            protocol.dataReceived(frame)
+        else:
+            for i in range(len(frame)):
+                protocol.dataReceived(frame[i : i + 1])
+        assert server.received == [] and transport.disconnecting, whole
+
+
+def test_a_box_at_the_limit_is_delivered_whole_or_split(capture):
+    """A box of exactly max_frame_bytes is taken by either path."""
+    big = AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"e" * 500),), 0)
+    frame = frame_message(big)
+    for whole in (False, True):
+        server = Server(capture, max_frame_bytes=len(frame))
+        protocol, transport = after_hello(server)
+        if whole:
+            protocol.dataReceived(frame)
+        else:
+            for i in range(len(frame)):
+                protocol.dataReceived(frame[i : i + 1])
+        assert server.received == [big] and not transport.disconnecting, whole
