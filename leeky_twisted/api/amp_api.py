@@ -56,7 +56,7 @@ from leeky_twisted.protocol.errors import (
     SessionExpired,
     Unavailable,
 )
-from leeky_twisted.protocol.netutil import no_delay, write_now
+from leeky_twisted.protocol.netutil import buffered_bytes, no_delay, write_now
 from leeky_twisted.protocol.txnframes import txn_answer, txn_arguments
 from leeky_twisted.security.connlimits import RateLimitedLog
 from leeky_twisted.statemachine import commands as kv
@@ -1349,6 +1349,8 @@ class ClientAPIProtocol(amp.AMP):
         if frontend is not None:
             self.locator = _WatchLocator(self, self.locator, frontend)
         self._boxes = 0  # boxes received whole on this connection
+        #: watches stop when this connection holds more bytes not yet sent (see _AMPWatchSink)
+        self.max_watch_buffer_bytes = MAX_WATCH_BUFFER_BYTES
 
     def makeConnection(self, transport: Any) -> None:
         """Connect without AMP's log line: a client churning connections would flood the log.
@@ -1679,10 +1681,26 @@ class _AMPWatchSink:
                 return
 
     def _push(self, watcher: watches.Watcher, batch: list[Event]) -> bool:
-        """Send one WatchEvents box; False (and the watch cancelled) if the connection is gone."""
+        """Send one WatchEvents box; False (and the watch cancelled) if it cannot go.
+
+        It cannot when the connection is gone, or when the connection already
+        holds more than ``max_watch_buffer_bytes`` not yet sent (the client
+        does not read its socket): the watch is then cancelled as slow, to
+        resume from this box's first revision (every box before it was written).
+        """
         proto = self.proto
-        if proto.transport is None:
+        transport = proto.transport
+        if transport is None:
             self.hub.cancel(watcher)
+            return False
+        held = buffered_bytes(transport)
+        if held > proto.max_watch_buffer_bytes:
+            self.hub.cancelled_slow += 1
+            self.hub.cancel(
+                watcher,
+                f"watcher fell behind: its connection holds {held} bytes not yet sent (limit"
+                f" {proto.max_watch_buffer_bytes}); resume from revision {batch[0].revision}",
+            )
             return False
         payload = self.hub.encoded(batch)
         d = proto.push_watch_events(
@@ -1726,6 +1744,12 @@ class _AMPWatchSink:
 MAX_WATCHES_PER_CONNECTION = 100
 #: A WatchEvents message holds about this many characters of events (whole revisions).
 WATCH_MESSAGE_CHARS = 1 << 20
+#: Bytes one client connection may hold not yet sent before its watches stop: a
+#: watch whose next events box finds more queued is cancelled as slow (so the
+#: node holds at most this plus one box per connection). Room for four full
+#: WatchEvents messages; it bounds what acknowledgements cannot (WatchAck counts
+#: events, and a client may acknowledge events it never reads).
+MAX_WATCH_BUFFER_BYTES = 4 * WATCH_MESSAGE_CHARS
 #: Events a client acknowledging with WatchAck may hold unacknowledged (at most a
 #: quarter of the node's backlog limit, so a client that keeps up is never cancelled).
 WATCH_ACK_EVERY = 64

@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.protocols.policies import ProtocolWrapper
 
 from leeky_twisted.security.connlimits import GuardedProtocol
 
@@ -63,3 +64,51 @@ def no_delay(transport: Any) -> None:
     if set_no_delay is not None:
         with contextlib.suppress(OSError):  # not a TCP socket after all
             set_no_delay(True)
+
+
+def buffered_bytes(transport: Any) -> int:
+    """Return the bytes written to ``transport`` that its socket has not yet taken.
+
+    Wrappers are looked through: a connection guard's
+    (:class:`~leeky_twisted.security.connlimits.GuardedProtocol`, any Twisted
+    ``ProtocolWrapper``) holds nothing. TLS (``TLSMemoryBIOProtocol``, as a
+    wrapper or through ``startTLS``) encrypts each write at once into the TCP
+    transport's buffer, counted there (the ciphertext: the plaintext plus a few
+    bytes per 16 KiB record); it keeps plaintext itself only while a handshake
+    is under way, and for one reactor turn from small writes, counted too
+    (:func:`_tls_plaintext`). A TCP transport
+    (Twisted's ``FileDescriptor``) holds ``dataBuffer`` from ``offset`` plus
+    ``_tempDataLen``. Anything else (an in-memory test transport) counts 0.
+    """
+    total = 0
+    for _ in range(8):  # TLS and guard layers, a few at most; never loop on a strange chain
+        total += _tls_plaintext(transport)
+        data = getattr(transport, "dataBuffer", None)
+        if isinstance(data, bytes):
+            total += len(data) - getattr(transport, "offset", 0)
+            total += getattr(transport, "_tempDataLen", 0)
+            protocol = getattr(transport, "protocol", None)
+            if getattr(transport, "TLS", False) and protocol is not None:
+                total += _tls_plaintext(protocol)  # startTLS: the TLS layer is the protocol
+            return total
+        if not isinstance(transport, ProtocolWrapper) or transport.transport is None:
+            return total
+        transport = transport.transport
+    return total
+
+
+def _tls_plaintext(layer: Any) -> int:
+    """Return the plaintext a ``TLSMemoryBIOProtocol`` holds (0 for anything else).
+
+    That is what waits for a handshake (``_appSendBuffer``), and what Twisted's
+    ``BufferingTLSTransport`` gathers from small writes until the next reactor
+    turn (its ``_aggregator``, at most 64 KB).
+    """
+    if not isinstance(layer, ProtocolWrapper):
+        return 0
+    total = 0
+    aggregator = getattr(layer, "_aggregator", None)
+    for waiting in (getattr(layer, "_appSendBuffer", None), getattr(aggregator, "_buffer", None)):
+        if isinstance(waiting, list):
+            total += sum(len(chunk) for chunk in waiting)
+    return total
