@@ -140,6 +140,9 @@ class NodeClock:
         self._dead = False
         self._on_crash = on_crash
         self.stalled_until = 0.0
+        #: when the last call a stall postponed runs (it does even if the stall is
+        #: lifted earlier: the world's heal lifts stalls but moves no call back)
+        self.waking = 0.0
 
     def seconds(self) -> float:
         return self.reactor.now
@@ -165,6 +168,7 @@ class NodeClock:
             return
         if self.reactor.now < self.stalled_until:  # the reactor is blocked: run it when it wakes
             later = IO_AFTER_TIMERS if call.io else 0.0
+            self.waking = max(self.waking, self.stalled_until + later)
             self.reactor.postpone(call, self.stalled_until + later)
             return
         try:
@@ -350,6 +354,8 @@ class SimTransport:
     def __init__(self, send: Callable[[Message], None]) -> None:
         self._send = send
         self.receiver: Callable[[Message], None] | None = None
+        #: what the node asked to hear at the end of each read (``process_received``)
+        self.after_read: Callable[[], None] | None = None
 
     def send(self, message: object) -> None:
         assert isinstance(message, Message | RemovedNotice)
@@ -359,6 +365,10 @@ class SimTransport:
     def set_receiver(self, receiver: object) -> None:
         assert callable(receiver)
         self.receiver = receiver
+
+    def set_after_read(self, after_read: Callable[[], None]) -> None:
+        """Keep what to call once a read's messages are all delivered (see NodeHost)."""
+        self.after_read = after_read
 
     def close(self) -> Deferred[None]:
         return succeed(None)
@@ -384,6 +394,7 @@ class NodeHost:
         send: Callable[[NodeHost, Message], None],
         observe: Callable[[NodeHost, Any], None] | None = None,
         disk_faults: DiskFaults | None = None,
+        batch_reads: bool = False,
     ) -> None:
         self.reactor = reactor
         self.id = node_id
@@ -405,6 +416,11 @@ class NodeHost:
         self.swapped_node: RaftNode | None = None
         self.swapped_at = 0.0
         self.folder_swapped = False  #: swapped since the node last started
+        #: read as production does: each sender's messages that arrived meanwhile in
+        #: one read, then ``node.process_received()`` (off: one read per message)
+        self.batch_reads = batch_reads
+        self._unread: dict[NodeId, list[Message]] = {}  #: by sender, not yet read
+        self.reads = 0  #: batched reads done (each one ``process_received``)
 
     @property
     def up(self) -> bool:
@@ -456,6 +472,7 @@ class NodeHost:
             return False
         self.refused = None
         self.node = node
+        self._unread = {}  # what reached the dead process's sockets is gone
         self.folder_swapped = False
         self.swapped_node = None
         holder.append(node)
@@ -509,13 +526,38 @@ class NodeHost:
             self.clock.stalled_until = max(self.clock.stalled_until, self.reactor.now + seconds)
 
     def deliver(self, message: Message) -> None:
-        """Hand ``message`` to the node (through its reactor, so stalls delay it)."""
-        if self.clock is not None and self.node is not None:
+        """Hand ``message`` to the node (through its reactor, so stalls delay it).
+
+        With ``batch_reads``, as from a socket: the messages of one sender that
+        arrive before the node reads (at the same instant, or while its reactor
+        is stalled) are read together, then the transport's ``after_read``
+        (the node's ``process_received``) runs, as the peer inbox's
+        ``end_of_read`` does.
+        """
+        if self.clock is None or self.node is None:
+            return
+        if not self.batch_reads:
             self.clock.read_later(self._receive, self.node, message)
+            return
+        unread = self._unread.setdefault(message.sender, [])
+        unread.append(message)
+        if len(unread) == 1:
+            self.clock.read_later(self._read, self.node, message.sender)
 
     def _receive(self, node: RaftNode, message: Message) -> None:
         if self.node is node:
             node.receive(message)
+
+    def _read(self, node: RaftNode, sender: NodeId) -> None:
+        if self.node is not node:
+            return
+        batch = self._unread.pop(sender, [])
+        for message in batch:
+            node.receive(message)
+        after_read = getattr(node.transport, "after_read", None)
+        if batch and after_read is not None:
+            self.reads += 1
+            after_read()  # the node's process_received, as the peer inbox calls it
 
     def _run_blocking(self, job: Callable[[], Any]) -> Deferred[Any]:
         """The disk thread: jobs run in order, each taking a while."""

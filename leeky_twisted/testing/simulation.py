@@ -125,6 +125,9 @@ class Simulation:
         self.rng = random.Random(seed)
         #: draws of the folder fault, kept apart so seeds without it replay as before
         self.folder_rng = random.Random(f"{seed}/folder")
+        #: half the seeds read as production nodes do (batched reads, then
+        #: ``process_received``); drawn apart so the other half replay as before
+        self.batch_reads = random.Random(f"{seed}/reads").random() < 0.5
         self.n = nodes or self.rng.choice((3, 3, 5, 5, 7))
         self.ticks = ticks
         self.faults = faults or self._draw_faults()
@@ -158,6 +161,7 @@ class Simulation:
                 self.send,
                 self.observe,
                 self.disk_faults,
+                self.batch_reads,
             )
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.mute_until: dict[NodeId, float] = {}  #: one-way loss: answers from it are lost
@@ -394,12 +398,13 @@ class Simulation:
 
     def _check_swapped(self, host: NodeHost) -> None:
         """A node whose data folder was swapped stops itself within one check
-        interval of its reactor (a stalled reactor checks when it wakes)."""
+        interval of its reactor (a stalled reactor checks when it wakes: when its
+        stall ends, or when the calls it postponed run if the heal lifted it)."""
         node = host.swapped_node
         if node is None or host.node is not node or not host.up:
             return
         assert host.clock is not None
-        since = max(host.swapped_at, host.clock.stalled_until)
+        since = max(host.swapped_at, host.clock.stalled_until, host.clock.waking)
         if self.reactor.now > since + defaults.DATA_DIR_CHECK_SECONDS + TICK:
             raise SafetyViolation(
                 f"{host.id} went on running {self.reactor.now - host.swapped_at:.1f}s "
