@@ -82,18 +82,20 @@ def buffered_bytes(transport: Any) -> int:
     """
     total = 0
     for _ in range(8):  # TLS and guard layers, a few at most; never loop on a strange chain
-        total += _tls_plaintext(transport)
+        if isinstance(transport, ProtocolWrapper):
+            # (a wrapper forwards unknown attributes: dataBuffer would be the socket's)
+            total += _tls_plaintext(transport)
+            if transport.transport is None:
+                return total
+            transport = transport.transport
+            continue
         data = getattr(transport, "dataBuffer", None)
-        if isinstance(data, bytes):
-            total += len(data) - getattr(transport, "offset", 0)
-            total += getattr(transport, "_tempDataLen", 0)
-            protocol = getattr(transport, "protocol", None)
-            if getattr(transport, "TLS", False) and protocol is not None:
-                total += _tls_plaintext(protocol)  # startTLS: the TLS layer is the protocol
+        if not isinstance(data, bytes):
             return total
-        if not isinstance(transport, ProtocolWrapper) or transport.transport is None:
-            return total
-        transport = transport.transport
+        total += len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+        if getattr(transport, "TLS", False):  # startTLS: the TLS layer is the protocol
+            total += _tls_plaintext(getattr(transport, "protocol", None))
+        return total
     return total
 
 
@@ -106,9 +108,11 @@ def _tls_plaintext(layer: Any) -> int:
     """
     if not isinstance(layer, ProtocolWrapper):
         return 0
+    # Its own attributes only: a wrapper forwards unknown ones to the layer below.
+    own = vars(layer)
     total = 0
-    aggregator = getattr(layer, "_aggregator", None)
-    for waiting in (getattr(layer, "_appSendBuffer", None), getattr(aggregator, "_buffer", None)):
+    aggregator = own.get("_aggregator")
+    for waiting in (own.get("_appSendBuffer"), getattr(aggregator, "_buffer", None)):
         if isinstance(waiting, list):
             total += sum(len(chunk) for chunk in waiting)
     return total

@@ -159,7 +159,8 @@ def test_buffered_bytes_counts_a_tcp_transports_buffer():
 
 
 def test_buffered_bytes_looks_through_a_guard_and_counts_tls_plaintext():
-    """Under TLS (here, inside a guard-like wrapper) the TCP transport holds the
+    """Under TLS (here between wrappers, as the guard and role check wrap it; a wrapper
+    forwards unknown attributes to the layer below) the TCP transport holds the
     ciphertext (the handshake's first flight here); TLS itself holds plaintext for a
     reactor turn, and until its handshake ends (``_appSendBuffer``): all count, seen
     from the application's transport down."""
@@ -170,14 +171,14 @@ def test_buffered_bytes_looks_through_a_guard_and_counts_tls_plaintext():
 
     tcp = SocketTransport()
     clock = Clock()
-    tls = TLSMemoryBIOFactory(
-        ssl.optionsForClientTLS("node.example"), True, Factory.forProtocol(amp.AMP), clock
-    )
+    checking = WrappingFactory(Factory.forProtocol(amp.AMP))  # as the role check wraps it
+    tls = TLSMemoryBIOFactory(ssl.optionsForClientTLS("node.example"), True, checking, clock)
     guard = WrappingFactory(tls).buildProtocol(None)
     guard.makeConnection(tcp)
     hello = tcp._tempDataLen
     assert hello > 0
-    app = guard.wrappedProtocol.wrappedProtocol
+    app = guard.wrappedProtocol.wrappedProtocol.wrappedProtocol
+    assert isinstance(app, amp.AMP)
     app.transport.write(b"a" * 1000)  # gathered for the next reactor turn
     assert buffered_bytes(app.transport) == hello + 1000
     clock.advance(0)  # ... then waits for the handshake
