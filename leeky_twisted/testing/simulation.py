@@ -120,6 +120,7 @@ class Simulation:
         ticks: int = 300,
         faults: FaultSettings | None = None,
         verbose: bool = False,
+        batch_reads: bool | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -127,7 +128,9 @@ class Simulation:
         self.folder_rng = random.Random(f"{seed}/folder")
         #: half the seeds read as production nodes do (batched reads, then
         #: ``process_received``); drawn apart so the other half replay as before
-        self.batch_reads = random.Random(f"{seed}/reads").random() < 0.5
+        drawn = random.Random(f"{seed}/reads").random() < 0.5
+        self.batch_reads = drawn if batch_reads is None else batch_reads
+        self._reads_forced = self.batch_reads != drawn
         self.n = nodes or self.rng.choice((3, 3, 5, 5, 7))
         self.ticks = ticks
         self.faults = faults or self._draw_faults()
@@ -738,7 +741,12 @@ class Simulation:
 
     def replay_command(self) -> str:
         """Return the one-line command that replays this run."""
-        return f"python -m leeky_twisted.simulation --seed {self.seed} --ticks {self.ticks} -v"
+        reads = ""
+        if self._reads_forced:
+            reads = " --batch-reads" if self.batch_reads else " --no-batch-reads"
+        return (
+            f"python -m leeky_twisted.simulation --seed {self.seed} --ticks {self.ticks}{reads} -v"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -748,10 +756,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     p.add_argument("--start", type=int, default=0, help="first seed")
     p.add_argument("--ticks", type=int, default=300)
+    p.add_argument(
+        "--batch-reads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read as production nodes do, then process_received (default: as the seed draws)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print the transcript")
     args = p.parse_args(argv)
     if args.seed is not None:
-        sim = Simulation(args.seed, ticks=args.ticks, verbose=args.verbose)
+        sim = Simulation(
+            args.seed, ticks=args.ticks, verbose=args.verbose, batch_reads=args.batch_reads
+        )
         if args.verbose:
             # The cores' own lines (votes, abstention, storage identities) too.
             from twisted.logger import globalLogPublisher
@@ -775,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for seed in range(args.start, args.start + args.seeds):
         try:
-            Simulation(seed, ticks=args.ticks).run()
+            Simulation(seed, ticks=args.ticks, batch_reads=args.batch_reads).run()
         except SafetyViolation as exc:
             print(f"FAIL seed {seed}: {exc}", flush=True)
             failed += 1

@@ -137,10 +137,23 @@ for _seed in (2838, 4230, 6747, 8470, 9380, 11759, 12150, 12302, 17682, 20190):
     REGRESSIONS[_seed] = "an abstaining majority never elected a leader again (see above)"
 
 
+#: Seeds found once half the seeds read in batches (Simulation.batch_reads); every other
+#: seed here was found with one read per message, and runs so (as it ran when found).
+REGRESSIONS[900101] = (
+    "Found by the first soak with batched reads, a fault of the checker: n1's reactor "
+    "stalled until past the heal and its folder was deleted meanwhile; the heal lifted the "
+    "stall but not the calls it had postponed (the folder check among them), and the check "
+    "wanted n1 stopped one interval after the deletion. It now waits for those calls "
+    "(NodeClock.waking) too, as it waits for a stall's end."
+)
+BATCHED_READS = {900101}
+
+
 @pytest.mark.parametrize("seed", sorted(REGRESSIONS))
 def test_seed_that_once_found_a_bug_now_passes(seed):
     """The seed runs clean: safety held at every step and the cluster recovered."""
-    result = Simulation(seed, ticks=300).run()
+    batch_reads = None if seed in BATCHED_READS else False
+    result = Simulation(seed, ticks=300, batch_reads=batch_reads).run()
     assert result.committed > 0
 
 

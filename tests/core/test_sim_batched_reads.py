@@ -104,12 +104,11 @@ def test_a_batched_seed_processes_reads_in_the_same_turn_and_stays_safe():
     assert sum(h.reads for h in sim.hosts.values()) > 100
 
 
-def test_regression_seed_900101_a_swapped_folder_under_a_stall_the_heal_lifted():
-    """Seed 900101 (found once reads were batched): n1's reactor stalls until past the
-    heal, its folder is deleted meanwhile; the heal lifts the stall but the calls it
-    postponed (the folder check among them) still wait for its end. The check gives
-    the node until then, as it gives a node that is still stalled."""
-    sim = Simulation(900101)
-    assert sim.batch_reads
-    sim.run()
-    assert sim.folder_stops >= 1
+def test_a_seed_runs_as_drawn_unless_told_and_its_replay_says_so():
+    drawn = Simulation(8, ticks=1)
+    assert drawn.batch_reads and "batch-reads" not in drawn.replay_command()
+    forced = Simulation(8, ticks=1, batch_reads=False)
+    assert not forced.batch_reads
+    assert not any(h.batch_reads for h in forced.hosts.values())
+    assert "--no-batch-reads" in forced.replay_command()
+    assert Simulation(43, ticks=1, batch_reads=True).replay_command().endswith("--batch-reads -v")
