@@ -146,6 +146,11 @@ REGRESSIONS[900101] = (
     "wanted n1 stopped one interval after the deletion. It now waits for those calls "
     "(NodeClock.waking) too, as it waits for a stall's end."
 )
+REGRESSIONS[545902] = (
+    "The same fault of the checker as 900101, found by the soak with one read per message: "
+    "n3's reactor stalled until past the heal, and its data folder was deleted during the "
+    "stall."
+)
 BATCHED_READS = {900101}
 
 
