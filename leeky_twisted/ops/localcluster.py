@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leeky_twisted.ops.lastwords import last_words
 from leeky_twisted.security.clusterkey import KEY_FILE_NAME, create_key_file
 
 LOOPBACK = "127.0.0.1"
@@ -107,6 +108,7 @@ class NodeProcess:
     http_port: int
     folder: Path
     proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  #: where the current run's lines start in its log
 
     @property
     def log_path(self) -> Path:
@@ -281,6 +283,7 @@ class LocalCluster:
         node.folder.mkdir(parents=True, exist_ok=True)
         lifeline = self.lifeline()
         with open(node.log_path, "ab") as logf:
+            node.log_offset = os.fstat(logf.fileno()).st_size
             node.proc = subprocess.Popen(
                 [*self.argv(node), "--supervisor-fd", str(lifeline)],
                 stdout=logf,
@@ -528,8 +531,11 @@ class Supervisor:
                 self.reported.add(n.node_id)
                 self.coming_back.discard(n.node_id)
                 self.paused.discard(n.node_id)
+                code = n.proc.returncode
+                why = last_words(n.log_path, n.log_offset) if code and code > 0 else None
+                said = f": {why} (log: {n.log_path})" if why else ""
                 self.say(
-                    f"node {n.node_id} exited ({describe_exit(n.proc.returncode)}); the others "
+                    f"node {n.node_id} exited ({describe_exit(code)}){said}; the others "
                     f"keep running. Bring it back: leekyraft local restart {n.node_id}"
                 )
         found = self.find_leader()
