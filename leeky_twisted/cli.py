@@ -141,7 +141,19 @@ class KeyValueClient(Protocol):
 
 
 def parse_cluster(text: str) -> list[Address]:
-    """Parse ``HOST:PORT,HOST:PORT,...``; raise ValueError when malformed or empty."""
+    """Parse ``HOST:PORT,HOST:PORT,...``; raise ValueError when malformed or empty.
+
+    A URL (``http://host:port``, as etcdctl's --endpoints takes) is refused with
+    what to give instead: the node's AMP client address, not a URL.
+    """
+    for part in text.split(","):
+        scheme, sep, rest = part.strip().partition("://")
+        if sep:
+            raise ValueError(
+                f"{part.strip()!r} is a URL: give HOST:PORT without {scheme}://, "
+                f"the node's AMP client port (its HTTP port serves only JSON-RPC and "
+                f"the dashboard), e.g. {rest.rstrip('/') or 'HOST:PORT'}"
+            )
     addresses = [parse_address(part) for part in text.split(",") if part.strip()]
     if not addresses:
         raise ValueError("the cluster list is empty")

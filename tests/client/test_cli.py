@@ -290,6 +290,14 @@ def test_parse_cluster_rejects_garbage():
             cli.parse_cluster(text)
 
 
+def test_parse_cluster_says_a_url_is_not_an_address():
+    """etcdctl takes URLs (http://host:2379): the refusal says what to give instead."""
+    with pytest.raises(ValueError, match=r"is a URL: give HOST:PORT without http://"):
+        cli.parse_cluster("127.0.0.1:7001,http://127.0.0.1:7002/")
+    with pytest.raises(ValueError, match=r"e\.g\. 127\.0\.0\.1:7002$"):
+        cli.parse_cluster("http://127.0.0.1:7002/")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
