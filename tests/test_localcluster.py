@@ -245,3 +245,25 @@ def test_a_node_refused_at_start_is_reported_with_its_last_line(tmp_path):
         "node 3 exited (exit code 1): twistd -n: node id: --id 3 differs from the id 2 "
         "stored in d/node-id (log: "
     )
+
+
+def test_a_removed_node_is_reported_once_with_the_command_that_adds_it_back(tmp_path):
+    """remove-server of a running node: said once, with its peer address; added back: said."""
+    cluster = FakeCluster(tmp_path)
+    said: list[str] = []
+    sup = Supervisor(cluster, said.append)
+    lead(cluster, "1", 2)
+    sup.watch()
+    said.clear()
+    cluster.statuses["2"] = {"role": "removed", "term": 2, "leader": None}
+    sup.watch()
+    sup.watch()
+    peer = cluster.nodes[1].peer_port
+    assert said == [
+        "node 2 was removed from the cluster: it runs but serves nothing. "
+        f"Add it back: leekyraft add-server 2 127.0.0.1:{peer}"
+    ]
+    said.clear()
+    cluster.statuses["2"] = {"role": "follower", "term": 2, "leader": "1"}
+    sup.watch()
+    assert said == ["node 2 is a member again: follower (term 2)"]
