@@ -792,6 +792,15 @@ def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = 
         raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
+#: What status adds, without a leader, about nodes that started on empty storage.
+ABSTAINING_NOTE = (
+    "leekyraft: node {nodes} started with empty storage (a new or wiped data folder): until "
+    "a leader has caught it up it does not count toward the majority an election needs. "
+    "If the other voters up are not a majority without it, the cluster has lost its quorum: "
+    "put that node's old data folder back if you still have it, or see docs/running.md, "
+    "'Recovering from a lost quorum'"
+)
+
 _COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER", "REVISION")
 
 
@@ -987,6 +996,9 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
                 "none knows a leader (an election needs a majority of the voters up)",
                 file=err,
             )
+            empty = [str(st.get("id")) for st in answered if st.get("abstaining")]
+            if empty:
+                print(ABSTAINING_NOTE.format(nodes=", ".join(empty)), file=err)
             return EXIT_NO_LEADER
         return EXIT_OK
     if command == "submit":

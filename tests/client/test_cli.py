@@ -229,6 +229,18 @@ def test_status_names_a_node_removed_from_the_cluster():
     assert err.startswith("leekyraft: removed from the cluster: node 3 (stop it, or add it back")
 
 
+def test_status_without_a_leader_names_a_node_that_started_empty():
+    """Two voters up, one wiped: "a majority of the voters up" holds, so say why none leads."""
+    up = NodeReport("127.0.0.1:7001", {"id": "1", "role": "follower", "leader": None})
+    wiped = NodeReport(
+        "127.0.0.1:7002", {"id": "2", "role": "follower", "leader": None, "abstaining": True}
+    )
+    code, _, err = run(["status"], FakeClient(reports=[up, wiped]))
+    assert code == cli.EXIT_NO_LEADER
+    assert err.splitlines()[1] == cli.ABSTAINING_NOTE.format(nodes="2")
+    assert "node 2 started with empty storage" in err and "lost its quorum" in err
+
+
 def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
     monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
