@@ -831,7 +831,22 @@ def format_status_table(reports: Sequence[NodeReport]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     errors = [f"{r.address}: {r.error}" for r in reports if r.status is None and r.error]
+    errors += [_executor_down(r.address, r.status) for r in reports if _executor_is_down(r)]
     return "\n".join(line.rstrip() for line in lines + errors)
+
+
+def _executor_is_down(report: NodeReport) -> bool:
+    return report.status is not None and report.status.get("executor_reachable") is False
+
+
+def _executor_down(address: str, st: dict[str, Any]) -> str:
+    """Return the line that says a node's executor does not answer (its row looks healthy)."""
+    lag = st.get("executor_lag") or 0
+    why = f" ({st['executor_error']})" if st.get("executor_error") else ""
+    return (
+        f"{address}: node {st.get('id')}'s executor does not answer{why}; "
+        f"{lag} committed entries wait for it"
+    )
 
 
 def format_status_json(reports: Sequence[NodeReport]) -> str:

@@ -241,6 +241,29 @@ def test_status_without_a_leader_names_a_node_that_started_empty():
     assert "node 2 started with empty storage" in err and "lost its quorum" in err
 
 
+def test_status_says_when_a_nodes_executor_does_not_answer():
+    """Its row (role, commit, applied) looks healthy: a line under the table says otherwise."""
+    leader = NodeReport(
+        "127.0.0.1:7001",
+        {
+            "id": "1",
+            "role": "leader",
+            "leader": "1",
+            "executor_reachable": False,
+            "executor_lag": 2,
+            "executor_error": "status: Connection refused",
+        },
+    )
+    fine = NodeReport("127.0.0.1:7002", {"id": "2", "leader": "1", "executor_reachable": True})
+    code, out, _ = run(["status"], FakeClient(reports=[leader, fine]))
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "127.0.0.1:7001: node 1's executor does not answer (status: Connection refused); "
+        "2 committed entries wait for it"
+    )
+    assert "7002" not in out.splitlines()[-1]
+
+
 def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
     monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
