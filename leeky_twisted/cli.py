@@ -142,7 +142,19 @@ class KeyValueClient(Protocol):
 
 
 def parse_cluster(text: str) -> list[Address]:
-    """Parse ``HOST:PORT,HOST:PORT,...``; raise ValueError when malformed or empty."""
+    """Parse ``HOST:PORT,HOST:PORT,...``; raise ValueError when malformed or empty.
+
+    A URL (``http://host:port``, as etcdctl's --endpoints takes) is refused with
+    what to give instead: the node's AMP client address, not a URL.
+    """
+    for part in text.split(","):
+        scheme, sep, rest = part.strip().partition("://")
+        if sep:
+            raise ValueError(
+                f"{part.strip()!r} is a URL: give HOST:PORT without {scheme}://, "
+                f"the node's AMP client port (its HTTP port serves only JSON-RPC and "
+                f"the dashboard), e.g. {rest.rstrip('/') or 'HOST:PORT'}"
+            )
     addresses = [parse_address(part) for part in text.split(",") if part.strip()]
     if not addresses:
         raise ValueError("the cluster list is empty")
@@ -781,6 +793,15 @@ def put_value(args: argparse.Namespace, stdin: IO[bytes], err: IO[str] | None = 
         raise ValueError(f"the value read from {where} is not UTF-8 text") from None
 
 
+#: What status adds, without a leader, about nodes that started on empty storage.
+ABSTAINING_NOTE = (
+    "leekyraft: node {nodes} started with empty storage (a new or wiped data folder): until "
+    "a leader has caught it up it does not count toward the majority an election needs. "
+    "If the other voters up are not a majority without it, the cluster has lost its quorum: "
+    "put that node's old data folder back if you still have it, or see docs/running.md, "
+    "'Recovering from a lost quorum'"
+)
+
 _COLUMNS = ("ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER", "REVISION")
 
 
@@ -811,7 +832,22 @@ def format_status_table(reports: Sequence[NodeReport]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     errors = [f"{r.address}: {r.error}" for r in reports if r.status is None and r.error]
+    errors += [_executor_down(r.address, r.status) for r in reports if _executor_is_down(r)]
     return "\n".join(line.rstrip() for line in lines + errors)
+
+
+def _executor_is_down(report: NodeReport) -> bool:
+    return report.status is not None and report.status.get("executor_reachable") is False
+
+
+def _executor_down(address: str, st: dict[str, Any]) -> str:
+    """Return the line that says a node's executor does not answer (its row looks healthy)."""
+    lag = st.get("executor_lag") or 0
+    why = f" ({st['executor_error']})" if st.get("executor_error") else ""
+    return (
+        f"{address}: node {st.get('id')}'s executor does not answer{why}; "
+        f"{lag} committed entries wait for it"
+    )
 
 
 def format_status_json(reports: Sequence[NodeReport]) -> str:
@@ -976,6 +1012,9 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
                 "none knows a leader (an election needs a majority of the voters up)",
                 file=err,
             )
+            empty = [str(st.get("id")) for st in answered if st.get("abstaining")]
+            if empty:
+                print(ABSTAINING_NOTE.format(nodes=", ".join(empty)), file=err)
             return EXIT_NO_LEADER
         return EXIT_OK
     if command == "submit":

@@ -201,3 +201,69 @@ def test_local_refuses_another_size_on_an_existing_folder_before_starting_anythi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds a 5-node cluster, not 3 nodes" in err
     assert not (tmp_path / "node1").exists()
+
+
+def test_a_node_that_stopped_itself_is_reported_with_its_reason(tmp_path):
+    """Exit code 1 alone says nothing: the critical line of that run is shown, not an older one."""
+    cluster = FakeCluster(tmp_path)
+    said: list[str] = []
+    sup = Supervisor(cluster, said.append)
+    node = cluster.nodes[1]
+    node.folder.mkdir(parents=True)
+    old = "2026-12-04T22:00:00+0000 [leeky_twisted.server.node#critical] an older run's end\n"
+    node.log_path.write_text(old)
+    node.log_offset = len(old)
+    with open(node.log_path, "a") as log:
+        log.write(
+            "2026-12-04T22:09:29+0000 [leeky_twisted.server.node#critical] node 2 stopped "
+            "itself to protect safety: the data folder d was deleted\n"
+            "2026-12-04T22:09:29+0000 [-] (TCP Port 8102 Closed)\n"
+        )
+    node.proc.returncode = 1
+    sup.watch()
+    assert said[0] == (
+        "node 2 exited (exit code 1): node 2 stopped itself to protect safety: the data "
+        f"folder d was deleted (log: {node.log_path}); the others keep running. "
+        "Bring it back: leekyraft local restart 2"
+    )
+
+
+def test_a_node_refused_at_start_is_reported_with_its_last_line(tmp_path):
+    """A start refused on standard error (no critical line): its last line is the reason."""
+    cluster = FakeCluster(tmp_path)
+    said: list[str] = []
+    sup = Supervisor(cluster, said.append)
+    node = cluster.nodes[2]
+    node.folder.mkdir(parents=True)
+    node.log_path.write_text(
+        "usage: twistd leekyraft ...\n\n"
+        "twistd -n: node id: --id 3 differs from the id 2 stored in d/node-id\n"
+    )
+    node.proc.returncode = 1
+    sup.watch()
+    assert said[0].startswith(
+        "node 3 exited (exit code 1): twistd -n: node id: --id 3 differs from the id 2 "
+        "stored in d/node-id (log: "
+    )
+
+
+def test_a_removed_node_is_reported_once_with_the_command_that_adds_it_back(tmp_path):
+    """remove-server of a running node: said once, with its peer address; added back: said."""
+    cluster = FakeCluster(tmp_path)
+    said: list[str] = []
+    sup = Supervisor(cluster, said.append)
+    lead(cluster, "1", 2)
+    sup.watch()
+    said.clear()
+    cluster.statuses["2"] = {"role": "removed", "term": 2, "leader": None}
+    sup.watch()
+    sup.watch()
+    peer = cluster.nodes[1].peer_port
+    assert said == [
+        "node 2 was removed from the cluster: it runs but serves nothing. "
+        f"Add it back: leekyraft add-server 2 127.0.0.1:{peer}"
+    ]
+    said.clear()
+    cluster.statuses["2"] = {"role": "follower", "term": 2, "leader": "1"}
+    sup.watch()
+    assert said == ["node 2 is a member again: follower (term 2)"]

@@ -791,7 +791,8 @@ class LeekyClient:
                     # Closed before it ever answered: as good as unreachable.
                     last = error.ConnectionClosed(
                         f"{shown} closed the connection without answering"
-                        " (a TLS port, reached without TLS?)"
+                        " (not an AMP client port: a peer port, or a TLS port reached"
+                        " without TLS?)"
                     )
                     address = await move_on(address)
                     continue

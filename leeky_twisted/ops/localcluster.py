@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leeky_twisted.ops.lastwords import last_words
 from leeky_twisted.security.clusterkey import KEY_FILE_NAME, create_key_file
 
 LOOPBACK = "127.0.0.1"
@@ -107,6 +108,7 @@ class NodeProcess:
     http_port: int
     folder: Path
     proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  #: where the current run's lines start in its log
 
     @property
     def log_path(self) -> Path:
@@ -281,6 +283,7 @@ class LocalCluster:
         node.folder.mkdir(parents=True, exist_ok=True)
         lifeline = self.lifeline()
         with open(node.log_path, "ab") as logf:
+            node.log_offset = os.fstat(logf.fileno()).st_size
             node.proc = subprocess.Popen(
                 [*self.argv(node), "--supervisor-fd", str(lifeline)],
                 stdout=logf,
@@ -419,6 +422,7 @@ class Supervisor:
         self.paused: set[str] = set()
         self.reported: set[str] = set()  #: dead nodes already reported
         self.coming_back: set[str] = set()  #: restarted nodes that have not answered yet
+        self.removed: set[str] = set()  #: running nodes reported as removed from the cluster
         self.leader_id: str | None = None
         self.leader_term: int | None = None
 
@@ -445,11 +449,16 @@ class Supervisor:
             return None
         return self.cluster.status(node, timeout=0.5)
 
-    def find_leader(self) -> tuple[NodeProcess, int] | None:
-        """Return the answering node that leads at the highest term, with that term."""
+    def find_leader(
+        self, statuses: dict[str, dict[str, Any] | None] | None = None
+    ) -> tuple[NodeProcess, int] | None:
+        """Return the answering node that leads at the highest term, with that term.
+
+        ``statuses`` (node id to :meth:`status`) saves asking the nodes again.
+        """
         best: tuple[NodeProcess, int] | None = None
         for n in self.cluster.nodes:
-            st = self.status(n)
+            st = statuses[n.node_id] if statuses is not None else self.status(n)
             if st and st.get("role") == "leader" and (best is None or st["term"] > best[1]):
                 best = (n, st["term"])
         return best
@@ -527,12 +536,17 @@ class Supervisor:
                 assert n.proc is not None
                 self.reported.add(n.node_id)
                 self.coming_back.discard(n.node_id)
+                self.removed.discard(n.node_id)
                 self.paused.discard(n.node_id)
+                code = n.proc.returncode
+                why = last_words(n.log_path, n.log_offset) if code and code > 0 else None
+                said = f": {why} (log: {n.log_path})" if why else ""
                 self.say(
-                    f"node {n.node_id} exited ({describe_exit(n.proc.returncode)}); the others "
+                    f"node {n.node_id} exited ({describe_exit(code)}){said}; the others "
                     f"keep running. Bring it back: leekyraft local restart {n.node_id}"
                 )
-        found = self.find_leader()
+        statuses = {n.node_id: self.status(n) for n in self.cluster.nodes}
+        found = self.find_leader(statuses)
         now = found[0].node_id if found else None
         if now != self.leader_id:
             was = f"node {self.leader_id}" if self.leader_id else "none"
@@ -542,11 +556,30 @@ class Supervisor:
                 self.say(f"leader changed: {was} -> node {now} (term {found[1]})")
             self.leader_id = now
             self.leader_term = found[1] if found else None
+        self._report_removals(statuses)
         for nid in sorted(self.coming_back):
-            st = self.status(self.node(nid))
+            st = statuses[nid]
             # Back means back in the cluster: it knows (or is) the leader of today.
             if st and st.get("leader") is not None:
                 self.coming_back.discard(nid)
                 role = st.get("role")
                 of = f" of node {st['leader']}" if role == "follower" else ""
                 self.say(f"node {nid} is back: {role}{of} (term {st.get('term')})")
+
+    def _report_removals(self, statuses: dict[str, dict[str, Any] | None]) -> None:
+        """Report, once, a running node that is no longer a member, and when it is again."""
+        for n in self.cluster.nodes:
+            st = statuses[n.node_id]
+            if st is None:
+                continue
+            nid = n.node_id
+            if st.get("role") == "removed" and nid not in self.removed:
+                self.removed.add(nid)
+                self.coming_back.discard(nid)
+                self.say(
+                    f"node {nid} was removed from the cluster: it runs but serves nothing. "
+                    f"Add it back: leekyraft add-server {nid} {LOOPBACK}:{n.peer_port}"
+                )
+            elif st.get("role") != "removed" and nid in self.removed:
+                self.removed.discard(nid)
+                self.say(f"node {nid} is a member again: {st.get('role')} (term {st.get('term')})")

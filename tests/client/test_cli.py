@@ -229,6 +229,41 @@ def test_status_names_a_node_removed_from_the_cluster():
     assert err.startswith("leekyraft: removed from the cluster: node 3 (stop it, or add it back")
 
 
+def test_status_without_a_leader_names_a_node_that_started_empty():
+    """Two voters up, one wiped: "a majority of the voters up" holds, so say why none leads."""
+    up = NodeReport("127.0.0.1:7001", {"id": "1", "role": "follower", "leader": None})
+    wiped = NodeReport(
+        "127.0.0.1:7002", {"id": "2", "role": "follower", "leader": None, "abstaining": True}
+    )
+    code, _, err = run(["status"], FakeClient(reports=[up, wiped]))
+    assert code == cli.EXIT_NO_LEADER
+    assert err.splitlines()[1] == cli.ABSTAINING_NOTE.format(nodes="2")
+    assert "node 2 started with empty storage" in err and "lost its quorum" in err
+
+
+def test_status_says_when_a_nodes_executor_does_not_answer():
+    """Its row (role, commit, applied) looks healthy: a line under the table says otherwise."""
+    leader = NodeReport(
+        "127.0.0.1:7001",
+        {
+            "id": "1",
+            "role": "leader",
+            "leader": "1",
+            "executor_reachable": False,
+            "executor_lag": 2,
+            "executor_error": "status: Connection refused",
+        },
+    )
+    fine = NodeReport("127.0.0.1:7002", {"id": "2", "leader": "1", "executor_reachable": True})
+    code, out, _ = run(["status"], FakeClient(reports=[leader, fine]))
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "127.0.0.1:7001: node 1's executor does not answer (status: Connection refused); "
+        "2 committed entries wait for it"
+    )
+    assert "7002" not in out.splitlines()[-1]
+
+
 def test_cluster_comes_from_option_then_environment_then_default(tmp_path, monkeypatch):
     """--cluster wins over LEEKYRAFT_CLUSTER, which wins over the local default."""
     monkeypatch.chdir(tmp_path)  # no ./leekyraft-local here
@@ -288,6 +323,14 @@ def test_parse_cluster_rejects_garbage():
     for text in ["", ",", "host", "h:1,nope"]:
         with pytest.raises(ValueError):
             cli.parse_cluster(text)
+
+
+def test_parse_cluster_says_a_url_is_not_an_address():
+    """etcdctl takes URLs (http://host:2379): the refusal says what to give instead."""
+    with pytest.raises(ValueError, match=r"is a URL: give HOST:PORT without http://"):
+        cli.parse_cluster("127.0.0.1:7001,http://127.0.0.1:7002/")
+    with pytest.raises(ValueError, match=r"e\.g\. 127\.0\.0\.1:7002$"):
+        cli.parse_cluster("http://127.0.0.1:7002/")
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,13 @@ class SSHServer(Garbage):
     greeting = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 
 
+class PeerPort(Protocol):
+    """Close the connection at the first bytes, answering nothing, as a node's peer port does."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+
 class Net:
     """A FakeNetwork with a leader at A (B follows, hints A) and odd endpoints on demand."""
 
@@ -290,3 +297,12 @@ def test_a_node_that_fails_internally_is_described_in_words():
     assert said == "the node failed while answering (an internal error: its log has the details)"
     said = _describe(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, "Unhandled Command: b'Put'"))
     assert "Unhandled" not in said and "does not know this request" in said
+
+
+def test_a_peer_port_in_cluster_is_named_as_a_possible_cause():
+    """`--cluster <a node's peer port>`: it hangs up unanswered; the error names a peer port."""
+    net = Net()
+    net.speak(HUNG, PeerPort)
+    f = failure_of(net.run(net.client([HUNG]).get("k")), Unavailable)
+    assert "10.0.0.9:7009 closed the connection without answering" in str(f.value)
+    assert "not an AMP client port: a peer port, or a TLS port" in str(f.value)
