@@ -11,7 +11,9 @@ be answered). One answer larger than the cap still goes to a client that reads.
 
 The check runs only when an answer could not go on the socket at once
 (:func:`~leeky_twisted.protocol.netutil.write_now` returned True): an answer
-sent whole costs one test of a boolean.
+sent whole costs one test of a boolean. And it looks at the buffer only once
+:data:`CHECK_BYTES` more were left in it (every answer under TLS is): the
+bounds are kept to within that.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from leeky_twisted.protocol.netutil import buffered_bytes
 from leeky_twisted.security.connlimits import GuardedProtocol, RateLimitedLog
 
 __all__ = [
+    "CHECK_BYTES",
     "MAX_UNSENT_BYTES",
     "PAUSE_UNSENT_BYTES",
     "RESUME_POLL",
@@ -35,10 +38,12 @@ __all__ = [
 #: Unsent bytes over which a connection's requests are no longer read.
 PAUSE_UNSENT_BYTES = 1 << 20
 #: Unsent bytes (not counting the answer just written) over which a connection
-#: is aborted: sixteen largest values (``defaults.MAX_VALUE_BYTES``).
+#: is aborted: four of the largest answers (a range is cut at 4 MiB), sixteen 1 MiB values.
 MAX_UNSENT_BYTES = 16 << 20
 #: Seconds between looks at a paused connection's unsent bytes.
 RESUME_POLL = 0.05
+#: Bytes left in a connection's buffer between two looks at its size.
+CHECK_BYTES = 64 << 10
 
 _log = Logger()
 #: Aborts of unguarded connections (tests, embedding), logged once a minute per peer.
@@ -57,7 +62,9 @@ class SendLimit:
     __slots__ = (
         "_holds",
         "_timer",
+        "_unchecked",
         "aborted",
+        "check_bytes",
         "clock",
         "max_unsent",
         "pause_unsent",
@@ -74,12 +81,15 @@ class SendLimit:
         *,
         pause_unsent: int = PAUSE_UNSENT_BYTES,
         max_unsent: int = MAX_UNSENT_BYTES,
+        check_bytes: int = CHECK_BYTES,
     ) -> None:
         self.transport = transport
         self.clock = clock
         self.port = port
         self.pause_unsent = pause_unsent
         self.max_unsent = max_unsent
+        self.check_bytes = check_bytes
+        self._unchecked = 0  # bytes left in the buffer since the last look
         #: reading is paused because too much is unsent
         self.paused = False
         #: the connection was aborted: further answers are dropped
@@ -101,6 +111,11 @@ class SendLimit:
 
     def queued(self, size: int) -> None:
         """Check the connection after an answer of ``size`` bytes was left in its buffer."""
+        unchecked = self._unchecked + size
+        if unchecked < self.check_bytes:
+            self._unchecked = unchecked
+            return
+        self._unchecked = 0
         if self.aborted:
             return
         unsent = buffered_bytes(self.transport)

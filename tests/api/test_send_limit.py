@@ -73,6 +73,7 @@ def _connect_amp(locator: ClientLocator) -> tuple[ClientAPIProtocol, SocketTrans
     proto.makeConnection(transport)
     proto.send_limit.pause_unsent = PAUSE
     proto.send_limit.max_unsent = CAP
+    proto.send_limit.check_bytes = 1
     return proto, transport
 
 
@@ -128,7 +129,9 @@ def test_a_slow_reader_is_paused_then_resumed_never_aborted():
 
 def test_one_answer_larger_than_the_cap_goes_to_a_client_that_reads():
     clock = Clock()
-    limit = SendLimit(SocketTransport(), clock, "client", pause_unsent=10, max_unsent=100)
+    limit = SendLimit(
+        SocketTransport(), clock, "client", pause_unsent=10, max_unsent=100, check_bytes=1
+    )
     limit.transport.write(b"x" * 1000)
     limit.queued(1000)
     assert not limit.transport.aborted and limit.paused
@@ -149,7 +152,7 @@ def test_an_abort_is_counted_on_the_ports_guard_and_logged_once_per_peer_per_int
         assert wrapper is not None
         tcp = SocketTransport()
         wrapper.makeConnection(tcp)
-        limit = SendLimit(wrapper, clock, "client", pause_unsent=10, max_unsent=100)
+        limit = SendLimit(wrapper, clock, "client", pause_unsent=10, max_unsent=100, check_bytes=1)
         tcp.write(b"x" * 300)
         limit.queued(100)
         assert tcp.aborted
@@ -176,6 +179,7 @@ def test_http_pipelined_gets_never_read_are_aborted_over_the_cap():
     proto.makeConnection(transport)
     assert proto.send_limit is not None
     proto.send_limit.pause_unsent, proto.send_limit.max_unsent = PAUSE, CAP
+    proto.send_limit.check_bytes = 1
     body = json.dumps(
         {"jsonrpc": "2.0", "method": "get", "params": ["big", {"stale": True}], "id": 1}
     ).encode()
@@ -189,10 +193,24 @@ def test_http_pipelined_gets_never_read_are_aborted_over_the_cap():
     assert transport._tempDataLen <= CAP + 2 * len(VALUE)
 
 
+def test_the_buffer_is_looked_at_once_check_bytes_more_were_left_in_it():
+    """Small answers under TLS (each one left in the buffer) are checked in bulk."""
+    tcp = SocketTransport()
+    limit = SendLimit(tcp, Clock(), "client", pause_unsent=10**6, max_unsent=10**6)
+    tcp.write(b"x" * (2 * 10**6))
+    for _ in range(-(-limit.check_bytes // 100) - 1):
+        limit.queued(100)
+    assert not tcp.aborted
+    limit.queued(100)
+    assert tcp.aborted
+
+
 def test_http_pipelining_pause_and_unsent_pause_do_not_release_each_other():
     """Reading resumes only when neither too many answers are pending nor too many
     bytes are unsent."""
-    limit = SendLimit(SocketTransport(), Clock(), "http", pause_unsent=10, max_unsent=10**6)
+    limit = SendLimit(
+        SocketTransport(), Clock(), "http", pause_unsent=10, max_unsent=10**6, check_bytes=1
+    )
     limit.hold_reading()  # pipelining
     limit.transport.write(b"x" * 100)
     limit.queued(100)  # unsent
