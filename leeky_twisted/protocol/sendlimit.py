@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 
 from leeky_twisted.protocol.netutil import buffered_bytes
 from leeky_twisted.security.connlimits import GuardedProtocol, RateLimitedLog
@@ -152,10 +153,9 @@ class SendLimit:
         self.aborted = True
         self.stop()
         transport = self.transport
-        guard = getattr(transport, "factory", None) if type(transport) is GuardedProtocol else None
-        guard = getattr(guard, "guard", None)
-        if guard is not None:
-            guard.unsent_overflow(transport.host, unsent, self.max_unsent)
+        guarded = _guarded(transport)
+        if guarded is not None:
+            guarded.factory.guard.unsent_overflow(guarded.host, unsent, self.max_unsent)
         else:
             peer = _peer(transport)
             _aborts.warn(
@@ -177,6 +177,17 @@ def clock_or_reactor(clock: IReactorTime | None) -> IReactorTime:
     from twisted.internet import reactor
 
     return cast(IReactorTime, reactor)
+
+
+def _guarded(transport: Any) -> GuardedProtocol | None:
+    """Return the connection guard's wrapper under ``transport`` (TLS, role checks), or None."""
+    for _ in range(8):  # a few wrappers at most
+        if type(transport) is GuardedProtocol:
+            return transport
+        if not isinstance(transport, ProtocolWrapper):
+            return None
+        transport = transport.transport
+    return None
 
 
 def _peer(transport: Any) -> str:

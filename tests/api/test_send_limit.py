@@ -12,6 +12,7 @@ import json
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from leeky_twisted.api.amp_api import ClientAPIProtocol, ClientLocator
 from leeky_twisted.api.http_server import JSONRPCHTTPProtocol
@@ -141,18 +142,22 @@ def test_one_answer_larger_than_the_cap_goes_to_a_client_that_reads():
     assert clock.getDelayedCalls() == []  # the poll stopped with the connection
 
 
-def test_an_abort_is_counted_on_the_ports_guard_and_logged_once_per_peer_per_interval():
+def test_an_abort_is_counted_on_the_ports_guard_and_logged_by_peer_also_under_tls():
     clock = Clock()
     guard = ConnectionGuard("client", PortCaps(10, 10), clock)
     factory = GuardedFactory(_NullFactory(), guard)
     logged: list[str] = []
     guard.events.warn = lambda kind, format, **fields: logged.append(kind)  # type: ignore[method-assign]
-    for _ in range(2):
+    for under_tls in (False, True):
         wrapper = factory.buildProtocol(_Addr("10.0.0.9"))
         assert wrapper is not None
         tcp = SocketTransport()
         wrapper.makeConnection(tcp)
-        limit = SendLimit(wrapper, clock, "client", pause_unsent=10, max_unsent=100, check_bytes=1)
+        # under TLS, the protocol's transport is a wrapper over the guard's
+        transport = _wrapped_once(wrapper) if under_tls else wrapper
+        limit = SendLimit(
+            transport, clock, "client", pause_unsent=10, max_unsent=100, check_bytes=1
+        )
         tcp.write(b"x" * 300)
         limit.queued(100)
         assert tcp.aborted
@@ -219,6 +224,12 @@ def test_http_pipelining_pause_and_unsent_pause_do_not_release_each_other():
     limit.transport.drain()
     limit.clock.advance(RESUME_POLL)
     assert limit.transport.producerState == "producing"
+
+
+def _wrapped_once(transport: object) -> ProtocolWrapper:
+    layer = WrappingFactory(_NullFactory()).buildProtocol(None)
+    layer.makeConnection(transport)
+    return layer
 
 
 class _NullFactory:
