@@ -57,6 +57,7 @@ from leeky_twisted.protocol.errors import (
     Unavailable,
 )
 from leeky_twisted.protocol.netutil import buffered_bytes, no_delay, write_now
+from leeky_twisted.protocol.sendlimit import SendLimit, clock_or_reactor
 from leeky_twisted.protocol.txnframes import txn_answer, txn_arguments
 from leeky_twisted.security.connlimits import RateLimitedLog
 from leeky_twisted.statemachine import commands as kv
@@ -1332,7 +1333,14 @@ class ClientAPIProtocol(amp.AMP):
     INVALID_REQUEST (when its ``_ask`` tag has arrived), what was held is
     dropped, and the connection is closed: a large value is never buffered
     whole before it is refused.
+
+    Answers a client leaves unread are bounded (:class:`SendLimit`): its
+    requests are not read while many bytes are unsent, and the connection is
+    aborted past ``sendlimit.MAX_UNSENT_BYTES``.
     """
+
+    #: this connection's bound on unsent answers (set on connection)
+    send_limit: SendLimit
 
     def __init__(self, *args: Any, max_request_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -1360,11 +1368,17 @@ class ClientAPIProtocol(amp.AMP):
         self._transportPeer = transport.getPeer()
         self._transportHost = transport.getHost()
         no_delay(transport)
+        frontend = getattr(self.locator, "frontend", None)
+        clock = frontend._clock if frontend is not None else None
+        self.send_limit = SendLimit(transport, clock_or_reactor(clock), "client")
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """End this connection's watches; disconnect without AMP's log line."""
         watched, self.watchers = self.watchers, {}
+        limit: SendLimit | None = getattr(self, "send_limit", None)
+        if limit is not None:
+            limit.stop()
         hub = getattr(getattr(self.locator, "frontend", None), "watches", None)
         for watcher in watched.values():
             if hub is not None:
@@ -1427,8 +1441,8 @@ class ClientAPIProtocol(amp.AMP):
             answer = cc.Txn.makeResponse(response, self)
             answer[amp.ANSWER] = ask
             self._safeEmit(answer)
-        elif transport is not None:
-            write_now(transport, data)
+        elif transport is not None and not self.send_limit.aborted and write_now(transport, data):
+            self.send_limit.queued(len(data))
 
     def _txn_failed(self, failure: Failure, ask: bytes) -> None:
         """Answer as AMP's ``_commandReceived`` does: a known error by its code, else UNKNOWN."""
@@ -1503,7 +1517,12 @@ class ClientAPIProtocol(amp.AMP):
         if self._locked or self._startingTLSBuffer is not None or self.transport is None:
             super().sendBox(box)
             return
-        write_now(self.transport, box.serialize())
+        limit = self.send_limit
+        if limit.aborted:
+            return  # the connection is going: nothing more is buffered for it
+        data = box.serialize()
+        if write_now(self.transport, data):
+            limit.queued(len(data))
 
     def push_watch_events(
         self, watch_id: int, events: bytes, next_revision: int, ask: bool = True
@@ -1521,20 +1540,20 @@ class ClientAPIProtocol(amp.AMP):
             or self._startingTLSBuffer is not None
             or transport is None
             or self._failAllReason is not None
+            or self.send_limit.aborted
         ):
             return cc.send_watch_events(self, watch_id, events, next_revision, ask)
         if not ask:
-            write_now(
-                transport,
-                cc.watch_events_box(None, watch_id, _watch_events_tail(events, next_revision)),
-            )
+            data = cc.watch_events_box(None, watch_id, _watch_events_tail(events, next_revision))
+            if write_now(transport, data):
+                self.send_limit.queued(len(data))
             return None
         tag = self._nextTag()
         d: Deferred[amp.AmpBox] = Deferred()
         self._outstandingRequests[tag] = d
-        write_now(
-            transport, cc.watch_events_box(tag, watch_id, _watch_events_tail(events, next_revision))
-        )
+        data = cc.watch_events_box(tag, watch_id, _watch_events_tail(events, next_revision))
+        if write_now(transport, data):
+            self.send_limit.queued(len(data))
         return d
 
 

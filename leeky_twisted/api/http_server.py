@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from leeky_twisted.api.jsonrpc_api import KeyValueJSONRPC
 from leeky_twisted.protocol.netutil import write_now
+from leeky_twisted.protocol.sendlimit import SendLimit, clock_or_reactor
 
 log = Logger()
 
@@ -98,7 +99,12 @@ class _Slot:
 
 
 class JSONRPCHTTPProtocol(Protocol):
-    """One HTTP connection: parse requests, answer them in order."""
+    """One HTTP connection: parse requests, answer them in order.
+
+    Requests are not read while MAX_PIPELINED answers are pending, nor while
+    many answer bytes are unsent; past ``sendlimit.MAX_UNSENT_BYTES`` unsent
+    the connection is aborted (:class:`SendLimit`).
+    """
 
     #: Set by ``makeConnection`` before any byte arrives: a TCP or TLS connection.
     transport: ITCPTransport
@@ -126,6 +132,13 @@ class JSONRPCHTTPProtocol(Protocol):
         self._gone = False
         self._paused = False
         self._requests = 0  # requests received whole on this connection
+        #: set on connection: this connection's bound on unsent answers
+        self.send_limit: SendLimit | None = None
+
+    def connectionMade(self) -> None:
+        """Bound the answers this connection may leave unsent."""
+        clock = getattr(getattr(self.rpc, "frontend", None), "_clock", None)
+        self.send_limit = SendLimit(self.transport, clock_or_reactor(clock), "http")
 
     # ------------------------------------------------------------ parsing
 
@@ -255,6 +268,8 @@ class JSONRPCHTTPProtocol(Protocol):
         """Give the connection, and the bytes read so far, to the twisted.web site."""
         assert self.web is not None and self._hand_over_bytes is not None
         data, self._hand_over_bytes = self._hand_over_bytes, None
+        if self.send_limit is not None:
+            self.send_limit.stop(resume=True)  # twisted.web's channel has its own flow control
         channel = self.web.buildProtocol(self.transport.getPeer())
         assert channel is not None
         self.web_channel = channel
@@ -318,7 +333,7 @@ class JSONRPCHTTPProtocol(Protocol):
             self._buf = b""
         if len(self._slots) >= MAX_PIPELINED and not self._paused:
             self._paused = True
-            cast(IPushProducer, self.transport).pauseProducing()
+            self._hold_reading()
         return slot
 
     def _answer_now(
@@ -357,7 +372,7 @@ class JSONRPCHTTPProtocol(Protocol):
         return b"\r\n".join(head) + b"\r\n\r\n" + body
 
     def _flush(self) -> None:
-        if self._gone:
+        if self._gone or (self.send_limit is not None and self.send_limit.aborted):
             self._slots.clear()
             return
         out: list[bytes] = []
@@ -370,19 +385,35 @@ class JSONRPCHTTPProtocol(Protocol):
                 self._slots.clear()
                 break
         if out:
-            write_now(self.transport, b"".join(out))
+            data = b"".join(out)
+            if write_now(self.transport, data) and self.send_limit is not None:
+                self.send_limit.queued(len(data))
         if close and not self._discard:
             self.transport.loseConnection()
         elif self._hand_over_bytes is not None and not self._slots:
             self._hand_over()
         elif self._paused and len(self._slots) < MAX_PIPELINED // 2:
             self._paused = False
+            self._release_reading()
+
+    def _hold_reading(self) -> None:
+        if self.send_limit is not None:
+            self.send_limit.hold_reading()
+        else:
+            cast(IPushProducer, self.transport).pauseProducing()
+
+    def _release_reading(self) -> None:
+        if self.send_limit is not None:
+            self.send_limit.release_reading()
+        else:
             cast(IPushProducer, self.transport).resumeProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Forget pending answers; they have nowhere to go."""
         self._gone = True
         self._slots.clear()
+        if self.send_limit is not None:
+            self.send_limit.stop()
         if self.web_channel is not None:
             self.web_channel.connectionLost(reason)
 

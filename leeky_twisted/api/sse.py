@@ -15,7 +15,8 @@ watcher fell behind, or the node is stopping). A bad request is answered 400,
 a compacted revision 410 (``{"error": "compacted: ... oldest is R"}``), both
 as JSON. The stream is flow-controlled: while the client's socket is full
 the events wait, and a watcher that falls too far behind is cancelled
-(``WatchHub.max_backlog``) without slowing anyone else.
+(``WatchHub.max_backlog`` events, or :data:`MAX_QUEUED_BYTES` waiting)
+without slowing anyone else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from leeky_twisted.api.watch import Watcher, WatchHub
 from leeky_twisted.protocol.errors import Compacted, InvalidRequest, LeekyError, Unavailable
 from leeky_twisted.statemachine.kv import Event
 
-__all__ = ["WatchResource", "add_watch_resource", "format_events"]
+__all__ = ["MAX_QUEUED_BYTES", "WatchResource", "add_watch_resource", "format_events"]
+
+#: Bytes of events a stream may hold while its socket is full before its watch
+#: is cancelled as slow (as the AMP API's ``MAX_WATCH_BUFFER_BYTES``).
+MAX_QUEUED_BYTES = 4 << 20
 
 
 def format_events(events: list[Event]) -> bytes:
@@ -47,7 +52,12 @@ def format_events(events: list[Event]) -> bytes:
 
 @implementer(IPushProducer)
 class _SSESink:
-    """A watcher's stream; holds events while the socket is full (the hub counts them)."""
+    """A watcher's stream; holds events while the socket is full (the hub counts them).
+
+    Once more than ``max_queued_bytes`` wait, the watch is cancelled as slow.
+    """
+
+    max_queued_bytes = MAX_QUEUED_BYTES
 
     def __init__(self, request: server.Request, hub: WatchHub) -> None:
         self.request = request
@@ -56,11 +66,22 @@ class _SSESink:
         self.finished = False
         self.watcher: Watcher | None = None
         self._queue: list[tuple[bytes, int]] = []
+        self._queued = 0  # bytes in _queue
 
     def events(self, watcher: Watcher, events: list[Event]) -> None:
         data = format_events(events)
         if self.paused or self.watcher is None:
+            if self.watcher is not None and self._queued + len(data) > self.max_queued_bytes:
+                self.hub.cancelled_slow += 1
+                self.hub.cancel(
+                    watcher,
+                    f"watcher fell behind: {self._queued} bytes of events wait for the"
+                    f" client (limit {self.max_queued_bytes}); resume from revision"
+                    f" {events[0].revision}",
+                )
+                return
             self._queue.append((data, len(events)))
+            self._queued += len(data)
             return
         self._write(data)
         self.hub.acked(watcher, len(events))
@@ -82,6 +103,7 @@ class _SSESink:
 
     def flush(self) -> None:
         queue, self._queue = self._queue, []
+        self._queued = 0
         for data, count in queue:
             self._write(data)
             if self.watcher is not None:

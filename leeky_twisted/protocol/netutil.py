@@ -13,7 +13,7 @@ from leeky_twisted.security.connlimits import GuardedProtocol
 _PLAIN_TCP = (tcp.Server, tcp.Client)
 
 
-def write_now(transport: Any, data: bytes) -> None:
+def write_now(transport: Any, data: bytes) -> bool:
     """Write ``data``, sending it on the socket at once when nothing is queued.
 
     Twisted's TCP transport queues every write for the next reactor turn and
@@ -24,6 +24,9 @@ def write_now(transport: Any, data: bytes) -> None:
     without a plain socket always take the normal path. A connection guard's
     wrapper (:class:`~leeky_twisted.security.connlimits.GuardedProtocol`) adds no bytes,
     so writes go through it to the transport underneath.
+
+    Return False when the socket took all of ``data``, True when some of it
+    went to the transport's buffer (for :class:`~leeky_twisted.protocol.sendlimit.SendLimit`).
     """
     if type(transport) is GuardedProtocol:
         transport = transport.transport
@@ -46,9 +49,10 @@ def write_now(transport: Any, data: bytes) -> None:
         except OSError:
             sent = 0  # let the normal path see and report the error
         if sent == len(data):
-            return
+            return False
         data = data[sent:]
     transport.write(data)
+    return True
 
 
 def no_delay(transport: Any) -> None:

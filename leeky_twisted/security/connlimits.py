@@ -168,6 +168,10 @@ def plan_caps(
     return CapPlan(PortCaps(peer, max(1, peer // 2)), PortCaps(client, per_host), tuple(warnings))
 
 
+#: Kinds a RateLimitedLog remembers before it forgets those past their interval.
+_MAX_KINDS = 1024
+
+
 class RateLimitedLog:
     """Log one kind of event at most once per ``interval``, with how many were not logged.
 
@@ -185,6 +189,9 @@ class RateLimitedLog:
     def warn(self, kind: str, format: str, **fields: Any) -> None:
         """Log ``format`` now, or count it when ``kind`` was logged less than an interval ago."""
         now = self._seconds()
+        if len(self._next) > _MAX_KINDS:  # kinds keyed by peer: forget the quiet ones
+            self._next = {k: t for k, t in self._next.items() if t > now}
+            self._quiet = {k: n for k, n in self._quiet.items() if k in self._next}
         if now < self._next.get(kind, float("-inf")):
             self._quiet[kind] = self._quiet.get(kind, 0) + 1
             return
@@ -259,8 +266,9 @@ class ConnectionGuard:
         #: aborted when its unfinished request took the port past ``max_held_bytes``).
         self.refused: dict[str, int] = {"port_cap": 0, "host_cap": 0, "held_bytes": 0}
         #: Connections closed by this guard, by reason (``idle``, ``handshake``,
-        #: ``request``: a request not whole within the request read timeout).
-        self.closed: dict[str, int] = {"idle": 0, "handshake": 0, "request": 0}
+        #: ``request``: a request not whole within the request read timeout;
+        #: ``unsent``: aborted holding too many answers unsent, ``protocol.sendlimit``).
+        self.closed: dict[str, int] = {"idle": 0, "handshake": 0, "request": 0, "unsent": 0}
         self.events = RateLimitedLog(clock.seconds, log_interval)
 
     def admit(self, host: str) -> bool:
@@ -322,6 +330,20 @@ class ConnectionGuard:
             host=host,
             what=what,
             seconds=seconds,
+        )
+
+    def unsent_overflow(self, host: str, unsent: int, limit: int) -> None:
+        """Count (and log, at most once per interval per host) a connection aborted
+        for holding more than ``limit`` bytes of answers unsent."""
+        self.closed["unsent"] += 1
+        self.events.warn(
+            f"unsent {host}",
+            "{port} port: aborted a connection from {host} that held {unsent} bytes of"
+            " answers unsent (limit {limit}); the client does not read them",
+            port=self.name,
+            host=host,
+            unsent=unsent,
+            limit=limit,
         )
 
 
@@ -522,8 +544,8 @@ def guard_metrics(guards: list[ConnectionGuard]) -> Iterator[Any]:
     )
     closed = CounterMetricFamily(
         "leeky_connections_timed_out",
-        "Connections closed for silence (idle), no first bytes (handshake) or a "
-        "request not whole in time (request).",
+        "Connections closed for silence (idle), no first bytes (handshake), a "
+        "request not whole in time (request), or too many answers unsent (unsent).",
         labels=["port", "reason"],
     )
     for guard in guards:

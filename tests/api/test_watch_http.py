@@ -135,6 +135,29 @@ def test_sse_a_stream_whose_socket_stays_full_is_cancelled_and_others_go_on():
     assert len(n.frontend.watches.watchers()) == 1
 
 
+def test_sse_a_paused_stream_is_bounded_by_bytes_not_only_by_event_count():
+    """Few large events (far under max_backlog) that pass max_queued_bytes cancel the watch.
+
+    What waited goes out first; the reason names the revision not sent.
+    """
+    n = Node()
+    assert n.frontend.watches.max_backlog >= 10
+    slow, _ = n.get(prefix="")
+    fast, _ = n.get(prefix="")
+    slow_stream = slow.producer
+    slow_stream.max_queued_bytes = 5000
+    slow_stream.pauseProducing()
+    slow_before = n.frontend.watches.cancelled_slow
+    for i in range(4):
+        n.put(f"k{i}", "v" * 2000)
+    assert len(events(fast)) == 4
+    got = events(slow)
+    assert [kind for _, kind, _ in got] == ["put", "put", "cancelled"]
+    assert "resume from revision 3" in got[-1][2]["reason"] and slow_stream.finished
+    assert n.frontend.watches.cancelled_slow == slow_before + 1
+    assert len(n.frontend.watches.watchers()) == 1
+
+
 def test_sse_paused_then_resumed_stream_delivers_what_waited():
     """Events that wait while the socket is full go out, in order, when it drains."""
     n = Node()

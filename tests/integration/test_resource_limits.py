@@ -186,6 +186,43 @@ def test_a_put_of_hundreds_of_mib_is_refused_early_and_memory_stays_flat(cluster
     assert jsonrpc(node.http_port, "status")["id"] == node.node_id
 
 
+def test_pipelined_gets_never_read_are_aborted_and_others_are_served(cluster):
+    """A client pipelines gets of a 1 MiB value and never reads: the node stops reading
+    it, aborts it past the unsent-bytes cap (counted as ``unsent``), and its memory does
+    not grow by the answers; another client is served meanwhile."""
+    leader = cluster.wait_for_leader()
+    jsonrpc(leader.http_port, "put", "big", "v" * (1 << 20), timeout=10)
+    before = rss_bytes(leader)
+    get = _amp_box({b"_ask": b"1", b"_command": b"Get", b"key": b"big", b"stale": b"True"})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((LOOPBACK, leader.client_port))
+    s.setblocking(False)
+    try:
+        burst = get * 300  # 12 KB of requests (one read): 300 MiB of answers
+        sent = 0
+        deadline = time.monotonic() + 30
+        while sent < len(burst) and time.monotonic() < deadline:
+            try:
+                sent += s.send(burst[sent:])
+            except BlockingIOError:
+                select.select([], [s], [], 0.05)
+            except OSError:
+                break  # reset by the node
+        counted = "leeky_connections_timed_out_total", _CLIENT + ',reason="unsent"'
+        cluster.wait_for("the node to abort the reader", lambda: metric(leader, *counted), 30)
+        assert metric(leader, *counted) == 1
+        with pytest.raises(ConnectionResetError):  # what it had sent is dropped: reset
+            s.setblocking(True)
+            while s.recv(65536):
+                pass
+        assert jsonrpc(leader.http_port, "get", "big", timeout=10) == "v" * (1 << 20)
+        assert rss_bytes(leader) - before < 128 * 1024 * 1024
+    finally:
+        s.close()
+
+
 _EMFILE_SERVER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
