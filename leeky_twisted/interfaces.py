@@ -18,6 +18,8 @@ from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from leeky_twisted.protocol.errors import Removed
+
 
 class ILogStore(Interface):
     """Durable, append-only storage of log entries (``core.messages.Entry``)."""
@@ -208,7 +210,10 @@ class IRaftNode(Interface):
         """Return the leader's view of each member (itself too); empty unless leading."""
 
     def role_name() -> str:
-        """Return the role as users see it: leader, follower, candidate or learner."""
+        """Return the role as users see it: leader, follower, candidate, learner or removed."""
+
+    def removed() -> Removed | None:
+        """Return the error every client request gets since this node was removed, or None."""
 
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""
