@@ -97,8 +97,8 @@ exit codes:
   {EXIT_NOT_FOUND}   key not found (get, delete, lease revoke)
   {EXIT_UNREACHABLE}   cluster unreachable: no node answered; nothing was applied
   {EXIT_TIMEOUT}   timed out, outcome unknown: a write may or may not have been applied
-  {EXIT_REFUSED}   refused: input refused by the cluster (e.g. key or value too large),
-      or every node given was removed from the cluster
+  {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large), or every
+      node given was removed from the cluster (use another node)
   {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
   {EXIT_NO_LEADER}   no leader: nodes answered but none knew a leader (the cluster has
       lost its majority, or is electing one); nothing was applied
