@@ -18,8 +18,6 @@ from leeky_twisted.core.messages import ConfChange, Configuration, NodeId, Role
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from leeky_twisted.protocol.errors import Removed
-
 
 class ILogStore(Interface):
     """Durable, append-only storage of log entries (``core.messages.Entry``)."""
@@ -212,8 +210,11 @@ class IRaftNode(Interface):
     def role_name() -> str:
         """Return the role as users see it: leader, follower, candidate, learner or removed."""
 
-    def removed() -> Removed | None:
-        """Return the error every client request gets since this node was removed, or None."""
+    def removed() -> Exception | None:
+        """Return the error every client request gets since this node was removed, or None.
+
+        (A ``protocol.errors.Removed``; a removed node refuses every client request with it.)
+        """
 
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""
