@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -22,6 +23,8 @@ from leeky_twisted.core.messages import (
     NodeId,
     RequestVote,
 )
+from leeky_twisted.dashboard.traffic import CountingTransport, MessageCounter
+from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
 from leeky_twisted.protocol.commands import CLIENT_ERRORS
 from leeky_twisted.protocol.errors import Removed
 from leeky_twisted.server.node import RaftNode
@@ -309,3 +312,34 @@ def test_removed_has_its_own_code_on_both_apis():
     error = resource.error_for(Failure(Removed("node 3 was removed")), "get")
     assert error["code"] == REMOVED == -32006
     assert "node 3 was removed" in error["message"]
+
+
+# ------------------------------------------- the members forget the removed peer
+
+
+def test_applying_a_peers_removal_tells_the_transport_to_forget_it():
+    """Its queue goes and it is no longer dialled; a re-addition is not a removal."""
+    node, clock, transport, _ = make_node(["1", "2", "3"])
+    forgotten: list[NodeId] = []
+
+    def disconnect(peer: NodeId) -> Deferred[None]:
+        forgotten.append(peer)
+        return succeed(None)
+
+    transport.disconnect = disconnect
+    entries = [
+        Entry(4, 2, EntryKind.NOOP),
+        config_entry(5, ConfChangeOp.REMOVE, N3),
+        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
+    ]
+    from_leader(node, entries, commit=6)
+    run(clock, 0.1)
+    assert forgotten == [N3]
+
+
+def test_the_wrappers_around_the_peer_transport_pass_disconnect_through():
+    """In a service the node's transport is wrapped twice: disconnect must reach the real one."""
+    inner = Mock(spec=["send", "close", "set_receiver", "flush", "set_after_read", "disconnect"])
+    counting = CountingTransport(inner, MessageCounter())
+    tracked = ContactTrackingTransport(counting, ContactTracker(Clock()))
+    assert tracked.disconnect is inner.disconnect

@@ -758,6 +758,20 @@ class RaftNode:
         """Run ``job`` on the disk thread, after the writes before it."""
         return self.writer.on_disk(job)
 
+    def _forget_peer(self, peer: NodeId) -> None:
+        """A peer left the configuration: drop what is queued for it and stop dialling it.
+
+        What this batch sent it is written already (``_flush_transport`` runs before
+        entries are applied); what is still queued is stale, and would tell it,
+        once reachable, that it still follows. A later send (a removal notice, or
+        entries once it is added back) dials it again.
+        """
+        disconnect = getattr(self.transport, "disconnect", None)
+        if disconnect is not None:
+            disconnect(peer).addErrback(
+                lambda f: log.failure("closing the link to removed peer {peer}", f, peer=peer)
+            )
+
     def _flush_transport(self) -> None:
         flush = getattr(self.transport, "flush", None)
         if flush is not None:
@@ -905,6 +919,8 @@ class RaftNode:
         )
         self.removal.applied(change, e.index)
         if change.node_id != self.node_id:
+            if change.op is ConfChangeOp.REMOVE:
+                self._forget_peer(change.node_id)
             return
         if change.op is ConfChangeOp.REMOVE:
             self.removed_at = e.index

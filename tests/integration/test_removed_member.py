@@ -100,5 +100,12 @@ def test_a_node_removed_while_down_shows_removed_when_it_comes_back(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     text = (folder / "node3" / "node.log").read_text()
+    # the members forgot it once they applied its removal: no stale queued message
+    # reached it after its restart (it never believed it followed), nor did they dial it
+    restarted_log = text[text.rindex("starting up.") :]
+    assert "I am follower" not in restarted_log, restarted_log
+    for member in (1, 2):
+        member_log = (folder / f"node{member}" / "node.log").read_text()
+        assert "connected to peer 3 again" not in member_log
     assert text.count("was removed from the cluster") == 1, text[-3000:]
     assert "wipe its data folder" in text
