@@ -34,6 +34,7 @@ from leeky_twisted.protocol.errors import (
     Compacted,
     InvalidRequest,
     LeekyError,
+    Removed,
     Unavailable,
 )
 from leeky_twisted.protocol.txndoc import check_txn_document
@@ -83,7 +84,7 @@ EXIT_ERROR = 1  #: any other error
 EXIT_NOT_FOUND = 2  #: get/delete: no such key
 EXIT_UNREACHABLE = 3  #: no node of the cluster could be reached
 EXIT_TIMEOUT = 4  #: timed out, outcome unknown
-EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...)
+EXIT_REFUSED = 5  #: the cluster refused the input (key/value too large, ...), or removed the node
 EXIT_CAS_FAILED = 6  #: cas: the current value differed; txn: a compare failed
 EXIT_NO_LEADER = 7  #: nodes answered, but none knew a leader; nothing was applied
 EXIT_USAGE = 64  #: bad command line or bad input (sysexits EX_USAGE)
@@ -96,7 +97,8 @@ exit codes:
   {EXIT_NOT_FOUND}   key not found (get, delete, lease revoke)
   {EXIT_UNREACHABLE}   cluster unreachable: no node answered; nothing was applied
   {EXIT_TIMEOUT}   timed out, outcome unknown: a write may or may not have been applied
-  {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large)
+  {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large), or every
+      node given was removed from the cluster (use another node)
   {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
   {EXIT_NO_LEADER}   no leader: nodes answered but none knew a leader (the cluster has
       lost its majority, or is electing one); nothing was applied
@@ -869,7 +871,7 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_NO_LEADER
     if isinstance(error, Unavailable):
         return EXIT_UNREACHABLE
-    if isinstance(error, InvalidRequest | Compacted):
+    if isinstance(error, InvalidRequest | Compacted | Removed):
         return EXIT_REFUSED
     return EXIT_ERROR
 

@@ -208,7 +208,13 @@ class IRaftNode(Interface):
         """Return the leader's view of each member (itself too); empty unless leading."""
 
     def role_name() -> str:
-        """Return the role as users see it: leader, follower, candidate or learner."""
+        """Return the role as users see it: leader, follower, candidate, learner or removed."""
+
+    def removed() -> Exception | None:
+        """Return the error every client request gets since this node was removed, or None.
+
+        (A ``protocol.errors.Removed``; a removed node refuses every client request with it.)
+        """
 
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""

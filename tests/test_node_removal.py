@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
+from leeky_twisted.api.amp_api import KeyValueFrontend
+from leeky_twisted.api.jsonrpc_api import REMOVED, KeyValueJSONRPC
 from leeky_twisted.core.messages import (
     AppendEntries,
     ConfChange,
@@ -17,10 +23,16 @@ from leeky_twisted.core.messages import (
     NodeId,
     RequestVote,
 )
+from leeky_twisted.dashboard.traffic import CountingTransport, MessageCounter
+from leeky_twisted.membership.contact import ContactTracker, ContactTrackingTransport
+from leeky_twisted.protocol.commands import CLIENT_ERRORS
+from leeky_twisted.protocol.errors import Removed
 from leeky_twisted.server.node import RaftNode
+from leeky_twisted.statemachine.commands import Get
 from leeky_twisted.storage.memory import MemorySnapshotStore
+from leeky_twisted.testing.apifakes import FakeRaftNode
 from leeky_twisted.transport.notices import RemovedNotice
-from tests.test_node import make_node, run
+from tests.test_node import make_node, outcome, run
 
 N1, N2, N3, N4 = NodeId("1"), NodeId("2"), NodeId("3"), NodeId("4")
 
@@ -196,3 +208,138 @@ def test_a_notice_from_a_node_outside_the_configuration_is_ignored():
     run(clock, 1.5)
     node.receive(RemovedNotice(NodeId("9"), N3, 6))
     assert node.status().role == "candidate"
+
+
+# ------------------------------------------------- a removed node refuses clients
+
+
+def assert_refused_as_removed(d: Any, index: int) -> None:
+    """``d`` already failed with Removed, saying what happened and what to do."""
+    out = outcome(d)
+    assert len(out) == 1, "refused at once, not after waiting for a leader"
+    error = out[0].value
+    assert isinstance(error, Removed)
+    text = str(error)
+    assert f"node 3 was removed from the cluster (configuration change at {index})" in text
+    assert "use another node" in text and "add-server 3" in text and "wipe" in text
+
+
+def removed_by_its_own_log() -> tuple[RaftNode, Any]:
+    """Node 3, a follower of leader 2, that applied its own removal at 5."""
+    node, clock, _, _ = make_node(["1", "2", "3"], me="3")
+    entries = [Entry(4, 2, EntryKind.NOOP), config_entry(5, ConfChangeOp.REMOVE, N3)]
+    from_leader(node, entries, commit=5)
+    run(clock, 0.1)
+    assert node.removed_at == 5
+    return node, clock
+
+
+@pytest.mark.parametrize("how", ["told", "applied"])
+def test_a_removed_node_refuses_every_client_request_at_once(how):
+    """Writes, linearizable and stale reads, config changes and transfers: Removed at once."""
+    if how == "told":
+        node, _, _ = removed_node_told(index=6)
+        index = 6
+    else:
+        node, _ = removed_by_its_own_log()
+        index = 5
+    assert node.role_name() == "removed"
+    assert_refused_as_removed(node.propose(b"x", 5.0), index)
+    assert_refused_as_removed(node.read(Get("z"), True, 5.0), index)
+    assert_refused_as_removed(node.read(Get("z"), False, 5.0), index)
+    change = ConfChange(ConfChangeOp.ADD_VOTER, N4)
+    assert_refused_as_removed(node.propose_config_change(change, 5.0), index)
+    with pytest.raises(Removed):
+        node.transfer_leadership(N1)
+    assert isinstance(node.removed(), Removed)
+
+
+def test_a_removed_node_added_back_serves_again():
+    """Told it was removed at 5, then the leader's entries add it back: no longer refused."""
+    node, clock, _ = removed_node_told(index=5)
+    assert isinstance(node.removed(), Removed)
+    entries = [
+        Entry(4, 2, EntryKind.NOOP),
+        config_entry(5, ConfChangeOp.REMOVE, N3),
+        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
+    ]
+    from_leader(node, entries, commit=6)
+    run(clock, 0.1)
+    assert node.removed() is None
+    out = outcome(node.propose(b"x", 5.0))
+    assert not isinstance(out[0].value, Removed)  # NotLeader: it forwards, as any learner
+
+
+def test_a_member_is_not_removed():
+    """A plain follower answers NotLeader (to be forwarded), never Removed."""
+    node, _, _, _ = make_node(["1", "2", "3"], me="3")
+    assert node.removed() is None
+    out = outcome(node.propose(b"x", 5.0))
+    assert not isinstance(out[0].value, Removed)
+
+
+# ----------------------------------------------------- the frontends answer at once
+
+
+def test_the_frontend_answers_removed_at_once_for_every_kind_of_request():
+    """Hot paths, slow paths (delete, lease keepalive) and watches: no wait for a leader."""
+    node, clock, _ = removed_node_told(index=6)
+    frontend = KeyValueFrontend(node, clock)
+    calls = [
+        frontend.get_now("z"),
+        frontend.put_now("z", "v"),
+        Deferred.fromCoroutine(frontend.get("z", stale=True)),
+        Deferred.fromCoroutine(frontend.delete("z")),
+        Deferred.fromCoroutine(frontend.lease_grant(10)),
+        Deferred.fromCoroutine(frontend.lease_keepalive(1)),
+        Deferred.fromCoroutine(frontend.register_session()),
+        Deferred.fromCoroutine(
+            frontend.txn({"success": [{"type": "put", "key": "a", "value": "b"}]})
+        ),
+        Deferred.fromCoroutine(frontend.poll_watch("z", wait=0)),
+    ]
+    for d in calls:
+        assert_refused_as_removed(d, 6)
+    with pytest.raises(Removed):
+        frontend.start_watch("z", None, False, None, object())  # type: ignore[arg-type]
+    frontend.close()
+
+
+def test_removed_has_its_own_code_on_both_apis():
+    """AMP carries it as REMOVED (rebuilt as Removed); JSON-RPC as -32006."""
+    assert CLIENT_ERRORS[Removed] == b"REMOVED"
+    resource = KeyValueJSONRPC(KeyValueFrontend(FakeRaftNode(), Clock()), 1 << 20)
+    error = resource.error_for(Failure(Removed("node 3 was removed")), "get")
+    assert error["code"] == REMOVED == -32006
+    assert "node 3 was removed" in error["message"]
+
+
+# ------------------------------------------- the members forget the removed peer
+
+
+def test_applying_a_peers_removal_tells_the_transport_to_forget_it():
+    """Its queue goes and it is no longer dialled; a re-addition is not a removal."""
+    node, clock, transport, _ = make_node(["1", "2", "3"])
+    forgotten: list[NodeId] = []
+
+    def disconnect(peer: NodeId) -> Deferred[None]:
+        forgotten.append(peer)
+        return succeed(None)
+
+    transport.disconnect = disconnect
+    entries = [
+        Entry(4, 2, EntryKind.NOOP),
+        config_entry(5, ConfChangeOp.REMOVE, N3),
+        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
+    ]
+    from_leader(node, entries, commit=6)
+    run(clock, 0.1)
+    assert forgotten == [N3]
+
+
+def test_the_wrappers_around_the_peer_transport_pass_disconnect_through():
+    """In a service the node's transport is wrapped twice: disconnect must reach the real one."""
+    inner = Mock(spec=["send", "close", "set_receiver", "flush", "set_after_read", "disconnect"])
+    counting = CountingTransport(inner, MessageCounter())
+    tracked = ContactTrackingTransport(counting, ContactTracker(Clock()))
+    assert tracked.disconnect is inner.disconnect

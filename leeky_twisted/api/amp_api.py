@@ -53,6 +53,7 @@ from leeky_twisted.protocol.errors import (
     InvalidRequest,
     LeekyError,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -560,9 +561,13 @@ class KeyValueFrontend:
         """Start a watch served by this node's own applied state (any node serves watches).
 
         Raises InvalidRequest for a malformed range, Compacted when
-        ``start_revision`` is older than the node's window.
+        ``start_revision`` is older than the node's window, Removed on a
+        removed node (its state no longer moves).
         """
         self._key_value_only()
+        removed = self.node.removed()
+        if removed is not None:
+            raise removed
         hub = self.watches
         if hub is None:
             raise InvalidRequest("this node keeps no events to watch")
@@ -870,6 +875,9 @@ class KeyValueFrontend:
                 except NotLeader:
                     if round_ == FORWARD_ROUNDS - 1:
                         raise
+                except Removed as gone:  # a stale hint: this node is not the removed one
+                    if round_ == FORWARD_ROUNDS - 1:
+                        raise Unavailable(f"the leader this node knew of is gone: {gone}") from None
             await task.deferLater(self._clock, LEADER_WAIT * (round_ + 1), lambda: None)
         raise AssertionError("unreachable")
 
@@ -895,6 +903,10 @@ class KeyValueFrontend:
             try:
                 return await self._guard(attempt())
             except (NotLeader, Unavailable) as e:
+                # e.g. a lease's NotLeader: a removed node would wait for a leader in vain
+                removed = self.node.removed()
+                if removed is not None:
+                    raise removed from None
                 known = isinstance(e, NotLeader) and e.leader_address is not None
                 if known or forwarded or self._clock.seconds() + LEADER_WAIT > deadline:
                     raise

@@ -52,6 +52,7 @@ Any node answers: a follower forwards the request to the leader (see
 -32003  not committed: a new leader replaced the entry; safe to retry
 -32004  session unknown or expired: register a new session
 -32005  compacted: the watch's revision is older than the node's window
+-32006  removed: this node was removed from the cluster; use another node
 ======= ===========================================================
 
 The JSON-RPC 2.0 handling (parsing, checks, batches, notifications, body
@@ -77,6 +78,7 @@ from leeky_twisted.protocol.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -103,6 +105,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "NOT_LEADER",
     "PARSE_ERROR",
+    "REMOVED",
     "SESSION_EXPIRED",
     "UNAVAILABLE",
     "KeyValueJSONRPC",
@@ -115,6 +118,7 @@ COMMIT_TIMEOUT = -32002
 NOT_COMMITTED = -32003
 SESSION_EXPIRED = -32004
 COMPACTED = -32005
+REMOVED = -32006
 
 
 class KeyValueJSONRPC(JSONRPCResource):
@@ -294,6 +298,8 @@ class KeyValueJSONRPC(JSONRPCResource):
             return error_object(SESSION_EXPIRED, str(e))
         if isinstance(e, Compacted):
             return error_object(COMPACTED, str(e))
+        if isinstance(e, Removed):
+            return error_object(REMOVED, str(e))
         if isinstance(e, InvalidRequest):
             return error_object(INVALID_PARAMS, str(e))
         if isinstance(e, LeekyError):

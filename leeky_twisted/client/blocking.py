@@ -15,7 +15,9 @@
   "outcome unknown", rather than a second application);
 - errors are the classes of ``leeky_twisted.protocol.errors``: InvalidRequest
   (refused, never retried), Unavailable (no node reachable, no leader),
-  CommitTimeout (outcome unknown), SessionExpired, Compacted.
+  CommitTimeout (outcome unknown), SessionExpired, Compacted, Removed (every
+  node given was removed from the cluster: a removed node refuses every call
+  at once, and the client moves on from it without asking it again).
 
 Watches use the JSON-RPC long poll; :class:`Watch` is an iterator of
 :class:`Event` that resumes on another node from the revision after the
@@ -47,6 +49,7 @@ from leeky_twisted.protocol.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -76,6 +79,7 @@ _ERRORS: dict[int, type[LeekyError]] = {
     -32003: NotCommitted,
     -32004: SessionExpired,
     -32005: Compacted,
+    -32006: Removed,
     -32600: InvalidRequest,
     -32602: InvalidRequest,
 }
@@ -476,6 +480,7 @@ class BlockingClient:
         hops = 0
         address = first or self._leader or self._next_address(None)
         unreachable: set[Address] = set()
+        removed: set[Address] = set()  # said they were removed from the cluster: never again
         full_rounds = 0
         answered = False
         unknown = False  # an attempt of this write may have been applied
@@ -492,7 +497,7 @@ class BlockingClient:
             unreachable.add(failed)
             if failed == self._leader:
                 self._leader = None
-            if set(self.addresses) <= unreachable:
+            if set(self.addresses) <= unreachable | removed:
                 unreachable.clear()
                 full_rounds += 1
                 if full_rounds >= 2:
@@ -502,7 +507,16 @@ class BlockingClient:
                         )
                     raise self._unreachable(last)
                 pause()
-            return self._next_address(failed)
+            return next_after(failed)
+
+        def next_after(after: Address) -> Address:
+            """Return the next address that did not say it was removed."""
+            address = self._next_address(after)
+            for _ in range(len(self.addresses)):
+                if address not in removed:
+                    break
+                address = self._next_address(address)
+            return address
 
         while True:  # bounded: every pass sleeps or moves on, and the deadline ends it
             remaining = deadline - time.monotonic()
@@ -519,15 +533,29 @@ class BlockingClient:
                 unknown = unknown or write
                 address = move_on(address)
                 continue
+            except Removed as e:
+                answered, last = True, Removed(f"{_shown(address)}: {e}")
+                removed.add(address)
+                if address == self._leader:
+                    self._leader = None
+                if set(self.addresses) <= removed:
+                    raise last from None
+                address = next_after(address)
+                continue
             except NotLeader as e:
                 answered, last = True, e
                 self._leader = None
                 hint = self._hint(e)
-                if hint is not None and hint != address and hops < len(self.addresses):
+                if (
+                    hint is not None
+                    and hint != address
+                    and hint not in removed
+                    and hops < len(self.addresses)
+                ):
                     hops += 1
                     address = hint
                 else:
-                    address = self._next_address(address)
+                    address = next_after(address)
                     pause()
                 continue
             except (Unavailable, CommitTimeout, NotCommitted) as e:
@@ -535,7 +563,7 @@ class BlockingClient:
                 if isinstance(e, CommitTimeout):
                     unknown = unknown or write
                 else:
-                    address = self._next_address(address)
+                    address = next_after(address)
                 pause()
                 continue
             except SessionExpired as e:

@@ -15,6 +15,9 @@ explicit error (``api.errors``):
 - ``CommitTimeout``: no answer in time; a write's outcome is unknown.
 - ``SessionExpired``: the cluster kept refusing the client's session (rare:
   the client opens a new one by itself, see below).
+- ``Removed``: every node given was removed from the cluster. A removed node
+  refuses every request at once; the client moves on to the next node and
+  does not ask that one again in the same call.
 
 Reads are always safe to retry. Writes are retried too, because each carries
 the client's session ``(session id, seq, ack)``: the state machine applies a
@@ -81,6 +84,7 @@ from leeky_twisted.protocol.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -691,6 +695,7 @@ class LeekyClient:
         last: Exception | None = None
         #: the nodes whose last answer was "I know no leader"
         leaderless: set[Address] = set()
+        removed: set[Address] = set()  # said they were removed from the cluster: never again
 
         async def move_on(failed: Address) -> Address:
             """Count ``failed`` as unreachable this round; return the next address to try."""
@@ -698,7 +703,7 @@ class LeekyClient:
             unreachable.add(failed)
             if failed == self._leader:
                 self._leader = None
-            if set(self.addresses) <= unreachable:
+            if set(self.addresses) <= unreachable | removed:
                 unreachable.clear()
                 full_rounds += 1
                 if full_rounds >= 2:
@@ -707,11 +712,14 @@ class LeekyClient:
             return next_after(failed)
 
         def next_after(after: Address) -> Address:
-            """Return the next address, passing over nodes that fell silent in this call."""
+            """Return the next address, passing over nodes that fell silent or were removed."""
             address = self._next_address(after)
-            if set(self.addresses) <= silent:
-                return address
-            while address in silent:
+            skip = silent | removed
+            if set(self.addresses) <= skip:
+                skip = removed
+            for _ in range(len(self.addresses)):
+                if address not in skip:
+                    break
                 address = self._next_address(address)
             return address
 
@@ -754,6 +762,16 @@ class LeekyClient:
             except TLSRefused as e:
                 # The node refused our certificate: not something a retry mends.
                 raise Unavailable(str(e)) from None
+            except Removed as e:
+                answered = True
+                last = Removed(f"{shown}: {e}")
+                removed.add(address)
+                if address == self._leader:
+                    self._leader = None
+                if set(self.addresses) <= removed:
+                    raise last from None
+                address = next_after(address)
+                continue
             except NotLeader as e:
                 answered = True
                 last = e
@@ -767,6 +785,7 @@ class LeekyClient:
                     hint is not None
                     and hint != address
                     and hint not in silent
+                    and hint not in removed
                     and hops < len(self.addresses)
                 ):
                     hops += 1

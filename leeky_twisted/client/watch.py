@@ -34,8 +34,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.connection import with_timeout
-from leeky_twisted.protocol.errors import Compacted, InvalidRequest
+from leeky_twisted.protocol.connection import Address, format_address, with_timeout
+from leeky_twisted.protocol.errors import Compacted, InvalidRequest, Removed
 from leeky_twisted.protocol.kvresults import Event, event_from_json
 
 if TYPE_CHECKING:
@@ -231,6 +231,7 @@ class Watch:
         known = client.leader
         address = known if known in client.addresses else client._next_address(None)
         first = True
+        removed: set[Address] = set()  # nodes removed from the cluster: never asked again
         while not self._stopped:
             left: Deferred[None] = Deferred()
             self._left = left
@@ -248,11 +249,18 @@ class Watch:
                 answer = await with_timeout(call, client.attempt_timeout, clock)
             except (Compacted, InvalidRequest) as e:
                 raise e from None
+            except Removed as e:
+                removed.add(address)
+                if set(client.addresses) <= removed:
+                    raise Removed(f"{format_address(address)}: {e}") from None
+                self._left = None
+                address = _next_kept(client, address, removed)
+                continue
             except Exception:  # unreachable, silent, not the leader's business: next node
                 self._left = None
                 if self._stopped:
                     return
-                address = client._next_address(address)
+                address = _next_kept(client, address, removed)
                 await deferLater(clock, delay, lambda: None)
                 delay = min(delay * 2, client._max_retry_delay)
                 continue
@@ -274,7 +282,7 @@ class Watch:
             if reason is not None:
                 _log.info("watch ended by the node ({reason}); resuming", reason=reason)
             if not self._stopped:
-                address = client._next_address(address)
+                address = _next_kept(client, address, removed)
 
     def _taken_on(
         self, answer: dict[str, Any], proto: _PooledAMP, left: Deferred[None]
@@ -317,3 +325,13 @@ class Watch:
                 call.cancel()
 
         return _Handle()  # type: ignore[return-value]
+
+
+def _next_kept(client: LeekyClient, after: Address, removed: set[Address]) -> Address:
+    """Return the client's next address after ``after`` that is not in ``removed``."""
+    address: Address = client._next_address(after)
+    for _ in range(len(client.addresses)):
+        if address not in removed:
+            break
+        address = client._next_address(address)
+    return address

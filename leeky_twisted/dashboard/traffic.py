@@ -72,6 +72,9 @@ class CountingTransport:
         set_after_read = getattr(inner, "set_after_read", None)
         if set_after_read is not None:
             self.set_after_read = set_after_read
+        disconnect = getattr(inner, "disconnect", None)
+        if disconnect is not None:  # the node forgets a removed peer with it
+            self.disconnect = disconnect
         inner_send = inner.send
         count = counter.count
 

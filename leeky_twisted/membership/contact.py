@@ -70,6 +70,9 @@ class ContactTrackingTransport:
         set_after_read = getattr(inner, "set_after_read", None)
         if set_after_read is not None:
             self.set_after_read = set_after_read
+        disconnect = getattr(inner, "disconnect", None)
+        if disconnect is not None:  # the node forgets a removed peer with it
+            self.disconnect = disconnect
 
     def set_receiver(self, receiver: Callable[[Any], None]) -> None:
         """Install ``receiver`` on the inner transport, behind the tracker."""

@@ -34,6 +34,7 @@ from leeky_twisted.protocol.errors import (
     LeekyError,
     NotCommitted,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -223,6 +224,7 @@ CLIENT_ERRORS: dict[type[Exception], bytes] = {
     NotCommitted: b"NOT_COMMITTED",
     SessionExpired: b"SESSION_EXPIRED",
     Compacted: b"COMPACTED",
+    Removed: b"REMOVED",
     LeekyError: b"ERROR",
 }
 

@@ -17,9 +17,11 @@ __all__ = [
     "LeekyError",
     "NotCommitted",
     "NotLeader",
+    "Removed",
     "SessionExpired",
     "Unavailable",
     "WatchCancelled",
+    "removed_message",
 ]
 
 
@@ -104,6 +106,27 @@ class Unavailable(LeekyError):
     """No leader is known or reachable right now; retrying later may succeed."""
 
     default_message = "no leader known"
+
+
+class Removed(LeekyError):
+    """This node was removed from the cluster: it serves no request, ever, as it is.
+
+    Not a reason to retry this node: a client tries another node instead. The
+    message says what to do (use another node; add this one back, or wipe it
+    and add it as a new node).
+    """
+
+    default_message = "this node was removed from the cluster: use another node"
+
+
+def removed_message(node_id: str, index: int) -> str:
+    """Return what a node removed at ``index`` answers every client request with."""
+    return (
+        f"node {node_id} was removed from the cluster (configuration change at {index}) and "
+        "serves no requests: use another node. To bring it back, add it back "
+        f"(`leekyraft add-server {node_id} PEER-ADDRESS` on a member), or stop it, wipe its "
+        "data folder and add it as a new node"
+    )
 
 
 class NotCommitted(LeekyError):

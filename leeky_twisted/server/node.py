@@ -77,8 +77,11 @@ from leeky_twisted.interfaces import (
     NodeView,
 )
 from leeky_twisted.protocol.errors import (
+    LeekyError,
     NotLeader,
+    Removed,
     Unavailable,
+    removed_message,
 )
 from leeky_twisted.server.addresses import AddressBook
 from leeky_twisted.server.admin import Admin, check_peer_address
@@ -285,6 +288,9 @@ class RaftNode:
         self.removed_at: int | None = None
         #: removal notices: answering removed nodes, and being told (``server/removal.py``)
         self.removal = Removal(self.node_id, self.core, self.addresses, self.transport.send)
+        #: what every client request gets while this node is removed (see :meth:`removed`)
+        self._removed: Removed | None = None
+        self._removed_index = 0  #: the removal that ``_removed`` names
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
         self.stats = {
@@ -513,6 +519,7 @@ class RaftNode:
             return
         if isinstance(message, RemovedNotice):
             self.removal.hear(message)
+            self._note_removed()
             self._schedule()
             return
         on_peer_rtt = self.hooks.on_peer_rtt
@@ -527,11 +534,36 @@ class RaftNode:
             return
         self._schedule()
 
-    def _refusal(self) -> Unavailable | None:
+    def _refusal(self) -> LeekyError | None:
         """Return the error for a new request this node cannot serve now, or None."""
         if self.failure is not None:
             return Unavailable(f"node {self.node_id} stopped itself: {self.failure}")
+        if self._removed is not None:  # the hot path reads only this attribute
+            return self.removed()
         return self.applier.refusal()
+
+    def removed(self) -> Removed | None:
+        """Return the error every client request gets since this node was removed, or None.
+
+        Removed: it applied its own removal, or a member told it so (``server/removal.py``).
+        A removed node knows no leader and never will: a request would only wait
+        for one, so it is refused at once and the client tries another node.
+        """
+        if self._removed is not None:
+            self._note_removed()  # it may have been added back since
+        return self._removed
+
+    def _note_removed(self) -> None:
+        """Set or clear the error :meth:`removed` returns, from what this node knows now."""
+        index = self.removed_at
+        if index is None and self.removal.silenced():
+            told = self.removal.told
+            index = told.index if told is not None else None
+        if index is None:
+            self._removed = None
+        elif self._removed is None or self._removed_index != index:
+            self._removed = Removed(removed_message(self.node_id, index))
+            self._removed_index = index
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""
@@ -558,8 +590,9 @@ class RaftNode:
         return self._propose_config_change(change, self.reactor.seconds() + timeout)
 
     def _propose_config_change(self, change: ConfChange, deadline: float) -> Deferred[Any]:
-        if self.failure is not None:
-            return defer.fail(Unavailable(f"node {self.node_id} stopped itself: {self.failure}"))
+        down = self._refusal()
+        if down is not None:
+            return defer.fail(down)
         try:
             index, term = self.core.propose_config_change(change)
         except NotLeaderError as e:
@@ -612,6 +645,9 @@ class RaftNode:
 
     def transfer_leadership(self, target: NodeId) -> None:
         """Ask the core to hand leadership to ``target``."""
+        removed = self.removed()
+        if removed is not None:
+            raise removed
         try:
             self.core.transfer_leadership(target)
         except NotLeaderError as e:
@@ -721,6 +757,20 @@ class RaftNode:
     def on_disk(self, job: Callable[[], Any]) -> Deferred[Any]:
         """Run ``job`` on the disk thread, after the writes before it."""
         return self.writer.on_disk(job)
+
+    def _forget_peer(self, peer: NodeId) -> None:
+        """A peer left the configuration: drop what is queued for it and stop dialling it.
+
+        What this batch sent it is written already (``_flush_transport`` runs before
+        entries are applied); what is still queued is stale, and would tell it,
+        once reachable, that it still follows. A later send (a removal notice, or
+        entries once it is added back) dials it again.
+        """
+        disconnect = getattr(self.transport, "disconnect", None)
+        if disconnect is not None:
+            disconnect(peer).addErrback(
+                lambda f: log.failure("closing the link to removed peer {peer}", f, peer=peer)
+            )
 
     def _flush_transport(self) -> None:
         flush = getattr(self.transport, "flush", None)
@@ -869,9 +919,12 @@ class RaftNode:
         )
         self.removal.applied(change, e.index)
         if change.node_id != self.node_id:
+            if change.op is ConfChangeOp.REMOVE:
+                self._forget_peer(change.node_id)
             return
         if change.op is ConfChangeOp.REMOVE:
             self.removed_at = e.index
+            self._note_removed()
             log.warn(
                 "this node ({node}) was removed from the cluster (configuration change at "
                 "{index}): it no longer votes, replicates or serves; stop it, or add it back "
@@ -881,6 +934,7 @@ class RaftNode:
             )
         else:
             self.removed_at = None
+            self._note_removed()
 
     def serve_reads(self) -> None:
         """Answer the safe reads the applied state now reaches."""

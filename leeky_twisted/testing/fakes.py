@@ -17,7 +17,7 @@ from leeky_twisted.interfaces import (
     NodeStatus,
     NodeView,
 )
-from leeky_twisted.protocol.errors import InvalidRequest
+from leeky_twisted.protocol.errors import InvalidRequest, Removed
 
 _ROLES = {"leader": Role.LEADER, "candidate": Role.CANDIDATE}
 
@@ -71,6 +71,10 @@ class FakeNodeBase:
     def role_name(self) -> str:
         """Return ``status().role``."""
         return self.status().role
+
+    def removed(self) -> Removed | None:
+        """Return None: a fake node is never removed."""
+        return None
 
     def local_state_machine(self) -> IStateMachine | None:
         """Return no state machine."""

@@ -18,7 +18,7 @@ import pytest
 from leeky_twisted.client import blocking
 from leeky_twisted.client.blocking import BlockingClient, Event, KeyValue
 from leeky_twisted.ops.localcluster import LocalCluster, NodeProcess, free_ports
-from leeky_twisted.protocol.errors import Compacted, InvalidRequest, Unavailable
+from leeky_twisted.protocol.errors import Compacted, InvalidRequest, Removed, Unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -516,3 +516,28 @@ def test_the_docs_example_runs_against_a_cluster(cluster: LocalCluster) -> None:
     assert any(line.endswith(" put config/db postgres://db1") for line in lines), (lines, stderr)
     with client_of(cluster.nodes) as c:
         assert c.get("jobs-state/last-run") is not None and c.get("svc/me") == "10.0.0.7:80"
+
+
+def test_a_removed_node_is_passed_over_at_once_and_not_asked_again() -> None:
+    """A node answering -32006 (removed) is left for the next at once, and never asked again;
+    with no other node, the call fails at once with Removed, naming the node."""
+    removed, live = ("10.0.0.1", 7001), ("10.0.0.2", 7002)
+    asked: list[tuple[str, int]] = []
+
+    def rpc(address, method, params, remaining, extra):  # type: ignore[no-untyped-def]
+        asked.append(address)
+        if address == removed:
+            raise blocking._error_from({"code": -32006, "message": "node 1 was removed"})
+        return "v"
+
+    c = BlockingClient(["10.0.0.1:7001", "10.0.0.2:7002"], timeout=5)
+    c._rpc = rpc  # type: ignore[method-assign]
+    started = time.monotonic()
+    assert c.get("k") == "v"
+    assert c.get("k") == "v"
+    assert asked == [removed, live, live]
+    only = BlockingClient(["10.0.0.1:7001"], timeout=5)
+    only._rpc = rpc  # type: ignore[method-assign]
+    with pytest.raises(Removed, match=r"10\.0\.0\.1:7001: node 1 was removed"):
+        only.get("k")
+    assert time.monotonic() - started < 1.0

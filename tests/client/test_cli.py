@@ -16,6 +16,7 @@ from leeky_twisted.protocol.errors import (
     InvalidRequest,
     LeekyError,
     NotLeader,
+    Removed,
     Unavailable,
 )
 from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
@@ -123,6 +124,7 @@ def test_cas_absent_expects_an_unset_key():
         (Unavailable("cannot reach any node of the cluster (h:1)"), 3),
         (CommitTimeout(), 4),
         (InvalidRequest("value is 2000000 bytes; the limit is 1048576"), 5),
+        (Removed("127.0.0.1:23013: node 3 was removed from the cluster: use another node"), 5),
         (LeekyError("internal error: boom"), 1),
     ],
 )
@@ -140,6 +142,7 @@ def test_exit_code_for_maps_the_error_types():
     assert cli.exit_code_for(Unavailable()) == cli.EXIT_UNREACHABLE == 3
     assert cli.exit_code_for(CommitTimeout()) == cli.EXIT_TIMEOUT == 4
     assert cli.exit_code_for(InvalidRequest()) == cli.EXIT_REFUSED == 5
+    assert cli.exit_code_for(Removed()) == cli.EXIT_REFUSED
     assert cli.exit_code_for(RuntimeError()) == cli.EXIT_ERROR == 1
     assert cli.exit_code_for(NoLeader("no leader")) == cli.EXIT_NO_LEADER == 7
     assert cli.exit_code_for(NoLeaderOutcomeUnknown("no leader")) == cli.EXIT_TIMEOUT

@@ -22,6 +22,7 @@ from leeky_twisted.protocol.errors import (
     CommitTimeout,
     InvalidRequest,
     NotLeader,
+    Removed,
     SessionExpired,
     Unavailable,
 )
@@ -558,3 +559,48 @@ def test_a_read_with_no_leader_among_dead_nodes_is_no_leader_not_a_timeout():
     client = cluster.client(addresses=[A, C, B], timeout=2.0)  # nothing listens at C
     f = failure_of(cluster.run(client.get("k")), NoLeader)
     assert str(f.value).startswith("no leader: ")
+
+
+# ------------------------------------------------------------ a removed node
+
+
+REMOVED_TEXT = "node 1 was removed from the cluster (configuration change at 9): use another node"
+
+
+def removed_first():
+    """Node A was removed (it refuses everything with Removed); B leads."""
+    cluster = Cluster(leader=B)
+    cluster.nodes[A].crash = Removed(REMOVED_TEXT)
+    return cluster
+
+
+def test_a_removed_node_is_passed_over_at_once_and_not_asked_again():
+    """Removed first in the list: the call goes on to B without a pause; A once only."""
+    cluster = removed_first()
+    client = cluster.client(addresses=[A, B])
+    for _ in range(3):
+        assert result_of(cluster.run(client.put("k", "v"))) is None
+        assert result_of(cluster.run(client.get("k"))) == "v"
+    assert len(cluster.nodes[A].calls) == 1
+    assert cluster.net.clock.seconds() < 0.2  # no back-off: ~0.3 s instead of ~1.9 s
+
+
+def test_a_call_to_removed_nodes_only_fails_at_once_with_their_message():
+    """No other node to try: Removed at once, naming the node, not "no leader" at the deadline."""
+    cluster = removed_first()
+    client = cluster.client(addresses=[A])
+    d = cluster.run(client.get("k"))
+    error = failure_of(d, Removed).value
+    assert format_address(A) in str(error) and REMOVED_TEXT in str(error)
+    assert cluster.net.clock.seconds() < 0.2
+    assert len(cluster.nodes[A].calls) == 1
+
+
+def test_a_hint_to_a_removed_node_is_not_followed_again():
+    """A stale NotLeader hint naming the removed node: the client tries the others instead."""
+    cluster = Cluster(leader=C, addresses=(A, B, C))
+    cluster.nodes[A].crash = Removed(REMOVED_TEXT)
+    cluster.nodes[B].not_leader = NotLeader("1", format_address(A))
+    client = cluster.client(addresses=[A, B, C])
+    assert result_of(cluster.run(client.get("k"))) is None
+    assert len(cluster.nodes[A].calls) == 1

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 
 from leeky_twisted.client.library import LeekyClient, format_address
 from leeky_twisted.protocol import commands as cc
-from leeky_twisted.protocol.errors import Compacted
+from leeky_twisted.protocol.errors import Compacted, Removed
 from leeky_twisted.statemachine.commands import Put, encode_command
 from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, failure_of, result_of
 
@@ -733,3 +733,18 @@ def test_a_watch_ack_for_events_never_sent_ends_the_watch():
             proto.callRemote(cc.WatchAck, watch_id=answer["watch_id"], count=cc.MAX_SEQ)
             r.net.flush()
     assert hub.watchers() == [] and locator.ended
+
+
+def test_a_watch_passes_over_a_removed_node_and_ends_when_only_removed_nodes_are_left():
+    """A refuses with Removed: the watch starts on B; given only A, it fails with Removed."""
+    r = Replicated()
+    r.a.removed = lambda: Removed("node 1 was removed from the cluster: use another node")
+    got = []
+    watch = r.client().watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k", "v", nodes=[r.b])
+    assert [e.value for b in got for e in b] == ["v"]
+    watch.cancel()
+    only_a = r.client(addresses=(A,)).watch("k", got.append)
+    r.net.run(only_a.done, limit=0.5)
+    assert "node 1 was removed" in str(failure_of(only_a.done, Removed).value)

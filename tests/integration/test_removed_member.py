@@ -78,6 +78,16 @@ def test_a_node_removed_while_down_shows_removed_when_it_comes_back(tmp_path):
         term = status(1)["term"]
         assert cli("put", "k", "w").returncode == 0
         assert status(1)["term"] == term and status(3)["role"] == "removed"
+        # it refuses clients at once, saying what to do; the CLI moves on from it
+        gone, live = f"127.0.0.1:{base + 3}", f"127.0.0.1:{base + 1}"
+        started = time.monotonic()
+        refused = run(CLI, "--cluster", gone, "get", "k")
+        assert (refused.returncode, refused.stdout) == (5, ""), refused.stderr
+        assert "node 3 was removed from the cluster" in refused.stderr
+        assert "use another node" in refused.stderr and "add-server 3" in refused.stderr
+        passed_over = run(CLI, "--cluster", f"{gone},{live}", "get", "k")
+        assert (passed_over.returncode, passed_over.stdout) == (0, "w\n"), passed_over.stderr
+        assert time.monotonic() - started < 6.0  # was 10.4 s, then 1.9 s: now two CLI starts
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -90,5 +100,12 @@ def test_a_node_removed_while_down_shows_removed_when_it_comes_back(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     text = (folder / "node3" / "node.log").read_text()
+    # the members forgot it once they applied its removal: no stale queued message
+    # reached it after its restart (it never believed it followed), nor did they dial it
+    restarted_log = text[text.rindex("starting up.") :]
+    assert "I am follower" not in restarted_log, restarted_log
+    for member in (1, 2):
+        member_log = (folder / f"node{member}" / "node.log").read_text()
+        assert "connected to peer 3 again" not in member_log
     assert text.count("was removed from the cluster") == 1, text[-3000:]
     assert "wipe its data folder" in text

@@ -444,3 +444,23 @@ def test_out_of_bounds_messages_are_refused_counted_and_the_link_kept(capture):
     assert b.transport.refused_messages() == {N1: 3}
     assert a.transport.peer_status()[N2]["connected"] is True
     assert capture.errors() == []
+
+
+def test_disconnect_drops_a_down_peers_queue_and_stops_dialling_until_the_next_send(capture):
+    """As for a removed peer: what was queued while it was down is never delivered, and it
+    is not dialled again; a later send (it was added back) dials it and delivers only that."""
+    reactor = MemoryReactorClock()
+    completer = ConnectionCompleter(reactor)
+    a = Node(reactor, N1, book(), capture, initial_backoff=0.1, max_backoff=1.0)
+    a.transport.send(hb(1))
+    a.transport.send(hb(2))
+    completer.failOnce()  # the peer is down: the messages wait in the queue
+    assert fired(a.transport.disconnect(N2)) is None
+    reactor.advance(10)
+    assert dialled(reactor) == []
+    assert N2 not in a.transport.peer_status()
+    b = Node(reactor, N2, book(), capture)
+    a.transport.send(hb(3))
+    assert dialled(reactor) == [("127.0.0.1", 7002)]
+    completer.succeedOnce().flush()
+    assert b.received == [hb(3)]
