@@ -503,3 +503,99 @@ def test_the_messages_of_one_read_are_one_batch():
     assert node.stats["readies"] == readies + 1
     assert node.log_store.last_index() == first + 1
     assert answers(transport)[-1].match_index == first + 1
+
+
+# ------------------------------------------- no timer made and cancelled per message or per Ready
+
+
+class HoldingTransport(ReadingTransport):
+    """A reading transport that, like the peer transport, lets a read hold the node's work."""
+
+    def __init__(self, events: list[Any]) -> None:
+        super().__init__(events)
+        self.reading = False
+
+    def defer_to_end_of_read(self) -> bool:
+        return self.reading
+
+    def read(self, *messages: Any) -> None:
+        self.reading = True
+        try:
+            for m in messages:
+                self.receiver(m)
+        finally:
+            self.reading = False
+        self.after_read()
+
+
+def make_holding_follower():
+    node, clock, _recording, events = make_node(["1", "2", "3"])
+    transport = HoldingTransport(events)
+    node.transport = transport
+    transport.set_receiver(node.receive)
+    transport.set_after_read(node.process_received)
+    node._held_by_read = transport.defer_to_end_of_read  # as built on it
+    run(clock, 0.02)
+    return node, clock, transport
+
+
+def process_calls(clock: task.Clock) -> list[Any]:
+    """Return the node's pending calls of ``_process`` on ``clock``."""
+    return [c for c in clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "_process"]
+
+
+def counting(clock: task.Clock) -> list[Any]:
+    """Record every call ``clock.callLater`` makes from now on (cancelled ones stay listed)."""
+    made: list[Any] = []
+    call_later = clock.callLater
+
+    def recording(delay: float, f: Any, *args: Any, **kw: Any) -> Any:
+        call = call_later(delay, f, *args, **kw)
+        made.append(call)
+        return call
+
+    clock.callLater = recording  # type: ignore[method-assign]
+    return made
+
+
+def test_a_read_that_holds_the_node_makes_no_timer_for_its_messages():
+    """Messages of one read are handled at its end without a callLater(0) to cancel."""
+    node, clock, transport = make_holding_follower()
+    first = node.core.log.last_index() + 1
+    made = counting(clock)
+    transport.read(
+        AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (Entry(first, 2, data=b"x"),), 0)
+    )
+    got = answers(transport)
+    assert len(got) == 1 and got[0].success and got[0].match_index == first
+    assert [c for c in made if c.func == node._process] == []
+    assert not any(c.cancelled for c in made)
+
+
+def test_a_ready_that_leaves_nothing_to_do_schedules_no_turn():
+    """After a Ready that leaves the core idle, no call of ``_process`` is pending."""
+    node, clock, transport = make_reading_follower()
+    run(clock, 0.02)
+    first = node.core.log.last_index() + 1
+    transport.read(
+        AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (Entry(first, 2, data=b"x"),), 0)
+    )
+    assert len(answers(transport)) == 1
+    assert not node.core.has_ready()
+    assert process_calls(clock) == []
+
+
+def test_a_read_during_a_ready_still_gets_its_turn():
+    """Messages read while the node handles a Ready (never in production) are not lost."""
+    node, clock, transport = make_holding_follower()
+    first = node.core.log.last_index() + 1
+    message = AppendEntries(
+        NodeId("2"), NodeId("1"), 2, first - 1, 1, (Entry(first, 2, data=b"x"),), 0
+    )
+    node._processing = True  # as if inside _process
+    transport.read(message)
+    node._processing = False
+    assert answers(transport) == []
+    assert len(process_calls(clock)) == 1
+    clock.advance(0)
+    assert answers(transport)[-1].match_index == first

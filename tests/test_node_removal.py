@@ -20,6 +20,7 @@ from leeky_twisted.core.messages import (
     ConfChangeOp,
     Entry,
     EntryKind,
+    Heartbeat,
     NodeId,
     RequestVote,
 )
@@ -343,3 +344,19 @@ def test_the_wrappers_around_the_peer_transport_pass_disconnect_through():
     counting = CountingTransport(inner, MessageCounter())
     tracked = ContactTrackingTransport(counting, ContactTracker(Clock()))
     assert tracked.disconnect is inner.disconnect
+
+
+def test_the_wrappers_pass_the_per_turn_sending_through_and_count_each_message():
+    """send_batch and defer_to_end_of_read reach the real transport through both wrappers
+    (else the node falls back to a send and a flush per message); each message is counted."""
+    inner = Mock(
+        spec=["send", "close", "set_receiver", "flush", "send_batch", "defer_to_end_of_read"]
+    )
+    counter = MessageCounter()
+    counting = CountingTransport(inner, counter)
+    tracked = ContactTrackingTransport(counting, ContactTracker(Clock()))
+    assert tracked.defer_to_end_of_read is inner.defer_to_end_of_read
+    messages = [Heartbeat(sender="n1", recipient=f"n{i}", term=1, commit=0) for i in (2, 3)]
+    tracked.send_batch(messages)
+    inner.send_batch.assert_called_once_with(messages)
+    assert sum(counter.sent.values()) == 2

@@ -8,7 +8,7 @@ dots flowing from this node to each peer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zope.interface import implementer
@@ -75,6 +75,9 @@ class CountingTransport:
         disconnect = getattr(inner, "disconnect", None)
         if disconnect is not None:  # the node forgets a removed peer with it
             self.disconnect = disconnect
+        defer_to_end_of_read = getattr(inner, "defer_to_end_of_read", None)
+        if defer_to_end_of_read is not None:
+            self.defer_to_end_of_read = defer_to_end_of_read
         inner_send = inner.send
         count = counter.count
 
@@ -83,3 +86,12 @@ class CountingTransport:
             inner_send(message)
 
         self.send = send
+        inner_send_batch = getattr(inner, "send_batch", None)
+        if inner_send_batch is not None:
+
+            def send_batch(messages: Sequence[Any]) -> None:
+                for message in messages:
+                    count(message)
+                inner_send_batch(messages)
+
+            self.send_batch = send_batch

@@ -325,9 +325,16 @@ class RaftNode:
         self.stopped = False
         self._heartbeats_out: dict[tuple[str, int], float] = {}
         transport.set_receiver(self.receive)
+        #: True while the transport delivers a read whose end calls process_received
+        self._held_by_read: Callable[[], bool] | None = None
         set_after_read = getattr(transport, "set_after_read", None)
         if set_after_read is not None:
             set_after_read(self.process_received)
+            self._held_by_read = getattr(transport, "defer_to_end_of_read", None)
+        #: sends a whole batch and writes it at once (else: ``send`` each, then ``flush``)
+        self._send_batch: Callable[[Sequence[Message]], None] | None = getattr(
+            transport, "send_batch", None
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -661,9 +668,17 @@ class RaftNode:
         self._schedule()
 
     def _schedule(self) -> None:
+        """Handle the core's work on the next turn, or at the end of the read under way.
+
+        During a read of peer messages no call is made: the transport's
+        ``after_read`` (:meth:`process_received`) follows, in this turn.
+        """
         if self._scheduled or self.stopped:
             return
         self._scheduled = True
+        held = self._held_by_read
+        if held is not None and held():
+            return
         self._scheduled_call = self.reactor.callLater(0, self._process)
 
     def process_received(self) -> None:
@@ -676,9 +691,13 @@ class RaftNode:
         run, on each side of a sequential put's round trip). Not re-entrant:
         the transport never reads while the node handles a Ready.
         """
-        if not self._scheduled or self.stopped or self._processing:
+        if not self._scheduled or self.stopped:
             return
         call = self._scheduled_call
+        if self._processing:  # its turn comes next (never when the read held it)
+            if call is None:
+                self._scheduled_call = self.reactor.callLater(0, self._process)
+            return
         if call is not None and call.active():
             call.cancel()
         self._process()
@@ -699,10 +718,7 @@ class RaftNode:
             # The disk is busy with the previous batch: still send what the
             # leader may send at once (new entries to followers), so
             # replication overlaps our own fsync.
-            send = self.transport.send
-            for m in self.core.take_messages():
-                send(m)
-            self._flush_transport()
+            self._send_now(self.core.take_messages())
             return
         if not self.core.has_ready():
             return
@@ -714,10 +730,7 @@ class RaftNode:
         stats = self.stats
         stats["readies"] += 1
         stats["messages_sent"] += len(rd.messages) + len(rd.messages_after_persist)
-        send = self.transport.send
-        for m in rd.messages:
-            send(m)
-        self._flush_transport()
+        self._send_now(rd.messages)
         if hooks.on_peer_rtt is not None:
             self._note_heartbeats(rd.messages)
         if rd.soft_state is not None:
@@ -761,10 +774,10 @@ class RaftNode:
     def _forget_peer(self, peer: NodeId) -> None:
         """A peer left the configuration: drop what is queued for it and stop dialling it.
 
-        What this batch sent it is written already (``_flush_transport`` runs before
-        entries are applied); what is still queued is stale, and would tell it,
-        once reachable, that it still follows. A later send (a removal notice, or
-        entries once it is added back) dials it again.
+        What this batch sent it is written already (``_send_now`` writes a Ready's
+        messages before its entries are applied); what is still queued is stale, and
+        would tell it, once reachable, that it still follows. A later send (a removal
+        notice, or entries once it is added back) dials it again.
         """
         disconnect = getattr(self.transport, "disconnect", None)
         if disconnect is not None:
@@ -772,7 +785,17 @@ class RaftNode:
                 lambda f: log.failure("closing the link to removed peer {peer}", f, peer=peer)
             )
 
-    def _flush_transport(self) -> None:
+    def _send_now(self, messages: Sequence[Message]) -> None:
+        """Hand ``messages`` to the transport and have them written in this turn."""
+        if not messages:
+            return
+        send_batch = self._send_batch
+        if send_batch is not None:
+            send_batch(messages)
+            return
+        send = self.transport.send
+        for m in messages:
+            send(m)
         flush = getattr(self.transport, "flush", None)
         if flush is not None:
             flush()
@@ -820,10 +843,7 @@ class RaftNode:
         """Finish ``rd`` once it is durable (``applied``: its committed entries already are)."""
         if self.stopped:
             return
-        send = self.transport.send
-        for m in rd.messages_after_persist:
-            send(m)
-        self._flush_transport()
+        self._send_now(rd.messages_after_persist)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         if not applied:
@@ -843,7 +863,11 @@ class RaftNode:
         self.serve_reads()
         self._inflight = False
         self.snapshots.maybe_snapshot()
-        self._schedule()
+        # Anything that stepped the core since this Ready was taken scheduled
+        # its own turn; only what this Ready left over needs one (not a call
+        # per Ready that finds nothing to do).
+        if not self._scheduled and self.core.has_ready():
+            self._schedule()
 
     def _notify_commit(self) -> None:
         """Tell followers that hold every entry the commit index they lack."""

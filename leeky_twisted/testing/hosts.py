@@ -356,6 +356,9 @@ class SimTransport:
         self.receiver: Callable[[Message], None] | None = None
         #: what the node asked to hear at the end of each read (``process_received``)
         self.after_read: Callable[[], None] | None = None
+        #: a read's messages are being delivered (``after_read`` follows)
+        self.reading = False
+        self.end_wanted = False  #: the node waits for ``after_read`` at the end of the read
 
     def send(self, message: object) -> None:
         assert isinstance(message, Message | RemovedNotice)
@@ -369,6 +372,13 @@ class SimTransport:
     def set_after_read(self, after_read: Callable[[], None]) -> None:
         """Keep what to call once a read's messages are all delivered (see NodeHost)."""
         self.after_read = after_read
+
+    def defer_to_end_of_read(self) -> bool:
+        """Return True (``after_read`` follows) while a read is being delivered."""
+        if self.reading:
+            self.end_wanted = True
+            return True
+        return False
 
     def close(self) -> Deferred[None]:
         return succeed(None)
@@ -552,10 +562,16 @@ class NodeHost:
         if self.node is not node:
             return
         batch = self._unread.pop(sender, [])
-        for message in batch:
-            node.receive(message)
-        after_read = getattr(node.transport, "after_read", None)
-        if batch and after_read is not None:
+        transport = cast(SimTransport, node.transport)
+        transport.reading = True
+        try:
+            for message in batch:
+                node.receive(message)
+        finally:
+            transport.reading = False
+        wanted, transport.end_wanted = transport.end_wanted, False
+        after_read = transport.after_read
+        if (batch or wanted) and after_read is not None:
             self.reads += 1
             after_read()  # the node's process_received, as the peer inbox calls it
 

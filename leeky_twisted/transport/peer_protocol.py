@@ -243,6 +243,9 @@ class PeerInbox:
         #: called at the end of each read that delivered at least one message
         #: (the node handles them all in this reactor turn, as one batch)
         self.after_read: Callable[[], None] | None = None
+        #: a read's messages are being delivered (``end_of_read`` follows)
+        self.reading = False
+        self._end_wanted = False  #: ``hold_for_end_of_read`` promised an ``end_of_read``
         #: messages handed to the receiver so far
         self.delivered = 0
         self.connections: set[PeerProtocol] = set()
@@ -353,8 +356,34 @@ class PeerInbox:
                 sender=message.sender,
             )
 
+    def hold_for_end_of_read(self) -> bool:
+        """Return True, and promise an ``end_of_read``, while a read is being delivered."""
+        if self.reading:
+            self._end_wanted = True
+            return True
+        return False
+
+    def deliver_read(self, messages: list[PeerMessage]) -> None:
+        """Deliver ``messages`` as one read: each in turn, then ``end_of_read``."""
+        was_reading, self.reading = self.reading, True
+        try:
+            for message in messages:
+                self.deliver(message)
+        finally:
+            self.reading = was_reading
+            if not was_reading:
+                self.end_of_read()
+
+    def read_ended(self, delivered: int) -> None:
+        """End a socket read: ``end_of_read`` if it delivered (``delivered`` was the count before)
+        or someone is waiting for it."""
+        self.reading = False
+        if self.delivered != delivered or self._end_wanted:
+            self.end_of_read()
+
     def end_of_read(self) -> None:
         """Tell ``after_read`` that a read's messages are all delivered; log if it raises."""
+        self._end_wanted = False
         after_read = self.after_read
         if after_read is None:
             return
@@ -865,12 +894,15 @@ class PeerProtocol(QuietAMP):
         if self.closing:
             return
         inbox = self.inbox
-        delivered = inbox.delivered if inbox is not None else 0
+        if inbox is None or inbox.reading:  # a dialled connection; or never: nested
+            self._parse(data)
+            return
+        delivered = inbox.delivered
+        inbox.reading = True
         try:
             self._parse(data)
         finally:
-            if inbox is not None and inbox.delivered != delivered:
-                inbox.end_of_read()
+            inbox.read_ended(delivered)
 
     def _parse(self, data: bytes) -> None:
         try:

@@ -22,7 +22,7 @@ import contextlib
 import random
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
@@ -157,8 +157,12 @@ class _PeerLink:
 
     # ------------------------------------------------------------- sending
 
-    def enqueue(self, message: PeerMessage) -> None:
-        """Queue ``message`` and make sure a flush or a connection is on its way."""
+    def enqueue(self, message: PeerMessage, later: bool = True) -> None:
+        """Queue ``message`` and make sure a flush or a connection is on its way.
+
+        ``later=False``: schedule no flush; the caller calls :meth:`flush_now`
+        once it has queued the whole batch.
+        """
         queue = self.queue
         if len(queue) == queue.maxlen:
             self.dropped += 1
@@ -171,7 +175,7 @@ class _PeerLink:
         queue.append(message)
         protocol = self.protocol
         if protocol is not None and not protocol.closing:
-            if self.flush_call is None and not self.paused:
+            if later and self.flush_call is None and not self.paused:
                 self.flush_call = self.owner.clock.callLater(0, self.flush)
         else:
             self.ensure_connecting()
@@ -209,6 +213,15 @@ class _PeerLink:
             frames.append(frame)
         if frames:
             protocol.write_frames(frames)
+
+    def flush_now(self) -> None:
+        """Write the queue now, dropping a flush still scheduled for later."""
+        call = self.flush_call
+        if call is not None:
+            if call.active():
+                call.cancel()
+            self.flush_call = None
+        self.flush()
 
     def pauseProducing(self) -> None:
         """Stop flushing: the connection's write buffer is full."""
@@ -622,6 +635,7 @@ class AMPPeerTransport:
         )
         self._factory = PeerServerFactory(self._inbox)
         self._links: dict[NodeId, _PeerLink] = {}
+        self._local: list[PeerMessage] = []  #: messages to this node, for the next turn
         self._ports: list[IListeningPort] = []
         self._closed = False
 
@@ -646,22 +660,72 @@ class AMPPeerTransport:
         turn. A message to this node itself is delivered on the next turn. An
         InstallSnapshot starts a snapshot stream (once per snapshot and peer).
         """
+        if not self._closed:
+            self._send(message, True)
+
+    def send_batch(self, messages: Iterable[PeerMessage]) -> None:
+        """Send each of ``messages`` as :meth:`send` does, writing each peer's share now.
+
+        One write per peer, in this reactor turn, and no timer: the node's
+        way to hand over a whole Ready (``send`` then ``flush`` costs a
+        ``callLater(0)`` and its cancellation per peer).
+        """
+        if self._closed:
+            return
+        touched: dict[_PeerLink, None] = {}
+        send = self._send
+        for message in messages:
+            link = send(message, False)
+            if link is not None:
+                touched[link] = None
+        for link in touched:
+            try:
+                link.flush_now()
+            except Exception:
+                self.log.failure("flushing to {peer} failed", peer=link.peer_id)
+
+    def _send(self, message: PeerMessage, later: bool) -> _PeerLink | None:
+        """Queue ``message``; return the link it waits in for a flush, if any."""
         try:
-            if self._closed:
-                return
             recipient = message.recipient
             if recipient == self.node_id:
-                self.clock.callLater(0, self._inbox.deliver, message)
-                return
+                self._deliver_locally(message)
+                return None
             link = self._links.get(recipient)
             if link is None:
                 link = self._links[recipient] = _PeerLink(self, recipient)
             if type(message) is InstallSnapshot:
                 link.start_snapshot(message)
-            else:
-                link.enqueue(message)
+                return None
+            link.enqueue(message, later)
+            return link
         except Exception:
             self.log.failure("send({kind}) failed; dropped", kind=type(message).__name__)
+            return None
+
+    def _deliver_locally(self, message: PeerMessage) -> None:
+        """Deliver a message to this node on the next turn, with the others of this turn.
+
+        They are delivered as one read (then ``after_read``): one timer per
+        turn, and the node handles them in the turn they arrive.
+        """
+        local = self._local
+        local.append(message)
+        if len(local) == 1:
+            self.clock.callLater(0, self._deliver_local)
+
+    def _deliver_local(self) -> None:
+        messages, self._local = self._local, []
+        if not self._closed:
+            self._inbox.deliver_read(messages)
+
+    def defer_to_end_of_read(self) -> bool:
+        """Return True while a read's messages are being delivered.
+
+        ``after_read`` is then sure to run once they are: the node leaves its
+        work to it instead of scheduling (and then cancelling) a call.
+        """
+        return self._inbox.hold_for_end_of_read()
 
     def set_receiver(self, receiver: Receiver) -> None:
         """Deliver every incoming message by calling ``receiver(message)``."""

@@ -852,6 +852,48 @@ def test_after_read_that_raises_is_logged_and_the_connection_lives(capture):
     assert any("after_read raised" in e for e in capture.errors())
 
 
+def test_a_read_can_hold_work_for_its_end_and_only_a_read(capture):
+    """``hold_for_end_of_read`` is True inside a read (whose end then runs ``after_read``)."""
+    server = Server(capture)
+    held: list[bool] = []
+    calls: list[int] = []
+    server.inbox.receiver = lambda m: held.append(server.inbox.hold_for_end_of_read())
+    server.inbox.after_read = lambda: calls.append(len(held))
+    protocol, _ = after_hello(server)
+    assert server.inbox.hold_for_end_of_read() is False
+    protocol.dataReceived(b"".join(frame_message(m) for m in all_messages()[:2]))
+    assert held == [True, True]
+    assert calls == [2]
+    assert server.inbox.hold_for_end_of_read() is False
+    assert server.inbox.reading is False
+
+
+def test_a_hold_during_a_read_that_delivered_nothing_still_gets_its_end(capture):
+    """Work held by a read that delivered no message still ends in ``after_read``."""
+    server = Server(capture)
+    calls: list[str] = []
+    server.inbox.after_read = lambda: calls.append("end")
+    protocol, _ = after_hello(server)
+    server.inbox.reading = True  # as inside dataReceived
+    assert server.inbox.hold_for_end_of_read()
+    server.inbox.read_ended(server.inbox.delivered)
+    assert calls == ["end"]
+    protocol.dataReceived(b"")  # the promise was kept once: no second call
+    assert calls == ["end"]
+
+
+def test_deliver_read_delivers_in_order_then_ends_the_read_once(capture):
+    """Messages delivered as one read reach the receiver in order, then ``after_read`` once."""
+    server = Server(capture)
+    calls: list[int] = []
+    server.inbox.after_read = lambda: calls.append(len(server.received))
+    messages = all_messages()[:3]
+    server.inbox.deliver_read(messages)
+    assert server.received == messages
+    assert calls == [3]
+    assert server.inbox.reading is False
+
+
 @pytest.mark.parametrize("over", [1, 2])
 def test_a_box_just_over_the_limit_is_refused_on_the_fast_path_as_by_amps_parser(capture, over):
     """The limit counts a box's every byte, its closing empty key too (as AMP's parser

@@ -130,6 +130,50 @@ def test_messages_sent_in_one_turn_are_coalesced_into_one_write(capture):
     assert b.received == [hb(0), *batch]
 
 
+def test_send_batch_writes_each_peers_share_at_once_without_a_timer(capture):
+    """A batch goes out as one write per peer in this turn, and schedules no call."""
+    reactor = MemoryReactorClock()
+    a, b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
+    a.transport.send(hb(0))
+    pump = ConnectionCompleter(reactor).succeedOnce()
+    pump.flush()
+    reactor.advance(0)
+    pending = list(reactor.getDelayedCalls())
+    batch = [hb(1), AppendEntries(N1, N2, 1, 0, 0, (Entry(1, 1, data=b"x"),), 0), hb(2)]
+    a.transport.send_batch(batch)
+    assert len(pump.clientIO.stream) == 1  # written now, in one write
+    assert list(reactor.getDelayedCalls()) == pending  # no timer made (nor left cancelled)
+    pump.flush()
+    assert b.received == [hb(0), *batch]
+
+
+def test_send_batch_to_an_unconnected_peer_dials_and_sends_once_connected(capture):
+    """A batch for a peer not yet connected waits in its queue, as ``send`` does."""
+    reactor = MemoryReactorClock()
+    a, b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
+    a.transport.send_batch([hb(1), hb(2)])
+    assert dialled(reactor) == [("127.0.0.1", 7002)]
+    pump = ConnectionCompleter(reactor).succeedOnce()
+    pump.flush()
+    assert b.received == [hb(1), hb(2)]
+
+
+def test_messages_to_self_of_one_turn_are_one_read_on_the_next(capture):
+    """Messages to this node wait for the next turn, with one timer, then end as one read."""
+    reactor = MemoryReactorClock()
+    a = Node(reactor, N1, book(), capture)
+    ends: list[int] = []
+    a.transport.set_after_read(lambda: ends.append(len(a.received)))
+    before = len(reactor.getDelayedCalls())
+    a.transport.send(hb(1, N1, N1))
+    a.transport.send_batch([hb(2, N1, N1)])
+    assert a.received == []
+    assert len(reactor.getDelayedCalls()) == before + 1
+    reactor.advance(0)
+    assert a.received == [hb(1, N1, N1), hb(2, N1, N1)]
+    assert ends == [2]
+
+
 def test_append_entries_over_64_kib_crosses_the_transport_intact(capture):
     """A 200 x 1 KiB AppendEntries goes through send() and arrives whole and in order."""
     reactor = MemoryReactorClock()
