@@ -494,12 +494,19 @@ ATTACKS: dict[str, Callable[[dict[str, Any], threading.Event], dict[str, Any]]] 
 STOP_ON_EOF = "--stop-on-eof"
 
 
-def _stop_at_eof(stop: threading.Event) -> None:
-    """Set ``stop`` once standard input is closed."""
+#: With STOP_ON_EOF, an attack runs at least this long once started, however early the
+#: stop comes: a fault window shorter than Python's start-up must still see it act.
+MIN_ATTACK_SECONDS = 2.0
+
+
+def _stop_at_eof(stop: threading.Event, started: float) -> None:
+    """Set ``stop`` once standard input is closed and the attack ran its minimum."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     finally:
+        # a separate process with no reactor: sleeping blocks nothing
+        time.sleep(max(0.0, started + MIN_ATTACK_SECONDS - time.monotonic()))  # noqa: TID251
         stop.set()
 
 
@@ -523,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     if stop_on_eof:
-        threading.Thread(target=_stop_at_eof, args=(stop,), daemon=True).start()
+        started = time.monotonic()
+        threading.Thread(target=_stop_at_eof, args=(stop, started), daemon=True).start()
     result = ATTACKS[args[0]](params, stop)
     print(json.dumps({"result": result}), flush=True)
     os._exit(0)  # threads still blocked in a socket call must not keep the process
