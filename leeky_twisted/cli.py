@@ -1137,8 +1137,31 @@ def _view(d: Deferred[Any]) -> Deferred[Any]:
     return view
 
 
+#: Starts the lock's command as the leader of a session (and process group) of its
+#: own, so that stopping it reaches every process it started, not only the first.
+_OWN_SESSION = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+class _CommandGroup:
+    """Signals the whole process group of a command started by :func:`spawn_inheriting`."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.group: int | None = transport.pid  #: it leads its group (``_OWN_SESSION``)
+
+    def signalProcess(self, name: str) -> None:
+        """Send signal ``name`` ("TERM", "KILL", ...) to every process of the group."""
+        import signal
+
+        if self.group is None:
+            raise ProcessExitedAlready()
+        with contextlib.suppress(ProcessLookupError):  # the whole group has ended
+            os.killpg(self.group, getattr(signal, f"SIG{name}"))
+
+
 def spawn_inheriting(argv: list[str], env: dict[str, str]) -> Deferred[int]:
-    """Run ``argv`` with this process's standard streams; fire with its exit code."""
+    """Run ``argv`` with this process's standard streams, in a process group of its own;
+    fire with its exit code. The Deferred's ``transport`` signals the whole group."""
     from twisted.internet import protocol, reactor
 
     done: Deferred[int] = Deferred()
@@ -1150,13 +1173,14 @@ def spawn_inheriting(argv: list[str], env: dict[str, str]) -> Deferred[int]:
             done.callback(code if code is not None else 128 + (signal_number or 0))
 
     child = _Child()
+    trampoline = [sys.executable, "-S", "-c", _OWN_SESSION, *argv]
     try:
         reactor.spawnProcess(  # type: ignore[attr-defined]
-            child, argv[0], argv, env=env, childFDs={0: 0, 1: 1, 2: 2}
+            child, sys.executable, trampoline, env=env, childFDs={0: 0, 1: 1, 2: 2}
         )
     except OSError as e:
         raise ValueError(f"cannot run {argv[0]}: {e}") from None
-    done.transport = child.transport  # type: ignore[attr-defined]
+    done.transport = _CommandGroup(child.transport)  # type: ignore[attr-defined]
     return done
 
 
