@@ -1356,11 +1356,13 @@ class ClientAPIProtocol(amp.AMP):
 
     def __init__(self, *args: Any, max_request_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        frontend = getattr(self.locator, "frontend", None)
+        limits = frontend.limits if frontend is not None else RequestLimits()
         if max_request_bytes is None:
-            frontend = getattr(self.locator, "frontend", None)
-            limits = frontend.limits if frontend is not None else RequestLimits()
             max_request_bytes = limits.request_bytes
         self.max_request_bytes = max_request_bytes
+        #: named in the refusal of an oversized request (the limit users set)
+        self.max_value_bytes = limits.max_value_bytes
         self._held = 0  # bytes of keys and values of the unfinished box in AMP's parser
         self._oversized = False
         #: this connection's watches, by id
@@ -1505,7 +1507,11 @@ class ClientAPIProtocol(amp.AMP):
         self._currentBox = None
         self._unprocessed = b""
         self._held = 0
-        message = f"request larger than {self.max_request_bytes} bytes; connection closed"
+        message = (
+            f"request larger than {self.max_request_bytes} bytes, the most one request may"
+            f" take (a value may have at most {self.max_value_bytes} bytes: the node's"
+            " --max-value-bytes); connection closed"
+        )
         _refusals.warn(
             "oversized",
             "closing AMP client connection from {peer}: {message}",

@@ -10,7 +10,8 @@ the outcome of a call is never confused with an idle connection's death:
   (unavailable): it refused before proposing, ``fail`` (but ``-32001`` "node is
   shutting down" can fail a proposal already in the log, so that one is
   ``unknown``);
-* ``-32602`` (invalid params) is a refusal too, ``fail``;
+* ``-32602`` (invalid params) and ``-32006`` (this node was removed from the
+  cluster: it refuses every new request) are refusals too, ``fail``;
 * ``-32002`` (timed out, outcome unknown), any other error, a read timeout, a
   connection lost after sending, a malformed answer: ``unknown``;
 * a result: ``ok``.
@@ -55,6 +56,7 @@ __all__ = [
 NOT_LEADER = -32000
 UNAVAILABLE = -32001
 COMMIT_TIMEOUT = -32002
+REMOVED = -32006
 INVALID_PARAMS = -32602
 
 
@@ -87,7 +89,7 @@ def classify_error(error: object) -> Outcome:
     message = str(error.get("message", ""))
     if code == UNAVAILABLE and "shutting down" in message:
         return Outcome.UNKNOWN
-    if code in (NOT_LEADER, UNAVAILABLE, INVALID_PARAMS):
+    if code in (NOT_LEADER, UNAVAILABLE, REMOVED, INVALID_PARAMS):
         return Outcome.FAIL
     return Outcome.UNKNOWN
 

@@ -422,6 +422,7 @@ def test_a_request_over_the_byte_bound_is_refused_as_its_bytes_arrive():
         read += 65536
     assert b"INVALID_REQUEST" in answers.value()
     assert f"larger than {bound} bytes".encode() in answers.value()
+    assert b"a value may have at most 100000 bytes" in answers.value()  # what users set
     assert protocol._unprocessed == b"" and protocol._currentBox is None
     assert node.calls == []
     protocol.dataReceived(stream[read : read + 65536])  # what was in flight is ignored

@@ -23,6 +23,7 @@ from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster
         ({"code": -32000, "message": "not the leader"}, Outcome.FAIL),
         ({"code": -32001, "message": "no leader known"}, Outcome.FAIL),
         ({"code": -32602, "message": "key must be a string"}, Outcome.FAIL),
+        ({"code": -32006, "message": "node 3 was removed from the cluster"}, Outcome.FAIL),
         ({"code": -32002, "message": "timed out, outcome unknown"}, Outcome.UNKNOWN),
         ({"code": -32001, "message": "node is shutting down"}, Outcome.UNKNOWN),
         ({"code": -32603, "message": "internal error"}, Outcome.UNKNOWN),
@@ -30,7 +31,8 @@ from leeky_twisted.ops.localcluster import LOOPBACK, LocalCluster
     ],
 )
 def test_only_errors_that_guarantee_no_effect_count_as_failed(error: object, outcome: Outcome):
-    """-32000, -32001 and -32602 are refusals (failed); anything else may have taken effect."""
+    """-32000, -32001, -32006 and -32602 are refusals (failed); anything else may have
+    taken effect."""
     assert classify_error(error) is outcome
 
 
@@ -181,3 +183,12 @@ def test_calls_still_in_flight_count_as_unknown():
     (op,) = workload.history()
     assert op.outcome is Outcome.UNKNOWN
     assert op.error != "still in flight"
+
+
+def test_the_workloads_error_codes_are_the_nodes():
+    """The workload names the node's JSON-RPC codes without importing the node's API."""
+    from leeky_twisted.api import jsonrpc_api
+    from leeky_twisted.chaos import workload
+
+    assert workload.REMOVED == jsonrpc_api.REMOVED
+    assert workload.COMMIT_TIMEOUT == jsonrpc_api.COMMIT_TIMEOUT
