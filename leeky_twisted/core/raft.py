@@ -183,6 +183,9 @@ class RaftCore:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
+        #: set by ``leader_gone``: campaign once election_elapsed reaches it,
+        #: while no leader is known (hearing from one clears the shortcut)
+        self._quick_timeout: int | None = None
         self.transferee: NodeId | None = None
         self.ticks = 0
         # outputs
@@ -394,6 +397,33 @@ class RaftCore:
             self._send(TimeoutNow(self.id, target, self.term))
         else:
             self._needs_append.add(target)
+
+    def leader_gone(self, peer: NodeId) -> bool:
+        """The host saw the process of ``peer`` go: its connections closed and
+        its port refuses new ones (a crash, a kill, a stop).
+
+        A follower of that leader does not wait out a whole election timeout:
+        it forgets the leader, so it grants the other survivors' pre-votes,
+        and campaigns at the next tick, or one tick later per voter ranked
+        before it (by id, the gone leader left out), so survivors that learn
+        together do not split the vote. A false report costs one failed
+        pre-vote, never a term: survivors still hearing from the leader
+        ignore it (§4.2.3). Hence only with PreVote, and never with lease
+        reads, where a follower's silence is a promise the leader relies on.
+        Returns True when it took the shortcut.
+        """
+        if self.role is not Role.FOLLOWER or self.leader_id != peer or peer == self.id:
+            return False
+        if not self.cfg.pre_vote or self.cfg.lease_read:
+            return False
+        others = sorted(v for v in self.log.config().voters if v != peer)
+        if self.id not in others:
+            return False
+        self.leader_id = None
+        wait = 1 + others.index(self.id)
+        self._quick_timeout = self.election_elapsed + wait
+        self._log(f"leader {peer} is gone; campaign in {wait} ticks")
+        return True
 
     def snapshot_meta_at(self, index: int) -> SnapshotMeta:
         """Return the metadata a snapshot of the state at applied ``index`` carries."""
@@ -650,8 +680,16 @@ class RaftCore:
 
     def _tick_election(self, missed: bool = False) -> None:
         self.election_elapsed += 1
-        if not missed and self.election_elapsed >= self.randomized_timeout and self._may_campaign():
+        due = self.randomized_timeout
+        quick = self._quick_timeout
+        if quick is not None:
+            if self.leader_id is None and self.role is Role.FOLLOWER:
+                due = min(due, quick)
+            else:  # a leader spoke up, or we campaign already: back to the full timeout
+                self._quick_timeout = None
+        if not missed and self.election_elapsed >= due and self._may_campaign():
             self.election_elapsed = 0
+            self._quick_timeout = None
             self._campaign(self.cfg.pre_vote)
 
     def _tick_heartbeat(self, missed: bool = False) -> None:
@@ -1421,6 +1459,7 @@ class RaftCore:
     def _reset_randomized_timeout(self) -> None:
         e = self.cfg.election_ticks
         self.randomized_timeout = e + self._rng.randrange(e)
+        self._quick_timeout = None
 
     def _log(self, line: str) -> None:
         self._log_line(f"{self.id} [term {self.term}] {line}")

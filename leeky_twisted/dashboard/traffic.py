@@ -78,6 +78,9 @@ class CountingTransport:
         defer_to_end_of_read = getattr(inner, "defer_to_end_of_read", None)
         if defer_to_end_of_read is not None:
             self.defer_to_end_of_read = defer_to_end_of_read
+        set_peer_gone = getattr(inner, "set_peer_gone", None)
+        if set_peer_gone is not None:  # a dead leader is replaced sooner
+            self.set_peer_gone = set_peer_gone
         inner_send = inner.send
         count = counter.count
 

@@ -73,7 +73,7 @@ class ContactTrackingTransport:
         disconnect = getattr(inner, "disconnect", None)
         if disconnect is not None:  # the node forgets a removed peer with it
             self.disconnect = disconnect
-        for name in ("send_batch", "defer_to_end_of_read"):  # the node's per-turn sending
+        for name in ("send_batch", "defer_to_end_of_read", "set_peer_gone"):
             method = getattr(inner, name, None)
             if method is not None:
                 setattr(self, name, method)

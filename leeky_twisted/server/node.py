@@ -301,6 +301,7 @@ class RaftNode:
             "persist_seconds": 0.0,
             "messages_sent": 0,
             "commit_notices": 0,
+            "leader_gone": 0,  #: times told the leader's process was gone, and campaigning soon
         }
         self.writer = DiskWriter(
             log_store,
@@ -331,6 +332,9 @@ class RaftNode:
         if set_after_read is not None:
             set_after_read(self.process_received)
             self._held_by_read = getattr(transport, "defer_to_end_of_read", None)
+        set_peer_gone = getattr(transport, "set_peer_gone", None)
+        if set_peer_gone is not None:  # a dead leader is replaced without a full timeout
+            set_peer_gone(self.peer_gone)
         #: sends a whole batch and writes it at once (else: ``send`` each, then ``flush``)
         self._send_batch: Callable[[Sequence[Message]], None] | None = getattr(
             transport, "send_batch", None
@@ -540,6 +544,16 @@ class RaftNode:
             self._fail_stop(f"message {message!r} broke the core: {e}")
             return
         self._schedule()
+
+    def peer_gone(self, peer: NodeId) -> None:
+        """The transport saw the process of ``peer`` go: its connections closed
+        and a dial was refused. A follower of that leader campaigns within a
+        tick or two (``RaftCore.leader_gone``) instead of a whole timeout."""
+        if self.stopped or self._removed is not None:
+            return
+        if self.core.leader_gone(peer):
+            self.stats["leader_gone"] += 1
+            self._schedule()
 
     def _refusal(self) -> LeekyError | None:
         """Return the error for a new request this node cannot serve now, or None."""

@@ -359,6 +359,8 @@ class SimTransport:
         #: a read's messages are being delivered (``after_read`` follows)
         self.reading = False
         self.end_wanted = False  #: the node waits for ``after_read`` at the end of the read
+        #: what the node asked to hear when a peer's process is gone (``RaftNode.peer_gone``)
+        self.peer_gone: Callable[[NodeId], None] | None = None
 
     def send(self, message: object) -> None:
         assert isinstance(message, Message | RemovedNotice)
@@ -372,6 +374,10 @@ class SimTransport:
     def set_after_read(self, after_read: Callable[[], None]) -> None:
         """Keep what to call once a read's messages are all delivered (see NodeHost)."""
         self.after_read = after_read
+
+    def set_peer_gone(self, peer_gone: Callable[[NodeId], None]) -> None:
+        """Keep whom to tell that a peer's process is gone (see :meth:`NodeHost.peer_gone`)."""
+        self.peer_gone = peer_gone
 
     def defer_to_end_of_read(self) -> bool:
         """Return True (``after_read`` follows) while a read is being delivered."""
@@ -416,6 +422,7 @@ class NodeHost:
         self.disk_faults = disk_faults
         self.disk = SimDisk()
         self.node: RaftNode | None = None
+        self.transport = SimTransport(lambda m: self._send(self, m))  #: the running node's
         self.clock: NodeClock | None = None
         self.sm: SimStateMachine | None = None
         self.refused: str | None = None  #: why the node refused to start, if it did
@@ -459,6 +466,7 @@ class NodeHost:
         if self.guard_folder:
             run_blocking = guard.checked(run_blocking)
             hooks = NodeHooks(on_ready=on_ready, storage_check=guard.check)
+        transport = self.transport = SimTransport(lambda m: self._send(self, m))
         try:
             node = RaftNode(
                 clock,
@@ -466,7 +474,7 @@ class NodeHost:
                 self.disk.log,
                 self.disk.stable,
                 self.disk.snapshots,
-                SimTransport(lambda m: self._send(self, m)),
+                transport,
                 self.sm,
                 settings=self._settings(self.id),
                 rng=random.Random(self.rng.random()),
@@ -553,6 +561,17 @@ class NodeHost:
         unread.append(message)
         if len(unread) == 1:
             self.clock.read_later(self._read, self.node, message.sender)
+
+    def peer_gone(self, peer: NodeId) -> None:
+        """Tell the node, as its peer transport would, that a dial to ``peer`` was
+        refused (through its reactor, so a stall delays it)."""
+        if self.clock is None or self.node is None:
+            return
+        self.clock.read_later(self._peer_gone, self.node, peer)
+
+    def _peer_gone(self, node: RaftNode, peer: NodeId) -> None:
+        if self.node is node and self.transport.peer_gone is not None:
+            self.transport.peer_gone(peer)
 
     def _receive(self, node: RaftNode, message: Message) -> None:
         if self.node is node:

@@ -89,6 +89,7 @@ class Node:
         self.stable_store = MemoryStableStore()
         self.snapshot_store = MemorySnapshotStore()
         self.raft: RaftNode | None = None
+        self.transport = SimTransport(net.send)  #: the running node's peer transport
         self.clock: NodeClock | None = None
         self.machine = CommandList()
         self.incarnation = 0
@@ -126,13 +127,14 @@ class Node:
         self.dropped_reads = []
         self.machine = CommandList()
         self.clock = NodeClock(self.net.reactor, self.crash)
+        self.transport = SimTransport(self.net.send)
         self.raft = RaftNode(
             self.clock,
             self.net.core_config(self.id),
             self.log_store,
             self.stable_store,
             self.snapshot_store,
-            SimTransport(self.net.send),
+            self.transport,
             self.machine,
             settings=NodeSettings(inline_persist_seconds=0.0, bootstrap=self.bootstrap),
             rng=rng,
@@ -433,6 +435,17 @@ class Network:
         """Crash ``nid``: unpersisted state is lost; messages to it are lost."""
         self.nodes[NodeId(nid)].crash()
         self._next_apply.pop(NodeId(nid), None)
+
+    def report_gone(self, gone: str, to: Iterable[str] | None = None) -> None:
+        """Tell the running nodes ``to`` (default: every other one), as their peer
+        transport would after a refused dial, that the process of ``gone`` is
+        gone, then let each handle it (nothing is delivered)."""
+        for nid in list(to) if to is not None else [n for n in self.nodes if n != gone]:
+            node = self.nodes[NodeId(nid)]
+            callback = node.transport.peer_gone if node.raft is not None else None
+            if callback is not None:
+                callback(NodeId(gone))
+                node.process()
 
     def pause(self, nid: str) -> None:
         """Stall ``nid``'s disk: its core keeps running but no Ready is handled, so

@@ -95,6 +95,11 @@ class FaultSettings:
     snapshot_entries: int = 10**9  #: the node's own snapshot policy
     lease_read: bool = False
     single_voter: bool = False  #: bootstrap one voter; the others join
+    #: chance that each running node is told (a refused dial) that a crashed or
+    #: stopped peer's process is gone (``RaftNode.peer_gone``)
+    gone_report: float = 0.0
+    #: chance per tick of a false report: a node told a live peer is gone
+    false_gone: float = 0.0
 
 
 @dataclass
@@ -126,6 +131,8 @@ class Simulation:
         self.rng = random.Random(seed)
         #: draws of the folder fault, kept apart so seeds without it replay as before
         self.folder_rng = random.Random(f"{seed}/folder")
+        #: draws of the peer-gone reports, apart so seeds without them replay as before
+        self.gone_rng = random.Random(f"{seed}/gone")
         #: half the seeds read as production nodes do (batched reads, then
         #: ``process_received``); drawn apart so the other half replay as before
         drawn = random.Random(f"{seed}/reads").random() < 0.5
@@ -241,6 +248,10 @@ class Simulation:
         fr = self.folder_rng
         if fr.random() < 0.15:
             f.folder_swap_rate = fr.choice((0.005, 0.02))
+        gr = self.gone_rng
+        if gr.random() < 0.5:
+            f.gone_report = gr.choice((0.5, 1.0))
+            f.false_gone = gr.choice((0.0, 0.01, 0.05))
         return f
 
     def core_config(self, nid: NodeId) -> CoreConfig:
@@ -515,16 +526,26 @@ class Simulation:
             self.mute_until[r.choice(every)] = now + r.randint(2, 50) * TICK
         if r.random() < f.crash_rate:
             victim = self.hosts[r.choice(every)]
-            if victim.up:
+            was_up = victim.up
+            if was_up:
                 self.trace(f"crash {victim.id}")
             victim.crash()
+            if was_up:
+                self._report_gone(victim)
         if r.random() < f.stop_rate:
             victim = self.hosts[r.choice(every)]
             if victim.up:
                 self.trace(f"stop {victim.id}")
-            victim.stop()
+            stopping = victim.stop()
+            if stopping is not None:
+                stopping.addBoth(lambda _, v=victim: self._report_gone(v))
         if r.random() < f.stall_rate:
             self.hosts[r.choice(every)].stall(r.uniform(11, 40) * TICK)
+        gr = self.gone_rng
+        if f.false_gone and gr.random() < f.false_gone:
+            told, about = gr.sample(sorted(self.hosts), 2)
+            self.trace(f"{told} told falsely that {about} is gone")
+            self.hosts[told].peer_gone(NodeId(about))
         if r.random() < f.wipe_rate:
             self._maybe_wipe(self.hosts[r.choice(self.ids)])
         fr = self.folder_rng
@@ -533,6 +554,17 @@ class Simulation:
         for host in self.hosts.values():
             if not host.up and host.incarnation and r.random() < 0.05:
                 self._restart(host)
+
+    def _report_gone(self, gone: NodeHost) -> None:
+        """Tell each running peer of ``gone`` (each with the seed's chance, after a
+        network delay) that its process is gone, as a refused dial would."""
+        gr, chance = self.gone_rng, self.faults.gone_report
+        if not chance:
+            return
+        for host in self.hosts.values():
+            if host is not gone and host.up and gr.random() < chance:
+                delay = gr.randint(1, self.faults.max_delay) * SUBSTEP
+                self.reactor.callLater(delay, host.peer_gone, NodeId(gone.id))
 
     def _recovering(self, host: NodeHost) -> bool:
         """Return True while ``host`` has lost its disk and not yet caught up."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
@@ -76,6 +77,9 @@ EndpointMaker = Callable[[str, int, NodeId], IStreamClientEndpoint]
 SNAPSHOT_MAX_FAILURES = 8
 #: ... or after the receiver sent it back this many times (lost data, bad checksum).
 SNAPSHOT_MAX_REWINDS = 3
+#: A working connection that closes is dialled again at once (a refusal then
+#: tells the node its peer's process is gone), at most once per this many seconds.
+GONE_PROBE_SECONDS = 1.0
 
 
 class _SnapshotStream:
@@ -154,6 +158,7 @@ class _PeerLink:
         self.snapshot: _SnapshotStream | None = None
         self._waiters: list[Deferred[PeerProtocol]] = []
         self._lost_waiters: list[Deferred[None]] = []
+        self.probed_at = float("-inf")  #: when a closed connection was last redialled at once
 
     # ------------------------------------------------------------- sending
 
@@ -290,6 +295,8 @@ class _PeerLink:
                 peer=self.peer_id,
                 reason=reason.getErrorMessage(),
             )
+        if reason.check(ConnectionRefusedError) is not None:
+            self.owner.report_gone(self.peer_id)
         self.backoff()
 
     def backoff(self) -> None:
@@ -351,7 +358,8 @@ class _PeerLink:
         """Forget the connection and, unless closed, reconnect after a backoff."""
         if protocol is not self.protocol:
             return
-        if not self.hello_ok and self.failures == 0 and not self.closed:
+        was_up, self.hello_ok = self.hello_ok, False
+        if not was_up and self.failures == 0 and not self.closed:
             # E.g. a TLS handshake that failed: the peer's certificate is not
             # the one expected, or the peer refused ours. Once per outage.
             self.log.warn(
@@ -369,6 +377,13 @@ class _PeerLink:
         for waiter in lost_waiters:
             waiter.callback(None)
         if self.closed:
+            return
+        now = self.owner.clock.seconds()
+        if was_up and now - self.probed_at >= GONE_PROBE_SECONDS:
+            # The peer may have died (a crash closes its connections at once):
+            # dial now, so that a refusal tells the node within a round trip.
+            self.probed_at = now
+            self.connect()
             return
         self.backoff()
 
@@ -635,6 +650,7 @@ class AMPPeerTransport:
         )
         self._factory = PeerServerFactory(self._inbox)
         self._links: dict[NodeId, _PeerLink] = {}
+        self._peer_gone: Callable[[NodeId], None] | None = None
         self._local: list[PeerMessage] = []  #: messages to this node, for the next turn
         self._ports: list[IListeningPort] = []
         self._closed = False
@@ -738,6 +754,22 @@ class AMPPeerTransport:
         instead of the next one.
         """
         self._inbox.after_read = after_read
+
+    def set_peer_gone(self, peer_gone: Callable[[NodeId], None]) -> None:
+        """Call ``peer_gone(peer)`` when a dial to ``peer`` is refused: no process
+        listens at its address (it crashed, was killed or stopped). A working
+        connection that closes is redialled at once to find out."""
+        self._peer_gone = peer_gone
+
+    def report_gone(self, peer_id: NodeId) -> None:
+        """Tell the node that ``peer_id`` refused a dial (see :meth:`set_peer_gone`)."""
+        peer_gone = self._peer_gone
+        if peer_gone is None or self._closed:
+            return
+        try:
+            peer_gone(peer_id)
+        except Exception:
+            self.log.failure("the node failed on peer {peer} gone", peer=peer_id)
 
     def close(self) -> Deferred[None]:
         """Stop listening, close every connection; fire when all are closed."""

@@ -51,8 +51,12 @@ def test_three_nodes_elect_commit_and_serve_reads_through_any_node(cluster3: Loc
 def test_leader_sigkill_new_leader_takes_writes_and_keeps_acknowledged_ones(
     cluster3: LocalCluster,
 ):
-    """SIGKILL the leader: a new one is elected and every acknowledged write survives."""
+    """SIGKILL the leader: a new one is elected and every acknowledged write survives.
+
+    The survivors learn it from the refused dial (their connections to it closed):
+    at least one campaigns at once (``stats.leader_gone``)."""
     leader = cluster3.wait_for_leader()
+    term = cluster3.status(leader)["term"]
     acked = []
     for i in range(20):
         put(leader.http_port, f"k{i}", f"v{i}")
@@ -69,6 +73,9 @@ def test_leader_sigkill_new_leader_takes_writes_and_keeps_acknowledged_ones(
 
     new = cluster3.wait_for("a new leader", new_leader)
     put(new.http_port, "after", "kill")
+    statuses = [cluster3.status(n) or {} for n in survivors]
+    assert sum(st["stats"]["leader_gone"] for st in statuses) >= 1, statuses
+    assert all(st["term"] > term for st in statuses), statuses
     for i in acked:
         assert get(new.http_port, f"k{i}") == f"v{i}"
     assert get(new.http_port, "after") == "kill"
@@ -128,6 +135,8 @@ def test_paused_leader_steps_down_and_loses_nothing(cluster3: LocalCluster):
         return st and st["role"] != "leader" and st["applied_index"] >= 1
 
     cluster3.wait_for("the old leader to step down", old_steps_down)
+    # A paused process still holds its port: no survivor was told it was gone.
+    assert [(cluster3.status(n) or {})["stats"]["leader_gone"] for n in others] == [0, 0]
     assert get(leader.http_port, "before") == "pause"
     assert get(leader.http_port, "during") == "pause"
 

@@ -224,8 +224,9 @@ def test_failed_connection_is_retried_with_capped_exponential_backoff(capture):
     assert a.transport.peer_status()[N2]["failures"] == 0
 
 
-def test_lost_connection_is_reestablished_after_backoff(capture):
-    """When the connection drops, the next messages go over a new one after a short backoff."""
+def test_lost_connection_is_redialled_at_once_then_after_backoff(capture):
+    """A working connection that drops is dialled again at once (to learn whether the
+    peer's process is gone); a second drop within GONE_PROBE_SECONDS waits out a backoff."""
     reactor = MemoryReactorClock()
     completer = ConnectionCompleter(reactor)
     a, b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
@@ -234,12 +235,62 @@ def test_lost_connection_is_reestablished_after_backoff(capture):
     pump.flush()
     pump.serverIO.loseConnection()
     pump.flush()
+    assert dialled(reactor) == [("127.0.0.1", 7002)]  # at once, nothing queued
+    pump = completer.succeedOnce()
+    pump.flush()
     a.transport.send(hb(2))
-    assert dialled(reactor) == []  # waiting out the backoff
+    pump.flush()
+    assert b.received == [hb(1), hb(2)]
+    pump.serverIO.loseConnection()
+    pump.flush()
+    a.transport.send(hb(3))
+    assert dialled(reactor) == []  # the second drop within a second: a backoff
     reactor.advance(0.05)
     assert dialled(reactor) == [("127.0.0.1", 7002)]
     completer.succeedOnce().flush()
-    assert b.received == [hb(1), hb(2)]
+    assert b.received == [hb(1), hb(2), hb(3)]
+
+
+def test_a_refused_dial_tells_the_node_its_peer_is_gone(capture):
+    """When a working connection drops and the redial is refused, set_peer_gone's
+    callback hears the peer's id once; a dial that fails otherwise says nothing."""
+    from twisted.internet.error import ConnectError, ConnectionRefusedError
+    from twisted.python.failure import Failure
+
+    reactor = MemoryReactorClock()
+    completer = ConnectionCompleter(reactor)
+    a, _b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
+    gone: list = []
+    a.transport.set_peer_gone(gone.append)
+    a.transport.send(hb(1))
+    pump = completer.succeedOnce()
+    pump.flush()
+    assert gone == []
+    pump.serverIO.loseConnection()
+    pump.flush()
+    assert gone == []  # a closed connection alone is no proof
+    completer.failOnce(Failure(ConnectionRefusedError()))
+    assert gone == [N2]
+    a.transport.send(hb(2))
+    reactor.advance(0.05)
+    completer.failOnce(Failure(ConnectError("timeout")))
+    assert gone == [N2]
+    reactor.advance(0.1)
+    completer.failOnce(Failure(ConnectionRefusedError()))
+    assert gone == [N2, N2]  # each refusal: the node ignores those about a non-leader
+
+
+def test_a_closed_transport_reports_no_peer_gone(capture):
+    """After close(), a refusal that still arrives is not reported."""
+    reactor = MemoryReactorClock()
+    a = Node(reactor, N1, book(), capture)
+    gone: list = []
+    a.transport.set_peer_gone(gone.append)
+    a.transport.report_gone(N2)
+    assert gone == [N2]
+    a.transport.close()
+    a.transport.report_gone(N2)
+    assert gone == [N2]
 
 
 def test_peer_without_address_is_retried_once_the_address_book_knows_it(capture):
@@ -340,8 +391,12 @@ def test_close_closes_connections_and_stops_dialling(capture):
     pump.flush()
     assert fired(closed) is None
     assert pump.clientIO.disconnected
+    assert dialled(reactor) == [("127.0.0.1", 7002)]  # redialled at once: is b gone?
+    probe = reactor.connectors[-1]
     closing = a.transport.close()
     assert fired(closing) is None
+    assert probe.stoppedConnecting
+    reactor.tcpClients.clear()
     a.transport.send(hb(2))
     reactor.advance(10)
     assert dialled(reactor) == []
