@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import task
@@ -64,7 +65,14 @@ class RecordingStableStore(MemoryStableStore):
         super().save(hard_state)
 
 
-def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10, **extra: Any):
+def make_node(
+    voters: list[str],
+    me: str = "1",
+    timeout_ticks: int = 10,
+    *,
+    transport_type: Callable[[list[Any]], RecordingTransport] = RecordingTransport,
+    **extra: Any,
+):
     clock = task.Clock()
     events: list[Any] = []
     log_store = MemoryLogStore()
@@ -73,7 +81,7 @@ def make_node(voters: list[str], me: str = "1", timeout_ticks: int = 10, **extra
     log_store.append(entries)
     stable.save(HardState(1, None, len(entries)))
     events.clear()
-    transport = RecordingTransport(events)
+    transport = transport_type(events)
     node = RaftNode(
         clock,
         CoreConfig(NodeId(me), election_ticks=timeout_ticks, heartbeat_ticks=2),
@@ -440,41 +448,23 @@ class ReadingTransport(RecordingTransport):
         self.after_read()
 
 
-def make_reading_follower():
-    node, clock, _recording, events = make_node(["1", "2", "3"])
-    transport = ReadingTransport(events)
-    node.transport = transport
-    transport.set_receiver(node.receive)
-    transport.set_after_read(node.process_received)
+def follower_on(transport_type: Callable[[list[Any]], ReadingTransport]):
+    """A follower of 3 voters built on a transport that reports the end of reads (as the
+    node is built on the peer transport), a moment after it started."""
+    node, clock, transport, _events = make_node(["1", "2", "3"], transport_type=transport_type)
+    run(clock, 0.02)
     return node, clock, transport
 
 
 def test_the_node_registers_for_the_end_of_each_read():
     """A node built on a transport that reports the end of reads asks to be told."""
-    clock = task.Clock()
-    transport = ReadingTransport([])
-    log_store = MemoryLogStore()
-    log_store.append(bootstrap_entries([(NodeId(v), b"") for v in ("1", "2", "3")]))
-    stable = MemoryStableStore()
-    stable.save(HardState(1, None, 3))
-    node = RaftNode(
-        clock,
-        CoreConfig(NodeId("1"), election_ticks=10, heartbeat_ticks=2),
-        log_store,
-        stable,
-        MemorySnapshotStore(),
-        transport,
-        KeyValueStateMachine(),
-        NodeSettings(tick_interval=0.05),
-        rng=random.Random(1),
-    )
+    node, _clock, transport, _events = make_node(["1", "2", "3"], transport_type=ReadingTransport)
     assert transport.after_read == node.process_received
 
 
 def test_a_follower_answers_an_append_in_the_reactor_turn_of_its_read():
     """The answer to an append leaves at the end of the read, not a reactor turn later."""
-    node, clock, transport = make_reading_follower()
-    run(clock, 0.02)
+    node, clock, transport = follower_on(ReadingTransport)
     first = node.core.log.last_index() + 1
     entry = Entry(first, 2, data=b"x")
     transport.read(AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (entry,), 0))
@@ -489,8 +479,7 @@ def test_a_follower_answers_an_append_in_the_reactor_turn_of_its_read():
 
 def test_the_messages_of_one_read_are_one_batch():
     """Two appends in one read make one write and one Ready, as they did a turn later."""
-    node, clock, transport = make_reading_follower()
-    run(clock, 0.02)
+    node, _clock, transport = follower_on(ReadingTransport)
     first = node.core.log.last_index() + 1
     persists, readies = node.stats["persists"], node.stats["readies"]
     a = Entry(first, 2, data=b"a")
@@ -528,17 +517,6 @@ class HoldingTransport(ReadingTransport):
         self.after_read()
 
 
-def make_holding_follower():
-    node, clock, _recording, events = make_node(["1", "2", "3"])
-    transport = HoldingTransport(events)
-    node.transport = transport
-    transport.set_receiver(node.receive)
-    transport.set_after_read(node.process_received)
-    node._held_by_read = transport.defer_to_end_of_read  # as built on it
-    run(clock, 0.02)
-    return node, clock, transport
-
-
 def process_calls(clock: task.Clock) -> list[Any]:
     """Return the node's pending calls of ``_process`` on ``clock``."""
     return [c for c in clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "_process"]
@@ -560,7 +538,7 @@ def counting(clock: task.Clock) -> list[Any]:
 
 def test_a_read_that_holds_the_node_makes_no_timer_for_its_messages():
     """Messages of one read are handled at its end without a callLater(0) to cancel."""
-    node, clock, transport = make_holding_follower()
+    node, clock, transport = follower_on(HoldingTransport)
     first = node.core.log.last_index() + 1
     made = counting(clock)
     transport.read(
@@ -574,8 +552,7 @@ def test_a_read_that_holds_the_node_makes_no_timer_for_its_messages():
 
 def test_a_ready_that_leaves_nothing_to_do_schedules_no_turn():
     """After a Ready that leaves the core idle, no call of ``_process`` is pending."""
-    node, clock, transport = make_reading_follower()
-    run(clock, 0.02)
+    node, clock, transport = follower_on(ReadingTransport)
     first = node.core.log.last_index() + 1
     transport.read(
         AppendEntries(NodeId("2"), NodeId("1"), 2, first - 1, 1, (Entry(first, 2, data=b"x"),), 0)
@@ -587,7 +564,7 @@ def test_a_ready_that_leaves_nothing_to_do_schedules_no_turn():
 
 def test_a_read_during_a_ready_still_gets_its_turn():
     """Messages read while the node handles a Ready (never in production) are not lost."""
-    node, clock, transport = make_holding_follower()
+    node, clock, transport = follower_on(HoldingTransport)
     first = node.core.log.last_index() + 1
     message = AppendEntries(
         NodeId("2"), NodeId("1"), 2, first - 1, 1, (Entry(first, 2, data=b"x"),), 0

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from twisted.internet import task
-from twisted.internet.defer import Deferred
 
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import (
@@ -31,7 +30,7 @@ from leeky_twisted.server.recovery import (
 from leeky_twisted.statemachine import commands as kv
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.storage.memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
-from tests.test_node import RecordingTransport
+from tests.test_node import RecordingTransport, outcome, run
 
 
 def put(index: int, term: int, key: str) -> Entry:
@@ -69,17 +68,6 @@ def build(log_store: Any, stable: Any, snaps: Any) -> tuple[RaftNode, task.Clock
     )
     node.start()
     return node, clock
-
-
-def run(clock: task.Clock, seconds: float, step: float = 0.01) -> None:
-    for _ in range(round(seconds / step)):
-        clock.advance(step)
-
-
-def outcome(d: Deferred[Any]) -> list[Any]:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    return out
 
 
 def test_without_recovery_a_survivor_of_a_lost_majority_never_leads() -> None:

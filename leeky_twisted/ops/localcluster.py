@@ -349,8 +349,11 @@ class LocalCluster:
                 best = (st["term"], node)
         return best[1] if best else None
 
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-        """Poll ``check`` until it returns something truthy; raise after ``timeout``."""
+    @staticmethod
+    def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Poll ``check`` until it returns something truthy; raise after ``timeout``.
+
+        It needs no cluster: tests that run ``leekyraft local`` call it on the class."""
         deadline = time.monotonic() + timeout
         while True:
             value = check()

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import error
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -105,6 +106,34 @@ class FakeRaftNode(FakeNodeBase):
                 "log_entries": self.index,
             }
         )
+
+
+class SocketTransport(StringTransport):
+    """A TCP transport as Twisted's FileDescriptor keeps it: written bytes wait in
+    ``_tempDataBuffer`` until the client reads (:meth:`drain`), so the unsent bytes
+    grow while it reads nothing. :meth:`abortConnection` only notes ``aborted``: the
+    connection stays open, so a test sees whether anything more is buffered after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataBuffer: list[bytes] = []
+        self._tempDataLen = 0
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self._tempDataBuffer.append(data)
+        self._tempDataLen += len(data)
+
+    def drain(self) -> bytes:
+        """Return everything written so far; the buffer is empty again."""
+        data = b"".join(self._tempDataBuffer)
+        self._tempDataBuffer, self._tempDataLen = [], 0
+        return data
+
+    def abortConnection(self) -> None:
+        self.aborted = True
 
 
 class FakeNetwork:

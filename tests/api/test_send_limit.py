@@ -27,36 +27,11 @@ from leeky_twisted.security.connlimits import (
     RateLimitedLog,
 )
 from leeky_twisted.statemachine.commands import Put, encode_command
-from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, SocketTransport
 
 VALUE = "v" * 10_000
 PAUSE = 30_000
 CAP = 100_000
-
-
-class SocketTransport(StringTransport):
-    """A TCP transport as Twisted's FileDescriptor keeps it: written bytes wait in
-    ``_tempDataBuffer`` until the client reads (:meth:`drain`); it can be aborted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dataBuffer = b""
-        self.offset = 0
-        self._tempDataBuffer: list[bytes] = []
-        self._tempDataLen = 0
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self._tempDataBuffer.append(data)
-        self._tempDataLen += len(data)
-
-    def drain(self) -> bytes:
-        data = b"".join(self._tempDataBuffer)
-        self._tempDataBuffer, self._tempDataLen = [], 0
-        return data
-
-    def abortConnection(self) -> None:
-        self.aborted = True
 
 
 def _amp_node(clock: Clock) -> tuple[ClientLocator, FakeRaftNode]:

@@ -10,32 +10,10 @@ from leeky_twisted.api.amp_api import ClientAPIProtocol, ClientLocator
 from leeky_twisted.protocol import commands as cc
 from leeky_twisted.protocol.netutil import buffered_bytes
 from leeky_twisted.statemachine.commands import Put, encode_command
-from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
+from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode, SocketTransport
 
 LIMIT = 20_000
 VALUE = "v" * 1000
-
-
-class SocketTransport(StringTransport):
-    """A TCP transport as Twisted's FileDescriptor keeps it: written bytes wait in
-    ``_tempDataBuffer`` until the socket takes them (:meth:`drain`: the client reads)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dataBuffer = b""
-        self.offset = 0
-        self._tempDataBuffer: list[bytes] = []
-        self._tempDataLen = 0
-
-    def write(self, data: bytes) -> None:
-        self._tempDataBuffer.append(data)
-        self._tempDataLen += len(data)
-
-    def drain(self) -> bytes:
-        """Return everything written so far; the buffer is empty again."""
-        data = b"".join(self._tempDataBuffer)
-        self._tempDataBuffer, self._tempDataLen = [], 0
-        return data
 
 
 class Client(amp.AMP):

@@ -5,6 +5,7 @@ runs (the peer inbox's ``after_read``), so that path is under the safety checks.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.messages import NodeId, RequestVote
@@ -13,8 +14,8 @@ from leeky_twisted.testing.hosts import NodeHost, SimReactor
 from leeky_twisted.testing.simulation import Simulation
 
 
-def recording_host(batch_reads: bool) -> tuple[SimReactor, NodeHost, list[object]]:
-    """A started node whose received messages and ends of reads are recorded in order."""
+def started_host(**options: Any) -> tuple[SimReactor, NodeHost]:
+    """A started host of node n1, the one voter of its cluster, on a SimReactor."""
     reactor = SimReactor()
     host = NodeHost(
         reactor,
@@ -23,9 +24,15 @@ def recording_host(batch_reads: bool) -> tuple[SimReactor, NodeHost, list[object
         lambda n: NodeSettings(tick_interval=1.0, bootstrap=[("n1", b"")]),
         random.Random(1),
         lambda host, message: None,
-        batch_reads=batch_reads,
+        **options,
     )
-    assert host.start()
+    assert host.start() and host.node is not None
+    return reactor, host
+
+
+def recording_host(batch_reads: bool) -> tuple[SimReactor, NodeHost, list[object]]:
+    """A started node whose received messages and ends of reads are recorded in order."""
+    reactor, host = started_host(batch_reads=batch_reads)
     node = host.node
     assert node is not None
     seen: list[object] = []
@@ -73,16 +80,8 @@ def test_without_batched_reads_each_message_is_read_alone_and_nothing_runs_after
 
 def test_the_shipped_node_asks_for_the_end_of_each_read():
     """RaftNode registers ``process_received`` with the transport, as with the peer inbox."""
-    reactor = SimReactor()
-    host = NodeHost(
-        reactor,
-        NodeId("n1"),
-        lambda n: CoreConfig(n, election_ticks=10, heartbeat_ticks=2),
-        lambda n: NodeSettings(tick_interval=1.0, bootstrap=[("n1", b"")]),
-        random.Random(1),
-        lambda host, message: None,
-    )
-    assert host.start() and host.node is not None
+    _, host = started_host()
+    assert host.node is not None
     assert host.node.transport.after_read == host.node.process_received  # type: ignore[attr-defined]
 
 
