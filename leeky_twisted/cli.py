@@ -96,6 +96,7 @@ exit codes:
   {EXIT_ERROR}   other error
   {EXIT_NOT_FOUND}   key not found (get, delete, lease revoke)
   {EXIT_UNREACHABLE}   cluster unreachable: no node answered; nothing was applied
+      (status: some node of the cluster did not answer; the table shows every node)
   {EXIT_TIMEOUT}   timed out, outcome unknown: a write may or may not have been applied
   {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large), or every
       node given was removed from the cluster (use another node)
@@ -1018,6 +1019,14 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             if empty:
                 print(ABSTAINING_NOTE.format(nodes=", ".join(empty)), file=err)
             return EXIT_NO_LEADER
+        silent = [r.address for r in reports if r.status is None]
+        if silent:  # the table shows them; the exit code must too (scripts, health checks)
+            print(
+                f"leekyraft: {len(silent)} of {len(reports)} nodes did not answer: "
+                f"{', '.join(silent)}",
+                file=err,
+            )
+            return EXIT_UNREACHABLE
         return EXIT_OK
     if command == "submit":
         result = await client.submit(" ".join(args.entry))  # type: ignore[attr-defined]

@@ -190,7 +190,7 @@ def test_status_table_lists_every_node():
 def test_status_json_lists_statuses_and_errors():
     """status --json prints every node's status or error."""
     code, out, _ = run(["status", "--json"], FakeClient(reports=REPORTS))
-    assert code == 0
+    assert code == cli.EXIT_UNREACHABLE  # node 3 did not answer
     items = json.loads(out)
     assert items[0] == {"address": "127.0.0.1:7001", "status": REPORTS[0].status}
     assert items[2] == {"address": "127.0.0.1:7003", "error": "Connection was refused"}
@@ -218,7 +218,25 @@ def test_status_with_no_leader_exits_7_and_says_why():
         "leekyraft: no leader: 1 of 2 nodes answered, and none knows a leader "
         "(an election needs a majority of the voters up)\n"
     )
-    assert run(["status"], FakeClient(reports=REPORTS))[0] == 0
+    assert run(["status"], FakeClient(reports=REPORTS[:2]))[0] == 0
+
+
+def test_status_with_some_node_not_answering_exits_3_after_the_whole_table():
+    """One node of three does not answer: every row is still printed, a line names the
+    silent node, and the exit code is 3 (as when none answers) for scripts and health
+    checks; with every node answering it is 0."""
+    code, out, err = run(["status"], FakeClient(reports=REPORTS))
+    assert code == cli.EXIT_UNREACHABLE == 3
+    assert out == cli.format_status_table(REPORTS) + "\n"
+    assert err == "leekyraft: 1 of 3 nodes did not answer: 127.0.0.1:7003\n"
+    code, out, err = run(["status", "--json"], FakeClient(reports=REPORTS))
+    assert code == 3 and len(json.loads(out)) == 3
+    assert err == "leekyraft: 1 of 3 nodes did not answer: 127.0.0.1:7003\n"
+    assert run(["status"], FakeClient(reports=REPORTS[:2])) == (
+        0,
+        cli.format_status_table(REPORTS[:2]) + "\n",
+        "",
+    )
 
 
 def test_status_names_a_node_removed_from_the_cluster():
