@@ -335,7 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("entry", metavar="WORD", nargs="+")
 
-    p = sub.add_parser("query", help="a linearizable read-only request (GET k, or READ f)")
+    p = sub.add_parser(
+        "query",
+        help="a linearizable read-only request (GET k, or READ f); prints the answer as JSON",
+        description="Send the WORDs joined by spaces as a raw read-only request and print "
+        "the answer as JSON (null: nothing there). The queries are the state machine's: "
+        "the key-value store answers GET KEY; the example executor (--executor-url) answers "
+        "READ NAME and LIST. A query the cluster does not know exits 64.",
+    )
     p.add_argument("request", metavar="WORD", nargs="+")
 
     p = sub.add_parser(
@@ -884,6 +891,10 @@ async def run_command(
     try:
         return await _run(args, client, out, err)
     except LeekyError as e:
+        if args.command == "query" and isinstance(e, InvalidRequest):
+            # Only the cluster knows its state machine's queries: a refusal is bad input.
+            print(f"leekyraft: query: {e}", file=err)
+            return EXIT_USAGE
         print(f"leekyraft: {e}", file=err)
         if isinstance(e, Unavailable) and "nothing listens" in str(e):
             print(UNREACHABLE_HINT, file=err)

@@ -670,8 +670,15 @@ class KeyValueFrontend:
         text = self._value(request, "request")
         if not self.executor:
             words = text.split()
-            if len(words) != 2 or words[0].upper() != "GET":
-                raise InvalidRequest("the key-value store answers queries like: GET key")
+            if not words or words[0].upper() != "GET":
+                name = repr(words[0][:40]) if words else "(empty)"
+                raise InvalidRequest(
+                    f"unknown query {name}: the key-value store answers GET <key> "
+                    "(READ <name> and LIST are the example executor's queries, and this "
+                    "cluster runs the key-value store)"
+                )
+            if len(words) != 2:
+                raise InvalidRequest("the key-value store answers queries like: GET <key>")
             question: object = kv.Get(self._key(words[1]))
         else:
             question = text
