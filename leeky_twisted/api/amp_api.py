@@ -227,9 +227,16 @@ class KeyValueFrontend:
                 clock, machine.revision, window=watch_window, on_watching=node.want_eager_commits
             )
             self._detach = watches.attach(machine, self.watches)
+            node.on_removed(self._node_removed)
             self.leases = LeaseKeeper(
                 clock, node, machine, extension=lease_extension, timeout=timeout
             )
+
+    def _node_removed(self, error: Exception) -> None:
+        """The node learned it was removed: its open watches end with the error that new
+        requests get (clients then move on to another node, or give up with it)."""
+        if self.watches is not None:
+            self.watches.end_all(cc.WATCH_ENDED_REMOVED + str(error))
 
     def close(self) -> Deferred[None]:
         """End every watch; close the forwarding connections, if any."""
@@ -618,6 +625,8 @@ class KeyValueFrontend:
                 timer.cancel()
             hub.cancel(watcher)
         if sink.ended is not None:
+            if sink.ended.startswith(cc.WATCH_ENDED_REMOVED):
+                raise Removed(sink.ended[len(cc.WATCH_ENDED_REMOVED) :])
             raise Compacted(sink.ended) if "compacted" in sink.ended else Unavailable(sink.ended)
         if sink.taken:
             events = sink.taken[: _whole_revisions(sink.taken, limit)]
