@@ -96,7 +96,9 @@ exit codes:
   {EXIT_ERROR}   other error
   {EXIT_NOT_FOUND}   key not found (get, delete, lease revoke)
   {EXIT_UNREACHABLE}   cluster unreachable: no node answered; nothing was applied
+      (status: some node of the cluster did not answer; the table shows every node)
   {EXIT_TIMEOUT}   timed out, outcome unknown: a write may or may not have been applied
+      (lock --timeout: the lock was still held; COMMAND did not run)
   {EXIT_REFUSED}   input refused by the cluster (e.g. key or value too large), or every
       node given was removed from the cluster (use another node)
   {EXIT_CAS_FAILED}   cas: the current value differed; txn: the failure branch ran
@@ -131,6 +133,15 @@ class _Parser(argparse.ArgumentParser):
         """Print usage and ``message`` to stderr; exit with EXIT_USAGE."""
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _Given(argparse._StoreAction):
+    """Store the option's value, and note that it was given (``<dest>_given``): a default
+    that means "not given" is then told apart from the same value given."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
 
 
 class KeyValueClient(Protocol):
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
+        action=_Given,  # `lock` bounds its wait only when --timeout is given
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
@@ -261,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         "it), then run COMMAND with LEEKYRAFT_LOCK_TOKEN (the fencing token: the lock key's "
         "create revision, growing with every holder) and LEEKYRAFT_LOCK_KEY in its "
         "environment, release the lock, and exit with COMMAND's exit code. The lock lives on "
-        "a lease kept alive every TTL/3 s; if the lease is lost, COMMAND is terminated.",
+        "a lease kept alive every TTL/3 s; if the lease is lost, COMMAND is terminated. "
+        "With --timeout SECONDS (before --), give up waiting after that long: exit 4, "
+        "COMMAND not run, this waiter's place in the queue withdrawn; without it, wait "
+        "as long as the lock is held.",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--ttl", type=int, default=10, help="lease ttl in seconds (default 10)")
@@ -334,7 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("entry", metavar="WORD", nargs="+")
 
-    p = sub.add_parser("query", help="a linearizable read-only request (GET k, or READ f)")
+    p = sub.add_parser(
+        "query",
+        help="a linearizable read-only request (GET k, or READ f); prints the answer as JSON",
+        description="Send the WORDs joined by spaces as a raw read-only request and print "
+        "the answer as JSON (null: nothing there). The queries are the state machine's: "
+        "the key-value store answers GET KEY; the example executor (--executor-url) answers "
+        "READ NAME and LIST. A query the cluster does not know exits 64.",
+    )
     p.add_argument("request", metavar="WORD", nargs="+")
 
     p = sub.add_parser(
@@ -455,6 +477,7 @@ def _accept_connection_options_after_the_command(parser: argparse.ArgumentParser
                 continue
             command.add_argument(
                 *action.option_strings,
+                action=type(action),
                 dest=action.dest,
                 type=action.type,
                 metavar=action.metavar,
@@ -883,6 +906,10 @@ async def run_command(
     try:
         return await _run(args, client, out, err)
     except LeekyError as e:
+        if args.command == "query" and isinstance(e, InvalidRequest):
+            # Only the cluster knows its state machine's queries: a refusal is bad input.
+            print(f"leekyraft: query: {e}", file=err)
+            return EXIT_USAGE
         print(f"leekyraft: {e}", file=err)
         if isinstance(e, Unavailable) and "nothing listens" in str(e):
             print(UNREACHABLE_HINT, file=err)
@@ -1018,6 +1045,14 @@ async def _run(args: argparse.Namespace, client: KeyValueClient, out: IO[str], e
             if empty:
                 print(ABSTAINING_NOTE.format(nodes=", ".join(empty)), file=err)
             return EXIT_NO_LEADER
+        silent = [r.address for r in reports if r.status is None]
+        if silent:  # the table shows them; the exit code must too (scripts, health checks)
+            print(
+                f"leekyraft: {len(silent)} of {len(reports)} nodes did not answer: "
+                f"{', '.join(silent)}",
+                file=err,
+            )
+            return EXIT_UNREACHABLE
         return EXIT_OK
     if command == "submit":
         result = await client.submit(" ".join(args.entry))  # type: ignore[attr-defined]
@@ -1203,11 +1238,32 @@ async def run_locked(
         raise ValueError("--ttl must be a positive number of seconds")
     if program and shutil.which(program[0]) is None:
         raise ValueError(f"command not found: {program[0]}")
+    acquiring: Deferred[Any] = Deferred.fromCoroutine(acquire(client, args.name, args.ttl))
+    expired: list[float] = []
+    timer = None
+    if getattr(args, "timeout_given", False):  # else: wait as long as the lock is held
+
+        def expire() -> None:
+            expired.append(args.timeout)
+            acquiring.cancel()  # the acquisition withdraws its queue key as it ends
+
+        timer = client._clock.callLater(args.timeout, expire)
     try:
-        lock = await acquire(client, args.name, args.ttl)
+        lock = await acquiring
     except CancelledError:
         await end_sessions(client)  # our place in the queue goes with the session lease
+        if expired:
+            print(
+                f"leekyraft: lock {args.name} still held after {args.timeout:g} s "
+                "(--timeout): not acquired, so the command did not run; this waiter left "
+                "the queue",
+                file=err,
+            )
+            return EXIT_TIMEOUT
         raise
+    finally:
+        if timer is not None and timer.active():
+            timer.cancel()
     _release_on_ctrl_c(client, lock)
     try:
         print(f"leekyraft: holding {lock.key} (token {lock.token})", file=err, flush=True)
@@ -1441,6 +1497,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--limit must be from 0 to {MAX_RANGE_LIMIT}")
     if not 0 <= (getattr(args, "from_revision", None) or 0) <= MAX_ID:
         parser.error(f"--from must be a revision from 0 to {MAX_ID}")
+    if args.command == "lock":
+        _lock_options_before_dashes(parser, args)
     if args.command in ("lock", "elect") and not 1 <= args.ttl <= MAX_LEASE_TTL:
         parser.error(f"--ttl must be a number of seconds from 1 to {MAX_LEASE_TTL}")
     if getattr(args, "lease", None) is not None and not 1 <= args.lease <= MAX_ID:
@@ -1456,6 +1514,23 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             plot_format(args.plot)
         except ValueError as e:
             parser.error(str(e))
+
+
+def _lock_options_before_dashes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``lock NAME --timeout 5 -- CMD``: the words between NAME and ``--`` are lock's options.
+
+    argparse hands everything after NAME to COMMAND; when those words start with an
+    option and a ``--`` follows, they are parsed as the lock's options (a usage error
+    if they are not) and COMMAND is what follows ``--``.
+    """
+    program: list[str] = list(args.program)
+    if not program or not program[0].startswith("-") or program[0] == "--" or "--" not in program:
+        return
+    cut = program.index("--")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "lock"
+    ]
+    sub.parse_args([*program[:cut], args.name, *program[cut:]], namespace=args)
 
 
 def plots_or_exit(err: IO[str]) -> None:

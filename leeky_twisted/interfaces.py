@@ -216,6 +216,10 @@ class IRaftNode(Interface):
         (A ``protocol.errors.Removed``; a removed node refuses every client request with it.)
         """
 
+    def on_removed(observer: Callable[[Exception], None]) -> None:
+        """Call ``observer(error)`` each time this node learns it was removed (``error`` is
+        what :meth:`removed` returns then), so what is open on it (watches) can end."""
+
     def local_state_machine() -> IStateMachine | None:
         """Capability: the in-process state machine, or None when an executor applies."""
 

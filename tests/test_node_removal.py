@@ -360,3 +360,66 @@ def test_the_wrappers_pass_the_per_turn_sending_through_and_count_each_message()
     tracked.send_batch(messages)
     inner.send_batch.assert_called_once_with(messages)
     assert sum(counter.sent.values()) == 2
+
+
+# --------------------------------------------- open watches end when the node learns it
+
+
+class _Sink:
+    """A watch sink that records what the hub tells it."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def events(self, watcher: Any, events: list[Any]) -> None:
+        pass
+
+    def progress(self, watcher: Any, revision: int) -> None:
+        pass
+
+    def cancelled(self, watcher: Any, reason: str) -> None:
+        self.ended.append(reason)
+
+
+@pytest.mark.parametrize("how", ["told", "applied"])
+def test_open_watches_end_with_removed_when_the_node_learns_it_was_removed(how):
+    """Watches taken on before the removal: a pushed watch ends with the removed node's
+    error (as its reason, after ``removed: ``), a waiting long poll fails with Removed,
+    instead of waiting in silence on a node whose state no longer moves."""
+    node, clock, _, _ = make_node(["1", "2", "3"], me="3")
+    if how == "told":
+        run(clock, 1.5)  # campaigning: a notice is believed
+    frontend = KeyValueFrontend(node, clock)
+    sink = _Sink()
+    frontend.start_watch("z", None, False, None, sink)  # type: ignore[arg-type]
+    poll = Deferred.fromCoroutine(frontend.poll_watch("z", wait=30))
+    assert frontend.watches is not None and len(frontend.watches.watchers()) == 2
+    if how == "told":
+        node.receive(RemovedNotice(N1, N3, 6))
+        index = 6
+    else:
+        entries = [Entry(4, 2, EntryKind.NOOP), config_entry(5, ConfChangeOp.REMOVE, N3)]
+        from_leader(node, entries, commit=5)
+        run(clock, 0.1)
+        index = 5
+    assert sink.ended == [f"removed: {node.removed()}"]
+    assert (
+        f"node 3 was removed from the cluster (configuration change at {index})" in (sink.ended[0])
+    )
+    assert_refused_as_removed(poll, index)
+    assert frontend.watches.watchers() == []
+    frontend.close()
+
+
+def test_a_node_tells_its_removal_observers_once_per_removal():
+    """on_removed observers hear the error each time the node learns of a removal."""
+    node, _, _ = removed_node_told(index=6)
+    heard: list[Exception] = []
+    node.on_removed(heard.append)
+    node.receive(RemovedNotice(N2, N3, 6))  # the same removal, said again
+    assert heard == []
+    node2, clock2, _, _ = make_node(["1", "2", "3"], me="3")
+    node2.on_removed(heard.append)
+    run(clock2, 1.5)
+    node2.receive(RemovedNotice(N1, N3, 6))
+    assert len(heard) == 1 and heard[0] is node2.removed()

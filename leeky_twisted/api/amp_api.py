@@ -227,9 +227,16 @@ class KeyValueFrontend:
                 clock, machine.revision, window=watch_window, on_watching=node.want_eager_commits
             )
             self._detach = watches.attach(machine, self.watches)
+            node.on_removed(self._node_removed)
             self.leases = LeaseKeeper(
                 clock, node, machine, extension=lease_extension, timeout=timeout
             )
+
+    def _node_removed(self, error: Exception) -> None:
+        """The node learned it was removed: its open watches end with the error that new
+        requests get (clients then move on to another node, or give up with it)."""
+        if self.watches is not None:
+            self.watches.end_all(cc.WATCH_ENDED_REMOVED + str(error))
 
     def close(self) -> Deferred[None]:
         """End every watch; close the forwarding connections, if any."""
@@ -618,6 +625,8 @@ class KeyValueFrontend:
                 timer.cancel()
             hub.cancel(watcher)
         if sink.ended is not None:
+            if sink.ended.startswith(cc.WATCH_ENDED_REMOVED):
+                raise Removed(sink.ended[len(cc.WATCH_ENDED_REMOVED) :])
             raise Compacted(sink.ended) if "compacted" in sink.ended else Unavailable(sink.ended)
         if sink.taken:
             events = sink.taken[: _whole_revisions(sink.taken, limit)]
@@ -670,8 +679,15 @@ class KeyValueFrontend:
         text = self._value(request, "request")
         if not self.executor:
             words = text.split()
-            if len(words) != 2 or words[0].upper() != "GET":
-                raise InvalidRequest("the key-value store answers queries like: GET key")
+            if not words or words[0].upper() != "GET":
+                name = repr(words[0][:40]) if words else "(empty)"
+                raise InvalidRequest(
+                    f"unknown query {name}: the key-value store answers GET <key> "
+                    "(READ <name> and LIST are the example executor's queries, and this "
+                    "cluster runs the key-value store)"
+                )
+            if len(words) != 2:
+                raise InvalidRequest("the key-value store answers queries like: GET <key>")
             question: object = kv.Get(self._key(words[1]))
         else:
             question = text

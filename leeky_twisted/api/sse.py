@@ -11,7 +11,9 @@ revision it saw) makes the stream start at the revision after it. Events::
 
 plus ``event: progress`` (``{"next_revision": N}``, when quiet) and
 ``event: cancelled`` (``{"reason": ...}``, then the stream ends: the
-watcher fell behind, or the node is stopping). A bad request is answered 400,
+watcher fell behind, the node is stopping, or it learned it was removed from
+the cluster: then the reason is ``removed: `` and the error new requests get,
+and a client goes to another node). A bad request is answered 400,
 a compacted revision 410 (``{"error": "compacted: ... oldest is R"}``), both
 as JSON. The stream is flow-controlled: while the client's socket is full
 the events wait, and a watcher that falls too far behind is cancelled

@@ -308,6 +308,11 @@ class WatchHub:
         if reason is not None:
             watcher.sink.cancelled(watcher, reason)
 
+    def end_all(self, reason: str) -> None:
+        """Cancel every watcher, telling each sink ``reason``."""
+        for watcher in list(self._watchers.values()):
+            self.cancel(watcher, reason)
+
     def close(self) -> None:
         """Cancel every watcher (the node is stopping) and the progress timer."""
         for watcher in list(self._watchers.values()):

@@ -279,6 +279,14 @@ class Watch:
             reason, self._end_reason = self._end_reason, None
             if reason is not None and reason.startswith("compacted"):
                 raise Compacted(reason)
+            if reason is not None and reason.startswith(cc.WATCH_ENDED_REMOVED):
+                # The node learned it was removed: as if it had refused the watch.
+                removed.add(address)
+                if set(client.addresses) <= removed:
+                    gone = reason[len(cc.WATCH_ENDED_REMOVED) :]
+                    raise Removed(f"{format_address(address)}: {gone}")
+                address = _next_kept(client, address, removed)
+                continue
             if reason is not None:
                 _log.info("watch ended by the node ({reason}); resuming", reason=reason)
             if not self._stopped:

@@ -30,6 +30,8 @@ __all__ = ["MAX_NAME_BYTES", "SNAPSHOT_FORMAT", "CommandRejected", "FileMetadata
 
 SNAPSHOT_FORMAT = "leeky-filemeta/1"
 MAX_NAME_BYTES = 255
+#: what a refused query is told
+KNOWN_QUERIES = "queries are READ <name> or LIST"
 
 
 class CommandRejected(Exception):
@@ -121,7 +123,9 @@ class FileMetadataMachine:
         if len(words) == 2 and words[0].upper() == "READ":
             found = self._files.get(words[1])
             return None if found is None else found.to_json()
-        raise CommandRejected("queries are READ <name> or LIST")
+        if words and words[0].upper() not in ("READ", "LIST"):
+            raise CommandRejected(f"unknown query {words[0][:40]!r}: {KNOWN_QUERIES}")
+        raise CommandRejected(KNOWN_QUERIES)
 
     def to_json(self) -> dict[str, Any]:
         """Return the whole state as a JSON-able document."""

@@ -44,6 +44,7 @@ __all__ = [
     "MAX_LEASE_TTL",
     "MAX_RANGE_LIMIT",
     "MAX_SEQ",
+    "WATCH_ENDED_REMOVED",
     "AddServer",
     "Append",
     "BoundedInteger",
@@ -496,8 +497,18 @@ _U16 = struct.Struct("!H")
 _WATCH_EVENTS_COMMAND = b"\x00\x08_command\x00\x0bWatchEvents"
 
 
+#: How a WatchEnded (or an SSE ``cancelled`` event) reason starts when the node learned
+#: it was removed from the cluster: the rest is the Removed error new requests get. A
+#: client does not ask that node again (reasons starting ``compacted`` are the other kind
+#: a client must not resume from).
+WATCH_ENDED_REMOVED = "removed: "
+
+
 class WatchEnded(amp.Command):
-    """Node → client: the node ended ``watch_id`` for ``reason`` (no more events follow)."""
+    """Node → client: the node ended ``watch_id`` for ``reason`` (no more events follow).
+
+    A reason starting :data:`WATCH_ENDED_REMOVED` says the node was removed.
+    """
 
     arguments = [(b"watch_id", amp.Integer()), (b"reason", ChunkedText())]
     response: ClassVar[list[tuple[bytes, amp.Argument]]] = []

@@ -291,6 +291,8 @@ class RaftNode:
         #: what every client request gets while this node is removed (see :meth:`removed`)
         self._removed: Removed | None = None
         self._removed_index = 0  #: the removal that ``_removed`` names
+        #: told each removal this node learns of (see :meth:`on_removed`)
+        self._removal_observers: list[Callable[[Exception], None]] = []
         self._inflight = False
         self._ticker: task.LoopingCall | None = None
         self.stats = {
@@ -583,8 +585,22 @@ class RaftNode:
         if index is None:
             self._removed = None
         elif self._removed is None or self._removed_index != index:
-            self._removed = Removed(removed_message(self.node_id, index))
+            self._removed = error = Removed(removed_message(self.node_id, index))
             self._removed_index = index
+            for observer in list(self._removal_observers):
+                try:
+                    observer(error)
+                except Exception:
+                    log.failure("a removal observer failed")
+
+    def on_removed(self, observer: Callable[[Exception], None]) -> None:
+        """Call ``observer(error)`` each time this node learns it was removed.
+
+        ``error`` is what :meth:`removed` returns from then on; the API ends the
+        watches open on this node with it (they would wait in silence: a removed
+        node's state no longer moves).
+        """
+        self._removal_observers.append(observer)
 
     def propose(self, command: bytes, timeout: float) -> Deferred[Any]:
         """Replicate ``command``; fire with the state machine's result once applied."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -73,8 +73,19 @@ class FakeNodeBase:
         return self.status().role
 
     def removed(self) -> Removed | None:
-        """Return None: a fake node is never removed."""
+        """Return None: a fake node is never removed (unless :meth:`learn_removed`)."""
         return None
+
+    def on_removed(self, observer: Callable[[Exception], None]) -> None:
+        """Keep ``observer``: :meth:`learn_removed` tells it."""
+        self.__dict__.setdefault("removal_observers", []).append(observer)
+
+    def learn_removed(self, error: Removed) -> None:
+        """Act as a node that learned it was removed: refuse with ``error`` from now on,
+        and tell the removal observers."""
+        self.removed = lambda: error  # type: ignore[method-assign]
+        for observer in list(self.__dict__.get("removal_observers", [])):
+            observer(error)
 
     def local_state_machine(self) -> IStateMachine | None:
         """Return no state machine."""

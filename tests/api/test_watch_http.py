@@ -250,3 +250,31 @@ def test_a_node_serving_a_watch_asks_for_commits_at_once_until_its_last_watch_en
     assert n.node.eager_commits is True  # one watch left
     second.processingFailed(Exception("gone"))
     assert n.node.eager_commits is False
+
+
+def test_sse_streams_end_with_removed_when_their_node_learns_it_was_removed():
+    """An open stream on a node that learns it was removed gets `event: cancelled` whose
+    reason is the error new requests get (after ``removed: ``), then ends; a long poll
+    waiting there fails with JSON-RPC's removed code (-32006)."""
+    from leeky_twisted.api.jsonrpc_api import REMOVED
+    from leeky_twisted.protocol.errors import Removed
+
+    n = Node()
+    request, _ = n.get(key="k")
+    error = Removed("node 1 was removed from the cluster (configuration change at 9)")
+    n.node.learn_removed(error)
+    assert events(request)[-1] == (None, "cancelled", {"reason": f"removed: {error}"})
+    assert request.finished and n.frontend.watches.watchers() == []
+    again, body = n.get(key="k")  # a new stream: refused with the same error
+    assert again.responseCode == 503 and json.loads(body) == {"error": str(error)}
+
+    h = RPCHarness()
+    rpc = h.site.resource.children[b"jsonrpc"]
+    call = {"jsonrpc": "2.0", "method": "watch", "params": ["k", {"wait": 30}], "id": 7}
+    answers = []
+    rpc.answer(json.dumps(call).encode()).addCallback(answers.append)
+    h.net.clock.advance(1)
+    assert answers == []
+    h.leader.learn_removed(error)
+    assert answers[0]["error"]["code"] == REMOVED
+    assert "node 1 was removed" in answers[0]["error"]["message"]

@@ -19,7 +19,7 @@ from leeky_twisted.protocol.errors import (
     Removed,
     Unavailable,
 )
-from leeky_twisted.statemachine.commands import Get, RegisterSession, encode_command
+from leeky_twisted.statemachine.commands import Get, Put, RegisterSession, encode_command
 from leeky_twisted.statemachine.kv import KeyValueStateMachine
 from leeky_twisted.testing.apifakes import FakeNetwork, FakeRaftNode
 
@@ -55,6 +55,9 @@ class FakeClient:
 
     def status_all(self):
         return self._answer(("status_all",), self.reports)
+
+    def query(self, request):
+        return self._answer(("query", request), None)
 
 
 def run(argv, client):
@@ -190,7 +193,7 @@ def test_status_table_lists_every_node():
 def test_status_json_lists_statuses_and_errors():
     """status --json prints every node's status or error."""
     code, out, _ = run(["status", "--json"], FakeClient(reports=REPORTS))
-    assert code == 0
+    assert code == cli.EXIT_UNREACHABLE  # node 3 did not answer
     items = json.loads(out)
     assert items[0] == {"address": "127.0.0.1:7001", "status": REPORTS[0].status}
     assert items[2] == {"address": "127.0.0.1:7003", "error": "Connection was refused"}
@@ -218,7 +221,25 @@ def test_status_with_no_leader_exits_7_and_says_why():
         "leekyraft: no leader: 1 of 2 nodes answered, and none knows a leader "
         "(an election needs a majority of the voters up)\n"
     )
-    assert run(["status"], FakeClient(reports=REPORTS))[0] == 0
+    assert run(["status"], FakeClient(reports=REPORTS[:2]))[0] == 0
+
+
+def test_status_with_some_node_not_answering_exits_3_after_the_whole_table():
+    """One node of three does not answer: every row is still printed, a line names the
+    silent node, and the exit code is 3 (as when none answers) for scripts and health
+    checks; with every node answering it is 0."""
+    code, out, err = run(["status"], FakeClient(reports=REPORTS))
+    assert code == cli.EXIT_UNREACHABLE == 3
+    assert out == cli.format_status_table(REPORTS) + "\n"
+    assert err == "leekyraft: 1 of 3 nodes did not answer: 127.0.0.1:7003\n"
+    code, out, err = run(["status", "--json"], FakeClient(reports=REPORTS))
+    assert code == 3 and len(json.loads(out)) == 3
+    assert err == "leekyraft: 1 of 3 nodes did not answer: 127.0.0.1:7003\n"
+    assert run(["status"], FakeClient(reports=REPORTS[:2])) == (
+        0,
+        cli.format_status_table(REPORTS[:2]) + "\n",
+        "",
+    )
 
 
 def test_status_names_a_node_removed_from_the_cluster():
@@ -800,3 +821,38 @@ def test_members_seen_by_a_follower_says_whose_view_it_is():
         .splitlines()[-1]
         .startswith("(as seen by node 2: it knows no leader")
     )
+
+
+def test_query_of_an_unknown_query_is_a_usage_error_naming_the_known_ones():
+    """`query READ f` or `query FOO` on a key-value cluster: not `null` and exit 0, nor
+    exit 5, but what the query names and what the store answers, and exit 64."""
+    net, node = _cli_cluster()
+    client = LeekyClient(net.clock, [("10.0.0.1", 7001)], connect=net.connect)
+    for argv, name in ((["query", "READ", "unknown"], "READ"), (["query", "FOO"], "FOO")):
+        code, out, err = _run_on(net, argv, client)
+        assert (code, out) == (cli.EXIT_USAGE, ""), (argv, code, out, err)
+        assert err.startswith(f"leekyraft: query: unknown query {name!r}: "), err
+        assert "GET <key>" in err and "READ <name>" in err and "LIST" in err
+        assert err.count("\n") == 1
+    code, out, err = _run_on(net, ["query", "GET", "k", "extra"], client)
+    assert code == cli.EXIT_USAGE and "GET <key>" in err
+    node.state_machine.apply(1, encode_command(Put("k", "v")))
+    assert _run_on(net, ["query", "GET", "k"], client) == (0, '"v"\n', "")
+    assert _run_on(net, ["query", "GET", "missing"], client) == (0, "null\n", "")
+
+
+def test_query_help_names_the_queries():
+    """`leekyraft query --help` says which queries there are."""
+    parser = cli.build_parser()
+    query = parser._subparsers._group_actions[0].choices["query"]
+    text = query.format_help()
+    assert "GET KEY" in text and "READ NAME" in text and "LIST" in text
+
+
+def test_a_query_an_executor_refuses_exits_64_while_other_refusals_stay_5():
+    """The executor's refusal of a query is bad input (64); a refused put is still 5."""
+    refused = InvalidRequest("unknown query 'FROB': queries are READ <name> or LIST")
+    code, out, err = run(["query", "FROB"], FakeClient(error=refused))
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert err == f"leekyraft: query: {refused}\n"
+    assert run(["put", "k", "v"], FakeClient(error=InvalidRequest("too big")))[0] == 5

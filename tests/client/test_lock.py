@@ -391,3 +391,78 @@ def test_cli_lock_stops_the_command_when_its_node_is_unreachable_for_a_ttl():
     assert "may have expired" in err.getvalue() and "stopping the command" in err.getvalue()
     net.run(d, limit=60)
     assert d.called
+
+
+def _lock_args(*argv):
+    parser = cli.build_parser()
+    args = parser.parse_args(list(argv))
+    cli.check_args(parser, args)
+    return args
+
+
+def test_cli_lock_timeout_bounds_the_wait_and_withdraws_the_waiters_claim():
+    """`lock db --timeout 5 -- CMD` while another holds db: after 5 s (not before) it
+    says the lock is still held, exits 4 without running CMD, and its queue key and
+    session lease are gone, so it does not take the lock when the holder releases."""
+    net, node = _cli_cluster()
+    holder = _client(net)
+    first = Deferred.fromCoroutine(acquire(holder, "db", ttl=30))
+    net.run(first, limit=1)
+    held = result_of(first)
+    spawned = []
+    args = _lock_args("lock", "db", "--timeout", "5", "--", "true")
+    assert args.program == ["true"] and args.timeout == 5
+    out, err = io.StringIO(), io.StringIO()
+    waiter = _client(net)
+    d = Deferred.fromCoroutine(
+        cli.run_locked(args, waiter, out, err, spawn=lambda a, e: spawned.append(a))
+    )
+    net.run(Deferred(), limit=4.9)
+    assert not d.called
+    assert node.state_machine.query(Range.prefix("db/")).count == 2  # holder + waiter
+    net.run(d, limit=0.5)
+    assert result_of(d) == cli.EXIT_TIMEOUT == 4
+    assert err.getvalue().splitlines()[-1].startswith("leekyraft: lock db still held after 5 s")
+    assert (out.getvalue(), spawned) == ("", [])
+    [kv] = node.state_machine.query(Range.prefix("db/")).kvs
+    assert kv.key == held.key  # the waiter's claim withdrawn
+    assert [lease for lease, _ in node.state_machine.leases()] == [held.lease]
+    net.run(Deferred.fromCoroutine(held.release()), limit=1)
+    net.run(Deferred(), limit=5)
+    assert node.state_machine.query(Range.prefix("db/")).count == 0 and spawned == []
+
+
+def test_cli_lock_without_timeout_waits_past_the_default_request_timeout():
+    """Without --timeout the wait is unbounded (the 10 s default bounds requests only)."""
+    net, node = _cli_cluster()
+    holder = _client(net)
+    first = Deferred.fromCoroutine(acquire(holder, "db", ttl=30))
+    net.run(first, limit=1)
+    held = result_of(first)
+    args = _lock_args("lock", "db", "--", "true")
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(
+        cli.run_locked(args, _client(net), out, err, spawn=lambda a, e: succeed(0))
+    )
+    net.run(Deferred(), limit=25)
+    assert not d.called and node.state_machine.query(Range.prefix("db/")).count == 2
+    net.run(Deferred.fromCoroutine(held.release()), limit=1)
+    net.run(d, limit=2)
+    assert result_of(d) == 0
+
+
+def test_cli_lock_timeout_given_before_the_command_or_the_name_counts_too():
+    """`--timeout` anywhere before `--` bounds the wait: before NAME, after NAME (where
+    the command's words begin without it), or before `lock`; the command's own options
+    after `--` stay the command's."""
+    for argv in (
+        ("lock", "--timeout", "2", "db", "--", "true"),
+        ("--timeout", "2", "lock", "db", "--", "true"),
+        ("lock", "db", "--ttl", "7", "--timeout", "2", "--", "true"),
+    ):
+        args = _lock_args(*argv)
+        assert (args.timeout, args.timeout_given, args.program[-1]) == (2, True, "true"), argv
+    args = _lock_args("lock", "db", "--", "sleep", "--timeout", "3")
+    assert not getattr(args, "timeout_given", False)
+    assert args.program == ["sleep", "--timeout", "3"] and args.ttl == 10
+    assert _lock_args("lock", "db", "--ttl", "7", "--", "true").ttl == 7

@@ -24,8 +24,10 @@ class Replicated:
         self.net = FakeNetwork()
         self.a = FakeRaftNode("1", format_address(A))
         self.b = FakeRaftNode("2", format_address(B))
-        self.net.serve(A, self.a, forward=False, watch_window=watch_window)
-        self.net.serve(B, self.b, forward=False, watch_window=watch_window)
+        self.frontends = {
+            A: self.net.serve(A, self.a, forward=False, watch_window=watch_window),
+            B: self.net.serve(B, self.b, forward=False, watch_window=watch_window),
+        }
         self.index = 0
 
     def commit(self, key, value, nodes=None):
@@ -748,3 +750,54 @@ def test_a_watch_passes_over_a_removed_node_and_ends_when_only_removed_nodes_are
     only_a = r.client(addresses=(A,)).watch("k", got.append)
     r.net.run(only_a.done, limit=0.5)
     assert "node 1 was removed" in str(failure_of(only_a.done, Removed).value)
+
+
+REMOVED_A = Removed(
+    "node 1 was removed from the cluster (configuration change at 9) and serves no requests:"
+    " use another node"
+)
+
+
+def test_a_watch_on_a_node_that_learns_it_was_removed_moves_on_to_another_node():
+    """A learns it was removed while the watch is on it: the watch ends there and resumes on
+    B from the next revision (nothing missed, nothing twice), and A is not tried again."""
+    r = Replicated()
+    got = []
+    watch = r.talking_client().watch("k", got.append)
+    r.net.run(watch.done, limit=0.5)
+    r.commit("k", "v1")
+    hub_a = r.frontends[A].watches
+    assert len(hub_a.watchers()) == 1
+    r.a.learn_removed(REMOVED_A)
+    r.net.run(watch.done, limit=0.5)
+    assert hub_a.watchers() == [] and watch.resumes == 1
+    r.commit("k", "v2", nodes=[r.b])
+    assert [e.value for b in got for e in b] == ["v1", "v2"]
+    watch.cancel()
+
+
+def test_a_watch_whose_only_node_learns_it_was_removed_ends_with_removed():
+    """No other node: the watch fails with the node's Removed error, and `leekyraft watch`
+    exits 5 with the removed-node message instead of waiting in silence."""
+    import io
+
+    from leeky_twisted import cli
+
+    r = Replicated()
+    watch = r.client(addresses=(A,)).watch("k", lambda events: None)
+    r.net.run(watch.done, limit=0.5)
+    r.a.learn_removed(REMOVED_A)
+    r.net.run(watch.done, limit=0.5)
+    error = failure_of(watch.done, Removed).value
+    assert str(error) == f"10.0.0.1:7001: {REMOVED_A}"
+
+    r = Replicated()
+    args = cli.build_parser().parse_args(["watch", "k"])
+    out, err = io.StringIO(), io.StringIO()
+    d = Deferred.fromCoroutine(cli.run_command(args, r.client(addresses=(A,)), out, err))
+    r.net.run(d, limit=0.5)
+    assert not d.called
+    r.a.learn_removed(REMOVED_A)
+    r.net.run(d, limit=0.5)
+    assert result_of(d) == cli.EXIT_REFUSED == 5
+    assert err.getvalue() == f"leekyraft: 10.0.0.1:7001: {REMOVED_A}\n" and out.getvalue() == ""

@@ -84,3 +84,11 @@ def test_snapshot_round_trip_and_malformed_documents() -> None:
     ):
         with pytest.raises(ValueError):
             FileMetadataMachine.from_json(bad)
+
+
+def test_an_unknown_query_is_named_with_the_known_ones() -> None:
+    """`FROB x`: the refusal names the unknown query and lists READ and LIST."""
+    m = FileMetadataMachine()
+    with pytest.raises(CommandRejected) as refused:
+        m.query("FROB x")
+    assert str(refused.value) == "unknown query 'FROB': queries are READ <name> or LIST"
