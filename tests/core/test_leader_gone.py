@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from leeky_twisted.core.messages import Role
+from leeky_twisted.core.messages import NodeId, Role
 from leeky_twisted.testing.scenarios import Network
 
 E = 10  # election ticks
@@ -105,3 +105,36 @@ def test_without_pre_vote_or_with_lease_reads_the_report_is_ignored(config):
     net.report_gone(old)
     net.tick(E - 1)
     assert net.leader() is None
+
+
+def test_without_check_quorum_a_false_report_costs_no_term():
+    """PreVote alone does not make a follower that hears its leader refuse a
+    pre-vote: only CheckQuorum's leader stickiness (§4.2.3) does. Without it a
+    false report would let the told follower win a pre-vote from a peer that
+    still hears the leader, take the next term and depose the live leader."""
+    net, leader, term = settled(check_quorum=False)
+    follower = sorted(n for n in THREE if n != leader)[0]
+    net.report_gone(leader, to=[follower])
+    net.tick(4 * E)
+    assert net.leader() == leader
+    assert {net.core(n).term for n in THREE} == {term}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design limit: a false report to a follower whose peer is cut off from the "
+    "leader lets the two form a majority and take a term (docs say it never costs one)",
+)
+def test_a_false_report_in_a_partial_partition_costs_no_term():
+    """The leader reaches ``f`` but not ``g``; ``g`` has long stopped hearing it.
+    ``f`` is told (falsely) that the leader is gone: it forgets the leader and
+    campaigns; ``g`` grants, and the live leader is deposed."""
+    net, leader, term = settled()
+    f, g = sorted(n for n in THREE if n != leader)
+    net.blocked |= {(NodeId(leader), NodeId(g)), (NodeId(g), NodeId(leader))}
+    net.tick(3 * E)
+    assert net.leader() == leader and {net.core(n).term for n in THREE} == {term}
+    net.report_gone(leader, to=[f])
+    net.tick(3)
+    assert net.leader() == leader
+    assert {net.core(n).term for n in THREE} == {term}
