@@ -408,13 +408,16 @@ class RaftCore:
         before it (by id, the gone leader left out), so survivors that learn
         together do not split the vote. A false report costs one failed
         pre-vote, never a term: survivors still hearing from the leader
-        ignore it (§4.2.3). Hence only with PreVote, and never with lease
-        reads, where a follower's silence is a promise the leader relies on.
+        ignore it (§4.2.3). Hence only with PreVote and CheckQuorum (whose
+        leader stickiness makes them ignore it), and never with lease reads,
+        where a follower's silence is a promise the leader relies on.
         Returns True when it took the shortcut.
         """
         if self.role is not Role.FOLLOWER or self.leader_id != peer or peer == self.id:
             return False
-        if not self.cfg.pre_vote or self.cfg.lease_read:
+        if not (self.cfg.pre_vote and self.cfg.check_quorum) or self.cfg.lease_read:
+            # a peer still hearing the leader refuses a pre-vote only under
+            # CheckQuorum (leader stickiness, §4.2.3), not under PreVote alone
             return False
         others = sorted(v for v in self.log.config().voters if v != peer)
         if self.id not in others:
