@@ -563,3 +563,37 @@ def test_disconnect_drops_a_down_peers_queue_and_stops_dialling_until_the_next_s
     assert dialled(reactor) == [("127.0.0.1", 7002)]
     completer.succeedOnce().flush()
     assert b.received == [hb(3)]
+
+
+def test_a_probe_accepted_by_a_dying_process_still_ends_in_a_report(capture):
+    """A process being killed closes its sockets one by one: the redial can be
+    accepted by its listening socket before that closes too, and then reset
+    before our Hello is answered. The link must dial again (nothing queued to
+    send) so that the next refusal tells the node; otherwise the survivors wait
+    out a whole election timeout (tests/integration SIGKILL test, flaky)."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    reactor = MemoryReactorClock()
+    completer = ConnectionCompleter(reactor)
+    a, _b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
+    gone: list = []
+    a.transport.set_peer_gone(gone.append)
+    a.transport.send(hb(1))
+    pump = completer.succeedOnce()
+    pump.flush()
+    pump.serverIO.loseConnection()  # the peer's process dies ...
+    pump.flush()
+    assert dialled(reactor) == [("127.0.0.1", 7002)]  # ... the probe goes out at once
+    # accepted into the dying listener's backlog, our Hello written, never read:
+    _host, _port, factory, *_ = reactor.tcpClients.pop()
+    probe = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7002))
+    probe.makeConnection(StringTransport())
+    probe.connectionLost(Failure(ConnectionLost()))  # and reset
+    assert gone == []
+    reactor.advance(1.0)  # a backoff later: dialled again though nothing is queued
+    assert dialled(reactor) == [("127.0.0.1", 7002)]
+    completer.failOnce(Failure(ConnectionRefusedError()))
+    assert gone == [N2]
