@@ -159,6 +159,9 @@ class _PeerLink:
         self._waiters: list[Deferred[PeerProtocol]] = []
         self._lost_waiters: list[Deferred[None]] = []
         self.probed_at = float("-inf")  #: when a closed connection was last redialled at once
+        #: a working connection closed and we have not yet learnt whether the peer's
+        #: process is gone: dial until a Hello is answered or a dial fails
+        self.probing = False
 
     # ------------------------------------------------------------- sending
 
@@ -295,6 +298,7 @@ class _PeerLink:
                 peer=self.peer_id,
                 reason=reason.getErrorMessage(),
             )
+        self.probing = False  # a refusal answers it; other failures say nothing
         if reason.check(ConnectionRefusedError) is not None:
             self.owner.report_gone(self.peer_id)
         self.backoff()
@@ -311,7 +315,7 @@ class _PeerLink:
         self.retry = None
         if self.closed:
             return
-        if self.queue or self._waiters:
+        if self.queue or self._waiters or self.probing:
             self.connect()
         # Otherwise stay idle; the next send dials at once (the backoff is over).
 
@@ -346,6 +350,7 @@ class _PeerLink:
     def _hello_answered(self, ok: bool, protocol: PeerProtocol) -> None:
         if ok and protocol is self.protocol:
             self.hello_ok = True
+            self.probing = False
             if self.failures:
                 self.log.info(
                     "connected to peer {peer} again after {n} failures",
@@ -382,7 +387,11 @@ class _PeerLink:
         if was_up and now - self.probed_at >= GONE_PROBE_SECONDS:
             # The peer may have died (a crash closes its connections at once):
             # dial now, so that a refusal tells the node within a round trip.
+            # A dying process may still accept that dial (its listening socket
+            # closes after some of its connections) and then reset it: until a
+            # Hello is answered or a dial fails, dial again after each backoff.
             self.probed_at = now
+            self.probing = True
             self.connect()
             return
         self.backoff()
