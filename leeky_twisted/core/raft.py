@@ -183,9 +183,10 @@ class RaftCore:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
-        #: set by ``leader_gone``: campaign once election_elapsed reaches it,
-        #: while no leader is known (hearing from one clears the shortcut)
-        self._quick_timeout: int | None = None
+        #: set by ``leader_gone``: (the leader reported gone, the election_elapsed
+        #: at which to forget it, the one at which to campaign); hearing from
+        #: the leader clears it
+        self._gone: tuple[NodeId, int, int] | None = None
         self.transferee: NodeId | None = None
         self.ticks = 0
         # outputs
@@ -402,16 +403,18 @@ class RaftCore:
         """The host saw the process of ``peer`` go: its connections closed and
         its port refuses new ones (a crash, a kill, a stop).
 
-        A follower of that leader does not wait out a whole election timeout:
-        it forgets the leader, so it grants the other survivors' pre-votes,
-        and campaigns at the next tick, or one tick later per voter ranked
-        before it (by id, the gone leader left out), so survivors that learn
-        together do not split the vote. A false report costs one failed
-        pre-vote, never a term: survivors still hearing from the leader
-        ignore it (§4.2.3). Hence only with PreVote and CheckQuorum (whose
-        leader stickiness makes them ignore it), and never with lease reads,
-        where a follower's silence is a promise the leader relies on.
-        Returns True when it took the shortcut.
+        A follower of that leader does not wait out a whole election timeout.
+        Once it has heard nothing from the leader for a heartbeat interval and
+        a tick, it forgets it (so it grants the other survivors' pre-votes)
+        and campaigns, one tick later per voter ranked before it (by id, the
+        gone leader left out), so survivors that learn together do not split
+        the vote. Any message from the leader meanwhile cancels it all: a
+        false report about a leader that still reaches this follower costs
+        nothing, and one whose leader does not reach it costs at most a
+        failed pre-vote where survivors still hear the leader (§4.2.3).
+        Hence only with PreVote and CheckQuorum (whose leader stickiness makes
+        them ignore it), and never with lease reads, where a follower's
+        silence is a promise the leader relies on. Returns True when taken.
         """
         if self.role is not Role.FOLLOWER or self.leader_id != peer or peer == self.id:
             return False
@@ -422,10 +425,9 @@ class RaftCore:
         others = sorted(v for v in self.log.config().voters if v != peer)
         if self.id not in others:
             return False
-        self.leader_id = None
-        wait = 1 + others.index(self.id)
-        self._quick_timeout = self.election_elapsed + wait
-        self._log(f"leader {peer} is gone; campaign in {wait} ticks")
+        silent = max(self.election_elapsed, self.cfg.heartbeat_ticks) + 1
+        self._gone = (peer, silent, silent + others.index(self.id))
+        self._log(f"leader {peer} is gone; campaign after {self._gone[2]} silent ticks")
         return True
 
     def snapshot_meta_at(self, index: int) -> SnapshotMeta:
@@ -684,16 +686,23 @@ class RaftCore:
     def _tick_election(self, missed: bool = False) -> None:
         self.election_elapsed += 1
         due = self.randomized_timeout
-        quick = self._quick_timeout
-        if quick is not None:
-            if self.leader_id is None and self.role is Role.FOLLOWER:
-                due = min(due, quick)
-            else:  # a leader spoke up, or we campaign already: back to the full timeout
-                self._quick_timeout = None
+        gone = self._gone
+        if gone is not None:
+            peer, forget_at, campaign_at = gone
+            if self.role is not Role.FOLLOWER or self.leader_id not in (peer, None):
+                self._gone = None  # another leader spoke up, or we campaign already
+            else:
+                if not missed and self.leader_id == peer and self.election_elapsed >= forget_at:
+                    self._forget_gone_leader()
+                due = min(due, campaign_at)
         if not missed and self.election_elapsed >= due and self._may_campaign():
             self.election_elapsed = 0
-            self._quick_timeout = None
+            self._gone = None
             self._campaign(self.cfg.pre_vote)
+
+    def _forget_gone_leader(self) -> None:
+        """The leader reported gone stayed silent: know no leader (grant pre-votes)."""
+        self.leader_id = None
 
     def _tick_heartbeat(self, missed: bool = False) -> None:
         self.heartbeat_elapsed += 1
@@ -786,10 +795,12 @@ class RaftCore:
         if isinstance(m, AppendEntries):
             self.election_elapsed = 0
             self.leader_id = m.sender
+            self._gone = None  # the leader spoke: a report of its death was false
             self._handle_append_entries(m)
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.leader_id = m.sender
+            self._gone = None  # the leader spoke: a report of its death was false
             if m.commit > self.commit:
                 self.commit = min(m.commit, self.log.last_index())
                 self._seat_committed()
@@ -808,6 +819,7 @@ class RaftCore:
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
             self.leader_id = m.sender
+            self._gone = None  # the leader spoke: a report of its death was false
             self._handle_snapshot(m)
         elif isinstance(m, TimeoutNow) and self._may_campaign():
             self._log(f"TimeoutNow from {m.sender}: campaigning")
@@ -1462,7 +1474,7 @@ class RaftCore:
     def _reset_randomized_timeout(self) -> None:
         e = self.cfg.election_ticks
         self.randomized_timeout = e + self._rng.randrange(e)
-        self._quick_timeout = None
+        self._gone = None
 
     def _log(self, line: str) -> None:
         self._log_line(f"{self.id} [term {self.term}] {line}")
