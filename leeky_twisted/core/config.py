@@ -25,6 +25,8 @@ class CoreConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     lease_read: bool = False  #: serve reads on a lease; relies on bounded clock drift
+    #: a follower serves linearizable reads itself, asking its leader for a read index
+    follower_reads: bool = True
 
     def __post_init__(self) -> None:
         if not self.node_id:

@@ -355,6 +355,29 @@ class TimeoutNow:
     term: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower asks its leader for a read index for a batch of reads (§6.4)."""
+
+    sender: NodeId
+    recipient: NodeId
+    term: int
+    #: the follower's number for the batch (random start per process: an answer
+    #: meant for an earlier run of the follower never matches)
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's answer: the batch ``request`` may be served once applied up to ``index``."""
+
+    sender: NodeId
+    recipient: NodeId
+    term: int
+    request: int
+    index: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -364,6 +387,8 @@ Message = (
     | HeartbeatResponse
     | InstallSnapshot
     | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -375,6 +400,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     HeartbeatResponse,
     InstallSnapshot,
     TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
 )
 
 
@@ -486,6 +513,22 @@ def _no_error(m: object) -> str | None:
     return None
 
 
+#: a follower's batch number for its read-index requests: [1, MAX_READ_REQUEST]
+MAX_READ_REQUEST = 2**63 - 1
+
+
+def _read_index_request_error(m: ReadIndexRequest) -> str | None:
+    if type(m.request) is int and 0 < m.request <= MAX_READ_REQUEST:
+        return None
+    return f"request {m.request!r} outside [1, {MAX_READ_REQUEST}]"
+
+
+def _read_index_response_error(m: ReadIndexResponse) -> str | None:
+    if type(m.request) is not int or not 0 < m.request <= MAX_READ_REQUEST:
+        return f"request {m.request!r} outside [1, {MAX_READ_REQUEST}]"
+    return _first_error(((m.index, MAX_INDEX, "index"),))
+
+
 _BOUNDS: dict[type, Callable[[Any], str | None]] = {
     AppendEntries: _append_entries_error,
     AppendEntriesResponse: _append_entries_response_error,
@@ -495,6 +538,8 @@ _BOUNDS: dict[type, Callable[[Any], str | None]] = {
     RequestVoteResponse: _request_vote_response_error,
     InstallSnapshot: _install_snapshot_error,
     TimeoutNow: _no_error,
+    ReadIndexRequest: _read_index_request_error,
+    ReadIndexResponse: _read_index_response_error,
 }
 
 

@@ -23,6 +23,7 @@ from leeky_twisted.core.config import CoreConfig
 from leeky_twisted.core.log import RaftLog
 from leeky_twisted.core.messages import (
     BOOTSTRAP_TERM,
+    MAX_READ_REQUEST,
     MAX_STORAGE_ID,
     MAX_TERM,
     AppendEntries,
@@ -38,6 +39,8 @@ from leeky_twisted.core.messages import (
     InstallSnapshot,
     Message,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     ReadState,
     Ready,
     RequestVote,
@@ -92,7 +95,17 @@ class CoreStatus:
     progress: dict[NodeId, tuple[int, int, str]]
 
 
-_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
+#: Messages that may leave before the Ready's own write (once term and vote are
+#: durable): the leader's replication, and read-index requests and answers,
+#: which carry nothing that write holds.
+_LEADER_MESSAGES = (
+    AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
+)
 
 
 def bootstrap_entries(voters: Sequence[tuple[NodeId, bytes]]) -> list[Entry]:
@@ -111,6 +124,14 @@ def bootstrap_entries(voters: Sequence[tuple[NodeId, bytes]]) -> list[Entry]:
         )
         for i, (nid, ctx) in enumerate(voters)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class _FollowerRead:
+    """At a leader: the read context standing for a follower's batch of reads."""
+
+    follower: NodeId
+    request: int
 
 
 class RaftCore:
@@ -212,6 +233,11 @@ class RaftCore:
         self._read_round_wanted = False
         self._pending_reads: list[tuple[int, int, object]] = []  # (round, index, ctx)
         self._reads_before_commit: list[object] = []
+        # A follower's reads: asked of the leader at the next batch, one request each
+        self._reads_to_ask: list[object] = []
+        self._read_batches: dict[int, tuple[int, list[object]]] = {}  # request -> (tick, contexts)
+        self._next_read_request = 0  #: drawn at random on first use (see ReadIndexRequest)
+        self._follower_reads_waiting = 0  #: _FollowerRead contexts this leader holds
         self._round_sent_tick: dict[int, int] = {}
         self._lease_until = -1
         # Once a transfer starts, a TimeoutNow may be (or later arrive) in flight:
@@ -234,6 +260,8 @@ class RaftCore:
         if self.role is Role.LEADER:
             self._tick_heartbeat(missed)
         else:
+            if self._read_batches:
+                self._expire_read_batches()
             self._tick_election(missed)
 
     def step(self, m: Message) -> None:
@@ -358,9 +386,20 @@ class RaftCore:
         A ReadState(index, context) appears in a later Ready once this node is
         confirmed as leader; serve the read after applying up to ``index``. If
         leadership is lost first, ``context`` appears in ``dropped_reads``.
-        Raises NotLeaderError on a non-leader.
+        A follower that knows its leader asks it for the read index (with
+        ``follower_reads``, one ReadIndexRequest per batch) and hands out the
+        leader's answer the same way; if the leader changes, the term moves or
+        no answer comes within an election timeout, ``context`` is dropped.
+        Raises NotLeaderError on any other node.
         """
         if self.role is not Role.LEADER:
+            if (
+                self.role is Role.FOLLOWER
+                and self.leader_id is not None
+                and self.cfg.follower_reads
+            ):
+                self._reads_to_ask.append(context)
+                return
             raise NotLeaderError(self.leader_id)
         if self.log.term_at(self.commit) != self.term:
             self._reads_before_commit.append(context)
@@ -560,6 +599,7 @@ class RaftCore:
             self.voted_for = None
         self.role = Role.FOLLOWER
         self.leader_id = leader
+        self._drop_asked_reads()
         self.votes = {}
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -574,6 +614,7 @@ class RaftCore:
     def _become_pre_candidate(self) -> None:
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
+        self._drop_asked_reads()
         self.votes = {self.id: True}
         self._abstaining_voters = set()
         self._voter_storage = {}
@@ -585,6 +626,7 @@ class RaftCore:
         self.term += 1
         self.voted_for = self.id
         self.leader_id = None
+        self._drop_asked_reads()
         self.votes = {self.id: True}
         self._abstaining_voters = set()
         self._voter_storage = {}
@@ -595,6 +637,7 @@ class RaftCore:
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader_id = self.id
+        self._drop_asked_reads()
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.transferee = None
@@ -703,6 +746,7 @@ class RaftCore:
     def _forget_gone_leader(self) -> None:
         """The leader reported gone stayed silent: know no leader (grant pre-votes)."""
         self.leader_id = None
+        self._drop_asked_reads()  # its answers will not come
 
     def _tick_heartbeat(self, missed: bool = False) -> None:
         self.heartbeat_elapsed += 1
@@ -792,7 +836,13 @@ class RaftCore:
     # =============================================================== follower
 
     def _step_follower(self, m: Message) -> None:
-        if isinstance(m, AppendEntries):
+        if isinstance(m, ReadIndexResponse):
+            batch = self._read_batches.pop(m.request, None)
+            if batch is not None and m.sender == self.leader_id:
+                self._read_states.extend(ReadState(m.index, ctx) for ctx in batch[1])
+            elif batch is not None:
+                self._read_batches[m.request] = batch
+        elif isinstance(m, AppendEntries):
             self.election_elapsed = 0
             self.leader_id = m.sender
             self._gone = None  # the leader spoke: a report of its death was false
@@ -941,6 +991,10 @@ class RaftCore:
     def _step_leader(self, m: Message) -> None:
         pr = self.progress.get(m.sender)
         if pr is None:
+            return
+        if isinstance(m, ReadIndexRequest):
+            self._follower_reads_waiting += 1
+            self.read_index(_FollowerRead(m.sender, m.request))
             return
         if isinstance(m, (AppendEntriesResponse, HeartbeatResponse)) and m.storage != pr.storage_id:
             if not self._new_storage(m.sender, pr, m.storage, m.abstaining):
@@ -1235,6 +1289,10 @@ class RaftCore:
 
     def _flush(self) -> None:
         """Send the AppendEntries and read rounds accumulated since the last batch."""
+        if self._reads_to_ask:
+            self._ask_read_index()
+        if self._follower_reads_waiting and self._read_states:
+            self._answer_follower_reads()
         if self.role is not Role.LEADER:
             self._needs_append.clear()
             self._eager_due = False
@@ -1325,13 +1383,61 @@ class RaftCore:
         self._pending_reads = keep
 
     def _drop_reads(self) -> None:
-        self._dropped_reads.extend(ctx for _, _, ctx in self._pending_reads)
-        self._dropped_reads.extend(self._reads_before_commit)
+        # A follower's batch is not this node's to fail: the follower drops it
+        # when it hears of the new term or leader, or after an election timeout.
+        waiting = [ctx for _, _, ctx in self._pending_reads] + self._reads_before_commit
+        theirs = [c for c in waiting if type(c) is _FollowerRead]
+        self._dropped_reads.extend(c for c in waiting if type(c) is not _FollowerRead)
+        # (a follower's read state already released is still answered: its round was confirmed)
+        self._follower_reads_waiting -= len(theirs)
         self._pending_reads = []
         self._reads_before_commit = []
         self._round_sent_tick.clear()
         self._lease_until = -1
         self._read_round_wanted = False
+
+    def _ask_read_index(self) -> None:
+        """Send the reads asked since the last batch to the leader, as one request."""
+        asks, self._reads_to_ask = self._reads_to_ask, []
+        leader = self.leader_id
+        if self.role is not Role.FOLLOWER or leader is None:
+            self._dropped_reads.extend(asks)
+            return
+        if not self._next_read_request:
+            self._next_read_request = self._rng.getrandbits(62) + 1
+        request = self._next_read_request
+        self._next_read_request = request + 1 if request < MAX_READ_REQUEST else 1
+        self._read_batches[request] = (self.ticks, asks)
+        self._send(ReadIndexRequest(self.id, leader, self.term, request))
+
+    def _answer_follower_reads(self) -> None:
+        """Turn the read states of followers' batches into ReadIndexResponses."""
+        keep = []
+        for rs in self._read_states:
+            ctx = rs.context
+            if type(ctx) is _FollowerRead:
+                self._follower_reads_waiting -= 1
+                self._send(
+                    ReadIndexResponse(self.id, ctx.follower, self.term, ctx.request, rs.index)
+                )
+            else:
+                keep.append(rs)
+        self._read_states = keep
+
+    def _expire_read_batches(self) -> None:
+        """Drop the batches the leader left unanswered for an election timeout."""
+        late = self.ticks - self.cfg.election_ticks
+        for request in [r for r, (sent, _) in self._read_batches.items() if sent <= late]:
+            self._dropped_reads.extend(self._read_batches.pop(request)[1])
+
+    def _drop_asked_reads(self) -> None:
+        """Drop the reads asked of a leader that is no longer ours."""
+        if self._reads_to_ask:
+            self._dropped_reads.extend(self._reads_to_ask)
+            self._reads_to_ask = []
+        for _, asks in self._read_batches.values():
+            self._dropped_reads.extend(asks)
+        self._read_batches.clear()
 
     # ========================================================= storage seats
 

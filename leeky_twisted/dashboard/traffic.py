@@ -27,6 +27,8 @@ KINDS = {
     "HeartbeatResponse": "heartbeat_reply",
     "InstallSnapshot": "snapshot",
     "TimeoutNow": "timeout_now",
+    "ReadIndexRequest": "read_index",
+    "ReadIndexResponse": "read_index_reply",
 }
 
 

@@ -303,6 +303,7 @@ class RaftNode:
             "persist_seconds": 0.0,
             "messages_sent": 0,
             "commit_notices": 0,
+            "follower_reads": 0,  #: linearizable reads served here while following
             "leader_gone": 0,  #: times told the leader's process was gone, and campaigning soon
         }
         self.writer = DiskWriter(
@@ -663,10 +664,13 @@ class RaftNode:
         # A lease is judged on the ticks of real time: count any the reactor missed.
         self._catch_up()
         ctx = self.pending.next_read_id()
+        core = self.core
         try:
-            self.core.read_index(ctx)
+            core.read_index(ctx)
         except NotLeaderError as e:
             return defer.fail(self._not_leader(e.leader))
+        if core.role is not Role.LEADER:
+            self.stats["follower_reads"] += 1  # its leader gives the read index
         d = self.pending.add_read(ctx, request, self.reactor.seconds() + timeout)
         self._schedule()
         return d

@@ -133,6 +133,10 @@ class Simulation:
         self.folder_rng = random.Random(f"{seed}/folder")
         #: draws of the peer-gone reports, apart so seeds without them replay as before
         self.gone_rng = random.Random(f"{seed}/gone")
+        #: half the seeds also read at followers (ReadIndexRequest to the leader);
+        #: drawn apart so the other half replay as before
+        self.follower_reads_rng = random.Random(f"{seed}/follower-reads")
+        self.follower_reads = self.follower_reads_rng.random() < 0.5
         #: half the seeds read as production nodes do (batched reads, then
         #: ``process_received``); drawn apart so the other half replay as before
         drawn = random.Random(f"{seed}/reads").random() < 0.5
@@ -498,6 +502,16 @@ class Simulation:
                 self._on_host(leader, lambda h=leader, d=data: self._propose(h, d))
             if r.random() < f.read_rate:
                 self._on_host(leader, lambda h=leader: self._read(h))
+        fr = self.follower_reads_rng
+        if self.follower_reads and fr.random() < 2 * f.read_rate:
+            followers = [
+                h
+                for h in self.hosts.values()
+                if h.up and h.node.core.role is Role.FOLLOWER  # type: ignore[union-attr]
+            ]
+            if followers:
+                host = fr.choice(followers)
+                self._on_host(host, lambda h=host: self._read(h))
             if faults_on and r.random() < f.transfer_rate:
                 node = leader.node
                 assert node is not None

@@ -48,6 +48,8 @@ from leeky_twisted.core.messages import (
     InstallSnapshot,
     Message,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -87,6 +89,8 @@ TAGS: dict[type, int] = {
     InstallSnapshot: 7,
     TimeoutNow: 8,
     RemovedNotice: 9,
+    ReadIndexRequest: 10,
+    ReadIndexResponse: 11,
 }
 
 #: What travels between peers: a core message, or a notice the node reads itself.
@@ -106,6 +110,7 @@ _QQQ = struct.Struct("!QQQ")  # heartbeat
 _HBR = struct.Struct("!QQQQB")
 _IS = struct.Struct("!QQQHH")  # term, meta index, meta term, voters, learners
 _Q = struct.Struct("!Q")  # timeout now
+_QQ = struct.Struct("!QQ")  # read index request: term, request
 
 _KINDS: dict[int, EntryKind] = {int(kind): kind for kind in EntryKind}
 
@@ -217,6 +222,14 @@ def _body_timeout_now(m: TimeoutNow) -> list[bytes]:
     return [_Q.pack(m.term)]
 
 
+def _body_read_index_request(m: ReadIndexRequest) -> list[bytes]:
+    return [_QQ.pack(m.term, m.request)]
+
+
+def _body_read_index_response(m: ReadIndexResponse) -> list[bytes]:
+    return [_QQQ.pack(m.term, m.request, m.index)]
+
+
 def _body_removed_notice(m: RemovedNotice) -> list[bytes]:
     return [_Q.pack(m.index)]
 
@@ -231,6 +244,8 @@ _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     InstallSnapshot: _body_install_snapshot,
     TimeoutNow: _body_timeout_now,
     RemovedNotice: _body_removed_notice,
+    ReadIndexRequest: _body_read_index_request,
+    ReadIndexResponse: _body_read_index_response,
 }
 
 
@@ -430,6 +445,20 @@ def _decode_timeout_now(s: NodeId, r: NodeId, data: bytes, off: int) -> TimeoutN
     return TimeoutNow(s, r, term)
 
 
+def _decode_read_index_request(s: NodeId, r: NodeId, data: bytes, off: int) -> ReadIndexRequest:
+    _need(data, off, _QQ.size, "ReadIndexRequest")
+    term, request = _QQ.unpack_from(data, off)
+    _done(data, off + _QQ.size, "ReadIndexRequest")
+    return ReadIndexRequest(s, r, term, request)
+
+
+def _decode_read_index_response(s: NodeId, r: NodeId, data: bytes, off: int) -> ReadIndexResponse:
+    _need(data, off, _QQQ.size, "ReadIndexResponse")
+    term, request, index = _QQQ.unpack_from(data, off)
+    _done(data, off + _QQQ.size, "ReadIndexResponse")
+    return ReadIndexResponse(s, r, term, request, index)
+
+
 def _decode_removed_notice(s: NodeId, r: NodeId, data: bytes, off: int) -> RemovedNotice:
     _need(data, off, _Q.size, "RemovedNotice")
     (index,) = _Q.unpack_from(data, off)
@@ -449,6 +478,8 @@ _DECODERS: dict[int, Callable[[NodeId, NodeId, bytes, int], Any]] = {
     TAGS[InstallSnapshot]: _decode_install_snapshot,
     TAGS[TimeoutNow]: _decode_timeout_now,
     TAGS[RemovedNotice]: _decode_removed_notice,
+    TAGS[ReadIndexRequest]: _decode_read_index_request,
+    TAGS[ReadIndexResponse]: _decode_read_index_response,
 }
 
 

@@ -103,6 +103,24 @@ class TimeoutNowCmd(amp.Command):
     requiresAnswer = False
 
 
+class ReadIndexRequestCmd(amp.Command):
+    """Carry an encoded ``ReadIndexRequest`` (a follower's batch of reads).
+
+    A node of an earlier version does not know it and drops the connection:
+    the follower's reads are then forwarded to the leader whole.
+    """
+
+    arguments = [(b"m", LargeBytes())]
+    requiresAnswer = False
+
+
+class ReadIndexResponseCmd(amp.Command):
+    """Carry an encoded ``ReadIndexResponse``."""
+
+    arguments = [(b"m", LargeBytes())]
+    requiresAnswer = False
+
+
 class RemovedNoticeCmd(amp.Command):
     """Carry an encoded ``RemovedNotice`` (:mod:`~leeky_twisted.transport.notices`).
 

@@ -38,6 +38,8 @@ from leeky_twisted.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -64,6 +66,8 @@ from leeky_twisted.transport.peer_commands import (
     HeartbeatResponseCmd,
     Hello,
     HelloRefused,
+    ReadIndexRequestCmd,
+    ReadIndexResponseCmd,
     RemovedNoticeCmd,
     RequestVoteCmd,
     RequestVoteResponseCmd,
@@ -110,6 +114,8 @@ MESSAGE_COMMANDS: dict[type, type[amp.Command]] = {
     Heartbeat: HeartbeatCmd,
     HeartbeatResponse: HeartbeatResponseCmd,
     TimeoutNow: TimeoutNowCmd,
+    ReadIndexRequest: ReadIndexRequestCmd,
+    ReadIndexResponse: ReadIndexResponseCmd,
     RemovedNotice: RemovedNoticeCmd,
 }
 _COMMAND_NAMES: dict[type, bytes] = {
@@ -633,6 +639,16 @@ class PeerLocator(amp.CommandLocator):
     def timeout_now(self, m: bytes) -> dict[str, Any]:
         """Deliver a TimeoutNow."""
         return self._one_way(m, TimeoutNow)
+
+    @ReadIndexRequestCmd.responder
+    def read_index_request(self, m: bytes) -> dict[str, Any]:
+        """Deliver a ReadIndexRequest."""
+        return self._one_way(m, ReadIndexRequest)
+
+    @ReadIndexResponseCmd.responder
+    def read_index_response(self, m: bytes) -> dict[str, Any]:
+        """Deliver a ReadIndexResponse."""
+        return self._one_way(m, ReadIndexResponse)
 
     @RemovedNoticeCmd.responder
     def removed_notice(self, m: bytes) -> dict[str, Any]:

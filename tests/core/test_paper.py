@@ -510,8 +510,11 @@ def test_read_index_waits_for_heartbeat_quorum():
 
 
 def test_read_index_on_follower_raises_not_leader():
-    """Only the leader serves ReadIndex; others name the leader they know."""
-    net = _leader_with_commit()
+    """Without follower reads only the leader serves ReadIndex; others name the leader."""
+    net = Network(IDS, follower_reads=False)
+    net.elect("n1")
+    net.propose("n1", b"x")
+    net.stabilize()
     with pytest.raises(NotLeaderError) as info:
         net.read("n2", "r")
     assert info.value.leader == N1

@@ -48,6 +48,20 @@ def test_three_nodes_elect_commit_and_serve_reads_through_any_node(cluster3: Loc
     assert leaders == [leader]
 
 
+def test_a_follower_serves_linearizable_reads_itself(cluster3: LocalCluster):
+    """A get through a follower is served by that follower (a read index from the
+    leader, not the request forwarded), and sees a write acknowledged just before."""
+    leader = cluster3.wait_for_leader()
+    follower = followers(cluster3, leader)[0]
+    before = (cluster3.status(follower) or {})["stats"]["follower_reads"]
+    for i in range(20):
+        put(leader.http_port, "fr", f"v{i}")
+        assert get(follower.http_port, "fr") == f"v{i}"
+    after = (cluster3.status(follower) or {})["stats"]["follower_reads"]
+    assert after - before == 20
+    assert (cluster3.status(leader) or {})["stats"]["follower_reads"] == 0
+
+
 def test_leader_sigkill_new_leader_takes_writes_and_keeps_acknowledged_ones(
     cluster3: LocalCluster,
 ):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from leeky_twisted.core.messages import (
     MAX_INDEX,
+    MAX_READ_REQUEST,
     MAX_STORAGE_ID,
     MAX_TERM,
     AppendEntries,
@@ -22,6 +23,8 @@ from leeky_twisted.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -100,6 +103,8 @@ def install_snapshots(draw: st.DrawFn) -> InstallSnapshot:
     return InstallSnapshot(draw(node_ids), draw(node_ids), term, meta)
 
 
+read_requests = st.integers(1, MAX_READ_REQUEST)
+
 MESSAGES = {
     RequestVote: request_votes(),
     RequestVoteResponse: st.builds(
@@ -131,5 +136,9 @@ MESSAGES = {
     ),
     InstallSnapshot: install_snapshots(),
     TimeoutNow: st.builds(TimeoutNow, node_ids, node_ids, terms),
+    ReadIndexRequest: st.builds(ReadIndexRequest, node_ids, node_ids, terms, read_requests),
+    ReadIndexResponse: st.builds(
+        ReadIndexResponse, node_ids, node_ids, terms, read_requests, indexes
+    ),
 }
 any_message = st.one_of(*MESSAGES.values())

@@ -22,6 +22,8 @@ from leeky_twisted.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -61,6 +63,8 @@ EXAMPLES = [
         _A, _B, 7, SnapshotMeta(90, 6, Configuration(frozenset({_A, _B}), frozenset({NodeId("c")})))
     ),
     TimeoutNow(_A, _B, 7),
+    ReadIndexRequest(_A, _B, 7, 2**62 + 5),
+    ReadIndexResponse(_A, _B, 7, 2**62 + 5, 98),
 ]
 
 

@@ -25,6 +25,8 @@ from leeky_twisted.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -129,6 +131,8 @@ def all_messages():
         Heartbeat(N1, N2, 4, 12, 1),
         HeartbeatResponse(N1, N2, 4, 1, 12),
         TimeoutNow(N1, N2, 4),
+        ReadIndexRequest(N1, N2, 4, 77),
+        ReadIndexResponse(N1, N2, 4, 77, 12),
     ]
 
 

@@ -193,7 +193,7 @@ function drawCharts() {
 
 // ------------------------------------------------------------------ the ring
 const COLORS = {append: "#1c7ed6", heartbeat: "#adb5bd", vote: "#ae3ec9", prevote: "#e599f7",
-  snapshot: "#f08c00", timeout_now: "#e03131", other: "#495057"};
+  snapshot: "#f08c00", timeout_now: "#e03131", read_index: "#2b8a3e", other: "#495057"};
 const ROLE = {leader: "#d9480f", follower: "#1c7ed6", candidate: "#ae3ec9", learner: "#2b8a3e", down: "#868e96"};
 let pos = {};
 let dots = [];
