@@ -502,6 +502,14 @@ class Simulation:
                 self._on_host(leader, lambda h=leader, d=data: self._propose(h, d))
             if r.random() < f.read_rate:
                 self._on_host(leader, lambda h=leader: self._read(h))
+            if faults_on and r.random() < f.transfer_rate:
+                node = leader.node
+                assert node is not None
+                target = r.choice(sorted(node.core.configuration.voters))
+                with contextlib.suppress(Exception):
+                    node.transfer_leadership(target)
+            if faults_on and r.random() < f.config_rate:
+                self._random_config_change(leader)
         fr = self.follower_reads_rng
         if self.follower_reads and fr.random() < 2 * f.read_rate:
             followers = [
@@ -512,14 +520,6 @@ class Simulation:
             if followers:
                 host = fr.choice(followers)
                 self._on_host(host, lambda h=host: self._read(h))
-            if faults_on and r.random() < f.transfer_rate:
-                node = leader.node
-                assert node is not None
-                target = r.choice(sorted(node.core.configuration.voters))
-                with contextlib.suppress(Exception):
-                    node.transfer_leadership(target)
-            if faults_on and r.random() < f.config_rate:
-                self._random_config_change(leader)
         for host in self.hosts.values():
             if host.up and r.random() < f.compact_rate:
                 assert host.node is not None
