@@ -104,6 +104,17 @@ SNAPSHOT_FORMAT_V1 = "leeky-kv/1"
 #: one costs a few milliseconds of the reactor, whatever the size of the values.
 SNAPSHOT_PIECE_BYTES = 1 << 20
 
+#: A key's revisions: (create, mod, version), or only the revision of a key written once
+Revisions = int | tuple[int, int, int]
+
+
+def revisions(r: Revisions) -> tuple[int, int, int]:
+    """Return (create, mod, version) from a key's stored revisions."""
+    if type(r) is int:
+        return (r, r, 1)
+    return r  # type: ignore[return-value]
+
+
 #: A range answer holds at most this many bytes of keys and values (then ``more``).
 MAX_RANGE_BYTES = 4 << 20
 #: A range inside a transaction returns at most this many keys and bytes: the
@@ -177,7 +188,9 @@ class KeyValueStateMachine:
         self.max_results_per_session = max_results_per_session
         self._data: dict[str, str] = {}
         #: key -> (create_revision, mod_revision, version); the same keys as _data
-        self._meta: dict[str, tuple[int, int, int]] = {}
+        #: each key's (create, mod, version); a key written once (version 1, so
+        #: create == mod) holds just that revision: 64 bytes less per such key
+        self._meta: dict[str, Revisions] = {}
         self._revision = 0
         self._sessions: OrderedDict[str, _ClientSession] = OrderedDict()
         self._last_applied = 0
@@ -289,16 +302,21 @@ class KeyValueStateMachine:
             meta = self._meta
             m = meta.get(key)
             if m is None:
-                m = meta[key] = (index, index, 1)
+                meta[key] = index
+                create, version = index, 1
                 if self._sorted is not None:
                     self._note(key, False)
             else:
-                m = meta[key] = (m[0], index, m[2] + 1)
+                if type(m) is int:
+                    create, version = m, 2
+                else:
+                    create, version = m[0], m[2] + 1  # type: ignore[index]
+                meta[key] = (create, index, version)
             data[key] = command.value
             self._revision = index
             if self._pending is not None:
                 self._pending.append(
-                    _new_event(Event, (index, "put", key, command.value, m[0], m[2]))
+                    _new_event(Event, (index, "put", key, command.value, create, version))
                 )
             return None
         if isinstance(command, Delete):
@@ -353,22 +371,25 @@ class KeyValueStateMachine:
         meta = self._meta
         m = meta.get(key)
         if m is None:
-            m = meta[key] = (index, index, 1)
+            meta[key] = index
+            create, version = index, 1
             if self._sorted is not None:
                 self._note(key, False)
         else:
-            m = meta[key] = (m[0], index, m[2] + 1)
+            create, _, version = revisions(m)
+            version += 1
+            meta[key] = (create, index, version)
         self._data[key] = value
         self._revision = index
         if self._pending is not None:
-            self._pending.append(_new_event(Event, (index, "put", key, value, m[0], m[2])))
+            self._pending.append(_new_event(Event, (index, "put", key, value, create, version)))
 
     def _remove(self, key: str, index: int) -> bool:
         if self._data.pop(key, None) is None:
             return False
         if self._key_lease:
             self._detach(key)
-        create = self._meta.pop(key)[0]
+        create = revisions(self._meta.pop(key))[0]
         self._revision = index
         if self._sorted is not None:
             self._note(key, True)
@@ -397,7 +418,8 @@ class KeyValueStateMachine:
         return TxnResult(ok, self._revision, tuple(responses))
 
     def _compare(self, c: Compare) -> bool:
-        m = self._meta.get(c.key)
+        found = self._meta.get(c.key)
+        m = None if found is None else revisions(found)
         actual: str | int
         if c.target == "value":
             if m is None:
@@ -471,8 +493,12 @@ class KeyValueStateMachine:
             size += len(key) + (0 if value is None else len(value))
             if out and size > max_bytes:
                 break
-            c, m, v = meta[key]
-            out.append(KeyValue(key, value, c, m, v))
+            rev = meta[key]
+            if type(rev) is int:
+                out.append(KeyValue(key, value, rev, rev, 1))
+            else:
+                c, m, v = rev  # type: ignore[misc]
+                out.append(KeyValue(key, value, c, m, v))
         return RangeResult(self._revision, tuple(out), count, len(out) < count)
 
     def _register(self, index: int, nonce: str) -> str:
@@ -554,7 +580,7 @@ class KeyValueStateMachine:
         meta = dict(self._meta)
         head = self.snapshot_header()
 
-        def objects(mapping: dict[str, object]) -> Iterator[bytes]:
+        def objects(mapping: dict[str, object], expand: bool = False) -> Iterator[bytes]:
             items = iter(mapping.items())
             first = True
             while True:
@@ -567,6 +593,8 @@ class KeyValueStateMachine:
                         break
                 if not chunk:
                     break
+                if expand:
+                    chunk = {k: revisions(v) for k, v in chunk.items()}  # type: ignore[arg-type]
                 body = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))[1:-1]
                 yield (body if first else "," + body).encode("utf-8")
                 first = False
@@ -575,7 +603,7 @@ class KeyValueStateMachine:
             yield head
             yield from objects(data)  # type: ignore[arg-type]
             yield b'},"meta":{'
-            yield from objects(meta)  # type: ignore[arg-type]
+            yield from objects(meta, expand=True)  # type: ignore[arg-type]
             yield b"}}"
 
         return pieces()
@@ -626,7 +654,7 @@ class KeyValueStateMachine:
             raise ValueError("snapshot sessions must be a list")
         if document["format"] == SNAPSHOT_FORMAT_V1:
             revision = last_applied
-            meta = dict.fromkeys(kv, (revision, revision, 1))
+            meta: dict[str, Revisions] = dict.fromkeys(kv, revision)
         else:
             revision, meta = _revisions_from_json(document, kv, last_applied)
         sessions: OrderedDict[str, _ClientSession] = OrderedDict()
@@ -671,14 +699,14 @@ def _leases_from_json(
 
 def _revisions_from_json(
     document: dict[str, object], data: dict[str, str], last_applied: int
-) -> tuple[int, dict[str, tuple[int, int, int]]]:
+) -> tuple[int, dict[str, Revisions]]:
     revision = document.get("revision")
     raw = document.get("meta")
     if not _is_int(revision) or not 0 <= revision <= last_applied:  # type: ignore[operator]
         raise ValueError("snapshot revision must be an integer from 0 to last_applied")
     if not isinstance(raw, dict) or raw.keys() != data.keys():
         raise ValueError("snapshot meta must give the revisions of exactly the keys in data")
-    meta: dict[str, tuple[int, int, int]] = {}
+    meta: dict[str, Revisions] = {}
     for key, value in raw.items():
         if not (
             isinstance(value, list)
@@ -688,7 +716,8 @@ def _revisions_from_json(
             and value[2] >= 1
         ):
             raise ValueError(f"snapshot meta of {key[:40]!r} must be [create, mod, version]")
-        meta[key] = (value[0], value[1], value[2])
+        create, mod, version = value
+        meta[key] = mod if version == 1 and create == mod else (create, mod, version)
     return revision, meta  # type: ignore[return-value]
 
 

@@ -111,6 +111,33 @@ def test_snapshot_round_trip_keeps_revisions(sm, apply):
     assert meta(other, "a") == (1, 5, 3)
 
 
+def test_a_key_written_once_keeps_one_revision_and_reads_as_all_three(sm, apply):
+    """Memory: a key written once (create == mod, version 1) stores only that
+    revision, not a tuple; every reader (range, txn compares, events, delete,
+    snapshot, restore) still sees (create, mod, version)."""
+    from leeky_twisted.statemachine.commands import Compare, Txn
+
+    events = []
+    sm.observe(events.extend)
+    apply(Put("once", "v"))
+    apply(Put("twice", "v"))
+    apply(Put("twice", "w"))
+    assert sm._meta["once"] == 1 and sm._meta["twice"] == (2, 3, 2)
+    assert meta(sm, "once") == (1, 1, 1) and meta(sm, "twice") == (2, 3, 2)
+    assert [(e.create_revision, e.version) for e in events] == [(1, 1), (2, 1), (2, 2)]
+    checks = [Compare("once", t, "==", 1) for t in ("version", "create", "mod")]
+    assert apply(Txn(tuple(checks), (), ())).succeeded
+    document = json.loads(sm.snapshot())
+    assert document["meta"] == {"once": [1, 1, 1], "twice": [2, 3, 2]}
+    other = KeyValueStateMachine()
+    other.restore(sm.snapshot())
+    assert other._meta == sm._meta
+    apply(Put("once", "again"))
+    assert meta(sm, "once") == (1, 5, 2)
+    apply(Delete("once"))
+    assert events[-1].create_revision == 1
+
+
 def test_snapshot_in_pieces_equals_whole_snapshot(sm, apply):
     """snapshot_chunks in small batches gives the bytes of snapshot(), meta included."""
     for i in range(30):
