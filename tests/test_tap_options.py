@@ -81,6 +81,7 @@ def test_make_node_service_wires_the_parsed_options_into_the_node(tmp_path):
         assert node.settings.tick_interval == defaults.TICK_SECONDS
         assert node.core.configuration.voters == {"1", "2", "3"}
         assert node.addresses["2"]["peer"] == "127.0.0.1:7002"
+        assert node.core.cfg.follower_reads  # on unless --no-follower-reads
         assert not node.stopped
     finally:
         for store in node.log_store, node.stable_store:
@@ -234,9 +235,13 @@ def test_make_node_service_listens_on_the_ports_and_hosts_given(tmp_path):
 
 
 def test_make_node_service_applies_the_request_limits_and_forwarding(tmp_path):
-    """--max-value-bytes bounds the API and the HTTP body; --no-forward turns forwarding off."""
-    top = _built(parsed(tmp_path, "--max-value-bytes", "5000", "--no-forward"))
+    """--max-value-bytes bounds the API and the HTTP body; --no-forward turns forwarding
+    off; --no-follower-reads leaves linearizable reads to the leader."""
+    top = _built(
+        parsed(tmp_path, "--max-value-bytes", "5000", "--no-forward", "--no-follower-reads")
+    )
     try:
+        assert not top.node.core.cfg.follower_reads
         rpc = top.web.root.children[b"jsonrpc"]
         assert rpc.frontend.limits.max_value_bytes == 5000
         assert rpc.max_body_bytes == top.web.max_body_bytes == defaults.http_body_bytes(5000)

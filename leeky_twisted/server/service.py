@@ -141,6 +141,8 @@ class NodeOptions:
     #: recent events kept for watches (docs/coordination.md)
     watch_window: int = defaults.WATCH_WINDOW
     lease_read: bool = False
+    #: followers serve linearizable reads with a read index from the leader
+    follower_reads: bool = True
     forward: bool = True
     unsafe_stale_reads: bool = False
     executor_url: str | None = None
@@ -627,6 +629,7 @@ def make_node_service(opts: NodeOptions, reactor: Any = None) -> LeekyRaftServic
         election_ticks=opts.election_ticks,
         heartbeat_ticks=opts.heartbeat_ticks,
         lease_read=opts.lease_read,
+        follower_reads=opts.follower_reads,
     )
     disk = _DiskThread(reactor)
     # Every disk job that fails has the data folder checked at once.

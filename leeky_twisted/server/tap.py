@@ -94,6 +94,13 @@ class Options(usage.Options):
             "bounded clock drift) instead of a ReadIndex round.",
         ],
         [
+            "no-follower-reads",
+            None,
+            "Serve linearizable reads on the leader only: a follower forwards "
+            "them whole instead of asking the leader for a read index (e.g. "
+            "while upgrading from a version without follower reads).",
+        ],
+        [
             "no-forward",
             None,
             "Answer clients of a follower with the leader's address "
@@ -468,6 +475,7 @@ class Options(usage.Options):
             max_value_bytes=self["max-value-bytes"],
             watch_window=self["watch-window"],
             lease_read=bool(self["lease-read"]),
+            follower_reads=not self["no-follower-reads"],
             forward=not self["no-forward"],
             unsafe_stale_reads=bool(self["unsafe-stale-reads"]),
             executor_url=self["executor-url"],
