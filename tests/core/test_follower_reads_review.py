@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from leeky_twisted.core.messages import (
+    MAX_INDEX,
+    MAX_READ_REQUEST,
     ConfChange,
     ConfChangeOp,
     NodeId,
     ReadIndexRequest,
     ReadIndexResponse,
+    bounds_error,
 )
 from leeky_twisted.testing.scenarios import Network
 
@@ -85,3 +88,16 @@ def test_a_leader_with_a_lease_answers_a_follower_without_a_new_round():
     assert answer.index == net.core(lead).commit
     net.stabilize()
     assert [rs.context for rs in net.node(other).read_states] == ["r"]
+
+
+def test_read_index_messages_out_of_bounds_are_refused():
+    """A batch number is in [1, 2^63 - 1] and an index at most MAX_INDEX: the
+    transport drops anything else before the core sees it."""
+    a, b = NodeId("a"), NodeId("b")
+    assert bounds_error(ReadIndexRequest(a, b, 1, 1)) is None
+    assert bounds_error(ReadIndexRequest(a, b, 1, MAX_READ_REQUEST)) is None
+    assert bounds_error(ReadIndexRequest(a, b, 1, 0)) is not None
+    assert bounds_error(ReadIndexRequest(a, b, 1, MAX_READ_REQUEST + 1)) is not None
+    assert bounds_error(ReadIndexResponse(a, b, 1, 0, 5)) is not None
+    assert bounds_error(ReadIndexResponse(a, b, 1, 5, MAX_INDEX)) is None
+    assert bounds_error(ReadIndexResponse(a, b, 1, 5, MAX_INDEX + 1)) is not None
