@@ -237,7 +237,6 @@ class RaftCore:
         self._reads_to_ask: list[object] = []
         self._read_batches: dict[int, tuple[int, list[object]]] = {}  # request -> (tick, contexts)
         self._next_read_request = 0  #: drawn at random on first use (see ReadIndexRequest)
-        self._follower_reads_waiting = 0  #: _FollowerRead contexts this leader holds
         self._round_sent_tick: dict[int, int] = {}
         self._lease_until = -1
         # Once a transfer starts, a TimeoutNow may be (or later arrive) in flight:
@@ -993,7 +992,6 @@ class RaftCore:
         if pr is None:
             return
         if isinstance(m, ReadIndexRequest):
-            self._follower_reads_waiting += 1
             self.read_index(_FollowerRead(m.sender, m.request))
             return
         if isinstance(m, (AppendEntriesResponse, HeartbeatResponse)) and m.storage != pr.storage_id:
@@ -1291,8 +1289,6 @@ class RaftCore:
         """Send the AppendEntries and read rounds accumulated since the last batch."""
         if self._reads_to_ask:
             self._ask_read_index()
-        if self._follower_reads_waiting and self._read_states:
-            self._answer_follower_reads()
         if self.role is not Role.LEADER:
             self._needs_append.clear()
             self._eager_due = False
@@ -1350,10 +1346,10 @@ class RaftCore:
 
     def _queue_read(self, context: object) -> None:
         if len(self.log.config().voters) == 1 and self.id in self.log.config().voters:
-            self._read_states.append(ReadState(self.commit, context))
+            self._release_read(self.commit, context)
             return
         if self.cfg.lease_read and self.transferee is None and self.ticks < self._lease_until:
-            self._read_states.append(ReadState(self.commit, context))
+            self._release_read(self.commit, context)
             return
         self._pending_reads.append((self.read_round + 1, self.commit, context))
         self._read_round_wanted = True
@@ -1377,19 +1373,25 @@ class RaftCore:
         keep = []
         for rnd, index, ctx in self._pending_reads:
             if rnd <= confirmed:
-                self._read_states.append(ReadState(index, ctx))
+                self._release_read(index, ctx)
             else:
                 keep.append((rnd, index, ctx))
         self._pending_reads = keep
+
+    def _release_read(self, index: int, ctx: object) -> None:
+        """A read confirmed at ``index``: a follower's batch is answered at once, in
+        the term that confirmed it (wherever the confirmation happens, _flush
+        included); this node's own read goes out in the next Ready."""
+        if type(ctx) is _FollowerRead:
+            self._send(ReadIndexResponse(self.id, ctx.follower, self.term, ctx.request, index))
+        else:
+            self._read_states.append(ReadState(index, ctx))
 
     def _drop_reads(self) -> None:
         # A follower's batch is not this node's to fail: the follower drops it
         # when it hears of the new term or leader, or after an election timeout.
         waiting = [ctx for _, _, ctx in self._pending_reads] + self._reads_before_commit
-        theirs = [c for c in waiting if type(c) is _FollowerRead]
         self._dropped_reads.extend(c for c in waiting if type(c) is not _FollowerRead)
-        # (a follower's read state already released is still answered: its round was confirmed)
-        self._follower_reads_waiting -= len(theirs)
         self._pending_reads = []
         self._reads_before_commit = []
         self._round_sent_tick.clear()
@@ -1409,20 +1411,6 @@ class RaftCore:
         self._next_read_request = request + 1 if request < MAX_READ_REQUEST else 1
         self._read_batches[request] = (self.ticks, asks)
         self._send(ReadIndexRequest(self.id, leader, self.term, request))
-
-    def _answer_follower_reads(self) -> None:
-        """Turn the read states of followers' batches into ReadIndexResponses."""
-        keep = []
-        for rs in self._read_states:
-            ctx = rs.context
-            if type(ctx) is _FollowerRead:
-                self._follower_reads_waiting -= 1
-                self._send(
-                    ReadIndexResponse(self.id, ctx.follower, self.term, ctx.request, rs.index)
-                )
-            else:
-                keep.append(rs)
-        self._read_states = keep
 
     def _expire_read_batches(self) -> None:
         """Drop the batches the leader left unanswered for an election timeout."""
