@@ -137,6 +137,10 @@ class Simulation:
         #: drawn apart so the other half replay as before
         self.follower_reads_rng = random.Random(f"{seed}/follower-reads")
         self.follower_reads = self.follower_reads_rng.random() < 0.5
+        #: a quarter of the seeds run without CheckQuorum (never with lease reads):
+        #: a leader cut off with a follower then keeps leading it, and the follower's
+        #: reads must still wait for a round the majority confirms; drawn apart
+        self.check_quorum = random.Random(f"{seed}/check-quorum").random() >= 0.25
         #: half the seeds read as production nodes do (batched reads, then
         #: ``process_received``); drawn apart so the other half replay as before
         drawn = random.Random(f"{seed}/reads").random() < 0.5
@@ -268,6 +272,7 @@ class Simulation:
             max_msg_bytes=200,
             snapshot_retry_ticks=30,
             lease_read=self.faults.lease_read,
+            check_quorum=self.check_quorum or self.faults.lease_read,
         )
 
     def node_settings(self, nid: NodeId) -> NodeSettings:

@@ -188,3 +188,25 @@ def test_without_follower_reads_a_follower_refuses():
     with pytest.raises(NotLeaderError) as info:
         net.read("n2", "r")
     assert info.value.leader == N1
+
+
+def test_the_simulation_catches_a_leader_that_answers_followers_without_a_round(monkeypatch):
+    """The simulated world's read check can fail for this: a leader that answers a
+    follower's request at once with its commit index (no round, no first commit of
+    its term) lets a follower of a deposed leader serve a stale read (seed 640030,
+    one of the seeds run without CheckQuorum)."""
+    from leeky_twisted.core.raft import RaftCore
+    from leeky_twisted.testing.simulation import SafetyViolation, Simulation
+
+    honest = RaftCore._step_leader
+
+    def hasty(self, m):
+        if isinstance(m, ReadIndexRequest) and m.sender in self.progress:
+            self._send(ReadIndexResponse(self.id, m.sender, self.term, m.request, self.commit))
+            return
+        honest(self, m)
+
+    assert Simulation(640030, ticks=300).run().committed > 0
+    monkeypatch.setattr(RaftCore, "_step_leader", hasty)
+    with pytest.raises(SafetyViolation, match="served a read from the state at"):
+        Simulation(640030, ticks=300).run()
