@@ -51,6 +51,9 @@ class _LeaderStandIn:
     def want_eager_commits(self, eager: bool) -> None:
         """A leader is told of commits by its own core: nothing to ask."""
 
+    def on_removed(self, observer: Any) -> None:
+        """The stand-in is never removed from a cluster: nothing to tell."""
+
     def read(self, request: object, linearizable: bool, timeout: float) -> Deferred[Any]:
         ctx = self.pending.next_read_id()
         self.safe.append(ctx)
