@@ -51,6 +51,15 @@ def from_leader(node: RaftNode, entries: list[Entry], commit: int) -> None:
     )
 
 
+def removed_then_added_back() -> list[Entry]:
+    """The leader's entries 4-6: its no-op, N3's removal, N3 added back as a learner."""
+    return [
+        Entry(4, 2, EntryKind.NOOP),
+        config_entry(5, ConfChangeOp.REMOVE, N3),
+        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
+    ]
+
+
 def vote_request(sender: NodeId, recipient: NodeId, pre_vote: bool = True) -> RequestVote:
     return RequestVote(sender, recipient, 9, 1, 1, pre_vote=pre_vote)
 
@@ -180,12 +189,7 @@ def test_a_told_node_shows_removed_and_stops_campaigning(capture_node_logs):
 def test_a_told_node_that_is_added_back_campaigns_again():
     """The leader's entries carry its log past the removal: it is a member again."""
     node, clock, _ = removed_node_told(index=5)
-    entries = [
-        Entry(4, 2, EntryKind.NOOP),
-        config_entry(5, ConfChangeOp.REMOVE, N3),
-        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
-    ]
-    from_leader(node, entries, commit=6)
+    from_leader(node, removed_then_added_back(), commit=6)
     run(clock, 0.1)
     assert node.status().role == "learner"
     assert not node.removal.silenced()
@@ -259,12 +263,7 @@ def test_a_removed_node_added_back_serves_again():
     """Told it was removed at 5, then the leader's entries add it back: no longer refused."""
     node, clock, _ = removed_node_told(index=5)
     assert isinstance(node.removed(), Removed)
-    entries = [
-        Entry(4, 2, EntryKind.NOOP),
-        config_entry(5, ConfChangeOp.REMOVE, N3),
-        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
-    ]
-    from_leader(node, entries, commit=6)
+    from_leader(node, removed_then_added_back(), commit=6)
     run(clock, 0.1)
     assert node.removed() is None
     out = outcome(node.propose(b"x", 5.0))
@@ -328,12 +327,7 @@ def test_applying_a_peers_removal_tells_the_transport_to_forget_it():
         return succeed(None)
 
     transport.disconnect = disconnect
-    entries = [
-        Entry(4, 2, EntryKind.NOOP),
-        config_entry(5, ConfChangeOp.REMOVE, N3),
-        config_entry(6, ConfChangeOp.ADD_LEARNER, N3),
-    ]
-    from_leader(node, entries, commit=6)
+    from_leader(node, removed_then_added_back(), commit=6)
     run(clock, 0.1)
     assert forgotten == [N3]
 

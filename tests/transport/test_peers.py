@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectError, ConnectionLost, ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.test.iosim import ConnectionCompleter
 from zope.interface.verify import verifyObject
 
@@ -251,12 +254,11 @@ def test_lost_connection_is_redialled_at_once_then_after_backoff(capture):
     assert b.received == [hb(1), hb(2), hb(3)]
 
 
-def test_a_refused_dial_tells_the_node_its_peer_is_gone(capture):
-    """When a working connection drops and the redial is refused, set_peer_gone's
-    callback hears the peer's id once; a dial that fails otherwise says nothing."""
-    from twisted.internet.error import ConnectError, ConnectionRefusedError
-    from twisted.python.failure import Failure
+def connected_and_watched(capture):
+    """n1 connected to n2 (its Hello answered), n1's gone-peer reports kept in ``gone``.
 
+    Return (reactor, completer, pump, n1, gone).
+    """
     reactor = MemoryReactorClock()
     completer = ConnectionCompleter(reactor)
     a, _b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
@@ -265,6 +267,13 @@ def test_a_refused_dial_tells_the_node_its_peer_is_gone(capture):
     a.transport.send(hb(1))
     pump = completer.succeedOnce()
     pump.flush()
+    return reactor, completer, pump, a, gone
+
+
+def test_a_refused_dial_tells_the_node_its_peer_is_gone(capture):
+    """When a working connection drops and the redial is refused, set_peer_gone's
+    callback hears the peer's id once; a dial that fails otherwise says nothing."""
+    reactor, completer, pump, a, gone = connected_and_watched(capture)
     assert gone == []
     pump.serverIO.loseConnection()
     pump.flush()
@@ -571,19 +580,7 @@ def test_a_probe_accepted_by_a_dying_process_still_ends_in_a_report(capture):
     before our Hello is answered. The link must dial again (nothing queued to
     send) so that the next refusal tells the node; otherwise the survivors wait
     out a whole election timeout (tests/integration SIGKILL test, flaky)."""
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-    from twisted.internet.testing import StringTransport
-    from twisted.python.failure import Failure
-
-    reactor = MemoryReactorClock()
-    completer = ConnectionCompleter(reactor)
-    a, _b = Node(reactor, N1, book(), capture), Node(reactor, N2, book(), capture)
-    gone: list = []
-    a.transport.set_peer_gone(gone.append)
-    a.transport.send(hb(1))
-    pump = completer.succeedOnce()
-    pump.flush()
+    reactor, completer, pump, _a, gone = connected_and_watched(capture)
     pump.serverIO.loseConnection()  # the peer's process dies ...
     pump.flush()
     assert dialled(reactor) == [("127.0.0.1", 7002)]  # ... the probe goes out at once
