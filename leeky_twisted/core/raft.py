@@ -834,6 +834,13 @@ class RaftCore:
 
     # =============================================================== follower
 
+    def _heard_from_leader(self, leader: NodeId) -> None:
+        """A message of this term's leader: its timer restarts, and a report of
+        its death (``leader_gone``) was false."""
+        self.election_elapsed = 0
+        self.leader_id = leader
+        self._gone = None
+
     def _step_follower(self, m: Message) -> None:
         if isinstance(m, ReadIndexResponse):
             batch = self._read_batches.pop(m.request, None)
@@ -842,14 +849,10 @@ class RaftCore:
             elif batch is not None:
                 self._read_batches[m.request] = batch
         elif isinstance(m, AppendEntries):
-            self.election_elapsed = 0
-            self.leader_id = m.sender
-            self._gone = None  # the leader spoke: a report of its death was false
+            self._heard_from_leader(m.sender)
             self._handle_append_entries(m)
         elif isinstance(m, Heartbeat):
-            self.election_elapsed = 0
-            self.leader_id = m.sender
-            self._gone = None  # the leader spoke: a report of its death was false
+            self._heard_from_leader(m.sender)
             if m.commit > self.commit:
                 self.commit = min(m.commit, self.log.last_index())
                 self._seat_committed()
@@ -866,9 +869,7 @@ class RaftCore:
                 )
             )
         elif isinstance(m, InstallSnapshot):
-            self.election_elapsed = 0
-            self.leader_id = m.sender
-            self._gone = None  # the leader spoke: a report of its death was false
+            self._heard_from_leader(m.sender)
             self._handle_snapshot(m)
         elif isinstance(m, TimeoutNow) and self._may_campaign():
             self._log(f"TimeoutNow from {m.sender}: campaigning")

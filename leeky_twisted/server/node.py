@@ -303,7 +303,7 @@ class RaftNode:
             "persist_seconds": 0.0,
             "messages_sent": 0,
             "commit_notices": 0,
-            "follower_reads": 0,  #: linearizable reads served here while following
+            "follower_reads": 0,  #: linearizable reads taken on while following (index asked)
             "leader_gone": 0,  #: times told the leader's process was gone, and campaigning soon
         }
         self.writer = DiskWriter(
@@ -550,8 +550,9 @@ class RaftNode:
 
     def peer_gone(self, peer: NodeId) -> None:
         """The transport saw the process of ``peer`` go: its connections closed
-        and a dial was refused. A follower of that leader campaigns within a
-        tick or two (``RaftCore.leader_gone``) instead of a whole timeout."""
+        and a dial was refused. A follower of that leader campaigns once it has
+        heard nothing from it for a heartbeat interval and a tick
+        (``RaftCore.leader_gone``), instead of a whole election timeout."""
         if self.stopped or self._removed is not None:
             return
         if self.core.leader_gone(peer):
